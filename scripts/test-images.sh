@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Build the small local images the tests use (no registry is needed); reuse them when present.
+#   hatchway-test/busybox:latest  Debian's busybox-static with every applet linked
+#   hatchway-test/python:latest   a minimal Debian bookworm with python3, made by mmdebstrap
+set -euo pipefail
+
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+build_busybox() {
+  local tag=hatchway-test/busybox:latest root
+  have_image "$tag" && return 0
+  root=$(mktemp -d)
+  mkdir -p "$root/bin" "$root/tmp" "$root/etc"
+  chmod 1777 "$root/tmp"
+  cp /bin/busybox "$root/bin/busybox"
+  for applet in $("$root/bin/busybox" --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' > "$root/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
+  tar -C "$root" -c . | docker import --change 'ENV PATH=/bin' - "$tag" >/dev/null
+  rm -rf "$root"
+  echo "built $tag"
+}
+
+build_python() {
+  local tag=hatchway-test/python:latest tarball
+  have_image "$tag" && return 0
+  tarball=$(mktemp --suffix=.tar)
+  mmdebstrap --quiet --variant=apt --include=python3 bookworm "$tarball"
+  docker import --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' "$tarball" "$tag" >/dev/null
+  rm -f "$tarball"
+  echo "built $tag"
+}
+
+build_busybox
+build_python

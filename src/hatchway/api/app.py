@@ -1,0 +1,24 @@
+"""The FastAPI application around a worker."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from hatchway import __version__
+from hatchway.api import jobs, system
+from hatchway.api.errors import install_error_handlers
+from hatchway.worker import Worker
+
+
+def create_app(worker: Worker) -> FastAPI:
+    """An app serving `worker`; starting and stopping the worker is the caller's business."""
+    app = FastAPI(
+        title="hatchway",
+        version=__version__,
+        description="Runs jobs in isolated containers and reports exactly what happened.",
+    )
+    app.state.worker = worker
+    install_error_handlers(app)
+    app.include_router(system.router)
+    app.include_router(jobs.router)
+    return app

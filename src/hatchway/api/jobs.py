@@ -1,0 +1,109 @@
+"""/jobs: create, get, list, kill, logs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from hatchway.api.schemas import JobList
+from hatchway.errors import RequestError
+from hatchway.logs import job_logs
+from hatchway.models import Job, JobRequest, JobState, Stream, label_key_ok
+from hatchway.store.base import JobQuery
+from hatchway.worker import Worker
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def get_worker(request: Request) -> Worker:
+    worker: Worker = request.app.state.worker
+    return worker
+
+
+WorkerDep = Annotated[Worker, Depends(get_worker)]
+
+
+class BadQuery(RequestError):
+    """A query parameter is malformed."""
+
+    status = 422
+    code = "invalid_request"
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=Job,
+    responses={200: {"model": Job, "description": "A job with this `id` existed already; it is returned."}},
+)
+async def create_job(
+    body: JobRequest,
+    response: Response,
+    worker: WorkerDep,
+    wait: Annotated[bool, Query(description="Answer once the job has ended.")] = False,
+    wait_s: Annotated[float | None, Query(gt=0, description="Longest wait with `wait=true`.")] = None,
+) -> Job:
+    """Queue a job. Resubmitting an `id` returns the existing job (200) instead of creating another."""
+    if wait_s is not None and wait_s > worker.settings.max_wait_s:
+        raise BadQuery(f"wait_s may be at most {worker.settings.max_wait_s}")
+    job, created = await worker.submit(body)
+    if not created:
+        response.status_code = 200
+    if wait:
+        job = await worker.wait_final(job.id, wait_s or worker.settings.max_wait_s)
+    return job
+
+
+@router.get("", response_model=JobList)
+async def list_jobs(
+    worker: WorkerDep,
+    state: JobState | None = None,
+    label: Annotated[list[str], Query(description="Filter `key:value`; repeat to AND them.")] = [],  # noqa: B006
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> JobList:
+    """Jobs, newest first, filtered by state and labels."""
+    labels: dict[str, str] = {}
+    for item in label:
+        key, sep, value = item.partition(":")
+        if not sep or not label_key_ok(key):
+            raise BadQuery(f"label filter {item!r} must look like key:value")
+        labels[key] = value
+    try:
+        page = await worker.find(JobQuery(state=state, labels=labels, limit=limit, cursor=cursor))
+    except ValueError as exc:
+        raise BadQuery(str(exc)) from exc
+    return JobList(jobs=page.jobs, next_cursor=page.next_cursor)
+
+
+@router.get("/{job_id}", response_model=Job)
+async def get_job(job_id: str, worker: WorkerDep) -> Job:
+    """One job, with live figures while it runs."""
+    return await worker.get(job_id)
+
+
+@router.delete("/{job_id}", response_model=Job)
+async def kill_job(
+    job_id: str,
+    worker: WorkerDep,
+    grace_s: Annotated[float | None, Query(ge=0, le=3600, description="SIGTERM-to-SIGKILL delay.")] = None,
+) -> Job:
+    """Cancel a queued job, or stop a running one and answer once it has ended. 409 if it had ended."""
+    return await worker.kill(job_id, worker.settings.kill_grace_s if grace_s is None else grace_s)
+
+
+@router.get("/{job_id}/logs", response_class=StreamingResponse, responses={200: {"content": {"text/plain": {}}}})
+async def job_output(
+    job_id: str,
+    worker: WorkerDep,
+    stream: Literal["stdout", "stderr", "both"] = "both",
+    tail: Annotated[int | None, Query(ge=0, description="Only the last N lines of each stream.")] = None,
+    follow: Annotated[bool, Query(description="Stream new output live until the job ends.")] = False,
+) -> StreamingResponse:
+    """The job's output as text; with `follow=true`, streamed live until the job ends."""
+    await worker.get(job_id)  # a 404 now, not halfway through a stream
+    streams = [Stream.STDOUT, Stream.STDERR] if stream == "both" else [Stream(stream)]
+    chunks = job_logs(worker, job_id, streams, tail=tail, follow=follow)
+    return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")

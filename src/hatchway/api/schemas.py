@@ -1,0 +1,49 @@
+"""Response shapes of the HTTP API that are not domain models themselves."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from hatchway.models import Job, ResolvedLimits
+from hatchway.system import HostMetrics
+
+
+class JobList(BaseModel):
+    """A page of jobs, newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class EngineStatus(BaseModel):
+    name: str
+    available: bool
+
+
+class Health(BaseModel):
+    """Whether the worker is fit to take jobs, and how loaded it is."""
+
+    status: str
+    worker_id: str
+    accepting: bool
+    running: int
+    queued: int
+    max_concurrent_jobs: int
+    engine_ok: bool
+    engines: list[EngineStatus]
+    host: HostMetrics
+
+
+class Info(BaseModel):
+    """What this worker is and what it allows."""
+
+    worker_id: str
+    version: str
+    engines: list[EngineStatus]
+    runtimes: list[str]
+    allowed_images: list[str]
+    allow_host_network: bool
+    max_concurrent_jobs: int
+    default_limits: ResolvedLimits
+    max_limits: ResolvedLimits
+    kill_grace_s: float

@@ -1,0 +1,52 @@
+"""/health and /info."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from hatchway.api.jobs import WorkerDep
+from hatchway.api.schemas import EngineStatus, Health, Info
+from hatchway.models import JobState
+from hatchway.system import host_metrics
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/health", response_model=Health)
+async def health(worker: WorkerDep, response: Response) -> Health:
+    """Liveness and load. 503 while the engine does not answer or the worker is stopping."""
+    engine_ok = await worker.engine.ping()
+    counts = await worker.store.counts()
+    healthy = engine_ok and worker.accepting
+    if not healthy:
+        response.status_code = 503
+    return Health(
+        status="ok" if healthy else "degraded",
+        worker_id=worker.worker_id,
+        accepting=worker.accepting,
+        running=counts[JobState.RUNNING] + counts[JobState.BUILDING],
+        queued=counts[JobState.QUEUED],
+        max_concurrent_jobs=worker.settings.max_concurrent_jobs,
+        engine_ok=engine_ok,
+        engines=[EngineStatus(name=worker.engine.name, available=engine_ok)],
+        host=host_metrics(),
+    )
+
+
+@router.get("/info", response_model=Info)
+async def info(worker: WorkerDep) -> Info:
+    """Who this worker is, what it runs and what it allows."""
+    engine_ok = await worker.engine.ping()
+    settings = worker.settings
+    return Info(
+        worker_id=worker.worker_id,
+        version=worker.version,
+        engines=[EngineStatus(name=worker.engine.name, available=engine_ok)],
+        runtimes=[worker.engine.name],
+        allowed_images=settings.allowed_images,
+        allow_host_network=settings.allow_host_network,
+        max_concurrent_jobs=settings.max_concurrent_jobs,
+        default_limits=settings.default_limits,
+        max_limits=settings.max_limits,
+        kill_grace_s=settings.kill_grace_s,
+    )

@@ -1,0 +1,1 @@
+"""The `hatchway` command: serve, run one job locally, and talk to a running worker."""

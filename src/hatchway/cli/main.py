@@ -1,0 +1,165 @@
+"""The `hatchway` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from hatchway import __version__, logconfig
+from hatchway.cli import client
+from hatchway.cli.local import run_locally
+from hatchway.cli.serve import serve
+from hatchway.errors import ConfigError
+from hatchway.models import JobRequest
+from hatchway.settings import load_settings
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `hatchway` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except ConfigError as exc:
+        print(f"hatchway: {exc}", file=sys.stderr)
+        return 2
+    except client.ClientError as exc:
+        print(f"hatchway: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    logconfig.configure(settings.log_level)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    logconfig.configure("WARNING")
+    request = _request(args)
+    return asyncio.run(run_locally(settings, request))
+
+
+def _submit(args: argparse.Namespace) -> int:
+    return client.submit(args.url, _request(args).model_dump(exclude_none=True), wait=args.wait)
+
+
+def _request(args: argparse.Namespace) -> JobRequest:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise client.ClientError("give the command after the image, e.g. `-- echo hello`")
+    limits = {
+        name: getattr(args, name)
+        for name in ("timeout_s", "memory_mb", "cpus", "pids", "output_bytes")
+        if getattr(args, name) is not None
+    }
+    fields = {
+        "image": args.image,
+        "command": command,
+        "env": dict(_pairs(args.env, "=", "--env")),
+        "limits": limits,
+        "network": args.network,
+        "stdin": sys.stdin.read() if args.interactive else None,
+        "files": {dest: Path(src).read_text() for dest, src in _pairs(args.file, "=", "--file")},
+    }
+    if args.workdir:
+        fields["workdir"] = args.workdir
+    if getattr(args, "id", None):
+        fields["id"] = args.id
+    if getattr(args, "priority", None) is not None:
+        fields["priority"] = args.priority
+    if getattr(args, "label", None):
+        fields["labels"] = dict(_pairs(args.label, "=", "--label"))
+    try:
+        return JobRequest.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise client.ClientError(f"invalid job: {problems}") from exc
+
+
+def _pairs(items: list[str] | None, sep: str, flag: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items or []:
+        key, found, value = item.partition(sep)
+        if not found:
+            raise client.ClientError(f"{flag} takes KEY{sep}VALUE, not {item!r}")
+        pairs.append((key, value))
+    return pairs
+
+
+def _job_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
+    parser.add_argument("--timeout-s", type=float)
+    parser.add_argument("--memory-mb", type=int)
+    parser.add_argument("--cpus", type=float)
+    parser.add_argument("--pids", type=int)
+    parser.add_argument("--output-bytes", type=int)
+    parser.add_argument("--env", "-e", action="append", metavar="KEY=VALUE")
+    parser.add_argument("--file", action="append", metavar="DEST=LOCAL", help="copy a local file into the job")
+    parser.add_argument("--network", choices=["none", "host"], default="none")
+    parser.add_argument("--workdir")
+    parser.add_argument("--interactive", "-i", action="store_true", help="pass this command's stdin to the job")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hatchway", description="Run jobs in isolated containers.")
+    parser.add_argument("--version", action="version", version=f"hatchway {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    url = argparse.ArgumentParser(add_help=False)
+    url.add_argument("--url", default=os.environ.get("HATCHWAY_URL", DEFAULT_URL), help="the worker's address")
+
+    serve_cmd = commands.add_parser("serve", help="run the worker and its HTTP API")
+    serve_cmd.add_argument("--config", type=Path, help="YAML settings file (or $HATCHWAY_CONFIG)")
+    serve_cmd.set_defaults(handler=_serve)
+
+    run_cmd = commands.add_parser("run", help="run one job on the local engine, without a server")
+    run_cmd.add_argument("--config", type=Path)
+    _job_options(run_cmd)
+    run_cmd.set_defaults(handler=_run)
+
+    submit_cmd = commands.add_parser("submit", parents=[url], help="queue a job on a running worker")
+    _job_options(submit_cmd)
+    submit_cmd.add_argument("--id")
+    submit_cmd.add_argument("--priority", type=int)
+    submit_cmd.add_argument("--label", action="append", metavar="KEY=VALUE")
+    submit_cmd.add_argument("--wait", action="store_true", help="answer once the job has ended")
+    submit_cmd.set_defaults(handler=_submit)
+
+    status_cmd = commands.add_parser("status", parents=[url], help="show a job")
+    status_cmd.add_argument("job_id")
+    status_cmd.set_defaults(handler=lambda a: client.status(a.url, a.job_id))
+
+    logs_cmd = commands.add_parser("logs", parents=[url], help="print a job's output")
+    logs_cmd.add_argument("job_id")
+    logs_cmd.add_argument("--follow", "-f", action="store_true")
+    logs_cmd.add_argument("--stream", choices=["stdout", "stderr", "both"], default="both")
+    logs_cmd.add_argument("--tail", type=int)
+    logs_cmd.set_defaults(handler=lambda a: client.logs(a.url, a.job_id, a.stream, a.tail, a.follow))
+
+    kill_cmd = commands.add_parser("kill", parents=[url], help="cancel or stop a job")
+    kill_cmd.add_argument("job_id")
+    kill_cmd.add_argument("--grace-s", type=float)
+    kill_cmd.set_defaults(handler=lambda a: client.kill(a.url, a.job_id, a.grace_s))
+
+    list_cmd = commands.add_parser("list", parents=[url], help="list jobs, newest first")
+    list_cmd.add_argument("--state")
+    list_cmd.add_argument("--label", action="append", metavar="KEY:VALUE")
+    list_cmd.add_argument("--limit", type=int, default=20)
+    list_cmd.set_defaults(handler=lambda a: client.list_jobs(a.url, a.state, a.label, a.limit))
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

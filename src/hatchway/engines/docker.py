@@ -1,0 +1,361 @@
+"""The Docker engine: one fresh, locked-down container per job, through the Docker Engine API.
+
+The SDK blocks, so every call runs in this engine's own thread pool; nothing above this module sees a
+docker or requests exception. Output is read from a socket attached *before* the container starts (a
+`logs --follow` started later can miss the last output of a short job), which also carries stdin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import LogConfig
+from docker.utils import parse_repository_tag
+from docker.utils.socket import STDERR, STDOUT, frames_iter
+
+from hatchway.engines.base import (
+    JOB_LABEL,
+    WORKER_LABEL,
+    CommandNotRunnable,
+    ExitStatus,
+    Found,
+    Handle,
+    OutputSink,
+)
+from hatchway.errors import EngineError, EngineUnavailable, ImageNotFound
+from hatchway.models import Job, Resources, Stream
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+_T = TypeVar("_T")
+_FOREIGN_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+# How the runtime says it could not exec the command: the job's fault, reported like a shell would.
+_NOT_FOUND_HINTS = ("executable file not found", "no such file or directory")
+_NOT_EXECUTABLE_HINTS = ("permission denied",)
+
+
+@dataclass
+class _Live:
+    """What the engine keeps for a container this process is watching."""
+
+    sock: Any = None
+    pump: Future[None] | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    peak_memory_bytes: int | None = None
+    cpu_s: float | None = None
+
+
+class DockerEngine:
+    """An `Engine` on the Docker Engine API (runc by default, or another registered runtime)."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        run_as_user: str,
+        tmpfs_mb: int,
+        image_pull_timeout_s: float,
+        max_concurrent_jobs: int,
+        docker_url: str | None = None,
+        runtime: str | None = None,
+    ) -> None:
+        self._worker_id = worker_id
+        self._run_as_user = run_as_user
+        self._tmpfs_mb = tmpfs_mb
+        self._pull_timeout_s = image_pull_timeout_s
+        self._docker_url = docker_url
+        self._runtime = runtime
+        # Each running job holds up to four threads and connections: output pump, stdin, stats, wait.
+        self._connections = 4 * max_concurrent_jobs + 8
+        self._pool = ThreadPoolExecutor(self._connections + 8, thread_name_prefix="docker")
+        self._client: docker.APIClient | None = None
+        self._client_lock = threading.Lock()
+        self._live: dict[str, _Live] = {}
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._call(lambda: self._api().ping()))
+        except EngineError:
+            return False
+
+    async def start(self, job: Job, workspace: Path, sink: OutputSink) -> Handle | CommandNotRunnable:
+        return await self._call(self._start, job, workspace, sink)
+
+    async def wait(self, handle: Handle, sink: OutputSink) -> ExitStatus:
+        return await self._call(self._wait, handle, sink)
+
+    def resources(self, handle: Handle) -> Resources:
+        live = self._live.get(handle.ref)
+        if live is None:
+            return Resources()
+        return Resources(peak_memory_bytes=live.peak_memory_bytes, cpu_s=live.cpu_s)
+
+    async def stop(self, handle: Handle, grace_s: float) -> None:
+        await self._call(self._stop, handle.ref, grace_s)
+
+    async def remove(self, handle: Handle) -> None:
+        await self._call(self._remove, handle.ref)
+
+    async def recover(self) -> list[Found]:
+        return await self._call(self._recover)
+
+    async def close(self) -> None:
+        for live in self._live.values():
+            live.done.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._client is not None:
+            self._client.close()
+
+    # Everything below runs in the engine's threads.
+
+    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+        except docker.errors.NotFound as exc:
+            raise EngineError(f"container or image vanished: {_explain(exc)}") from exc
+        except _FOREIGN_ERRORS as exc:
+            raise EngineError(_explain(exc)) from exc
+
+    def _api(self) -> docker.APIClient:
+        with self._client_lock:
+            if self._client is None:
+                try:
+                    if self._docker_url:
+                        self._client = docker.APIClient(
+                            base_url=self._docker_url, version="auto", max_pool_size=self._connections
+                        )
+                    else:
+                        self._client = docker.from_env(max_pool_size=self._connections).api
+                except _FOREIGN_ERRORS as exc:
+                    raise EngineUnavailable(f"the Docker engine does not answer: {_explain(exc)}") from exc
+            return self._client
+
+    def _start(self, job: Job, workspace: Path, sink: OutputSink) -> Handle | CommandNotRunnable:
+        api = self._api()
+        config = self._container_config(api, job, workspace)
+        try:
+            container_id: str = api.create_container(**config)["Id"]
+        except docker.errors.ImageNotFound:
+            self._pull(job.spec.image)
+            container_id = api.create_container(**config)["Id"]
+        with_stdin = job.spec.stdin is not None
+        sock: Any = None
+        try:
+            sock = api.attach_socket(
+                container_id, params={"stdin": int(with_stdin), "stdout": 1, "stderr": 1, "stream": 1}
+            )
+            _raw(sock).settimeout(None)  # a job may stay silent for longer than any request timeout
+            api.start(container_id)
+        except docker.errors.APIError as exc:
+            if sock is not None:
+                sock.close()
+            api.remove_container(container_id, force=True)
+            not_runnable = _not_runnable(exc)
+            if not_runnable is not None:
+                return not_runnable
+            raise
+        live = _Live(sock=sock)
+        live.pump = self._pool.submit(_pump, sock, sink)
+        if job.spec.stdin is not None:
+            self._pool.submit(_feed_stdin, sock, job.spec.stdin.encode())
+        self._track(container_id, live)
+        return Handle(job_id=job.id, ref=container_id)
+
+    def _container_config(self, api: docker.APIClient, job: Job, workspace: Path) -> dict[str, Any]:
+        spec, limits = job.spec, job.spec.limits
+        host_config = api.create_host_config(
+            network_mode=spec.network,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={self._tmpfs_mb}m,mode=1777"},
+            binds={str(workspace): {"bind": spec.workdir, "mode": "rw"}},
+            mem_limit=limits.memory_mb * MIB,
+            memswap_limit=limits.memory_mb * MIB,
+            nano_cpus=int(limits.cpus * 1e9),
+            pids_limit=limits.pids,
+            init=True,  # a real PID 1 forwards SIGTERM and reaps zombies
+            # Docker's copy of the output is only read after a worker restart; keep it bounded.
+            log_config=LogConfig(
+                type="local",
+                config={
+                    "max-size": str(max(2 * limits.output_bytes, MIB)),
+                    "max-file": "1",
+                    "compress": "false",
+                },
+            ),
+            runtime=self._runtime,
+        )
+        environment = {**spec.env, "HATCHWAY_JOB_ID": job.id, "HATCHWAY_WORKER_ID": self._worker_id}
+        return {
+            "image": spec.image,
+            "command": spec.command,
+            "user": self._run_as_user,
+            "environment": [f"{key}={value}" for key, value in environment.items()],
+            "working_dir": spec.workdir,
+            "labels": {JOB_LABEL: job.id, WORKER_LABEL: self._worker_id},
+            "stdin_open": spec.stdin is not None,
+            "host_config": host_config,
+        }
+
+    def _pull(self, image: str) -> None:
+        repository, tag = parse_repository_tag(image)
+        log.info("pulling image", extra={"event": "image_pull", "image": image})
+        pull = self._pool.submit(self._api().pull, repository, tag=tag or "latest")
+        try:
+            pull.result(timeout=self._pull_timeout_s)
+        except TimeoutError as exc:
+            raise ImageNotFound(f"image {image!r} is not on this worker and pulling it timed out") from exc
+        except _FOREIGN_ERRORS as exc:
+            raise ImageNotFound(
+                f"image {image!r} is not on this worker and pulling it failed: {_explain(exc)}"
+            ) from exc
+
+    def _track(self, container_id: str, live: _Live) -> None:
+        self._live[container_id] = live
+        self._pool.submit(self._sample, container_id, live)
+
+    def _sample(self, container_id: str, live: _Live) -> None:
+        """Follow the engine's stats stream, keeping the peak memory and total CPU time."""
+        with contextlib.suppress(*_FOREIGN_ERRORS):
+            for stats in self._api().stats(container_id, decode=True, stream=True):
+                memory = stats.get("memory_stats") or {}
+                used = memory.get("max_usage") or memory.get("usage")
+                if used:
+                    live.peak_memory_bytes = max(live.peak_memory_bytes or 0, int(used))
+                cpu_ns = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
+                if cpu_ns:
+                    live.cpu_s = round(int(cpu_ns) / 1e9, 3)
+                if live.done.is_set():
+                    return
+
+    def _wait(self, handle: Handle, sink: OutputSink) -> ExitStatus:
+        api = self._api()
+        live = self._live.get(handle.ref)
+        if live is None:
+            live = _Live()
+            self._track(handle.ref, live)
+        result = api.wait(handle.ref, timeout=None)
+        if live.pump is not None:
+            live.pump.result(timeout=60)
+        else:
+            # Found again after a restart: what it wrote is in the engine's log, complete now it has exited.
+            _collect_logs(api, handle.ref, sink)
+        live.done.set()
+        code = int(result["StatusCode"])
+        oom_killed = code != 0 and bool(api.inspect_container(handle.ref)["State"].get("OOMKilled"))
+        return ExitStatus(exit_code=code, oom_killed=oom_killed)
+
+    def _stop(self, container_id: str, grace_s: float) -> None:
+        api = self._api()
+        try:
+            if grace_s <= 0:
+                api.kill(container_id)
+            else:
+                api.stop(container_id, timeout=math.ceil(grace_s))
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if "is not running" not in _explain(exc):
+                raise
+
+    def _remove(self, container_id: str) -> None:
+        live = self._live.pop(container_id, None)
+        if live is not None:
+            live.done.set()
+            if live.sock is not None:
+                live.sock.close()
+        with contextlib.suppress(docker.errors.NotFound):
+            self._api().remove_container(container_id, force=True)
+
+    def _recover(self) -> list[Found]:
+        api = self._api()
+        found = []
+        for summary in api.containers(all=True, filters={"label": f"{WORKER_LABEL}={self._worker_id}"}):
+            container_id = summary["Id"]
+            started_at = None
+            if summary.get("State") != "created":
+                started = api.inspect_container(container_id)["State"].get("StartedAt", "")
+                started_at = _parse_docker_time(started)
+            found.append(
+                Found(
+                    handle=Handle(job_id=summary["Labels"].get(JOB_LABEL, ""), ref=container_id),
+                    worker_id=self._worker_id,
+                    started_at=started_at,
+                )
+            )
+        return found
+
+
+def _raw(sock: Any) -> socket.socket:
+    raw: socket.socket = getattr(sock, "_sock", sock)
+    return raw
+
+
+def _pump(sock: Any, sink: OutputSink) -> None:
+    """Copy the attached stdout/stderr frames to the sink until the container closes them."""
+    with contextlib.suppress(OSError):
+        for stream_id, data in frames_iter(sock, tty=False):  # type: ignore[no-untyped-call]
+            if stream_id == STDOUT:
+                sink.write(Stream.STDOUT, data)
+            elif stream_id == STDERR:
+                sink.write(Stream.STDERR, data)
+
+
+def _feed_stdin(sock: Any, data: bytes) -> None:
+    # A job may exit without reading all of its input; that is its business, not an error.
+    with contextlib.suppress(OSError):
+        _raw(sock).sendall(data)
+        _raw(sock).shutdown(socket.SHUT_WR)
+
+
+def _collect_logs(api: docker.APIClient, container_id: str, sink: OutputSink) -> None:
+    for stream in Stream:
+        chunks = api.logs(container_id, stdout=stream is Stream.STDOUT, stderr=stream is Stream.STDERR, stream=True)
+        for chunk in chunks:
+            sink.write(stream, chunk)
+
+
+def _not_runnable(exc: docker.errors.APIError) -> CommandNotRunnable | None:
+    text = _explain(exc)
+    lowered = text.lower()
+    if any(hint in lowered for hint in _NOT_FOUND_HINTS):
+        return CommandNotRunnable(exit_code=127, message=f"the command could not be started: {text}")
+    if any(hint in lowered for hint in _NOT_EXECUTABLE_HINTS):
+        return CommandNotRunnable(exit_code=126, message=f"the command could not be started: {text}")
+    return None
+
+
+def _explain(exc: BaseException) -> str:
+    explanation = getattr(exc, "explanation", None)
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode(errors="replace")
+    return str(explanation or exc)
+
+
+def _parse_docker_time(value: str) -> datetime | None:
+    if not value or value.startswith("0001-"):
+        return None
+    # Docker gives nanoseconds; Python parses at most microseconds.
+    head, _, rest = value.partition(".")
+    fraction = "".join(ch for ch in rest if ch.isdigit())[:6]
+    return datetime.fromisoformat(f"{head}.{fraction or '0'}+00:00")

@@ -1,0 +1,93 @@
+"""The hatchway exception tree.
+
+::
+
+    HatchwayError
+    ├── ConfigError            bad configuration; start-up stops
+    ├── RequestError           a client's request cannot be accepted (carries an HTTP status)
+    │   ├── JobNotFound        404: no job has that id
+    │   ├── NotAllowed         403: policy forbids what the job asks for
+    │   ├── LimitTooHigh       422: a limit is above the configured maximum
+    │   ├── InputTooLarge      413: stdin and files are larger than the worker takes
+    │   ├── JobConflict        409: the id is taken by a different job
+    │   └── JobAlreadyFinished 409: the job has ended; it cannot be killed
+    ├── ShuttingDown           the worker is stopping and takes no new jobs
+    └── EngineError            the container engine failed
+        ├── EngineUnavailable  the engine does not answer at all
+        └── ImageNotFound      the image is not present and could not be pulled
+"""
+
+from __future__ import annotations
+
+
+class HatchwayError(Exception):
+    """Root of every error hatchway raises on purpose."""
+
+
+class ConfigError(HatchwayError):
+    """The configuration is invalid; the message names the offending key."""
+
+
+class RequestError(HatchwayError):
+    """A client's request cannot be accepted; `status` is the HTTP status that says why."""
+
+    status: int = 400
+    code: str = "bad_request"
+
+
+class JobNotFound(RequestError):
+    """No job has the requested id."""
+
+    status = 404
+    code = "job_not_found"
+
+
+class NotAllowed(RequestError):
+    """The worker's policy forbids what the job asks for (an image, host networking, ...)."""
+
+    status = 403
+    code = "not_allowed"
+
+
+class LimitTooHigh(RequestError):
+    """A requested limit is above the configured maximum."""
+
+    status = 422
+    code = "limit_too_high"
+
+
+class InputTooLarge(RequestError):
+    """The job's stdin and files together are larger than the configured maximum."""
+
+    status = 413
+    code = "input_too_large"
+
+
+class JobConflict(RequestError):
+    """A job with the same client-chosen id but a different spec already exists."""
+
+    status = 409
+    code = "job_conflict"
+
+
+class JobAlreadyFinished(RequestError):
+    """The job has already ended, so it cannot be killed."""
+
+    status = 409
+    code = "job_finished"
+
+
+class ShuttingDown(HatchwayError):
+    """The worker is shutting down and accepts no new jobs."""
+
+
+class EngineError(HatchwayError):
+    """The container engine failed while preparing, running or cleaning up a job."""
+
+
+class EngineUnavailable(EngineError):
+    """The container engine does not answer."""
+
+
+class ImageNotFound(EngineError):
+    """The image is not present locally and could not be pulled."""

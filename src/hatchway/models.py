@@ -1,0 +1,259 @@
+"""Domain values: what a client asks for, the normalised spec a job runs with, and the job itself.
+
+Everything here is validated once, at the edge (HTTP, CLI); inside the service these are trusted values.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
+
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$"
+_FORBIDDEN_WORKDIRS = ("/proc", "/sys", "/dev", "/tmp")
+
+
+class JobState(StrEnum):
+    """Where a job is in its life. The last three are final."""
+
+    QUEUED = "queued"
+    BUILDING = "building"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    KILLED = "killed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.KILLED})
+ACTIVE_STATES = frozenset({JobState.BUILDING, JobState.RUNNING})
+
+
+class Reason(StrEnum):
+    """Why a job ended; a succeeded job has no reason."""
+
+    EXIT_CODE = "exit_code"
+    """The command exited with a non-zero code (see `exit_code`)."""
+    TIMEOUT = "timeout"
+    """The job ran past `limits.timeout_s` and the worker stopped it."""
+    MEMORY_LIMIT = "memory_limit"
+    """The kernel killed the job for using more than `limits.memory_mb`."""
+    OUTPUT_LIMIT = "output_limit"
+    """stdout or stderr went past `limits.output_bytes`; the worker stopped the job."""
+    KILLED = "killed"
+    """A client killed the running job (DELETE /jobs/{id})."""
+    CANCELLED = "cancelled"
+    """A client killed the job before it started; it never ran."""
+    IMAGE_NOT_FOUND = "image_not_found"
+    """The image is not on the worker and could not be pulled."""
+    ENGINE_ERROR = "engine_error"
+    """The container engine failed; `message` has its words."""
+    WORKER_RESTART = "worker_restart"
+    """The worker restarted while the job ran and its container was gone, so the result is lost."""
+    SHUTDOWN = "shutdown"
+    """The worker shut down and the job did not finish within the shutdown grace period."""
+
+
+class Stream(StrEnum):
+    """An output stream of a job."""
+
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+def _relative_path(value: str) -> str:
+    if not value or "\x00" in value:
+        raise ValueError("file paths must be non-empty and contain no NUL byte")
+    if value.startswith("/"):
+        raise ValueError(f"file path {value!r} must be relative to the working directory")
+    normal = posixpath.normpath(value)
+    if normal == "." or normal.startswith("../") or normal == "..":
+        raise ValueError(f"file path {value!r} must stay inside the working directory")
+    return normal
+
+
+def _workdir(value: str) -> str:
+    if not value.startswith("/") or "\x00" in value:
+        raise ValueError("workdir must be an absolute path")
+    normal = posixpath.normpath(value)
+    if normal == "/" or any(normal == d or normal.startswith(d + "/") for d in _FORBIDDEN_WORKDIRS):
+        raise ValueError(f"workdir {value!r} is reserved; use a directory such as /workspace")
+    return normal
+
+
+def _env_name(value: str) -> str:
+    if not value or "=" in value or "\x00" in value:
+        raise ValueError(f"environment variable name {value!r} must be non-empty without '=' or NUL")
+    return value
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("strings passed to a container cannot contain a NUL byte")
+    return value
+
+
+RelativePath = Annotated[str, AfterValidator(_relative_path)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+CleanStr = Annotated[str, AfterValidator(_no_nul)]
+LabelKey = Annotated[str, Field(pattern=LABEL_KEY_PATTERN)]
+LabelValue = Annotated[str, Field(max_length=256)]
+JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
+
+
+class Limits(BaseModel):
+    """Resource limits a client may ask for; absent fields take the worker's defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout_s: float | None = Field(default=None, gt=0, description="Wall-clock limit in seconds.")
+    memory_mb: int | None = Field(default=None, ge=6, description="Memory limit; swap is not allowed.")
+    cpus: float | None = Field(default=None, gt=0, description="CPU quota in cores, e.g. 0.5.")
+    pids: int | None = Field(default=None, ge=1, description="Maximum number of processes and threads.")
+    output_bytes: int | None = Field(default=None, ge=0, description="Cap on each of stdout and stderr.")
+
+
+class ResolvedLimits(BaseModel):
+    """Limits with every value decided: what the container really runs with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout_s: float = Field(gt=0)
+    memory_mb: int = Field(ge=6)
+    cpus: float = Field(gt=0)
+    pids: int = Field(ge=1)
+    output_bytes: int = Field(ge=0)
+
+
+class JobRequest(BaseModel):
+    """The body of POST /jobs: what a client asks to run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: JobId | None = Field(
+        default=None, description="Client-chosen id; resubmitting the same id returns the existing job."
+    )
+    image: CleanStr = Field(min_length=1, max_length=512)
+    command: list[CleanStr] | CleanStr = Field(
+        min_length=1, description="Argument list, or one string run with /bin/sh -c."
+    )
+    env: dict[EnvName, CleanStr] = Field(default_factory=dict)
+    stdin: str | None = None
+    files: dict[RelativePath, str] = Field(
+        default_factory=dict, description="Relative path -> text, written into the working directory."
+    )
+    workdir: Annotated[str, AfterValidator(_workdir)] = "/workspace"
+    limits: Limits = Field(default_factory=Limits)
+    network: Literal["none", "host"] = "none"
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="Higher runs first.")
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+
+
+class JobSpec(BaseModel):
+    """A normalised request: the command is an argument list and every limit is decided."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str
+    command: list[str]
+    env: dict[str, str]
+    stdin: str | None
+    files: dict[str, str]
+    workdir: str
+    limits: ResolvedLimits
+    network: Literal["none", "host"]
+    priority: int
+    labels: dict[str, str]
+
+
+class Resources(BaseModel):
+    """What the job used, where the engine can tell (null otherwise)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    peak_memory_bytes: int | None = None
+    cpu_s: float | None = None
+
+
+class Job(BaseModel):
+    """A job as the store keeps it and every endpoint returns it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    state: JobState
+    reason: Reason | None = None
+    message: str | None = Field(default=None, description="Human-readable detail on how the job ended.")
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker_id: str | None = None
+    image: str
+    labels: dict[str, str]
+    priority: int
+    resources: Resources = Field(default_factory=Resources)
+    spec: JobSpec
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds the job ran: so far while running, in total once finished."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at or datetime.now(UTC)
+        return round((end - self.started_at).total_seconds(), 3)
+
+
+class Outcome(BaseModel):
+    """How a job ended: everything `finish` records at once."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: JobState
+    reason: Reason | None = None
+    message: str | None = None
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    resources: Resources = Field(default_factory=Resources)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def from_epoch(value: float | None) -> datetime | None:
+    """A stored epoch timestamp as an aware datetime."""
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def to_epoch(value: datetime | None) -> float | None:
+    """An aware datetime as an epoch timestamp for storage."""
+    return None if value is None else value.timestamp()
+
+
+def new_job_id() -> str:
+    """A fresh, unique job id."""
+    return uuid.uuid4().hex
+
+
+def label_key_ok(key: str) -> bool:
+    """Whether `key` is a valid label key (used for query filters)."""
+    return re.fullmatch(LABEL_KEY_PATTERN, key) is not None

@@ -1,0 +1,87 @@
+"""A running job's output: written to capped files as it arrives, so the worker's memory stays flat,
+and announced to anyone following the job's logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from hatchway.models import Stream
+
+
+class OutputCapture:
+    """An `OutputSink` that keeps at most `cap_bytes` of each stream in a file under `directory`.
+
+    `write` is called from engine threads; `on_limit` and follower wake-ups run on the event loop.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        cap_bytes: int,
+        loop: asyncio.AbstractEventLoop,
+        on_limit: Callable[[], None],
+    ) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self._cap = cap_bytes
+        self._loop = loop
+        self._on_limit = on_limit
+        self._lock = threading.Lock()
+        self._files: dict[Stream, BinaryIO] = {s: open(self.path(s), "wb") for s in Stream}  # noqa: SIM115
+        self._size = dict.fromkeys(Stream, 0)
+        self.truncated = dict.fromkeys(Stream, False)
+        self._changed = asyncio.Event()
+        self.finished = False
+
+    def next_change(self) -> asyncio.Event:
+        """An event set when output next arrives or the job finishes; take it *before* reading."""
+        return self._changed
+
+    def path(self, stream: Stream) -> Path:
+        return self.directory / stream.value
+
+    def write(self, stream: Stream, data: bytes) -> None:
+        with self._lock:
+            room = self._cap - self._size[stream]
+            kept = data[: max(room, 0)]
+            if kept:
+                self._files[stream].write(kept)
+                self._files[stream].flush()
+                self._size[stream] += len(kept)
+            overflow = len(data) > len(kept) and not self.truncated[stream]
+            if overflow:
+                self.truncated[stream] = True
+        if overflow:
+            self._loop.call_soon_threadsafe(self._on_limit)
+        if kept:
+            self._loop.call_soon_threadsafe(self._pulse)
+
+    def text(self, stream: Stream) -> str:
+        """Everything kept of `stream`, decoded; bytes that are not UTF-8 become U+FFFD."""
+        with self._lock:
+            self._files[stream].flush()
+        return self.path(stream).read_bytes().decode(errors="replace")
+
+    def _pulse(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def finish(self) -> None:
+        """The job has ended and its output is stored: wake followers and delete the files.
+
+        Followers that opened the files keep reading them to the end (an open file outlives unlink).
+        """
+        self.finished = True
+        self._pulse()
+        for stream, handle in self._files.items():
+            handle.close()
+            self.path(stream).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.directory.rmdir()

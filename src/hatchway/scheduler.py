@@ -1,0 +1,79 @@
+"""The scheduler: start queued jobs, best first, while there is a free slot."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from hatchway.models import Job
+from hatchway.store.base import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Claims jobs from the store and launches them, never more than `max_concurrent_jobs` at once.
+
+    The store's claim is atomic, so a job is launched at most once however many submits and kills race.
+    The loop sleeps until new work, a freed slot, the poll interval or stop, whichever comes first.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        worker_id: str,
+        max_concurrent_jobs: int,
+        poll_interval_s: float,
+        launch: Callable[[Job], Awaitable[None]],
+    ) -> None:
+        self._store = store
+        self._worker_id = worker_id
+        self._max = max_concurrent_jobs
+        self._poll_interval_s = poll_interval_s
+        self._launch = launch
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.paused = False
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def tasks(self) -> set[asyncio.Task[None]]:
+        return set(self._tasks)
+
+    def wake(self) -> None:
+        """There may be new work or a free slot."""
+        self._wake.set()
+
+    def adopt(self, job_id: str, work: Awaitable[None]) -> None:
+        """Count an already-running job (re-attached after a restart) against the concurrency limit."""
+        self._track(job_id, work)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._wake.clear()
+            while not self.paused and len(self._tasks) < self._max:
+                job = await self._store.claim_next(self._worker_id)
+                if job is None:
+                    break
+                self._track(job.id, self._launch(job))
+            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waiters, timeout=self._poll_interval_s, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+
+    def _track(self, job_id: str, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        task.set_name(f"job-{job_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job task crashed", exc_info=task.exception(), extra={"event": "job_task_crashed"})
+        self.wake()

@@ -1,0 +1,139 @@
+"""The one settings object, read once at start-up from an optional YAML file and HATCHWAY_* variables.
+
+Environment variables win over the file. Nested keys use a double underscore:
+``HATCHWAY_DEFAULT_LIMITS__TIMEOUT_S=30`` sets ``default_limits.timeout_s``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from hatchway.errors import ConfigError
+from hatchway.models import ResolvedLimits
+
+ENV_PREFIX = "HATCHWAY_"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "hatchway"
+
+
+class Settings(BaseSettings):
+    """Everything the worker is configured with."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True)
+
+    worker_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=128)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    docker_url: str | None = Field(default=None, description="Docker Engine address; DOCKER_HOST if unset.")
+
+    max_concurrent_jobs: int = Field(default=4, ge=1, le=1024)
+    allowed_images: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"], description="Glob patterns; an image matching none is refused."
+    )
+    allow_host_network: bool = False
+    run_as_user: str = Field(default="65534:65534", min_length=1, description="uid:gid jobs run as.")
+    tmpfs_mb: int = Field(default=64, ge=1, description="Size of each job's writable /tmp.")
+    max_input_bytes: int = Field(default=32 * 1024 * 1024, ge=0, description="Cap on stdin plus files.")
+
+    default_limits: ResolvedLimits = ResolvedLimits(
+        timeout_s=60, memory_mb=256, cpus=1.0, pids=256, output_bytes=1024 * 1024
+    )
+    max_limits: ResolvedLimits = ResolvedLimits(
+        timeout_s=24 * 3600,
+        memory_mb=16 * 1024,
+        cpus=float(os.cpu_count() or 1),
+        pids=4096,
+        output_bytes=64 * 1024 * 1024,
+    )
+
+    kill_grace_s: float = Field(default=5.0, ge=0, description="SIGTERM-to-SIGKILL delay for kills.")
+    shutdown_grace_s: float = Field(default=30.0, ge=0, description="How long running jobs may finish.")
+    image_pull_timeout_s: float = Field(default=300.0, gt=0)
+    max_wait_s: float = Field(default=3600.0, gt=0, description="Longest ?wait=true a client may ask.")
+    poll_interval_s: float = Field(default=5.0, gt=0, description="Scheduler's safety-net wake-up.")
+    log_level: str = "INFO"
+
+    @field_validator("allowed_images", mode="before")
+    @classmethod
+    def _split_patterns(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _defaults_within_maximums(self) -> Settings:
+        for name, default in self.default_limits.model_dump().items():
+            maximum = getattr(self.max_limits, name)
+            if default > maximum:
+                raise ValueError(f"default_limits.{name} ({default}) is above max_limits.{name} ({maximum})")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first, so a variable overrides the same key in the YAML file (passed as init values).
+        return (env_settings, init_settings)
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Read the settings: `config_file` (or $HATCHWAY_CONFIG), overridden by HATCHWAY_* variables.
+
+    Raises ConfigError naming every offending key.
+    """
+    path = config_file or (Path(os.environ["HATCHWAY_CONFIG"]) if os.environ.get("HATCHWAY_CONFIG") else None)
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of settings")
+        file_values = {str(key): value for key, value in loaded.items()}
+    try:
+        return Settings(**file_values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        key = ".".join(loc) or "(settings)"
+        env = ENV_PREFIX + "__".join(loc).upper() if loc else ""
+        where = f"{key} ({env})" if env else key
+        lines.append(f"  {where}: {error['msg']}")
+    return "\n".join(lines)

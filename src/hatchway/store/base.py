@@ -1,0 +1,81 @@
+"""The job store interface: the whole seam between the worker and where jobs are kept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from hatchway.models import Job, JobState, Outcome, Resources
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """A filter for listing jobs, newest first."""
+
+    state: JobState | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of a listing; pass `next_cursor` back to get the next (older) page."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class JobStore(Protocol):
+    """Keeps jobs. Every method commits before it returns, and state changes are conditional:
+    a job is claimed, started, finished or cancelled at most once, whoever asks.
+    """
+
+    async def enqueue(self, job: Job) -> tuple[Job, bool]:
+        """Insert a queued job; if its id exists already, return that job and False instead."""
+        ...
+
+    async def get(self, job_id: str) -> Job | None:
+        """The job with this id, or None."""
+        ...
+
+    async def find(self, query: JobQuery) -> JobPage:
+        """Jobs matching `query`, newest first. Raises ValueError for a malformed cursor."""
+        ...
+
+    async def claim_next(self, worker_id: str) -> Job | None:
+        """Move the best queued job (highest priority, then oldest) to `building` for this worker."""
+        ...
+
+    async def mark_running(self, job_id: str, started_at: datetime) -> Job | None:
+        """Move a building job to `running`; None if it is no longer building."""
+        ...
+
+    async def update_resources(self, job_id: str, resources: Resources) -> None:
+        """Record the latest resource figures of an active job."""
+        ...
+
+    async def finish(self, job_id: str, outcome: Outcome, finished_at: datetime) -> Job | None:
+        """Record how an active job ended; None if it was not active (already final or queued)."""
+        ...
+
+    async def cancel(self, job_id: str, finished_at: datetime) -> Job | None:
+        """End a queued job as killed/cancelled; None if it is no longer queued."""
+        ...
+
+    async def requeue_lost(self, job_id: str) -> Job | None:
+        """Put a job that was claimed but never started back in the queue; None if it is not building."""
+        ...
+
+    async def active(self, worker_id: str) -> list[Job]:
+        """Jobs this worker had claimed and not finished (building or running)."""
+        ...
+
+    async def counts(self) -> dict[JobState, int]:
+        """How many jobs are queued, building and running."""
+        ...
+
+    async def close(self) -> None:
+        """Release the store's resources."""
+        ...

@@ -1,0 +1,110 @@
+"""An in-memory job store: for unit tests and one-shot `hatchway run`, where nothing needs to persist."""
+
+from __future__ import annotations
+
+import heapq
+from datetime import datetime
+
+from hatchway.models import ACTIVE_STATES, Job, JobState, Outcome, Reason, Resources
+from hatchway.store.base import JobPage, JobQuery
+
+
+class MemoryStore:
+    """A `JobStore` that keeps jobs in a dict and the queue in a heap."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._seq: dict[str, int] = {}
+        self._queue: list[tuple[int, int, str]] = []
+
+    async def enqueue(self, job: Job) -> tuple[Job, bool]:
+        if job.id in self._jobs:
+            return self._jobs[job.id], False
+        seq = len(self._seq) + 1
+        self._jobs[job.id] = job
+        self._seq[job.id] = seq
+        heapq.heappush(self._queue, (-job.priority, seq, job.id))
+        return job, True
+
+    async def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    async def find(self, query: JobQuery) -> JobPage:
+        before = int(query.cursor) if query.cursor is not None else None
+        if query.cursor is not None and not query.cursor.isdigit():
+            raise ValueError(f"cursor {query.cursor!r} is not one this worker handed out")
+        found: list[Job] = []
+        for job_id in sorted(self._jobs, key=self._seq.__getitem__, reverse=True):
+            job = self._jobs[job_id]
+            if before is not None and self._seq[job_id] >= before:
+                continue
+            if query.state is not None and job.state != query.state:
+                continue
+            if any(job.labels.get(key) != value for key, value in query.labels.items()):
+                continue
+            found.append(job)
+            if len(found) == query.limit:
+                return JobPage(jobs=found, next_cursor=str(self._seq[job_id]))
+        return JobPage(jobs=found, next_cursor=None)
+
+    async def claim_next(self, worker_id: str) -> Job | None:
+        while self._queue:
+            _, _, job_id = heapq.heappop(self._queue)
+            job = self._jobs[job_id]
+            if job.state == JobState.QUEUED:
+                return self._update(job, state=JobState.BUILDING, worker_id=worker_id)
+        return None
+
+    async def mark_running(self, job_id: str, started_at: datetime) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.state != JobState.BUILDING:
+            return None
+        return self._update(job, state=JobState.RUNNING, started_at=started_at)
+
+    async def update_resources(self, job_id: str, resources: Resources) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None and job.state in ACTIVE_STATES:
+            self._update(job, resources=resources)
+
+    async def finish(self, job_id: str, outcome: Outcome, finished_at: datetime) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.state not in ACTIVE_STATES:
+            return None
+        return self._update(job, **outcome.model_dump(), finished_at=finished_at)
+
+    async def cancel(self, job_id: str, finished_at: datetime) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.state != JobState.QUEUED:
+            return None
+        return self._update(
+            job,
+            state=JobState.KILLED,
+            reason=Reason.CANCELLED,
+            message="killed before it started",
+            finished_at=finished_at,
+        )
+
+    async def requeue_lost(self, job_id: str) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.state != JobState.BUILDING:
+            return None
+        heapq.heappush(self._queue, (-job.priority, self._seq[job_id], job_id))
+        return self._update(job, state=JobState.QUEUED, worker_id=None)
+
+    async def active(self, worker_id: str) -> list[Job]:
+        return [job for job in self._jobs.values() if job.state in ACTIVE_STATES and job.worker_id == worker_id]
+
+    async def counts(self) -> dict[JobState, int]:
+        counts = dict.fromkeys((JobState.QUEUED, JobState.BUILDING, JobState.RUNNING), 0)
+        for job in self._jobs.values():
+            if job.state in counts:
+                counts[job.state] += 1
+        return counts
+
+    async def close(self) -> None:
+        self._jobs.clear()
+
+    def _update(self, job: Job, **changes: object) -> Job:
+        updated = Job.model_validate({**job.model_dump(), **changes})
+        self._jobs[job.id] = updated
+        return updated

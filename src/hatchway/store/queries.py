@@ -1,0 +1,83 @@
+"""Every SQL statement of the SQLite store, by name."""
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT NOT NULL UNIQUE,
+    state            TEXT NOT NULL,
+    priority         INTEGER NOT NULL,
+    created_at       REAL NOT NULL,
+    started_at       REAL,
+    finished_at      REAL,
+    worker_id        TEXT,
+    reason           TEXT,
+    message          TEXT,
+    exit_code        INTEGER,
+    stdout           TEXT NOT NULL DEFAULT '',
+    stderr           TEXT NOT NULL DEFAULT '',
+    stdout_truncated INTEGER NOT NULL DEFAULT 0,
+    stderr_truncated INTEGER NOT NULL DEFAULT 0,
+    resources        TEXT NOT NULL DEFAULT '{}',
+    labels           TEXT NOT NULL,
+    spec             TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (priority DESC, seq) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
+"""
+
+INSERT = """
+INSERT INTO jobs (id, state, priority, created_at, labels, spec)
+VALUES (:id, :state, :priority, :created_at, :labels, :spec)
+ON CONFLICT (id) DO NOTHING
+RETURNING *
+"""
+
+GET = "SELECT * FROM jobs WHERE id = ?"
+
+CLAIM_NEXT = """
+UPDATE jobs SET state = 'building', worker_id = :worker_id
+WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1)
+RETURNING *
+"""
+
+MARK_RUNNING = """
+UPDATE jobs SET state = 'running', started_at = :started_at
+WHERE id = :id AND state = 'building'
+RETURNING *
+"""
+
+UPDATE_RESOURCES = """
+UPDATE jobs SET resources = :resources WHERE id = :id AND state IN ('building', 'running')
+"""
+
+FINISH = """
+UPDATE jobs SET state = :state, reason = :reason, message = :message, exit_code = :exit_code,
+    stdout = :stdout, stderr = :stderr, stdout_truncated = :stdout_truncated,
+    stderr_truncated = :stderr_truncated, resources = :resources, finished_at = :finished_at
+WHERE id = :id AND state IN ('building', 'running')
+RETURNING *
+"""
+
+CANCEL = """
+UPDATE jobs SET state = 'killed', reason = 'cancelled', finished_at = :finished_at,
+    message = 'killed before it started'
+WHERE id = :id AND state = 'queued'
+RETURNING *
+"""
+
+REQUEUE_LOST = """
+UPDATE jobs SET state = 'queued', worker_id = NULL WHERE id = :id AND state = 'building' RETURNING *
+"""
+
+ACTIVE = "SELECT * FROM jobs WHERE state IN ('building', 'running') AND worker_id = ? ORDER BY seq"
+
+COUNTS = "SELECT state, count(*) FROM jobs WHERE state IN ('queued', 'building', 'running') GROUP BY state"
+
+# LIST is assembled from these pieces: the filters present are AND-ed together.
+LIST_SELECT = "SELECT * FROM jobs"
+LIST_STATE = "state = ?"
+LIST_LABEL = "json_extract(labels, ?) = ?"
+LIST_BEFORE = "seq < ?"
+LIST_ORDER = " ORDER BY seq DESC LIMIT ?"

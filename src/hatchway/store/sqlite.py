@@ -1,0 +1,146 @@
+"""The embedded job store: one SQLite database in WAL mode under the data directory.
+
+Statements are sub-millisecond, so they run on the event loop's thread: that serialises every state
+change without locks and saves a thread hop per call. Each statement commits on its own
+(autocommit), so a change is durable against a crash of the worker (`kill -9`) before it is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hatchway.models import Job, JobSpec, JobState, Outcome, Resources, from_epoch, to_epoch
+from hatchway.store import queries
+from hatchway.store.base import JobPage, JobQuery
+
+
+class SqliteStore:
+    """A `JobStore` backed by SQLite."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode survives any crash of this process; only power loss can drop the last commits.
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute("PRAGMA busy_timeout = 5000")
+        self._db.executescript(queries.SCHEMA)
+        self._db.execute(f"PRAGMA user_version = {queries.SCHEMA_VERSION}")
+
+    async def enqueue(self, job: Job) -> tuple[Job, bool]:
+        row = self._one(
+            queries.INSERT,
+            {
+                "id": job.id,
+                "state": job.state.value,
+                "priority": job.priority,
+                "created_at": to_epoch(job.created_at),
+                "labels": json.dumps(job.labels),
+                "spec": job.spec.model_dump_json(),
+            },
+        )
+        if row is not None:
+            return _job(row), True
+        existing = await self.get(job.id)
+        assert existing is not None, "a conflicting insert implies the job exists"
+        return existing, False
+
+    async def get(self, job_id: str) -> Job | None:
+        row = self._one(queries.GET, (job_id,))
+        return None if row is None else _job(row)
+
+    async def find(self, query: JobQuery) -> JobPage:
+        where: list[str] = []
+        params: list[Any] = []
+        if query.state is not None:
+            where.append(queries.LIST_STATE)
+            params.append(query.state.value)
+        for key, value in query.labels.items():
+            where.append(queries.LIST_LABEL)
+            params += [f'$."{key}"', value]
+        if query.cursor is not None:
+            where.append(queries.LIST_BEFORE)
+            params.append(_parse_cursor(query.cursor))
+        sql = queries.LIST_SELECT + (" WHERE " + " AND ".join(where) if where else "") + queries.LIST_ORDER
+        rows = self._db.execute(sql, [*params, query.limit]).fetchall()
+        cursor = str(rows[-1]["seq"]) if len(rows) == query.limit else None
+        return JobPage(jobs=[_job(row) for row in rows], next_cursor=cursor)
+
+    async def claim_next(self, worker_id: str) -> Job | None:
+        row = self._one(queries.CLAIM_NEXT, {"worker_id": worker_id})
+        return None if row is None else _job(row)
+
+    async def mark_running(self, job_id: str, started_at: datetime) -> Job | None:
+        row = self._one(queries.MARK_RUNNING, {"id": job_id, "started_at": to_epoch(started_at)})
+        return None if row is None else _job(row)
+
+    async def update_resources(self, job_id: str, resources: Resources) -> None:
+        self._db.execute(queries.UPDATE_RESOURCES, {"id": job_id, "resources": resources.model_dump_json()})
+
+    async def finish(self, job_id: str, outcome: Outcome, finished_at: datetime) -> Job | None:
+        params = outcome.model_dump(mode="json")
+        params.update(
+            id=job_id,
+            resources=outcome.resources.model_dump_json(),
+            finished_at=to_epoch(finished_at),
+        )
+        row = self._one(queries.FINISH, params)
+        return None if row is None else _job(row)
+
+    async def cancel(self, job_id: str, finished_at: datetime) -> Job | None:
+        row = self._one(queries.CANCEL, {"id": job_id, "finished_at": to_epoch(finished_at)})
+        return None if row is None else _job(row)
+
+    async def requeue_lost(self, job_id: str) -> Job | None:
+        row = self._one(queries.REQUEUE_LOST, {"id": job_id})
+        return None if row is None else _job(row)
+
+    async def active(self, worker_id: str) -> list[Job]:
+        return [_job(row) for row in self._db.execute(queries.ACTIVE, (worker_id,)).fetchall()]
+
+    async def counts(self) -> dict[JobState, int]:
+        found = dict(self._db.execute(queries.COUNTS).fetchall())
+        return {state: found.get(state.value, 0) for state in (JobState.QUEUED, JobState.BUILDING, JobState.RUNNING)}
+
+    async def close(self) -> None:
+        self._db.close()
+
+    def _one(self, sql: str, params: Any) -> sqlite3.Row | None:
+        # fetchall, not fetchone: an autocommit statement with RETURNING commits only once it is finished.
+        rows: list[sqlite3.Row] = self._db.execute(sql, params).fetchall()
+        return rows[0] if rows else None
+
+
+def _parse_cursor(cursor: str) -> int:
+    if not cursor.isdigit():
+        raise ValueError(f"cursor {cursor!r} is not one this worker handed out")
+    return int(cursor)
+
+
+def _job(row: sqlite3.Row) -> Job:
+    spec = JobSpec.model_validate_json(row["spec"])
+    return Job(
+        id=row["id"],
+        state=JobState(row["state"]),
+        reason=row["reason"],
+        message=row["message"],
+        exit_code=row["exit_code"],
+        stdout=row["stdout"],
+        stderr=row["stderr"],
+        stdout_truncated=bool(row["stdout_truncated"]),
+        stderr_truncated=bool(row["stderr_truncated"]),
+        created_at=from_epoch(row["created_at"]),
+        started_at=from_epoch(row["started_at"]),
+        finished_at=from_epoch(row["finished_at"]),
+        worker_id=row["worker_id"],
+        image=spec.image,
+        labels=json.loads(row["labels"]),
+        priority=row["priority"],
+        resources=Resources.model_validate_json(row["resources"]),
+        spec=spec,
+    )
