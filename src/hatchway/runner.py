@@ -160,7 +160,6 @@ class JobRunner:
 
     async def _finish(self, job: Job, outcome: Outcome) -> Job:
         finished = await self._store.finish(job.id, outcome, utcnow())
-        self._signals.notify(job.id)
         self._log(
             "job_finished",
             job.id,
@@ -202,11 +201,13 @@ class JobRunner:
                 path.chmod(0o777 if path.is_dir() else 0o666)
 
     async def _clean_up(self, job_id: str, handle: Handle | None, capture: OutputCapture) -> None:
+        """Remove what the job used; waiters wake only now, so an ended job is also a cleaned-up one."""
         capture.finish()
         if handle is not None:
             with contextlib.suppress(EngineError):
                 await self._engine.remove(handle)
         shutil.rmtree(self._work_dir / job_id, ignore_errors=True)
+        self._signals.notify(job_id)
 
     def _log(self, event: str, job_id: str, **fields: object) -> None:
         log.info(event.replace("_", " "), extra={**self._extra(event, job_id), **fields})

@@ -48,6 +48,7 @@ _FOREIGN_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestExc
 # How the runtime says it could not exec the command: the job's fault, reported like a shell would.
 _NOT_FOUND_HINTS = ("executable file not found", "no such file or directory")
 _NOT_EXECUTABLE_HINTS = ("permission denied",)
+_SAMPLE_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -167,7 +168,7 @@ class DockerEngine:
             api.start(container_id)
         except docker.errors.APIError as exc:
             if sock is not None:
-                sock.close()
+                _close(sock)
             api.remove_container(container_id, force=True)
             not_runnable = _not_runnable(exc)
             if not_runnable is not None:
@@ -235,9 +236,11 @@ class DockerEngine:
         self._pool.submit(self._sample, container_id, live)
 
     def _sample(self, container_id: str, live: _Live) -> None:
-        """Follow the engine's stats stream, keeping the peak memory and total CPU time."""
-        with contextlib.suppress(*_FOREIGN_ERRORS):
-            for stats in self._api().stats(container_id, decode=True, stream=True):
+        """Sample the container's memory and CPU until it is done; cgroup v1 also reports the true peak."""
+        api = self._api()
+        while True:
+            with contextlib.suppress(*_FOREIGN_ERRORS):
+                stats = api.stats(container_id, stream=False, one_shot=True)
                 memory = stats.get("memory_stats") or {}
                 used = memory.get("max_usage") or memory.get("usage")
                 if used:
@@ -245,8 +248,8 @@ class DockerEngine:
                 cpu_ns = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
                 if cpu_ns:
                     live.cpu_s = round(int(cpu_ns) / 1e9, 3)
-                if live.done.is_set():
-                    return
+            if live.done.wait(_SAMPLE_INTERVAL_S):
+                return
 
     def _wait(self, handle: Handle, sink: OutputSink) -> ExitStatus:
         api = self._api()
@@ -283,7 +286,7 @@ class DockerEngine:
         if live is not None:
             live.done.set()
             if live.sock is not None:
-                live.sock.close()
+                _close(live.sock)
         with contextlib.suppress(docker.errors.NotFound):
             self._api().remove_container(container_id, force=True)
 
@@ -309,6 +312,12 @@ class DockerEngine:
 def _raw(sock: Any) -> socket.socket:
     raw: socket.socket = getattr(sock, "_sock", sock)
     return raw
+
+
+def _close(sock: Any) -> None:
+    # SocketIO.close() leaves the socket under it open.
+    _raw(sock).close()
+    sock.close()
 
 
 def _pump(sock: Any, sink: OutputSink) -> None:

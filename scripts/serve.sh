@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Quick start, part one: set everything up, then run the worker on 127.0.0.1:8080 with its embedded
+# defaults (SQLite under ~/.local/share/hatchway, the local Docker engine). Extra arguments go to
+# `hatchway serve`, e.g. --config worker.yaml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+exec .venv/bin/hatchway serve "$@"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up everything hatchway needs on a Debian/Ubuntu machine, as root: system packages, a Docker engine,
+# and a virtualenv (.venv) with hatchway installed. Idempotent: a second run changes nothing.
+#   scripts/setup.sh         what the worker needs
+#   scripts/setup.sh --dev   plus the test and lint tools, and the test images' build tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=false
+[ "${1:-}" = "--dev" ] && dev=true
+
+need=()
+command -v dockerd >/dev/null 2>&1 || docker info >/dev/null 2>&1 || need+=(docker.io)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+if $dev; then
+  [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q static || need+=(busybox-static)
+  command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+  command -v file >/dev/null 2>&1 || need+=(file)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]} ..."
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+scripts/docker-engine.sh
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+extras=""
+$dev && extras="[dev]"
+stamp=".venv/.installed$extras"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e ".$extras"
+  touch "$stamp"
+fi

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Quick start, part two: set everything up, then run the whole suite: lint, types, and the unit,
+# integration and acceptance tests against the real Docker engine. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --dev
+scripts/test-images.sh
+echo "== ruff"
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
+echo "== mypy --strict"
+.venv/bin/mypy src
+echo "== pytest"
+.venv/bin/pytest "$@"

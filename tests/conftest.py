@@ -1,0 +1,41 @@
+"""Fixtures shared by every tier: the real Docker engine and the locally built test images."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BUSYBOX = "hatchway-test/busybox:latest"
+PYTHON = "hatchway-test/python:latest"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """The real engine. If it does not answer, the tests that need it fail: they are never skipped."""
+    client = docker.from_env()
+    client.ping()
+    for image in (BUSYBOX, PYTHON):
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            subprocess.run([str(ROOT / "scripts" / "test-images.sh")], check=True)
+            break
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def worker_id() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+def containers_of(client: docker.DockerClient, worker_id: str) -> list[str]:
+    """Ids of every container, running or not, labelled as this worker's."""
+    found = client.containers.list(all=True, filters={"label": f"hatchway.worker_id={worker_id}"})
+    return [container.id for container in found]

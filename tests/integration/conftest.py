@@ -1,0 +1,82 @@
+"""An in-process worker on real SQLite and the real Docker engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from hatchway.models import Job, JobRequest, JobState
+from hatchway.settings import Settings
+from hatchway.worker import Worker
+from tests.conftest import BUSYBOX, containers_of
+
+RunJob = Callable[..., Awaitable[Job]]
+
+
+def make_settings(tmp_path: Path, worker_id: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "worker_id": worker_id,
+        "max_concurrent_jobs": 2,
+        "kill_grace_s": 1.0,
+        "shutdown_grace_s": 1.0,
+        "poll_interval_s": 0.5,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def worker_settings(tmp_path: Path, worker_id: str) -> Settings:
+    return make_settings(tmp_path, worker_id)
+
+
+@pytest.fixture
+async def worker(worker_settings: Settings, docker_client: docker.DockerClient) -> AsyncIterator[Worker]:
+    started = Worker.from_settings(worker_settings)
+    await started.start()
+    yield started
+    await started.shutdown()
+    assert containers_of(docker_client, worker_settings.worker_id) == [], "the worker left containers behind"
+
+
+@pytest.fixture
+def submit(worker: Worker) -> Callable[..., Awaitable[Job]]:
+    async def _submit(command: list[str] | str, image: str = BUSYBOX, **fields: Any) -> Job:
+        job, created = await worker.submit(JobRequest(image=image, command=command, **fields))
+        assert created
+        return job
+
+    return _submit
+
+
+@pytest.fixture
+def run_job(worker: Worker, submit: Callable[..., Awaitable[Job]]) -> RunJob:
+    """Submit a job and return it once it has ended."""
+
+    async def _run(command: list[str] | str, **fields: Any) -> Job:
+        job = await submit(command, **fields)
+        final = await worker.wait_final(job.id, 90)
+        assert final.state.is_final, f"job did not finish: {final}"
+        return final
+
+    return _run
+
+
+async def wait_for_state(worker: Worker, job_id: str, state: JobState, timeout_s: float = 30) -> Job:
+    """The job once it has reached `state` (awaiting its change signals, not polling)."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        changed = worker.signals.watch(job_id)
+        job = await worker.get(job_id)
+        if job.state == state:
+            return job
+        remaining = deadline - asyncio.get_running_loop().time()
+        assert remaining > 0 and not job.state.is_final, f"job never reached {state}: {job}"
+        await worker.signals.wait(changed, remaining)
