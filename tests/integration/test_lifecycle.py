@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import docker
@@ -110,7 +111,5 @@ async def test_leftover_labelled_containers_are_reaped_at_start(
         docker_client.containers.get(other.id)  # another worker's container is left alone
     finally:
         for container in (orphan, other):
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
-            except docker.errors.NotFound:
-                pass
