@@ -23,7 +23,15 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hatchway` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    # Everything after `--` is the job's command, options included; argparse alone cannot say that.
+    command: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, command = argv[:split], argv[split + 1 :]
     args = _parser().parse_args(argv)
+    if hasattr(args, "command"):
+        args.command = [*args.command, *command]
     try:
         result: int = args.handler(args)
     except ConfigError as exc:
@@ -56,7 +64,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _request(args: argparse.Namespace) -> JobRequest:
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = args.command
     if not command:
         raise client.ClientError("give the command after the image, e.g. `-- echo hello`")
     limits = {
@@ -100,7 +108,7 @@ def _pairs(items: list[str] | None, sep: str, flag: str) -> list[tuple[str, str]
 
 def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
+    parser.add_argument("command", nargs="*", help="the command and its arguments, after --")
     parser.add_argument("--timeout-s", type=float)
     parser.add_argument("--memory-mb", type=int)
     parser.add_argument("--cpus", type=float)
