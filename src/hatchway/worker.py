@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from hatchway import __version__
@@ -59,7 +59,7 @@ class Worker:
             worker_id=self.worker_id,
             max_concurrent_jobs=settings.max_concurrent_jobs,
             poll_interval_s=settings.poll_interval_s,
-            launch=self._run,
+            launch=self._launch,
         )
         self._stop = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -220,20 +220,21 @@ class Worker:
 
     # Running and recovering
 
-    async def _run(self, job: Job) -> None:
+    def _launch(self, job: Job) -> Awaitable[None]:
+        # The control exists from the moment the job is claimed, so a kill can never miss it.
         control = self._controls[job.id] = RunControl(job.id)
-        try:
-            await self._runner.run(job, control)
-        finally:
-            del self._controls[job.id]
+        return self._controlled(job.id, self._runner.run(job, control))
 
-    async def _resume(self, job: Job, found: Found) -> None:
+    def _launch_resumed(self, job: Job, found: Found) -> Awaitable[None]:
+        assert found.started_at is not None
         control = self._controls[job.id] = RunControl(job.id)
+        return self._controlled(job.id, self._runner.resume(job, found.handle, found.started_at, control))
+
+    async def _controlled(self, job_id: str, work: Awaitable[Job]) -> None:
         try:
-            assert found.started_at is not None
-            await self._runner.resume(job, found.handle, found.started_at, control)
+            await work
         finally:
-            del self._controls[job.id]
+            del self._controls[job_id]
 
     async def _recover(self) -> None:
         """Settle what the last run of this worker left: re-attach, requeue, or record the loss."""
@@ -249,7 +250,7 @@ class Worker:
             container = found.pop(job.id, None)
             if container is not None and container.started_at is not None:
                 adopted.add(job.id)
-                self.scheduler.adopt(job.id, self._resume(job, container))
+                self.scheduler.adopt(job.id, self._launch_resumed(job, container))
                 continue
             if container is not None:
                 leftovers.append(container.handle)

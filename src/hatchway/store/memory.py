@@ -30,9 +30,9 @@ class MemoryStore:
         return self._jobs.get(job_id)
 
     async def find(self, query: JobQuery) -> JobPage:
-        before = int(query.cursor) if query.cursor is not None else None
         if query.cursor is not None and not query.cursor.isdigit():
             raise ValueError(f"cursor {query.cursor!r} is not one this worker handed out")
+        before = int(query.cursor) if query.cursor is not None else None
         found: list[Job] = []
         for job_id in sorted(self._jobs, key=self._seq.__getitem__, reverse=True):
             job = self._jobs[job_id]
