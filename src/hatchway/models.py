@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, field_validator
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$"
@@ -84,7 +84,7 @@ def _relative_path(value: str) -> str:
 def _workdir(value: str) -> str:
     if not value.startswith("/") or "\x00" in value:
         raise ValueError("workdir must be an absolute path")
-    normal = posixpath.normpath(value)
+    normal = "/" + posixpath.normpath(value).lstrip("/")  # normpath keeps a leading "//"
     if normal == "/" or any(normal == d or normal.startswith(d + "/") for d in _FORBIDDEN_WORKDIRS):
         raise ValueError(f"workdir {value!r} is reserved; use a directory such as /workspace")
     return normal
@@ -153,6 +153,14 @@ class JobRequest(BaseModel):
     )
     workdir: Annotated[str, AfterValidator(_workdir)] = "/workspace"
     limits: Limits = Field(default_factory=Limits)
+
+    @field_validator("command")
+    @classmethod
+    def _program_named(cls, value: list[str] | str) -> list[str] | str:
+        program = value[0] if isinstance(value, list) else value
+        if not program.strip():
+            raise ValueError("the command must name a program (it is empty or blank)")
+        return value
     network: Literal["none", "host"] = "none"
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="Higher runs first.")
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)

@@ -31,6 +31,26 @@ def _default_data_dir() -> Path:
     return Path(base) / "hatchway"
 
 
+class DefaultLimits(ResolvedLimits):
+    """Limits a job gets when it asks for none; setting one key keeps the others' defaults."""
+
+    timeout_s: float = Field(default=60.0, gt=0)
+    memory_mb: int = Field(default=256, ge=6)
+    cpus: float = Field(default=1.0, gt=0)
+    pids: int = Field(default=256, ge=1)
+    output_bytes: int = Field(default=1024 * 1024, ge=0)
+
+
+class MaxLimits(ResolvedLimits):
+    """The most a job may ask for; setting one key keeps the others' defaults."""
+
+    timeout_s: float = Field(default=24 * 3600.0, gt=0)
+    memory_mb: int = Field(default=16 * 1024, ge=6)
+    cpus: float = Field(default_factory=lambda: float(os.cpu_count() or 1), gt=0)
+    pids: int = Field(default=4096, ge=1)
+    output_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+
+
 class Settings(BaseSettings):
     """Everything the worker is configured with."""
 
@@ -51,16 +71,8 @@ class Settings(BaseSettings):
     tmpfs_mb: int = Field(default=64, ge=1, description="Size of each job's writable /tmp.")
     max_input_bytes: int = Field(default=32 * 1024 * 1024, ge=0, description="Cap on stdin plus files.")
 
-    default_limits: ResolvedLimits = ResolvedLimits(
-        timeout_s=60, memory_mb=256, cpus=1.0, pids=256, output_bytes=1024 * 1024
-    )
-    max_limits: ResolvedLimits = ResolvedLimits(
-        timeout_s=24 * 3600,
-        memory_mb=16 * 1024,
-        cpus=float(os.cpu_count() or 1),
-        pids=4096,
-        output_bytes=64 * 1024 * 1024,
-    )
+    default_limits: DefaultLimits = Field(default_factory=DefaultLimits)
+    max_limits: MaxLimits = Field(default_factory=MaxLimits)
 
     kill_grace_s: float = Field(default=5.0, ge=0, description="SIGTERM-to-SIGKILL delay for kills.")
     shutdown_grace_s: float = Field(default=30.0, ge=0, description="How long running jobs may finish.")
@@ -114,11 +126,13 @@ def load_settings(config_file: Path | None = None) -> Settings:
     file_values: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.safe_load(path.read_text())
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of settings")
         file_values = {str(key): value for key, value in loaded.items()}

@@ -1,0 +1,201 @@
+"""`load_settings`: defaults, a YAML file, HATCHWAY_* variables over the file, and clear errors."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hatchway.errors import ConfigError
+from hatchway.models import ResolvedLimits
+from hatchway.settings import load_settings
+
+WriteConfig = Callable[[str], Path]
+FULL_LIMITS = "{timeout_s: 10, memory_mb: 100, cpus: 1, pids: 50, output_bytes: 2048}"
+FILE_LIMITS = {"timeout_s": 10, "memory_mb": 100, "cpus": 1, "pids": 50, "output_bytes": 2048}
+
+
+def limits(value: ResolvedLimits) -> dict[str, Any]:
+    """Limits as plain values, so the comparison holds whichever ResolvedLimits subclass settings use."""
+    return value.model_dump()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No HATCHWAY_* variable of the machine running the tests leaks in; data goes under tmp_path."""
+    for name in list(os.environ):
+        if name.startswith("HATCHWAY_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> WriteConfig:
+    def write(text: str) -> Path:
+        path = tmp_path / "hatchway.yaml"
+        path.write_text(text)
+        return path
+
+    return write
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load_settings()
+    assert settings.data_dir == tmp_path / "xdg" / "hatchway"
+    assert settings.worker_id == socket.gethostname()
+    assert (settings.host, settings.port, settings.docker_url) == ("127.0.0.1", 8080, None)
+    assert (settings.max_concurrent_jobs, settings.allowed_images, settings.allow_host_network) == (4, ["*"], False)
+    assert (settings.poll_interval_s, settings.shutdown_grace_s, settings.log_level) == (5.0, 30.0, "INFO")
+    assert limits(settings.default_limits) == limits(
+        ResolvedLimits(timeout_s=60, memory_mb=256, cpus=1.0, pids=256, output_bytes=1024 * 1024)
+    )
+    assert limits(settings.max_limits) == limits(
+        ResolvedLimits(
+            timeout_s=24 * 3600,
+            memory_mb=16 * 1024,
+            cpus=float(os.cpu_count() or 1),
+            pids=4096,
+            output_bytes=64 * 1024 * 1024,
+        )
+    )
+
+
+def test_values_come_from_the_yaml_file(tmp_path: Path, write_config: WriteConfig) -> None:
+    path = write_config(
+        f"""
+worker_id: w-7
+data_dir: {tmp_path / "data"}
+max_concurrent_jobs: 7
+allowed_images: ["alpine:*", "python:3.*"]
+allow_host_network: true
+log_level: debug
+default_limits: {FULL_LIMITS}
+"""
+    )
+    settings = load_settings(path)
+    assert (settings.worker_id, settings.data_dir, settings.max_concurrent_jobs) == ("w-7", tmp_path / "data", 7)
+    assert settings.allowed_images == ["alpine:*", "python:3.*"]
+    assert settings.allow_host_network is True
+    assert settings.log_level == "DEBUG"
+    assert limits(settings.default_limits) == FILE_LIMITS
+
+
+def test_an_empty_file_means_all_defaults(write_config: WriteConfig) -> None:
+    assert load_settings(write_config("")) == load_settings()
+
+
+def test_hatchway_config_names_the_file(monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig) -> None:
+    monkeypatch.setenv("HATCHWAY_CONFIG", str(write_config("max_concurrent_jobs: 3\n")))
+    assert load_settings().max_concurrent_jobs == 3
+
+
+def test_a_variable_overrides_the_file(monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig) -> None:
+    path = write_config("max_concurrent_jobs: 7\nport: 9000\n")
+    monkeypatch.setenv("HATCHWAY_MAX_CONCURRENT_JOBS", "9")
+    settings = load_settings(path)
+    assert (settings.max_concurrent_jobs, settings.port) == (9, 9000)
+
+
+def test_allowed_images_split_on_commas(monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig) -> None:
+    monkeypatch.setenv("HATCHWAY_ALLOWED_IMAGES", "a/*, b ,,c:1")
+    assert load_settings(write_config("allowed_images: [x]\n")).allowed_images == ["a/*", "b", "c:1"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("1", True), ("false", False), ("0", False)])
+def test_allow_host_network_from_the_environment(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool) -> None:
+    monkeypatch.setenv("HATCHWAY_ALLOW_HOST_NETWORK", value)
+    assert load_settings().allow_host_network is expected
+
+
+def test_a_nested_variable_overrides_one_field_of_the_file(
+    monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig
+) -> None:
+    monkeypatch.setenv("HATCHWAY_DEFAULT_LIMITS__TIMEOUT_S", "30")
+    settings = load_settings(write_config(f"default_limits: {FULL_LIMITS}\n"))
+    assert limits(settings.default_limits) == {**FILE_LIMITS, "timeout_s": 30}
+
+
+def test_a_nested_variable_overrides_one_field_of_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load_settings()
+    monkeypatch.setenv("HATCHWAY_DEFAULT_LIMITS__TIMEOUT_S", "30")
+    monkeypatch.setenv("HATCHWAY_MAX_LIMITS__PIDS", "9000")
+    settings = load_settings()
+    assert limits(settings.default_limits) == {**limits(defaults.default_limits), "timeout_s": 30}
+    assert limits(settings.max_limits) == {**limits(defaults.max_limits), "pids": 9000}
+
+
+def test_a_nested_file_key_overrides_one_field_of_the_defaults(write_config: WriteConfig) -> None:
+    settings = load_settings(write_config("default_limits: {memory_mb: 512}\n"))
+    assert limits(settings.default_limits) == {**limits(load_settings().default_limits), "memory_mb": 512}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [
+        ("HATCHWAY_MAX_CONCURRENT_JOBS", "lots", "max_concurrent_jobs"),
+        ("HATCHWAY_MAX_CONCURRENT_JOBS", "0", "max_concurrent_jobs"),
+        ("HATCHWAY_PORT", "70000", "port"),
+        ("HATCHWAY_ALLOW_HOST_NETWORK", "maybe", "allow_host_network"),
+        ("HATCHWAY_LOG_LEVEL", "loud", "log_level"),
+        ("HATCHWAY_POLL_INTERVAL_S", "0", "poll_interval_s"),
+        ("HATCHWAY_DEFAULT_LIMITS__MEMORY_MB", "lots", "default_limits.memory_mb"),
+    ],
+)
+def test_a_bad_variable_is_named_in_the_error(
+    monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig, variable: str, value: str, key: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write_config(f"default_limits: {FULL_LIMITS}\n"))
+    assert f"{key} ({variable})" in str(caught.value)
+
+
+def test_a_bad_file_value_is_named_in_the_error(write_config: WriteConfig) -> None:
+    with pytest.raises(ConfigError, match=r"max_concurrent_jobs \(HATCHWAY_MAX_CONCURRENT_JOBS\)"):
+        load_settings(write_config("max_concurrent_jobs: -1\n"))
+
+
+def test_every_bad_key_is_named(write_config: WriteConfig) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write_config("port: -5\ntmpfs_mb: 0\n"))
+    assert "port (HATCHWAY_PORT)" in str(caught.value)
+    assert "tmpfs_mb (HATCHWAY_TMPFS_MB)" in str(caught.value)
+
+
+def test_an_unknown_key_in_the_file_is_rejected_by_name(write_config: WriteConfig) -> None:
+    with pytest.raises(ConfigError, match="max_jobs"):
+        load_settings(write_config("max_jobs: 3\n"))
+
+
+def test_a_default_limit_above_its_maximum_is_rejected(write_config: WriteConfig) -> None:
+    path = write_config(
+        "default_limits: {timeout_s: 100, memory_mb: 100, cpus: 1, pids: 50, output_bytes: 2048}\n"
+        "max_limits: {timeout_s: 50, memory_mb: 100, cpus: 1, pids: 50, output_bytes: 2048}\n"
+    )
+    with pytest.raises(ConfigError, match=r"default_limits\.timeout_s \(100\.0\) is above max_limits\.timeout_s"):
+        load_settings(path)
+
+
+def test_a_missing_file_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read config file .*absent\.yaml"):
+        load_settings(tmp_path / "absent.yaml")
+
+
+def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path)
+
+
+def test_invalid_yaml_is_rejected(write_config: WriteConfig) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(write_config("max_concurrent_jobs: [1\n"))
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just text\n", "42\n", "[]\n", "false\n", "0\n"])
+def test_yaml_that_is_not_a_mapping_is_rejected(write_config: WriteConfig, text: str) -> None:
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_settings(write_config(text))

@@ -1,0 +1,327 @@
+"""The `JobStore` contract, run against every store: what the worker relies on, whichever store it has."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from hatchway.models import Job, JobState, Outcome, Reason, Resources
+from hatchway.store import JobQuery, JobStore, MemoryStore, SqliteStore
+
+MakeJob = Callable[..., Job]
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+T1 = datetime(2024, 5, 1, 12, 0, 7, 250000, tzinfo=UTC)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    instance: JobStore = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "db.sqlite")
+    yield instance
+    await instance.close()
+
+
+async def enqueue_all(store: JobStore, *jobs: Job) -> None:
+    for job in jobs:
+        await store.enqueue(job)
+
+
+async def fetch(store: JobStore, job_id: str) -> Job:
+    job = await store.get(job_id)
+    assert job is not None, f"job {job_id} is gone"
+    return job
+
+
+async def claim_all(store: JobStore, worker_id: str = "w1") -> list[str]:
+    claimed: list[str] = []
+    while (job := await store.claim_next(worker_id)) is not None:
+        claimed.append(job.id)
+    return claimed
+
+
+async def test_enqueue_returns_the_new_job_and_true(store: JobStore, make_job: MakeJob) -> None:
+    job = make_job(priority=3, labels={"team": "a"})
+    stored, created = await store.enqueue(job)
+    assert created is True
+    assert stored == job
+    assert await store.get(job.id) == job
+
+
+async def test_enqueue_of_an_existing_id_returns_the_existing_job_and_false(store: JobStore, make_job: MakeJob) -> None:
+    first = make_job(id="same", priority=1, labels={"v": "1"})
+    await store.enqueue(first)
+    stored, created = await store.enqueue(make_job(id="same", priority=9, labels={"v": "2"}))
+    assert created is False
+    assert stored == first
+    assert await store.get("same") == first
+    assert (await store.counts())[JobState.QUEUED] == 1
+
+
+async def test_get_of_an_unknown_id_is_none(store: JobStore) -> None:
+    assert await store.get("nope") is None
+
+
+async def test_claim_next_takes_highest_priority_first_then_oldest(store: JobStore, make_job: MakeJob) -> None:
+    await enqueue_all(
+        store,
+        make_job(id="low-1", priority=0),
+        make_job(id="high-1", priority=5),
+        make_job(id="low-2", priority=0),
+        make_job(id="high-2", priority=5),
+        make_job(id="neg", priority=-1),
+    )
+    assert await claim_all(store) == ["high-1", "high-2", "low-1", "low-2", "neg"]
+    assert await store.claim_next("w1") is None
+
+
+async def test_concurrent_claims_never_hand_out_a_job_twice(store: JobStore, make_job: MakeJob) -> None:
+    await enqueue_all(store, *(make_job(id=f"j{i}", priority=i % 3) for i in range(50)))
+    results = await asyncio.gather(*(store.claim_next(f"w{i % 4}") for i in range(80)))
+    claimed = [job.id for job in results if job is not None]
+    assert len(claimed) == len(set(claimed)) == 50
+    assert set(claimed) == {f"j{i}" for i in range(50)}
+    assert (await store.counts())[JobState.BUILDING] == 50
+
+
+async def test_a_claimed_job_is_building_for_that_worker(store: JobStore, make_job: MakeJob) -> None:
+    await store.enqueue(make_job(id="a"))
+    claimed = await store.claim_next("worker-7")
+    assert claimed is not None
+    assert (claimed.id, claimed.state, claimed.worker_id) == ("a", JobState.BUILDING, "worker-7")
+    assert await store.get("a") == claimed
+
+
+async def test_mark_running_only_moves_a_building_job(store: JobStore, make_job: MakeJob) -> None:
+    await store.enqueue(make_job(id="a"))
+    assert await store.mark_running("a", T0) is None, "a queued job cannot start"
+    assert await store.mark_running("unknown", T0) is None
+    await store.claim_next("w1")
+    running = await store.mark_running("a", T0)
+    assert running is not None
+    assert (running.state, running.started_at) == (JobState.RUNNING, T0)
+    assert await store.mark_running("a", T1) is None, "a running job cannot start again"
+    assert (await store.get("a")) == running
+
+
+async def test_finish_records_every_outcome_field(store: JobStore, make_job: MakeJob) -> None:
+    await store.enqueue(make_job(id="a"))
+    await store.claim_next("w1")
+    await store.mark_running("a", T0)
+    outcome = Outcome(
+        state=JobState.FAILED,
+        reason=Reason.EXIT_CODE,
+        message="exited with code 3",
+        exit_code=3,
+        stdout="out\n",
+        stderr="err\n",
+        stdout_truncated=True,
+        stderr_truncated=True,
+        resources=Resources(peak_memory_bytes=12345, cpu_s=0.75),
+    )
+    finished = await store.finish("a", outcome, T1)
+    assert finished is not None
+    assert finished.model_dump(include=set(Outcome.model_fields)) == outcome.model_dump()
+    assert (finished.started_at, finished.finished_at, finished.duration_s) == (T0, T1, 7.25)
+    assert await store.get("a") == finished
+
+
+@pytest.mark.parametrize("start", [False, True], ids=["from-building", "from-running"])
+async def test_finish_works_from_building_and_running(store: JobStore, make_job: MakeJob, start: bool) -> None:
+    await store.enqueue(make_job(id="a"))
+    await store.claim_next("w1")
+    if start:
+        await store.mark_running("a", T0)
+    finished = await store.finish("a", Outcome(state=JobState.SUCCEEDED, exit_code=0), T1)
+    assert finished is not None
+    assert finished.state == JobState.SUCCEEDED
+
+
+async def test_finish_is_refused_for_a_queued_or_unknown_job(store: JobStore, make_job: MakeJob) -> None:
+    queued = make_job(id="a")
+    await store.enqueue(queued)
+    assert await store.finish("a", Outcome(state=JobState.SUCCEEDED), T1) is None
+    assert await store.finish("unknown", Outcome(state=JobState.SUCCEEDED), T1) is None
+    assert await store.get("a") == queued
+
+
+async def test_finishing_twice_keeps_the_first_outcome(store: JobStore, make_job: MakeJob) -> None:
+    await store.enqueue(make_job(id="a"))
+    await store.claim_next("w1")
+    first = await store.finish("a", Outcome(state=JobState.KILLED, reason=Reason.TIMEOUT, message="slow"), T1)
+    second = await store.finish("a", Outcome(state=JobState.SUCCEEDED, exit_code=0, stdout="late"), T0)
+    assert second is None
+    assert first is not None
+    assert await store.get("a") == first
+
+
+async def test_cancel_ends_a_queued_job_as_killed_cancelled(store: JobStore, make_job: MakeJob) -> None:
+    await store.enqueue(make_job(id="a"))
+    cancelled = await store.cancel("a", T1)
+    assert cancelled is not None
+    assert (cancelled.state, cancelled.reason, cancelled.finished_at) == (JobState.KILLED, Reason.CANCELLED, T1)
+    assert cancelled.started_at is None
+    assert await store.get("a") == cancelled
+    assert await store.cancel("a", T1) is None, "a job is cancelled at most once"
+    assert await store.claim_next("w1") is None, "a cancelled job never runs"
+
+
+async def test_cancel_is_refused_once_a_job_is_claimed(store: JobStore, make_job: MakeJob) -> None:
+    await store.enqueue(make_job(id="a"))
+    claimed = await store.claim_next("w1")
+    assert await store.cancel("a", T1) is None
+    assert await store.cancel("unknown", T1) is None
+    assert await store.get("a") == claimed
+
+
+async def test_requeue_lost_puts_a_building_job_back_in_priority_order(store: JobStore, make_job: MakeJob) -> None:
+    await enqueue_all(store, make_job(id="low", priority=0), make_job(id="high", priority=9))
+    await store.claim_next("w1")
+    await store.enqueue(make_job(id="mid", priority=5))
+    requeued = await store.requeue_lost("high")
+    assert requeued is not None
+    assert (requeued.state, requeued.worker_id) == (JobState.QUEUED, None)
+    assert await claim_all(store, "w2") == ["high", "mid", "low"]
+    assert (await fetch(store, "high")).worker_id == "w2"
+
+
+async def test_requeue_lost_is_refused_unless_building(store: JobStore, make_job: MakeJob) -> None:
+    await enqueue_all(store, make_job(id="queued"), make_job(id="running"))
+    assert await store.requeue_lost("queued") is None
+    await store.claim_next("w1")
+    await store.claim_next("w1")
+    await store.mark_running("running", T0)
+    assert await store.requeue_lost("running") is None
+    assert await store.requeue_lost("unknown") is None
+    assert (await store.counts())[JobState.QUEUED] == 0
+
+
+async def test_active_lists_building_and_running_jobs_of_one_worker(store: JobStore, make_job: MakeJob) -> None:
+    await enqueue_all(store, *(make_job(id=name) for name in ("mine-1", "mine-2", "theirs", "done", "waiting")))
+    for worker in ("w1", "w1", "w2", "w1"):
+        await store.claim_next(worker)
+    await store.mark_running("mine-2", T0)
+    await store.finish("done", Outcome(state=JobState.SUCCEEDED), T1)
+    assert sorted(job.id for job in await store.active("w1")) == ["mine-1", "mine-2"]
+    assert [job.id for job in await store.active("w2")] == ["theirs"]
+    assert await store.active("w3") == []
+
+
+async def test_counts_cover_queued_building_and_running(store: JobStore, make_job: MakeJob) -> None:
+    assert await store.counts() == {JobState.QUEUED: 0, JobState.BUILDING: 0, JobState.RUNNING: 0}
+    await enqueue_all(store, *(make_job(id=f"j{i}") for i in range(6)))
+    for _ in range(4):
+        await store.claim_next("w1")
+    await store.mark_running("j1", T0)
+    await store.finish("j2", Outcome(state=JobState.FAILED), T1)
+    await store.cancel("j5", T1)
+    assert await store.counts() == {JobState.QUEUED: 1, JobState.BUILDING: 2, JobState.RUNNING: 1}
+
+
+async def test_update_resources_only_touches_active_jobs(store: JobStore, make_job: MakeJob) -> None:
+    await enqueue_all(store, make_job(id="a"), make_job(id="queued"))
+    await store.claim_next("w1")
+    await store.update_resources("a", Resources(peak_memory_bytes=10, cpu_s=1.5))
+    await store.update_resources("queued", Resources(peak_memory_bytes=99))
+    assert (await fetch(store, "a")).resources == Resources(peak_memory_bytes=10, cpu_s=1.5)
+    assert (await fetch(store, "queued")).resources == Resources()
+
+
+async def test_find_lists_newest_first(store: JobStore, make_job: MakeJob) -> None:
+    await enqueue_all(store, *(make_job(id=f"j{i}", priority=i % 2) for i in range(5)))
+    page = await store.find(JobQuery())
+    assert [job.id for job in page.jobs] == ["j4", "j3", "j2", "j1", "j0"]
+    assert page.next_cursor is None
+
+
+async def test_find_filters_by_state(store: JobStore, make_job: MakeJob) -> None:
+    await enqueue_all(store, *(make_job(id=f"j{i}") for i in range(4)))
+    await store.claim_next("w1")
+    await store.claim_next("w1")
+    await store.cancel("j3", T1)
+    assert [job.id for job in (await store.find(JobQuery(state=JobState.BUILDING))).jobs] == ["j1", "j0"]
+    assert [job.id for job in (await store.find(JobQuery(state=JobState.QUEUED))).jobs] == ["j2"]
+    assert [job.id for job in (await store.find(JobQuery(state=JobState.KILLED))).jobs] == ["j3"]
+    assert (await store.find(JobQuery(state=JobState.RUNNING))).jobs == []
+
+
+async def test_find_ands_label_filters(store: JobStore, make_job: MakeJob) -> None:
+    await enqueue_all(
+        store,
+        make_job(id="a-prod", labels={"team": "a", "env": "prod"}),
+        make_job(id="a-dev", labels={"team": "a", "env": "dev"}),
+        make_job(id="b-prod", labels={"team": "b", "env": "prod"}),
+        make_job(id="none"),
+        make_job(id="dotted", labels={"app.io/name": "x", "team": "a"}),
+    )
+
+    async def ids(**labels: str) -> list[str]:
+        return [job.id for job in (await store.find(JobQuery(labels=labels))).jobs]
+
+    assert await ids(team="a", env="prod") == ["a-prod"]
+    assert await ids(team="a") == ["dotted", "a-dev", "a-prod"]
+    assert await ids(env="prod") == ["b-prod", "a-prod"]
+    assert await ids(team="c") == []
+    assert [job.id for job in (await store.find(JobQuery(labels={"app.io/name": "x"}))).jobs] == ["dotted"]
+
+
+@pytest.mark.parametrize(
+    ("query", "kept"),
+    [
+        (JobQuery(limit=5), lambda i: True),
+        (JobQuery(state=JobState.QUEUED, limit=5), lambda i: i != 7),
+        (JobQuery(labels={"odd": "1"}, limit=3), lambda i: i % 2 == 1),
+        (JobQuery(state=JobState.QUEUED, labels={"odd": "1"}, limit=4), lambda i: i % 2 == 1 and i != 7),
+    ],
+    ids=["all", "state", "label", "state-and-label"],
+)
+async def test_find_pages_walk_every_job_once(
+    store: JobStore, make_job: MakeJob, query: JobQuery, kept: Callable[[int], bool]
+) -> None:
+    await enqueue_all(store, *(make_job(id=f"j{i:02}", labels={"odd": str(i % 2)}) for i in range(23)))
+    await store.cancel("j07", T1)
+    seen: list[str] = []
+    for _ in range(30):  # a bound, so a cursor that never ends fails instead of hanging
+        page = await store.find(query)
+        assert len(page.jobs) <= query.limit
+        seen += [job.id for job in page.jobs]
+        if page.next_cursor is None:
+            break
+        query = dataclasses.replace(query, cursor=page.next_cursor)
+    assert seen == [f"j{i:02}" for i in reversed(range(23)) if kept(i)]
+
+
+@pytest.mark.parametrize("cursor", ["abc", "-1", "1.5", "", "12; DROP TABLE jobs"])
+async def test_find_rejects_a_malformed_cursor(store: JobStore, make_job: MakeJob, cursor: str) -> None:
+    await store.enqueue(make_job())
+    # The message reaches the client as a 400, so it should quote what was wrong.
+    with pytest.raises(ValueError, match=re.escape(repr(cursor))):
+        await store.find(JobQuery(cursor=cursor))
+
+
+async def test_sqlite_store_keeps_jobs_across_reopening(tmp_path: Path, make_job: MakeJob) -> None:
+    path = tmp_path / "nested" / "db.sqlite"
+    store = SqliteStore(path)
+    await enqueue_all(store, make_job(id="done", labels={"k": "v"}), make_job(id="waiting", priority=2))
+    await store.claim_next("w1")  # "waiting": higher priority
+    await store.claim_next("w1")
+    await store.mark_running("done", T0)
+    done = await store.finish("done", Outcome(state=JobState.SUCCEEDED, exit_code=0, stdout="ok"), T1)
+    await store.requeue_lost("waiting")
+    waiting = await store.get("waiting")
+    await store.close()
+
+    reopened = SqliteStore(path)
+    try:
+        assert await reopened.get("done") == done
+        assert await reopened.get("waiting") == waiting
+        assert [job.id for job in (await reopened.find(JobQuery(labels={"k": "v"}))).jobs] == ["done"]
+        claimed = await reopened.claim_next("w2")
+        assert claimed is not None and claimed.id == "waiting"
+    finally:
+        await reopened.close()
