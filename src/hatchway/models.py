@@ -161,6 +161,7 @@ class JobRequest(BaseModel):
         if not program.strip():
             raise ValueError("the command must name a program (it is empty or blank)")
         return value
+
     network: Literal["none", "host"] = "none"
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="Higher runs first.")
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)

@@ -59,7 +59,7 @@ class Policy:
             stdin=request.stdin,
             files=request.files,
             workdir=request.workdir,
-            limits=self.default_limits.model_copy(update=requested),
+            limits=ResolvedLimits(**{**self.default_limits.model_dump(), **requested}),
             network=request.network,
             priority=request.priority,
             labels=request.labels,

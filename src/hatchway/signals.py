@@ -4,24 +4,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+
+@dataclass
+class _Watch:
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    watchers: int = 0
 
 
 class JobSignals:
-    """Wake everyone waiting on a job when it changes state. Waits never miss a change made after
-    they began, and nothing is kept for jobs no one waits on.
+    """Wake everyone waiting on a job when it changes. A wait never misses a change made after it
+    began, and nothing is kept for a job once no one waits on it.
     """
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
+        self._watches: dict[str, _Watch] = {}
 
     def notify(self, job_id: str) -> None:
-        event = self._events.pop(job_id, None)
-        if event is not None:
-            event.set()
+        watch = self._watches.pop(job_id, None)
+        if watch is not None:
+            watch.event.set()
 
-    def watch(self, job_id: str) -> asyncio.Event:
-        """An event set at the job's next change; take it *before* reading the job's state."""
-        return self._events.setdefault(job_id, asyncio.Event())
+    @contextlib.contextmanager
+    def watching(self, job_id: str) -> Iterator[asyncio.Event]:
+        """An event set at the job's next change; enter *before* reading the job's state."""
+        watch = self._watches.setdefault(job_id, _Watch())
+        watch.watchers += 1
+        try:
+            yield watch.event
+        finally:
+            watch.watchers -= 1
+            if watch.watchers == 0 and self._watches.get(job_id) is watch:
+                del self._watches[job_id]
+
+    @property
+    def watched(self) -> int:
+        """How many jobs someone is waiting on (for tests and metrics)."""
+        return len(self._watches)
 
     @staticmethod
     async def wait(event: asyncio.Event, timeout_s: float) -> bool:

@@ -206,12 +206,12 @@ class Worker:
         """The job once it has ended, or as it is after `timeout_s`."""
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
-            changed = self.signals.watch(job_id)
-            job = await self.get(job_id)
-            remaining = deadline - asyncio.get_running_loop().time()
-            if job.state.is_final or remaining <= 0:
-                return job
-            await self.signals.wait(changed, remaining)
+            with self.signals.watching(job_id) as changed:
+                job = await self.get(job_id)
+                remaining = deadline - asyncio.get_running_loop().time()
+                if job.state.is_final or remaining <= 0:
+                    return job
+                await self.signals.wait(changed, remaining)
 
     def capture(self, job_id: str) -> OutputCapture | None:
         """The live output of an active job, if it has started producing any."""

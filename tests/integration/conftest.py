@@ -73,10 +73,10 @@ async def wait_for_state(worker: Worker, job_id: str, state: JobState, timeout_s
 
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        changed = worker.signals.watch(job_id)
-        job = await worker.get(job_id)
-        if job.state == state:
-            return job
-        remaining = deadline - asyncio.get_running_loop().time()
-        assert remaining > 0 and not job.state.is_final, f"job never reached {state}: {job}"
-        await worker.signals.wait(changed, remaining)
+        with worker.signals.watching(job_id) as changed:
+            job = await worker.get(job_id)
+            if job.state == state:
+                return job
+            remaining = deadline - asyncio.get_running_loop().time()
+            assert remaining > 0 and not job.state.is_final, f"job never reached {state}: {job}"
+            await worker.signals.wait(changed, remaining)

@@ -92,6 +92,7 @@ async def test_concurrent_submits_and_kills_start_each_job_at_most_once(worker: 
         assert job.state.is_final
         if job.state == JobState.SUCCEEDED:
             assert job.stdout == f"{i}\n", "a job that ran twice would have doubled output"
+    assert worker.signals.watched == 0, "waits that ended must not leave anything behind"
 
 
 async def test_leftover_labelled_containers_are_reaped_at_start(

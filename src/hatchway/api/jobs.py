@@ -17,7 +17,8 @@ from hatchway.worker import Worker
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-def get_worker(request: Request) -> Worker:
+async def get_worker(request: Request) -> Worker:
+    # async, so FastAPI does not hop to a thread for it on every request
     worker: Worker = request.app.state.worker
     return worker
 

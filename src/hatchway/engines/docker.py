@@ -48,7 +48,7 @@ _FOREIGN_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestExc
 # How the runtime says it could not exec the command: the job's fault, reported like a shell would.
 _NOT_FOUND_HINTS = ("executable file not found", "no such file or directory")
 _NOT_EXECUTABLE_HINTS = ("permission denied",)
-_SAMPLE_INTERVAL_S = 0.5
+_SAMPLE_INTERVAL_S = 0.25
 
 
 @dataclass
@@ -238,7 +238,8 @@ class DockerEngine:
     def _sample(self, container_id: str, live: _Live) -> None:
         """Sample the container's memory and CPU until it is done; cgroup v1 also reports the true peak."""
         api = self._api()
-        while True:
+        # The first sample waits too: a job that is over that fast is not worth a stats call to the engine.
+        while not live.done.wait(_SAMPLE_INTERVAL_S):
             with contextlib.suppress(*_FOREIGN_ERRORS):
                 stats = api.stats(container_id, stream=False, one_shot=True)
                 memory = stats.get("memory_stats") or {}
@@ -248,8 +249,6 @@ class DockerEngine:
                 cpu_ns = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
                 if cpu_ns:
                     live.cpu_s = round(int(cpu_ns) / 1e9, 3)
-            if live.done.wait(_SAMPLE_INTERVAL_S):
-                return
 
     def _wait(self, handle: Handle, sink: OutputSink) -> ExitStatus:
         api = self._api()
