@@ -12,9 +12,12 @@
     │   ├── JobConflict        409: the id is taken by a different job
     │   └── JobAlreadyFinished 409: the job has ended; it cannot be killed
     ├── ShuttingDown           the worker is stopping and takes no new jobs
+    ├── BadBundle              a job's bundle is unusable (download, checksum, hostile or broken archive)
     └── EngineError            the container engine failed
         ├── EngineUnavailable  the engine does not answer at all
-        └── ImageNotFound      the image is not present and could not be pulled
+        ├── ImageNotFound      the registry says the image does not exist
+        ├── ImagePullFailed    the image is missing and pulling it failed (network, timeout, auth)
+        └── BuildFailed        building the job's image from its Dockerfile failed
 """
 
 from __future__ import annotations
@@ -90,4 +93,16 @@ class EngineUnavailable(EngineError):
 
 
 class ImageNotFound(EngineError):
-    """The image is not present locally and could not be pulled."""
+    """The image is not present locally and the registry says it does not exist."""
+
+
+class ImagePullFailed(EngineError):
+    """The image is not present locally and pulling it failed: unreachable registry, timeout, refused access."""
+
+
+class BuildFailed(EngineError):
+    """Building the job's image failed; the build output says why."""
+
+
+class BadBundle(HatchwayError):
+    """A job's bundle cannot be used: download failed or too large, checksum mismatch, or a hostile archive."""
