@@ -16,6 +16,8 @@ if $dev; then
   [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q static || need+=(busybox-static)
   command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
   command -v file >/dev/null 2>&1 || need+=(file)
+  command -v curl >/dev/null 2>&1 || need+=(curl)
+  command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)  # a real registry for pull tests
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} ..."

@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$"
+PORT_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
+RESERVED_ENV_PREFIX = "HATCHWAY_"
 _FORBIDDEN_WORKDIRS = ("/proc", "/sys", "/dev", "/tmp")
 
 
@@ -54,7 +56,13 @@ class Reason(StrEnum):
     CANCELLED = "cancelled"
     """A client killed the job before it started; it never ran."""
     IMAGE_NOT_FOUND = "image_not_found"
-    """The image is not on the worker and could not be pulled."""
+    """The image is not on the worker and the registry says it does not exist."""
+    IMAGE_PULL_FAILED = "image_pull_failed"
+    """The image is not on the worker and pulling it failed (registry unreachable, timeout, access)."""
+    BUILD_FAILED = "build_failed"
+    """Building the job's image from its Dockerfile failed; see the `build` log stream."""
+    BAD_BUNDLE = "bad_bundle"
+    """The job's bundle could not be used: download, checksum, or a hostile or broken archive."""
     ENGINE_ERROR = "engine_error"
     """The container engine failed; `message` has its words."""
     WORKER_RESTART = "worker_restart"
@@ -68,6 +76,11 @@ class Stream(StrEnum):
 
     STDOUT = "stdout"
     STDERR = "stderr"
+    BUILD = "build"
+    """What building the job's image printed."""
+
+
+PROGRAM_STREAMS = (Stream.STDOUT, Stream.STDERR)
 
 
 def _relative_path(value: str) -> str:
@@ -134,6 +147,21 @@ class ResolvedLimits(BaseModel):
     output_bytes: int = Field(ge=0)
 
 
+class BuildSpec(BaseModel):
+    """An image built for the job from a Dockerfile; the result is cached by a hash of its inputs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dockerfile: str = Field(min_length=1, max_length=256 * 1024, description="The Dockerfile's text.")
+    files: dict[RelativePath, str] = Field(
+        default_factory=dict, description="Build context: relative path -> text (a bundle's files are added too)."
+    )
+
+
+Runtime = Literal["docker", "gvisor", "auto"]
+PortName = Annotated[str, Field(pattern=PORT_NAME_PATTERN)]
+
+
 class JobRequest(BaseModel):
     """The body of POST /jobs: what a client asks to run."""
 
@@ -142,7 +170,10 @@ class JobRequest(BaseModel):
     id: JobId | None = Field(
         default=None, description="Client-chosen id; resubmitting the same id returns the existing job."
     )
-    image: CleanStr = Field(min_length=1, max_length=512)
+    image: CleanStr | None = Field(
+        default=None, min_length=1, max_length=512, description="Required unless `build` is given."
+    )
+    build: BuildSpec | None = Field(default=None, description="Build the image from a Dockerfile instead.")
     command: list[CleanStr] | CleanStr = Field(
         min_length=1, description="Argument list, or one string run with /bin/sh -c."
     )
@@ -151,8 +182,21 @@ class JobRequest(BaseModel):
     files: dict[RelativePath, str] = Field(
         default_factory=dict, description="Relative path -> text, written into the working directory."
     )
+    bundle_url: Annotated[str, Field(pattern=r"^(https?|file)://", max_length=4096)] | None = Field(
+        default=None, description="A .tar.gz, .tar or .zip unpacked into the working directory (http, https, file)."
+    )
+    bundle_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
     workdir: Annotated[str, AfterValidator(_workdir)] = "/workspace"
     limits: Limits = Field(default_factory=Limits)
+    network: Literal["none", "host"] = "none"
+    runtime: Runtime = Field(
+        default="auto", description="docker (runc), gvisor (runsc), or auto: the worker's configured default."
+    )
+    ports: list[PortName] = Field(
+        default_factory=list, max_length=32, description="Names of host ports to allocate; needs network host."
+    )
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="Higher runs first.")
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
 
     @field_validator("command")
     @classmethod
@@ -162,9 +206,30 @@ class JobRequest(BaseModel):
             raise ValueError("the command must name a program (it is empty or blank)")
         return value
 
-    network: Literal["none", "host"] = "none"
-    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="Higher runs first.")
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    @field_validator("env")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(name for name in value if name.startswith(RESERVED_ENV_PREFIX))
+        if reserved:
+            raise ValueError(f"{', '.join(reserved)}: names starting with {RESERVED_ENV_PREFIX} are set by the worker")
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _unique_ports(cls, value: list[str]) -> list[str]:
+        if len({name.upper() for name in value}) != len(value):
+            raise ValueError("port names must be unique (case-insensitively)")
+        return value
+
+    @model_validator(mode="after")
+    def _image_or_build(self) -> JobRequest:
+        if (self.image is None) == (self.build is None):
+            raise ValueError("give exactly one of `image` and `build`")
+        if self.bundle_sha256 is not None and self.bundle_url is None:
+            raise ValueError("bundle_sha256 needs bundle_url")
+        if self.ports and self.network != "host":
+            raise ValueError('ports need network "host"')
+        return self
 
 
 class JobSpec(BaseModel):
@@ -172,25 +237,46 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    image: str
+    image: str | None
+    build: BuildSpec | None = None
     command: list[str]
     env: dict[str, str]
     stdin: str | None
     files: dict[str, str]
+    bundle_url: str | None = None
+    bundle_sha256: str | None = None
     workdir: str
     limits: ResolvedLimits
     network: Literal["none", "host"]
+    runtime: Literal["docker", "gvisor"] = "docker"
+    ports: list[str] = Field(default_factory=list)
     priority: int
     labels: dict[str, str]
 
 
 class Resources(BaseModel):
-    """What the job used, where the engine can tell (null otherwise)."""
+    """What the job uses or used, where the engine can tell (null otherwise); live while it runs."""
 
     model_config = ConfigDict(frozen=True)
 
+    memory_bytes: int | None = None
     peak_memory_bytes: int | None = None
     cpu_s: float | None = None
+    pids: int | None = None
+
+
+class RunInfo(BaseModel):
+    """How the worker prepared and started the job, recorded when it starts running."""
+
+    model_config = ConfigDict(frozen=True)
+
+    engine: str | None = Field(default=None, description="The engine the job really ran on: docker or gvisor.")
+    image: str | None = Field(default=None, description="The image it ran, e.g. the tag of a built image.")
+    image_cached: bool | None = Field(default=None, description="Whether the image was already there.")
+    bundle_cached: bool | None = None
+    prepare_s: float | None = Field(default=None, description="Seconds spent preparing: image, bundle, files.")
+    ports: dict[str, int] = Field(default_factory=dict, description="Port name -> allocated host port.")
+    warnings: list[str] = Field(default_factory=list)
 
 
 class Job(BaseModel):
@@ -207,15 +293,29 @@ class Job(BaseModel):
     stderr: str = ""
     stdout_truncated: bool = False
     stderr_truncated: bool = False
+    build_output: str = Field(default="", description="What building the job's image printed (logs stream `build`).")
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
     worker_id: str | None = None
-    image: str
+    image: str | None
     labels: dict[str, str]
     priority: int
     resources: Resources = Field(default_factory=Resources)
+    run: RunInfo = Field(default_factory=RunInfo)
     spec: JobSpec
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def engine(self) -> str | None:
+        """The engine the job ran on."""
+        return self.run.engine
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ports(self) -> dict[str, int]:
+        """Port name -> allocated host port."""
+        return self.run.ports
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -240,6 +340,7 @@ class Outcome(BaseModel):
     stderr: str = ""
     stdout_truncated: bool = False
     stderr_truncated: bool = False
+    build_output: str = ""
     resources: Resources = Field(default_factory=Resources)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from hatchway.models import Stream
+from hatchway.models import PROGRAM_STREAMS, Stream
 
 
 class OutputCapture:
@@ -58,7 +58,7 @@ class OutputCapture:
             overflow = len(data) > len(kept) and not self.truncated[stream]
             if overflow:
                 self.truncated[stream] = True
-        if overflow:
+        if overflow and stream in PROGRAM_STREAMS:  # a long build log is cut, but stops nothing
             self._loop.call_soon_threadsafe(self._on_limit)
         if kept:
             self._loop.call_soon_threadsafe(self._pulse)

@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
-from hatchway.errors import InputTooLarge, LimitTooHigh, NotAllowed
+from hatchway.dockerfile import dockerfile_bases
+from hatchway.errors import BuildFailed, InputTooLarge, LimitTooHigh, NotAllowed, RequestError
 from hatchway.models import JobRequest, JobSpec, ResolvedLimits
 
 
+class InvalidBuild(RequestError):
+    """The job's Dockerfile cannot be built as written."""
+
+    status = 422
+    code = "invalid_build"
+
+
+class RuntimeUnavailable(RequestError):
+    """The runtime the job asks for does not work on this worker right now."""
+
+    status = 422
+    code = "runtime_unavailable"
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A request the worker accepted: its spec, and anything the client should know about it."""
+
+    spec: JobSpec
+    warnings: list[str]
+
+
 class Policy:
-    """What jobs may ask for on this worker: images, host networking, limits, input size."""
+    """What jobs may ask for on this worker: images, runtimes, host networking, limits, input size."""
 
     def __init__(
         self,
@@ -19,25 +44,52 @@ class Policy:
         default_limits: ResolvedLimits,
         max_limits: ResolvedLimits,
         max_input_bytes: int,
+        default_runtime: str = "docker",
+        allowed_runtimes: Collection[str] = ("docker", "gvisor"),
+        gvisor_fallback: bool = False,
+        bundle_allowed_urls: Collection[str] = ("https://*", "http://*"),
+        available_runtimes: Callable[[], Collection[str]] = lambda: ("docker", "gvisor"),
     ) -> None:
         self.allowed_images = allowed_images
         self.allow_host_network = allow_host_network
         self.default_limits = default_limits
         self.max_limits = max_limits
         self.max_input_bytes = max_input_bytes
+        self.default_runtime = default_runtime
+        self.allowed_runtimes = allowed_runtimes
+        self.gvisor_fallback = gvisor_fallback
+        self.bundle_allowed_urls = bundle_allowed_urls
+        self._available = available_runtimes
 
     def image_allowed(self, image: str) -> bool:
         return any(fnmatch.fnmatchcase(image, pattern) for pattern in self.allowed_images)
 
-    def admit(self, request: JobRequest) -> JobSpec:
-        """The normalised spec for `request`. Raises NotAllowed, LimitTooHigh or InputTooLarge."""
-        if not self.image_allowed(request.image):
+    def admit(self, request: JobRequest) -> Admitted:
+        """The normalised spec for `request`. Raises NotAllowed, LimitTooHigh, InputTooLarge, RuntimeUnavailable."""
+        images = [request.image] if request.image is not None else []
+        if request.build is not None:
+            try:
+                images += dockerfile_bases(request.build.dockerfile)
+            except BuildFailed as exc:
+                raise InvalidBuild(str(exc)) from exc
+        for image in images:
+            if not self.image_allowed(image):
+                raise NotAllowed(
+                    f"image {image!r} is not allowed on this worker; "
+                    f"allowed patterns: {', '.join(self.allowed_images) or '(none)'}"
+                )
+        if request.bundle_url is not None and not any(
+            fnmatch.fnmatchcase(request.bundle_url, pattern) for pattern in self.bundle_allowed_urls
+        ):
             raise NotAllowed(
-                f"image {request.image!r} is not allowed on this worker; "
-                f"allowed patterns: {', '.join(self.allowed_images) or '(none)'}"
+                "bundle_url is not allowed on this worker; it must match one of: "
+                + (", ".join(self.bundle_allowed_urls) or "(none)")
             )
         if request.network == "host" and not self.allow_host_network:
             raise NotAllowed('network "host" is not allowed on this worker; use "none"')
+        runtime, warnings = self.choose_runtime(request.runtime)
+        if runtime == "gvisor" and request.network == "host":
+            raise RuntimeUnavailable('gvisor jobs run without a network here; use runtime "docker" for network "host"')
         requested = request.limits.model_dump(exclude_none=True)
         too_high = [
             f"limits.{name} = {value} is above the maximum {getattr(self.max_limits, name)}"
@@ -47,20 +99,45 @@ class Policy:
         if too_high:
             raise LimitTooHigh("; ".join(too_high))
         input_bytes = len((request.stdin or "").encode()) + sum(len(t.encode()) for t in request.files.values())
+        if request.build is not None:
+            input_bytes += sum(len(t.encode()) for t in request.build.files.values())
         if input_bytes > self.max_input_bytes:
             raise InputTooLarge(
                 f"stdin and files add up to {input_bytes} bytes; this worker takes at most {self.max_input_bytes}"
             )
         command = request.command if isinstance(request.command, list) else ["/bin/sh", "-c", request.command]
-        return JobSpec(
+        spec = JobSpec(
             image=request.image,
+            build=request.build,
             command=command,
             env=request.env,
             stdin=request.stdin,
             files=request.files,
+            bundle_url=request.bundle_url,
+            bundle_sha256=request.bundle_sha256,
             workdir=request.workdir,
             limits=ResolvedLimits(**{**self.default_limits.model_dump(), **requested}),
             network=request.network,
+            runtime=runtime,
+            ports=request.ports,
             priority=request.priority,
             labels=request.labels,
         )
+        return Admitted(spec=spec, warnings=warnings)
+
+    def choose_runtime(self, requested: str) -> tuple[str, list[str]]:
+        """The runtime a job asking for `requested` runs on now, and warnings about the choice.
+
+        A job that asked for gvisor (or got it as the default) never silently runs on weaker isolation:
+        unless `gvisor_fallback` is on, it is refused while gvisor is unavailable.
+        """
+        if requested != "auto" and requested not in self.allowed_runtimes:
+            raise NotAllowed(
+                f"runtime {requested!r} is not allowed on this worker; allowed: {', '.join(self.allowed_runtimes)}"
+            )
+        runtime = self.default_runtime if requested == "auto" else requested
+        if runtime in self._available():
+            return runtime, []
+        if runtime == "gvisor" and self.gvisor_fallback and "docker" in self._available():
+            return "docker", ["gvisor is unavailable on this worker; the job runs on docker (runc) instead"]
+        raise RuntimeUnavailable(f"runtime {runtime!r} is not available on this worker right now")

@@ -1,29 +1,47 @@
-"""Running one job: workspace, container, limits, outcome; the result is stored before anything is removed."""
+"""Running one job: prepare, start, supervise the limits, decide the outcome, store it, then clean up."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
-from hatchway.engines.base import CommandNotRunnable, Engine, ExitStatus, Handle
-from hatchway.errors import EngineError, HatchwayError, ImageNotFound
-from hatchway.models import Job, JobState, Outcome, Reason, Stream, utcnow
+from hatchway.artifacts import ArtifactStore
+from hatchway.engines.base import CommandNotRunnable, Engine, ExitStatus, Found, Handle
+from hatchway.errors import (
+    BadBundle,
+    BuildFailed,
+    EngineError,
+    HatchwayError,
+    ImageNotFound,
+    ImagePullFailed,
+    NotAllowed,
+)
+from hatchway.models import PROGRAM_STREAMS, Job, JobState, Outcome, Reason, Resources, RunInfo, Stream, utcnow
 from hatchway.output import OutputCapture
+from hatchway.prepare import Preparer
 from hatchway.signals import JobSignals
 from hatchway.store.base import JobStore
 
 log = logging.getLogger(__name__)
 
+# Failures while preparing a job, each with the reason it ends with.
+_PREPARE_FAILURES: tuple[tuple[type[HatchwayError], Reason], ...] = (
+    (BadBundle, Reason.BAD_BUNDLE),
+    (ImageNotFound, Reason.IMAGE_NOT_FOUND),
+    (ImagePullFailed, Reason.IMAGE_PULL_FAILED),
+    (BuildFailed, Reason.BUILD_FAILED),
+    (NotAllowed, Reason.BUILD_FAILED),
+)
+
 
 @dataclass
 class RunControl:
-    """How the rest of the worker steers one active job."""
+    """How the rest of the worker steers one active job, and what it can see of it."""
 
     job_id: str
     kill_requested: asyncio.Event = field(default_factory=asyncio.Event)
@@ -31,12 +49,20 @@ class RunControl:
     kill_reason: Reason = Reason.KILLED
     output_limit: asyncio.Event = field(default_factory=asyncio.Event)
     capture: OutputCapture | None = None
+    engine: Engine | None = None
+    handle: Handle | None = None
 
     def kill(self, grace_s: float, reason: Reason = Reason.KILLED) -> None:
         if not self.kill_requested.is_set():
             self.kill_grace_s = grace_s
             self.kill_reason = reason
             self.kill_requested.set()
+
+    def resources(self) -> Resources | None:
+        """Live figures of the running container, if there is one."""
+        if self.engine is None or self.handle is None:
+            return None
+        return self.engine.resources(self.handle)
 
 
 class JobRunner:
@@ -46,68 +72,77 @@ class JobRunner:
         self,
         *,
         store: JobStore,
-        engine: Engine,
+        engines: Mapping[str, Engine],
+        preparer: Preparer,
+        artifacts: ArtifactStore,
         signals: JobSignals,
-        work_dir: Path,
         output_dir: Path,
         worker_id: str,
-        run_as_user: str,
+        choose_runtime: Callable[[str], tuple[str, list[str]]],
+        on_engine_trouble: Callable[[], None],
     ) -> None:
         self._store = store
-        self._engine = engine
+        self._engines = engines
+        self._preparer = preparer
+        self._artifacts = artifacts
         self._signals = signals
-        self._work_dir = work_dir
         self._output_dir = output_dir
         self._worker_id = worker_id
-        self._owner = _numeric_owner(run_as_user)
+        self._choose_runtime = choose_runtime
+        self._on_engine_trouble = on_engine_trouble
 
     async def run(self, job: Job, control: RunControl) -> Job:
         """Prepare, start and supervise a job that this worker has claimed (state `building`)."""
         self._log("job_building", job.id)
-        handle: Handle | None = None
         capture = self._capture(job, control)
         try:
-            workspace = self._prepare_workspace(job)
             if control.kill_requested.is_set():
                 return await self._stop_before_start(job, control)
-            started = await self._engine.start(job, workspace, capture)
-            if isinstance(started, CommandNotRunnable):
-                return await self._finish(
-                    job,
-                    Outcome(
-                        state=JobState.FAILED,
-                        reason=Reason.EXIT_CODE,
-                        exit_code=started.exit_code,
-                        message=started.message,
-                    ),
-                )
-            handle = started
-            running = await self._store.mark_running(job.id, utcnow())
-            self._signals.notify(job.id)
-            self._log("job_running", job.id)
-            return await self._supervise(running or job, handle, control, capture)
-        except ImageNotFound as exc:
-            return await self._finish(
-                job, Outcome(state=JobState.FAILED, reason=Reason.IMAGE_NOT_FOUND, message=str(exc))
+            runtime, warnings = self._choose_runtime(job.spec.runtime)
+            engine = self._engines[runtime]
+            prepared = await self._preparer.prepare(
+                job,
+                engine=runtime,
+                warnings=[*job.run.warnings, *warnings],
+                on_build_output=lambda line: capture.write(Stream.BUILD, line.encode()),
             )
-        except (HatchwayError, OSError) as exc:
-            log.exception("job failed in the engine", extra=self._extra("job_engine_error", job.id))
-            return await self._finish(job, Outcome(state=JobState.FAILED, reason=Reason.ENGINE_ERROR, message=str(exc)))
+            if control.kill_requested.is_set():
+                return await self._stop_before_start(job, control)
+            started = await engine.start(job, prepared.launch, capture)
+            if isinstance(started, CommandNotRunnable):
+                outcome = Outcome(
+                    state=JobState.FAILED, reason=Reason.EXIT_CODE, exit_code=started.exit_code, message=started.message
+                )
+                return await self._finish(job, outcome, capture)
+            control.engine, control.handle = engine, started
+            running = await self._store.mark_running(job.id, utcnow(), prepared.run)
+            self._signals.notify(job.id)
+            self._log("job_running", job.id, engine=runtime)
+            return await self._supervise(running or job, control, capture)
+        except HatchwayError as exc:
+            return await self._failed(job, exc, capture)
+        except OSError as exc:
+            log.exception("job failed on the worker", extra=self._extra("job_engine_error", job.id))
+            return await self._failed(job, EngineError(str(exc)), capture)
         finally:
-            await self._clean_up(job.id, handle, capture)
+            await self._clean_up(job.id, control, capture)
 
-    async def resume(self, job: Job, handle: Handle, started_at: datetime, control: RunControl) -> Job:
+    async def resume(self, job: Job, found: Found, control: RunControl) -> Job:
         """Pick up a job whose container outlived a worker restart, as if nothing had happened."""
         self._log("job_reattached", job.id)
         capture = self._capture(job, control)
+        control.engine, control.handle = self._engines[found.engine], found.handle
         try:
-            running = job if job.state == JobState.RUNNING else await self._store.mark_running(job.id, started_at)
-            return await self._supervise(running or job, handle, control, capture)
-        except (HatchwayError, OSError) as exc:
-            log.exception("re-attached job failed", extra=self._extra("job_engine_error", job.id))
-            return await self._finish(job, Outcome(state=JobState.FAILED, reason=Reason.ENGINE_ERROR, message=str(exc)))
+            running = job
+            if job.state == JobState.BUILDING:
+                assert found.started_at is not None
+                run = RunInfo(engine=found.engine, image=job.spec.image)
+                running = await self._store.mark_running(job.id, found.started_at, run) or job
+            return await self._supervise(running, control, capture)
+        except HatchwayError as exc:
+            return await self._failed(job, exc, capture)
         finally:
-            await self._clean_up(job.id, handle, capture)
+            await self._clean_up(job.id, control, capture)
 
     async def _stop_before_start(self, job: Job, control: RunControl) -> Job:
         if control.kill_reason == Reason.SHUTDOWN:
@@ -115,50 +150,37 @@ class JobRunner:
             requeued = await self._store.requeue_lost(job.id)
             self._log("job_requeued", job.id)
             return requeued or job
-        return await self._finish(job, Outcome(state=JobState.KILLED, reason=Reason.CANCELLED))
+        return await self._finish(job, Outcome(state=JobState.KILLED, reason=Reason.CANCELLED), None)
 
-    async def _supervise(self, job: Job, handle: Handle, control: RunControl, capture: OutputCapture) -> Job:
-        limits = job.spec.limits
+    async def _supervise(self, job: Job, control: RunControl, capture: OutputCapture) -> Job:
+        assert control.engine is not None and control.handle is not None
+        engine, handle = control.engine, control.handle
         started_at = job.started_at or utcnow()
-        remaining_s = limits.timeout_s - (utcnow() - started_at).total_seconds()
-        exited = asyncio.create_task(self._engine.wait(handle, capture), name=f"wait-{job.id}")
+        remaining_s = job.spec.limits.timeout_s - (utcnow() - started_at).total_seconds()
+        exited = asyncio.create_task(engine.wait(handle, capture), name=f"wait-{job.id}")
         stopped_for = await _first_of(exited, control, max(remaining_s, 0.0))
         if stopped_for is not None:
             grace_s = control.kill_grace_s if stopped_for in (Reason.KILLED, Reason.SHUTDOWN) else 0.0
             self._log("job_stopping", job.id, reason=stopped_for.value)
-            await self._engine.stop(handle, grace_s)
+            await engine.stop(handle, grace_s)
         status = await exited
-        outcome = self._outcome(status, stopped_for, capture)
-        return await self._finish(job, outcome.model_copy(update={"resources": self._engine.resources(handle)}))
+        collected = await asyncio.to_thread(self._artifacts.collect, job.id, self._preparer.workspace(job.id))
+        outcome = _outcome(status, stopped_for, capture)
+        if collected.truncated:
+            outcome = outcome.model_copy(update={"message": "some files under out/ were over the artifact limit"})
+        return await self._finish(job, outcome.model_copy(update={"resources": engine.resources(handle)}), capture)
 
-    @staticmethod
-    def _outcome(status: ExitStatus, stopped_for: Reason | None, capture: OutputCapture) -> Outcome:
-        truncated = capture.truncated
-        state: JobState
-        reason: Reason | None
-        if stopped_for in (Reason.KILLED, Reason.SHUTDOWN):
-            state, reason = JobState.KILLED, stopped_for
-        elif stopped_for is not None:
-            state, reason = JobState.FAILED, stopped_for
-        elif truncated[Stream.STDOUT] or truncated[Stream.STDERR]:
-            state, reason = JobState.FAILED, Reason.OUTPUT_LIMIT
-        elif status.oom_killed:
-            state, reason = JobState.FAILED, Reason.MEMORY_LIMIT
-        elif status.exit_code == 0:
-            state, reason = JobState.SUCCEEDED, None
-        else:
-            state, reason = JobState.FAILED, Reason.EXIT_CODE
-        return Outcome(
-            state=state,
-            reason=reason,
-            exit_code=status.exit_code,
-            stdout=capture.text(Stream.STDOUT),
-            stderr=capture.text(Stream.STDERR),
-            stdout_truncated=truncated[Stream.STDOUT],
-            stderr_truncated=truncated[Stream.STDERR],
-        )
+    async def _failed(self, job: Job, exc: HatchwayError, capture: OutputCapture) -> Job:
+        reason = next((reason for kind, reason in _PREPARE_FAILURES if isinstance(exc, kind)), None)
+        if reason is None:
+            reason = Reason.ENGINE_ERROR
+            log.error("job failed in the engine: %s", exc, extra=self._extra("job_engine_error", job.id))
+            self._on_engine_trouble()
+        return await self._finish(job, Outcome(state=JobState.FAILED, reason=reason, message=str(exc)), capture)
 
-    async def _finish(self, job: Job, outcome: Outcome) -> Job:
+    async def _finish(self, job: Job, outcome: Outcome, capture: OutputCapture | None) -> Job:
+        if capture is not None:
+            outcome = outcome.model_copy(update={"build_output": capture.text(Stream.BUILD)})
         finished = await self._store.finish(job.id, outcome, utcnow())
         self._log(
             "job_finished",
@@ -181,32 +203,14 @@ class JobRunner:
         control.capture = capture
         return capture
 
-    def _prepare_workspace(self, job: Job) -> Path:
-        workspace = self._work_dir / job.id
-        shutil.rmtree(workspace, ignore_errors=True)
-        workspace.mkdir(parents=True)
-        for relative, text in job.spec.files.items():
-            target = workspace / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        self._hand_over(workspace)
-        return workspace
-
-    def _hand_over(self, workspace: Path) -> None:
-        """Make the workspace writable by the non-root user the job runs as."""
-        for path in [workspace, *workspace.rglob("*")]:
-            if self._owner is not None:
-                os.chown(path, *self._owner, follow_symlinks=False)
-            else:
-                path.chmod(0o777 if path.is_dir() else 0o666)
-
-    async def _clean_up(self, job_id: str, handle: Handle | None, capture: OutputCapture) -> None:
+    async def _clean_up(self, job_id: str, control: RunControl, capture: OutputCapture) -> None:
         """Remove what the job used; waiters wake only now, so an ended job is also a cleaned-up one."""
         capture.finish()
-        if handle is not None:
+        if control.engine is not None and control.handle is not None:
             with contextlib.suppress(EngineError):
-                await self._engine.remove(handle)
-        shutil.rmtree(self._work_dir / job_id, ignore_errors=True)
+                await control.engine.remove(control.handle)
+        self._preparer.release(job_id)
+        shutil.rmtree(self._preparer.workspace(job_id), ignore_errors=True)
         self._signals.notify(job_id)
 
     def _log(self, event: str, job_id: str, **fields: object) -> None:
@@ -214,6 +218,33 @@ class JobRunner:
 
     def _extra(self, event: str, job_id: str) -> dict[str, object]:
         return {"event": event, "job_id": job_id, "worker_id": self._worker_id}
+
+
+def _outcome(status: ExitStatus, stopped_for: Reason | None, capture: OutputCapture) -> Outcome:
+    truncated = capture.truncated
+    state: JobState
+    reason: Reason | None
+    if stopped_for in (Reason.KILLED, Reason.SHUTDOWN):
+        state, reason = JobState.KILLED, stopped_for
+    elif stopped_for is not None:
+        state, reason = JobState.FAILED, stopped_for
+    elif any(truncated[stream] for stream in PROGRAM_STREAMS):
+        state, reason = JobState.FAILED, Reason.OUTPUT_LIMIT
+    elif status.oom_killed:
+        state, reason = JobState.FAILED, Reason.MEMORY_LIMIT
+    elif status.exit_code == 0:
+        state, reason = JobState.SUCCEEDED, None
+    else:
+        state, reason = JobState.FAILED, Reason.EXIT_CODE
+    return Outcome(
+        state=state,
+        reason=reason,
+        exit_code=status.exit_code,
+        stdout=capture.text(Stream.STDOUT),
+        stderr=capture.text(Stream.STDERR),
+        stdout_truncated=truncated[Stream.STDOUT],
+        stderr_truncated=truncated[Stream.STDERR],
+    )
 
 
 async def _first_of(exited: asyncio.Task[ExitStatus], control: RunControl, timeout_s: float) -> Reason | None:
@@ -232,10 +263,3 @@ async def _first_of(exited: asyncio.Task[ExitStatus], control: RunControl, timeo
     if flood in done:
         return Reason.OUTPUT_LIMIT
     return Reason.TIMEOUT
-
-
-def _numeric_owner(user: str) -> tuple[int, int] | None:
-    uid, _, gid = user.partition(":")
-    if uid.isdigit() and (gid.isdigit() or not gid):
-        return int(uid), int(gid or uid)
-    return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -24,6 +24,8 @@ from hatchway.errors import ConfigError
 from hatchway.models import ResolvedLimits
 
 ENV_PREFIX = "HATCHWAY_"
+RuntimeName = Literal["docker", "gvisor"]
+RUNTIMES: tuple[RuntimeName, ...] = ("docker", "gvisor")
 
 
 def _default_data_dir() -> Path:
@@ -74,6 +76,30 @@ class Settings(BaseSettings):
     default_limits: DefaultLimits = Field(default_factory=DefaultLimits)
     max_limits: MaxLimits = Field(default_factory=MaxLimits)
 
+    default_runtime: RuntimeName = Field(default="docker", description='What a job asking for runtime "auto" gets.')
+    allowed_runtimes: Annotated[list[RuntimeName], NoDecode] = Field(default_factory=lambda: list(RUNTIMES))
+    gvisor_fallback: bool = Field(
+        default=False, description="Run a job that asked for gvisor on docker when gvisor is unavailable."
+    )
+    gvisor_runtime: str = Field(default="runsc", description="The Docker runtime name gVisor is registered as.")
+    controller_url: str | None = Field(default=None, description="Injected into jobs as HATCHWAY_CONTROLLER_URL.")
+    port_range: tuple[int, int] = Field(default=(20000, 29999), description="Host ports jobs' `ports` come from.")
+
+    bundle_allowed_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["https://*", "http://*"],
+        description="Glob patterns a bundle_url must match; file:// bundles need a pattern of their own.",
+    )
+    bundle_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Largest bundle download.")
+    bundle_timeout_s: float = Field(default=120.0, gt=0)
+    bundle_max_unpacked_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
+    bundle_max_files: int = Field(default=20_000, ge=1)
+    image_cache_bytes: int = Field(
+        default=20 * 1024**3, ge=0, description="Disk budget for images hatchway built or pulled (LRU)."
+    )
+    build_timeout_s: float = Field(default=600.0, gt=0)
+    artifacts_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="Per job, from out/.")
+    artifacts_retention_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+
     kill_grace_s: float = Field(default=5.0, ge=0, description="SIGTERM-to-SIGKILL delay for kills.")
     shutdown_grace_s: float = Field(default=30.0, ge=0, description="How long running jobs may finish.")
     image_pull_timeout_s: float = Field(default=300.0, gt=0)
@@ -81,7 +107,7 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(default=5.0, gt=0, description="Scheduler's safety-net wake-up.")
     log_level: str = "INFO"
 
-    @field_validator("allowed_images", mode="before")
+    @field_validator("allowed_images", "allowed_runtimes", "bundle_allowed_urls", mode="before")
     @classmethod
     def _split_patterns(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -96,12 +122,30 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
+    @field_validator("port_range", mode="before")
+    @classmethod
+    def _parse_range(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            low, _, high = value.partition("-")
+            return (low.strip(), high.strip())
+        return value
+
+    @field_validator("port_range")
+    @classmethod
+    def _sane_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
+        if not 1024 <= low <= high <= 65535:
+            raise ValueError("must be LOW-HIGH with 1024 <= LOW <= HIGH <= 65535")
+        return value
+
     @model_validator(mode="after")
     def _defaults_within_maximums(self) -> Settings:
         for name, default in self.default_limits.model_dump().items():
             maximum = getattr(self.max_limits, name)
             if default > maximum:
                 raise ValueError(f"default_limits.{name} ({default}) is above max_limits.{name} ({maximum})")
+        if self.default_runtime not in self.allowed_runtimes:
+            raise ValueError(f"default_runtime {self.default_runtime!r} is not in allowed_runtimes")
         return self
 
     @classmethod

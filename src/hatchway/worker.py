@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from hatchway import __version__
-from hatchway.engines.base import Engine, Found, Handle
+from hatchway.artifacts import ArtifactStore
+from hatchway.bundles import BundleCache
+from hatchway.engines.base import Engine, Found, Handle, ImageService
 from hatchway.engines.docker import DockerEngine
+from hatchway.engines.docker_host import DockerHost
+from hatchway.engines.docker_images import DockerImages
+from hatchway.engines.images import ImageManager
 from hatchway.errors import EngineError, JobAlreadyFinished, JobConflict, JobNotFound, ShuttingDown
-from hatchway.models import Job, JobRequest, JobState, Outcome, Reason, new_job_id, utcnow
+from hatchway.models import Job, JobRequest, JobState, Outcome, Reason, RunInfo, new_job_id, utcnow
 from hatchway.output import OutputCapture
 from hatchway.policy import Policy
+from hatchway.ports import PortAllocator
+from hatchway.prepare import BundleLimits, Preparer
 from hatchway.runner import JobRunner, RunControl
 from hatchway.scheduler import Scheduler
 from hatchway.settings import Settings
@@ -25,34 +33,71 @@ from hatchway.store.sqlite import SqliteStore
 log = logging.getLogger(__name__)
 
 _RECOVERY_RETRY_S = 2.0
+_MAINTENANCE_INTERVAL_S = 60.0
 
 
 class Worker:
     """Accepts jobs, runs them under the concurrency limit, and recovers after a restart."""
 
-    def __init__(self, *, settings: Settings, store: JobStore, engine: Engine) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: JobStore,
+        engines: Mapping[str, Engine],
+        images: ImageService,
+        bundles: BundleCache,
+        on_close: Callable[[], None] = lambda: None,
+    ) -> None:
         self.settings = settings
         self.worker_id = settings.worker_id
         self.store = store
-        self.engine = engine
+        self.engines = engines
+        self.images = images
         self.version = __version__
+        self.engine_ok: dict[str, bool] = dict.fromkeys(engines, False)
         self.policy = Policy(
             allowed_images=settings.allowed_images,
             allow_host_network=settings.allow_host_network,
             default_limits=settings.default_limits,
             max_limits=settings.max_limits,
             max_input_bytes=settings.max_input_bytes,
+            default_runtime=settings.default_runtime,
+            allowed_runtimes=list(engines),
+            gvisor_fallback=settings.gvisor_fallback,
+            bundle_allowed_urls=settings.bundle_allowed_urls,
+            available_runtimes=self.available_runtimes,
         )
         self.signals = JobSignals()
+        self.artifacts = ArtifactStore(
+            settings.data_dir / "artifacts",
+            max_bytes=settings.artifacts_max_bytes,
+            retention_s=settings.artifacts_retention_s,
+        )
+        self._ports = PortAllocator(*settings.port_range)
         self._controls: dict[str, RunControl] = {}
+        self._preparer = Preparer(
+            images=images,
+            bundles=bundles,
+            ports=self._ports,
+            bundle_limits=BundleLimits(
+                max_unpacked_bytes=settings.bundle_max_unpacked_bytes, max_files=settings.bundle_max_files
+            ),
+            work_dir=settings.data_dir / "work",
+            worker_id=self.worker_id,
+            controller_url=settings.controller_url,
+            run_as_user=settings.run_as_user,
+        )
         self._runner = JobRunner(
             store=store,
-            engine=engine,
+            engines=engines,
+            preparer=self._preparer,
+            artifacts=self.artifacts,
             signals=self.signals,
-            work_dir=settings.data_dir / "work",
             output_dir=settings.data_dir / "output",
             worker_id=self.worker_id,
-            run_as_user=settings.run_as_user,
+            choose_runtime=self.policy.choose_runtime,
+            on_engine_trouble=self.recheck_engines,
         )
         self.scheduler = Scheduler(
             store=store,
@@ -61,25 +106,89 @@ class Worker:
             poll_interval_s=settings.poll_interval_s,
             launch=self._launch,
         )
+        self._on_close = on_close
         self._stop = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        self._probing: asyncio.Task[None] | None = None
         self._on_fatal: Callable[[], None] = lambda: None
         self.accepting = False
         self.recovered = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Worker:
-        """A worker on the embedded defaults: SQLite under the data directory and the local Docker engine."""
+    def from_settings(cls, settings: Settings, store: JobStore | None = None) -> Worker:
+        """A worker on the embedded defaults: SQLite under the data directory and the local Docker engine,
+        with runc as `docker` and gVisor's runsc as `gvisor` where policy allows them."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = DockerEngine(
-            worker_id=settings.worker_id,
-            run_as_user=settings.run_as_user,
-            tmpfs_mb=settings.tmpfs_mb,
-            image_pull_timeout_s=settings.image_pull_timeout_s,
-            max_concurrent_jobs=settings.max_concurrent_jobs,
-            docker_url=settings.docker_url,
+        host = DockerHost(docker_url=settings.docker_url, max_concurrent_jobs=settings.max_concurrent_jobs)
+        runtimes = {"docker": None, "gvisor": settings.gvisor_runtime}
+        engines: dict[str, Engine] = {
+            name: DockerEngine(
+                host,
+                name=name,
+                worker_id=settings.worker_id,
+                run_as_user=settings.run_as_user,
+                tmpfs_mb=settings.tmpfs_mb,
+                runtime=runtimes[name],
+            )
+            for name in settings.allowed_runtimes
+        }
+        policy_check = Policy(
+            allowed_images=settings.allowed_images,
+            allow_host_network=settings.allow_host_network,
+            default_limits=settings.default_limits,
+            max_limits=settings.max_limits,
+            max_input_bytes=settings.max_input_bytes,
         )
-        return cls(settings=settings, store=SqliteStore(settings.data_dir / "hatchway.db"), engine=engine)
+        images = DockerImages(
+            host,
+            ImageManager(
+                host.api,
+                state_path=settings.data_dir / "images.json",
+                pull_timeout_s=settings.image_pull_timeout_s,
+                build_timeout_s=settings.build_timeout_s,
+                cache_budget_bytes=settings.image_cache_bytes,
+                image_allowed=policy_check.image_allowed,
+            ),
+        )
+        bundles = BundleCache(
+            settings.data_dir / "bundles",
+            max_download_bytes=settings.bundle_max_bytes,
+            download_timeout_s=settings.bundle_timeout_s,
+        )
+        return cls(
+            settings=settings,
+            store=store or SqliteStore(settings.data_dir / "hatchway.db"),
+            engines=engines,
+            images=images,
+            bundles=bundles,
+            on_close=host.close,
+        )
+
+    def available_runtimes(self) -> set[str]:
+        """Runtimes a job may be admitted for now. Docker is never refused for being down (its jobs wait
+        in the queue); gVisor only counts once a probe container really ran on it."""
+        available = {name for name, ok in self.engine_ok.items() if ok}
+        if "docker" in self.engines:
+            available.add("docker")
+        return available
+
+    async def probe_engines(self) -> None:
+        """Run a tiny container on every engine and record which really work."""
+        results = await asyncio.gather(*(engine.probe() for engine in self.engines.values()))
+        for name, ok in zip(self.engines, results, strict=True):
+            if self.engine_ok.get(name) != ok:
+                log.info(
+                    "engine %s %s",
+                    name,
+                    "works" if ok else "does not work",
+                    extra={"event": "engine_checked", "engine": name, "available": ok, "worker_id": self.worker_id},
+                )
+            self.engine_ok[name] = ok
+
+    def recheck_engines(self) -> None:
+        """Probe the engines again soon (a job failed for an engine reason); one probe at a time."""
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.get_running_loop().create_task(self.probe_engines(), name="engine-probe")
 
     # Lifecycle
 
@@ -87,9 +196,11 @@ class Worker:
         """Start taking jobs; recovery of the previous run happens first, in the background."""
         if on_fatal is not None:
             self._on_fatal = on_fatal
-        loop = asyncio.create_task(self._schedule(), name="scheduler")
-        loop.add_done_callback(self._loop_ended)
-        self._loops.append(loop)
+        await self.probe_engines()
+        for name, work in (("scheduler", self._schedule()), ("maintenance", self._maintain())):
+            loop = asyncio.create_task(work, name=name)
+            loop.add_done_callback(self._loop_ended)
+            self._loops.append(loop)
         self.accepting = True
         log.info("worker started", extra={"event": "worker_started", "worker_id": self.worker_id})
 
@@ -120,9 +231,11 @@ class Worker:
         log.info("worker drained", extra={"event": "worker_drained", "worker_id": self.worker_id})
 
     async def close(self) -> None:
-        """Release the store and the engine; call after `drain`."""
+        """Release the store and the engines; call after `drain`."""
         await self.store.close()
-        await self.engine.close()
+        for engine in self.engines.values():
+            await engine.close()
+        self._on_close()
         log.info("worker stopped", extra={"event": "worker_stopped", "worker_id": self.worker_id})
 
     def _loop_ended(self, task: asyncio.Task[None]) -> None:
@@ -152,13 +265,33 @@ class Worker:
         self.recovered = True
         await self.scheduler.run(self._stop)
 
+    async def _maintain(self) -> None:
+        """Now and then: expire old artifacts, keep the image cache in its budget, re-probe failed engines."""
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), _MAINTENANCE_INTERVAL_S)
+                return
+            expired = await asyncio.to_thread(self.artifacts.expire)
+            if expired:
+                log.info("artifacts expired", extra={"event": "artifacts_expired", "count": len(expired)})
+            try:
+                evicted = await self.images.evict()
+            except EngineError as exc:
+                log.warning("image eviction failed: %s", exc, extra={"event": "image_evict_failed"})
+            else:
+                if evicted:
+                    log.info("images evicted", extra={"event": "images_evicted", "images": evicted})
+            if not all(self.engine_ok.values()):
+                await self.probe_engines()
+
     # What job sources call
 
     async def submit(self, request: JobRequest) -> tuple[Job, bool]:
         """Queue a job; with a known `id`, return the existing job and False instead of a second one."""
         if not self.accepting:
             raise ShuttingDown("the worker is shutting down and takes no new jobs")
-        spec = self.policy.admit(request)
+        admitted = self.policy.admit(request)
+        spec = admitted.spec
         job = Job(
             id=request.id or new_job_id(),
             state=JobState.QUEUED,
@@ -166,6 +299,7 @@ class Worker:
             image=spec.image,
             labels=spec.labels,
             priority=spec.priority,
+            run=RunInfo(warnings=admitted.warnings),
             spec=spec,
         )
         stored, created = await self.store.enqueue(job)
@@ -177,10 +311,13 @@ class Worker:
         return stored, created
 
     async def get(self, job_id: str) -> Job:
+        """The job; while it runs, with live resource figures from its container."""
         job = await self.store.get(job_id)
         if job is None:
             raise JobNotFound(f"no job has id {job_id!r}")
-        return job
+        control = self._controls.get(job_id)
+        live = control.resources() if control is not None and not job.state.is_final else None
+        return job if live is None else job.model_copy(update={"resources": live})
 
     async def find(self, query: JobQuery) -> JobPage:
         return await self.store.find(query)
@@ -226,9 +363,9 @@ class Worker:
         return self._controlled(job.id, self._runner.run(job, control))
 
     def _launch_resumed(self, job: Job, found: Found) -> Awaitable[None]:
-        assert found.started_at is not None
         control = self._controls[job.id] = RunControl(job.id)
-        return self._controlled(job.id, self._runner.resume(job, found.handle, found.started_at, control))
+        self._ports.claim(job.id, job.run.ports)
+        return self._controlled(job.id, self._runner.resume(job, found, control))
 
     async def _controlled(self, job_id: str, work: Awaitable[Job]) -> None:
         try:
@@ -240,7 +377,9 @@ class Worker:
         """Settle what the last run of this worker left: re-attach, requeue, or record the loss."""
         found: dict[str, Found] = {}
         leftovers: list[Handle] = []
-        for item in await self.engine.recover():
+        everything = await asyncio.gather(*(engine.recover() for engine in self.engines.values()))
+        unique = {item.handle.ref: item for found_list in everything for item in found_list}
+        for item in unique.values():
             if item.handle.job_id in found:
                 leftovers.append(item.handle)
             else:
@@ -258,7 +397,7 @@ class Worker:
         leftovers += [item.handle for item in found.values()]
         for handle in leftovers:
             self._log("container_reaped", handle.job_id, container=handle.ref)
-            await self.engine.remove(handle)
+            await self._any_engine().remove(handle)
         self._clear_stale_dirs(adopted)
 
     async def _settle_lost(self, job: Job) -> None:
@@ -284,6 +423,10 @@ class Worker:
                 for child in parent.iterdir():
                     if child.name not in keep:
                         _remove_tree(child)
+
+    def _any_engine(self) -> Engine:
+        # Engines on one Docker host can remove each other's containers.
+        return next(iter(self.engines.values()))
 
     def _log(self, event: str, job_id: str, **fields: object) -> None:
         log.info(

@@ -29,19 +29,21 @@ def test_health_and_info(server: Server) -> None:
     assert {"cpu_percent", "load_average", "memory_used_bytes", "temperature_c"} <= health["host"].keys()
     info = server.client.get("/info").json()
     assert info["worker_id"] == server.worker_id and info["version"]
-    assert info["engines"] == [{"name": "docker", "available": True}]
+    both = [{"name": "docker", "available": True}, {"name": "gvisor", "available": True}]
+    assert info["engines"] == both and health["engines"] == both
+    assert info["runtimes"] == ["docker", "gvisor"] and info["default_runtime"] == "docker"
     assert info["allowed_images"] == ["hatchway-test/*"]
     assert info["default_limits"]["timeout_s"] > 0 and info["max_limits"]["memory_mb"] > 0
 
 
 def test_openapi_document_describes_the_api(server: Server) -> None:
     document = server.client.get("/openapi.json").json()
-    assert {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/logs", "/health", "/info"} <= document["paths"].keys()
+    paths = {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/logs", "/jobs/{job_id}/artifacts", "/images", "/info"}
+    assert paths <= document["paths"].keys()
     request = document["components"]["schemas"]["JobRequest"]
-    assert request["required"] == ["image", "command"]
-    assert {"env", "stdin", "files", "workdir", "limits", "network", "priority", "labels", "id"} <= set(
-        request["properties"]
-    )
+    assert request["required"] == ["command"]  # and one of image or build
+    fields = {"image", "build", "env", "stdin", "files", "bundle_url", "bundle_sha256", "workdir", "limits"}
+    assert fields | {"network", "runtime", "ports", "priority", "labels", "id"} <= set(request["properties"])
 
 
 def test_create_with_wait_returns_the_finished_job(server: Server) -> None:

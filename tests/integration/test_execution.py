@@ -98,9 +98,9 @@ async def test_invalid_utf8_output_is_replaced_not_fatal(run_job: RunJob) -> Non
     job.model_dump_json()
 
 
-async def test_missing_image_fails_with_image_not_found(run_job: RunJob) -> None:
-    job = await run_job(["true"], image="hatchway-test/does-not-exist:1")
-    assert (job.state, job.reason) == (JobState.FAILED, Reason.IMAGE_NOT_FOUND)
+async def test_missing_image_that_cannot_be_pulled_fails_with_image_pull_failed(run_job: RunJob) -> None:
+    job = await run_job(["true"], image="hatchway-test/does-not-exist:1")  # no registry answers here
+    assert (job.state, job.reason) == (JobState.FAILED, Reason.IMAGE_PULL_FAILED)
     assert job.message is not None and "does-not-exist" in job.message
 
 

@@ -65,7 +65,7 @@ def make_job(policy: Policy) -> Callable[..., Job]:
         **job_fields: Any,
     ) -> Job:
         labels = labels or {}
-        spec = policy.admit(JobRequest(image=image, command=["true"], priority=priority, labels=labels))
+        spec = policy.admit(JobRequest(image=image, command=["true"], priority=priority, labels=labels)).spec
         fields: dict[str, Any] = {
             "id": id or f"job-{next(counter)}",
             "state": JobState.QUEUED,

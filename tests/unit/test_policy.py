@@ -37,7 +37,7 @@ def make_policy(make_policy: MakePolicy) -> MakePolicy:
 def test_an_image_matching_a_pattern_is_admitted(
     make_policy: MakePolicy, make_request: MakeRequest, image: str
 ) -> None:
-    spec = make_policy(allowed_images=PATTERNS).admit(make_request(image=image))
+    spec = make_policy(allowed_images=PATTERNS).admit(make_request(image=image)).spec
     assert spec.image == image
 
 
@@ -60,11 +60,11 @@ def test_host_network_is_refused_unless_allowed(make_policy: MakePolicy, make_re
     request = make_request(network="host")
     with pytest.raises(NotAllowed, match='network "host"'):
         make_policy(allow_host_network=False).admit(request)
-    assert make_policy(allow_host_network=True).admit(request).network == "host"
+    assert make_policy(allow_host_network=True).admit(request).spec.network == "host"
 
 
 def test_network_none_is_always_admitted(make_policy: MakePolicy, make_request: MakeRequest) -> None:
-    assert make_policy(allow_host_network=False).admit(make_request()).network == "none"
+    assert make_policy(allow_host_network=False).admit(make_request()).spec.network == "none"
 
 
 @pytest.mark.parametrize(
@@ -95,26 +95,26 @@ def test_every_limit_too_high_is_named(policy: Policy, make_request: MakeRequest
 
 
 def test_limits_at_the_maximum_are_admitted(policy: Policy, make_request: MakeRequest) -> None:
-    spec = policy.admit(make_request(limits=Limits(**MAX_LIMITS.model_dump())))
+    spec = policy.admit(make_request(limits=Limits(**MAX_LIMITS.model_dump()))).spec
     assert spec.limits == MAX_LIMITS
 
 
 def test_absent_limits_take_the_defaults(policy: Policy, make_request: MakeRequest) -> None:
-    assert policy.admit(make_request()).limits == DEFAULT_LIMITS
+    assert policy.admit(make_request()).spec.limits == DEFAULT_LIMITS
 
 
 def test_given_limits_replace_only_their_defaults(policy: Policy, make_request: MakeRequest) -> None:
-    spec = policy.admit(make_request(limits=Limits(memory_mb=512, timeout_s=2.5)))
+    spec = policy.admit(make_request(limits=Limits(memory_mb=512, timeout_s=2.5))).spec
     assert spec.limits == DEFAULT_LIMITS.model_copy(update={"memory_mb": 512, "timeout_s": 2.5})
 
 
 def test_a_string_command_runs_under_a_shell(policy: Policy, make_request: MakeRequest) -> None:
-    spec = policy.admit(make_request(command="echo $HOME && ls | wc -l"))
+    spec = policy.admit(make_request(command="echo $HOME && ls | wc -l")).spec
     assert spec.command == ["/bin/sh", "-c", "echo $HOME && ls | wc -l"]
 
 
 def test_a_list_command_is_kept_as_given(policy: Policy, make_request: MakeRequest) -> None:
-    assert policy.admit(make_request(command=["python", "-c", "print(1)"])).command == ["python", "-c", "print(1)"]
+    assert policy.admit(make_request(command=["python", "-c", "print(1)"])).spec.command == ["python", "-c", "print(1)"]
 
 
 def test_input_over_the_cap_is_refused(policy: Policy, make_request: MakeRequest) -> None:
@@ -125,7 +125,7 @@ def test_input_over_the_cap_is_refused(policy: Policy, make_request: MakeRequest
 
 
 def test_input_exactly_at_the_cap_is_admitted(policy: Policy, make_request: MakeRequest) -> None:
-    spec = policy.admit(make_request(stdin="x" * 600, files={"a.txt": "y" * 400}))
+    spec = policy.admit(make_request(stdin="x" * 600, files={"a.txt": "y" * 400})).spec
     assert spec.stdin == "x" * 600
 
 
@@ -143,6 +143,6 @@ def test_the_spec_carries_the_request(policy: Policy, make_request: MakeRequest)
         priority=7,
         labels={"team": "a"},
     )
-    spec = policy.admit(request)
+    spec = policy.admit(request).spec
     assert (spec.env, spec.stdin, spec.files, spec.workdir) == ({"A": "1"}, "in", {"src/main.py": "print()"}, "/work")
     assert (spec.priority, spec.labels, spec.network) == (7, {"team": "a"}, "none")

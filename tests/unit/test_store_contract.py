@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hatchway.models import Job, JobState, Outcome, Reason, Resources
+from hatchway.models import Job, JobState, Outcome, Reason, Resources, RunInfo
 from hatchway.store import JobQuery, JobStore, MemoryStore, SqliteStore
 
 MakeJob = Callable[..., Job]
@@ -99,20 +99,20 @@ async def test_a_claimed_job_is_building_for_that_worker(store: JobStore, make_j
 
 async def test_mark_running_only_moves_a_building_job(store: JobStore, make_job: MakeJob) -> None:
     await store.enqueue(make_job(id="a"))
-    assert await store.mark_running("a", T0) is None, "a queued job cannot start"
-    assert await store.mark_running("unknown", T0) is None
+    assert await store.mark_running("a", T0, RunInfo()) is None, "a queued job cannot start"
+    assert await store.mark_running("unknown", T0, RunInfo()) is None
     await store.claim_next("w1")
-    running = await store.mark_running("a", T0)
+    running = await store.mark_running("a", T0, RunInfo())
     assert running is not None
     assert (running.state, running.started_at) == (JobState.RUNNING, T0)
-    assert await store.mark_running("a", T1) is None, "a running job cannot start again"
+    assert await store.mark_running("a", T1, RunInfo()) is None, "a running job cannot start again"
     assert (await store.get("a")) == running
 
 
 async def test_finish_records_every_outcome_field(store: JobStore, make_job: MakeJob) -> None:
     await store.enqueue(make_job(id="a"))
     await store.claim_next("w1")
-    await store.mark_running("a", T0)
+    await store.mark_running("a", T0, RunInfo())
     outcome = Outcome(
         state=JobState.FAILED,
         reason=Reason.EXIT_CODE,
@@ -136,7 +136,7 @@ async def test_finish_works_from_building_and_running(store: JobStore, make_job:
     await store.enqueue(make_job(id="a"))
     await store.claim_next("w1")
     if start:
-        await store.mark_running("a", T0)
+        await store.mark_running("a", T0, RunInfo())
     finished = await store.finish("a", Outcome(state=JobState.SUCCEEDED, exit_code=0), T1)
     assert finished is not None
     assert finished.state == JobState.SUCCEEDED
@@ -195,7 +195,7 @@ async def test_requeue_lost_is_refused_unless_building(store: JobStore, make_job
     assert await store.requeue_lost("queued") is None
     await store.claim_next("w1")
     await store.claim_next("w1")
-    await store.mark_running("running", T0)
+    await store.mark_running("running", T0, RunInfo())
     assert await store.requeue_lost("running") is None
     assert await store.requeue_lost("unknown") is None
     assert (await store.counts())[JobState.QUEUED] == 0
@@ -205,7 +205,7 @@ async def test_active_lists_building_and_running_jobs_of_one_worker(store: JobSt
     await enqueue_all(store, *(make_job(id=name) for name in ("mine-1", "mine-2", "theirs", "done", "waiting")))
     for worker in ("w1", "w1", "w2", "w1"):
         await store.claim_next(worker)
-    await store.mark_running("mine-2", T0)
+    await store.mark_running("mine-2", T0, RunInfo())
     await store.finish("done", Outcome(state=JobState.SUCCEEDED), T1)
     assert sorted(job.id for job in await store.active("w1")) == ["mine-1", "mine-2"]
     assert [job.id for job in await store.active("w2")] == ["theirs"]
@@ -217,7 +217,7 @@ async def test_counts_cover_queued_building_and_running(store: JobStore, make_jo
     await enqueue_all(store, *(make_job(id=f"j{i}") for i in range(6)))
     for _ in range(4):
         await store.claim_next("w1")
-    await store.mark_running("j1", T0)
+    await store.mark_running("j1", T0, RunInfo())
     await store.finish("j2", Outcome(state=JobState.FAILED), T1)
     await store.cancel("j5", T1)
     assert await store.counts() == {JobState.QUEUED: 1, JobState.BUILDING: 2, JobState.RUNNING: 1}
@@ -310,7 +310,7 @@ async def test_sqlite_store_keeps_jobs_across_reopening(tmp_path: Path, make_job
     await enqueue_all(store, make_job(id="done", labels={"k": "v"}), make_job(id="waiting", priority=2))
     await store.claim_next("w1")  # "waiting": higher priority
     await store.claim_next("w1")
-    await store.mark_running("done", T0)
+    await store.mark_running("done", T0, RunInfo())
     done = await store.finish("done", Outcome(state=JobState.SUCCEEDED, exit_code=0, stdout="ok"), T1)
     await store.requeue_lost("waiting")
     waiting = await store.get("waiting")

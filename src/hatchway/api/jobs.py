@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
-from hatchway.api.schemas import JobList
+from hatchway.api.schemas import ArtifactInfo, JobList
 from hatchway.errors import RequestError
 from hatchway.logs import job_logs
-from hatchway.models import Job, JobRequest, JobState, Stream, label_key_ok
+from hatchway.models import PROGRAM_STREAMS, Job, JobRequest, JobState, Stream, label_key_ok
 from hatchway.store.base import JobQuery
 from hatchway.worker import Worker
 
@@ -99,12 +100,27 @@ async def kill_job(
 async def job_output(
     job_id: str,
     worker: WorkerDep,
-    stream: Literal["stdout", "stderr", "both"] = "both",
+    stream: Literal["stdout", "stderr", "both", "build"] = "both",
     tail: Annotated[int | None, Query(ge=0, description="Only the last N lines of each stream.")] = None,
     follow: Annotated[bool, Query(description="Stream new output live until the job ends.")] = False,
 ) -> StreamingResponse:
     """The job's output as text; with `follow=true`, streamed live until the job ends."""
     await worker.get(job_id)  # a 404 now, not halfway through a stream
-    streams = [Stream.STDOUT, Stream.STDERR] if stream == "both" else [Stream(stream)]
+    streams = list(PROGRAM_STREAMS) if stream == "both" else [Stream(stream)]
     chunks = job_logs(worker, job_id, streams, tail=tail, follow=follow)
     return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
+
+
+@router.get("/{job_id}/artifacts", response_model=list[ArtifactInfo])
+async def list_artifacts(job_id: str, worker: WorkerDep) -> list[ArtifactInfo]:
+    """The files the job left under out/ in its working directory."""
+    await worker.get(job_id)
+    found = await asyncio.to_thread(worker.artifacts.listing, job_id)
+    return [ArtifactInfo(path=item.path, size=item.size) for item in found]
+
+
+@router.get("/{job_id}/artifacts/{path:path}", response_class=FileResponse)
+async def get_artifact(job_id: str, path: str, worker: WorkerDep) -> FileResponse:
+    """One artifact's bytes."""
+    await worker.get(job_id)
+    return FileResponse(worker.artifacts.path(job_id, path), media_type="application/octet-stream")

@@ -16,8 +16,27 @@ class JobList(BaseModel):
 
 
 class EngineStatus(BaseModel):
+    """An engine and whether a probe container last ran on it."""
+
     name: str
     available: bool
+
+
+class ArtifactInfo(BaseModel):
+    """A file the job left under out/."""
+
+    path: str
+    size: int
+
+
+class ImageInfo(BaseModel):
+    """An image hatchway manages."""
+
+    name: str
+    source: str
+    size_bytes: int
+    last_used: float
+    in_use: int
 
 
 class Health(BaseModel):
@@ -41,6 +60,8 @@ class Info(BaseModel):
     version: str
     engines: list[EngineStatus]
     runtimes: list[str]
+    default_runtime: str
+    gvisor_fallback: bool
     allowed_images: list[str]
     allow_host_network: bool
     max_concurrent_jobs: int

@@ -6,8 +6,10 @@ from fastapi import APIRouter, Response
 
 from hatchway.api.jobs import WorkerDep
 from hatchway.api.schemas import EngineStatus, Health, Info
+from hatchway.engines.base import Engine
 from hatchway.models import JobState
 from hatchway.system import host_metrics
+from hatchway.worker import Worker
 
 router = APIRouter(tags=["system"])
 
@@ -15,7 +17,7 @@ router = APIRouter(tags=["system"])
 @router.get("/health", response_model=Health)
 async def health(worker: WorkerDep, response: Response) -> Health:
     """Liveness and load. 503 while the engine does not answer or the worker is stopping."""
-    engine_ok = await worker.engine.ping()
+    engine_ok = await _any(worker).ping()
     counts = await worker.store.counts()
     healthy = engine_ok and worker.accepting
     if not healthy:
@@ -28,7 +30,7 @@ async def health(worker: WorkerDep, response: Response) -> Health:
         queued=counts[JobState.QUEUED],
         max_concurrent_jobs=worker.settings.max_concurrent_jobs,
         engine_ok=engine_ok,
-        engines=[EngineStatus(name=worker.engine.name, available=engine_ok)],
+        engines=_engines(worker),
         host=host_metrics(),
     )
 
@@ -36,13 +38,14 @@ async def health(worker: WorkerDep, response: Response) -> Health:
 @router.get("/info", response_model=Info)
 async def info(worker: WorkerDep) -> Info:
     """Who this worker is, what it runs and what it allows."""
-    engine_ok = await worker.engine.ping()
     settings = worker.settings
     return Info(
         worker_id=worker.worker_id,
         version=worker.version,
-        engines=[EngineStatus(name=worker.engine.name, available=engine_ok)],
-        runtimes=[worker.engine.name],
+        engines=_engines(worker),
+        runtimes=list(worker.engines),
+        default_runtime=settings.default_runtime,
+        gvisor_fallback=settings.gvisor_fallback,
         allowed_images=settings.allowed_images,
         allow_host_network=settings.allow_host_network,
         max_concurrent_jobs=settings.max_concurrent_jobs,
@@ -50,3 +53,11 @@ async def info(worker: WorkerDep) -> Info:
         max_limits=settings.max_limits,
         kill_grace_s=settings.kill_grace_s,
     )
+
+
+def _engines(worker: Worker) -> list[EngineStatus]:
+    return [EngineStatus(name=name, available=ok) for name, ok in worker.engine_ok.items()]
+
+
+def _any(worker: Worker) -> Engine:
+    return next(iter(worker.engines.values()))

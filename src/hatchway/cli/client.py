@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -59,6 +60,21 @@ def logs(url: str, job_id: str, stream: str, tail: int | None, follow: bool) -> 
                 sys.stdout.flush()
     except httpx.HTTPError as exc:
         raise ClientError(f"cannot reach the worker at {url}: {exc}") from exc
+    return 0
+
+
+def import_image(url: str, name: str, tarball: Path) -> int:
+    if not tarball.is_file():
+        raise ClientError(f"{tarball} is not a file")
+    with tarball.open("rb") as body:
+        _print(_call("POST", url, "/images/import", params={"name": name}, content=body,
+                     headers={"content-type": "application/x-tar"}))  # fmt: skip
+    return 0
+
+
+def list_images(url: str) -> int:
+    for image in _call("GET", url, "/images"):
+        print(f"{image['name']}  {image['source']}  {image['size_bytes'] / 1e6:.1f} MB  in use: {image['in_use']}")
     return 0
 
 

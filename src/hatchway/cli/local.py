@@ -8,7 +8,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hatchway.engines.docker import DockerEngine
 from hatchway.logs import job_logs
 from hatchway.models import Job, JobRequest, Reason, Stream
 from hatchway.settings import Settings
@@ -29,15 +28,7 @@ async def run_locally(settings: Settings, request: JobRequest) -> int:
                 "max_concurrent_jobs": 1,
             }
         )
-        engine = DockerEngine(
-            worker_id=local.worker_id,
-            run_as_user=local.run_as_user,
-            tmpfs_mb=local.tmpfs_mb,
-            image_pull_timeout_s=local.image_pull_timeout_s,
-            max_concurrent_jobs=1,
-            docker_url=local.docker_url,
-        )
-        worker = Worker(settings=local, store=MemoryStore(), engine=engine)
+        worker = Worker.from_settings(local, store=MemoryStore())
         await worker.start()
         try:
             job, _ = await worker.submit(request)

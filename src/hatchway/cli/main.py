@@ -78,6 +78,10 @@ def _request(args: argparse.Namespace) -> JobRequest:
         "env": dict(_pairs(args.env, "=", "--env")),
         "limits": limits,
         "network": args.network,
+        "runtime": args.runtime,
+        "ports": args.port or [],
+        "bundle_url": args.bundle_url,
+        "bundle_sha256": args.bundle_sha256,
         "stdin": sys.stdin.read() if args.interactive else None,
         "files": {dest: Path(src).read_text() for dest, src in _pairs(args.file, "=", "--file")},
     }
@@ -117,6 +121,10 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", "-e", action="append", metavar="KEY=VALUE")
     parser.add_argument("--file", action="append", metavar="DEST=LOCAL", help="copy a local file into the job")
     parser.add_argument("--network", choices=["none", "host"], default="none")
+    parser.add_argument("--runtime", choices=["docker", "gvisor", "auto"], default="auto")
+    parser.add_argument("--port", action="append", metavar="NAME", help="allocate a host port (needs --network host)")
+    parser.add_argument("--bundle-url")
+    parser.add_argument("--bundle-sha256")
     parser.add_argument("--workdir")
     parser.add_argument("--interactive", "-i", action="store_true", help="pass this command's stdin to the job")
 
@@ -166,6 +174,15 @@ def _parser() -> argparse.ArgumentParser:
     list_cmd.add_argument("--label", action="append", metavar="KEY:VALUE")
     list_cmd.add_argument("--limit", type=int, default=20)
     list_cmd.set_defaults(handler=lambda a: client.list_jobs(a.url, a.state, a.label, a.limit))
+
+    images_cmd = commands.add_parser("images", help="images the worker manages")
+    images = images_cmd.add_subparsers(required=True, metavar="ACTION")
+    import_cmd = images.add_parser("import", parents=[url], help="make an image from a root filesystem tar")
+    import_cmd.add_argument("name")
+    import_cmd.add_argument("rootfs", type=Path)
+    import_cmd.set_defaults(handler=lambda a: client.import_image(a.url, a.name, a.rootfs))
+    images_list = images.add_parser("list", parents=[url], help="list managed images")
+    images_list.set_defaults(handler=lambda a: client.list_images(a.url))
     return parser
 
 

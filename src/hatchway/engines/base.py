@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from hatchway.engines.images import ManagedImage
 from hatchway.models import Job, Resources, Stream
 
 JOB_LABEL = "hatchway.job_id"
 WORKER_LABEL = "hatchway.worker_id"
+ENGINE_LABEL = "hatchway.engine"
 
 
 class OutputSink(Protocol):
     """Receives a job's output as the engine reads it; called from an engine thread."""
 
     def write(self, stream: Stream, data: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything the runner prepared for a job's container."""
+
+    image: str
+    env: dict[str, str]
+    workspace: Path
 
 
 @dataclass(frozen=True)
@@ -40,7 +52,7 @@ class Found:
     """A labelled container the engine found again, e.g. after a worker restart."""
 
     handle: Handle
-    worker_id: str
+    engine: str
     started_at: datetime | None
     """When it started; None if it was created but never started."""
 
@@ -62,7 +74,11 @@ class Engine(Protocol):
         """Whether the engine answers."""
         ...
 
-    async def start(self, job: Job, workspace: Path, sink: OutputSink) -> Handle | CommandNotRunnable:
+    async def probe(self) -> bool:
+        """Whether the engine really runs containers: starts a tiny one and checks it exits cleanly."""
+        ...
+
+    async def start(self, job: Job, launch: Launch, sink: OutputSink) -> Handle | CommandNotRunnable:
         """Create and start the job's container; its output flows to `sink` until it exits.
 
         Raises ImageNotFound or EngineError.
@@ -77,7 +93,7 @@ class Engine(Protocol):
         ...
 
     def resources(self, handle: Handle) -> Resources:
-        """The latest resource figures sampled for the container."""
+        """The latest resource figures sampled for the container (live while it runs)."""
         ...
 
     async def stop(self, handle: Handle, grace_s: float) -> None:
@@ -89,9 +105,50 @@ class Engine(Protocol):
         ...
 
     async def recover(self) -> list[Found]:
-        """Every container carrying this worker's label."""
+        """Every container carrying this worker's label (engines on one host see each other's)."""
         ...
 
     async def close(self) -> None:
         """Release the engine's connections and threads."""
+        ...
+
+
+class ImageService(Protocol):
+    """Makes a job's image available: pull it, or build it from a Dockerfile, with a cache."""
+
+    async def ensure(self, image: str) -> bool:
+        """Pull `image` if missing; True if it was there already. Raises ImageNotFound or ImagePullFailed."""
+        ...
+
+    async def build(
+        self, dockerfile: str, files: dict[str, bytes], on_output: Callable[[str], None], extra_inputs: str
+    ) -> tuple[str, bool]:
+        """Build (or reuse) the image for these inputs; its tag, and whether it came from cache.
+
+        Raises BuildFailed, NotAllowed, ImageNotFound or ImagePullFailed.
+        """
+        ...
+
+    def build_name(self, dockerfile: str, files: dict[str, bytes], extra_inputs: str) -> str:
+        """The name `build` gives the image of these inputs (known before building, to acquire it first)."""
+        ...
+
+    def acquire(self, image: str) -> None:
+        """A job uses `image`: it must not be evicted until released (it need not exist yet)."""
+        ...
+
+    def release(self, image: str) -> None:
+        """A job no longer uses `image`."""
+        ...
+
+    async def import_rootfs(self, name: str, tarball: Path) -> ManagedImage:
+        """Make image `name` from a root filesystem tar, for hosts without a registry."""
+        ...
+
+    async def managed(self) -> list[ManagedImage]:
+        """The images hatchway built, pulled or imported, with their sizes and use."""
+        ...
+
+    async def evict(self) -> list[str]:
+        """Remove least-recently-used built and pulled images not in use until under the cache budget."""
         ...

@@ -1,50 +1,47 @@
 """The Docker engine: one fresh, locked-down container per job, through the Docker Engine API.
 
-The SDK blocks, so every call runs in this engine's own thread pool; nothing above this module sees a
-docker or requests exception. Output is read from a socket attached *before* the container starts (a
-`logs --follow` started later can miss the last output of a short job), which also carries stdin.
+One class serves both runc (`docker`) and gVisor (`gvisor`, Docker's `runsc` runtime). The SDK blocks, so
+every call runs in the host's thread pool; nothing above this package sees a docker or requests exception.
+Output is read from a socket attached *before* the container starts (a `logs --follow` started later can
+miss the last output of a short job), which also carries stdin.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import logging
 import math
 import socket
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import docker
 import docker.errors
-import requests.exceptions
 from docker.types import LogConfig
-from docker.utils import parse_repository_tag
 from docker.utils.socket import STDERR, STDOUT, frames_iter
 
 from hatchway.engines.base import (
+    ENGINE_LABEL,
     JOB_LABEL,
     WORKER_LABEL,
     CommandNotRunnable,
     ExitStatus,
     Found,
     Handle,
+    Launch,
     OutputSink,
 )
-from hatchway.errors import EngineError, EngineUnavailable, ImageNotFound
-from hatchway.models import Job, Resources, Stream
+from hatchway.engines.docker_host import FOREIGN_ERRORS, PROBE_COMMAND, DockerHost, explain
+from hatchway.errors import EngineError, ImageNotFound
+from hatchway.models import PROGRAM_STREAMS, Job, Resources, Stream
 
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
-_T = TypeVar("_T")
-_FOREIGN_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+_PROBE_TIMEOUT_S = 60
 # How the runtime says it could not exec the command: the job's fault, reported like a shell would.
 _NOT_FOUND_HINTS = ("executable file not found", "no such file or directory")
 _NOT_EXECUTABLE_HINTS = ("permission denied",)
@@ -58,106 +55,94 @@ class _Live:
     sock: Any = None
     pump: Future[None] | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    memory_bytes: int | None = None
     peak_memory_bytes: int | None = None
     cpu_s: float | None = None
+    pids: int | None = None
 
 
 class DockerEngine:
-    """An `Engine` on the Docker Engine API (runc by default, or another registered runtime)."""
-
-    name = "docker"
+    """An `Engine` on the Docker Engine API, with runc or another registered runtime (runsc for gVisor)."""
 
     def __init__(
         self,
+        host: DockerHost,
         *,
+        name: str,
         worker_id: str,
         run_as_user: str,
         tmpfs_mb: int,
-        image_pull_timeout_s: float,
-        max_concurrent_jobs: int,
-        docker_url: str | None = None,
         runtime: str | None = None,
     ) -> None:
+        self.name = name
+        self._host = host
         self._worker_id = worker_id
         self._run_as_user = run_as_user
         self._tmpfs_mb = tmpfs_mb
-        self._pull_timeout_s = image_pull_timeout_s
-        self._docker_url = docker_url
         self._runtime = runtime
-        # Each running job holds up to four threads and connections: output pump, stdin, stats, wait.
-        self._connections = 4 * max_concurrent_jobs + 8
-        self._pool = ThreadPoolExecutor(self._connections + 8, thread_name_prefix="docker")
-        self._client: docker.APIClient | None = None
-        self._client_lock = threading.Lock()
         self._live: dict[str, _Live] = {}
 
     async def ping(self) -> bool:
+        return await self._host.ping()
+
+    async def probe(self) -> bool:
         try:
-            return bool(await self._call(lambda: self._api().ping()))
-        except EngineError:
+            return await self._host.call(self._probe)
+        except EngineError as exc:
+            log.warning("engine %s does not work: %s", self.name, exc, extra={"event": "engine_probe_failed"})
             return False
 
-    async def start(self, job: Job, workspace: Path, sink: OutputSink) -> Handle | CommandNotRunnable:
-        return await self._call(self._start, job, workspace, sink)
+    async def start(self, job: Job, launch: Launch, sink: OutputSink) -> Handle | CommandNotRunnable:
+        return await self._host.call(self._start, job, launch, sink)
 
     async def wait(self, handle: Handle, sink: OutputSink) -> ExitStatus:
-        return await self._call(self._wait, handle, sink)
+        return await self._host.call(self._wait, handle, sink)
 
     def resources(self, handle: Handle) -> Resources:
         live = self._live.get(handle.ref)
         if live is None:
             return Resources()
-        return Resources(peak_memory_bytes=live.peak_memory_bytes, cpu_s=live.cpu_s)
+        return Resources(
+            memory_bytes=live.memory_bytes, peak_memory_bytes=live.peak_memory_bytes, cpu_s=live.cpu_s, pids=live.pids
+        )
 
     async def stop(self, handle: Handle, grace_s: float) -> None:
-        await self._call(self._stop, handle.ref, grace_s)
+        await self._host.call(self._stop, handle.ref, grace_s)
 
     async def remove(self, handle: Handle) -> None:
-        await self._call(self._remove, handle.ref)
+        await self._host.call(self._remove, handle.ref)
 
     async def recover(self) -> list[Found]:
-        return await self._call(self._recover)
+        return await self._host.call(self._recover)
 
     async def close(self) -> None:
         for live in self._live.values():
             live.done.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._client is not None:
-            self._client.close()
 
-    # Everything below runs in the engine's threads.
-
-    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
-        except docker.errors.NotFound as exc:
-            raise EngineError(f"container or image vanished: {_explain(exc)}") from exc
-        except _FOREIGN_ERRORS as exc:
-            raise EngineError(_explain(exc)) from exc
+    # Everything below runs in the host's threads.
 
     def _api(self) -> docker.APIClient:
-        with self._client_lock:
-            if self._client is None:
-                try:
-                    if self._docker_url:
-                        self._client = docker.APIClient(
-                            base_url=self._docker_url, version="auto", max_pool_size=self._connections
-                        )
-                    else:
-                        self._client = docker.from_env(max_pool_size=self._connections).api
-                except _FOREIGN_ERRORS as exc:
-                    raise EngineUnavailable(f"the Docker engine does not answer: {_explain(exc)}") from exc
-            return self._client
+        return self._host.api()
 
-    def _start(self, job: Job, workspace: Path, sink: OutputSink) -> Handle | CommandNotRunnable:
+    def _probe(self) -> bool:
         api = self._api()
-        config = self._container_config(api, job, workspace)
+        image = self._host.probe_image()
+        host_config = api.create_host_config(network_mode="none", runtime=self._runtime)
+        container_id: str = api.create_container(image, PROBE_COMMAND, host_config=host_config)["Id"]
+        try:
+            api.start(container_id)
+            result = api.wait(container_id, timeout=_PROBE_TIMEOUT_S)
+            return int(result["StatusCode"]) == 0
+        finally:
+            api.remove_container(container_id, force=True)
+
+    def _start(self, job: Job, launch: Launch, sink: OutputSink) -> Handle | CommandNotRunnable:
+        api = self._api()
+        config = self._container_config(api, job, launch)
         try:
             container_id: str = api.create_container(**config)["Id"]
-        except docker.errors.ImageNotFound:
-            self._pull(job.spec.image)
-            container_id = api.create_container(**config)["Id"]
+        except docker.errors.ImageNotFound as exc:
+            raise ImageNotFound(f"image {launch.image!r} is not on this worker") from exc
         with_stdin = job.spec.stdin is not None
         sock: Any = None
         try:
@@ -175,13 +160,13 @@ class DockerEngine:
                 return not_runnable
             raise
         live = _Live(sock=sock)
-        live.pump = self._pool.submit(_pump, sock, sink)
+        live.pump = self._host.pool.submit(_pump, sock, sink)
         if job.spec.stdin is not None:
-            self._pool.submit(_feed_stdin, sock, job.spec.stdin.encode())
+            self._host.pool.submit(_feed_stdin, sock, job.spec.stdin.encode())
         self._track(container_id, live)
         return Handle(job_id=job.id, ref=container_id)
 
-    def _container_config(self, api: docker.APIClient, job: Job, workspace: Path) -> dict[str, Any]:
+    def _container_config(self, api: docker.APIClient, job: Job, launch: Launch) -> dict[str, Any]:
         spec, limits = job.spec, job.spec.limits
         host_config = api.create_host_config(
             network_mode=spec.network,
@@ -189,7 +174,7 @@ class DockerEngine:
             security_opt=["no-new-privileges"],
             read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={self._tmpfs_mb}m,mode=1777"},
-            binds={str(workspace): {"bind": spec.workdir, "mode": "rw"}},
+            binds={str(launch.workspace): {"bind": spec.workdir, "mode": "rw"}},
             mem_limit=limits.memory_mb * MIB,
             memswap_limit=limits.memory_mb * MIB,
             nano_cpus=int(limits.cpus * 1e9),
@@ -206,49 +191,28 @@ class DockerEngine:
             ),
             runtime=self._runtime,
         )
-        environment = {**spec.env, "HATCHWAY_JOB_ID": job.id, "HATCHWAY_WORKER_ID": self._worker_id}
         return {
-            "image": spec.image,
+            "image": launch.image,
             "command": spec.command,
             "user": self._run_as_user,
-            "environment": [f"{key}={value}" for key, value in environment.items()],
+            "environment": [f"{key}={value}" for key, value in launch.env.items()],
             "working_dir": spec.workdir,
-            "labels": {JOB_LABEL: job.id, WORKER_LABEL: self._worker_id},
+            "labels": {JOB_LABEL: job.id, WORKER_LABEL: self._worker_id, ENGINE_LABEL: self.name},
             "stdin_open": spec.stdin is not None,
             "host_config": host_config,
         }
 
-    def _pull(self, image: str) -> None:
-        repository, tag = parse_repository_tag(image)
-        log.info("pulling image", extra={"event": "image_pull", "image": image})
-        pull = self._pool.submit(self._api().pull, repository, tag=tag or "latest")
-        try:
-            pull.result(timeout=self._pull_timeout_s)
-        except TimeoutError as exc:
-            raise ImageNotFound(f"image {image!r} is not on this worker and pulling it timed out") from exc
-        except _FOREIGN_ERRORS as exc:
-            raise ImageNotFound(
-                f"image {image!r} is not on this worker and pulling it failed: {_explain(exc)}"
-            ) from exc
-
     def _track(self, container_id: str, live: _Live) -> None:
         self._live[container_id] = live
-        self._pool.submit(self._sample, container_id, live)
+        self._host.pool.submit(self._sample, container_id, live)
 
     def _sample(self, container_id: str, live: _Live) -> None:
         """Sample the container's memory and CPU until it is done; cgroup v1 also reports the true peak."""
         api = self._api()
         # The first sample waits too: a job that is over that fast is not worth a stats call to the engine.
         while not live.done.wait(_SAMPLE_INTERVAL_S):
-            with contextlib.suppress(*_FOREIGN_ERRORS):
-                stats = api.stats(container_id, stream=False, one_shot=True)
-                memory = stats.get("memory_stats") or {}
-                used = memory.get("max_usage") or memory.get("usage")
-                if used:
-                    live.peak_memory_bytes = max(live.peak_memory_bytes or 0, int(used))
-                cpu_ns = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
-                if cpu_ns:
-                    live.cpu_s = round(int(cpu_ns) / 1e9, 3)
+            with contextlib.suppress(*FOREIGN_ERRORS):
+                _record(live, api.stats(container_id, stream=False, one_shot=True))
 
     def _wait(self, handle: Handle, sink: OutputSink) -> ExitStatus:
         api = self._api()
@@ -277,7 +241,7 @@ class DockerEngine:
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as exc:
-            if "is not running" not in _explain(exc):
+            if "is not running" not in explain(exc):
                 raise
 
     def _remove(self, container_id: str) -> None:
@@ -292,6 +256,7 @@ class DockerEngine:
     def _recover(self) -> list[Found]:
         api = self._api()
         found = []
+        # Every container of this worker, whichever engine made it: the reaper must see them all.
         for summary in api.containers(all=True, filters={"label": f"{WORKER_LABEL}={self._worker_id}"}):
             container_id = summary["Id"]
             started_at = None
@@ -301,11 +266,27 @@ class DockerEngine:
             found.append(
                 Found(
                     handle=Handle(job_id=summary["Labels"].get(JOB_LABEL, ""), ref=container_id),
-                    worker_id=self._worker_id,
+                    engine=summary["Labels"].get(ENGINE_LABEL, self.name),
                     started_at=started_at,
                 )
             )
         return found
+
+
+def _record(live: _Live, stats: dict[str, Any]) -> None:
+    """Keep what a stats sample says; a sample taken as the container exits is mostly empty."""
+    memory = stats.get("memory_stats") or {}
+    if memory.get("usage"):
+        live.memory_bytes = int(memory["usage"])
+    peak = memory.get("max_usage") or memory.get("usage")  # cgroup v1 reports the true peak
+    if peak:
+        live.peak_memory_bytes = max(live.peak_memory_bytes or 0, int(peak))
+    cpu_ns = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
+    if cpu_ns:
+        live.cpu_s = round(int(cpu_ns) / 1e9, 3)
+    pids = (stats.get("pids_stats") or {}).get("current")
+    if pids:
+        live.pids = int(pids)
 
 
 def _raw(sock: Any) -> socket.socket:
@@ -337,27 +318,20 @@ def _feed_stdin(sock: Any, data: bytes) -> None:
 
 
 def _collect_logs(api: docker.APIClient, container_id: str, sink: OutputSink) -> None:
-    for stream in Stream:
+    for stream in PROGRAM_STREAMS:
         chunks = api.logs(container_id, stdout=stream is Stream.STDOUT, stderr=stream is Stream.STDERR, stream=True)
         for chunk in chunks:
             sink.write(stream, chunk)
 
 
 def _not_runnable(exc: docker.errors.APIError) -> CommandNotRunnable | None:
-    text = _explain(exc)
+    text = explain(exc)
     lowered = text.lower()
     if any(hint in lowered for hint in _NOT_FOUND_HINTS):
         return CommandNotRunnable(exit_code=127, message=f"the command could not be started: {text}")
     if any(hint in lowered for hint in _NOT_EXECUTABLE_HINTS):
         return CommandNotRunnable(exit_code=126, message=f"the command could not be started: {text}")
     return None
-
-
-def _explain(exc: BaseException) -> str:
-    explanation = getattr(exc, "explanation", None)
-    if isinstance(explanation, bytes):
-        explanation = explanation.decode(errors="replace")
-    return str(explanation or exc)
 
 
 def _parse_docker_time(value: str) -> datetime | None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from hatchway.models import Job, JobState, Outcome, Resources
+from hatchway.models import Job, JobState, Outcome, Resources, RunInfo
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,8 @@ class JobStore(Protocol):
         """Move the best queued job (highest priority, then oldest) to `building` for this worker."""
         ...
 
-    async def mark_running(self, job_id: str, started_at: datetime) -> Job | None:
-        """Move a building job to `running`; None if it is no longer building."""
+    async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:
+        """Move a building job to `running`, recording how it was prepared; None if it is no longer building."""
         ...
 
     async def update_resources(self, job_id: str, resources: Resources) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 from datetime import datetime
 
-from hatchway.models import ACTIVE_STATES, Job, JobState, Outcome, Reason, Resources
+from hatchway.models import ACTIVE_STATES, Job, JobState, Outcome, Reason, Resources, RunInfo
 from hatchway.store.base import JobPage, JobQuery
 
 
@@ -55,11 +55,11 @@ class MemoryStore:
                 return self._update(job, state=JobState.BUILDING, worker_id=worker_id)
         return None
 
-    async def mark_running(self, job_id: str, started_at: datetime) -> Job | None:
+    async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:
         job = self._jobs.get(job_id)
         if job is None or job.state != JobState.BUILDING:
             return None
-        return self._update(job, state=JobState.RUNNING, started_at=started_at)
+        return self._update(job, state=JobState.RUNNING, started_at=started_at, run=run)
 
     async def update_resources(self, job_id: str, resources: Resources) -> None:
         job = self._jobs.get(job_id)

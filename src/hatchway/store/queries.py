@@ -1,6 +1,6 @@
 """Every SQL statement of the SQLite store, by name."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -21,15 +21,25 @@ CREATE TABLE IF NOT EXISTS jobs (
     stderr_truncated INTEGER NOT NULL DEFAULT 0,
     resources        TEXT NOT NULL DEFAULT '{}',
     labels           TEXT NOT NULL,
-    spec             TEXT NOT NULL
+    spec             TEXT NOT NULL,
+    build_output     TEXT NOT NULL DEFAULT '',
+    run              TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (priority DESC, seq) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 """
 
+# Schema version -> the statements that bring the previous version up to it.
+MIGRATIONS = {
+    2: [
+        "ALTER TABLE jobs ADD COLUMN build_output TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE jobs ADD COLUMN run TEXT NOT NULL DEFAULT '{}'",
+    ],
+}
+
 INSERT = """
-INSERT INTO jobs (id, state, priority, created_at, labels, spec)
-VALUES (:id, :state, :priority, :created_at, :labels, :spec)
+INSERT INTO jobs (id, state, priority, created_at, labels, spec, run)
+VALUES (:id, :state, :priority, :created_at, :labels, :spec, :run)
 ON CONFLICT (id) DO NOTHING
 RETURNING *
 """
@@ -43,7 +53,7 @@ RETURNING *
 """
 
 MARK_RUNNING = """
-UPDATE jobs SET state = 'running', started_at = :started_at
+UPDATE jobs SET state = 'running', started_at = :started_at, run = :run
 WHERE id = :id AND state = 'building'
 RETURNING *
 """
@@ -55,7 +65,8 @@ UPDATE jobs SET resources = :resources WHERE id = :id AND state IN ('building', 
 FINISH = """
 UPDATE jobs SET state = :state, reason = :reason, message = :message, exit_code = :exit_code,
     stdout = :stdout, stderr = :stderr, stdout_truncated = :stdout_truncated,
-    stderr_truncated = :stderr_truncated, resources = :resources, finished_at = :finished_at
+    stderr_truncated = :stderr_truncated, resources = :resources, finished_at = :finished_at,
+    build_output = :build_output
 WHERE id = :id AND state IN ('building', 'running')
 RETURNING *
 """

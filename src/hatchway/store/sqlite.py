@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hatchway.models import Job, JobSpec, JobState, Outcome, Resources, from_epoch, to_epoch
+from hatchway.models import Job, JobSpec, JobState, Outcome, Resources, RunInfo, from_epoch, to_epoch
 from hatchway.store import queries
 from hatchway.store.base import JobPage, JobQuery
 
@@ -29,7 +29,18 @@ class SqliteStore:
         # NORMAL in WAL mode survives any crash of this process; only power loss can drop the last commits.
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.execute("PRAGMA busy_timeout = 5000")
-        self._db.executescript(queries.SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+        fresh = self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'").fetchone()[0] == 0
+        if fresh:
+            self._db.executescript(queries.SCHEMA)
+        else:
+            for target in range(version + 1, queries.SCHEMA_VERSION + 1):
+                for statement in queries.MIGRATIONS[target]:
+                    self._db.execute(statement)
+            self._db.executescript(queries.SCHEMA)  # indexes added since
         self._db.execute(f"PRAGMA user_version = {queries.SCHEMA_VERSION}")
 
     async def enqueue(self, job: Job) -> tuple[Job, bool]:
@@ -42,6 +53,7 @@ class SqliteStore:
                 "created_at": to_epoch(job.created_at),
                 "labels": json.dumps(job.labels),
                 "spec": job.spec.model_dump_json(),
+                "run": job.run.model_dump_json(),
             },
         )
         if row is not None:
@@ -75,8 +87,10 @@ class SqliteStore:
         row = self._one(queries.CLAIM_NEXT, {"worker_id": worker_id})
         return None if row is None else _job(row)
 
-    async def mark_running(self, job_id: str, started_at: datetime) -> Job | None:
-        row = self._one(queries.MARK_RUNNING, {"id": job_id, "started_at": to_epoch(started_at)})
+    async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:
+        row = self._one(
+            queries.MARK_RUNNING, {"id": job_id, "started_at": to_epoch(started_at), "run": run.model_dump_json()}
+        )
         return None if row is None else _job(row)
 
     async def update_resources(self, job_id: str, resources: Resources) -> None:
@@ -139,6 +153,8 @@ def _job(row: sqlite3.Row) -> Job:
         finished_at=from_epoch(row["finished_at"]),
         worker_id=row["worker_id"],
         image=spec.image,
+        build_output=row["build_output"],
+        run=RunInfo.model_validate_json(row["run"]),
         labels=json.loads(row["labels"]),
         priority=row["priority"],
         resources=Resources.model_validate_json(row["resources"]),

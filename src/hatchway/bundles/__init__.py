@@ -1,0 +1,13 @@
+"""Job bundles: workspace archives fetched once into a content-addressed cache, then unpacked safely.
+
+``BundleCache.fetch`` downloads (http, https) or copies (file) an archive and keeps it by sha256;
+``unpack`` writes a .tar.gz, .tar or .zip into a job's empty working directory, refusing anything that
+could reach outside it. Every failure is a ``hatchway.errors.BadBundle``.
+"""
+
+from __future__ import annotations
+
+from hatchway.bundles.archive import UnpackedBundle, unpack
+from hatchway.bundles.cache import BundleCache, FetchedBundle
+
+__all__ = ["BundleCache", "FetchedBundle", "UnpackedBundle", "unpack"]

@@ -1,0 +1,43 @@
+"""The `ImageService` of a Docker host: the image manager's blocking calls, run in the host's threads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from hatchway.engines.docker_host import DockerHost
+from hatchway.engines.images import ImageManager, ManagedImage, build_tag
+
+
+class DockerImages:
+    """Pull, build, import and evict images on a Docker host without blocking the event loop."""
+
+    def __init__(self, host: DockerHost, manager: ImageManager) -> None:
+        self._host = host
+        self._manager = manager
+
+    async def ensure(self, image: str) -> bool:
+        return await self._host.call(self._manager.ensure, image)
+
+    async def build(
+        self, dockerfile: str, files: dict[str, bytes], on_output: Callable[[str], None], extra_inputs: str
+    ) -> tuple[str, bool]:
+        return await self._host.call(self._manager.build, dockerfile, files, on_output, extra_inputs)
+
+    async def import_rootfs(self, name: str, tarball: Path) -> ManagedImage:
+        return await self._host.call(self._manager.import_rootfs, name, tarball)
+
+    async def managed(self) -> list[ManagedImage]:
+        return await self._host.call(self._manager.managed)
+
+    async def evict(self) -> list[str]:
+        return await self._host.call(self._manager.evict)
+
+    def build_name(self, dockerfile: str, files: dict[str, bytes], extra_inputs: str) -> str:
+        return build_tag(dockerfile, files, extra_inputs)
+
+    def acquire(self, image: str) -> None:
+        self._manager.acquire(image)
+
+    def release(self, image: str) -> None:
+        self._manager.release(image)

@@ -1,0 +1,169 @@
+"""Preparing a job's environment before its container starts: workspace, bundle, files, image, ports, env."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hatchway.bundles import BundleCache, unpack
+from hatchway.engines.base import ImageService, Launch
+from hatchway.errors import BadBundle
+from hatchway.models import RESERVED_ENV_PREFIX, Job, RunInfo
+from hatchway.ports import PortAllocator
+
+
+@dataclass(frozen=True)
+class BundleLimits:
+    """How much a bundle may unpack to."""
+
+    max_unpacked_bytes: int
+    max_files: int
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job ready to start: what to launch, and how it was prepared."""
+
+    launch: Launch
+    run: RunInfo
+
+
+class Preparer:
+    """Makes each job's workspace and image ready; the runner starts the container after."""
+
+    def __init__(
+        self,
+        *,
+        images: ImageService,
+        bundles: BundleCache,
+        ports: PortAllocator,
+        bundle_limits: BundleLimits,
+        work_dir: Path,
+        worker_id: str,
+        controller_url: str | None,
+        run_as_user: str,
+    ) -> None:
+        self._images = images
+        self._bundles = bundles
+        self._ports = ports
+        self._bundle_limits = bundle_limits
+        self._work_dir = work_dir
+        self._worker_id = worker_id
+        self._controller_url = controller_url
+        self._owner = _numeric_owner(run_as_user)
+        self._held_images: dict[str, str] = {}
+
+    def workspace(self, job_id: str) -> Path:
+        return self._work_dir / job_id
+
+    async def prepare(
+        self, job: Job, *, engine: str, warnings: list[str], on_build_output: Callable[[str], None]
+    ) -> Prepared:
+        """Raises BadBundle, ImageNotFound, ImagePullFailed, BuildFailed, PortsExhausted or EngineError."""
+        began = time.monotonic()
+        spec = job.spec
+        workspace = self.workspace(job.id)
+        shutil.rmtree(workspace, ignore_errors=True)
+        workspace.mkdir(parents=True)
+        bundle_cached: bool | None = None
+        bundle_sha256 = ""
+        if spec.bundle_url is not None:
+            fetched = await self._bundles.fetch(spec.bundle_url, spec.bundle_sha256)
+            bundle_cached, bundle_sha256 = fetched.cached, fetched.sha256
+            await asyncio.to_thread(
+                unpack,
+                fetched.path,
+                workspace,
+                max_total_bytes=self._bundle_limits.max_unpacked_bytes,
+                max_files=self._bundle_limits.max_files,
+            )
+        # Each image is held before it is pulled or built, so eviction can never take it from under the job.
+        if spec.build is not None:
+            context = await asyncio.to_thread(_read_tree, workspace) if spec.bundle_url else {}
+            context.update({path: text.encode() for path, text in spec.build.files.items()})
+            self._hold(job.id, self._images.build_name(spec.build.dockerfile, context, bundle_sha256))
+            image, image_cached = await self._images.build(
+                spec.build.dockerfile, context, on_build_output, bundle_sha256
+            )
+        else:
+            assert spec.image is not None, "a spec has an image or a build"
+            image = self._hold(job.id, spec.image)
+            image_cached = await self._images.ensure(image)
+        await asyncio.to_thread(_write_files, workspace, spec.files)  # inline files win over the bundle's
+        await asyncio.to_thread(self._hand_over, workspace)
+        ports = self._ports.allocate(job.id, spec.ports)
+        return Prepared(
+            launch=Launch(image=image, env=self.environment(job, ports), workspace=workspace),
+            run=RunInfo(
+                engine=engine,
+                image=image,
+                image_cached=image_cached,
+                bundle_cached=bundle_cached,
+                prepare_s=round(time.monotonic() - began, 3),
+                ports=ports,
+                warnings=warnings,
+            ),
+        )
+
+    def environment(self, job: Job, ports: dict[str, int]) -> dict[str, str]:
+        """The job's env plus what the worker injects; a job cannot set HATCHWAY_* names itself."""
+        env = {key: value for key, value in job.spec.env.items() if not key.startswith(RESERVED_ENV_PREFIX)}
+        env["HATCHWAY_JOB_ID"] = job.id
+        env["HATCHWAY_WORKER_ID"] = self._worker_id
+        if self._controller_url:
+            env["HATCHWAY_CONTROLLER_URL"] = self._controller_url
+        for name, port in ports.items():
+            env[f"HATCHWAY_PORT_{name.upper()}"] = str(port)
+        return env
+
+    def release(self, job_id: str) -> None:
+        """Give back what the job held: its image and its ports."""
+        image = self._held_images.pop(job_id, None)
+        if image is not None:
+            self._images.release(image)
+        self._ports.release(job_id)
+
+    def _hold(self, job_id: str, image: str) -> str:
+        self._images.acquire(image)
+        self._held_images[job_id] = image
+        return image
+
+    def _hand_over(self, workspace: Path) -> None:
+        """Make the workspace writable by the non-root user the job runs as."""
+        for path in [workspace, *workspace.rglob("*")]:
+            if self._owner is not None:
+                os.chown(path, *self._owner, follow_symlinks=False)
+            elif not path.is_symlink():
+                path.chmod(path.stat().st_mode | (0o777 if path.is_dir() else 0o666))  # keep executable bits
+
+
+def _write_files(workspace: Path, files: dict[str, str]) -> None:
+    for relative, text in files.items():
+        target = workspace / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir() and not target.is_symlink():
+            raise BadBundle(f"inline file {relative!r} would replace a directory of the bundle")
+        if target.is_symlink() or target.is_file():
+            target.unlink()  # never write through a link the bundle left there
+        target.write_text(text)
+
+
+def _read_tree(root: Path) -> dict[str, bytes]:
+    """The regular files under `root`, for a build context."""
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+def _numeric_owner(user: str) -> tuple[int, int] | None:
+    uid, _, gid = user.partition(":")
+    if uid.isdigit() and (gid.isdigit() or not gid):
+        return int(uid), int(gid or uid)
+    return None
