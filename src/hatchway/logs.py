@@ -80,7 +80,7 @@ async def _live(
 
 
 def _stored(job: Job, streams: list[Stream], tail: int | None) -> str:
-    texts = {Stream.STDOUT: job.stdout, Stream.STDERR: job.stderr}
+    texts = {Stream.STDOUT: job.stdout, Stream.STDERR: job.stderr, Stream.BUILD: job.build_output}
     return "".join(_tail(texts[stream], tail) for stream in streams)
 
 

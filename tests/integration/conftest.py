@@ -46,7 +46,9 @@ async def worker(worker_settings: Settings, docker_client: docker.DockerClient) 
 
 @pytest.fixture
 def submit(worker: Worker) -> Callable[..., Awaitable[Job]]:
-    async def _submit(command: list[str] | str, image: str = BUSYBOX, **fields: Any) -> Job:
+    async def _submit(command: list[str] | str, image: str | None = BUSYBOX, **fields: Any) -> Job:
+        if "build" in fields:
+            image = None
         job, created = await worker.submit(JobRequest(image=image, command=command, **fields))
         assert created
         return job
