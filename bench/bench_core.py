@@ -11,57 +11,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import docker
 import httpx
 import psutil
+from _common import (
+    IMAGE,
+    Job,
+    Server,
+    floor_job,
+    hatchway_server,
+    measure_latency,
+    report_leftovers,
+    stop_server,
+)
 
-IMAGE = "hatchway-test/busybox:latest"
 COMMAND = ["echo", "hi"]
 JOB = {"image": IMAGE, "command": COMMAND}
-BENCH_LABEL = "hatchway-bench"
-WORKER_LABEL = "hatchway.worker_id"
-MIB = 1024 * 1024
 
-Job = Callable[[], None]
 Poster = Callable[[str, int, int], Awaitable[int]]
 
 
 # One trivial job, three ways.
-
-
-def floor_job(api: docker.APIClient) -> Job:
-    """create + start + wait + logs + remove through the SDK: the least any worker has to do."""
-    host_config = api.create_host_config(network_mode="none")
-
-    def run() -> None:
-        cid = api.create_container(IMAGE, COMMAND, labels={BENCH_LABEL: "1"}, host_config=host_config)["Id"]
-        try:
-            api.start(cid)
-            api.wait(cid)
-            out = api.logs(cid)
-        finally:
-            api.remove_container(cid, force=True)
-        if out != b"hi\n":
-            raise RuntimeError(f"floor job printed {out!r}")
-
-    return run
 
 
 def cli_job() -> None:
@@ -78,109 +55,13 @@ def hatchway_job(client: httpx.Client) -> Job:
     return run
 
 
-# The hatchway server under test.
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    url: str
-
-    @property
-    def rss_mb(self) -> float:
-        return psutil.Process(self.proc.pid).memory_info().rss / MIB
-
-
 def _cpu_s(pid: int | None = None) -> float:
     """CPU seconds (user + system) process `pid`, or this one, has used so far."""
     times = psutil.Process(pid).cpu_times()
     return times.user + times.system
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def hatchway_server(max_concurrent_jobs: int, leftovers: dict[str, int], **settings: str) -> Iterator[Server]:
-    """`hatchway serve` on a free port with a fresh data dir; SIGTERM-ed, waited for and cleaned up on exit."""
-    data_dir = Path(tempfile.mkdtemp(prefix="hatchway-bench-"))
-    worker_id = f"bench-{uuid.uuid4().hex[:12]}"
-    port = _free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("HATCHWAY_")}
-    env.update(
-        HATCHWAY_DATA_DIR=str(data_dir / "data"),
-        HATCHWAY_HOST="127.0.0.1",
-        HATCHWAY_PORT=str(port),
-        HATCHWAY_MAX_CONCURRENT_JOBS=str(max_concurrent_jobs),
-        HATCHWAY_WORKER_ID=worker_id,
-        **{f"HATCHWAY_{key.upper()}": value for key, value in settings.items()},
-    )
-    script = Path(sys.executable).with_name("hatchway")  # the console script of this virtualenv
-    log_path, proc = data_dir / "server.log", None
-    try:
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen([str(script), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        server = Server(proc, f"http://127.0.0.1:{port}")
-        _wait_healthy(server, log_path)
-        yield server
-    finally:
-        if proc is not None:
-            _stop(proc)
-        leftovers[worker_id] = _remove_containers({"label": f"{WORKER_LABEL}={worker_id}"})
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _wait_healthy(server: Server, log_path: Path, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            break
-        try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    tail = log_path.read_text(errors="replace")[-2000:]
-    raise RuntimeError(f"hatchway serve did not become healthy within {timeout_s}s; its log ends:\n{tail}")
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            print(f"!! server {proc.pid} ignored SIGTERM for {timeout_s}s; killing it", file=sys.stderr)
-            proc.kill()
-            proc.wait()
-
-
-def _remove_containers(filters: dict[str, str]) -> int:
-    with closing(docker.from_env()) as client:
-        found = client.containers.list(all=True, filters=filters)
-        for container in found:
-            container.remove(force=True)
-        return len(found)
-
-
 # Measurements.
-
-
-def measure_latency(jobs: dict[str, Job], runs: int) -> dict[str, float]:
-    """Median seconds per job, the sides interleaved (and their order rotated) run by run."""
-    names = list(jobs)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for run in range(runs):
-        for name in names[run % len(names) :] + names[: run % len(names)]:
-            start = time.perf_counter()
-            jobs[name]()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def _burst(job: Job, count: int, clients: int) -> float:
@@ -284,7 +165,7 @@ def measure_queue(args: argparse.Namespace, leftovers: dict[str, int]) -> dict[s
             result["queued_reported"] = client.get("/health").json()["queued"]
             result["rss_after_mb"] = server.rss_mb
         start = time.perf_counter()
-        _stop(server.proc)
+        stop_server(server.proc)
         result["shutdown_s"] = time.perf_counter() - start
     return result
 
@@ -297,7 +178,7 @@ def measure_core(runs: int, jobs: int, rounds: int, leftovers: dict[str, int]) -
             hatchway_server(4, leftovers) as server,
             httpx.Client(base_url=server.url, timeout=120, limits=httpx.Limits(max_connections=8)) as client,
         ):
-            floor, hatchway = floor_job(sdk.api), hatchway_job(client)
+            floor, hatchway = floor_job(sdk.api, COMMAND, b"hi\n"), hatchway_job(client)
             for warm_up in (floor, hatchway, cli_job):
                 warm_up()
             latency = measure_latency({"floor": floor, "hatchway": hatchway, "cli": cli_job}, runs)
@@ -379,12 +260,7 @@ def main() -> int:
         queue = measure_queue(args, leftovers)
         report(core, queue, args)
     finally:
-        stray = _remove_containers({"label": BENCH_LABEL})
-        for worker_id, count in leftovers.items():
-            if count:
-                print(f"!! hatchway worker {worker_id} left {count} container(s) behind after SIGTERM (removed)")
-        if stray:
-            print(f"!! removed {stray} floor container(s) left by an error")
+        report_leftovers(leftovers)
     print(f"\ntotal bench time {time.perf_counter() - started:.0f} s")
     return 0
 

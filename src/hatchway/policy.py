@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from hatchway.dockerfile import dockerfile_bases
 from hatchway.errors import BuildFailed, InputTooLarge, LimitTooHigh, NotAllowed, RequestError
 from hatchway.models import JobRequest, JobSpec, ResolvedLimits
+from hatchway.settings import Settings
 
 
 class InvalidBuild(RequestError):
@@ -61,8 +62,26 @@ class Policy:
         self.bundle_allowed_urls = bundle_allowed_urls
         self._available = available_runtimes
 
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, allowed_runtimes: Collection[str], available_runtimes: Callable[[], Collection[str]]
+    ) -> Policy:
+        """The policy `settings` describe, for a worker with these engines."""
+        return cls(
+            allowed_images=settings.allowed_images,
+            allow_host_network=settings.allow_host_network,
+            default_limits=settings.default_limits,
+            max_limits=settings.max_limits,
+            max_input_bytes=settings.max_input_bytes,
+            default_runtime=settings.default_runtime,
+            allowed_runtimes=allowed_runtimes,
+            gvisor_fallback=settings.gvisor_fallback,
+            bundle_allowed_urls=settings.bundle_allowed_urls,
+            available_runtimes=available_runtimes,
+        )
+
     def image_allowed(self, image: str) -> bool:
-        return any(fnmatch.fnmatchcase(image, pattern) for pattern in self.allowed_images)
+        return image_matches(self.allowed_images, image)
 
     def admit(self, request: JobRequest) -> Admitted:
         """The normalised spec for `request`. Raises NotAllowed, LimitTooHigh, InputTooLarge, RuntimeUnavailable."""
@@ -141,3 +160,8 @@ class Policy:
         if runtime == "gvisor" and self.gvisor_fallback and "docker" in self._available():
             return "docker", ["gvisor is unavailable on this worker; the job runs on docker (runc) instead"]
         raise RuntimeUnavailable(f"runtime {runtime!r} is not available on this worker right now")
+
+
+def image_matches(patterns: Collection[str], image: str) -> bool:
+    """Whether `image` matches one of the glob `patterns`."""
+    return any(fnmatch.fnmatchcase(image, pattern) for pattern in patterns)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,7 +21,7 @@ from hatchway.engines.images import ImageManager
 from hatchway.errors import EngineError, JobAlreadyFinished, JobConflict, JobNotFound, ShuttingDown
 from hatchway.models import Job, JobRequest, JobState, Outcome, Reason, RunInfo, new_job_id, utcnow
 from hatchway.output import OutputCapture
-from hatchway.policy import Policy
+from hatchway.policy import Policy, image_matches
 from hatchway.ports import PortAllocator
 from hatchway.prepare import BundleLimits, Preparer
 from hatchway.runner import JobRunner, RunControl
@@ -56,17 +57,8 @@ class Worker:
         self.images = images
         self.version = __version__
         self.engine_ok: dict[str, bool] = dict.fromkeys(engines, False)
-        self.policy = Policy(
-            allowed_images=settings.allowed_images,
-            allow_host_network=settings.allow_host_network,
-            default_limits=settings.default_limits,
-            max_limits=settings.max_limits,
-            max_input_bytes=settings.max_input_bytes,
-            default_runtime=settings.default_runtime,
-            allowed_runtimes=list(engines),
-            gvisor_fallback=settings.gvisor_fallback,
-            bundle_allowed_urls=settings.bundle_allowed_urls,
-            available_runtimes=self.available_runtimes,
+        self.policy = Policy.from_settings(
+            settings, allowed_runtimes=list(engines), available_runtimes=self.available_runtimes
         )
         self.signals = JobSignals()
         self.artifacts = ArtifactStore(
@@ -132,13 +124,6 @@ class Worker:
             )
             for name in settings.allowed_runtimes
         }
-        policy_check = Policy(
-            allowed_images=settings.allowed_images,
-            allow_host_network=settings.allow_host_network,
-            default_limits=settings.default_limits,
-            max_limits=settings.max_limits,
-            max_input_bytes=settings.max_input_bytes,
-        )
         images = DockerImages(
             host,
             ImageManager(
@@ -147,7 +132,7 @@ class Worker:
                 pull_timeout_s=settings.image_pull_timeout_s,
                 build_timeout_s=settings.build_timeout_s,
                 cache_budget_bytes=settings.image_cache_bytes,
-                image_allowed=policy_check.image_allowed,
+                image_allowed=functools.partial(image_matches, settings.allowed_images),
             ),
         )
         bundles = BundleCache(
