@@ -1,0 +1,159 @@
+"""What the benchmarks share: a `hatchway serve` under test, container clean-up, interleaved latency samples."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import httpx
+import psutil
+
+IMAGE = "hatchway-test/busybox:latest"
+BENCH_LABEL = "hatchway-bench"
+WORKER_LABEL = "hatchway.worker_id"
+MIB = 1024 * 1024
+
+Job = Callable[[], None]
+
+
+def floor_job(api: docker.APIClient, command: list[str], output: bytes, runtime: str | None = None) -> Job:
+    """create + start + wait + logs + remove through the SDK, network none: the least any worker has to do.
+
+    `runtime` is a Docker runtime name (None: the engine's default, runc); the job must print `output`.
+    """
+    host_config = api.create_host_config(network_mode="none", runtime=runtime)
+
+    def run() -> None:
+        cid = api.create_container(IMAGE, command, labels={BENCH_LABEL: "1"}, host_config=host_config)["Id"]
+        try:
+            api.start(cid)
+            api.wait(cid)
+            out = api.logs(cid)
+        finally:
+            api.remove_container(cid, force=True)
+        if out != output:
+            raise RuntimeError(f"floor job {command} on {runtime or 'the default runtime'} printed {out!r}")
+
+    return run
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    @property
+    def rss_mb(self) -> float:
+        return psutil.Process(self.proc.pid).memory_info().rss / MIB
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def hatchway_server(max_concurrent_jobs: int, leftovers: dict[str, int], **settings: str) -> Iterator[Server]:
+    """`hatchway serve` on a free port with a fresh data dir; SIGTERM-ed, waited for and cleaned up on exit.
+
+    `settings` become HATCHWAY_<KEY> variables. How many containers the worker left behind is put in `leftovers`
+    under its worker id (they are removed).
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix="hatchway-bench-"))
+    worker_id = f"bench-{uuid.uuid4().hex[:12]}"
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HATCHWAY_")}
+    env.update(
+        HATCHWAY_DATA_DIR=str(data_dir / "data"),
+        HATCHWAY_HOST="127.0.0.1",
+        HATCHWAY_PORT=str(port),
+        HATCHWAY_MAX_CONCURRENT_JOBS=str(max_concurrent_jobs),
+        HATCHWAY_WORKER_ID=worker_id,
+        **{f"HATCHWAY_{key.upper()}": value for key, value in settings.items()},
+    )
+    script = Path(sys.executable).with_name("hatchway")  # the console script of this virtualenv
+    log_path, proc = data_dir / "server.log", None
+    try:
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen([str(script), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        server = Server(proc, f"http://127.0.0.1:{port}")
+        _wait_healthy(server, log_path)
+        yield server
+    finally:
+        if proc is not None:
+            stop_server(proc)
+        leftovers[worker_id] = remove_containers({"label": f"{WORKER_LABEL}={worker_id}"})
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _wait_healthy(server: Server, log_path: Path, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            break
+        try:
+            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    tail = log_path.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"hatchway serve did not become healthy within {timeout_s}s; its log ends:\n{tail}")
+
+
+def stop_server(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    """SIGTERM, then wait; SIGKILL (and say so) if it ignores that for `timeout_s`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            print(f"!! server {proc.pid} ignored SIGTERM for {timeout_s}s; killing it", file=sys.stderr)
+            proc.kill()
+            proc.wait()
+
+
+def remove_containers(filters: dict[str, str]) -> int:
+    """Force-remove every container matching `filters`; how many there were."""
+    with closing(docker.from_env()) as client:
+        found = client.containers.list(all=True, filters=filters)
+        for container in found:
+            container.remove(force=True)
+        return len(found)
+
+
+def report_leftovers(leftovers: dict[str, int]) -> None:
+    """Say which workers left containers behind, and remove any floor container an error left."""
+    stray = remove_containers({"label": BENCH_LABEL})
+    for worker_id, count in leftovers.items():
+        if count:
+            print(f"!! hatchway worker {worker_id} left {count} container(s) behind after SIGTERM (removed)")
+    if stray:
+        print(f"!! removed {stray} floor container(s) left by an error")
+
+
+def measure_latency(jobs: dict[str, Job], runs: int) -> dict[str, float]:
+    """Median seconds per job, the sides interleaved (and their order rotated) run by run."""
+    names = list(jobs)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for run in range(runs):
+        for name in names[run % len(names) :] + names[: run % len(names)]:
+            start = time.perf_counter()
+            jobs[name]()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
