@@ -6,6 +6,8 @@ import fnmatch
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+import httpx
+
 from hatchway.dockerfile import dockerfile_bases
 from hatchway.errors import BuildFailed, InputTooLarge, LimitTooHigh, NotAllowed, RequestError
 from hatchway.models import JobRequest, JobSpec, ResolvedLimits
@@ -97,12 +99,11 @@ class Policy:
                     f"image {image!r} is not allowed on this worker; "
                     f"allowed patterns: {', '.join(self.allowed_images) or '(none)'}"
                 )
-        if request.bundle_url is not None and not any(
-            fnmatch.fnmatchcase(request.bundle_url, pattern) for pattern in self.bundle_allowed_urls
-        ):
+        if request.bundle_url is not None and not url_matches(self.bundle_allowed_urls, request.bundle_url):
             raise NotAllowed(
-                "bundle_url is not allowed on this worker; it must match one of: "
+                "bundle_url is not allowed on this worker (no credentials in it, and it must match one of: "
                 + (", ".join(self.bundle_allowed_urls) or "(none)")
+                + ")"
             )
         if request.network == "host" and not self.allow_host_network:
             raise NotAllowed('network "host" is not allowed on this worker; use "none"')
@@ -165,3 +166,20 @@ class Policy:
 def image_matches(patterns: Collection[str], image: str) -> bool:
     """Whether `image` matches one of the glob `patterns`."""
     return any(fnmatch.fnmatchcase(image, pattern) for pattern in patterns)
+
+
+def url_matches(patterns: Collection[str], url: str) -> bool:
+    """Whether `url` matches one of the glob `patterns`, judged on where it really leads.
+
+    The URL is matched in the form the HTTP client connects to (`scheme://host:port/path?query`), so text
+    such as `http://allowed@elsewhere/` cannot pass for `allowed`; a URL with credentials never matches.
+    """
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError):
+        return False
+    if parsed.userinfo:
+        return False
+    port = f":{parsed.port}" if parsed.port is not None else ""
+    canonical = f"{parsed.scheme}://{parsed.host}{port}{parsed.raw_path.decode('ascii', 'replace')}"
+    return any(fnmatch.fnmatchcase(canonical, pattern) for pattern in patterns)

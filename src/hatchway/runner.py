@@ -210,7 +210,7 @@ class JobRunner:
             with contextlib.suppress(EngineError):
                 await control.engine.remove(control.handle)
         self._preparer.release(job_id)
-        shutil.rmtree(self._preparer.workspace(job_id), ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, self._preparer.workspace(job_id), ignore_errors=True)
         self._signals.notify(job_id)
 
     def _log(self, event: str, job_id: str, **fields: object) -> None:

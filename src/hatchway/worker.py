@@ -21,7 +21,7 @@ from hatchway.engines.images import ImageManager
 from hatchway.errors import EngineError, JobAlreadyFinished, JobConflict, JobNotFound, ShuttingDown
 from hatchway.models import Job, JobRequest, JobState, Outcome, Reason, RunInfo, new_job_id, utcnow
 from hatchway.output import OutputCapture
-from hatchway.policy import Policy, image_matches
+from hatchway.policy import Policy, image_matches, url_matches
 from hatchway.ports import PortAllocator
 from hatchway.prepare import BundleLimits, Preparer
 from hatchway.runner import JobRunner, RunControl
@@ -139,6 +139,7 @@ class Worker:
             settings.data_dir / "bundles",
             max_download_bytes=settings.bundle_max_bytes,
             download_timeout_s=settings.bundle_timeout_s,
+            url_allowed=functools.partial(url_matches, settings.bundle_allowed_urls),
         )
         return cls(
             settings=settings,

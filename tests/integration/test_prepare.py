@@ -31,7 +31,8 @@ class BundleServer:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.requests: Counter[str] = Counter()
-        counts = self.requests
+        self.redirects: dict[str, str] = {}
+        counts, redirects = self.requests, self.redirects
 
         class Handler(SimpleHTTPRequestHandler):
             def __init__(self, *args: object, **kwargs: object) -> None:
@@ -42,6 +43,11 @@ class BundleServer:
 
             def do_GET(self) -> None:
                 counts[self.path] += 1
+                if self.path in redirects:
+                    self.send_response(302)
+                    self.send_header("Location", redirects[self.path])
+                    self.end_headers()
+                    return
                 super().do_GET()
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -118,6 +124,15 @@ async def test_a_hostile_bundle_is_refused_and_writes_nothing_outside(
     assert (job.state, job.reason) == (JobState.FAILED, Reason.BAD_BUNDLE)
     assert ".." in (job.message or "")
     assert not list(worker.settings.data_dir.parent.rglob(marker)), "nothing may be written outside the workspace"
+
+
+async def test_a_redirect_to_a_forbidden_host_is_not_followed(run_job: RunJob, bundles: BundleServer) -> None:
+    url, _ = bundles.publish("app.tar.gz", {"a.txt": b"a"})
+    bundles.redirects["/jump"] = url.replace("127.0.0.1", "localhost")  # same server, a host policy does not allow
+    job = await run_job(["true"], bundle_url=f"{bundles.url}/jump")
+    assert (job.state, job.reason) == (JobState.FAILED, Reason.BAD_BUNDLE)
+    assert "bundle_allowed_urls" in (job.message or "")
+    assert bundles.requests["/app.tar.gz"] == 0
 
 
 async def test_file_bundles_need_an_allowing_pattern(worker: Worker, tmp_path: Path) -> None:

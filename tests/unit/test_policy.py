@@ -146,3 +146,28 @@ def test_the_spec_carries_the_request(policy: Policy, make_request: MakeRequest)
     spec = policy.admit(request).spec
     assert (spec.env, spec.stdin, spec.files, spec.workdir) == ({"A": "1"}, "in", {"src/main.py": "print()"}, "/work")
     assert (spec.priority, spec.labels, spec.network) == (7, {"team": "a"}, "none")
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("http://127.0.0.1:8000/b.tar.gz", True),
+        ("HTTP://127.0.0.1:8000/b.tar.gz", True),
+        ("http://127.0.0.1:1@127.0.0.2:8000/b.tar.gz", False),  # userinfo dressed up as the allowed host
+        ("http://user:pw@127.0.0.1:8000/b.tar.gz", False),
+        ("http://127.0.0.2:8000/b.tar.gz", False),
+        ("file:///etc/passwd", False),
+        ("not a url", False),
+    ],
+)
+def test_bundle_urls_are_matched_on_where_they_really_lead(url: str, allowed: bool) -> None:
+    from hatchway.policy import url_matches
+
+    assert url_matches(["http://127.0.0.1:*"], url) is allowed
+
+
+def test_file_urls_cannot_climb_out_of_an_allowed_folder() -> None:
+    from hatchway.policy import url_matches
+
+    assert url_matches(["file:///srv/bundles/*"], "file:///srv/bundles/a.tar.gz")
+    assert not url_matches(["file:///srv/bundles/*"], "file:///srv/bundles/../../etc/passwd")

@@ -22,6 +22,7 @@ import stat
 import tempfile
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -63,12 +64,25 @@ class BundleCache:
     Concurrent fetches of the same (url, sha256) share one download. Nothing is ever evicted.
     """
 
-    def __init__(self, cache_dir: Path, *, max_download_bytes: int, download_timeout_s: float) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        max_download_bytes: int,
+        download_timeout_s: float,
+        url_allowed: Callable[[str], bool] = lambda url: True,
+    ) -> None:
+        self._url_allowed = url_allowed
         self._dir = cache_dir
         self._max_bytes = max_download_bytes
         self._timeout_s = download_timeout_s
         self._inflight: dict[tuple[str, str | None], asyncio.Task[FetchedBundle]] = {}
         cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    async def _check_request(self, request: httpx.Request) -> None:
+        # Every request, redirects included, must go where policy lets bundles come from.
+        if not self._url_allowed(str(request.url)):
+            raise BadBundle(f"bundle download went to {_shown(str(request.url))}, which bundle_allowed_urls forbids")
 
     async def fetch(self, url: str, sha256: str | None) -> FetchedBundle:
         """The archive at `url` (http, https or file:///abs/path), verified against `sha256` when given.
@@ -123,7 +137,10 @@ class BundleCache:
             try:
                 async with (
                     httpx.AsyncClient(
-                        follow_redirects=True, max_redirects=_MAX_REDIRECTS, timeout=self._timeout_s
+                        follow_redirects=True,
+                        max_redirects=_MAX_REDIRECTS,
+                        timeout=self._timeout_s,
+                        event_hooks={"request": [self._check_request]},
                     ) as client,
                     client.stream("GET", url, headers=headers) as response,
                 ):

@@ -128,7 +128,9 @@ class DockerEngine:
         api = self._api()
         image = self._host.probe_image()
         host_config = api.create_host_config(network_mode="none", runtime=self._runtime)
-        container_id: str = api.create_container(image, PROBE_COMMAND, host_config=host_config)["Id"]
+        # Labelled like a job's container, so the reaper removes it should the worker die mid-probe.
+        labels = {JOB_LABEL: f"probe-{self.name}", WORKER_LABEL: self._worker_id, ENGINE_LABEL: self.name}
+        container_id: str = api.create_container(image, PROBE_COMMAND, host_config=host_config, labels=labels)["Id"]
         try:
             api.start(container_id)
             result = api.wait(container_id, timeout=_PROBE_TIMEOUT_S)
