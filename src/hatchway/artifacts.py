@@ -7,16 +7,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hatchway.errors import RequestError
+from hatchway.errors import ArtifactNotFound
 
 OUT_DIR = "out"
-
-
-class ArtifactNotFound(RequestError):
-    """The job has no artifact at that path."""
-
-    status = 404
-    code = "artifact_not_found"
 
 
 @dataclass(frozen=True)

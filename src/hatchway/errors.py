@@ -5,9 +5,12 @@
     HatchwayError
     ├── ConfigError            bad configuration; start-up stops
     ├── RequestError           a client's request cannot be accepted (carries an HTTP status)
+    │   ├── InvalidRequest     422: a value is malformed (a query parameter, an image name, a Dockerfile)
     │   ├── JobNotFound        404: no job has that id
+    │   ├── ArtifactNotFound   404: the job kept no file at that path
     │   ├── NotAllowed         403: policy forbids what the job asks for
     │   ├── LimitTooHigh       422: a limit is above the configured maximum
+    │   ├── RuntimeUnavailable 422: the runtime the job asks for does not work here now
     │   ├── InputTooLarge      413: stdin and files are larger than the worker takes
     │   ├── JobConflict        409: the id is taken by a different job
     │   └── JobAlreadyFinished 409: the job has ended; it cannot be killed
@@ -17,6 +20,7 @@
         ├── EngineUnavailable  the engine does not answer at all
         ├── ImageNotFound      the registry says the image does not exist
         ├── ImagePullFailed    the image is missing and pulling it failed (network, timeout, auth)
+        ├── PortsExhausted     no free host port is left in the configured range
         └── BuildFailed        building the job's image from its Dockerfile failed
 """
 
@@ -36,6 +40,27 @@ class RequestError(HatchwayError):
 
     status: int = 400
     code: str = "bad_request"
+
+
+class InvalidRequest(RequestError):
+    """A value the client sent is malformed: a query parameter, an image name, a Dockerfile."""
+
+    status = 422
+    code = "invalid_request"
+
+
+class ArtifactNotFound(RequestError):
+    """The job kept no artifact at that path."""
+
+    status = 404
+    code = "artifact_not_found"
+
+
+class RuntimeUnavailable(RequestError):
+    """The runtime the job asks for does not work on this worker right now."""
+
+    status = 422
+    code = "runtime_unavailable"
 
 
 class JobNotFound(RequestError):
@@ -106,3 +131,7 @@ class BuildFailed(EngineError):
 
 class BadBundle(HatchwayError):
     """A job's bundle cannot be used: download failed or too large, checksum mismatch, or a hostile archive."""
+
+
+class PortsExhausted(EngineError):
+    """No free host port is left in the configured range."""

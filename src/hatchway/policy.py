@@ -9,23 +9,16 @@ from dataclasses import dataclass
 import httpx
 
 from hatchway.dockerfile import dockerfile_bases
-from hatchway.errors import BuildFailed, InputTooLarge, LimitTooHigh, NotAllowed, RequestError
+from hatchway.errors import (
+    BuildFailed,
+    InputTooLarge,
+    InvalidRequest,
+    LimitTooHigh,
+    NotAllowed,
+    RuntimeUnavailable,
+)
 from hatchway.models import JobRequest, JobSpec, ResolvedLimits
 from hatchway.settings import Settings
-
-
-class InvalidBuild(RequestError):
-    """The job's Dockerfile cannot be built as written."""
-
-    status = 422
-    code = "invalid_build"
-
-
-class RuntimeUnavailable(RequestError):
-    """The runtime the job asks for does not work on this worker right now."""
-
-    status = 422
-    code = "runtime_unavailable"
 
 
 @dataclass(frozen=True)
@@ -92,7 +85,7 @@ class Policy:
             try:
                 images += dockerfile_bases(request.build.dockerfile)
             except BuildFailed as exc:
-                raise InvalidBuild(str(exc)) from exc
+                raise InvalidRequest(f"build.dockerfile: {exc}") from exc
         for image in images:
             if not self.image_allowed(image):
                 raise NotAllowed(

@@ -6,11 +6,7 @@ from __future__ import annotations
 import random
 import socket
 
-from hatchway.errors import EngineError
-
-
-class PortsExhausted(EngineError):
-    """No free port is left in the configured range."""
+from hatchway.errors import PortsExhausted
 
 
 class PortAllocator:

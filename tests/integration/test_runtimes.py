@@ -7,9 +7,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from hatchway.errors import NotAllowed
+from hatchway.errors import NotAllowed, RuntimeUnavailable
 from hatchway.models import JobRequest, JobState
-from hatchway.policy import RuntimeUnavailable
 from hatchway.worker import Worker
 from tests.conftest import BUSYBOX, containers_of
 from tests.integration.conftest import RunJob, make_settings

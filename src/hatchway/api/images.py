@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 
 from hatchway.api.jobs import WorkerDep
 from hatchway.api.schemas import ImageInfo
-from hatchway.errors import RequestError
+from hatchway.errors import InvalidRequest
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -20,13 +20,6 @@ _REFERENCE = re.compile(
     r"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$"
 )
 _CHUNK = 1024 * 1024
-
-
-class BadImageName(RequestError):
-    """The name is not a valid image reference."""
-
-    status = 422
-    code = "invalid_request"
 
 
 @router.get("", response_model=list[ImageInfo])
@@ -43,7 +36,7 @@ async def import_image(
 ) -> ImageInfo:
     """Create an image from a root filesystem tar sent as the request body (application/x-tar)."""
     if not _REFERENCE.match(name):
-        raise BadImageName(f"{name!r} is not a valid image name (e.g. tools/python:3.11)")
+        raise InvalidRequest(f"{name!r} is not a valid image name (e.g. tools/python:3.11)")
     scratch = worker.settings.data_dir / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=scratch, suffix=".tar") as upload:

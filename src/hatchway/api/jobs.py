@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
 from hatchway.api.schemas import ArtifactInfo, JobList
-from hatchway.errors import RequestError
+from hatchway.errors import InvalidRequest
 from hatchway.logs import job_logs
 from hatchway.models import PROGRAM_STREAMS, Job, JobRequest, JobState, Stream, label_key_ok
 from hatchway.store.base import JobQuery
@@ -27,13 +27,6 @@ async def get_worker(request: Request) -> Worker:
 WorkerDep = Annotated[Worker, Depends(get_worker)]
 
 
-class BadQuery(RequestError):
-    """A query parameter is malformed."""
-
-    status = 422
-    code = "invalid_request"
-
-
 @router.post(
     "",
     status_code=201,
@@ -49,7 +42,7 @@ async def create_job(
 ) -> Job:
     """Queue a job. Resubmitting an `id` returns the existing job (200) instead of creating another."""
     if wait_s is not None and wait_s > worker.settings.max_wait_s:
-        raise BadQuery(f"wait_s may be at most {worker.settings.max_wait_s}")
+        raise InvalidRequest(f"wait_s may be at most {worker.settings.max_wait_s}")
     job, created = await worker.submit(body)
     if not created:
         response.status_code = 200
@@ -71,12 +64,12 @@ async def list_jobs(
     for item in label:
         key, sep, value = item.partition(":")
         if not sep or not label_key_ok(key):
-            raise BadQuery(f"label filter {item!r} must look like key:value")
+            raise InvalidRequest(f"label filter {item!r} must look like key:value")
         labels[key] = value
     try:
         page = await worker.find(JobQuery(state=state, labels=labels, limit=limit, cursor=cursor))
     except ValueError as exc:
-        raise BadQuery(str(exc)) from exc
+        raise InvalidRequest(str(exc)) from exc
     return JobList(jobs=page.jobs, next_cursor=page.next_cursor)
 
 
