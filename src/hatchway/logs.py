@@ -23,7 +23,6 @@ async def job_logs(
 
     Raises JobNotFound before yielding anything if there is no such job.
     """
-    job = await worker.get(job_id)
     while True:
         with worker.signals.watching(job_id) as changed:
             job = await worker.get(job_id)

@@ -104,7 +104,6 @@ class Worker:
         self._probing: asyncio.Task[None] | None = None
         self._on_fatal: Callable[[], None] = lambda: None
         self.accepting = False
-        self.recovered = False
 
     @classmethod
     def from_settings(cls, settings: Settings, store: JobStore | None = None) -> Worker:
@@ -248,7 +247,6 @@ class Worker:
                     extra={"event": "recovery_waiting", "worker_id": self.worker_id},
                 )
                 await asyncio.sleep(_RECOVERY_RETRY_S)
-        self.recovered = True
         await self.scheduler.run(self._stop)
 
     async def _maintain(self) -> None:
