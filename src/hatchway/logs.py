@@ -24,16 +24,16 @@ async def job_logs(
     Raises JobNotFound before yielding anything if there is no such job.
     """
     while True:
-        with worker.signals.watching(job_id) as changed:
-            job = await worker.get(job_id)
-            capture = worker.capture(job_id)
+        with worker.jobs.signals.watching(job_id) as changed:
+            job = await worker.jobs.get(job_id)
+            capture = worker.jobs.capture(job_id)
             files = _open(capture, streams) if capture is not None and not job.state.is_final else None
             if files is not None:
                 break
             if job.state.is_final or not follow:
                 yield _stored(job, streams, tail)
                 return
-            await worker.signals.wait(changed, _IDLE_CHECK_S)  # queued: wait for it to start
+            await worker.jobs.signals.wait(changed, _IDLE_CHECK_S)  # queued: wait for it to start
     assert capture is not None
     try:
         async for text in _live(capture, files, tail=tail, follow=follow):

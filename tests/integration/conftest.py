@@ -9,6 +9,7 @@ from typing import Any
 import docker
 import pytest
 
+from hatchway.bootstrap import build_worker
 from hatchway.models import Job, JobRequest, JobState
 from hatchway.settings import Settings
 from hatchway.worker import Worker
@@ -37,7 +38,7 @@ def worker_settings(tmp_path: Path, worker_id: str) -> Settings:
 
 @pytest.fixture
 async def worker(worker_settings: Settings, docker_client: docker.DockerClient) -> AsyncIterator[Worker]:
-    started = Worker.from_settings(worker_settings)
+    started = build_worker(worker_settings)
     await started.start()
     yield started
     await started.shutdown()
@@ -49,7 +50,7 @@ def submit(worker: Worker) -> Callable[..., Awaitable[Job]]:
     async def _submit(command: list[str] | str, image: str | None = BUSYBOX, **fields: Any) -> Job:
         if "build" in fields:
             image = None
-        job, created = await worker.submit(JobRequest(image=image, command=command, **fields))
+        job, created = await worker.jobs.submit(JobRequest(image=image, command=command, **fields))
         assert created
         return job
 
@@ -62,7 +63,7 @@ def run_job(worker: Worker, submit: Callable[..., Awaitable[Job]]) -> RunJob:
 
     async def _run(command: list[str] | str, **fields: Any) -> Job:
         job = await submit(command, **fields)
-        final = await worker.wait_final(job.id, 90)
+        final = await worker.jobs.wait_final(job.id, 90)
         assert final.state.is_final, f"job did not finish: {final}"
         return final
 
@@ -76,7 +77,7 @@ async def wait_for_state(worker: Worker, job_id: str, state: JobState, timeout_s
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         with worker.signals.watching(job_id) as changed:
-            job = await worker.get(job_id)
+            job = await worker.jobs.get(job_id)
             if job.state == state:
                 return job
             remaining = deadline - asyncio.get_running_loop().time()

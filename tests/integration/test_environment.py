@@ -33,7 +33,7 @@ async def test_injected_env_is_present_and_cannot_be_overridden(run_job: RunJob,
 
 async def test_a_job_serves_on_its_allocated_port(worker: Worker) -> None:
     server = "cd /tmp && echo served-by-$HATCHWAY_JOB_ID > index.html && exec httpd -f -p 127.0.0.1:$HATCHWAY_PORT_WEB"
-    job, _ = await worker.submit(
+    job, _ = await worker.jobs.submit(
         JobRequest(image=BUSYBOX, command=server, network="host", ports=["web", "extra"], limits={"timeout_s": 60})
     )
     running = await wait_for_state(worker, job.id, JobState.RUNNING)
@@ -49,10 +49,10 @@ async def test_a_job_serves_on_its_allocated_port(worker: Worker) -> None:
         else:
             raise AssertionError("the job's server never answered")
     assert answer.text == f"served-by-{job.id}\n"
-    killed = await worker.kill(job.id, grace_s=0)
+    killed = await worker.jobs.kill(job.id, grace_s=0)
     assert killed.ports == running.ports, "the record keeps which ports it had"
-    again, _ = await worker.submit(JobRequest(image=BUSYBOX, command=["true"], network="host", ports=["web"]))
-    assert (await worker.wait_final(again.id, 60)).state == JobState.SUCCEEDED
+    again, _ = await worker.jobs.submit(JobRequest(image=BUSYBOX, command=["true"], network="host", ports=["web"]))
+    assert (await worker.jobs.wait_final(again.id, 60)).state == JobState.SUCCEEDED
 
 
 async def test_ports_need_host_network() -> None:
@@ -73,14 +73,14 @@ async def test_artifacts_are_kept_listed_and_served(run_job: RunJob, worker: Wor
 
 async def test_running_job_shows_live_resources(worker: Worker) -> None:
     hog = "import time; b = bytearray(60 << 20); [time.sleep(0.1) for _ in range(60)]"
-    job, _ = await worker.submit(JobRequest(image=PYTHON, command=["python3", "-c", hog]))
+    job, _ = await worker.jobs.submit(JobRequest(image=PYTHON, command=["python3", "-c", hog]))
     await wait_for_state(worker, job.id, JobState.RUNNING)
     for _ in range(100):
-        live = await worker.get(job.id)
+        live = await worker.jobs.get(job.id)
         if live.resources.memory_bytes and live.resources.memory_bytes > 60 << 20:
             break
         await asyncio.sleep(0.1)
     assert live.state == JobState.RUNNING
     assert live.resources.memory_bytes is not None and live.resources.memory_bytes > 60 << 20
     assert live.resources.pids is not None and live.resources.pids >= 1
-    await worker.kill(job.id, grace_s=0)
+    await worker.jobs.kill(job.id, grace_s=0)

@@ -16,6 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from hatchway.bootstrap import build_worker
 from hatchway.errors import NotAllowed
 from hatchway.models import JobState, Reason
 from hatchway.worker import Worker
@@ -139,7 +140,7 @@ async def test_file_bundles_need_an_allowing_pattern(worker: Worker, tmp_path: P
     from hatchway.models import JobRequest
 
     with pytest.raises(NotAllowed, match="bundle_url"):
-        await worker.submit(JobRequest(image=BUSYBOX, command=["true"], bundle_url=f"file://{tmp_path}/x.tar"))
+        await worker.jobs.submit(JobRequest(image=BUSYBOX, command=["true"], bundle_url=f"file://{tmp_path}/x.tar"))
 
 
 DOCKERFILE = "FROM hatchway-test/busybox:latest\nCOPY greeting.txt /greeting.txt\nRUN echo built > /built.txt\n"
@@ -181,6 +182,6 @@ async def test_a_failing_build_fails_the_job_with_its_log(run_job: RunJob) -> No
 async def test_a_build_from_a_disallowed_base_is_refused_at_submission(tmp_path: Path, worker_id: str) -> None:
     from hatchway.models import JobRequest
 
-    worker = Worker.from_settings(make_settings(tmp_path, worker_id, allowed_images=["hatchway-test/*"]))
+    worker = build_worker(make_settings(tmp_path, worker_id, allowed_images=["hatchway-test/*"]))
     with pytest.raises(NotAllowed, match="evil/base"):
         worker.policy.admit(JobRequest(command=["true"], build={"dockerfile": "FROM evil/base\n"}))  # type: ignore[arg-type]

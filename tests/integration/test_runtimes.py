@@ -7,6 +7,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from hatchway.bootstrap import build_worker
 from hatchway.errors import NotAllowed, RuntimeUnavailable
 from hatchway.models import JobRequest, JobState
 from hatchway.worker import Worker
@@ -19,7 +20,7 @@ GVISOR_KERNEL = "dmesg | grep -q gVisor && echo gvisor-kernel; uname -r"
 
 
 async def test_both_engines_are_detected(worker: Worker) -> None:
-    assert worker.engine_ok == {"docker": True, "gvisor": True}
+    assert worker.health.ok == {"docker": True, "gvisor": True}
 
 
 async def test_gvisor_job_really_runs_under_gvisor(run_job: RunJob) -> None:
@@ -39,11 +40,11 @@ async def test_gvisor_job_keeps_the_same_limits(run_job: RunJob) -> None:
 async def test_auto_takes_the_configured_default(
     tmp_path: Path, worker_id: str, docker_client: docker.DockerClient
 ) -> None:
-    worker = Worker.from_settings(make_settings(tmp_path, worker_id, default_runtime="gvisor"))
+    worker = build_worker(make_settings(tmp_path, worker_id, default_runtime="gvisor"))
     await worker.start()
     try:
-        job, _ = await worker.submit(JobRequest(image=BUSYBOX, command=GVISOR_KERNEL))
-        done = await worker.wait_final(job.id, 60)
+        job, _ = await worker.jobs.submit(JobRequest(image=BUSYBOX, command=GVISOR_KERNEL))
+        done = await worker.jobs.wait_final(job.id, 60)
         assert done.engine == "gvisor" and done.stdout.startswith("gvisor-kernel")
     finally:
         await worker.shutdown()
@@ -53,32 +54,32 @@ async def test_auto_takes_the_configured_default(
 @pytest.fixture
 async def broken_gvisor_worker(tmp_path: Path, worker_id: str, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     settings = make_settings(tmp_path, worker_id, gvisor_runtime="no-such-runtime", **getattr(request, "param", {}))
-    worker = Worker.from_settings(settings)
+    worker = build_worker(settings)
     await worker.start()
     yield worker
     await worker.shutdown()
 
 
 async def test_unavailable_gvisor_is_refused_by_default(broken_gvisor_worker: Worker) -> None:
-    assert broken_gvisor_worker.engine_ok == {"docker": True, "gvisor": False}
+    assert broken_gvisor_worker.health.ok == {"docker": True, "gvisor": False}
     with pytest.raises(RuntimeUnavailable, match="gvisor"):
-        await broken_gvisor_worker.submit(JobRequest(image=BUSYBOX, command=["true"], runtime="gvisor"))
+        await broken_gvisor_worker.jobs.submit(JobRequest(image=BUSYBOX, command=["true"], runtime="gvisor"))
 
 
 @pytest.mark.parametrize("broken_gvisor_worker", [{"gvisor_fallback": True}], indirect=True)
 async def test_fallback_runs_on_docker_with_a_recorded_warning(broken_gvisor_worker: Worker) -> None:
-    job, _ = await broken_gvisor_worker.submit(JobRequest(image=BUSYBOX, command=GVISOR_KERNEL, runtime="gvisor"))
-    done = await broken_gvisor_worker.wait_final(job.id, 60)
+    job, _ = await broken_gvisor_worker.jobs.submit(JobRequest(image=BUSYBOX, command=GVISOR_KERNEL, runtime="gvisor"))
+    done = await broken_gvisor_worker.jobs.wait_final(job.id, 60)
     assert done.state == JobState.SUCCEEDED and "gvisor-kernel" not in done.stdout
     assert done.engine == "docker"
     assert any("gvisor is unavailable" in warning for warning in done.run.warnings)
 
 
 async def test_runtime_outside_allowed_runtimes_is_forbidden(tmp_path: Path, worker_id: str) -> None:
-    worker = Worker.from_settings(make_settings(tmp_path, worker_id, allowed_runtimes=["docker"]))
+    worker = build_worker(make_settings(tmp_path, worker_id, allowed_runtimes=["docker"]))
     await worker.start()
     try:
         with pytest.raises(NotAllowed, match="gvisor"):
-            await worker.submit(JobRequest(image=BUSYBOX, command=["true"], runtime="gvisor"))
+            await worker.jobs.submit(JobRequest(image=BUSYBOX, command=["true"], runtime="gvisor"))
     finally:
         await worker.shutdown()

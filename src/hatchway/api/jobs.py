@@ -43,11 +43,11 @@ async def create_job(
     """Queue a job. Resubmitting an `id` returns the existing job (200) instead of creating another."""
     if wait_s is not None and wait_s > worker.settings.max_wait_s:
         raise InvalidRequest(f"wait_s may be at most {worker.settings.max_wait_s}")
-    job, created = await worker.submit(body)
+    job, created = await worker.jobs.submit(body)
     if not created:
         response.status_code = 200
     if wait:
-        job = await worker.wait_final(job.id, wait_s or worker.settings.max_wait_s)
+        job = await worker.jobs.wait_final(job.id, wait_s or worker.settings.max_wait_s)
     return job
 
 
@@ -67,7 +67,7 @@ async def list_jobs(
             raise InvalidRequest(f"label filter {item!r} must look like key:value")
         labels[key] = value
     try:
-        page = await worker.find(JobQuery(state=state, labels=labels, limit=limit, cursor=cursor))
+        page = await worker.jobs.find(JobQuery(state=state, labels=labels, limit=limit, cursor=cursor))
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
     return JobList(jobs=page.jobs, next_cursor=page.next_cursor)
@@ -76,7 +76,7 @@ async def list_jobs(
 @router.get("/{job_id}", response_model=Job)
 async def get_job(job_id: str, worker: WorkerDep) -> Job:
     """One job, with live figures while it runs."""
-    return await worker.get(job_id)
+    return await worker.jobs.get(job_id)
 
 
 @router.delete("/{job_id}", response_model=Job)
@@ -86,7 +86,7 @@ async def kill_job(
     grace_s: Annotated[float | None, Query(ge=0, le=3600, description="SIGTERM-to-SIGKILL delay.")] = None,
 ) -> Job:
     """Cancel a queued job, or stop a running one and answer once it has ended. 409 if it had ended."""
-    return await worker.kill(job_id, worker.settings.kill_grace_s if grace_s is None else grace_s)
+    return await worker.jobs.kill(job_id, worker.settings.kill_grace_s if grace_s is None else grace_s)
 
 
 @router.get("/{job_id}/logs", response_class=StreamingResponse, responses={200: {"content": {"text/plain": {}}}})
@@ -98,7 +98,7 @@ async def job_output(
     follow: Annotated[bool, Query(description="Stream new output live until the job ends.")] = False,
 ) -> StreamingResponse:
     """The job's output as text; with `follow=true`, streamed live until the job ends."""
-    await worker.get(job_id)  # a 404 now, not halfway through a stream
+    await worker.jobs.get(job_id)  # a 404 now, not halfway through a stream
     streams = list(PROGRAM_STREAMS) if stream == "both" else [Stream(stream)]
     chunks = job_logs(worker, job_id, streams, tail=tail, follow=follow)
     return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
@@ -107,7 +107,7 @@ async def job_output(
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactInfo])
 async def list_artifacts(job_id: str, worker: WorkerDep) -> list[ArtifactInfo]:
     """The files the job left under out/ in its working directory."""
-    await worker.get(job_id)
+    await worker.jobs.get(job_id)
     found = await asyncio.to_thread(worker.artifacts.listing, job_id)
     return [ArtifactInfo(path=item.path, size=item.size) for item in found]
 
@@ -115,5 +115,5 @@ async def list_artifacts(job_id: str, worker: WorkerDep) -> list[ArtifactInfo]:
 @router.get("/{job_id}/artifacts/{path:path}", response_class=FileResponse)
 async def get_artifact(job_id: str, path: str, worker: WorkerDep) -> FileResponse:
     """One artifact's bytes."""
-    await worker.get(job_id)
+    await worker.jobs.get(job_id)
     return FileResponse(worker.artifacts.path(job_id, path), media_type="application/octet-stream")

@@ -56,7 +56,7 @@ async def info(worker: WorkerDep) -> Info:
 
 
 def _engines(worker: Worker) -> list[EngineStatus]:
-    return [EngineStatus(name=name, available=ok) for name, ok in worker.engine_ok.items()]
+    return [EngineStatus(name=name, available=ok) for name, ok in worker.health.ok.items()]
 
 
 def _any(worker: Worker) -> Engine:

@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from hatchway.bootstrap import build_worker
 from hatchway.logs import job_logs
 from hatchway.models import Job, JobRequest, Reason, Stream
 from hatchway.settings import Settings
@@ -28,17 +29,17 @@ async def run_locally(settings: Settings, request: JobRequest) -> int:
                 "max_concurrent_jobs": 1,
             }
         )
-        worker = Worker.from_settings(local, store=MemoryStore())
+        worker = build_worker(local, store=MemoryStore())
         await worker.start()
         try:
-            job, _ = await worker.submit(request)
+            job, _ = await worker.jobs.submit(request)
             await asyncio.gather(
                 _copy(worker, job.id, Stream.STDOUT, sys.stdout),
                 _copy(worker, job.id, Stream.STDERR, sys.stderr),
             )
-            final = await worker.wait_final(job.id, local.max_wait_s)
+            final = await worker.jobs.wait_final(job.id, local.max_wait_s)
         except asyncio.CancelledError:
-            final = await worker.get(job.id)
+            final = await worker.jobs.get(job.id)
         finally:
             await worker.shutdown()
     return _exit_code(final)

@@ -8,6 +8,7 @@ from types import FrameType
 import uvicorn
 
 from hatchway.api import create_app
+from hatchway.bootstrap import build_worker
 from hatchway.settings import Settings
 from hatchway.worker import Worker
 
@@ -37,7 +38,7 @@ class _Server(uvicorn.Server):
 
 async def serve(settings: Settings) -> None:
     """Run the worker and its API until told to stop; every job's final state is recorded on the way out."""
-    worker = Worker.from_settings(settings)
+    worker = build_worker(settings)
     config = uvicorn.Config(
         create_app(worker),
         host=settings.host,
