@@ -232,11 +232,15 @@ class JobRequest(BaseModel):
         return self
 
 
+JobKind = Literal["job", "grade"]
+
+
 class JobSpec(BaseModel):
     """A normalised request: the command is an argument list and every limit is decided."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    kind: JobKind = Field(default="job", description="job: one command; grade: compile once, then judge tests.")
     image: str | None
     build: BuildSpec | None = None
     command: list[str]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hatchway.bundles import BundleCache, unpack
-from hatchway.engines.base import ImageService, Launch
+from hatchway.engines.base import ImageService, Mount, Process, Role, SandboxSpec
 from hatchway.errors import BadBundle
 from hatchway.models import RESERVED_ENV_PREFIX, Job, RunInfo
 from hatchway.ports import PortAllocator
@@ -27,9 +27,10 @@ class BundleLimits:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A job ready to start: what to launch, and how it was prepared."""
+    """A job ready to start: its sandbox, its process, and how it was prepared."""
 
-    launch: Launch
+    sandbox: SandboxSpec
+    process: Process
     run: RunInfo
 
 
@@ -47,6 +48,7 @@ class Preparer:
         worker_id: str,
         controller_url: str | None,
         run_as_user: str,
+        tmpfs_mb: int,
     ) -> None:
         self._images = images
         self._bundles = bundles
@@ -55,7 +57,9 @@ class Preparer:
         self._work_dir = work_dir
         self._worker_id = worker_id
         self._controller_url = controller_url
-        self._owner = _numeric_owner(run_as_user)
+        self._user = run_as_user
+        self._owner = numeric_owner(run_as_user)
+        self._tmpfs_mb = tmpfs_mb
         self._held_images: dict[str, str] = {}
 
     def workspace(self, job_id: str) -> Path:
@@ -68,8 +72,7 @@ class Preparer:
         began = time.monotonic()
         spec = job.spec
         workspace = self.workspace(job.id)
-        shutil.rmtree(workspace, ignore_errors=True)
-        workspace.mkdir(parents=True)
+        await asyncio.to_thread(_fresh_dir, workspace)
         bundle_cached: bool | None = None
         bundle_sha256 = ""
         if spec.bundle_url is not None:
@@ -97,8 +100,27 @@ class Preparer:
         await asyncio.to_thread(_write_files, workspace, spec.files)  # inline files win over the bundle's
         await asyncio.to_thread(self._hand_over, workspace)
         ports = self._ports.allocate(job.id, spec.ports)
+        limits = spec.limits
         return Prepared(
-            launch=Launch(image=image, env=self.environment(job, ports), workspace=workspace),
+            sandbox=SandboxSpec(
+                owner=job.id,
+                role=Role.JOB,
+                image=image,
+                user=self._user,
+                memory_mb=limits.memory_mb,
+                cpus=limits.cpus,
+                pids=limits.pids,
+                log_bytes=limits.output_bytes,
+                network=spec.network,
+                workdir=spec.workdir,
+                mounts=(Mount(workspace, spec.workdir, read_only=False),),
+                tmpfs={"/tmp": self._tmpfs_mb},
+            ),
+            process=Process(
+                argv=tuple(spec.command),
+                env=self.environment(job, ports),
+                stdin=None if spec.stdin is None else spec.stdin.encode(),
+            ),
             run=RunInfo(
                 engine=engine,
                 image=image,
@@ -162,7 +184,13 @@ def _read_tree(root: Path) -> dict[str, bytes]:
     }
 
 
-def _numeric_owner(user: str) -> tuple[int, int] | None:
+def _fresh_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+
+
+def numeric_owner(user: str) -> tuple[int, int] | None:
+    """`uid:gid` as numbers; None for a user given by name."""
     uid, _, gid = user.partition(":")
     if uid.isdigit() and (gid.isdigit() or not gid):
         return int(uid), int(gid or uid)

@@ -108,7 +108,7 @@ class JobRunner:
             )
             if control.kill_requested.is_set():
                 return await self._stop_before_start(job, control)
-            started = await engine.start(job, prepared.launch, capture)
+            started = await engine.start(prepared.sandbox, prepared.process, capture)
             if isinstance(started, CommandNotRunnable):
                 outcome = Outcome(
                     state=JobState.FAILED, reason=Reason.EXIT_CODE, exit_code=started.exit_code, message=started.message

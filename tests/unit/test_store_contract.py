@@ -190,15 +190,20 @@ async def test_requeue_lost_puts_a_building_job_back_in_priority_order(store: Jo
     assert (await fetch(store, "high")).worker_id == "w2"
 
 
-async def test_requeue_lost_is_refused_unless_building(store: JobStore, make_job: MakeJob) -> None:
-    await enqueue_all(store, make_job(id="queued"), make_job(id="running"))
+async def test_requeue_lost_takes_active_jobs_only(store: JobStore, make_job: MakeJob) -> None:
+    await enqueue_all(store, make_job(id="queued"), make_job(id="running"), make_job(id="done"))
     assert await store.requeue_lost("queued") is None
-    await store.claim_next("w1")
-    await store.claim_next("w1")
-    await store.mark_running("running", T0, RunInfo())
-    assert await store.requeue_lost("running") is None
+    for _ in range(3):
+        await store.claim_next("w1")
+    await store.mark_running("running", T0, RunInfo(engine="docker"))
+    await store.finish("done", Outcome(state=JobState.SUCCEEDED), T1)
+    assert await store.requeue_lost("done") is None
     assert await store.requeue_lost("unknown") is None
     assert (await store.counts())[JobState.QUEUED] == 0
+    requeued = await store.requeue_lost("running")  # a grade cut off by a restart runs again from scratch
+    assert requeued is not None
+    assert (requeued.state, requeued.worker_id, requeued.started_at) == (JobState.QUEUED, None, None)
+    assert await claim_all(store, "w2") == ["running"]
 
 
 async def test_active_lists_building_and_running_jobs_of_one_worker(store: JobStore, make_job: MakeJob) -> None:

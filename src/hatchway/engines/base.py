@@ -1,47 +1,100 @@
-"""The engine interface: start a job's container, wait for it, stop it, remove it, find it again."""
+"""The engine interface: make sandboxes, run processes in them, stop and remove them, find them again."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from hatchway.engines.images import ManagedImage
-from hatchway.models import Job, Resources, Stream
+from hatchway.models import Resources, Stream
+
+if TYPE_CHECKING:
+    from hatchway.sandbox.protocol import RunRequest, RunResult
 
 JOB_LABEL = "hatchway.job_id"
 WORKER_LABEL = "hatchway.worker_id"
 ENGINE_LABEL = "hatchway.engine"
+ROLE_LABEL = "hatchway.role"
+
+
+class Role(StrEnum):
+    """What a sandbox is for. One job may own several (a grade compiles, then runs its tests), so recovery
+    tells them apart by this label rather than reaping the second as a leftover."""
+
+    JOB = "job"
+    """A plain job: its one process is the job's command."""
+    COMPILE = "compile"
+    RUN = "run"
+    """A grade's prepared sandbox: the supervisor runs every test in it."""
+    CHECKER = "checker"
+    """A grade's custom checker, compiled and run in sandboxes of its own."""
+    PROBE = "probe"
 
 
 class OutputSink(Protocol):
-    """Receives a job's output as the engine reads it; called from an engine thread."""
+    """Receives a process's output as the engine reads it; called from an engine thread."""
 
     def write(self, stream: Stream, data: bytes) -> None: ...
 
 
 @dataclass(frozen=True)
-class Launch:
-    """Everything the runner prepared for a job's container."""
+class Mount:
+    """A host path visible in the sandbox."""
 
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Everything an engine needs to make a sandbox: plain values, no domain objects.
+
+    The root filesystem is read-only; `mounts` and `tmpfs` (path -> size in MiB) are the writable or extra
+    places. Limits apply to the sandbox as a whole; a supervised sandbox also limits each process it runs.
+    """
+
+    owner: str
+    """The job the sandbox belongs to (its label); recovery matches sandboxes to jobs by it."""
+    role: Role
     image: str
-    env: dict[str, str]
-    workspace: Path
+    user: str
+    memory_mb: int
+    cpus: float
+    pids: int
+    log_bytes: int
+    """How much output the engine's own copy keeps (read back only after a worker restart)."""
+    network: Literal["none", "host"] = "none"
+    workdir: str = "/"
+    mounts: tuple[Mount, ...] = ()
+    tmpfs: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Process:
+    """A process to run as a sandbox's one command."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    stdin: bytes | None = None
 
 
 @dataclass(frozen=True)
 class Handle:
-    """What the engine hands back for a started container."""
+    """What the engine hands back for a sandbox it made."""
 
     job_id: str
     ref: str
+    role: Role = Role.JOB
 
 
 @dataclass(frozen=True)
 class ExitStatus:
-    """How a container ended, as the engine saw it."""
+    """How a sandbox's process ended, as the engine saw it."""
 
     exit_code: int | None
     oom_killed: bool
@@ -49,7 +102,7 @@ class ExitStatus:
 
 @dataclass(frozen=True)
 class Found:
-    """A labelled container the engine found again, e.g. after a worker restart."""
+    """A labelled sandbox the engine found again, e.g. after a worker restart."""
 
     handle: Handle
     engine: str
@@ -59,14 +112,21 @@ class Found:
 
 @dataclass(frozen=True)
 class CommandNotRunnable:
-    """The container could not start the command (not found, not executable): the job's own fault."""
+    """The sandbox could not start the command (not found, not executable): the job's own fault."""
 
     exit_code: int
     message: str
 
 
 class Engine(Protocol):
-    """Runs jobs in containers. Everything it creates carries the job and worker labels."""
+    """Makes sandboxes and runs processes in them. Everything it creates carries the owner, role and worker
+    labels, so `recover` finds it again after a restart.
+
+    Two ways to use a sandbox:
+    - `start` + `wait`: a fresh sandbox whose one process is the command (a plain job, a compile);
+    - `open` + `run` (many times): a sandbox whose first process is hatchway's supervisor, which runs each
+      process with limits of its own and measures it alone (a grade's tests).
+    """
 
     name: str
 
@@ -78,34 +138,44 @@ class Engine(Protocol):
         """Whether the engine really runs containers: starts a tiny one and checks it exits cleanly."""
         ...
 
-    async def start(self, job: Job, launch: Launch, sink: OutputSink) -> Handle | CommandNotRunnable:
-        """Create and start the job's container; its output flows to `sink` until it exits.
+    async def start(self, spec: SandboxSpec, process: Process, sink: OutputSink) -> Handle | CommandNotRunnable:
+        """Create a sandbox and start `process` as its one command; its output flows to `sink` until it exits.
 
         Raises ImageNotFound or EngineError.
         """
         ...
 
     async def wait(self, handle: Handle, sink: OutputSink) -> ExitStatus:
-        """Wait until the container exits and all its output has reached the sink.
+        """Wait until the sandbox's process exits and all its output has reached the sink.
 
-        For a container found by `recover`, the output it wrote so far is delivered to `sink` too.
+        For a sandbox found by `recover`, the output it wrote so far is delivered to `sink` too.
         """
         ...
 
+    async def open(self, spec: SandboxSpec) -> Handle:
+        """Create and start a supervised sandbox, ready for `run`. Raises ImageNotFound, SandboxUnavailable
+        or EngineError."""
+        ...
+
+    async def run(self, handle: Handle, request: RunRequest) -> RunResult:
+        """Run one process in a supervised sandbox and return its measurements; the supervisor kills whatever
+        it left before answering. Raises EngineError if the sandbox is gone or the supervisor misbehaves."""
+        ...
+
     def resources(self, handle: Handle) -> Resources:
-        """The latest resource figures sampled for the container (live while it runs)."""
+        """The latest resource figures sampled for the sandbox (live while it runs)."""
         ...
 
     async def stop(self, handle: Handle, grace_s: float) -> None:
-        """Send SIGTERM, then SIGKILL after `grace_s`; returns once the container has stopped."""
+        """Send SIGTERM, then SIGKILL after `grace_s`; returns once the sandbox has stopped."""
         ...
 
     async def remove(self, handle: Handle) -> None:
-        """Remove the container; removing one that is gone is not an error."""
+        """Remove the sandbox; removing one that is gone is not an error."""
         ...
 
     async def recover(self) -> list[Found]:
-        """Every container carrying this worker's label (engines on one host see each other's)."""
+        """Every sandbox carrying this worker's label (engines on one host see each other's)."""
         ...
 
     async def close(self) -> None:

@@ -65,7 +65,8 @@ class JobStore(Protocol):
         ...
 
     async def requeue_lost(self, job_id: str) -> Job | None:
-        """Put a job that was claimed but never started back in the queue; None if it is not building."""
+        """Put an active job back in the queue, to run again from scratch: one that was claimed but never
+        started, or one that may safely run twice (a grade). None if it is not active."""
         ...
 
     async def active(self, worker_id: str) -> list[Job]:

@@ -86,10 +86,10 @@ class MemoryStore:
 
     async def requeue_lost(self, job_id: str) -> Job | None:
         job = self._jobs.get(job_id)
-        if job is None or job.state != JobState.BUILDING:
+        if job is None or job.state not in ACTIVE_STATES:
             return None
         heapq.heappush(self._queue, (-job.priority, self._seq[job_id], job_id))
-        return self._update(job, state=JobState.QUEUED, worker_id=None)
+        return self._update(job, state=JobState.QUEUED, worker_id=None, started_at=None)
 
     async def active(self, worker_id: str) -> list[Job]:
         return [job for job in self._jobs.values() if job.state in ACTIVE_STATES and job.worker_id == worker_id]

@@ -79,7 +79,9 @@ RETURNING *
 """
 
 REQUEUE_LOST = """
-UPDATE jobs SET state = 'queued', worker_id = NULL WHERE id = :id AND state = 'building' RETURNING *
+UPDATE jobs SET state = 'queued', worker_id = NULL, started_at = NULL
+WHERE id = :id AND state IN ('building', 'running')
+RETURNING *
 """
 
 ACTIVE = "SELECT * FROM jobs WHERE state IN ('building', 'running') AND worker_id = ? ORDER BY seq"

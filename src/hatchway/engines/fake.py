@@ -1,0 +1,240 @@
+"""An in-memory engine and image service: the second implementation of the seams, for unit tests.
+
+Processes are scripted, not run: a process's `argv[0]` names a `FakeProgram` registered on the engine, which
+says what it prints, how it exits, or that it runs until stopped. Everything the engine is asked to do is
+recorded in `events`, so tests can count starts per job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from hatchway.engines.base import (
+    CommandNotRunnable,
+    ExitStatus,
+    Found,
+    Handle,
+    OutputSink,
+    Process,
+    Role,
+    SandboxSpec,
+)
+from hatchway.engines.images import ManagedImage
+from hatchway.errors import EngineError, ImageNotFound
+from hatchway.models import Resources, Stream, utcnow
+from hatchway.sandbox.protocol import RunRequest, RunResult, RunStatus
+
+
+@dataclass(frozen=True)
+class FakeProgram:
+    """What a scripted process does."""
+
+    stdout: bytes = b""
+    stderr: bytes = b""
+    exit_code: int = 0
+    oom_killed: bool = False
+    runs_until_stopped: bool = False
+    result: RunResult | None = None
+    """What `run` reports for it in a supervised sandbox (default: exited with `exit_code`)."""
+
+
+@dataclass
+class _Sandbox:
+    spec: SandboxSpec
+    handle: Handle
+    process: Process | None
+    started_at: datetime | None = None
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    status: ExitStatus | None = None
+    supervised: bool = False
+
+
+class FakeEngine:
+    """An `Engine` in memory. `fail_next` makes the next start or open raise; `programs` scripts processes."""
+
+    def __init__(self, name: str = "docker", *, images: set[str] | None = None) -> None:
+        self.name = name
+        self.programs: dict[str, FakeProgram] = {}
+        self.images = images
+        """Images the engine has; None means every image."""
+        self.sandboxes: dict[str, _Sandbox] = {}
+        self.events: list[tuple[str, str, str]] = []
+        """(what, owner, role) for every create, start, run, stop and remove."""
+        self._started: dict[str, asyncio.Event] = {}
+        self.fail_next: Exception | None = None
+        self.works = True
+        self._ids = itertools.count(1)
+
+    async def ping(self) -> bool:
+        return self.works
+
+    async def probe(self) -> bool:
+        return self.works
+
+    async def start(self, spec: SandboxSpec, process: Process, sink: OutputSink) -> Handle | CommandNotRunnable:
+        sandbox = self._create(spec, process)
+        program = self.programs.get(process.argv[0])
+        if program is None:
+            del self.sandboxes[sandbox.handle.ref]
+            return CommandNotRunnable(exit_code=127, message=f"{process.argv[0]}: executable file not found")
+        self._event("start", sandbox)
+        sandbox.started_at = utcnow()
+        sink.write(Stream.STDOUT, program.stdout)
+        sink.write(Stream.STDERR, program.stderr)
+        if not program.runs_until_stopped:
+            self._exit(sandbox, ExitStatus(exit_code=program.exit_code, oom_killed=program.oom_killed))
+        return sandbox.handle
+
+    async def wait(self, handle: Handle, sink: OutputSink) -> ExitStatus:
+        sandbox = self._get(handle)
+        await sandbox.exited.wait()
+        assert sandbox.status is not None
+        return sandbox.status
+
+    async def open(self, spec: SandboxSpec) -> Handle:
+        sandbox = self._create(spec, None)
+        sandbox.supervised = True
+        sandbox.started_at = utcnow()
+        self._event("open", sandbox)
+        return sandbox.handle
+
+    async def run(self, handle: Handle, request: RunRequest) -> RunResult:
+        sandbox = self._get(handle)
+        if not sandbox.supervised or sandbox.exited.is_set():
+            raise EngineError(f"sandbox {handle.ref} is not a running supervised sandbox")
+        self._event("run", sandbox)
+        program = self.programs.get(request.argv[0])
+        if program is None:
+            return _result(request, RunStatus.EXEC_FAILED, 127, error=f"{request.argv[0]}: not found")
+        if program.result is not None:
+            return program.result
+        return _result(request, RunStatus.EXITED, program.exit_code)
+
+    def resources(self, handle: Handle) -> Resources:
+        return Resources(memory_bytes=1024, peak_memory_bytes=2048, cpu_s=0.01, pids=1)
+
+    async def stop(self, handle: Handle, grace_s: float) -> None:
+        sandbox = self.sandboxes.get(handle.ref)
+        if sandbox is None or sandbox.exited.is_set():
+            return
+        self._event("stop", sandbox)
+        self._exit(sandbox, ExitStatus(exit_code=143 if grace_s > 0 else 137, oom_killed=False))
+
+    async def remove(self, handle: Handle) -> None:
+        sandbox = self.sandboxes.pop(handle.ref, None)
+        if sandbox is not None:
+            self._event("remove", sandbox)
+            if not sandbox.exited.is_set():
+                self._exit(sandbox, ExitStatus(exit_code=137, oom_killed=False))
+
+    async def recover(self) -> list[Found]:
+        return [
+            Found(handle=sandbox.handle, engine=self.name, started_at=sandbox.started_at)
+            for sandbox in self.sandboxes.values()
+        ]
+
+    async def close(self) -> None:
+        return None
+
+    def plant(self, owner: str, role: Role, *, started: bool = True) -> Handle:
+        """A sandbox as an earlier run of the worker left it (for recovery tests); it runs until stopped."""
+        spec = SandboxSpec(owner=owner, role=role, image="img", user="1:1", memory_mb=64, cpus=1, pids=8, log_bytes=0)
+        sandbox = self._create(spec, None)
+        sandbox.started_at = utcnow() if started else None
+        return sandbox.handle
+
+    async def started(self, owner: str) -> None:
+        """Returns once a process of `owner` has been started."""
+        await self._started.setdefault(owner, asyncio.Event()).wait()
+
+    def starts(self, owner: str) -> int:
+        """How many processes were started for `owner` (sandbox starts and supervised runs)."""
+        return sum(1 for what, who, _ in self.events if who == owner and what in ("start", "run"))
+
+    def _create(self, spec: SandboxSpec, process: Process | None) -> _Sandbox:
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        if self.images is not None and spec.image not in self.images:
+            raise ImageNotFound(f"image {spec.image!r} is not on this worker")
+        ref = f"fake-{next(self._ids)}"
+        sandbox = _Sandbox(spec=spec, handle=Handle(job_id=spec.owner, ref=ref, role=spec.role), process=process)
+        self.sandboxes[ref] = sandbox
+        self._event("create", sandbox)
+        return sandbox
+
+    def _get(self, handle: Handle) -> _Sandbox:
+        sandbox = self.sandboxes.get(handle.ref)
+        if sandbox is None:
+            raise EngineError(f"no such container: {handle.ref}")
+        return sandbox
+
+    def _exit(self, sandbox: _Sandbox, status: ExitStatus) -> None:
+        sandbox.status = status
+        sandbox.exited.set()
+
+    def _event(self, what: str, sandbox: _Sandbox) -> None:
+        self.events.append((what, sandbox.spec.owner, sandbox.spec.role.value))
+        if what in ("start", "run"):
+            self._started.setdefault(sandbox.spec.owner, asyncio.Event()).set()
+
+
+def _result(request: RunRequest, status: RunStatus, exit_code: int, *, error: str | None = None) -> RunResult:
+    return RunResult(
+        id=request.id,
+        status=status,
+        exit_code=exit_code,
+        signal=None,
+        cpu_s=0.001,
+        wall_s=0.001,
+        memory_bytes=1024,
+        oom_killed=False,
+        cpu_exceeded=False,
+        wall_exceeded=False,
+        output_exceeded=False,
+        error=error,
+    )
+
+
+class FakeImages:
+    """An `ImageService` that has every image (or those in `present`) and builds nothing."""
+
+    def __init__(self, present: set[str] | None = None) -> None:
+        self.present = present
+        self.held: dict[str, int] = {}
+
+    async def ensure(self, image: str) -> bool:
+        if self.present is not None and image not in self.present:
+            raise ImageNotFound(f"image {image!r} does not exist")
+        return True
+
+    async def build(
+        self, dockerfile: str, files: dict[str, bytes], on_output: Callable[[str], None], extra_inputs: str
+    ) -> tuple[str, bool]:
+        on_output("built\n")
+        return self.build_name(dockerfile, files, extra_inputs), False
+
+    def build_name(self, dockerfile: str, files: dict[str, bytes], extra_inputs: str) -> str:
+        return f"hatchway-build:{abs(hash((dockerfile, extra_inputs))):x}"
+
+    def acquire(self, image: str) -> None:
+        self.held[image] = self.held.get(image, 0) + 1
+
+    def release(self, image: str) -> None:
+        self.held[image] -= 1
+        if not self.held[image]:
+            del self.held[image]
+
+    async def import_rootfs(self, name: str, tarball: Path) -> ManagedImage:
+        raise EngineError("the fake image service imports nothing")
+
+    async def managed(self) -> list[ManagedImage]:
+        return []
+
+    async def evict(self) -> list[str]:
+        return []
