@@ -186,6 +186,10 @@ class Engine(Protocol):
 class ImageService(Protocol):
     """Makes a job's image available: pull it, or build it from a Dockerfile, with a cache."""
 
+    async def present(self, image: str) -> bool:
+        """Whether `image` is on the engine now; nothing is pulled."""
+        ...
+
     async def ensure(self, image: str) -> bool:
         """Pull `image` if missing; True if it was there already. Raises ImageNotFound or ImagePullFailed."""
         ...

@@ -13,10 +13,12 @@ import logging
 import math
 import socket
 import threading
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -24,6 +26,7 @@ import docker.errors
 from docker.types import LogConfig
 from docker.utils.socket import STDERR, STDOUT, frames_iter
 
+from hatchway.engines import cgroups
 from hatchway.engines.base import (
     ENGINE_LABEL,
     JOB_LABEL,
@@ -33,14 +36,19 @@ from hatchway.engines.base import (
     ExitStatus,
     Found,
     Handle,
+    Mount,
     OutputSink,
     Process,
     Role,
     SandboxSpec,
 )
+from hatchway.engines.cgroups import SandboxCgroup
+from hatchway.engines.docker_channel import SupervisorChannel
 from hatchway.engines.docker_host import FOREIGN_ERRORS, PROBE_COMMAND, DockerHost, explain
 from hatchway.errors import EngineError, ImageNotFound
 from hatchway.models import PROGRAM_STREAMS, Resources, Stream
+from hatchway.sandbox.binary import supervisor_path
+from hatchway.sandbox.protocol import ProtocolError, RunRequest, RunResult, parse_ready, parse_result
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,15 @@ _PROBE_TIMEOUT_S = 60
 _NOT_FOUND_HINTS = ("executable file not found", "no such file or directory")
 _NOT_EXECUTABLE_HINTS = ("permission denied",)
 _SAMPLE_INTERVAL_S = 0.25
+SUPERVISOR_PATH = "/.hatchway/supervisor"
+SUPERVISOR_CGROUP = "/.hatchway/cgroup"
+SCRATCH = "/w"
+"""A supervised sandbox's tmpfs for the per-run scratch directories, when its spec has one."""
+# What the supervisor needs and nothing more: become the job's user, kill what a run left, make and remove a
+# run's scratch directory whatever the run did to its permissions. Runs themselves get none of these.
+SUPERVISOR_CAPABILITIES = ["SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER"]
+_SUPERVISOR_START_S = 60.0
+_SUPERVISOR_MARGIN_S = 30.0
 
 
 @dataclass
@@ -58,6 +75,8 @@ class _Live:
 
     sock: Any = None
     pump: Future[None] | None = None
+    channel: SupervisorChannel | None = None
+    cgroup: SandboxCgroup | None = None
     done: threading.Event = field(default_factory=threading.Event)
     memory_bytes: int | None = None
     peak_memory_bytes: int | None = None
@@ -75,11 +94,15 @@ class DockerEngine:
         name: str,
         worker_id: str,
         runtime: str | None = None,
+        supervisor: Callable[[], Path] = supervisor_path,
     ) -> None:
         self.name = name
         self._host = host
         self._worker_id = worker_id
         self._runtime = runtime
+        self._supervisor = supervisor
+        # Host cgroups exist for runc only: gVisor's sandboxes see an emulated kernel of their own.
+        self._cgroups = runtime is None and cgroups.available()
         self._live: dict[str, _Live] = {}
 
     async def ping(self) -> bool:
@@ -97,6 +120,15 @@ class DockerEngine:
 
     async def wait(self, handle: Handle, sink: OutputSink) -> ExitStatus:
         return await self._host.call(self._wait, handle, sink)
+
+    async def open(self, spec: SandboxSpec) -> Handle:
+        return await self._host.call(self._open, spec)
+
+    async def run(self, handle: Handle, request: RunRequest) -> RunResult:
+        live = self._live.get(handle.ref)
+        if live is None or live.channel is None:
+            raise EngineError(f"sandbox {handle.ref[:12]} is not an open supervised sandbox")
+        return await self._host.call(self._run, live.channel, request)
 
     def resources(self, handle: Handle) -> Resources:
         live = self._live.get(handle.ref)
@@ -218,6 +250,63 @@ class DockerEngine:
     def _labels(self, owner: str, role: Role) -> dict[str, str]:
         return {JOB_LABEL: owner, WORKER_LABEL: self._worker_id, ENGINE_LABEL: self.name, ROLE_LABEL: role.value}
 
+    def _open(self, spec: SandboxSpec) -> Handle:
+        api = self._api()
+        binary = self._supervisor()
+        mounts = [*spec.mounts, Mount(binary, SUPERVISOR_PATH)]
+        command = [SUPERVISOR_PATH]
+        options: dict[str, Any] = {}
+        cgroup = None
+        if self._cgroups:
+            cgroup = SandboxCgroup.for_sandbox(self._worker_id, uuid.uuid4().hex[:16])
+            cgroup.create(memory_mb=spec.memory_mb, pids=spec.pids)
+            mounts += [
+                Mount(cgroup.path(name), f"{SUPERVISOR_CGROUP}/{name}", read_only=False) for name in cgroups.CONTROLLERS
+            ]
+            command += ["--cgroup", SUPERVISOR_CGROUP]
+            options["cgroup_parent"] = cgroup.parent
+        command += [arg for path in spec.tmpfs for arg in ("--wipe", path)]
+        if SCRATCH in spec.tmpfs:
+            command += ["--scratch", SCRATCH]
+        supervised = replace(spec, mounts=tuple(mounts), user="0:0")
+        config = self._container_config(
+            api,
+            supervised,
+            command,
+            {},
+            stdin=True,
+            init=False,  # the supervisor is PID 1: orphans of a run come back to it, and it reaps them
+            cap_add=SUPERVISOR_CAPABILITIES,
+            **options,
+        )
+        try:
+            container_id = self._create(api, spec, config)
+        except BaseException:
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+        live = _Live(cgroup=cgroup)
+        self._live[container_id] = live
+        try:
+            sock = api.attach_socket(container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            live.channel = SupervisorChannel(sock)
+            api.start(container_id)
+            ready = parse_ready(live.channel.read_line(_SUPERVISOR_START_S))
+        except BaseException:
+            self._remove(container_id)
+            raise
+        log.debug("supervisor ready in %s mode", ready.mode.value, extra={"event": "sandbox_opened"})
+        return Handle(job_id=spec.owner, ref=container_id, role=spec.role)
+
+    def _run(self, channel: SupervisorChannel, request: RunRequest) -> RunResult:
+        # The supervisor enforces the wall limit itself; the margin only catches a supervisor that hangs.
+        timeout_s = None if request.wall_time_s is None else request.wall_time_s + _SUPERVISOR_MARGIN_S
+        line = channel.request(request.encode(), timeout_s)
+        try:
+            return parse_result(line)
+        except ProtocolError as exc:
+            raise EngineError(str(exc)) from exc
+
     def _track(self, container_id: str, live: _Live) -> None:
         self._live[container_id] = live
         self._host.pool.submit(self._sample, container_id, live)
@@ -266,8 +355,12 @@ class DockerEngine:
             live.done.set()
             if live.sock is not None:
                 _close(live.sock)
+            if live.channel is not None:
+                live.channel.close()
         with contextlib.suppress(docker.errors.NotFound):
             self._api().remove_container(container_id, force=True)
+        if live is not None and live.cgroup is not None:
+            live.cgroup.remove()
 
     def _recover(self) -> list[Found]:
         api = self._api()
@@ -289,6 +382,9 @@ class DockerEngine:
                     started_at=started_at,
                 )
             )
+        if self._cgroups:
+            # Sandboxes found here are removed or adopted by recovery; their cgroups go with the next sweep.
+            cgroups.sweep(self._worker_id, keep=set())
         return found
 
 

@@ -16,6 +16,9 @@ class DockerImages:
         self._host = host
         self._manager = manager
 
+    async def present(self, image: str) -> bool:
+        return await self._host.call(self._manager.present, image)
+
     async def ensure(self, image: str) -> bool:
         return await self._host.call(self._manager.ensure, image)
 

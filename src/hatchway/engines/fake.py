@@ -205,11 +205,14 @@ class FakeImages:
     """An `ImageService` that has every image (or those in `present`) and builds nothing."""
 
     def __init__(self, present: set[str] | None = None) -> None:
-        self.present = present
+        self.present_images = present
         self.held: dict[str, int] = {}
 
+    async def present(self, image: str) -> bool:
+        return self.present_images is None or image in self.present_images
+
     async def ensure(self, image: str) -> bool:
-        if self.present is not None and image not in self.present:
+        if self.present_images is not None and image not in self.present_images:
             raise ImageNotFound(f"image {image!r} does not exist")
         return True
 

@@ -98,6 +98,10 @@ class ImageManager:
         self._flights_lock = threading.Lock()
         self._flights: dict[str, tuple[threading.Lock, int]] = {}
 
+    def present(self, image: str) -> bool:
+        """Whether `image` is on the engine now (nothing is pulled)."""
+        return self._inspect(normalize(image)) is not None
+
     def ensure(self, image: str) -> bool:
         """Make `image` present; True if it already was, False if it had to be pulled (recorded as managed)."""
         name = normalize(image)

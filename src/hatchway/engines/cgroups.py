@@ -1,0 +1,84 @@
+"""Host cgroups (v1) for supervised sandboxes on runc.
+
+A supervised sandbox gets a cgroup of its own in each controller the supervisor uses, made by hatchway before
+the container starts: `/sys/fs/cgroup/<controller>/hatchway/<worker>/<sandbox>`. Docker puts the container under
+it (`cgroup_parent`), and the directory is bind-mounted into the container, so the supervisor can make a fresh
+child cgroup per run with that run's limits, and read that run's own peak memory, OOM kills and CPU time. The
+sandbox cgroup's own limits cap everything the supervisor could ever grant.
+
+gVisor has no host cgroups inside its sandbox: there the supervisor measures from /proc and rusage instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CONTROLLERS = ("memory", "pids", "cpuacct")
+ROOT = Path("/sys/fs/cgroup")
+MIB = 1024 * 1024
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def available(root: Path = ROOT) -> bool:
+    """Whether this host has the cgroup v1 controllers the supervisor uses, writable by us."""
+    return all((root / name / "cgroup.procs").is_file() for name in CONTROLLERS) and os.access(root / "memory", os.W_OK)
+
+
+@dataclass(frozen=True)
+class SandboxCgroup:
+    """One supervised sandbox's cgroup in every controller."""
+
+    parent: str
+    """The path below each controller's root, as Docker's `cgroup_parent` takes it."""
+    root: Path = ROOT
+
+    @classmethod
+    def for_sandbox(cls, worker_id: str, name: str, root: Path = ROOT) -> SandboxCgroup:
+        return cls(parent=f"/hatchway/{_SAFE.sub('_', worker_id)}/{name}", root=root)
+
+    def path(self, controller: str) -> Path:
+        return self.root / controller / self.parent.lstrip("/")
+
+    def create(self, *, memory_mb: int, pids: int) -> None:
+        """Make the directories and cap the whole sandbox: memory without swap, and processes."""
+        for controller in CONTROLLERS:
+            self.path(controller).mkdir(parents=True, exist_ok=True)
+        memory = self.path("memory")
+        limit = str(memory_mb * MIB)
+        (memory / "memory.limit_in_bytes").write_text(limit)
+        memsw = memory / "memory.memsw.limit_in_bytes"
+        if memsw.exists():
+            memsw.write_text(limit)
+        (self.path("pids") / "pids.max").write_text(str(pids))
+
+    def remove(self) -> None:
+        """Remove the directories, children first; cgroups still holding processes are left (and logged by
+        the caller's next sweep)."""
+        for controller in CONTROLLERS:
+            _remove_cgroup_tree(self.path(controller))
+
+
+def sweep(worker_id: str, keep: set[str], root: Path = ROOT) -> None:
+    """Remove this worker's sandbox cgroups whose sandbox is gone (left by a crash or a restart)."""
+    for controller in CONTROLLERS:
+        base = root / controller / "hatchway" / _SAFE.sub("_", worker_id)
+        if not base.is_dir():
+            continue
+        for child in base.iterdir():
+            if child.is_dir() and child.name not in keep:
+                _remove_cgroup_tree(child)
+
+
+def _remove_cgroup_tree(path: Path) -> None:
+    if not path.is_dir():
+        return
+    # A cgroup directory holds only control files, which rmdir takes with it; sub-cgroups go first.
+    for child in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            child.rmdir()
+    with contextlib.suppress(OSError):
+        path.rmdir()
