@@ -10,9 +10,12 @@ import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from hatchway.grading.models import GradeReport, GradeSpec
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$"
@@ -256,6 +259,7 @@ class JobSpec(BaseModel):
     ports: list[str] = Field(default_factory=list)
     priority: int
     labels: dict[str, str]
+    grade: GradeSpec | None = Field(default=None, description="For a grade: what to compile and judge, and how.")
 
 
 class Resources(BaseModel):
@@ -307,7 +311,14 @@ class Job(BaseModel):
     priority: int
     resources: Resources = Field(default_factory=Resources)
     run: RunInfo = Field(default_factory=RunInfo)
+    grade: GradeReport | None = Field(default=None, description="For a grade: its verdicts, once it has ended.")
     spec: JobSpec
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def kind(self) -> JobKind:
+        """job or grade."""
+        return self.spec.kind
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -346,6 +357,7 @@ class Outcome(BaseModel):
     stderr_truncated: bool = False
     build_output: str = ""
     resources: Resources = Field(default_factory=Resources)
+    grade: GradeReport | None = None
 
 
 def utcnow() -> datetime:
@@ -371,3 +383,6 @@ def new_job_id() -> str:
 def label_key_ok(key: str) -> bool:
     """Whether `key` is a valid label key (used for query filters)."""
     return re.fullmatch(LABEL_KEY_PATTERN, key) is not None
+
+
+# Grading's values are built from the values above; importing them here completes JobSpec, Job and Outcome.

@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hatchway.errors import LimitTooHigh
+from hatchway.grading.profiles import Profile
 from hatchway.grading.verdicts import GroupResult, Verdict, check_groups
 from hatchway.models import CleanStr, JobId, JobState, LabelKey, LabelValue, RelativePath, Runtime
 
@@ -402,13 +403,11 @@ class TestResult(BaseModel):
     stderr: Excerpt = ""
 
 
-class GradeResult(BaseModel):
-    """A grading as GET /grade/{id} returns it. `verdict` is null until the grading ends."""
+class GradeReport(BaseModel):
+    """What a grading found: stored with the job when it ends. `verdict` is null until then."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str
-    state: JobState
     verdict: Verdict | None = None
     score: float = Field(default=0.0, allow_inf_nan=False)
     max_score: float = Field(default=0.0, allow_inf_nan=False)
@@ -418,3 +417,42 @@ class GradeResult(BaseModel):
     tests: list[TestResult] = Field(default_factory=list)
     groups: list[GroupResult] = Field(default_factory=list)
     message: Message | None = Field(default=None, description="Details of an internal error, for example.")
+
+
+class GradeResult(GradeReport):
+    """A grading as GET /grade/{id} returns it: its job's id and state, and its report."""
+
+    id: str
+    state: JobState
+
+
+class GradeSpec(BaseModel):
+    """An admitted grading: everything it runs with, decided at submission (a profile changed in the config
+    later does not change a queued grading)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: Profile
+    files: dict[str, str] = Field(description="The submission's files, written into /box.")
+    main: str = Field(description="The main source file, relative to /box.")
+    tests: list[TestSpec] | None = Field(description="Inline tests; None when they come from problem_url.")
+    problem_url: str | None = None
+    problem_sha256: str | None = None
+    checker: Checker
+    checker_profile: Profile | None = Field(default=None, description="The custom checker's language.")
+    limits: GradeLimits
+    max_limits: GradeLimits = Field(description="The worker's maximums, for per-test limits.")
+    groups: list[Group] = Field(default_factory=list)
+    stop_on_first_failure: bool = False
+
+
+def _complete_job_models() -> None:
+    # hatchway.models names these only for type checkers, as they are built from its own values.
+    from hatchway import models
+
+    namespace = {"GradeSpec": GradeSpec, "GradeReport": GradeReport}
+    for model in (models.JobSpec, models.Job, models.Outcome):
+        model.model_rebuild(_types_namespace=namespace)
+
+
+_complete_job_models()

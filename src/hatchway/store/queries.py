@@ -1,6 +1,6 @@
 """Every SQL statement of the SQLite store, by name."""
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     labels           TEXT NOT NULL,
     spec             TEXT NOT NULL,
     build_output     TEXT NOT NULL DEFAULT '',
-    run              TEXT NOT NULL DEFAULT '{}'
+    run              TEXT NOT NULL DEFAULT '{}',
+    grade            TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (priority DESC, seq) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
@@ -35,6 +36,7 @@ MIGRATIONS = {
         "ALTER TABLE jobs ADD COLUMN build_output TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE jobs ADD COLUMN run TEXT NOT NULL DEFAULT '{}'",
     ],
+    3: ["ALTER TABLE jobs ADD COLUMN grade TEXT"],
 }
 
 INSERT = """
@@ -66,7 +68,7 @@ FINISH = """
 UPDATE jobs SET state = :state, reason = :reason, message = :message, exit_code = :exit_code,
     stdout = :stdout, stderr = :stderr, stdout_truncated = :stdout_truncated,
     stderr_truncated = :stderr_truncated, resources = :resources, finished_at = :finished_at,
-    build_output = :build_output
+    build_output = :build_output, grade = :grade
 WHERE id = :id AND state IN ('building', 'running')
 RETURNING *
 """

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hatchway.grading.models import GradeReport
 from hatchway.models import Job, JobSpec, JobState, Outcome, Resources, RunInfo, from_epoch, to_epoch
 from hatchway.store import queries
 from hatchway.store.base import JobPage, JobQuery
@@ -101,6 +102,7 @@ class SqliteStore:
         params.update(
             id=job_id,
             resources=outcome.resources.model_dump_json(),
+            grade=None if outcome.grade is None else outcome.grade.model_dump_json(),
             finished_at=to_epoch(finished_at),
         )
         row = self._one(queries.FINISH, params)
@@ -158,5 +160,6 @@ def _job(row: sqlite3.Row) -> Job:
         labels=json.loads(row["labels"]),
         priority=row["priority"],
         resources=Resources.model_validate_json(row["resources"]),
+        grade=None if row["grade"] is None else GradeReport.model_validate_json(row["grade"]),
         spec=spec,
     )
