@@ -78,6 +78,23 @@ class Policy:
     def image_allowed(self, image: str) -> bool:
         return image_matches(self.allowed_images, image)
 
+    def require_image(self, image: str) -> None:
+        """Raises NotAllowed unless `image` matches the allowed patterns."""
+        if not self.image_allowed(image):
+            raise NotAllowed(
+                f"image {image!r} is not allowed on this worker; "
+                f"allowed patterns: {', '.join(self.allowed_images) or '(none)'}"
+            )
+
+    def require_url(self, url: str, field: str) -> None:
+        """Raises NotAllowed unless `url` (a bundle or problem archive) matches the allowed patterns."""
+        if not url_matches(self.bundle_allowed_urls, url):
+            raise NotAllowed(
+                f"{field} is not allowed on this worker (no credentials in it, and it must match one of: "
+                + (", ".join(self.bundle_allowed_urls) or "(none)")
+                + ")"
+            )
+
     def admit(self, request: JobRequest) -> Admitted:
         """The normalised spec for `request`. Raises NotAllowed, LimitTooHigh, InputTooLarge, RuntimeUnavailable."""
         images = [request.image] if request.image is not None else []
@@ -87,17 +104,9 @@ class Policy:
             except BuildFailed as exc:
                 raise InvalidRequest(f"build.dockerfile: {exc}") from exc
         for image in images:
-            if not self.image_allowed(image):
-                raise NotAllowed(
-                    f"image {image!r} is not allowed on this worker; "
-                    f"allowed patterns: {', '.join(self.allowed_images) or '(none)'}"
-                )
-        if request.bundle_url is not None and not url_matches(self.bundle_allowed_urls, request.bundle_url):
-            raise NotAllowed(
-                "bundle_url is not allowed on this worker (no credentials in it, and it must match one of: "
-                + (", ".join(self.bundle_allowed_urls) or "(none)")
-                + ")"
-            )
+            self.require_image(image)
+        if request.bundle_url is not None:
+            self.require_url(request.bundle_url, "bundle_url")
         if request.network == "host" and not self.allow_host_network:
             raise NotAllowed('network "host" is not allowed on this worker; use "none"')
         runtime, warnings = self.choose_runtime(request.runtime)

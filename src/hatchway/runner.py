@@ -94,10 +94,10 @@ class JobRunner:
     async def run(self, job: Job, control: RunControl) -> Job:
         """Prepare, start and supervise a job that this worker has claimed (state `building`)."""
         self._log("job_building", job.id)
-        capture = self._capture(job, control)
+        capture = self.capture(job, control)
         try:
             if control.kill_requested.is_set():
-                return await self._stop_before_start(job, control)
+                return await self.stop_before_start(job, control)
             runtime, warnings = self._choose_runtime(job.spec.runtime)
             engine = self._engines[runtime]
             prepared = await self._preparer.prepare(
@@ -107,13 +107,13 @@ class JobRunner:
                 on_build_output=lambda line: capture.write(Stream.BUILD, line.encode()),
             )
             if control.kill_requested.is_set():
-                return await self._stop_before_start(job, control)
+                return await self.stop_before_start(job, control)
             started = await engine.start(prepared.sandbox, prepared.process, capture)
             if isinstance(started, CommandNotRunnable):
                 outcome = Outcome(
                     state=JobState.FAILED, reason=Reason.EXIT_CODE, exit_code=started.exit_code, message=started.message
                 )
-                return await self._finish(job, outcome, capture)
+                return await self.finish(job, outcome, capture)
             control.engine, control.handle = engine, started
             running = await self._store.mark_running(job.id, utcnow(), prepared.run)
             self._signals.notify(job.id)
@@ -130,7 +130,7 @@ class JobRunner:
     async def resume(self, job: Job, found: Found, control: RunControl) -> Job:
         """Pick up a job whose container outlived a worker restart, as if nothing had happened."""
         self._log("job_reattached", job.id)
-        capture = self._capture(job, control)
+        capture = self.capture(job, control)
         control.engine, control.handle = self._engines[found.engine], found.handle
         try:
             running = job
@@ -144,13 +144,14 @@ class JobRunner:
         finally:
             await self._clean_up(job.id, control, capture)
 
-    async def _stop_before_start(self, job: Job, control: RunControl) -> Job:
+    async def stop_before_start(self, job: Job, control: RunControl) -> Job:
+        """End a job killed before anything started: cancelled, or queued again if the worker is stopping."""
         if control.kill_reason == Reason.SHUTDOWN:
             # It never ran: keep it queued for the next start instead of failing it.
             requeued = await self._store.requeue_lost(job.id)
             self._log("job_requeued", job.id)
             return requeued or job
-        return await self._finish(job, Outcome(state=JobState.KILLED, reason=Reason.CANCELLED), None)
+        return await self.finish(job, Outcome(state=JobState.KILLED, reason=Reason.CANCELLED), None)
 
     async def _supervise(self, job: Job, control: RunControl, capture: OutputCapture) -> Job:
         assert control.engine is not None and control.handle is not None
@@ -168,7 +169,7 @@ class JobRunner:
         outcome = _outcome(status, stopped_for, capture)
         if collected.truncated:
             outcome = outcome.model_copy(update={"message": "some files under out/ were over the artifact limit"})
-        return await self._finish(job, outcome.model_copy(update={"resources": engine.resources(handle)}), capture)
+        return await self.finish(job, outcome.model_copy(update={"resources": engine.resources(handle)}), capture)
 
     async def _failed(self, job: Job, exc: HatchwayError, capture: OutputCapture) -> Job:
         reason = next((reason for kind, reason in _PREPARE_FAILURES if isinstance(exc, kind)), None)
@@ -176,9 +177,10 @@ class JobRunner:
             reason = Reason.ENGINE_ERROR
             log.error("job failed in the engine: %s", exc, extra=self._extra("job_engine_error", job.id))
             self._on_engine_trouble()
-        return await self._finish(job, Outcome(state=JobState.FAILED, reason=reason, message=str(exc)), capture)
+        return await self.finish(job, Outcome(state=JobState.FAILED, reason=reason, message=str(exc)), capture)
 
-    async def _finish(self, job: Job, outcome: Outcome, capture: OutputCapture | None) -> Job:
+    async def finish(self, job: Job, outcome: Outcome, capture: OutputCapture | None) -> Job:
+        """Store how the job ended, once; if someone else ended it first, theirs is the true record."""
         if capture is not None:
             outcome = outcome.model_copy(update={"build_output": capture.text(Stream.BUILD)})
         finished = await self._store.finish(job.id, outcome, utcnow())
@@ -193,7 +195,8 @@ class JobRunner:
             return await self._store.get(job.id) or job
         return finished
 
-    def _capture(self, job: Job, control: RunControl) -> OutputCapture:
+    def capture(self, job: Job, control: RunControl) -> OutputCapture:
+        """The job's live output, capped per stream, visible to followers through `control`."""
         capture = OutputCapture(
             self._output_dir / job.id,
             cap_bytes=job.spec.limits.output_bytes,

@@ -21,6 +21,8 @@ from pydantic_settings import (
 )
 
 from hatchway.errors import ConfigError
+from hatchway.grading.models import GradeLimits
+from hatchway.grading.profiles import ProfileOverrides
 from hatchway.models import ResolvedLimits
 
 ENV_PREFIX = "HATCHWAY_"
@@ -51,6 +53,18 @@ class MaxLimits(ResolvedLimits):
     cpus: float = Field(default_factory=lambda: float(os.cpu_count() or 1), gt=0)
     pids: int = Field(default=4096, ge=1)
     output_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+
+
+class GradeMaxLimits(GradeLimits):
+    """The most a grading may ask for; setting one key keeps the others' defaults."""
+
+    time_limit_s: float = Field(default=30.0, gt=0)
+    wall_limit_s: float = Field(default=120.0, gt=0)
+    memory_mb: int = Field(default=4096, ge=6)
+    output_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    processes: int = Field(default=1024, ge=1)
+    compile_timeout_s: float = Field(default=300.0, gt=0)
+    compile_memory_mb: int = Field(default=8192, ge=6)
 
 
 class Settings(BaseSettings):
@@ -99,6 +113,13 @@ class Settings(BaseSettings):
     build_timeout_s: float = Field(default=600.0, gt=0)
     artifacts_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="Per job, from out/.")
     artifacts_retention_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    grade_default_limits: GradeLimits = Field(
+        default_factory=GradeLimits, description="Limits a grading gets when it asks for none (per test)."
+    )
+    grade_max_limits: GradeMaxLimits = Field(default_factory=GradeMaxLimits)
+    profiles: ProfileOverrides = Field(
+        default_factory=dict, description="Language profiles: a built-in one's fields to change, or new ones by name."
+    )
 
     kill_grace_s: float = Field(default=5.0, ge=0, description="SIGTERM-to-SIGKILL delay for kills.")
     shutdown_grace_s: float = Field(default=30.0, ge=0, description="How long running jobs may finish.")
@@ -140,10 +161,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _defaults_within_maximums(self) -> Settings:
-        for name, default in self.default_limits.model_dump().items():
-            maximum = getattr(self.max_limits, name)
-            if default > maximum:
-                raise ValueError(f"default_limits.{name} ({default}) is above max_limits.{name} ({maximum})")
+        for defaults, maximums in (("default_limits", "max_limits"), ("grade_default_limits", "grade_max_limits")):
+            for name, default in getattr(self, defaults).model_dump().items():
+                maximum = getattr(getattr(self, maximums), name)
+                if default > maximum:
+                    raise ValueError(f"{defaults}.{name} ({default}) is above {maximums}.{name} ({maximum})")
         if self.default_runtime not in self.allowed_runtimes:
             raise ValueError(f"default_runtime {self.default_runtime!r} is not in allowed_runtimes")
         return self

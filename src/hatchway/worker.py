@@ -15,6 +15,10 @@ from hatchway.artifacts import ArtifactStore
 from hatchway.bundles import BundleCache
 from hatchway.engines.base import Engine, Found, ImageService
 from hatchway.errors import EngineError
+from hatchway.grading.admission import GradeAdmission
+from hatchway.grading.profiles import resolve_profiles
+from hatchway.grading.runner import GradeRunner
+from hatchway.grading.service import GradeService
 from hatchway.health import EngineHealth
 from hatchway.models import Job, Reason
 from hatchway.policy import Policy
@@ -66,13 +70,14 @@ class Worker:
         )
         self._ports = PortAllocator(*settings.port_range)
         self._controls: dict[str, RunControl] = {}
+        bundle_limits = BundleLimits(
+            max_unpacked_bytes=settings.bundle_max_unpacked_bytes, max_files=settings.bundle_max_files
+        )
         self._preparer = Preparer(
             images=images,
             bundles=bundles,
             ports=self._ports,
-            bundle_limits=BundleLimits(
-                max_unpacked_bytes=settings.bundle_max_unpacked_bytes, max_files=settings.bundle_max_files
-            ),
+            bundle_limits=bundle_limits,
             work_dir=settings.data_dir / "work",
             worker_id=self.worker_id,
             controller_url=settings.controller_url,
@@ -97,6 +102,20 @@ class Worker:
             poll_interval_s=settings.poll_interval_s,
             launch=self._launch,
         )
+        self._grader = GradeRunner(
+            store=store,
+            engines=engines,
+            images=images,
+            bundles=bundles,
+            bundle_limits=bundle_limits,
+            jobs=self._runner,
+            signals=self.signals,
+            work_dir=settings.data_dir / "work",
+            run_as_user=settings.run_as_user,
+            worker_id=self.worker_id,
+            choose_runtime=self.policy.choose_runtime,
+            on_engine_trouble=self.health.recheck,
+        )
         self.jobs = JobService(
             store=store,
             policy=self.policy,
@@ -104,6 +123,16 @@ class Worker:
             controls=self._controls,
             wake_scheduler=self.scheduler.wake,
             worker_id=self.worker_id,
+        )
+        self.grades = GradeService(
+            jobs=self.jobs,
+            admission=GradeAdmission(
+                policy=self.policy,
+                profiles=resolve_profiles(settings.profiles),
+                default_limits=settings.grade_default_limits,
+                max_limits=settings.grade_max_limits,
+                max_input_bytes=settings.max_input_bytes,
+            ),
         )
         self._recovery = Recovery(
             store=store,
@@ -203,7 +232,8 @@ class Worker:
     def _launch(self, job: Job) -> Awaitable[None]:
         # The control exists from the moment the job is claimed, so a kill can never miss it.
         control = self._controls[job.id] = RunControl(job.id)
-        return self._controlled(job.id, self._runner.run(job, control))
+        runner = self._grader if job.spec.kind == "grade" else self._runner
+        return self._controlled(job.id, runner.run(job, control))
 
     def _resume(self, job: Job, found: Found) -> None:
         control = self._controls[job.id] = RunControl(job.id)

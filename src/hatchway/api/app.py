@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from hatchway import __version__
-from hatchway.api import images, jobs, system
+from hatchway.api import grades, images, jobs, system
 from hatchway.api.errors import install_error_handlers
 from hatchway.worker import Worker
 
@@ -22,4 +22,5 @@ def create_app(worker: Worker) -> FastAPI:
     app.include_router(system.router)
     app.include_router(jobs.router)
     app.include_router(images.router)
+    app.include_router(grades.router)
     return app

@@ -1,0 +1,79 @@
+"""/grade and /profiles: judge a submission against tests, and the language profiles it may be written in."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel
+
+from hatchway.api.jobs import WorkerDep
+from hatchway.errors import InvalidRequest
+from hatchway.grading.models import GradeRequest, GradeResult
+from hatchway.grading.profiles import TOOLS, Profile
+
+router = APIRouter(tags=["grading"])
+
+
+class ProfileInfo(BaseModel):
+    """A language profile, and whether its image is on this worker."""
+
+    profile: Profile
+    image_present: bool
+    tools: list[str]
+
+
+@router.post(
+    "/grade",
+    status_code=201,
+    response_model=GradeResult,
+    responses={200: {"model": GradeResult, "description": "A grading with this `id` existed already."}},
+)
+async def create_grade(
+    body: GradeRequest,
+    response: Response,
+    worker: WorkerDep,
+    wait: Annotated[bool, Query(description="Answer once the grading has ended.")] = False,
+    wait_s: Annotated[float | None, Query(gt=0, description="Longest wait with `wait=true`.")] = None,
+) -> GradeResult:
+    """Queue a grading: compile once, run every test, judge each output. It is a job too (see /jobs)."""
+    if wait_s is not None and wait_s > worker.settings.max_wait_s:
+        raise InvalidRequest(f"wait_s may be at most {worker.settings.max_wait_s}")
+    result, created = await worker.grades.submit(body)
+    if not created:
+        response.status_code = 200
+    if wait:
+        result = await worker.grades.wait_final(result.id, wait_s or worker.settings.max_wait_s)
+    return result
+
+
+@router.get("/grade/{job_id}", response_model=GradeResult)
+async def get_grade(job_id: str, worker: WorkerDep) -> GradeResult:
+    """A grading's state and, once it has ended, its verdicts."""
+    return await worker.grades.get(job_id)
+
+
+@router.delete("/grade/{job_id}", response_model=GradeResult)
+async def kill_grade(
+    job_id: str,
+    worker: WorkerDep,
+    grace_s: Annotated[float | None, Query(ge=0, le=3600)] = None,
+) -> GradeResult:
+    """Cancel a queued grading or stop a running one; 409 if it had ended."""
+    return await worker.grades.kill(job_id, worker.settings.kill_grace_s if grace_s is None else grace_s)
+
+
+@router.get("/profiles", response_model=list[ProfileInfo])
+async def list_profiles(worker: WorkerDep) -> list[ProfileInfo]:
+    """The language profiles gradings may name, with the build tools that map to each."""
+    profiles = list(worker.grades.profiles.values())
+    present = await asyncio.gather(*(worker.images.present(profile.image) for profile in profiles))
+    return [
+        ProfileInfo(
+            profile=profile,
+            image_present=ok,
+            tools=sorted(tool for tool, name in TOOLS.items() if name == profile.name),
+        )
+        for profile, ok in zip(profiles, present, strict=True)
+    ]

@@ -1,0 +1,283 @@
+"""Running a grade job: its images and tests made ready, the grading session, and a final, stored state
+whatever happens. A grade that completed has state `succeeded` whatever its verdict (the program's failures are
+verdicts); the judge's own failures are `failed` with the reason, and a report whose verdict is IE."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from hatchway.bundles import BundleCache, unpack
+from hatchway.engines.base import Engine, ImageService
+from hatchway.errors import BadBundle, EngineError, HatchwayError, ImageNotFound, ImagePullFailed
+from hatchway.grading.models import GradeReport, GradeSpec
+from hatchway.grading.problem import ProblemError, load_problem
+from hatchway.grading.sandboxes import GradingKilled, Sandboxes
+from hatchway.grading.session import CheckerBroken, GradeTest, GradingSession, Workspace
+from hatchway.grading.verdicts import Verdict, check_groups
+from hatchway.models import Job, JobState, Outcome, Reason, RunInfo, Stream, utcnow
+from hatchway.output import OutputCapture
+from hatchway.prepare import BundleLimits, numeric_owner
+from hatchway.runner import JobRunner, RunControl
+from hatchway.signals import JobSignals
+from hatchway.store.base import JobStore
+
+log = logging.getLogger(__name__)
+
+_FAILURES: tuple[tuple[type[HatchwayError], Reason], ...] = (
+    (BadBundle, Reason.BAD_BUNDLE),
+    (ProblemError, Reason.BAD_BUNDLE),
+    (ImageNotFound, Reason.IMAGE_NOT_FOUND),
+    (ImagePullFailed, Reason.IMAGE_PULL_FAILED),
+)
+
+
+class GradeRunner:
+    """Takes a claimed grade job to a final, stored state."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        engines: Mapping[str, Engine],
+        images: ImageService,
+        bundles: BundleCache,
+        bundle_limits: BundleLimits,
+        jobs: JobRunner,
+        signals: JobSignals,
+        work_dir: Path,
+        run_as_user: str,
+        worker_id: str,
+        choose_runtime: Callable[[str], tuple[str, list[str]]],
+        on_engine_trouble: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._engines = engines
+        self._images = images
+        self._bundles = bundles
+        self._bundle_limits = bundle_limits
+        self._jobs = jobs
+        self._signals = signals
+        self._work_dir = work_dir
+        self._user = run_as_user
+        self._owner = numeric_owner(run_as_user)
+        self._worker_id = worker_id
+        self._choose_runtime = choose_runtime
+        self._on_engine_trouble = on_engine_trouble
+
+    async def run(self, job: Job, control: RunControl) -> Job:
+        """Grade a job this worker has claimed (state `building`)."""
+        capture = self._jobs.capture(job, control)
+        workspace = self._workspace(job.id)
+        held: list[str] = []
+        sandboxes: list[Sandboxes] = []
+        try:
+            ended = await self._grade(
+                job, control, capture=capture, workspace=workspace, held=held, sandboxes=sandboxes
+            )
+            if isinstance(ended, Job):
+                return ended
+            return await self._jobs.finish(
+                job, ended.model_copy(update={"stdout": capture.text(Stream.STDOUT)}), capture
+            )
+        finally:
+            # Waiters wake only now, so an ended grading is also a cleaned-up one.
+            for opened in sandboxes:
+                await opened.close()
+            for image in held:
+                self._images.release(image)
+            await asyncio.to_thread(shutil.rmtree, workspace.root, ignore_errors=True)
+            capture.finish()
+            self._signals.notify(job.id)
+
+    async def _grade(
+        self,
+        job: Job,
+        control: RunControl,
+        *,
+        capture: OutputCapture,
+        workspace: Workspace,
+        held: list[str],
+        sandboxes: list[Sandboxes],
+    ) -> Outcome | Job:
+        """How the grading ended, or the job itself if it ended before anything ran."""
+        spec = job.spec.grade
+        assert spec is not None, "a grade job carries its grade spec"
+        session: GradingSession | None = None
+        try:
+            if control.kill_requested.is_set():
+                return await self._jobs.stop_before_start(job, control)
+            if self._owner is None or 0 in self._owner:
+                raise HatchwayError(f"grading needs run_as_user as a numeric, non-root uid:gid, not {self._user!r}")
+            uid, gid = self._owner
+            began = time.monotonic()
+            runtime, warnings = self._choose_runtime(job.spec.runtime)
+            engine = self._engines[runtime]
+            image_cached = await self._hold_images(spec, held)
+            await asyncio.to_thread(_make_workspace, workspace, uid, gid)
+            tests, bundle_cached = await self._tests(spec, workspace)
+            await asyncio.to_thread(_write_submission, workspace.box, spec.files, uid, gid)
+            if control.kill_requested.is_set():
+                return await self._jobs.stop_before_start(job, control)
+            run = RunInfo(
+                engine=runtime,
+                image=spec.profile.image,
+                image_cached=image_cached,
+                bundle_cached=bundle_cached,
+                prepare_s=round(time.monotonic() - began, 3),
+                warnings=[*job.run.warnings, *warnings],
+            )
+            await self._store.mark_running(job.id, utcnow(), run)
+            self._signals.notify(job.id)
+            self._log("grade_running", job.id, engine=runtime, tests=len(tests))
+            sandboxes.append(Sandboxes(engine=engine, control=control, owner=job.id, user=self._user))
+            session = GradingSession(
+                spec=spec,
+                sandboxes=sandboxes[0],
+                workspace=workspace,
+                uid=uid,
+                gid=gid,
+                on_build_output=lambda data: capture.write(Stream.BUILD, data),
+                on_result=lambda line: capture.write(Stream.STDOUT, line.encode()),
+            )
+            report = await session.run(tests)
+            return Outcome(state=JobState.SUCCEEDED, grade=report, message=_summary(report))
+        except GradingKilled:
+            partial = GradeReport(
+                compile=session.compile if session else None,
+                tests=session.results if session else [],
+                total=len(session.results) if session else 0,
+                message="the grading was killed before it ended",
+            )
+            return Outcome(state=JobState.KILLED, reason=control.kill_reason, grade=partial)
+        except CheckerBroken as exc:
+            return _internal_error(JobState.SUCCEEDED, None, str(exc))
+        except HatchwayError as exc:
+            return self._failed(job, exc)
+        except OSError as exc:
+            log.exception("grade failed on the worker", extra={"event": "grade_error", "job_id": job.id})
+            return self._failed(job, EngineError(str(exc)))
+
+    def _failed(self, job: Job, exc: HatchwayError) -> Outcome:
+        reason = next((reason for kind, reason in _FAILURES if isinstance(exc, kind)), None)
+        if reason is None:
+            reason = Reason.ENGINE_ERROR
+            log.error("grade failed in the engine: %s", exc, extra={"event": "grade_engine_error", "job_id": job.id})
+            self._on_engine_trouble()
+        return _internal_error(JobState.FAILED, reason, str(exc))
+
+    def _workspace(self, job_id: str) -> Workspace:
+        root = self._work_dir / job_id
+        return Workspace(root=root, inputs=root / "inputs")
+
+    async def _hold_images(self, spec: GradeSpec, held: list[str]) -> bool:
+        """Hold (against eviction) and make sure of the profile's and the checker's images."""
+        images = {spec.profile.image}
+        if spec.checker_profile is not None:
+            images.add(spec.checker_profile.image)
+        cached = True
+        for image in sorted(images):
+            self._images.acquire(image)
+            held.append(image)
+            cached = await self._images.ensure(image) and cached
+        return cached
+
+    async def _tests(self, spec: GradeSpec, workspace: Workspace) -> tuple[list[GradeTest], bool | None]:
+        """The tests as files: inline ones written out, or the problem archive fetched and unpacked."""
+        if spec.tests is not None:
+            tests = await asyncio.to_thread(_write_tests, workspace, spec)
+            return tests, None
+        assert spec.problem_url is not None
+        fetched = await self._bundles.fetch(spec.problem_url, spec.problem_sha256)
+        problem = workspace.root / "problem"
+        await asyncio.to_thread(
+            unpack,
+            fetched.path,
+            problem,
+            max_total_bytes=self._bundle_limits.max_unpacked_bytes,
+            max_files=self._bundle_limits.max_files,
+        )
+        found = await asyncio.to_thread(load_problem, problem)
+        try:
+            check_groups([test.name for test in found], spec.groups)
+        except ValueError as exc:
+            raise ProblemError(f"the groups do not fit the problem's tests: {exc}") from exc
+        inputs = {test.input_path.parent for test in found}
+        assert len(inputs) == 1, "a problem's inputs are all in its in/ folder"
+        await asyncio.to_thread(os.replace, inputs.pop(), workspace.inputs)
+        await asyncio.to_thread(workspace.inputs.chmod, 0o700)
+        return [
+            GradeTest(
+                name=test.name,
+                points=1.0,
+                input_path=workspace.inputs / test.input_path.name,
+                expected_path=test.expected_path,
+            )
+            for test in found
+        ], fetched.cached
+
+    def _log(self, event: str, job_id: str, **fields: object) -> None:
+        log.info(
+            event.replace("_", " "),
+            extra={"event": event, "job_id": job_id, "worker_id": self._worker_id, **fields},
+        )
+
+
+def _internal_error(state: JobState, reason: Reason | None, message: str) -> Outcome:
+    return Outcome(state=state, reason=reason, message=message, grade=GradeReport(verdict=Verdict.IE, message=message))
+
+
+def _summary(report: GradeReport) -> str:
+    verdict = report.verdict.value if report.verdict else "?"
+    return f"{verdict}: {report.passed}/{report.total} tests passed, score {report.score:g}/{report.max_score:g}"
+
+
+def _make_workspace(workspace: Workspace, uid: int, gid: int) -> None:
+    shutil.rmtree(workspace.root, ignore_errors=True)
+    workspace.root.mkdir(parents=True, mode=0o700)
+    # The runs' own I/O and the tests' inputs are root's: a run sees only the descriptors the supervisor gives it.
+    for private in (workspace.io, workspace.checker_io):
+        private.mkdir(mode=0o700)
+    # What compilers write into, as the job's user; what the custom checker reads, readable by anyone.
+    for owned in (workspace.box, workspace.checker_box):
+        owned.mkdir()
+        os.chown(owned, uid, gid)
+    workspace.check.mkdir(mode=0o755)
+
+
+def _write_tests(workspace: Workspace, spec: GradeSpec) -> list[GradeTest]:
+    assert spec.tests is not None
+    workspace.inputs.mkdir(mode=0o700)
+    expected = workspace.root / "expected"
+    expected.mkdir(mode=0o700)
+    tests = []
+    for position, test in enumerate(spec.tests, start=1):
+        input_path = workspace.inputs / f"{position}.in"
+        input_path.write_text(test.input)
+        expected_path = expected / f"{position}.out"
+        expected_path.write_text(test.expected_output)
+        tests.append(
+            GradeTest(
+                name=test.name,
+                points=test.points,
+                input_path=input_path,
+                expected_path=expected_path,
+                time_limit_s=test.time_limit_s,
+                memory_mb=test.memory_mb,
+            )
+        )
+    return tests
+
+
+def _write_submission(box: Path, files: Mapping[str, str], uid: int, gid: int) -> None:
+    for relative, text in files.items():
+        target = box / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    for path in [box, *box.rglob("*")]:
+        os.chown(path, uid, gid, follow_symlinks=False)

@@ -1,0 +1,56 @@
+"""The grading facade job sources talk to: submit a grading, read its result, list the language profiles."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from hatchway.errors import JobNotFound
+from hatchway.grading.admission import GradeAdmission
+from hatchway.grading.models import GradeReport, GradeRequest, GradeResult
+from hatchway.grading.profiles import Profile
+from hatchway.models import Job
+from hatchway.service import JobService
+
+
+class GradeService:
+    """Gradings are jobs (same store, queue, kill and logs); this adds what is particular to them."""
+
+    def __init__(self, *, jobs: JobService, admission: GradeAdmission) -> None:
+        self._jobs = jobs
+        self._admission = admission
+
+    @property
+    def profiles(self) -> Mapping[str, Profile]:
+        return self._admission.profiles
+
+    async def submit(self, request: GradeRequest) -> tuple[GradeResult, bool]:
+        """Queue a grading; with a known `id` and the same request, return the existing one and False."""
+        spec, warnings = self._admission.admit(request)
+        job, created = await self._jobs.enqueue(request.id, spec, warnings)
+        return result_of(job), created
+
+    async def get(self, job_id: str) -> GradeResult:
+        return result_of(await self._grade_job(job_id))
+
+    async def wait_final(self, job_id: str, timeout_s: float) -> GradeResult:
+        await self._grade_job(job_id)
+        return result_of(await self._jobs.wait_final(job_id, timeout_s))
+
+    async def kill(self, job_id: str, grace_s: float) -> GradeResult:
+        await self._grade_job(job_id)
+        return result_of(await self._jobs.kill(job_id, grace_s))
+
+    async def _grade_job(self, job_id: str) -> Job:
+        job = await self._jobs.get(job_id)
+        if job.spec.kind != "grade":
+            raise JobNotFound(f"job {job_id!r} is not a grading (see /jobs/{job_id})")
+        return job
+
+
+def result_of(job: Job) -> GradeResult:
+    """A grade job as GET /grade/{id} shows it: before it ends, its tests are counted but not judged."""
+    report = job.grade
+    if report is None:
+        spec = job.spec.grade
+        report = GradeReport(total=len(spec.tests) if spec is not None and spec.tests is not None else 0)
+    return GradeResult(id=job.id, state=job.state, **report.model_dump())

@@ -1,0 +1,405 @@
+"""One grading, start to end: compile once, open one prepared sandbox, run every test in it through the
+supervisor, check each output, decide verdicts and score.
+
+Nothing here knows about jobs or the store: it takes the admitted `GradeSpec`, the tests as files on the host,
+and the sandboxes to work with, and returns a `GradeReport`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hatchway.engines.base import Handle, Mount, Role
+from hatchway.grading.checkers import check, parse_custom
+from hatchway.grading.models import (
+    CompileResult,
+    CustomChecker,
+    GradeReport,
+    GradeSpec,
+    TestResult,
+    excerpt,
+    limits_for_test,
+)
+from hatchway.grading.profiles import Profile
+from hatchway.grading.sandboxes import IO, TESTS, Sandboxes
+from hatchway.grading.verdicts import (
+    CheckOutcome,
+    Measured,
+    TestScore,
+    Verdict,
+    decide,
+    overall_verdict,
+    score,
+    skipped_result,
+)
+from hatchway.sandbox.protocol import RunRequest, RunResult, RunStatus
+
+MIB = 1024 * 1024
+CHECK = "/check"
+_CHECKER_CPU_S = 10.0
+_CHECKER_WALL_S = 20.0
+_CHECKER_MEMORY_MB = 512
+_CHECKER_PROCESSES = 32
+_CHECKER_OUTPUT_BYTES = 64 * 1024
+_INLINE_CHECK_BYTES = 256 * 1024
+"""Outputs up to this size are checked on the event loop; larger ones in a thread."""
+
+
+@dataclass(frozen=True)
+class GradeTest:
+    """One test as the session runs it: its input and expected output are files on the host."""
+
+    name: str
+    points: float
+    input_path: Path
+    """In the directory mounted at TESTS, which holds only inputs."""
+    expected_path: Path
+    time_limit_s: float | None = None
+    memory_mb: int | None = None
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The host directories of one grading."""
+
+    root: Path
+    inputs: Path
+
+    @property
+    def box(self) -> Path:
+        return self.root / "box"
+
+    @property
+    def io(self) -> Path:
+        return self.root / "io"
+
+    @property
+    def checker_box(self) -> Path:
+        return self.root / "checker-box"
+
+    @property
+    def checker_io(self) -> Path:
+        return self.root / "checker-io"
+
+    @property
+    def check(self) -> Path:
+        return self.root / "check"
+
+
+class GradingSession:
+    """Runs one admitted grading in its sandboxes."""
+
+    def __init__(
+        self,
+        *,
+        spec: GradeSpec,
+        sandboxes: Sandboxes,
+        workspace: Workspace,
+        uid: int,
+        gid: int,
+        on_build_output: Callable[[bytes], None],
+        on_result: Callable[[str], None],
+    ) -> None:
+        self._spec = spec
+        self._sandboxes = sandboxes
+        self._workspace = workspace
+        self._uid, self._gid = uid, gid
+        self._on_build_output = on_build_output
+        self._on_result = on_result
+        self.results: list[TestResult] = []
+        self.compile: CompileResult | None = None
+
+    async def run(self, tests: list[GradeTest]) -> GradeReport:
+        """Grade; raises GradingKilled if killed (`results` then holds the tests that ran)."""
+        spec, profile = self._spec, self._spec.profile
+        self.compile = await self._sandboxes.compile(
+            role=Role.COMPILE,
+            profile=profile,
+            box=self._workspace.box,
+            main=spec.main,
+            timeout_s=spec.limits.compile_timeout_s,
+            memory_mb=spec.limits.compile_memory_mb,
+            processes=spec.limits.processes,
+            on_output=self._on_build_output,
+        )
+        if self.compile is not None and self.compile.exit_code != 0:
+            return self._report(tests, [], compile_failed=True)
+        checker = await self._checker()
+        memory_mb = max(self._test_limits(test).memory_mb for test in tests)
+        handle = await self._sandboxes.open(
+            role=Role.RUN,
+            image=profile.image,
+            memory_mb=profile.memory_limit_mb(memory_mb),
+            processes=spec.limits.processes,
+            mounts=(
+                Mount(self._workspace.box, "/box"),
+                Mount(self._workspace.inputs, TESTS),
+                Mount(self._workspace.io, IO, read_only=False),
+            ),
+        )
+        scores: list[TestScore] = []
+        failed = False
+        for test in tests:
+            if failed and spec.stop_on_first_failure:
+                scores.append(skipped_result(test.name, test.points))
+                self.results.append(TestResult(name=test.name, verdict=Verdict.SK))
+                continue
+            result, scored = await self._run_test(handle, test, checker)
+            self.results.append(result)
+            scores.append(scored)
+            failed = failed or result.verdict is not Verdict.AC
+            self._on_result(_line(result))
+        return self._report(tests, scores)
+
+    def _report(self, tests: list[GradeTest], scores: list[TestScore], *, compile_failed: bool = False) -> GradeReport:
+        if compile_failed:
+            scores = [skipped_result(test.name, test.points) for test in tests]
+            self.results = [TestResult(name=test.name, verdict=Verdict.SK) for test in tests]
+        scoring = score(scores, self._spec.groups)
+        return GradeReport(
+            verdict=overall_verdict([s.verdict for s in scores], compile_failed=compile_failed),
+            score=scoring.score,
+            max_score=scoring.max_score,
+            passed=sum(result.verdict is Verdict.AC for result in self.results),
+            total=len(tests),
+            compile=self.compile,
+            tests=self.results,
+            groups=list(scoring.groups),
+        )
+
+    def _test_limits(self, test: GradeTest) -> GradeLimitsView:
+        limits = limits_for_test(
+            self._spec.limits, self._spec.max_limits, time_limit_s=test.time_limit_s, memory_mb=test.memory_mb
+        )
+        profile = self._spec.profile
+        return GradeLimitsView(
+            cpu_s=profile.time_limit_s(limits.time_limit_s),
+            wall_s=profile.time_limit_s(limits.wall_limit_s),
+            memory_mb=limits.memory_mb,
+            output_bytes=limits.output_bytes,
+            processes=limits.processes,
+        )
+
+    async def _run_test(
+        self, handle: Handle, test: GradeTest, checker: _CustomChecker | None
+    ) -> tuple[TestResult, TestScore]:
+        limits = self._test_limits(test)
+        profile = self._spec.profile
+        run = await self._sandboxes.run(
+            handle,
+            RunRequest(
+                id=test.name,
+                argv=tuple(profile.run_argv(self._spec.main)),
+                env=profile.env,
+                uid=self._uid,
+                gid=self._gid,
+                cpu_time_s=limits.cpu_s,
+                wall_time_s=limits.wall_s,
+                memory_bytes=profile.memory_limit_mb(limits.memory_mb) * MIB,
+                processes=limits.processes,
+                file_size_bytes=max(limits.output_bytes, 1),
+                stdin_path=f"{TESTS}/{test.input_path.name}",
+                stdout_path=f"{IO}/out",
+                stderr_path=f"{IO}/err",
+                scratch=True,
+            ),
+        )
+        output = await _read(self._workspace.io / "out", limits.output_bytes + 1)
+        stderr = await _read(self._workspace.io / "err", 16 * 1024)
+        measured = _measured(run, output_over=len(output) > limits.output_bytes)
+        outcome = None
+        if measured.internal_error is None and run.status is RunStatus.EXITED and run.exit_code == 0:
+            outcome = await self._check(test, output, checker)
+        decision = decide(measured, limits.cpu_s, limits.wall_s, outcome)
+        scored = TestScore(test.name, decision.verdict, test.points, decision.fraction)
+        result = TestResult(
+            name=test.name,
+            verdict=decision.verdict,
+            points=round(scored.earned, 6),
+            time_s=round(run.cpu_s, 6),
+            wall_s=round(run.wall_s, 6),
+            memory_bytes=run.memory_bytes,
+            exit_code=run.exit_code,
+            signal=run.signal,
+            checker_message=decision.message,
+            output=excerpt(output),
+            stderr=excerpt(stderr),
+        )
+        return result, scored
+
+    async def _check(self, test: GradeTest, output: bytes, checker: _CustomChecker | None) -> CheckOutcome:
+        if checker is not None:
+            return await checker.check(test, self._workspace.io / "out")
+        expected = await _read(test.expected_path, None)
+        assert not isinstance(self._spec.checker, CustomChecker)
+        if len(output) + len(expected) <= _INLINE_CHECK_BYTES:
+            return check(self._spec.checker, b"", expected, output)
+        return await asyncio.to_thread(check, self._spec.checker, b"", expected, output)
+
+    async def _checker(self) -> _CustomChecker | None:
+        spec = self._spec
+        if not isinstance(spec.checker, CustomChecker):
+            return None
+        assert spec.checker_profile is not None
+        profile = spec.checker_profile
+        source = self._workspace.checker_box / profile.source_name
+        await asyncio.to_thread(_write_owned, source, spec.checker.code, self._uid, self._gid)
+        compiled = await self._sandboxes.compile(
+            role=Role.CHECKER,
+            profile=profile,
+            box=self._workspace.checker_box,
+            main=profile.source_name,
+            timeout_s=spec.limits.compile_timeout_s,
+            memory_mb=spec.limits.compile_memory_mb,
+            processes=spec.limits.processes,
+            on_output=self._on_build_output,
+        )
+        if compiled is not None and compiled.exit_code != 0:
+            raise CheckerBroken(f"the custom checker did not compile (exit {compiled.exit_code}): {compiled.output}")
+        handle = await self._sandboxes.open(
+            role=Role.CHECKER,
+            image=profile.image,
+            memory_mb=profile.memory_limit_mb(_CHECKER_MEMORY_MB),
+            processes=_CHECKER_PROCESSES,
+            mounts=(
+                Mount(self._workspace.checker_box, "/box"),
+                Mount(self._workspace.check, CHECK),
+                Mount(self._workspace.checker_io, IO, read_only=False),
+            ),
+        )
+        return _CustomChecker(
+            sandboxes=self._sandboxes,
+            handle=handle,
+            profile=profile,
+            workspace=self._workspace,
+            uid=self._uid,
+            gid=self._gid,
+        )
+
+
+class CheckerBroken(Exception):
+    """The custom checker itself is broken (it does not compile): every test would be IE."""
+
+
+@dataclass(frozen=True)
+class GradeLimitsView:
+    """One test's limits as the sandbox applies them (times already scaled by the profile)."""
+
+    cpu_s: float
+    wall_s: float
+    memory_mb: int
+    output_bytes: int
+    processes: int
+
+
+class _CustomChecker:
+    """The compiled custom checker in its own sandbox: it reads the input, expected and actual output as files."""
+
+    def __init__(
+        self, *, sandboxes: Sandboxes, handle: Handle, profile: Profile, workspace: Workspace, uid: int, gid: int
+    ) -> None:
+        self._sandboxes = sandboxes
+        self._handle = handle
+        self._profile = profile
+        self._workspace = workspace
+        self._uid, self._gid = uid, gid
+
+    async def check(self, test: GradeTest, output: Path) -> CheckOutcome:
+        shown = {"input": test.input_path, "expected": test.expected_path, "output": output}
+        await asyncio.to_thread(_show, self._workspace.check, shown)
+        run = await self._sandboxes.run(
+            self._handle,
+            RunRequest(
+                id=f"check-{test.name}",
+                argv=(*self._profile.run_argv(), *(f"{CHECK}/{name}" for name in shown)),
+                env=self._profile.env,
+                uid=self._uid,
+                gid=self._gid,
+                cpu_time_s=_CHECKER_CPU_S,
+                wall_time_s=_CHECKER_WALL_S,
+                memory_bytes=self._profile.memory_limit_mb(_CHECKER_MEMORY_MB) * MIB,
+                processes=_CHECKER_PROCESSES,
+                file_size_bytes=_CHECKER_OUTPUT_BYTES,
+                stdout_path=f"{IO}/out",
+                stderr_path=f"{IO}/err",
+                scratch=True,
+            ),
+        )
+        if run.status in (RunStatus.EXEC_FAILED, RunStatus.SETUP_FAILED):
+            return CheckOutcome.failed(f"the checker could not run: {run.error}")
+        if run.oom_killed:
+            return CheckOutcome.failed("the checker ran out of memory")
+        said = await _read(self._workspace.checker_io / "out", _CHECKER_OUTPUT_BYTES)
+        return parse_custom(run.exit_code, run.signal, run.cpu_exceeded or run.wall_exceeded, said)
+
+
+def _measured(run: RunResult, *, output_over: bool) -> Measured:
+    internal = None
+    if run.status is RunStatus.SETUP_FAILED:
+        internal = f"the sandbox could not prepare the run: {run.error}"
+    elif run.status is RunStatus.EXEC_FAILED:
+        internal = f"the profile's run command could not start: {run.error}"
+    return Measured(
+        exit_code=run.exit_code,
+        signal=run.signal,
+        cpu_s=run.cpu_s,
+        wall_s=run.wall_s,
+        memory_bytes=run.memory_bytes,
+        oom_killed=run.oom_killed,
+        cpu_exceeded=run.cpu_exceeded,
+        wall_exceeded=run.wall_exceeded,
+        output_exceeded=run.output_exceeded or output_over,
+        internal_error=internal,
+    )
+
+
+def _line(result: TestResult) -> str:
+    memory = "" if result.memory_bytes is None else f" {result.memory_bytes / MIB:.1f} MiB"
+    message = f"  {result.checker_message}" if result.checker_message else ""
+    return f"test {result.name}: {result.verdict.value} {result.time_s or 0:.3f} s{memory}{message}\n"
+
+
+async def _read(path: Path, limit: int | None) -> bytes:
+    """Up to `limit` bytes of a file (all of it for None); a missing file is empty. Small files are read on the
+    loop: a thread hop would cost more than the read."""
+    size = _size(path)
+    if size is None:
+        return b""
+    if size > _INLINE_CHECK_BYTES:
+        return await asyncio.to_thread(_read_blocking, path, limit)
+    return _read_blocking(path, limit)
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def _read_blocking(path: Path, limit: int | None) -> bytes:
+    with path.open("rb") as file:
+        return file.read() if limit is None else file.read(limit)
+
+
+def _write_owned(path: Path, text: str, uid: int, gid: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    for item in (path.parent, path):
+        os.chown(item, uid, gid)
+
+
+def _show(directory: Path, files: dict[str, Path]) -> None:
+    """Put `files` in `directory` for the checker to read: linked where possible, readable by anyone."""
+    for name, source in files.items():
+        target = directory / name
+        target.unlink(missing_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            target.write_bytes(source.read_bytes())
+        target.chmod(0o644)
