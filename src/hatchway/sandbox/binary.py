@@ -1,0 +1,75 @@
+"""Where the supervisor binary is, and how to build it from `supervisor.c`.
+
+`scripts/build-supervisor.sh` builds it into `sandbox/bin/` at set-up time; `build_supervisor` is the same compile
+step for tests and as a fallback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from hatchway.errors import HatchwayError
+
+SOURCE = Path(__file__).with_name("supervisor.c")
+"""The supervisor's C source, shipped with the package."""
+
+BINARY = Path(__file__).parent / "bin" / "hatchway-supervisor"
+"""Where `scripts/build-supervisor.sh` puts the built binary."""
+
+COMPILE_FLAGS = ("-static", "-O2", "-Wall", "-Wextra", "-Werror")
+"""Static, so that one binary runs in Debian, Alpine (musl) and scratch images alike."""
+
+BUILD_TIMEOUT_S = 120
+
+
+class SandboxUnavailable(HatchwayError):
+    """The sandbox supervisor binary is missing or cannot be built, so programs cannot be run in a sandbox here."""
+
+
+def supervisor_path() -> Path:
+    """The built supervisor binary. Raises SandboxUnavailable (naming the fix) if it is not there."""
+    if BINARY.is_file() and os.access(BINARY, os.X_OK):
+        return BINARY
+    raise SandboxUnavailable(
+        f"the sandbox supervisor is not built ({BINARY} is missing): run scripts/build-supervisor.sh"
+    )
+
+
+def build_supervisor(dest: Path, *, cc: str = "cc") -> Path:
+    """Compile `supervisor.c` into `dest` (replaced atomically) and return `dest`.
+
+    Raises SandboxUnavailable with the compiler's output when there is no compiler or no static C library.
+    """
+    compiler = shutil.which(cc)
+    if compiler is None:
+        raise SandboxUnavailable(f"cannot build the sandbox supervisor: no C compiler {cc!r} on PATH")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Compile next to dest and rename, so a concurrent user never sees a half-written binary.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            subprocess.run(
+                [compiler, *COMPILE_FLAGS, "-o", str(tmp), str(SOURCE)],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=BUILD_TIMEOUT_S,
+            )
+        except subprocess.CalledProcessError as exc:
+            hint = " (is the static C library installed? on Debian: apt-get install libc6-dev)"
+            raise SandboxUnavailable(
+                f"building the sandbox supervisor failed{hint}:\n{exc.stderr.strip()[-4000:]}"
+            ) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise SandboxUnavailable(f"building the sandbox supervisor took over {BUILD_TIMEOUT_S} s") from exc
+        tmp.chmod(0o755)
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest

@@ -1,0 +1,1903 @@
+/*
+ * hatchway-supervisor: runs test programs one at a time inside a grading container, each under its own limits,
+ * and reports what that run alone used.
+ *
+ *   hatchway-supervisor [--cgroup DIR] [--scratch DIR] [--wipe DIR]...
+ *
+ * It is the container's PID 1 and talks to hatchway over its own stdin/stdout (docker attach). A request is a
+ * sequence of NUL-terminated fields ended by an empty field; the first field is the verb ("ping" or "run"), the
+ * others are key=value. Every request gets exactly one single-line JSON answer. protocol.py is the other half of
+ * this protocol and documents it field by field; PROTOCOL_VERSION changes whenever either side must change.
+ *
+ * Two ways to confine and measure a run:
+ *   cgroup mode (--cgroup DIR): DIR/{memory,pids,cpuacct} are cgroup v1 directories. Each run gets fresh child
+ *     cgroups, so its peak memory, CPU time and process count are its own and nothing of an earlier run (page
+ *     cache included) is charged to it. The kernel enforces memory and process limits.
+ *   proc mode (no --cgroup, e.g. under gVisor): CPU comes from getrusage(RUSAGE_CHILDREN) deltas, which is exact
+ *     because every process of a run is reaped here (we are PID 1 or a child subreaper); memory is enforced by
+ *     sampling the resident size of the run's processes in /proc; processes by RLIMIT_NPROC.
+ *
+ * The program runs as an unprivileged uid/gid with no supplementary groups, no capabilities and no_new_privs, so
+ * it can neither signal nor ptrace this process, and it inherits no descriptor but 0, 1 and 2 (files opened here),
+ * so it cannot write to the result channel.
+ *
+ * A run's clock starts just before exec (the child reports the moment through its close-on-exec pipe) and stops
+ * when the main process is reaped. When it ends, every process it left is killed and reaped before the answer:
+ * through the cgroup's process list in cgroup mode; with kill(-1) as PID 1 in proc mode; and, on a host (unit
+ * tests), through the process group and the supervisor's descendants in /proc, never kill(-1).
+ *
+ * Built static (cc -static) so the same binary runs in Debian, Alpine/musl and scratch images.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Older libc headers lack these; the numbers are the kernel's ABI. */
+#ifndef __NR_close_range
+#define __NR_close_range 436
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#endif
+#ifndef PR_CAP_AMBIENT_CLEAR_ALL
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
+
+#define PROTOCOL_VERSION 1
+/* argv and environment together cannot exceed ARG_MAX anyway; anything longer is a broken client. */
+#define MAX_REQUEST_BYTES (8u << 20)
+#define DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
+#define NS_PER_MS 1000000ull
+#define NS_PER_S 1000000000ull
+/* The CPU check never sleeps less than this, so polling costs nothing noticeable even with many CPUs. */
+#define MIN_CPU_CHECK_NS (2 * NS_PER_MS)
+/* Memory can grow by ~1 GB/s; 5 ms between samples bounds the overshoot of proc mode's soft limit. */
+#define MEM_SAMPLE_NS (5 * NS_PER_MS)
+/* After SIGKILL a process can linger only in uninterruptible sleep; re-send meanwhile to catch late forks. */
+#define REKILL_NS (50 * NS_PER_MS)
+#define KILL_GIVE_UP_NS (5 * NS_PER_S)
+#define MAX_TIME_MS 1000000000ull /* ~11.5 days: keeps every deadline far from overflowing */
+#define MAX_PROCS 4194304ull      /* PID_MAX_LIMIT: pids.max refuses more */
+#define MAX_ID 4294967294ull      /* (uid_t)-1 means "unchanged" to setresuid */
+
+enum { CG_MEMORY, CG_PIDS, CG_CPUACCT, CG_COUNT };
+static const char *const cg_names[CG_COUNT] = {"memory", "pids", "cpuacct"};
+
+/* Everything fixed at start-up. */
+static struct {
+    bool cgroup_mode;
+    int cg_root[CG_COUNT]; /* O_PATH descriptors of DIR/memory, DIR/pids, DIR/cpuacct */
+    bool has_memsw;
+    bool reenable_oom_killer; /* the parent memory cgroup disables the OOM killer and children inherit that */
+    const char *scratch_dir;
+    int scratch_fd;
+    size_t nwipe;
+    const char **wipe_path;
+    int *wipe_fd;
+    bool pid1;
+    bool can_drop_bounding_set; /* we hold CAP_SETPCAP */
+    pid_t self;
+    long ncpu;
+    long clk_tck;
+    long page_size;
+    uint64_t runs;
+} G = {.scratch_fd = -1, .cg_root = {-1, -1, -1}};
+
+/* ---------------------------------------------------------------- small helpers */
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+
+/* Symbolic names make failure messages greppable and independent of the libc's wording. */
+static const char *errno_name(int e)
+{
+    switch (e) {
+    case EPERM: return "EPERM";
+    case ENOENT: return "ENOENT";
+    case ESRCH: return "ESRCH";
+    case EINTR: return "EINTR";
+    case EIO: return "EIO";
+    case ENXIO: return "ENXIO";
+    case E2BIG: return "E2BIG";
+    case ENOEXEC: return "ENOEXEC";
+    case EBADF: return "EBADF";
+    case ECHILD: return "ECHILD";
+    case EAGAIN: return "EAGAIN";
+    case ENOMEM: return "ENOMEM";
+    case EACCES: return "EACCES";
+    case EFAULT: return "EFAULT";
+    case EBUSY: return "EBUSY";
+    case EEXIST: return "EEXIST";
+    case EXDEV: return "EXDEV";
+    case ENODEV: return "ENODEV";
+    case ENOTDIR: return "ENOTDIR";
+    case EISDIR: return "EISDIR";
+    case EINVAL: return "EINVAL";
+    case ENFILE: return "ENFILE";
+    case EMFILE: return "EMFILE";
+    case ETXTBSY: return "ETXTBSY";
+    case EFBIG: return "EFBIG";
+    case ENOSPC: return "ENOSPC";
+    case EROFS: return "EROFS";
+    case EMLINK: return "EMLINK";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    case ENOSYS: return "ENOSYS";
+    case ENOTEMPTY: return "ENOTEMPTY";
+    case ELOOP: return "ELOOP";
+    case ELIBBAD: return "ELIBBAD";
+    case EDQUOT: return "EDQUOT";
+    case ESTALE: return "ESTALE";
+    default: return NULL;
+    }
+}
+
+/* "ENOENT (No such file or directory)" */
+static void describe_errno(char *out, size_t size, int e)
+{
+    const char *name = errno_name(e);
+    if (name)
+        snprintf(out, size, "%s (%s)", name, strerror(e));
+    else
+        snprintf(out, size, "errno %d (%s)", e, strerror(e));
+}
+
+/* A growable byte buffer; results are built in one and written with a single write(2). */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static void sb_reserve(struct sbuf *b, size_t extra)
+{
+    if (b->len + extra + 1 <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 512;
+    while (cap < b->len + extra + 1)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p)
+        die("out of memory");
+    b->p = p;
+    b->cap = cap;
+}
+
+static void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+    sb_reserve(b, n);
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_puts(struct sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    sb_reserve(b, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+/* Length of the valid UTF-8 sequence at s, or 0. Stops at the terminating NUL because NUL is never a
+ * continuation byte and the checks short-circuit. */
+static size_t utf8_sequence(const unsigned char *s)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        return (s[1] & 0xC0) == 0x80 ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if ((s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80)
+            return 0;
+        if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] > 0x9F))
+            return 0; /* overlong, or a UTF-16 surrogate */
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if ((s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
+            return 0;
+        if ((c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] > 0x8F))
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
+/* A JSON string literal. Ids and paths come from the client and the file system and may hold any byte but NUL;
+ * bytes that are not UTF-8 become U+FFFD so that the line always parses. */
+static void sb_json_string(struct sbuf *b, const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    sb_add(b, "\"", 1);
+    while (*s) {
+        size_t n = utf8_sequence(s);
+        if (n == 0) {
+            sb_puts(b, "\\ufffd");
+            s++;
+        } else if (*s == '"' || *s == '\\') {
+            char esc[2] = {'\\', (char)*s};
+            sb_add(b, esc, 2);
+            s++;
+        } else if (*s < 0x20) {
+            sb_printf(b, "\\u%04x", *s);
+            s++;
+        } else {
+            sb_add(b, (const char *)s, n);
+            s += n;
+        }
+    }
+    sb_add(b, "\"", 1);
+}
+
+static void sb_json_string_or_null(struct sbuf *b, const char *s)
+{
+    if (s && *s)
+        sb_json_string(b, s);
+    else
+        sb_puts(b, "null");
+}
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            /* Nobody reads the results any more: hatchway went away. Nothing useful is left to do. */
+            _exit(1);
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+}
+
+/* Send one result line. write(2) directly: no stdio buffer can hold it back or interleave it. */
+static void emit(struct sbuf *b)
+{
+    sb_add(b, "\n", 1);
+    write_all(STDOUT_FILENO, b->p, b->len);
+    b->len = 0;
+}
+
+static void die(const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct sbuf b = {0};
+    sb_puts(&b, "{\"ready\":false,\"error\":");
+    sb_json_string(&b, msg);
+    sb_puts(&b, "}");
+    emit(&b);
+    fprintf(stderr, "hatchway-supervisor: %s\n", msg);
+    exit(2);
+}
+
+/* Read a small file relative to a directory descriptor; returns bytes read or -1 with errno set. */
+static ssize_t read_file_at(int dirfd, const char *name, char *buf, size_t size)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t got = 0;
+    while (got + 1 < size) {
+        ssize_t k = read(fd, buf + got, size - 1 - got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+        if (k == 0)
+            break;
+        got += (size_t)k;
+    }
+    buf[got] = '\0';
+    close(fd);
+    return (ssize_t)got;
+}
+
+static bool read_u64_at(int dirfd, const char *name, uint64_t *out)
+{
+    char buf[64];
+    if (read_file_at(dirfd, name, buf, sizeof buf) <= 0)
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(buf, &end, 10);
+    if (errno || end == buf)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Returns 0 or errno. */
+static int write_file_at(int dirfd, const char *name, const char *value)
+{
+    int fd = openat(dirfd, name, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    size_t n = strlen(value);
+    ssize_t k = write(fd, value, n);
+    int e = k == (ssize_t)n ? 0 : (k < 0 ? errno : EIO);
+    close(fd);
+    return e;
+}
+
+/* "name 123" on its own line of a flat key/value file such as memory.oom_control. */
+static bool find_key_u64(const char *text, const char *key, uint64_t *out)
+{
+    size_t klen = strlen(key);
+    for (const char *line = text; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+        if (strncmp(line, key, klen) == 0 && line[klen] == ' ') {
+            *out = strtoull(line + klen + 1, NULL, 10);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---------------------------------------------------------------- removing files without following links */
+
+/* Remove everything inside the directory dirfd refers to, never following a symbolic link. Iterative, with one
+ * descriptor open at a time, so that a run cannot exhaust descriptors or the stack with deeply nested
+ * directories. Only called when every process of the run is dead, so nothing changes the tree meanwhile. */
+static int empty_dir(int dirfd, char *err, size_t errlen)
+{
+    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "open: %s", strerror(errno));
+        return -1;
+    }
+    char **stack = NULL;
+    size_t depth = 0, cap = 0;
+    int rc = 0;
+    for (;;) {
+        int listfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = listfd >= 0 ? fdopendir(listfd) : NULL;
+        if (!d) {
+            if (listfd >= 0)
+                close(listfd);
+            snprintf(err, errlen, "list: %s", strerror(errno));
+            rc = -1;
+            break;
+        }
+        char *descend = NULL;
+        struct dirent *e;
+        while (rc == 0 && (e = readdir(d)) != NULL) {
+            const char *name = e->d_name;
+            if (name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))
+                continue;
+            bool is_dir = e->d_type == DT_DIR;
+            if (e->d_type == DT_UNKNOWN) {
+                struct stat st;
+                is_dir = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+            }
+            if (!is_dir) {
+                if (unlinkat(fd, name, 0) < 0 && errno != ENOENT) {
+                    snprintf(err, errlen, "unlink %s: %s", name, strerror(errno));
+                    rc = -1;
+                }
+                continue;
+            }
+            if (unlinkat(fd, name, AT_REMOVEDIR) == 0)
+                continue;
+            if (errno == ENOTEMPTY || errno == EEXIST) {
+                descend = strdup(name);
+                if (!descend)
+                    die("out of memory");
+                break;
+            }
+            snprintf(err, errlen, "rmdir %s: %s", name, strerror(errno));
+            rc = -1;
+        }
+        closedir(d);
+        if (rc != 0)
+            break;
+        if (descend) {
+            int child = openat(fd, descend, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (child < 0) {
+                snprintf(err, errlen, "open %s: %s", descend, strerror(errno));
+                free(descend);
+                rc = -1;
+                break;
+            }
+            if (depth == cap) {
+                cap = cap ? cap * 2 : 16;
+                char **grown = realloc(stack, cap * sizeof *stack);
+                if (!grown)
+                    die("out of memory");
+                stack = grown;
+            }
+            stack[depth++] = descend;
+            close(fd);
+            fd = child;
+            continue;
+        }
+        if (depth == 0)
+            break;
+        /* This directory is empty now: go back up and remove it, then rescan the parent. */
+        int parent = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (parent < 0) {
+            snprintf(err, errlen, "open ..: %s", strerror(errno));
+            rc = -1;
+            break;
+        }
+        close(fd);
+        fd = parent;
+        char *name = stack[--depth];
+        if (unlinkat(fd, name, AT_REMOVEDIR) < 0) {
+            snprintf(err, errlen, "rmdir %s: %s", name, strerror(errno));
+            rc = -1;
+        }
+        free(name);
+        if (rc != 0)
+            break;
+    }
+    while (depth > 0)
+        free(stack[--depth]);
+    free(stack);
+    close(fd);
+    return rc;
+}
+
+/* Remove dirfd/name and everything below it. */
+static int remove_tree_at(int dirfd, const char *name, char *err, size_t errlen)
+{
+    int fd = openat(dirfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(err, errlen, "open: %s", strerror(errno));
+        return -1;
+    }
+    int rc = empty_dir(fd, err, errlen);
+    close(fd);
+    if (rc == 0 && unlinkat(dirfd, name, AT_REMOVEDIR) < 0) {
+        snprintf(err, errlen, "rmdir: %s", strerror(errno));
+        rc = -1;
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- reading requests */
+
+/* stdin is buffered here; a request is complete at its first empty field. */
+static struct {
+    char *buf;
+    size_t start, len, cap, scan;
+    bool at_field_start; /* the previous byte ended a field (or this is the request's first byte) */
+    bool discarding;     /* the request in flight is too large: drop it, then answer with an error */
+} In = {.at_field_start = true};
+
+enum read_result { REQ_OK, REQ_TOO_LARGE, REQ_EOF };
+
+/* Find the next complete request; on REQ_OK, [*begin, *end) holds its fields, each NUL-terminated. */
+static enum read_result read_request(char **begin, char **end)
+{
+    for (;;) {
+        while (In.scan < In.len) {
+            char *z = memchr(In.buf + In.scan, '\0', In.len - In.scan);
+            if (!z) {
+                In.at_field_start = false;
+                In.scan = In.len;
+                break;
+            }
+            size_t p = (size_t)(z - In.buf);
+            if (p > In.scan)
+                In.at_field_start = false;
+            In.scan = p + 1;
+            if (!In.at_field_start) {
+                In.at_field_start = true;
+                continue;
+            }
+            /* An empty field: the request ends here. */
+            size_t first = In.start;
+            In.start = In.scan;
+            if (In.discarding) {
+                In.discarding = false;
+                return REQ_TOO_LARGE;
+            }
+            *begin = In.buf + first;
+            *end = In.buf + p;
+            return REQ_OK;
+        }
+        if (!In.discarding && In.len - In.start > MAX_REQUEST_BYTES)
+            In.discarding = true;
+        if (In.discarding)
+            In.start = In.scan = In.len;
+        if (In.start > 0) {
+            memmove(In.buf, In.buf + In.start, In.len - In.start);
+            In.len -= In.start;
+            In.scan -= In.start;
+            In.start = 0;
+        }
+        if (In.cap - In.len < 4096) {
+            size_t cap = In.cap ? In.cap * 2 : 65536;
+            char *p = realloc(In.buf, cap);
+            if (!p)
+                die("out of memory");
+            In.buf = p;
+            In.cap = cap;
+        }
+        ssize_t k = read(STDIN_FILENO, In.buf + In.len, In.cap - In.len);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return REQ_EOF;
+        In.len += (size_t)k;
+    }
+}
+
+/* ---------------------------------------------------------------- the run request */
+
+struct request {
+    const char *id;
+    uint64_t cpu_ms, wall_ms, mem_bytes, procs, fsize_bytes;
+    uid_t uid;
+    gid_t gid;
+    const char *stdin_path, *stdout_path, *stderr_path, *cwd;
+    bool scratch;
+    char **env; /* NULL-terminated, with one spare slot for TMPDIR */
+    size_t nenv;
+    char **argv; /* NULL-terminated */
+    size_t nargv;
+};
+
+/* The scalar keys of a run request; env= and arg= repeat and are handled apart. */
+enum key {
+    KEY_ID,
+    KEY_CPU_MS,
+    KEY_WALL_MS,
+    KEY_MEM_BYTES,
+    KEY_PROCS,
+    KEY_FSIZE_BYTES,
+    KEY_UID,
+    KEY_GID, /* the numeric keys are KEY_CPU_MS..KEY_GID */
+    KEY_STDIN,
+    KEY_STDOUT,
+    KEY_STDERR,
+    KEY_CWD, /* the path keys are KEY_STDIN..KEY_CWD */
+    KEY_SCRATCH,
+    KEY_COUNT,
+};
+static const char *const key_names[KEY_COUNT] = {"id",  "cpu_ms", "wall_ms", "mem_bytes", "procs",  "fsize_bytes",
+                                                 "uid", "gid",    "stdin",   "stdout",    "stderr", "cwd",
+                                                 "scratch"};
+
+static bool parse_u64(const char *s, uint64_t *out)
+{
+    if (!*s)
+        return false;
+    uint64_t v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+        unsigned d = (unsigned)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+static void free_request(struct request *rq)
+{
+    free(rq->env);
+    free(rq->argv);
+    memset(rq, 0, sizeof *rq);
+}
+
+/* Fill rq from the fields after the verb; returns NULL or what is wrong (in msg). */
+static const char *parse_run(char *begin, char *end, struct request *rq, char *msg, size_t msglen)
+{
+    memset(rq, 0, sizeof *rq);
+    rq->id = "";
+    size_t nenv = 0, nargv = 0;
+    for (char *f = begin; f < end; f += strlen(f) + 1) {
+        if (strncmp(f, "env=", 4) == 0)
+            nenv++;
+        else if (strncmp(f, "arg=", 4) == 0)
+            nargv++;
+    }
+    rq->env = calloc(nenv + 2, sizeof *rq->env);
+    rq->argv = calloc(nargv + 1, sizeof *rq->argv);
+    if (!rq->env || !rq->argv)
+        die("out of memory");
+
+    unsigned seen = 0;
+    bool have_uid = false, have_gid = false;
+    for (char *f = begin; f < end; f += strlen(f) + 1) {
+        char *eq = strchr(f, '=');
+        if (!eq) {
+            snprintf(msg, msglen, "field %.60s is not key=value", f);
+            return msg;
+        }
+        size_t klen = (size_t)(eq - f);
+        const char *v = eq + 1;
+        if (klen == 3 && strncmp(f, "env", 3) == 0) {
+            const char *veq = strchr(v, '=');
+            if (!veq || veq == v) {
+                snprintf(msg, msglen, "env=%.60s is not NAME=VALUE", v);
+                return msg;
+            }
+            rq->env[rq->nenv++] = (char *)v;
+            continue;
+        }
+        if (klen == 3 && strncmp(f, "arg", 3) == 0) {
+            rq->argv[rq->nargv++] = (char *)v;
+            continue;
+        }
+        enum key k;
+        for (k = 0; k < KEY_COUNT; k++)
+            if (strlen(key_names[k]) == klen && strncmp(f, key_names[k], klen) == 0)
+                break;
+        if (k == KEY_COUNT) {
+            snprintf(msg, msglen, "unknown key %.*s", (int)(klen > 60 ? 60 : klen), f);
+            return msg;
+        }
+        if (seen & (1u << k)) {
+            snprintf(msg, msglen, "%s given twice", key_names[k]);
+            return msg;
+        }
+        seen |= 1u << k;
+        uint64_t n = 0;
+        bool numeric = k >= KEY_CPU_MS && k <= KEY_GID;
+        if (numeric && !parse_u64(v, &n)) {
+            snprintf(msg, msglen, "%s=%.40s is not a non-negative integer", key_names[k], v);
+            return msg;
+        }
+        if (k >= KEY_STDIN && k <= KEY_CWD && *v == '\0') {
+            snprintf(msg, msglen, "%s is empty", key_names[k]);
+            return msg;
+        }
+        switch (k) {
+        case KEY_ID: rq->id = v; break;
+        case KEY_CPU_MS: rq->cpu_ms = n; break;
+        case KEY_WALL_MS: rq->wall_ms = n; break;
+        case KEY_MEM_BYTES: rq->mem_bytes = n; break;
+        case KEY_PROCS: rq->procs = n; break;
+        case KEY_FSIZE_BYTES: rq->fsize_bytes = n; break;
+        case KEY_UID:
+            rq->uid = (uid_t)n;
+            have_uid = n <= MAX_ID;
+            break;
+        case KEY_GID:
+            rq->gid = (gid_t)n;
+            have_gid = n <= MAX_ID;
+            break;
+        case KEY_STDIN: rq->stdin_path = v; break;
+        case KEY_STDOUT: rq->stdout_path = v; break;
+        case KEY_STDERR: rq->stderr_path = v; break;
+        case KEY_CWD: rq->cwd = v; break;
+        case KEY_SCRATCH:
+            if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0) {
+                snprintf(msg, msglen, "scratch must be 0 or 1");
+                return msg;
+            }
+            rq->scratch = v[0] == '1';
+            break;
+        case KEY_COUNT: break;
+        }
+    }
+    if (rq->nargv == 0 || rq->argv[0][0] == '\0')
+        return "no program: give at least one non-empty arg=";
+    if (!(seen & (1u << KEY_UID)) || !(seen & (1u << KEY_GID)))
+        return "uid= and gid= are required";
+    if (!have_uid || !have_gid)
+        return "uid or gid out of range";
+    /* Root in the container would own the supervisor's files and could signal it: the isolation rests on this. */
+    if (rq->uid == 0 || rq->gid == 0)
+        return "uid and gid must not be 0";
+    if (rq->cpu_ms > MAX_TIME_MS || rq->wall_ms > MAX_TIME_MS)
+        return "cpu_ms or wall_ms is too large";
+    if (rq->procs > MAX_PROCS)
+        return "procs is too large";
+    if (rq->scratch && G.scratch_fd < 0)
+        return "scratch=1 but the supervisor was started without --scratch";
+    if (rq->scratch && rq->cwd)
+        return "cwd= and scratch=1 exclude each other: with scratch=1 the scratch directory is the cwd";
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- one run */
+
+/* What the child reports through its close-on-exec pipe when it fails before the program starts. */
+enum stage {
+    STAGE_CGROUP = 1,
+    STAGE_STDIO,
+    STAGE_RLIMIT,
+    STAGE_GROUPS,
+    STAGE_GID,
+    STAGE_UID,
+    STAGE_CAPS,
+    STAGE_NO_NEW_PRIVS,
+    STAGE_VERIFY,
+    STAGE_CHDIR,
+    STAGE_EXEC,
+    STAGE_STARTING,
+};
+
+static const char *stage_name(int stage)
+{
+    switch (stage) {
+    case STAGE_CGROUP: return "join the run's cgroups";
+    case STAGE_STDIO: return "set up stdin/stdout/stderr";
+    case STAGE_RLIMIT: return "set resource limits";
+    case STAGE_GROUPS: return "drop supplementary groups";
+    case STAGE_GID: return "set gid";
+    case STAGE_UID: return "set uid";
+    case STAGE_CAPS: return "drop capabilities";
+    case STAGE_NO_NEW_PRIVS: return "set no_new_privs";
+    case STAGE_VERIFY: return "verify dropped privileges";
+    case STAGE_CHDIR: return "chdir";
+    case STAGE_EXEC: return "exec";
+    default: return "set up";
+    }
+}
+
+/* A record on the report pipe: STAGE_STARTING with the time just before exec, then, if it fails, the stage and
+ * errno. */
+struct child_report {
+    int stage;
+    int err;
+    uint64_t t_ns;
+};
+
+enum failure { FAIL_NONE, FAIL_SETUP, FAIL_EXEC };
+
+struct run {
+    char name[32]; /* run-<n>: the run's cgroup and scratch directory names */
+    int cg[CG_COUNT];
+    int in_fd, out_fd, err_fd;
+    char *scratch_path;
+    char *tmpdir_env;
+    bool scratch_made;
+    int report[2];
+    pid_t pid;
+    uint64_t t0, t_end;
+    bool reaped;
+    int wstatus;
+    struct rusage ru;
+    struct rusage children_before;
+    bool killed, oom_killed, cpu_exceeded, wall_exceeded, output_exceeded;
+    uint64_t peak_sampled;
+    enum failure failure;
+    struct child_report failed; /* the child's failure record, stage 0 if none */
+    int exit_code_override;     /* for exec failures: 127 or 126 like a shell */
+    char error[600];
+};
+
+static void set_error(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(struct run *r, const char *fmt, ...)
+{
+    if (r->error[0])
+        return; /* the first failure is the one that explains the others */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->error, sizeof r->error, fmt, ap);
+    va_end(ap);
+}
+
+static void set_errno_error(struct run *r, const char *what, int e)
+{
+    char d[128];
+    describe_errno(d, sizeof d, e);
+    set_error(r, "%s: %s", what, d);
+}
+
+/* --- the child, between fork and exec: runs as root, must not return */
+
+static void child_fail(int fd, int stage, int err) __attribute__((noreturn));
+static void child_fail(int fd, int stage, int err)
+{
+    struct child_report rep = {stage, err, 0};
+    ssize_t ignored = write(fd, &rep, sizeof rep);
+    (void)ignored;
+    _exit(stage == STAGE_EXEC ? (err == ENOENT || err == ENOTDIR ? 127 : 126) : 125);
+}
+
+/* Mark every descriptor from 3 up close-on-exec, so that the program inherits only 0, 1 and 2 while the report
+ * pipe stays usable until exec. */
+static int cloexec_from_3(void)
+{
+    if (syscall(__NR_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC) == 0)
+        return 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        int self_fd = dirfd(d);
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            int fd = atoi(e->d_name);
+            if (fd >= 3 && fd != self_fd && fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 && errno != EBADF)
+                return -1;
+        }
+        closedir(d);
+        return 0;
+    }
+    struct rlimit rl;
+    long top = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (long)rl.rlim_cur : 65536;
+    for (long fd = 3; fd < top && fd < 1048576; fd++)
+        fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+    return 0;
+}
+
+/* Raise or lower a limit; without CAP_SYS_RESOURCE the hard limit cannot go above the inherited one. */
+static int set_rlimit(int resource, rlim_t soft, rlim_t hard)
+{
+    struct rlimit cur;
+    if (getrlimit(resource, &cur) == 0 && cur.rlim_max != RLIM_INFINITY && hard > cur.rlim_max)
+        hard = cur.rlim_max;
+    if (soft > hard)
+        soft = hard;
+    struct rlimit rl = {soft, hard};
+    if (setrlimit(resource, &rl) == 0)
+        return 0;
+    if (errno == EPERM && getrlimit(resource, &cur) == 0) {
+        rl.rlim_max = cur.rlim_max;
+        rl.rlim_cur = soft < cur.rlim_max ? soft : cur.rlim_max;
+        return setrlimit(resource, &rl);
+    }
+    return -1;
+}
+
+/* execvpe without its ENOEXEC-to-/bin/sh fallback: a missing interpreter line is the program's own error. */
+static int exec_search(char *const argv[], char *const envp[])
+{
+    const char *file = argv[0];
+    if (strchr(file, '/')) {
+        execve(file, argv, envp);
+        return errno;
+    }
+    const char *path = DEFAULT_PATH;
+    for (char *const *e = envp; *e; e++)
+        if (strncmp(*e, "PATH=", 5) == 0)
+            path = *e + 5;
+    size_t flen = strlen(file);
+    bool denied = false;
+    for (const char *p = path;; p++) {
+        const char *colon = strchrnul(p, ':');
+        size_t dlen = (size_t)(colon - p);
+        char buf[PATH_MAX];
+        if (dlen + 1 + flen < sizeof buf) {
+            if (dlen == 0) {
+                memcpy(buf, file, flen + 1); /* an empty PATH entry means the current directory */
+            } else {
+                memcpy(buf, p, dlen);
+                buf[dlen] = '/';
+                memcpy(buf + dlen + 1, file, flen + 1);
+            }
+            execve(buf, argv, envp);
+            switch (errno) {
+            case EACCES: denied = true; break;
+            case ENOENT:
+            case ENOTDIR:
+            case ESTALE:
+            case ENODEV:
+            case ETIMEDOUT: break;
+            default: return errno;
+            }
+        }
+        if (*colon == '\0')
+            break;
+        p = colon;
+    }
+    return denied ? EACCES : ENOENT;
+}
+
+static void child_main(const struct request *rq, const struct run *r) __attribute__((noreturn));
+static void child_main(const struct request *rq, const struct run *r)
+{
+    int rep = r->report[1];
+    pid_t parent = getppid();
+
+    /* An ignored signal stays ignored across exec, and so does the mask. main() reset every other disposition to
+     * the default once; handlers are reset by exec itself. */
+    signal(SIGPIPE, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+
+    /* Its own session and process group: one kill(-pid) ends the run's ordinary processes at once. */
+    setsid();
+
+    /* Join the cgroups while still root: the cgroup files are root's, and afterwards nothing can leave them. */
+    if (G.cgroup_mode)
+        for (int i = 0; i < CG_COUNT; i++) {
+            int e = write_file_at(r->cg[i], "cgroup.procs", "0");
+            if (e)
+                child_fail(rep, STAGE_CGROUP, e);
+        }
+
+    /* Move the three files above 2 first: one of them may itself be 0, 1 or 2 if the supervisor's own were
+     * closed, and dup2 onto itself would keep the close-on-exec flag. */
+    int fds[3] = {r->in_fd, r->out_fd, r->err_fd};
+    for (int i = 0; i < 3; i++) {
+        fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+        if (fds[i] < 0)
+            child_fail(rep, STAGE_STDIO, errno);
+    }
+    for (int i = 0; i < 3; i++)
+        if (dup2(fds[i], i) < 0)
+            child_fail(rep, STAGE_STDIO, errno);
+    if (cloexec_from_3() < 0)
+        child_fail(rep, STAGE_STDIO, errno);
+
+    if (set_rlimit(RLIMIT_CORE, 0, 0) < 0)
+        child_fail(rep, STAGE_RLIMIT, errno);
+    if (rq->cpu_ms) {
+        /* A backstop only: the supervisor's own check is finer and counts every process of the run. */
+        rlim_t soft = (rlim_t)((rq->cpu_ms + 999) / 1000 + 1);
+        if (set_rlimit(RLIMIT_CPU, soft, soft + 1) < 0)
+            child_fail(rep, STAGE_RLIMIT, errno);
+    }
+    if (rq->fsize_bytes && set_rlimit(RLIMIT_FSIZE, (rlim_t)rq->fsize_bytes, (rlim_t)rq->fsize_bytes) < 0)
+        child_fail(rep, STAGE_RLIMIT, errno);
+    /* Set before setuid: the kernel compares the new user's process count with it when the uid changes. */
+    if (!G.cgroup_mode && rq->procs && set_rlimit(RLIMIT_NPROC, (rlim_t)rq->procs, (rlim_t)rq->procs) < 0)
+        child_fail(rep, STAGE_RLIMIT, errno);
+
+    /* Dropping the bounding set needs CAP_SETPCAP, which the container does not grant; it is only extra. */
+    if (G.can_drop_bounding_set)
+        for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
+            prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+
+    if (setgroups(0, NULL) < 0)
+        child_fail(rep, STAGE_GROUPS, errno);
+    if (setresgid(rq->gid, rq->gid, rq->gid) < 0)
+        child_fail(rep, STAGE_GID, errno);
+    if (setresuid(rq->uid, rq->uid, rq->uid) < 0)
+        child_fail(rep, STAGE_UID, errno);
+
+    /* Leaving uid 0 already empties the permitted and effective sets; inheritable survives it, so clear all. */
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct caps[2];
+    memset(caps, 0, sizeof caps);
+    if (syscall(SYS_capset, &hdr, caps) < 0)
+        child_fail(rep, STAGE_CAPS, errno);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        child_fail(rep, STAGE_NO_NEW_PRIVS, errno);
+
+    uid_t ru, eu, su;
+    gid_t rg, eg, sg;
+    if (getresuid(&ru, &eu, &su) < 0 || getresgid(&rg, &eg, &sg) < 0 || ru != rq->uid || eu != rq->uid ||
+        su != rq->uid || rg != rq->gid || eg != rq->gid || sg != rq->gid || getgroups(0, NULL) != 0)
+        child_fail(rep, STAGE_VERIFY, EPERM);
+    memset(caps, 0xff, sizeof caps);
+    if (syscall(SYS_capget, &hdr, caps) < 0 || caps[0].effective || caps[0].permitted || caps[0].inheritable ||
+        caps[1].effective || caps[1].permitted || caps[1].inheritable)
+        child_fail(rep, STAGE_VERIFY, EPERM);
+
+    /* Set after setuid because a credential change clears it. If the supervisor dies (it is not PID 1 in unit
+     * tests), the run must not live on. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (getppid() != parent)
+        _exit(125);
+
+    /* As the run's user, so that the cwd is one it may enter. */
+    const char *cwd = rq->scratch ? r->scratch_path : rq->cwd;
+    if (cwd && chdir(cwd) < 0)
+        child_fail(rep, STAGE_CHDIR, errno);
+
+    /* The run's clock starts here: setting up, joining cgroups above all, is the supervisor's time, not the
+     * program's (the first cgroup migration after a pause waits for an RCU grace period, milliseconds). */
+    struct child_report start = {STAGE_STARTING, 0, now_ns()};
+    if (write(rep, &start, sizeof start) != (ssize_t)sizeof start)
+        _exit(125);
+    child_fail(rep, STAGE_EXEC, exec_search(rq->argv, rq->env));
+}
+
+/* --- the parent: preparing, watching and ending a run */
+
+static void wait_sigchld(uint64_t timeout_ns)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    if (timeout_ns == UINT64_MAX) {
+        sigwaitinfo(&set, NULL);
+    } else {
+        struct timespec ts = {(time_t)(timeout_ns / NS_PER_S), (long)(timeout_ns % NS_PER_S)};
+        sigtimedwait(&set, NULL, &ts);
+    }
+}
+
+/* Reap every child that has ended, so no zombie is left behind; only the main child's status is kept. __WALL
+ * because a run can make children whose exit signal is not SIGCHLD. */
+static void reap(struct run *r)
+{
+    for (;;) {
+        int status;
+        struct rusage ru;
+        pid_t p = wait4(-1, &status, WNOHANG | __WALL, &ru);
+        if (p <= 0)
+            return;
+        if (r && p == r->pid && !r->reaped) {
+            r->reaped = true;
+            r->t_end = now_ns();
+            r->wstatus = status;
+            r->ru = ru;
+        }
+    }
+}
+
+static bool has_children(void)
+{
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    return !(waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT | __WALL) < 0 && errno == ECHILD);
+}
+
+/* The processes of the run in proc mode: all descendants of the supervisor (orphans come back to it because it is a
+ * subreaper), read from /proc. */
+struct proc_entry {
+    pid_t pid, ppid;
+    uint64_t ticks; /* utime + stime + cutime + cstime */
+    uint64_t rss_pages;
+    bool mine;
+};
+
+static struct {
+    struct proc_entry *v;
+    size_t n, cap;
+} Procs;
+
+static int cmp_pid(const void *a, const void *b)
+{
+    pid_t x = ((const struct proc_entry *)a)->pid, y = ((const struct proc_entry *)b)->pid;
+    return (x > y) - (x < y);
+}
+
+static bool parse_stat(const char *buf, struct proc_entry *pe)
+{
+    /* The command name (field 2) may contain spaces and parentheses; the fields after the last ')' cannot. */
+    const char *p = strrchr(buf, ')');
+    if (!p)
+        return false;
+    p++;
+    uint64_t field[25] = {0};
+    for (int i = 3; i <= 24; i++) {
+        while (*p == ' ')
+            p++;
+        if (!*p)
+            return false;
+        if (i == 3) {
+            p++; /* the state letter */
+            continue;
+        }
+        char *end;
+        long long v = strtoll(p, &end, 10);
+        if (end == p)
+            return false;
+        field[i] = v < 0 ? 0 : (uint64_t)v;
+        p = end;
+    }
+    pe->ppid = (pid_t)field[4];
+    pe->ticks = field[14] + field[15] + field[16] + field[17];
+    pe->rss_pages = field[24];
+    return true;
+}
+
+static void scan_procs(void)
+{
+    Procs.n = 0;
+    DIR *d = opendir("/proc");
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue;
+        struct proc_entry pe = {.pid = (pid_t)atoi(e->d_name)};
+        if (pe.pid == G.self)
+            continue;
+        char path[64], buf[1024];
+        snprintf(path, sizeof path, "/proc/%d/stat", pe.pid);
+        if (read_file_at(AT_FDCWD, path, buf, sizeof buf) <= 0 || !parse_stat(buf, &pe))
+            continue;
+        if (Procs.n == Procs.cap) {
+            Procs.cap = Procs.cap ? Procs.cap * 2 : 256;
+            Procs.v = realloc(Procs.v, Procs.cap * sizeof *Procs.v);
+            if (!Procs.v)
+                die("out of memory");
+        }
+        Procs.v[Procs.n++] = pe;
+    }
+    closedir(d);
+    if (G.pid1) {
+        for (size_t i = 0; i < Procs.n; i++)
+            Procs.v[i].mine = true;
+        return;
+    }
+    qsort(Procs.v, Procs.n, sizeof *Procs.v, cmp_pid);
+    for (size_t i = 0; i < Procs.n; i++)
+        Procs.v[i].mine = Procs.v[i].ppid == G.self;
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (size_t i = 0; i < Procs.n; i++) {
+            if (Procs.v[i].mine)
+                continue;
+            struct proc_entry key = {.pid = Procs.v[i].ppid};
+            struct proc_entry *parent = bsearch(&key, Procs.v, Procs.n, sizeof *Procs.v, cmp_pid);
+            if (parent && parent->mine) {
+                Procs.v[i].mine = true;
+                changed = true;
+            }
+        }
+    }
+}
+
+static void kill_descendants(void)
+{
+    scan_procs();
+    for (size_t i = 0; i < Procs.n; i++)
+        if (Procs.v[i].mine)
+            kill(Procs.v[i].pid, SIGKILL);
+}
+
+/* SIGKILL every process listed in the run's cgroup; returns how many were listed. */
+static size_t kill_cgroup(const struct run *r)
+{
+    static char *buf;
+    static size_t cap;
+    int fd = openat(r->cg[CG_PIDS], "cgroup.procs", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    size_t len = 0;
+    for (;;) {
+        if (cap - len < 4096) {
+            cap = cap ? cap * 2 : 16384;
+            buf = realloc(buf, cap);
+            if (!buf)
+                die("out of memory");
+        }
+        ssize_t k = read(fd, buf + len, cap - len - 1);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break;
+        len += (size_t)k;
+    }
+    close(fd);
+    buf[len] = '\0';
+    size_t n = 0;
+    for (char *p = buf; *p;) {
+        char *end;
+        long pid = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        if (pid > 1 && pid != G.self) {
+            kill((pid_t)pid, SIGKILL);
+            n++;
+        }
+        p = end;
+        while (*p == '\n')
+            p++;
+    }
+    return n;
+}
+
+/* SIGKILL everything of the run. Returns false when nothing of it was found left (cgroup mode only; proc mode
+ * answers that through has_children). */
+static bool kill_run(struct run *r)
+{
+    if (!r->reaped)
+        kill(r->pid, SIGKILL);
+    /* The group the child made with setsid(); one call ends it atomically with respect to fork. */
+    kill(-r->pid, SIGKILL);
+    if (G.cgroup_mode)
+        return kill_cgroup(r) > 0;
+    if (G.pid1) {
+        /* Everything in the pid namespace but PID 1 itself, atomically: a fork bomb cannot outrun it. */
+        kill(-1, SIGKILL);
+    } else if (has_children()) {
+        /* Never kill(-1) on a host: only our own descendants (setsid() escapes the process group). */
+        kill_descendants();
+    }
+    return true;
+}
+
+static int64_t rusage_cpu_us(const struct rusage *ru)
+{
+    return ((int64_t)ru->ru_utime.tv_sec + ru->ru_stime.tv_sec) * 1000000 + ru->ru_utime.tv_usec +
+           ru->ru_stime.tv_usec;
+}
+
+/* CPU time of the processes of this run the supervisor has reaped, in us. */
+static uint64_t reaped_cpu_us(const struct run *r)
+{
+    struct rusage now;
+    getrusage(RUSAGE_CHILDREN, &now);
+    int64_t us = rusage_cpu_us(&now) - rusage_cpu_us(&r->children_before);
+    return us > 0 ? (uint64_t)us : 0;
+}
+
+/* CPU time of the run so far, in ns. */
+static uint64_t cpu_so_far(const struct run *r, bool scanned)
+{
+    if (G.cgroup_mode) {
+        uint64_t ns = 0;
+        read_u64_at(r->cg[CG_CPUACCT], "cpuacct.usage", &ns);
+        return ns;
+    }
+    /* Reaped processes are in RUSAGE_CHILDREN, live ones (with what they reaped themselves) in /proc. */
+    if (!scanned)
+        scan_procs();
+    uint64_t ticks = 0;
+    for (size_t i = 0; i < Procs.n; i++)
+        if (Procs.v[i].mine)
+            ticks += Procs.v[i].ticks;
+    return reaped_cpu_us(r) * 1000 + ticks * (NS_PER_S / (uint64_t)G.clk_tck);
+}
+
+static uint64_t rss_so_far(void)
+{
+    uint64_t pages = 0;
+    for (size_t i = 0; i < Procs.n; i++)
+        if (Procs.v[i].mine)
+            pages += Procs.v[i].rss_pages;
+    return pages * (uint64_t)G.page_size;
+}
+
+/* Wait for the main child, enforcing the wall and CPU limits (and proc mode's memory limit) meanwhile. The CPU
+ * check is scheduled for the earliest moment the budget could be spent, so a short run is never polled. */
+static void watch(struct run *r, const struct request *rq)
+{
+    uint64_t wall_deadline = rq->wall_ms ? r->t0 + rq->wall_ms * NS_PER_MS : UINT64_MAX;
+    uint64_t cpu_limit_ns = rq->cpu_ms * NS_PER_MS;
+    uint64_t next_cpu = rq->cpu_ms ? r->t0 + max_u64(MIN_CPU_CHECK_NS, cpu_limit_ns / (uint64_t)G.ncpu) : UINT64_MAX;
+    uint64_t next_mem = !G.cgroup_mode && rq->mem_bytes ? r->t0 + MEM_SAMPLE_NS : UINT64_MAX;
+    uint64_t next_kill = UINT64_MAX;
+    for (;;) {
+        reap(r);
+        if (r->reaped)
+            return;
+        uint64_t now = now_ns();
+        if (r->killed) {
+            if (now >= next_kill) {
+                kill_run(r);
+                next_kill = now + REKILL_NS;
+            }
+        } else if (now >= wall_deadline) {
+            r->wall_exceeded = true;
+        } else if (now >= next_cpu || now >= next_mem) {
+            bool scanned = false;
+            if (now >= next_mem) {
+                scan_procs();
+                scanned = true;
+                uint64_t rss = rss_so_far();
+                r->peak_sampled = max_u64(r->peak_sampled, rss);
+                if (rss > rq->mem_bytes)
+                    r->oom_killed = true;
+                next_mem = now + MEM_SAMPLE_NS;
+            }
+            if (!r->oom_killed && now >= next_cpu) {
+                uint64_t used = cpu_so_far(r, scanned);
+                if (used > cpu_limit_ns)
+                    r->cpu_exceeded = true;
+                else
+                    next_cpu = now + max_u64(MIN_CPU_CHECK_NS, (cpu_limit_ns - used) / (uint64_t)G.ncpu);
+            }
+        }
+        if (!r->killed && (r->wall_exceeded || r->cpu_exceeded || r->oom_killed)) {
+            r->killed = true;
+            kill_run(r);
+            next_kill = now + REKILL_NS;
+        }
+        uint64_t until = r->killed ? next_kill : min_u64(wall_deadline, min_u64(next_cpu, next_mem));
+        wait_sigchld(until == UINT64_MAX ? UINT64_MAX : (until > now ? until - now : 0));
+    }
+}
+
+/* Read one record from the report pipe (non-blocking); false when there is none. */
+static bool read_report(struct run *r, struct child_report *rep)
+{
+    ssize_t k;
+    do
+        k = read(r->report[0], rep, sizeof *rep);
+    while (k < 0 && errno == EINTR);
+    return k == (ssize_t)sizeof *rep;
+}
+
+/* Wait until the child is about to exec (or has failed before) and start the run's clock there. A setup slower
+ * than the wall limit leaves the clock at fork, so that watch() ends the run at once. */
+static void await_exec(struct run *r, const struct request *rq)
+{
+    r->t0 = now_ns();
+    struct pollfd pfd = {r->report[0], POLLIN, 0};
+    int timeout_ms = rq->wall_ms ? (int)rq->wall_ms : -1;
+    while (poll(&pfd, 1, timeout_ms) < 0 && errno == EINTR)
+        ;
+    struct child_report rep;
+    if (!read_report(r, &rep))
+        return; /* timed out, or the child died before it could say anything */
+    if (rep.stage == STAGE_STARTING && rep.t_ns >= r->t0)
+        r->t0 = rep.t_ns;
+    else if (rep.stage != STAGE_STARTING)
+        r->failed = rep;
+}
+
+/* After the main child: kill and reap everything the run left (daemons, a fork bomb), so that the next run starts
+ * alone and its measurements are its own. */
+static void end_leftovers(struct run *r)
+{
+    uint64_t give_up = now_ns() + KILL_GIVE_UP_NS;
+    for (;;) {
+        bool listed = kill_run(r);
+        reap(r);
+        bool left = G.cgroup_mode ? listed : has_children();
+        if (!left)
+            return;
+        if (now_ns() > give_up) {
+            set_error(r, "processes of the run survived SIGKILL for %llu s", KILL_GIVE_UP_NS / NS_PER_S);
+            return;
+        }
+        wait_sigchld(NS_PER_MS);
+    }
+}
+
+static int open_stdio(struct run *r, const struct request *rq)
+{
+    const char *in = rq->stdin_path ? rq->stdin_path : "/dev/null";
+    /* O_NONBLOCK so that a FIFO cannot hang the supervisor; the program gets a blocking descriptor. */
+    r->in_fd = open(in, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (r->in_fd < 0) {
+        char what[300];
+        snprintf(what, sizeof what, "open stdin %.250s", in);
+        set_errno_error(r, what, errno);
+        return -1;
+    }
+    fcntl(r->in_fd, F_SETFL, fcntl(r->in_fd, F_GETFL) & ~O_NONBLOCK);
+    const char *paths[2] = {rq->stdout_path, rq->stderr_path};
+    int *fds[2] = {&r->out_fd, &r->err_fd};
+    for (int i = 0; i < 2; i++) {
+        if (i == 1 && paths[1] && paths[0] && strcmp(paths[0], paths[1]) == 0) {
+            /* One open file for both, so they share an offset instead of overwriting each other. */
+            r->err_fd = fcntl(r->out_fd, F_DUPFD_CLOEXEC, 3);
+        } else if (paths[i]) {
+            /* O_NOFOLLOW: a link planted by an earlier run must not make root truncate some other file. */
+            *fds[i] = open(paths[i], O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        } else {
+            *fds[i] = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        }
+        if (*fds[i] < 0) {
+            char what[300];
+            snprintf(what, sizeof what, "open %s %.250s", i == 0 ? "stdout" : "stderr",
+                     paths[i] ? paths[i] : "/dev/null");
+            set_errno_error(r, what, errno);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int make_scratch(struct run *r, struct request *rq)
+{
+    if (mkdirat(G.scratch_fd, r->name, 0700) < 0) {
+        /* Left by an earlier supervisor that used the same directory: it is no run's any more. */
+        char err[256];
+        if (errno != EEXIST || remove_tree_at(G.scratch_fd, r->name, err, sizeof err) < 0 ||
+            mkdirat(G.scratch_fd, r->name, 0700) < 0) {
+            set_errno_error(r, "make the scratch directory", errno);
+            return -1;
+        }
+    }
+    r->scratch_made = true;
+    /* The umask may have taken bits away; the mode is exactly 0700 and the run's user owns it. */
+    if (fchownat(G.scratch_fd, r->name, rq->uid, rq->gid, AT_SYMLINK_NOFOLLOW) < 0 ||
+        fchmodat(G.scratch_fd, r->name, 0700, 0) < 0) {
+        set_errno_error(r, "hand the scratch directory to the run's user", errno);
+        return -1;
+    }
+    if (asprintf(&r->scratch_path, "%s/%s", G.scratch_dir, r->name) < 0 ||
+        asprintf(&r->tmpdir_env, "TMPDIR=%s", r->scratch_path) < 0)
+        die("out of memory");
+    size_t i;
+    for (i = 0; i < rq->nenv; i++)
+        if (strncmp(rq->env[i], "TMPDIR=", 7) == 0)
+            break;
+    rq->env[i] = r->tmpdir_env;
+    if (i == rq->nenv)
+        rq->nenv++;
+    return 0;
+}
+
+/* rmdir name in every controller where cg[] holds it open, and close those descriptors. */
+static void remove_cgroup_dirs(const char *name, int cg[CG_COUNT])
+{
+    for (int i = 0; i < CG_COUNT; i++) {
+        if (cg[i] < 0)
+            continue;
+        close(cg[i]);
+        cg[i] = -1;
+        /* Removal can lag the death of the last task by a moment. */
+        for (int attempt = 0; attempt < 100; attempt++) {
+            if (unlinkat(G.cg_root[i], name, AT_REMOVEDIR) == 0 || errno == ENOENT)
+                break;
+            if (errno != EBUSY) {
+                fprintf(stderr, "hatchway-supervisor: rmdir %s/%s: %s\n", cg_names[i], name, strerror(errno));
+                break;
+            }
+            struct timespec ms = {0, (long)NS_PER_MS};
+            nanosleep(&ms, NULL);
+        }
+    }
+}
+
+/* mkdir name in every controller and open it into cg[]. Returns 0, or an errno with nothing left behind. */
+static int make_cgroup_dirs(const char *name, int cg[CG_COUNT], const char **failed_controller)
+{
+    for (int i = 0; i < CG_COUNT; i++) {
+        /* An existing directory was left by an earlier supervisor; reusing it would mix its counters in. */
+        int e = 0;
+        if (mkdirat(G.cg_root[i], name, 0755) < 0 &&
+            (errno != EEXIST || unlinkat(G.cg_root[i], name, AT_REMOVEDIR) < 0 ||
+             mkdirat(G.cg_root[i], name, 0755) < 0))
+            e = errno;
+        if (!e) {
+            cg[i] = openat(G.cg_root[i], name, O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (cg[i] < 0) {
+                e = errno;
+                unlinkat(G.cg_root[i], name, AT_REMOVEDIR);
+            }
+        }
+        if (e) {
+            *failed_controller = cg_names[i];
+            remove_cgroup_dirs(name, cg);
+            return e;
+        }
+    }
+    return 0;
+}
+
+/* The next run's cgroups, made after the previous answer was sent: mkdir is a quarter of a millisecond that then
+ * overlaps with hatchway reading the answer instead of delaying the next run. */
+static struct {
+    bool ready;
+    char name[32];
+    int cg[CG_COUNT];
+} Spare = {.cg = {-1, -1, -1}};
+
+static void run_name(char *buf, size_t size, uint64_t n) { snprintf(buf, size, "run-%llu", (unsigned long long)n); }
+
+static void make_spare(void)
+{
+    const char *ignored;
+    run_name(Spare.name, sizeof Spare.name, G.runs + 1);
+    /* On failure there is simply no spare: the next run tries again and reports the error. */
+    Spare.ready = make_cgroup_dirs(Spare.name, Spare.cg, &ignored) == 0;
+}
+
+static int make_cgroups(struct run *r, const struct request *rq)
+{
+    if (Spare.ready && strcmp(Spare.name, r->name) == 0) {
+        memcpy(r->cg, Spare.cg, sizeof r->cg);
+        Spare.ready = false;
+    } else {
+        const char *controller = "";
+        int e = make_cgroup_dirs(r->name, r->cg, &controller);
+        if (e) {
+            char what[64];
+            snprintf(what, sizeof what, "mkdir %s cgroup", controller);
+            set_errno_error(r, what, e);
+            return -1;
+        }
+    }
+    char value[32];
+    int e = 0;
+    const char *file = NULL;
+    if (rq->mem_bytes) {
+        snprintf(value, sizeof value, "%llu", (unsigned long long)rq->mem_bytes);
+        /* A fresh cgroup starts unlimited, so memory first, then memory+swap (which must stay >= memory). */
+        e = write_file_at(r->cg[CG_MEMORY], file = "memory.limit_in_bytes", value);
+        if (!e && G.has_memsw)
+            e = write_file_at(r->cg[CG_MEMORY], file = "memory.memsw.limit_in_bytes", value);
+    }
+    if (!e && G.reenable_oom_killer)
+        e = write_file_at(r->cg[CG_MEMORY], file = "memory.oom_control", "0");
+    if (!e && rq->procs) {
+        snprintf(value, sizeof value, "%llu", (unsigned long long)rq->procs);
+        e = write_file_at(r->cg[CG_PIDS], file = "pids.max", value);
+    }
+    if (e) {
+        char what[80];
+        snprintf(what, sizeof what, "write %s", file);
+        set_errno_error(r, what, e);
+        return -1;
+    }
+    return 0;
+}
+
+/* Peak memory, CPU time and the OOM verdict, once every process of the run is gone. */
+static void measure(struct run *r, uint64_t *cpu_us, uint64_t *memory_bytes)
+{
+    if (G.cgroup_mode) {
+        uint64_t ns = 0, peak = 0, ooms = 0, failcnt = 0;
+        read_u64_at(r->cg[CG_CPUACCT], "cpuacct.usage", &ns);
+        read_u64_at(r->cg[CG_MEMORY], "memory.max_usage_in_bytes", &peak);
+        char text[512];
+        bool have_field = read_file_at(r->cg[CG_MEMORY], "memory.oom_control", text, sizeof text) > 0 &&
+                          find_key_u64(text, "oom_kill", &ooms);
+        if (have_field) {
+            if (ooms > 0)
+                r->oom_killed = true;
+        } else if (r->reaped && WIFSIGNALED(r->wstatus) && WTERMSIG(r->wstatus) == SIGKILL &&
+                   read_u64_at(r->cg[CG_MEMORY], "memory.failcnt", &failcnt) && failcnt > 0) {
+            /* Kernels before 4.13 do not count OOM kills per cgroup. */
+            r->oom_killed = true;
+        }
+        *cpu_us = ns / 1000;
+        *memory_bytes = peak;
+        return;
+    }
+    *cpu_us = reaped_cpu_us(r);
+    /* ru_maxrss of RUSAGE_CHILDREN is the largest child ever, not this run's: use the main child's own. */
+    uint64_t maxrss = r->reaped ? (uint64_t)r->ru.ru_maxrss * 1024 : 0;
+    *memory_bytes = max_u64(maxrss, r->peak_sampled);
+}
+
+static void emit_run_result(const struct run *r, const char *id, uint64_t cpu_us, uint64_t wall_us, uint64_t mem)
+{
+    struct sbuf b = {0};
+    const char *status;
+    long exit_code = -1, signal_no = -1;
+    if (r->failure == FAIL_SETUP) {
+        status = "setup_failed";
+    } else if (r->failure == FAIL_EXEC) {
+        status = "exec_failed";
+        exit_code = r->exit_code_override;
+    } else if (WIFSIGNALED(r->wstatus)) {
+        status = "signaled";
+        signal_no = WTERMSIG(r->wstatus);
+    } else {
+        status = "exited";
+        exit_code = WEXITSTATUS(r->wstatus);
+    }
+    sb_puts(&b, "{\"id\":");
+    sb_json_string(&b, id);
+    sb_printf(&b, ",\"status\":\"%s\",\"exit_code\":", status);
+    if (exit_code >= 0)
+        sb_printf(&b, "%ld", exit_code);
+    else
+        sb_puts(&b, "null");
+    sb_puts(&b, ",\"signal\":");
+    if (signal_no >= 0)
+        sb_printf(&b, "%ld", signal_no);
+    else
+        sb_puts(&b, "null");
+    sb_printf(&b,
+              ",\"cpu_us\":%llu,\"wall_us\":%llu,\"memory_bytes\":%llu,\"oom_killed\":%s,\"cpu_exceeded\":%s,"
+              "\"wall_exceeded\":%s,\"output_exceeded\":%s,\"error\":",
+              (unsigned long long)cpu_us, (unsigned long long)wall_us, (unsigned long long)mem,
+              r->oom_killed ? "true" : "false", r->cpu_exceeded ? "true" : "false",
+              r->wall_exceeded ? "true" : "false", r->output_exceeded ? "true" : "false");
+    sb_json_string_or_null(&b, r->error);
+    sb_puts(&b, "}");
+    emit(&b);
+    free(b.p);
+}
+
+static bool file_reached(int fd, uint64_t limit)
+{
+    struct stat st;
+    return fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size >= limit;
+}
+
+static void handle_run(struct request *rq)
+{
+    struct run r;
+    memset(&r, 0, sizeof r);
+    r.in_fd = r.out_fd = r.err_fd = -1;
+    r.report[0] = r.report[1] = -1;
+    for (int i = 0; i < CG_COUNT; i++)
+        r.cg[i] = -1;
+    run_name(r.name, sizeof r.name, ++G.runs);
+
+    bool forked = false;
+    uint64_t cpu_us = 0, wall_us = 0, mem = 0;
+    if (open_stdio(&r, rq) < 0 || (rq->scratch && make_scratch(&r, rq) < 0) ||
+        (G.cgroup_mode && make_cgroups(&r, rq) < 0)) {
+        r.failure = FAIL_SETUP;
+    } else if (pipe2(r.report, O_CLOEXEC | O_NONBLOCK) < 0) {
+        r.failure = FAIL_SETUP;
+        set_errno_error(&r, "pipe", errno);
+    } else {
+        getrusage(RUSAGE_CHILDREN, &r.children_before);
+        r.pid = fork();
+        if (r.pid == 0)
+            child_main(rq, &r);
+        if (r.pid < 0) {
+            r.failure = FAIL_SETUP;
+            set_errno_error(&r, "fork", errno);
+        } else {
+            forked = true;
+            close(r.report[1]);
+            r.report[1] = -1;
+            await_exec(&r, rq);
+            watch(&r, rq);
+            end_leftovers(&r);
+            /* The child is dead, so the pipe holds its failure or nothing (exec succeeded). */
+            struct child_report rep = r.failed;
+            while (rep.stage == 0 || rep.stage == STAGE_STARTING)
+                if (!read_report(&r, &rep)) {
+                    rep.stage = 0;
+                    break;
+                }
+            if (rep.stage != 0) {
+                char what[300];
+                if (rep.stage == STAGE_EXEC) {
+                    r.failure = FAIL_EXEC;
+                    r.exit_code_override = rep.err == ENOENT || rep.err == ENOTDIR ? 127 : 126;
+                    snprintf(what, sizeof what, "exec %.250s", rq->argv[0]);
+                } else {
+                    r.failure = FAIL_SETUP;
+                    if (rep.stage == STAGE_CHDIR)
+                        snprintf(what, sizeof what, "chdir %.250s", rq->scratch ? r.scratch_path : rq->cwd);
+                    else
+                        snprintf(what, sizeof what, "%s", stage_name(rep.stage));
+                }
+                set_errno_error(&r, what, rep.err);
+            }
+            wall_us = (r.t_end - r.t0) / 1000;
+            measure(&r, &cpu_us, &mem);
+            if (rq->cpu_ms && (cpu_us > rq->cpu_ms * 1000 ||
+                               (WIFSIGNALED(r.wstatus) && WTERMSIG(r.wstatus) == SIGXCPU)))
+                r.cpu_exceeded = true;
+            if (rq->fsize_bytes && ((WIFSIGNALED(r.wstatus) && WTERMSIG(r.wstatus) == SIGXFSZ) ||
+                                    file_reached(r.out_fd, rq->fsize_bytes) ||
+                                    file_reached(r.err_fd, rq->fsize_bytes)))
+                r.output_exceeded = true;
+        }
+    }
+
+    char err[300];
+    if (r.scratch_made && remove_tree_at(G.scratch_fd, r.name, err, sizeof err) < 0)
+        set_error(&r, "remove the scratch directory: %s", err);
+    if (forked)
+        for (size_t i = 0; i < G.nwipe; i++)
+            if (empty_dir(G.wipe_fd[i], err, sizeof err) < 0)
+                set_error(&r, "wipe %s: %s", G.wipe_path[i], err);
+
+    emit_run_result(&r, rq->id, cpu_us, wall_us, mem);
+
+    /* After the answer: nothing in it depends on this, and hatchway reads it meanwhile. */
+    if (G.cgroup_mode) {
+        remove_cgroup_dirs(r.name, r.cg);
+        make_spare();
+    }
+    int fds[] = {r.in_fd, r.out_fd, r.err_fd, r.report[0], r.report[1]};
+    for (size_t i = 0; i < sizeof fds / sizeof *fds; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    free(r.scratch_path);
+    free(r.tmpdir_env);
+}
+
+/* ---------------------------------------------------------------- start-up and the request loop */
+
+static void emit_error(const char *msg)
+{
+    struct sbuf b = {0};
+    sb_puts(&b, "{\"error\":");
+    sb_json_string(&b, msg);
+    sb_puts(&b, "}");
+    emit(&b);
+    free(b.p);
+}
+
+static int open_dir(const char *path, const char *what)
+{
+    int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        die("%s %s: %s", what, path, strerror(errno));
+    return fd;
+}
+
+static void setup_cgroups(const char *dir)
+{
+    int root = open_dir(dir, "--cgroup");
+    for (int i = 0; i < CG_COUNT; i++) {
+        G.cg_root[i] = openat(root, cg_names[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (G.cg_root[i] < 0)
+            die("--cgroup %s/%s: %s", dir, cg_names[i], strerror(errno));
+    }
+    close(root);
+    static const struct {
+        int ctrl;
+        const char *file;
+    } required[] = {
+        {CG_MEMORY, "memory.limit_in_bytes"}, {CG_MEMORY, "memory.max_usage_in_bytes"},
+        {CG_MEMORY, "cgroup.procs"},          {CG_PIDS, "pids.max"},
+        {CG_CPUACCT, "cpuacct.usage"},
+    };
+    for (size_t i = 0; i < sizeof required / sizeof *required; i++)
+        if (faccessat(G.cg_root[required[i].ctrl], required[i].file, F_OK, 0) < 0)
+            die("--cgroup %s/%s/%s: %s (a cgroup v1 directory is needed)", dir, cg_names[required[i].ctrl],
+                required[i].file, strerror(errno));
+    G.has_memsw = faccessat(G.cg_root[CG_MEMORY], "memory.memsw.limit_in_bytes", F_OK, 0) == 0;
+    char text[512];
+    uint64_t disabled = 0;
+    G.reenable_oom_killer = read_file_at(G.cg_root[CG_MEMORY], "memory.oom_control", text, sizeof text) > 0 &&
+                            find_key_u64(text, "oom_kill_disable", &disabled) && disabled;
+    G.cgroup_mode = true;
+}
+
+static void on_sigchld(int sig) { (void)sig; }
+
+static void usage(void)
+{
+    die("usage: hatchway-supervisor [--cgroup DIR] [--scratch DIR] [--wipe DIR]...");
+}
+
+int main(int argc, char **argv)
+{
+    const char *cgroup_dir = NULL;
+    G.self = getpid();
+    G.pid1 = G.self == 1;
+    /* Our stdin and stdout are the result channel: no program may inherit them. */
+    for (int fd = 0; fd <= 2; fd++)
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+    G.wipe_path = calloc((size_t)argc, sizeof *G.wipe_path);
+    G.wipe_fd = calloc((size_t)argc, sizeof *G.wipe_fd);
+    if (!G.wipe_path || !G.wipe_fd)
+        die("out of memory");
+    for (int i = 1; i < argc; i++) {
+        const char *opt = argv[i];
+        if (i + 1 >= argc)
+            usage();
+        const char *val = argv[++i];
+        if (strcmp(opt, "--cgroup") == 0 && !G.cgroup_mode) {
+            cgroup_dir = val;
+            setup_cgroups(val);
+        } else if (strcmp(opt, "--scratch") == 0 && G.scratch_fd < 0) {
+            G.scratch_dir = val;
+            G.scratch_fd = open_dir(val, "--scratch");
+        } else if (strcmp(opt, "--wipe") == 0) {
+            G.wipe_path[G.nwipe] = val;
+            G.wipe_fd[G.nwipe++] = open_dir(val, "--wipe");
+        } else {
+            usage();
+        }
+    }
+    /* Orphaned daemons of a run come back to us, so we can reap them and count their CPU time. */
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 && !G.pid1)
+        die("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
+    /* SIGCHLD stays blocked and is only collected with sigtimedwait. It must not be SIG_IGN, or the kernel would
+     * reap children before we read their status; a (never run) handler rather than SIG_DFL so that no kernel,
+     * gVisor's included, may discard it as ignored. */
+    for (int sig = 1; sig < NSIG; sig++)
+        signal(sig, SIG_DFL); /* whatever our parent ignored, a program must not inherit (see child_main) */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigchld;
+    sigaction(SIGCHLD, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct caps[2];
+    G.can_drop_bounding_set = syscall(SYS_capget, &hdr, caps) == 0 && (caps[0].effective & (1u << CAP_SETPCAP));
+
+    cpu_set_t set;
+    G.ncpu = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
+    if (G.ncpu < 1)
+        G.ncpu = 1;
+    G.clk_tck = sysconf(_SC_CLK_TCK);
+    if (G.clk_tck < 1)
+        G.clk_tck = 100;
+    G.page_size = sysconf(_SC_PAGESIZE);
+
+    /* Making the first run's cgroups now also proves that the cgroup directories are usable, before saying ready. */
+    if (G.cgroup_mode) {
+        const char *controller = "";
+        run_name(Spare.name, sizeof Spare.name, 1);
+        int e = make_cgroup_dirs(Spare.name, Spare.cg, &controller);
+        if (e)
+            die("cannot make cgroups in --cgroup %s/%s: %s", cgroup_dir, controller, strerror(e));
+        Spare.ready = true;
+    }
+
+    struct sbuf out = {0};
+    sb_printf(&out, "{\"ready\":true,\"version\":%d,\"mode\":\"%s\"}", PROTOCOL_VERSION,
+              G.cgroup_mode ? "cgroup" : "proc");
+    emit(&out);
+
+    for (;;) {
+        char *begin = NULL, *end = NULL;
+        enum read_result rr = read_request(&begin, &end);
+        reap(NULL);
+        if (rr == REQ_EOF)
+            break;
+        if (rr == REQ_TOO_LARGE) {
+            emit_error("request is larger than 8 MiB");
+            continue;
+        }
+        if (begin == end) {
+            emit_error("empty request: the first field must be a verb");
+            continue;
+        }
+        const char *verb = begin;
+        char *fields = begin + strlen(begin) + 1;
+        if (strcmp(verb, "ping") == 0) {
+            if (fields < end) {
+                emit_error("ping takes no fields");
+                continue;
+            }
+            sb_puts(&out, "{\"pong\":true}");
+            emit(&out);
+        } else if (strcmp(verb, "run") == 0) {
+            struct request rq;
+            char msg[200];
+            const char *bad = parse_run(fields, end, &rq, msg, sizeof msg);
+            if (bad)
+                emit_error(bad);
+            else
+                handle_run(&rq);
+            free_request(&rq);
+        } else {
+            char msg[120];
+            snprintf(msg, sizeof msg, "unknown verb %.60s", verb);
+            emit_error(msg);
+        }
+    }
+    /* hatchway closed our stdin: the container is done. Nothing of a run is alive between requests, but as PID 1
+     * make sure of it before the namespace goes. The cgroup directories outlive the container: leave none. */
+    if (Spare.ready)
+        remove_cgroup_dirs(Spare.name, Spare.cg);
+    if (G.pid1)
+        kill(-1, SIGKILL);
+    return 0;
+}
