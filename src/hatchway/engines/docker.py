@@ -66,6 +66,7 @@ SCRATCH = "/w"
 # run's scratch directory whatever the run did to its permissions. Runs themselves get none of these.
 SUPERVISOR_CAPABILITIES = ["SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER"]
 _SUPERVISOR_START_S = 60.0
+_GVISOR_PIDS_HEADROOM = 1024
 _SUPERVISOR_MARGIN_S = 30.0
 
 
@@ -227,7 +228,9 @@ class DockerEngine:
             mem_limit=spec.memory_mb * MIB,
             memswap_limit=spec.memory_mb * MIB,
             nano_cpus=int(spec.cpus * 1e9),
-            pids_limit=spec.pids,
+            # gVisor's host processes (the sentry's threads) count against the host limit too; inside, the
+            # supervisor limits each run itself.
+            pids_limit=spec.pids if self._runtime is None else spec.pids + _GVISOR_PIDS_HEADROOM,
             # Docker's copy of the output is only read after a worker restart; keep it bounded.
             log_config=LogConfig(
                 type="local",

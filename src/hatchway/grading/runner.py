@@ -86,14 +86,15 @@ class GradeRunner:
                 job, ended.model_copy(update={"stdout": capture.text(Stream.STDOUT)}), capture
             )
         finally:
-            # Waiters wake only now, so an ended grading is also a cleaned-up one.
+            capture.finish()
+            self._signals.notify(job.id)
+            # Removing containers takes a while and changes nothing the client sees: the job is stored and its
+            # waiters woken first. What a crash here leaves, restart recovery reaps.
             for opened in sandboxes:
                 await opened.close()
             for image in held:
                 self._images.release(image)
             await asyncio.to_thread(shutil.rmtree, workspace.root, ignore_errors=True)
-            capture.finish()
-            self._signals.notify(job.id)
 
     async def _grade(
         self,

@@ -40,6 +40,7 @@ class Sandboxes:
     owner: str
     user: str
     handles: list[Handle] = field(default_factory=list)
+    _removals: list[asyncio.Future[None]] = field(default_factory=list)
 
     async def open(
         self, *, role: Role, image: str, memory_mb: int, processes: int, mounts: tuple[Mount, ...]
@@ -135,7 +136,13 @@ class Sandboxes:
         if status.oom_killed:
             sink.note(f"\n[hatchway] the compiler ran out of memory ({memory_mb} MB)\n")
         cpu_s = self.engine.resources(started).cpu_s
+        self._discard(started)
         return sink.result(exit_code=status.exit_code, began=began, cpu_s=cpu_s)
+
+    def _discard(self, handle: Handle) -> None:
+        """Remove a sandbox that is done with in the background; `close` waits for it."""
+        self.handles.remove(handle)
+        self._removals.append(asyncio.ensure_future(self.engine.remove(handle)))
 
     async def close(self) -> None:
         """Remove every sandbox; one already gone is no error."""
@@ -143,6 +150,8 @@ class Sandboxes:
             with contextlib.suppress(Exception):
                 await self.engine.remove(handle)
         self.handles.clear()
+        await asyncio.gather(*self._removals, return_exceptions=True)
+        self._removals.clear()
 
 
 class _CompileOutput:

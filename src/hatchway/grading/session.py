@@ -116,31 +116,44 @@ class GradingSession:
     async def run(self, tests: list[GradeTest]) -> GradeReport:
         """Grade; raises GradingKilled if killed (`results` then holds the tests that ran)."""
         spec, profile = self._spec, self._spec.profile
-        self.compile = await self._sandboxes.compile(
-            role=Role.COMPILE,
-            profile=profile,
-            box=self._workspace.box,
-            main=spec.main,
-            timeout_s=spec.limits.compile_timeout_s,
-            memory_mb=spec.limits.compile_memory_mb,
-            processes=spec.limits.processes,
-            on_output=self._on_build_output,
+        memory_mb = max(self._test_limits(test).memory_mb for test in tests)
+        # The run sandbox does not need the compiled program to start (it sees /box as it is when a run starts),
+        # so it opens while the compiler works, and costs no time of its own.
+        compiling = asyncio.ensure_future(
+            self._sandboxes.compile(
+                role=Role.COMPILE,
+                profile=profile,
+                box=self._workspace.box,
+                main=spec.main,
+                timeout_s=spec.limits.compile_timeout_s,
+                memory_mb=spec.limits.compile_memory_mb,
+                processes=spec.limits.processes,
+                on_output=self._on_build_output,
+            )
         )
+        opening = asyncio.ensure_future(
+            self._sandboxes.open(
+                role=Role.RUN,
+                image=profile.image,
+                memory_mb=profile.memory_limit_mb(memory_mb),
+                processes=spec.limits.processes,
+                mounts=(
+                    Mount(self._workspace.box, "/box"),
+                    Mount(self._workspace.inputs, TESTS),
+                    Mount(self._workspace.io, IO, read_only=False),
+                ),
+            )
+        )
+        # Both are awaited to their end even if one fails, so every sandbox made is known and removed.
+        compiled, opened = await asyncio.gather(compiling, opening, return_exceptions=True)
+        for outcome in (compiled, opened):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert not isinstance(compiled, BaseException) and not isinstance(opened, BaseException)
+        self.compile, handle = compiled, opened
         if self.compile is not None and self.compile.exit_code != 0:
             return self._report(tests, [], compile_failed=True)
         checker = await self._checker()
-        memory_mb = max(self._test_limits(test).memory_mb for test in tests)
-        handle = await self._sandboxes.open(
-            role=Role.RUN,
-            image=profile.image,
-            memory_mb=profile.memory_limit_mb(memory_mb),
-            processes=spec.limits.processes,
-            mounts=(
-                Mount(self._workspace.box, "/box"),
-                Mount(self._workspace.inputs, TESTS),
-                Mount(self._workspace.io, IO, read_only=False),
-            ),
-        )
         scores: list[TestScore] = []
         failed = False
         for test in tests:
