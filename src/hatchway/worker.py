@@ -16,6 +16,7 @@ from hatchway.bundles import BundleCache
 from hatchway.engines.base import Engine, Found, ImageService
 from hatchway.errors import EngineError
 from hatchway.grading.admission import GradeAdmission
+from hatchway.grading.archive import ProblemArchives
 from hatchway.grading.profiles import resolve_profiles
 from hatchway.grading.runner import GradeRunner
 from hatchway.grading.service import GradeService
@@ -102,12 +103,12 @@ class Worker:
             poll_interval_s=settings.poll_interval_s,
             launch=self._launch,
         )
+        problems = ProblemArchives(bundles=bundles, limits=bundle_limits)
         self._grader = GradeRunner(
             store=store,
             engines=engines,
             images=images,
-            bundles=bundles,
-            bundle_limits=bundle_limits,
+            problems=problems,
             jobs=self._runner,
             signals=self.signals,
             work_dir=settings.data_dir / "work",
@@ -133,6 +134,8 @@ class Worker:
                 max_limits=settings.grade_max_limits,
                 max_input_bytes=settings.max_input_bytes,
             ),
+            problems=problems,
+            scratch=settings.data_dir / "tmp",
         )
         self._recovery = Recovery(
             store=store,

@@ -12,17 +12,17 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from hatchway.bundles import BundleCache, unpack
 from hatchway.engines.base import Engine, ImageService
 from hatchway.errors import BadBundle, EngineError, HatchwayError, ImageNotFound, ImagePullFailed
+from hatchway.grading.archive import ProblemArchives
 from hatchway.grading.models import GradeReport, GradeSpec
-from hatchway.grading.problem import ProblemError, load_problem
+from hatchway.grading.problem import ProblemError
 from hatchway.grading.sandboxes import GradingKilled, Sandboxes
 from hatchway.grading.session import CheckerBroken, GradeTest, GradingSession, Workspace
-from hatchway.grading.verdicts import Verdict, check_groups
+from hatchway.grading.verdicts import Verdict
 from hatchway.models import Job, JobState, Outcome, Reason, RunInfo, Stream, utcnow
 from hatchway.output import OutputCapture
-from hatchway.prepare import BundleLimits, numeric_owner
+from hatchway.prepare import numeric_owner
 from hatchway.runner import JobRunner, RunControl
 from hatchway.signals import JobSignals
 from hatchway.store.base import JobStore
@@ -46,8 +46,7 @@ class GradeRunner:
         store: JobStore,
         engines: Mapping[str, Engine],
         images: ImageService,
-        bundles: BundleCache,
-        bundle_limits: BundleLimits,
+        problems: ProblemArchives,
         jobs: JobRunner,
         signals: JobSignals,
         work_dir: Path,
@@ -59,8 +58,7 @@ class GradeRunner:
         self._store = store
         self._engines = engines
         self._images = images
-        self._bundles = bundles
-        self._bundle_limits = bundle_limits
+        self._problems = problems
         self._jobs = jobs
         self._signals = signals
         self._work_dir = work_dir
@@ -194,20 +192,9 @@ class GradeRunner:
             tests = await asyncio.to_thread(_write_tests, workspace, spec)
             return tests, None
         assert spec.problem_url is not None
-        fetched = await self._bundles.fetch(spec.problem_url, spec.problem_sha256)
-        problem = workspace.root / "problem"
-        await asyncio.to_thread(
-            unpack,
-            fetched.path,
-            problem,
-            max_total_bytes=self._bundle_limits.max_unpacked_bytes,
-            max_files=self._bundle_limits.max_files,
+        found, cached = await self._problems.load(
+            spec.problem_url, spec.problem_sha256, workspace.root / "problem", spec.groups
         )
-        found = await asyncio.to_thread(load_problem, problem)
-        try:
-            check_groups([test.name for test in found], spec.groups)
-        except ValueError as exc:
-            raise ProblemError(f"the groups do not fit the problem's tests: {exc}") from exc
         inputs = {test.input_path.parent for test in found}
         assert len(inputs) == 1, "a problem's inputs are all in its in/ folder"
         await asyncio.to_thread(os.replace, inputs.pop(), workspace.inputs)
@@ -220,7 +207,7 @@ class GradeRunner:
                 expected_path=test.expected_path,
             )
             for test in found
-        ], fetched.cached
+        ], cached
 
     def _log(self, event: str, job_id: str, **fields: object) -> None:
         log.info(

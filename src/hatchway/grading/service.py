@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from hatchway.errors import JobNotFound
 from hatchway.grading.admission import GradeAdmission
+from hatchway.grading.archive import ProblemArchives
 from hatchway.grading.models import GradeReport, GradeRequest, GradeResult
 from hatchway.grading.profiles import Profile
 from hatchway.models import Job
@@ -15,9 +17,13 @@ from hatchway.service import JobService
 class GradeService:
     """Gradings are jobs (same store, queue, kill and logs); this adds what is particular to them."""
 
-    def __init__(self, *, jobs: JobService, admission: GradeAdmission) -> None:
+    def __init__(
+        self, *, jobs: JobService, admission: GradeAdmission, problems: ProblemArchives, scratch: Path
+    ) -> None:
         self._jobs = jobs
         self._admission = admission
+        self._problems = problems
+        self._scratch = scratch
 
     @property
     def profiles(self) -> Mapping[str, Profile]:
@@ -26,6 +32,8 @@ class GradeService:
     async def submit(self, request: GradeRequest) -> tuple[GradeResult, bool]:
         """Queue a grading; with a known `id` and the same request, return the existing one and False."""
         spec, warnings = self._admission.admit(request)
+        if request.problem_url is not None:
+            await self._problems.check(request.problem_url, request.problem_sha256, request.groups, self._scratch)
         job, created = await self._jobs.enqueue(request.id, spec, warnings)
         return result_of(job), created
 

@@ -1,0 +1,61 @@
+"""Problem archives from a URL: fetched through the bundle cache (same URL policy, size and time limits, safe
+unpack) and read in the judge's layout. Checked once when a grading is submitted, so a broken archive is a clear
+4xx, and unpacked again when the grading runs (the download itself is cached)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from hatchway.bundles import BundleCache, unpack
+from hatchway.errors import BadBundle, InvalidRequest
+from hatchway.grading.models import Group
+from hatchway.grading.problem import ProblemError, ProblemTest, load_problem
+from hatchway.grading.verdicts import check_groups
+from hatchway.prepare import BundleLimits
+
+
+class ProblemArchives:
+    """Fetch, unpack and read problem archives."""
+
+    def __init__(self, *, bundles: BundleCache, limits: BundleLimits) -> None:
+        self._bundles = bundles
+        self._limits = limits
+
+    async def load(
+        self, url: str, sha256: str | None, dest: Path, groups: Sequence[Group]
+    ) -> tuple[list[ProblemTest], bool]:
+        """The problem's tests, unpacked into `dest`, and whether the download was cached. Raises BadBundle for a
+        download or a hostile archive, ProblemError for one not in the judge's layout or not fitting `groups`."""
+        fetched = await self._bundles.fetch(url, sha256)
+        await asyncio.to_thread(
+            unpack,
+            fetched.path,
+            dest,
+            max_total_bytes=self._limits.max_unpacked_bytes,
+            max_files=self._limits.max_files,
+        )
+        tests = await asyncio.to_thread(load_problem, dest)
+        try:
+            check_groups([test.name for test in tests], groups)
+        except ValueError as exc:
+            raise ProblemError(f"the groups do not fit the problem's tests: {exc}") from exc
+        return tests, fetched.cached
+
+    async def check(self, url: str, sha256: str | None, groups: Sequence[Group], scratch: Path) -> None:
+        """Raise InvalidRequest, naming the problem, unless the archive at `url` is a usable problem."""
+        dest = Path(await asyncio.to_thread(_scratch_dir, scratch))
+        try:
+            await self.load(url, sha256, dest / "problem", groups)
+        except (BadBundle, ProblemError) as exc:
+            raise InvalidRequest(f"problem_url: {exc}") from exc
+        finally:
+            await asyncio.to_thread(shutil.rmtree, dest, ignore_errors=True)
+
+
+def _scratch_dir(parent: Path) -> str:
+    parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkdtemp(prefix="problem-", dir=parent)
