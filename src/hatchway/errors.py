@@ -16,12 +16,17 @@
     │   └── JobAlreadyFinished 409: the job has ended; it cannot be killed
     ├── ShuttingDown           the worker is stopping and takes no new jobs
     ├── BadBundle              a job's bundle is unusable (download, checksum, hostile or broken archive)
+    │   └── ProblemError       a grading's problem archive is not in the judge's in/ out/ layout
     └── EngineError            the container engine failed
         ├── EngineUnavailable  the engine does not answer at all
         ├── ImageNotFound      the registry says the image does not exist
         ├── ImagePullFailed    the image is missing and pulling it failed (network, timeout, auth)
         ├── PortsExhausted     no free host port is left in the configured range
-        └── BuildFailed        building the job's image from its Dockerfile failed
+        ├── BuildFailed        building the job's image from its Dockerfile failed
+        └── SandboxUnavailable the sandbox supervisor binary is missing or cannot be built
+
+Grading adds two request errors where they are used: `UnknownProfile` (an InvalidRequest, in
+grading/profiles.py) and `GradeLimitTooHigh` (a LimitTooHigh, in grading/models.py).
 """
 
 from __future__ import annotations
@@ -135,3 +140,13 @@ class BadBundle(HatchwayError):
 
 class PortsExhausted(EngineError):
     """No free host port is left in the configured range."""
+
+
+class ProblemError(BadBundle):
+    """A problem archive is not in the judge's layout: no in/ and out/ folders, an input without its expected
+    output or the other way round, a stray file, or no tests at all. The message names the files."""
+
+
+class SandboxUnavailable(EngineError):
+    """The sandbox supervisor binary is missing or cannot be built, so programs cannot run in a prepared sandbox
+    here; the message says how to build it."""

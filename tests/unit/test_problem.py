@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from hatchway.bundles.archive import unpack
-from hatchway.errors import HatchwayError
-from hatchway.grading.problem import ProblemError, ProblemTest, load_problem, natural_key
+from hatchway.errors import HatchwayError, ProblemError
+from hatchway.grading.problem import ProblemTest, load_problem, natural_key
 
 
 def layout(root: Path, files: dict[str, str]) -> Path:

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hatchway.bundles import BundleCache, unpack
-from hatchway.errors import BadBundle, InvalidRequest
+from hatchway.errors import BadBundle, InvalidRequest, ProblemError
 from hatchway.grading.models import Group
-from hatchway.grading.problem import ProblemError, ProblemTest, load_problem
+from hatchway.grading.problem import ProblemTest, load_problem
 from hatchway.grading.verdicts import check_groups
 from hatchway.prepare import BundleLimits
 
@@ -50,7 +50,7 @@ class ProblemArchives:
         dest = Path(await asyncio.to_thread(_scratch_dir, scratch))
         try:
             await self.load(url, sha256, dest / "problem", groups)
-        except (BadBundle, ProblemError) as exc:
+        except BadBundle as exc:
             raise InvalidRequest(f"problem_url: {exc}") from exc
         finally:
             await asyncio.to_thread(shutil.rmtree, dest, ignore_errors=True)

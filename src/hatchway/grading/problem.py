@@ -11,17 +11,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from hatchway.errors import HatchwayError
+from hatchway.errors import ProblemError
 
 _INPUTS, _OUTPUTS = "in", "out"
 _INPUT_SUFFIX, _OUTPUT_SUFFIX = ".in", ".out"
 _MOST_NAMED = 10
 _DIGITS = re.compile(r"([0-9]+)")
-
-
-class ProblemError(HatchwayError):
-    """A problem archive is not in the judge's layout: no in/ and out/ folders, an input without its expected
-    output or the other way round, a stray file, or no tests at all. The message names the files."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from hatchway.engines.base import Engine, ImageService
 from hatchway.errors import BadBundle, EngineError, HatchwayError, ImageNotFound, ImagePullFailed
 from hatchway.grading.archive import ProblemArchives
 from hatchway.grading.models import GradeReport, GradeSpec
-from hatchway.grading.problem import ProblemError
 from hatchway.grading.sandboxes import GradingKilled, Sandboxes
 from hatchway.grading.session import CheckerBroken, GradeTest, GradingSession, Workspace
 from hatchway.grading.verdicts import Verdict
@@ -31,7 +30,6 @@ log = logging.getLogger(__name__)
 
 _FAILURES: tuple[tuple[type[HatchwayError], Reason], ...] = (
     (BadBundle, Reason.BAD_BUNDLE),
-    (ProblemError, Reason.BAD_BUNDLE),
     (ImageNotFound, Reason.IMAGE_NOT_FOUND),
     (ImagePullFailed, Reason.IMAGE_PULL_FAILED),
 )

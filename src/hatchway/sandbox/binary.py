@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from hatchway.errors import HatchwayError
+from hatchway.errors import SandboxUnavailable
 
 SOURCE = Path(__file__).with_name("supervisor.c")
 """The supervisor's C source, shipped with the package."""
@@ -24,10 +24,6 @@ COMPILE_FLAGS = ("-static", "-O2", "-Wall", "-Wextra", "-Werror")
 """Static, so that one binary runs in Debian, Alpine (musl) and scratch images alike."""
 
 BUILD_TIMEOUT_S = 120
-
-
-class SandboxUnavailable(HatchwayError):
-    """The sandbox supervisor binary is missing or cannot be built, so programs cannot be run in a sandbox here."""
 
 
 def supervisor_path() -> Path:
