@@ -5,4 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/profile-images.sh python c  # what the README's grading example needs; `hatchway profiles build` for more
 exec .venv/bin/hatchway serve "$@"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything hatchway needs on a Debian/Ubuntu machine, as root: system packages, a Docker engine,
-# and a virtualenv (.venv) with hatchway installed. Idempotent: a second run changes nothing.
+# a virtualenv (.venv) with hatchway installed, and the grading sandbox's static supervisor.
+# Idempotent: a second run changes nothing.
 #   scripts/setup.sh         what the worker needs
 #   scripts/setup.sh --dev   plus the test and lint tools, and the test images' build tools
 set -euo pipefail
@@ -12,9 +13,9 @@ dev=false
 need=()
 command -v dockerd >/dev/null 2>&1 || docker info >/dev/null 2>&1 || need+=(docker.io)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)  # language profiles' local images
 if $dev; then
   [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q static || need+=(busybox-static)
-  command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
   command -v file >/dev/null 2>&1 || need+=(file)
   command -v curl >/dev/null 2>&1 || need+=(curl)
   command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)  # a real registry for pull tests
@@ -39,3 +40,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e ".$extras"
   touch "$stamp"
 fi
+
+scripts/build-supervisor.sh

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
 scripts/test-images.sh
+scripts/profile-images.sh  # every language profile: the tests grade in each
 scripts/test-registry.sh
 echo "== ruff"
 .venv/bin/ruff check src tests bench

@@ -19,19 +19,19 @@ class ClientError(HatchwayError):
 
 
 def submit(url: str, body: dict[str, Any], *, wait: bool) -> int:
-    job = _call("POST", url, "/jobs", json=body, params={"wait": "true"} if wait else None)
+    job = call("POST", url, "/jobs", json=body, params={"wait": "true"} if wait else None)
     _print(job)
     return 0
 
 
 def status(url: str, job_id: str) -> int:
-    _print(_call("GET", url, f"/jobs/{job_id}"))
+    _print(call("GET", url, f"/jobs/{job_id}"))
     return 0
 
 
 def kill(url: str, job_id: str, grace_s: float | None) -> int:
     params = None if grace_s is None else {"grace_s": grace_s}
-    _print(_call("DELETE", url, f"/jobs/{job_id}", params=params))
+    _print(call("DELETE", url, f"/jobs/{job_id}", params=params))
     return 0
 
 
@@ -39,7 +39,7 @@ def list_jobs(url: str, state: str | None, labels: list[str] | None, limit: int)
     params: dict[str, Any] = {"limit": limit, "label": labels or []}
     if state:
         params["state"] = state
-    page = _call("GET", url, "/jobs", params=params)
+    page = call("GET", url, "/jobs", params=params)
     for job in page["jobs"]:
         reason = f" ({job['reason']})" if job["reason"] else ""
         print(f"{job['id']}  {job['state']}{reason}  {job['image']}  {job['created_at']}")
@@ -67,18 +67,18 @@ def import_image(url: str, name: str, tarball: Path) -> int:
     if not tarball.is_file():
         raise ClientError(f"{tarball} is not a file")
     with tarball.open("rb") as body:
-        _print(_call("POST", url, "/images/import", params={"name": name}, content=body,
+        _print(call("POST", url, "/images/import", params={"name": name}, content=body,
                      headers={"content-type": "application/x-tar"}))  # fmt: skip
     return 0
 
 
 def list_images(url: str) -> int:
-    for image in _call("GET", url, "/images"):
+    for image in call("GET", url, "/images"):
         print(f"{image['name']}  {image['source']}  {image['size_bytes'] / 1e6:.1f} MB  in use: {image['in_use']}")
     return 0
 
 
-def _call(method: str, url: str, path: str, **kwargs: Any) -> Any:
+def call(method: str, url: str, path: str, **kwargs: Any) -> Any:
     try:
         response = httpx.request(method, f"{url}{path}", timeout=_TIMEOUT, **kwargs)
     except httpx.HTTPError as exc:
