@@ -8,8 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
-from hatchway.api.jobs import WorkerDep
-from hatchway.errors import InvalidRequest
+from hatchway.api.jobs import WaitFlag, WaitSeconds, WorkerDep, wait_bound
 from hatchway.grading.models import GradeRequest, GradeResult
 from hatchway.grading.profiles import TOOLS, Profile
 
@@ -34,17 +33,16 @@ async def create_grade(
     body: GradeRequest,
     response: Response,
     worker: WorkerDep,
-    wait: Annotated[bool, Query(description="Answer once the grading has ended.")] = False,
-    wait_s: Annotated[float | None, Query(gt=0, description="Longest wait with `wait=true`.")] = None,
+    wait: WaitFlag = False,
+    wait_s: WaitSeconds = None,
 ) -> GradeResult:
     """Queue a grading: compile once, run every test, judge each output. It is a job too (see /jobs)."""
-    if wait_s is not None and wait_s > worker.settings.max_wait_s:
-        raise InvalidRequest(f"wait_s may be at most {worker.settings.max_wait_s}")
+    timeout_s = wait_bound(worker, wait_s)
     result, created = await worker.grades.submit(body)
     if not created:
         response.status_code = 200
     if wait:
-        result = await worker.grades.wait_final(result.id, wait_s or worker.settings.max_wait_s)
+        result = await worker.grades.wait_final(result.id, timeout_s)
     return result
 
 

@@ -25,6 +25,15 @@ async def get_worker(request: Request) -> Worker:
 
 
 WorkerDep = Annotated[Worker, Depends(get_worker)]
+WaitFlag = Annotated[bool, Query(description="Answer once it has ended.")]
+WaitSeconds = Annotated[float | None, Query(gt=0, description="Longest wait with `wait=true`.")]
+
+
+def wait_bound(worker: Worker, wait_s: float | None) -> float:
+    """How long a `wait=true` request waits: `wait_s`, at most the configured `max_wait_s`."""
+    if wait_s is not None and wait_s > worker.settings.max_wait_s:
+        raise InvalidRequest(f"wait_s may be at most {worker.settings.max_wait_s}")
+    return wait_s or worker.settings.max_wait_s
 
 
 @router.post(
@@ -37,17 +46,16 @@ async def create_job(
     body: JobRequest,
     response: Response,
     worker: WorkerDep,
-    wait: Annotated[bool, Query(description="Answer once the job has ended.")] = False,
-    wait_s: Annotated[float | None, Query(gt=0, description="Longest wait with `wait=true`.")] = None,
+    wait: WaitFlag = False,
+    wait_s: WaitSeconds = None,
 ) -> Job:
     """Queue a job. Resubmitting an `id` returns the existing job (200) instead of creating another."""
-    if wait_s is not None and wait_s > worker.settings.max_wait_s:
-        raise InvalidRequest(f"wait_s may be at most {worker.settings.max_wait_s}")
+    timeout_s = wait_bound(worker, wait_s)
     job, created = await worker.jobs.submit(body)
     if not created:
         response.status_code = 200
     if wait:
-        job = await worker.jobs.wait_final(job.id, wait_s or worker.settings.max_wait_s)
+        job = await worker.jobs.wait_final(job.id, timeout_s)
     return job
 
 
