@@ -38,7 +38,12 @@ class SandboxCgroup:
 
     @classmethod
     def for_sandbox(cls, worker_id: str, name: str, root: Path = ROOT) -> SandboxCgroup:
-        return cls(parent=f"/hatchway/{_SAFE.sub('_', worker_id)}/{name}", root=root)
+        return cls(parent=f"{worker_parent(worker_id)}/{name}", root=root)
+
+    @classmethod
+    def of_worker(cls, worker_id: str, parent: str, root: Path = ROOT) -> SandboxCgroup | None:
+        """The sandbox cgroup a container's `cgroup_parent` names, if it is one of this worker's."""
+        return cls(parent=parent, root=root) if parent.startswith(worker_parent(worker_id) + "/") else None
 
     def path(self, controller: str) -> Path:
         return self.root / controller / self.parent.lstrip("/")
@@ -62,14 +67,19 @@ class SandboxCgroup:
             _remove_cgroup_tree(self.path(controller))
 
 
-def sweep(worker_id: str, keep: set[str], root: Path = ROOT) -> None:
-    """Remove this worker's sandbox cgroups whose sandbox is gone (left by a crash or a restart)."""
+def worker_parent(worker_id: str) -> str:
+    """Where a worker's sandbox cgroups live, below each controller's root."""
+    return f"/hatchway/{_SAFE.sub('_', worker_id)}"
+
+
+def sweep(worker_id: str, root: Path = ROOT) -> None:
+    """Remove this worker's sandbox cgroups that hold no process (left by a crash or a restart)."""
     for controller in CONTROLLERS:
-        base = root / controller / "hatchway" / _SAFE.sub("_", worker_id)
+        base = root / controller / worker_parent(worker_id).lstrip("/")
         if not base.is_dir():
             continue
         for child in base.iterdir():
-            if child.is_dir() and child.name not in keep:
+            if child.is_dir():
                 _remove_cgroup_tree(child)
 
 
@@ -82,3 +92,10 @@ def _remove_cgroup_tree(path: Path) -> None:
             child.rmdir()
     with contextlib.suppress(OSError):
         path.rmdir()
+
+
+def release(worker_id: str, root: Path = ROOT) -> None:
+    """Remove the worker's own cgroup directory once it holds no sandbox (the worker is closing)."""
+    for controller in CONTROLLERS:
+        with contextlib.suppress(OSError):
+            (root / controller / worker_parent(worker_id).lstrip("/")).rmdir()

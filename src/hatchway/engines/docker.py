@@ -151,6 +151,10 @@ class DockerEngine:
     async def close(self) -> None:
         for live in self._live.values():
             live.done.set()
+            if live.channel is not None:
+                live.channel.close()  # the sandbox itself outlives the worker, for recovery to deal with
+        if self._cgroups:
+            cgroups.release(self._worker_id)
 
     # Everything below runs in the host's threads.
 
@@ -354,16 +358,27 @@ class DockerEngine:
 
     def _remove(self, container_id: str) -> None:
         live = self._live.pop(container_id, None)
+        cgroup = None
         if live is not None:
             live.done.set()
             if live.sock is not None:
                 _close(live.sock)
             if live.channel is not None:
                 live.channel.close()
+            cgroup = live.cgroup
+        elif self._cgroups:
+            cgroup = self._cgroup_of(container_id)  # a sandbox an earlier run of the worker made
         with contextlib.suppress(docker.errors.NotFound):
             self._api().remove_container(container_id, force=True)
-        if live is not None and live.cgroup is not None:
-            live.cgroup.remove()
+        if cgroup is not None:
+            cgroup.remove()
+
+    def _cgroup_of(self, container_id: str) -> SandboxCgroup | None:
+        try:
+            parent = self._api().inspect_container(container_id)["HostConfig"].get("CgroupParent") or ""
+        except docker.errors.NotFound:
+            return None
+        return SandboxCgroup.of_worker(self._worker_id, parent)
 
     def _recover(self) -> list[Found]:
         api = self._api()
@@ -386,8 +401,9 @@ class DockerEngine:
                 )
             )
         if self._cgroups:
-            # Sandboxes found here are removed or adopted by recovery; their cgroups go with the next sweep.
-            cgroups.sweep(self._worker_id, keep=set())
+            # Cgroups of sandboxes that never got a container (a crash in between); the others go with their
+            # containers, and one still in use cannot be removed.
+            cgroups.sweep(self._worker_id)
         return found
 
 

@@ -1,0 +1,124 @@
+"""Supervised sandboxes on the real Docker engine: open, run, stop, remove, and their host cgroups."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from hatchway.engines import cgroups
+from hatchway.engines.base import Mount, Role, SandboxSpec
+from hatchway.engines.docker import DockerEngine
+from hatchway.engines.docker_host import DockerHost
+from hatchway.errors import EngineError
+from hatchway.sandbox.protocol import RunRequest, RunStatus
+from tests.conftest import PYTHON, containers_of
+
+pytestmark = pytest.mark.docker
+
+NOBODY = 65534
+
+
+@pytest.fixture
+async def host() -> AsyncIterator[DockerHost]:
+    made = DockerHost(docker_url=None, max_concurrent_jobs=2)
+    yield made
+    made.close()
+
+
+def engine(host: DockerHost, worker_id: str, runtime: str | None) -> DockerEngine:
+    return DockerEngine(host, name="docker" if runtime is None else "gvisor", worker_id=worker_id, runtime=runtime)
+
+
+def spec(worker_id: str, io: Path) -> SandboxSpec:
+    return SandboxSpec(
+        owner=f"job-{worker_id}",
+        role=Role.RUN,
+        image=PYTHON,
+        user=f"{NOBODY}:{NOBODY}",
+        memory_mb=256,
+        cpus=1.0,
+        pids=64,
+        log_bytes=65536,
+        mounts=(Mount(io, "/.hatchway/io", read_only=False),),
+        tmpfs={"/tmp": 64, "/w": 64},
+    )
+
+
+def request(*argv: str, **limits: float | int) -> RunRequest:
+    return RunRequest(
+        argv=argv,
+        uid=NOBODY,
+        gid=NOBODY,
+        stdout_path="/.hatchway/io/out",
+        stderr_path="/.hatchway/io/err",
+        scratch=True,
+        cpu_time_s=float(limits.get("cpu_s", 5)),
+        wall_time_s=float(limits.get("wall_s", 10)),
+        memory_bytes=int(limits.get("memory_mb", 128)) * 2**20,
+        processes=32,
+        file_size_bytes=2**20,
+    )
+
+
+def sandbox_cgroups(worker_id: str) -> list[str]:
+    base = cgroups.ROOT / "memory" / cgroups.worker_parent(worker_id).lstrip("/")
+    return sorted(entry.name for entry in os.scandir(base) if entry.is_dir()) if base.is_dir() else []
+
+
+@pytest.mark.parametrize("runtime", [None, "runsc"], ids=["runc", "gvisor"])
+async def test_a_sandbox_runs_many_processes_each_measured_alone(
+    host: DockerHost, worker_id: str, runtime: str | None, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    sandboxes = engine(host, worker_id, runtime)
+    os.chmod(tmp_path, 0o700)
+    handle = await sandboxes.open(spec(worker_id, tmp_path))
+    try:
+        hello = await sandboxes.run(handle, request("sh", "-c", "echo hi; id -u"))
+        assert (hello.status, hello.exit_code) == (RunStatus.EXITED, 0)
+        assert (tmp_path / "out").read_text() == f"hi\n{NOBODY}\n"
+        hog = await sandboxes.run(handle, request("python3", "-c", "b = bytearray(300 << 20)", memory_mb=64))
+        assert hog.oom_killed and hog.memory_bytes >= 32 * 2**20
+        after = await sandboxes.run(handle, request("true"))
+        assert (after.status, after.exit_code, after.oom_killed) == (RunStatus.EXITED, 0, False)
+        assert after.memory_bytes < 32 * 2**20, "the next run's peak is its own"
+        if runtime is None:
+            assert sandbox_cgroups(worker_id), "a runc sandbox has a host cgroup of its own"
+    finally:
+        await sandboxes.remove(handle)
+    assert containers_of(docker_client, worker_id) == []
+    assert sandbox_cgroups(worker_id) == [], "removing the sandbox removes its cgroups"
+
+
+async def test_a_stopped_sandbox_fails_its_run_as_an_engine_error(
+    host: DockerHost, worker_id: str, tmp_path: Path
+) -> None:
+    sandboxes = engine(host, worker_id, None)
+    handle = await sandboxes.open(spec(worker_id, tmp_path))
+    try:
+        running = asyncio.ensure_future(sandboxes.run(handle, request("sleep", "30", wall_s=60)))
+        await asyncio.sleep(0.5)
+        await sandboxes.stop(handle, 0)
+        with pytest.raises(EngineError, match="sandbox ended"):
+            await running
+    finally:
+        await sandboxes.remove(handle)
+
+
+async def test_a_sandbox_left_by_an_earlier_run_is_removed_with_its_cgroups(
+    host: DockerHost, worker_id: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    before = engine(host, worker_id, None)
+    await before.open(spec(worker_id, tmp_path))
+    await before.close()  # the worker goes; its sandbox stays
+    after = engine(host, worker_id, None)  # a new worker process: it knows nothing of the sandbox
+    found = await after.recover()
+    assert [item.handle.role for item in found] == [Role.RUN]
+    await after.remove(found[0].handle)
+    await after.close()
+    assert containers_of(docker_client, worker_id) == []
+    assert sandbox_cgroups(worker_id) == []
