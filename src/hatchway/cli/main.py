@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from hatchway import __version__, logconfig
-from hatchway.cli import client
+from hatchway.cli import client, profiles
 from hatchway.cli.local import run_locally
 from hatchway.cli.serve import serve
 from hatchway.errors import ConfigError
@@ -183,7 +183,21 @@ def _parser() -> argparse.ArgumentParser:
     import_cmd.set_defaults(handler=lambda a: client.import_image(a.url, a.name, a.rootfs))
     images_list = images.add_parser("list", parents=[url], help="list managed images")
     images_list.set_defaults(handler=lambda a: client.list_images(a.url))
+    _profile_commands(commands)
     return parser
+
+
+def _profile_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    profiles_cmd = commands.add_parser("profiles", help="language profiles and their local images")
+    actions = profiles_cmd.add_subparsers(required=True, metavar="ACTION")
+    list_cmd = actions.add_parser("list", help="list profiles and whether their images are on this engine")
+    list_cmd.add_argument("--config", type=Path, help="YAML settings file (or $HATCHWAY_CONFIG)")
+    list_cmd.set_defaults(handler=lambda a: profiles.list_profiles(a.config))
+    build_cmd = actions.add_parser("build", help="build profiles' images from Debian packages")
+    build_cmd.add_argument("names", nargs="*", metavar="NAME", help="profiles to build (all when none)")
+    build_cmd.add_argument("--force", action="store_true", help="rebuild images that are present")
+    build_cmd.add_argument("--config", type=Path, help="YAML settings file (or $HATCHWAY_CONFIG)")
+    build_cmd.set_defaults(handler=lambda a: profiles.build_profiles(a.config, a.names, a.force))
 
 
 if __name__ == "__main__":
