@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from hatchway import __version__, logconfig
 from hatchway.cli import client, profiles
+from hatchway.cli.grade import add_grade_command
 from hatchway.cli.local import run_locally
 from hatchway.cli.serve import serve
 from hatchway.errors import ConfigError
@@ -184,6 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     images_list = images.add_parser("list", parents=[url], help="list managed images")
     images_list.set_defaults(handler=lambda a: client.list_images(a.url))
     _profile_commands(commands)
+    add_grade_command(commands, url)
     return parser
 
 
