@@ -46,6 +46,11 @@ class EngineHealth:
                 )
             self.ok[name] = ok
 
+    async def settle(self) -> None:
+        """Wait for a probe under way to end (its container removed), e.g. before the worker closes."""
+        if self._probing is not None:
+            await asyncio.gather(self._probing, return_exceptions=True)
+
     def recheck(self) -> None:
         """Probe again soon (a job failed for an engine reason), unless a probe is under way."""
         if self._probing is None or self._probing.done():

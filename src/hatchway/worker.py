@@ -185,6 +185,7 @@ class Worker:
         if pending:
             await asyncio.wait(pending, timeout=self.settings.kill_grace_s + 30)
         await self.services.stop()
+        await self.health.settle()
         log.info("worker drained", extra={"event": "worker_drained", "worker_id": self.worker_id})
 
     async def close(self) -> None:

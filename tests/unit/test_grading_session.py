@@ -372,6 +372,8 @@ async def test_a_group_whose_dependency_failed_is_skipped_and_earns_nothing(harn
         ("easier", Verdict.AC, 40),
     ]
     assert (report.score, report.max_score, report.verdict) == (50, 100, Verdict.WA)
+    assert [test.verdict for test in report.tests] == [Verdict.AC, Verdict.WA, Verdict.SK, Verdict.AC]
+    assert len(harness.engine.requests) == 3, "a test whose every group is already lost does not run"
 
 
 # The custom checker

@@ -67,6 +67,8 @@ SCRATCH = "/w"
 SUPERVISOR_CAPABILITIES = ["SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER"]
 _SUPERVISOR_START_S = 60.0
 _GVISOR_PIDS_HEADROOM = 1024
+_GVISOR_SANDBOX_MEMORY_MB = 512
+_GVISOR_SANDBOX_PIDS = 32768
 _SUPERVISOR_MARGIN_S = 30.0
 
 
@@ -276,6 +278,15 @@ class DockerEngine:
         if SCRATCH in spec.tmpfs:
             command += ["--scratch", SCRATCH]
         supervised = replace(spec, mounts=tuple(mounts), user="0:0")
+        if self._runtime is not None:
+            # gVisor's sentry runs in the host limits too, and a run's processes cost it threads and memory of
+            # its own; inside, the supervisor holds each run to its limits, so the host limits only need to
+            # keep a runaway sandbox from the host.
+            supervised = replace(
+                supervised,
+                memory_mb=spec.memory_mb + _GVISOR_SANDBOX_MEMORY_MB,
+                pids=spec.pids + _GVISOR_SANDBOX_PIDS,
+            )
         config = self._container_config(
             api,
             supervised,

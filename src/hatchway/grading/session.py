@@ -20,6 +20,7 @@ from hatchway.grading.models import (
     CustomChecker,
     GradeReport,
     GradeSpec,
+    Group,
     TestResult,
     excerpt,
     limits_for_test,
@@ -155,15 +156,18 @@ class GradingSession:
             return self._report(tests, [], compile_failed=True)
         checker = await self._checker()
         scores: list[TestScore] = []
+        subtasks = _Subtasks(spec.groups)
         failed = False
         for test in tests:
-            if failed and spec.stop_on_first_failure:
+            if (failed and spec.stop_on_first_failure) or subtasks.doomed(test.name):
                 scores.append(skipped_result(test.name, test.points))
                 self.results.append(TestResult(name=test.name, verdict=Verdict.SK))
+                subtasks.record(test.name, Verdict.SK)
                 continue
             result, scored = await self._run_test(handle, test, checker)
             self.results.append(result)
             scores.append(scored)
+            subtasks.record(test.name, result.verdict)
             failed = failed or result.verdict is not Verdict.AC
             self._on_result(_line(result))
         return self._report(tests, scores)
@@ -292,6 +296,32 @@ class GradingSession:
             uid=self._uid,
             gid=self._gid,
         )
+
+
+class _Subtasks:
+    """Which tests need not run: those whose every group depends on a group that has already failed (such a
+    group scores nothing whatever they do). Tests in no group always run."""
+
+    def __init__(self, groups: list[Group]) -> None:
+        self._groups = {group.name: group for group in groups}
+        self._of_test: dict[str, list[Group]] = {}
+        for group in groups:
+            for name in group.tests:
+                self._of_test.setdefault(name, []).append(group)
+        self._verdicts: dict[str, Verdict] = {}
+
+    def record(self, test: str, verdict: Verdict) -> None:
+        self._verdicts[test] = verdict
+
+    def doomed(self, test: str) -> bool:
+        groups = self._of_test.get(test)
+        return bool(groups) and all(
+            any(self._failed(self._groups[name]) for name in group.depends_on) for group in groups or ()
+        )
+
+    def _failed(self, group: Group) -> bool:
+        own = any(self._verdicts.get(name, Verdict.AC) is not Verdict.AC for name in group.tests)
+        return own or any(self._failed(self._groups[name]) for name in group.depends_on)
 
 
 class CheckerBroken(Exception):
