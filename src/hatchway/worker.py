@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 _RECOVERY_RETRY_S = 2.0
 _MAINTENANCE_INTERVAL_S = 60.0
+# How long stopped jobs may take to be cleaned up at shutdown: removing a gVisor sandbox after a fork bomb has
+# been seen to take 35 s.
+_CLEAN_UP_S = 90.0
 
 
 class Worker:
@@ -183,7 +186,7 @@ class Worker:
         for control in list(self._controls.values()):
             control.kill(self.settings.kill_grace_s, reason=Reason.SHUTDOWN)
         if pending:
-            await asyncio.wait(pending, timeout=self.settings.kill_grace_s + 30)
+            await asyncio.wait(pending, timeout=self.settings.kill_grace_s + _CLEAN_UP_S)
         await self.services.stop()
         await self.health.settle()
         log.info("worker drained", extra={"event": "worker_drained", "worker_id": self.worker_id})
