@@ -93,7 +93,7 @@ class Harness:
         self.control = RunControl(OWNER)
         self.sandboxes = Sandboxes(engine=self.engine, control=self.control, owner=OWNER, user="1000:1000")
         self.workspace = Workspace(root=root, inputs=root / "inputs")
-        for folder in ("box", "io", "checker-box", "checker-io", "check", "inputs", "expected"):
+        for folder in ("box", "io", "compile-io", "checker-box", "checker-io", "check", "inputs", "expected"):
             (root / folder).mkdir(parents=True)
         self.build_output: list[bytes] = []
         self.lines: list[str] = []
@@ -266,7 +266,8 @@ async def test_each_run_gets_its_tests_limits_scaled_by_the_profile(harness: Har
     assert [test.verdict for test in report.tests] == [Verdict.AC, Verdict.AC]
 
     plain, own = harness.engine.requests
-    assert plain.argv == ("prog", "/box/main.x") and dict(plain.env) == {"HOME": "/tmp"}
+    assert plain.argv == ("prog", "/box/main.x")
+    assert dict(plain.env) == {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}, "the image's env, the profile's over it"
     assert (plain.cpu_time_s, plain.wall_time_s, plain.memory_bytes) == (2.0, 6.0, (64 + 32) * MIB)
     assert (plain.stdin_path, plain.stdout_path, plain.scratch) == ("/.hatchway/tests/1.in", "/.hatchway/io/out", True)
     assert (plain.file_size_bytes, plain.processes) == (LIMITS.output_bytes, LIMITS.processes)
@@ -292,7 +293,7 @@ async def test_a_failed_compile_is_ce_and_skips_every_test(harness: Harness) -> 
     assert report.compile is not None and report.compile.exit_code == 1
     assert "expected ';'" in report.compile.output
     assert b"".join(harness.build_output) == b"main.x:1: error: expected ';'\n"
-    assert harness.engine.requests == [], "no test ran"
+    assert [request.id for request in harness.engine.requests] == ["compile"], "no test ran"
 
 
 async def test_a_compiler_that_cannot_start_is_ce(harness: Harness) -> None:
@@ -303,13 +304,14 @@ async def test_a_compiler_that_cannot_start_is_ce(harness: Harness) -> None:
 
 
 async def test_a_compile_past_its_timeout_is_stopped_and_ce(harness: Harness) -> None:
-    harness.engine.programs["cc"] = FakeProgram(runs_until_stopped=True)
+    harness.engine.programs["cc"] = FakeProgram(result=killed_by(9, wall_exceeded=True, cpu_s=0.01, wall_s=0.05))
     limits = LIMITS.model_copy(update={"compile_timeout_s": 0.05})
     report = await harness.grade(cases("1"), profile=COMPILED, limits=limits)
     assert report.verdict is Verdict.CE
-    assert report.compile is not None and report.compile.exit_code not in (0, None)
+    assert report.compile is not None and report.compile.exit_code == 137
     assert "took longer than 0.05 s" in report.compile.output
-    assert harness.engine.count("stop", Role.COMPILE) == 1
+    compile_request = harness.engine.requests[0]
+    assert (compile_request.cpu_time_s, compile_request.wall_time_s, compile_request.cwd) == (0.05, 0.05, "/box")
 
 
 async def test_a_compiled_submission_runs_its_tests_after_one_compile(harness: Harness) -> None:
@@ -318,8 +320,9 @@ async def test_a_compiled_submission_runs_its_tests_after_one_compile(harness: H
     report = await harness.grade(cases("1", "2"), profile=COMPILED)
     assert (report.verdict, report.passed) == (Verdict.AC, 2)
     assert report.compile is not None and (report.compile.exit_code, report.compile.output) == (0, "built\n")
-    assert harness.engine.count("start", Role.COMPILE) == 1
+    assert harness.engine.count("open", Role.COMPILE) == 1 and harness.engine.count("run", Role.COMPILE) == 1
     assert harness.engine.count("open", Role.RUN) == 1 and harness.engine.count("run", Role.RUN) == 2
+    assert report.compile.time_s == 0.001, "the compiler's CPU time, as the supervisor measured it"
 
 
 # Skipping and scoring
@@ -445,7 +448,7 @@ async def test_a_custom_checker_that_does_not_compile_breaks_the_grading(harness
     harness.engine.programs["prog"] = FakeProgram(result=ran())
     with pytest.raises(CheckerBroken, match="syntax error"):
         await harness.grade(cases("1"), checker=custom(), checker_profile=compiled_judge)
-    assert harness.engine.requests == []
+    assert [request.id for request in harness.engine.requests] == ["compile"], "only the checker's compile ran"
     assert (harness.workspace.checker_box / "check.x").read_text() == "judge", "the checker's source is written"
 
 
@@ -469,7 +472,7 @@ async def test_a_kill_while_compiling_stops_the_compiler(harness: Harness) -> No
     with pytest.raises(GradingKilled):
         await asyncio.wait_for(grading, 5)
     assert harness.engine.count("stop", Role.COMPILE) == 1
-    assert harness.engine.requests == []
+    assert [request.id for request in harness.engine.requests] == ["compile"]
 
 
 async def test_an_engine_failure_while_compiling_still_leaves_the_run_sandbox_to_be_removed(

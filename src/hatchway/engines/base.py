@@ -157,6 +157,11 @@ class Engine(Protocol):
         or EngineError."""
         ...
 
+    def environment(self, handle: Handle) -> dict[str, str]:
+        """The environment an open sandbox's image defines (PATH and the like): what a run's own env goes over,
+        since the supervisor gives a run exactly the env its request names."""
+        ...
+
     async def run(self, handle: Handle, request: RunRequest) -> RunResult:
         """Run one process in a supervised sandbox and return its measurements; the supervisor kills whatever
         it left before answering. Raises EngineError if the sandbox is gone or the supervisor misbehaves."""

@@ -80,6 +80,7 @@ class _Live:
     pump: Future[None] | None = None
     channel: SupervisorChannel | None = None
     cgroup: SandboxCgroup | None = None
+    environment: dict[str, str] = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
     memory_bytes: int | None = None
     peak_memory_bytes: int | None = None
@@ -126,6 +127,10 @@ class DockerEngine:
 
     async def open(self, spec: SandboxSpec) -> Handle:
         return await self._host.call(self._open, spec)
+
+    def environment(self, handle: Handle) -> dict[str, str]:
+        live = self._live.get(handle.ref)
+        return {} if live is None else dict(live.environment)
 
     async def run(self, handle: Handle, request: RunRequest) -> RunResult:
         live = self._live.get(handle.ref)
@@ -310,6 +315,8 @@ class DockerEngine:
             live.channel = SupervisorChannel(sock)
             api.start(container_id)
             ready = parse_ready(live.channel.read_line(_SUPERVISOR_START_S))
+            variables = api.inspect_container(container_id)["Config"].get("Env") or []
+            live.environment = dict(item.partition("=")[::2] for item in variables)
         except BaseException:
             self._remove(container_id)
             raise

@@ -103,6 +103,9 @@ class FakeEngine:
         self._event("open", sandbox)
         return sandbox.handle
 
+    def environment(self, handle: Handle) -> dict[str, str]:
+        return {"PATH": "/usr/bin:/bin"}
+
     async def run(self, handle: Handle, request: RunRequest) -> RunResult:
         sandbox = self._get(handle)
         if not sandbox.supervised or sandbox.exited.is_set():
@@ -111,6 +114,15 @@ class FakeEngine:
         program = self.programs.get(request.argv[0])
         if program is None:
             return _result(request, RunStatus.EXEC_FAILED, 127, error=f"{request.argv[0]}: not found")
+        if program.runs_until_stopped:
+            await sandbox.exited.wait()
+            raise EngineError("the sandbox ended (its supervisor's stream closed)")
+        # What it prints goes where the supervisor would put it: the request's files, through the mounts.
+        for path, data in ((request.stdout_path, program.stdout), (request.stderr_path, program.stderr)):
+            target = _on_host(sandbox.spec, path)
+            if data and target is not None:
+                with target.open("ab") as file:
+                    file.write(data)
         if program.result is not None:
             return program.result
         return _result(request, RunStatus.EXITED, program.exit_code)
@@ -182,6 +194,14 @@ class FakeEngine:
         self.events.append((what, sandbox.spec.owner, sandbox.spec.role.value))
         if what in ("start", "run"):
             self._started.setdefault(sandbox.spec.owner, asyncio.Event()).set()
+
+
+def _on_host(spec: SandboxSpec, path: str | None) -> Path | None:
+    """Where a path in the sandbox is on the host, if a mount holds it."""
+    for mount in spec.mounts:
+        if path is not None and path.startswith(mount.target.rstrip("/") + "/"):
+            return mount.source / path[len(mount.target.rstrip("/")) + 1 :]
+    return None
 
 
 def _result(request: RunRequest, status: RunStatus, exit_code: int, *, error: str | None = None) -> RunResult:

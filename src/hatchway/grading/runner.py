@@ -227,7 +227,7 @@ def _make_workspace(workspace: Workspace, uid: int, gid: int) -> None:
     shutil.rmtree(workspace.root, ignore_errors=True)
     workspace.root.mkdir(parents=True, mode=0o700)
     # The runs' own I/O and the tests' inputs are root's: a run sees only the descriptors the supervisor gives it.
-    for private in (workspace.io, workspace.checker_io):
+    for private in (workspace.io, workspace.checker_io, workspace.compile_io):
         private.mkdir(mode=0o700)
     # What compilers write into, as the job's user; what the custom checker reads, readable by anyone.
     for owned in (workspace.box, workspace.checker_box):

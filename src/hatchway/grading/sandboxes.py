@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hatchway.engines.base import CommandNotRunnable, Engine, Handle, Mount, Process, Role, SandboxSpec
+from hatchway.engines.base import Engine, Handle, Mount, Role, SandboxSpec
 from hatchway.grading.models import COMPILE_OUTPUT_CHARS, CompileResult
 from hatchway.grading.profiles import Profile
-from hatchway.models import Stream
 from hatchway.runner import RunControl
-from hatchway.sandbox.protocol import RunRequest, RunResult
+from hatchway.sandbox.protocol import RunRequest, RunResult, RunStatus
 
 MIB = 1024 * 1024
 BOX = "/box"
@@ -23,6 +22,10 @@ IO = "/.hatchway/io"
 TESTS = "/.hatchway/tests"
 """Where the tests' inputs are (root-only: the supervisor opens each run's input for it)."""
 SCRATCH = "/w"
+_COMPILE_OUTPUT = "compile"
+_COMPILE_PROCESSES = 256
+_COMPILE_FILE_BYTES = 1024 * MIB
+"""The largest file a compiler may write (a static binary, the output file)."""
 _SUPERVISOR_SLACK_MB = 64
 """The sandbox's memory above the largest run's: the supervisor and its tmpfs bookkeeping."""
 
@@ -63,6 +66,10 @@ class Sandboxes:
         self.handles.append(handle)
         return handle
 
+    def environment(self, handle: Handle, own: Mapping[str, str]) -> dict[str, str]:
+        """A run's environment: the image's (PATH and the like), then `own` over it."""
+        return {**self.engine.environment(handle), **own}
+
     async def run(self, handle: Handle, request: RunRequest) -> RunResult:
         """Run one process; a kill meanwhile stops the sandbox and raises GradingKilled."""
         if self.control.kill_requested.is_set():
@@ -86,58 +93,55 @@ class Sandboxes:
         role: Role,
         profile: Profile,
         box: Path,
+        io: Path,
         main: str,
+        uid: int,
+        gid: int,
         timeout_s: float,
         memory_mb: int,
         processes: int,
-        on_output: Callable[[bytes], None],
     ) -> CompileResult | None:
-        """Compile in a fresh sandbox with `box` writable at /box; None for a profile that compiles nothing.
-        A compile that fails, runs out of time or memory, or cannot start has a non-zero `exit_code`."""
+        """Compile in a fresh sandbox of its own, with `box` writable at /box, through the supervisor (so its CPU
+        time and memory are measured like a test's); None for a profile that compiles nothing. A compile that
+        fails, runs out of time or memory, or cannot start has a non-zero `exit_code` and says why."""
         argv = profile.compile_argv(main)
         if argv is None:
             return None
-        sink = _CompileOutput(on_output)
         began = time.monotonic()
-        started = await self.engine.start(
-            SandboxSpec(
-                owner=self.owner,
-                role=role,
-                image=profile.image,
-                user=self.user,
-                memory_mb=memory_mb,
-                cpus=1.0,
-                pids=max(processes, 256),
-                log_bytes=COMPILE_OUTPUT_CHARS,
-                workdir=BOX,
-                mounts=(Mount(box, BOX, read_only=False),),
-                tmpfs={"/tmp": memory_mb},
-            ),
-            Process(argv=tuple(argv), env=profile.compile_environment),
-            sink,
+        processes = max(processes, _COMPILE_PROCESSES)
+        handle = await self.open(
+            role=role,
+            image=profile.image,
+            memory_mb=memory_mb,
+            processes=processes,
+            mounts=(Mount(box, BOX, read_only=False), Mount(io, IO, read_only=False)),
         )
-        if isinstance(started, CommandNotRunnable):
-            return CompileResult(exit_code=started.exit_code, output=started.message, wall_s=0.0)
-        self.handles.append(started)
-        waiting = asyncio.ensure_future(self.engine.wait(started, sink))
-        killed = asyncio.ensure_future(self.control.kill_requested.wait())
-        try:
-            done, _ = await asyncio.wait({waiting, killed}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            killed.cancel()
-        if waiting not in done:
-            await self.engine.stop(started, 0)
-            status = await waiting
-            if killed in done:
-                raise GradingKilled
-            sink.note(f"\n[hatchway] compiling took longer than {timeout_s:g} s and was stopped\n")
-            return sink.result(exit_code=status.exit_code or 124, began=began, cpu_s=None)
-        status = waiting.result()
-        if status.oom_killed:
-            sink.note(f"\n[hatchway] the compiler ran out of memory ({memory_mb} MB)\n")
-        cpu_s = self.engine.resources(started).cpu_s
-        self._discard(started)
-        return sink.result(exit_code=status.exit_code, began=began, cpu_s=cpu_s)
+        run = await self.run(
+            handle,
+            RunRequest(
+                id="compile",
+                argv=tuple(argv),
+                env=self.environment(handle, profile.compile_environment),
+                uid=uid,
+                gid=gid,
+                cpu_time_s=timeout_s,
+                wall_time_s=timeout_s,
+                memory_bytes=memory_mb * MIB,
+                processes=processes,
+                file_size_bytes=_COMPILE_FILE_BYTES,
+                stdout_path=f"{IO}/{_COMPILE_OUTPUT}",
+                stderr_path=f"{IO}/{_COMPILE_OUTPUT}",  # one file: the compiler's messages in the order written
+                cwd=BOX,
+            ),
+        )
+        self._discard(handle)
+        output = await asyncio.to_thread(_head, io / _COMPILE_OUTPUT, COMPILE_OUTPUT_CHARS * 4)
+        return CompileResult(
+            exit_code=_compile_exit_code(run),
+            output=output.decode(errors="replace") + _compile_note(run, timeout_s=timeout_s, memory_mb=memory_mb),
+            time_s=round(run.cpu_s, 6),
+            wall_s=round(time.monotonic() - began, 3),
+        )
 
     def _discard(self, handle: Handle) -> None:
         """Remove a sandbox that is done with in the background; `close` waits for it."""
@@ -154,26 +158,30 @@ class Sandboxes:
         self._removals.clear()
 
 
-class _CompileOutput:
-    """The compiler's stdout and stderr, interleaved as they came, capped, and passed on as the build log."""
+def _compile_exit_code(run: RunResult) -> int:
+    if run.status is RunStatus.EXITED and run.exit_code is not None:
+        return 124 if run.cpu_exceeded or run.wall_exceeded else run.exit_code
+    if run.signal is not None:
+        return 128 + run.signal
+    return run.exit_code or 1
 
-    def __init__(self, on_output: Callable[[bytes], None]) -> None:
-        self._on_output = on_output
-        self._kept = bytearray()
 
-    def write(self, stream: Stream, data: bytes) -> None:
-        room = COMPILE_OUTPUT_CHARS * 4 - len(self._kept)
-        if room > 0:
-            self._kept += data[:room]
-        self._on_output(data)
+def _compile_note(run: RunResult, *, timeout_s: float, memory_mb: int) -> str:
+    """What hatchway has to say about how the compiler ended, after what it printed."""
+    if run.status in (RunStatus.EXEC_FAILED, RunStatus.SETUP_FAILED):
+        return f"\n[hatchway] the compiler could not start: {run.error}\n"
+    if run.cpu_exceeded or run.wall_exceeded:
+        return f"\n[hatchway] compiling took longer than {timeout_s:g} s and was stopped\n"
+    if run.oom_killed:
+        return f"\n[hatchway] the compiler ran out of memory ({memory_mb} MB)\n"
+    if run.output_exceeded:
+        return "\n[hatchway] the compiler wrote more than the file size limit\n"
+    return ""
 
-    def note(self, text: str) -> None:
-        self.write(Stream.STDERR, text.encode())
 
-    def result(self, *, exit_code: int | None, began: float, cpu_s: float | None) -> CompileResult:
-        return CompileResult(
-            exit_code=exit_code,
-            output=self._kept.decode(errors="replace"),
-            time_s=cpu_s,
-            wall_s=round(time.monotonic() - began, 3),
-        )
+def _head(path: Path, limit: int) -> bytes:
+    try:
+        with path.open("rb") as file:
+            return file.read(limit)
+    except FileNotFoundError:
+        return b""

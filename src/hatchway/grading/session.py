@@ -79,6 +79,10 @@ class Workspace:
         return self.root / "io"
 
     @property
+    def compile_io(self) -> Path:
+        return self.root / "compile-io"
+
+    @property
     def checker_box(self) -> Path:
         return self.root / "checker-box"
 
@@ -113,6 +117,7 @@ class GradingSession:
         self._on_result = on_result
         self.results: list[TestResult] = []
         self.compile: CompileResult | None = None
+        self._run_env: dict[str, str] = {}
 
     async def run(self, tests: list[GradeTest]) -> GradeReport:
         """Grade; raises GradingKilled if killed (`results` then holds the tests that ran)."""
@@ -125,11 +130,13 @@ class GradingSession:
                 role=Role.COMPILE,
                 profile=profile,
                 box=self._workspace.box,
+                io=self._workspace.compile_io,
                 main=spec.main,
+                uid=self._uid,
+                gid=self._gid,
                 timeout_s=spec.limits.compile_timeout_s,
                 memory_mb=spec.limits.compile_memory_mb,
                 processes=spec.limits.processes,
-                on_output=self._on_build_output,
             )
         )
         opening = asyncio.ensure_future(
@@ -152,6 +159,9 @@ class GradingSession:
                 raise outcome
         assert not isinstance(compiled, BaseException) and not isinstance(opened, BaseException)
         self.compile, handle = compiled, opened
+        self._run_env = self._sandboxes.environment(handle, profile.env)
+        if self.compile is not None:
+            self._on_build_output(self.compile.output.encode())
         if self.compile is not None and self.compile.exit_code != 0:
             return self._report(tests, [], compile_failed=True)
         checker = await self._checker()
@@ -211,7 +221,7 @@ class GradingSession:
             RunRequest(
                 id=test.name,
                 argv=tuple(profile.run_argv(self._spec.main)),
-                env=profile.env,
+                env=self._run_env,
                 uid=self._uid,
                 gid=self._gid,
                 cpu_time_s=limits.cpu_s,
@@ -269,12 +279,16 @@ class GradingSession:
             role=Role.CHECKER,
             profile=profile,
             box=self._workspace.checker_box,
+            io=self._workspace.compile_io,
             main=profile.source_name,
+            uid=self._uid,
+            gid=self._gid,
             timeout_s=spec.limits.compile_timeout_s,
             memory_mb=spec.limits.compile_memory_mb,
             processes=spec.limits.processes,
-            on_output=self._on_build_output,
         )
+        if compiled is not None:
+            self._on_build_output(compiled.output.encode())
         if compiled is not None and compiled.exit_code != 0:
             raise CheckerBroken(f"the custom checker did not compile (exit {compiled.exit_code}): {compiled.output}")
         handle = await self._sandboxes.open(
@@ -350,6 +364,7 @@ class _CustomChecker:
         self._profile = profile
         self._workspace = workspace
         self._uid, self._gid = uid, gid
+        self._env = sandboxes.environment(handle, profile.env)
 
     async def check(self, test: GradeTest, output: Path) -> CheckOutcome:
         shown = {"input": test.input_path, "expected": test.expected_path, "output": output}
@@ -359,7 +374,7 @@ class _CustomChecker:
             RunRequest(
                 id=f"check-{test.name}",
                 argv=(*self._profile.run_argv(), *(f"{CHECK}/{name}" for name in shown)),
-                env=self._profile.env,
+                env=self._env,
                 uid=self._uid,
                 gid=self._gid,
                 cpu_time_s=_CHECKER_CPU_S,
