@@ -24,7 +24,26 @@
  * A run's clock starts just before exec (the child reports the moment through its close-on-exec pipe) and stops
  * when the main process is reaped. When it ends, every process it left is killed and reaped before the answer:
  * through the cgroup's process list in cgroup mode; with kill(-1) as PID 1 in proc mode; and, on a host (unit
- * tests), through the process group and the supervisor's descendants in /proc, never kill(-1).
+ * tests), through the process group and the supervisor's descendants in /proc, never kill(-1). The counters in
+ * the answer (exit status, CPU, peak memory, oom_killed) are read only then.
+ *
+ * Work between runs. After writing an answer (and a short pause that lets the answer through docker's relay
+ * first), and before reading the next request, the supervisor:
+ *   - removes the run's scratch directory, empties the --wipe directories and removes the run's cgroups;
+ *   - prepares the next run: its cgroups (with the previous request's limits written, so that a run writes only
+ *     the limits that changed), its scratch directory (root's, 0700, until the run's uid is known), and a zygote:
+ *     a child forked only now, when every process of the previous run is dead and its leftovers are gone. The
+ *     zygote joins the next run's cgroups at once (the migration can wait milliseconds for the kernel, and now
+ *     nobody waits for it), makes its own session, and blocks on a socket. The run request hands it the files
+ *     the supervisor opened for stdin/stdout/stderr (SCM_RIGHTS) and the request's fields (shared memory); it
+ *     sets the limits, drops to the run's uid and execs, exactly as a forked child does. It is root until then,
+ *     and serves that one run only. If there is no zygote (it could not be made, or someone killed it), the run
+ *     forks its child as it comes.
+ *   Because the answer is already out, a clean-up failure (a scratch directory or a --wipe directory that cannot
+ *   be emptied) goes into the next run's answer instead: that run first tries the clean-up again; if it
+ *   succeeds the run goes ahead and its "error" says what happened, otherwise the run is "setup_failed" with
+ *   "the clean-up after the previous run failed: ..." and nothing is started, since leftovers of another run
+ *   would be in reach. Failures after the last run go to stderr.
  *
  * Built static (cc -static) so the same binary runs in Debian, Alpine/musl and scratch images.
  */
@@ -44,8 +63,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -80,12 +101,23 @@
 /* After SIGKILL a process can linger only in uninterruptible sleep; re-send meanwhile to catch late forks. */
 #define REKILL_NS (50 * NS_PER_MS)
 #define KILL_GIVE_UP_NS (5 * NS_PER_S)
+/* How long idle work waits after an answer, unless the next request comes first: about the time the answer takes
+ * through docker's attach relay (0.3-0.6 ms), whose processes would otherwise compete with it for a CPU. */
+#define IDLE_DELAY_NS (400 * 1000ull)
 #define MAX_TIME_MS 1000000000ull /* ~11.5 days: keeps every deadline far from overflowing */
 #define MAX_PROCS 4194304ull      /* PID_MAX_LIMIT: pids.max refuses more */
 #define MAX_ID 4294967294ull      /* (uid_t)-1 means "unchanged" to setresuid */
 
 enum { CG_MEMORY, CG_PIDS, CG_CPUACCT, CG_COUNT };
 static const char *const cg_names[CG_COUNT] = {"memory", "pids", "cpuacct"};
+
+/* The counters read after every run: opened with the run's cgroups, ahead of it, and read from offset 0. */
+enum { CT_CPU, CT_PEAK, CT_OOM, CT_COUNT };
+static const struct {
+    int cg;
+    const char *file;
+} counter_files[CT_COUNT] = {
+    {CG_CPUACCT, "cpuacct.usage"}, {CG_MEMORY, "memory.max_usage_in_bytes"}, {CG_MEMORY, "memory.oom_control"}};
 
 /* Everything fixed at start-up. */
 static struct {
@@ -105,6 +137,9 @@ static struct {
     long clk_tck;
     long page_size;
     uint64_t runs;
+    uint64_t last_mem_bytes, last_procs; /* the limits of the latest run request, written ahead for the next one */
+    char *shm; /* shared with zygotes, which read their request here */
+    size_t shm_size;
 } G = {.scratch_fd = -1, .cg_root = {-1, -1, -1}};
 
 /* ---------------------------------------------------------------- small helpers */
@@ -160,6 +195,7 @@ static const char *errno_name(int e)
     case ELIBBAD: return "ELIBBAD";
     case EDQUOT: return "EDQUOT";
     case ESTALE: return "ESTALE";
+    case EPROTO: return "EPROTO";
     default: return NULL;
     }
 }
@@ -319,37 +355,40 @@ static void die(const char *fmt, ...)
     exit(2);
 }
 
+/* Read an open small file from its start, as a string; returns bytes read or -1 with errno set. A cgroup file
+ * read again from offset 0 shows its current value. */
+static ssize_t read_open_file(int fd, char *buf, size_t size)
+{
+    size_t got = 0;
+    while (got + 1 < size) {
+        ssize_t k = pread(fd, buf + got, size - 1 - got, (off_t)got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return -1;
+        if (k == 0)
+            break;
+        got += (size_t)k;
+    }
+    buf[got] = '\0';
+    return (ssize_t)got;
+}
+
 /* Read a small file relative to a directory descriptor; returns bytes read or -1 with errno set. */
 static ssize_t read_file_at(int dirfd, const char *name, char *buf, size_t size)
 {
     int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;
-    size_t got = 0;
-    while (got + 1 < size) {
-        ssize_t k = read(fd, buf + got, size - 1 - got);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0) {
-            int e = errno;
-            close(fd);
-            errno = e;
-            return -1;
-        }
-        if (k == 0)
-            break;
-        got += (size_t)k;
-    }
-    buf[got] = '\0';
+    ssize_t got = read_open_file(fd, buf, size);
+    int e = errno;
     close(fd);
-    return (ssize_t)got;
+    errno = e;
+    return got;
 }
 
-static bool read_u64_at(int dirfd, const char *name, uint64_t *out)
+static bool parse_u64_text(const char *buf, uint64_t *out)
 {
-    char buf[64];
-    if (read_file_at(dirfd, name, buf, sizeof buf) <= 0)
-        return false;
     char *end;
     errno = 0;
     unsigned long long v = strtoull(buf, &end, 10);
@@ -357,6 +396,12 @@ static bool read_u64_at(int dirfd, const char *name, uint64_t *out)
         return false;
     *out = v;
     return true;
+}
+
+static bool read_u64_at(int dirfd, const char *name, uint64_t *out)
+{
+    char buf[64];
+    return read_file_at(dirfd, name, buf, sizeof buf) > 0 && parse_u64_text(buf, out);
 }
 
 /* Returns 0 or errno. */
@@ -370,6 +415,35 @@ static int write_file_at(int dirfd, const char *name, const char *value)
     int e = k == (ssize_t)n ? 0 : (k < 0 ? errno : EIO);
     close(fd);
     return e;
+}
+
+/* Open the counter files of the cgroups in cg; one that fails is -1 and read by name instead. */
+static void open_counters(const int cg[CG_COUNT], int counter[CT_COUNT])
+{
+    for (int i = 0; i < CT_COUNT; i++)
+        counter[i] = openat(cg[counter_files[i].cg], counter_files[i].file, O_RDONLY | O_CLOEXEC);
+}
+
+static void close_counters(int counter[CT_COUNT])
+{
+    for (int i = 0; i < CT_COUNT; i++) {
+        if (counter[i] >= 0)
+            close(counter[i]);
+        counter[i] = -1;
+    }
+}
+
+static ssize_t read_counter(const int cg[CG_COUNT], const int counter[CT_COUNT], int which, char *buf, size_t size)
+{
+    if (counter[which] >= 0)
+        return read_open_file(counter[which], buf, size);
+    return read_file_at(cg[counter_files[which].cg], counter_files[which].file, buf, size);
+}
+
+static bool read_counter_u64(const int cg[CG_COUNT], const int counter[CT_COUNT], int which, uint64_t *out)
+{
+    char buf[64];
+    return read_counter(cg, counter, which, buf, sizeof buf) > 0 && parse_u64_text(buf, out);
 }
 
 /* "name 123" on its own line of a flat key/value file such as memory.oom_control. */
@@ -765,6 +839,7 @@ enum stage {
     STAGE_CHDIR,
     STAGE_EXEC,
     STAGE_STARTING,
+    STAGE_ORDER,
 };
 
 static const char *stage_name(int stage)
@@ -781,6 +856,7 @@ static const char *stage_name(int stage)
     case STAGE_VERIFY: return "verify dropped privileges";
     case STAGE_CHDIR: return "chdir";
     case STAGE_EXEC: return "exec";
+    case STAGE_ORDER: return "take the request from the supervisor";
     default: return "set up";
     }
 }
@@ -798,6 +874,7 @@ enum failure { FAIL_NONE, FAIL_SETUP, FAIL_EXEC };
 struct run {
     char name[32]; /* run-<n>: the run's cgroup and scratch directory names */
     int cg[CG_COUNT];
+    int counter[CT_COUNT];
     int in_fd, out_fd, err_fd;
     char *scratch_path;
     char *tmpdir_env;
@@ -814,7 +891,7 @@ struct run {
     enum failure failure;
     struct child_report failed; /* the child's failure record, stage 0 if none */
     int exit_code_override;     /* for exec failures: 127 or 126 like a shell */
-    char error[600];
+    char error[900];
 };
 
 static void set_error(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -833,6 +910,13 @@ static void set_errno_error(struct run *r, const char *what, int e)
     char d[128];
     describe_errno(d, sizeof d, e);
     set_error(r, "%s: %s", what, d);
+}
+
+/* Add a note after whatever error the run has. */
+static void append_error(struct run *r, const char *note)
+{
+    size_t n = strlen(r->error);
+    snprintf(r->error + n, sizeof r->error - n, "%s%s", n ? "; " : "", note);
 }
 
 /* --- the child, between fork and exec: runs as root, must not return */
@@ -934,12 +1018,10 @@ static int exec_search(char *const argv[], char *const envp[])
     return denied ? EACCES : ENOENT;
 }
 
-static void child_main(const struct request *rq, const struct run *r) __attribute__((noreturn));
-static void child_main(const struct request *rq, const struct run *r)
+/* The first half of the child: leave the supervisor's signal state, make the run's own session and join its
+ * cgroups. A zygote does this while the supervisor waits for the request; a forked child right away. */
+static void child_enter(const struct run *r)
 {
-    int rep = r->report[1];
-    pid_t parent = getppid();
-
     /* An ignored signal stays ignored across exec, and so does the mask. main() reset every other disposition to
      * the default once; handlers are reset by exec itself. */
     signal(SIGPIPE, SIG_DFL);
@@ -955,8 +1037,27 @@ static void child_main(const struct request *rq, const struct run *r)
         for (int i = 0; i < CG_COUNT; i++) {
             int e = write_file_at(r->cg[i], "cgroup.procs", "0");
             if (e)
-                child_fail(rep, STAGE_CGROUP, e);
+                child_fail(r->report[1], STAGE_CGROUP, e);
         }
+
+    /* What follows does not depend on the request, so a zygote has it done before the request comes. Every
+     * descriptor it gets from now on is close-on-exec, so the program inherits only 0, 1 and 2. */
+    if (cloexec_from_3() < 0)
+        child_fail(r->report[1], STAGE_STDIO, errno);
+    if (set_rlimit(RLIMIT_CORE, 0, 0) < 0)
+        child_fail(r->report[1], STAGE_RLIMIT, errno);
+    /* Dropping the bounding set needs CAP_SETPCAP, which the container does not grant; it is only extra. */
+    if (G.can_drop_bounding_set)
+        for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
+            prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+}
+
+/* The second half: the request's files, limits and user, then exec. Runs as root until it drops privileges. */
+static void child_exec(const struct request *rq, const struct run *r) __attribute__((noreturn));
+static void child_exec(const struct request *rq, const struct run *r)
+{
+    int rep = r->report[1];
 
     /* Move the three files above 2 first: one of them may itself be 0, 1 or 2 if the supervisor's own were
      * closed, and dup2 onto itself would keep the close-on-exec flag. */
@@ -969,11 +1070,7 @@ static void child_main(const struct request *rq, const struct run *r)
     for (int i = 0; i < 3; i++)
         if (dup2(fds[i], i) < 0)
             child_fail(rep, STAGE_STDIO, errno);
-    if (cloexec_from_3() < 0)
-        child_fail(rep, STAGE_STDIO, errno);
 
-    if (set_rlimit(RLIMIT_CORE, 0, 0) < 0)
-        child_fail(rep, STAGE_RLIMIT, errno);
     if (rq->cpu_ms) {
         /* A backstop only: the supervisor's own check is finer and counts every process of the run. */
         rlim_t soft = (rlim_t)((rq->cpu_ms + 999) / 1000 + 1);
@@ -985,12 +1082,6 @@ static void child_main(const struct request *rq, const struct run *r)
     /* Set before setuid: the kernel compares the new user's process count with it when the uid changes. */
     if (!G.cgroup_mode && rq->procs && set_rlimit(RLIMIT_NPROC, (rlim_t)rq->procs, (rlim_t)rq->procs) < 0)
         child_fail(rep, STAGE_RLIMIT, errno);
-
-    /* Dropping the bounding set needs CAP_SETPCAP, which the container does not grant; it is only extra. */
-    if (G.can_drop_bounding_set)
-        for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
-            prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
-    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
 
     if (setgroups(0, NULL) < 0)
         child_fail(rep, STAGE_GROUPS, errno);
@@ -1021,7 +1112,7 @@ static void child_main(const struct request *rq, const struct run *r)
     /* Set after setuid because a credential change clears it. If the supervisor dies (it is not PID 1 in unit
      * tests), the run must not live on. */
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    if (getppid() != parent)
+    if (getppid() != G.self)
         _exit(125);
 
     /* As the run's user, so that the cwd is one it may enter. */
@@ -1035,6 +1126,88 @@ static void child_main(const struct request *rq, const struct run *r)
     if (write(rep, &start, sizeof start) != (ssize_t)sizeof start)
         _exit(125);
     child_fail(rep, STAGE_EXEC, exec_search(rq->argv, rq->env));
+}
+
+/* --- the zygote: the next run's process, made while the supervisor waits for the request */
+
+/* The supervisor's order to its zygote. The request's fields are in G.shm; the run's stdin, stdout and stderr,
+ * opened by the supervisor, come along as SCM_RIGHTS. */
+struct zygote_order {
+    uint32_t magic;
+    uint32_t len; /* bytes in G.shm: the fields after the verb and the empty field that closes them */
+};
+#define ZYGOTE_MAGIC 0x7a79676fu
+
+static struct {
+    pid_t pid;     /* 0: none (never made, used, discarded, or it died and was reaped) */
+    char name[32]; /* the run it was made for */
+    int sock;      /* the supervisor's end of the order socket */
+    int report;    /* the read end of its report pipe */
+} Zygote = {.sock = -1, .report = -1};
+
+/* Give a request the scratch directory as TMPDIR, instead of any of its own; env has a spare slot for it. */
+static void set_tmpdir(struct request *rq, char *tmpdir_env)
+{
+    size_t i;
+    for (i = 0; i < rq->nenv; i++)
+        if (strncmp(rq->env[i], "TMPDIR=", 7) == 0)
+            break;
+    rq->env[i] = tmpdir_env;
+    if (i == rq->nenv)
+        rq->nenv++;
+}
+
+/* Made after the previous run ended and was cleaned up, so nothing of it can reach this process. Joins the run's
+ * cgroups at once (the slow part, off the request's path), then waits for the order and becomes the run: the
+ * same child_exec as a forked child. */
+static void zygote_main(int sock, struct run *r) __attribute__((noreturn));
+static void zygote_main(int sock, struct run *r)
+{
+    /* It must not outlive the supervisor (it is not PID 1 in unit tests); child_exec sets this again after
+     * setuid, which clears it. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (getppid() != G.self)
+        _exit(0);
+    prctl(PR_SET_NAME, "hatchway-zygote", 0, 0, 0);
+    child_enter(r);
+
+    struct zygote_order order;
+    union {
+        char buf[CMSG_SPACE(3 * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {&order, sizeof order};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+    ssize_t n;
+    do
+        n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+    while (n < 0 && errno == EINTR);
+    if (n == 0)
+        _exit(0); /* the supervisor no longer needs it */
+    if (n < 0)
+        child_fail(r->report[1], STAGE_ORDER, errno);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    if (n != (ssize_t)sizeof order || order.magic != ZYGOTE_MAGIC || order.len < 1 || order.len > G.shm_size || !c ||
+        c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(3 * sizeof(int)) ||
+        (mh.msg_flags & MSG_CTRUNC))
+        child_fail(r->report[1], STAGE_ORDER, EPROTO);
+    int fds[3];
+    memcpy(fds, CMSG_DATA(c), sizeof fds);
+    r->in_fd = fds[0];
+    r->out_fd = fds[1];
+    r->err_fd = fds[2];
+    close(sock);
+
+    /* The supervisor validated the same bytes; parsing them again here is simpler than any other encoding. */
+    char *fields = G.shm, *end = G.shm + order.len - 1;
+    struct request rq;
+    char msg[200];
+    if (*end != '\0' || (end > fields && end[-1] != '\0') || parse_run(fields, end, &rq, msg, sizeof msg))
+        child_fail(r->report[1], STAGE_ORDER, EPROTO);
+    if (rq.scratch)
+        set_tmpdir(&rq, r->tmpdir_env);
+    child_exec(&rq, r);
 }
 
 /* --- the parent: preparing, watching and ending a run */
@@ -1062,6 +1235,8 @@ static void reap(struct run *r)
         pid_t p = wait4(-1, &status, WNOHANG | __WALL, &ru);
         if (p <= 0)
             return;
+        if (p == Zygote.pid)
+            Zygote.pid = 0; /* it died before its run, which then forks a child instead */
         if (r && p == r->pid && !r->reaped) {
             r->reaped = true;
             r->t_end = now_ns();
@@ -1267,7 +1442,7 @@ static uint64_t cpu_so_far(const struct run *r, bool scanned)
 {
     if (G.cgroup_mode) {
         uint64_t ns = 0;
-        read_u64_at(r->cg[CG_CPUACCT], "cpuacct.usage", &ns);
+        read_counter_u64(r->cg, r->counter, CT_CPU, &ns);
         return ns;
     }
     /* Reaped processes are in RUSAGE_CHILDREN, live ones (with what they reaped themselves) in /proc. */
@@ -1421,34 +1596,43 @@ static int open_stdio(struct run *r, const struct request *rq)
     return 0;
 }
 
-static int make_scratch(struct run *r, struct request *rq)
+/* mkdir the scratch directory name, 0700 and root's until the run's user is known. Returns 0 or an errno. */
+static int make_scratch_dir(const char *name)
 {
-    if (mkdirat(G.scratch_fd, r->name, 0700) < 0) {
+    if (mkdirat(G.scratch_fd, name, 0700) < 0) {
         /* Left by an earlier supervisor that used the same directory: it is no run's any more. */
+        int e = errno;
         char err[256];
-        if (errno != EEXIST || remove_tree_at(G.scratch_fd, r->name, err, sizeof err) < 0 ||
-            mkdirat(G.scratch_fd, r->name, 0700) < 0) {
-            set_errno_error(r, "make the scratch directory", errno);
+        if (e != EEXIST || remove_tree_at(G.scratch_fd, name, err, sizeof err) < 0)
+            return e;
+        if (mkdirat(G.scratch_fd, name, 0700) < 0)
+            return errno;
+    }
+    /* The umask may have taken bits away; the mode is exactly 0700. */
+    if (fchmodat(G.scratch_fd, name, 0700, 0) < 0) {
+        int e = errno;
+        unlinkat(G.scratch_fd, name, AT_REMOVEDIR);
+        return e;
+    }
+    return 0;
+}
+
+/* The run's scratch directory (made now unless it was made ahead), handed to the run's user. */
+static int make_scratch(struct run *r, struct request *rq, bool made_ahead)
+{
+    if (!made_ahead) {
+        int e = make_scratch_dir(r->name);
+        if (e) {
+            set_errno_error(r, "make the scratch directory", e);
             return -1;
         }
+        r->scratch_made = true;
     }
-    r->scratch_made = true;
-    /* The umask may have taken bits away; the mode is exactly 0700 and the run's user owns it. */
-    if (fchownat(G.scratch_fd, r->name, rq->uid, rq->gid, AT_SYMLINK_NOFOLLOW) < 0 ||
-        fchmodat(G.scratch_fd, r->name, 0700, 0) < 0) {
+    if (fchownat(G.scratch_fd, r->name, rq->uid, rq->gid, AT_SYMLINK_NOFOLLOW) < 0) {
         set_errno_error(r, "hand the scratch directory to the run's user", errno);
         return -1;
     }
-    if (asprintf(&r->scratch_path, "%s/%s", G.scratch_dir, r->name) < 0 ||
-        asprintf(&r->tmpdir_env, "TMPDIR=%s", r->scratch_path) < 0)
-        die("out of memory");
-    size_t i;
-    for (i = 0; i < rq->nenv; i++)
-        if (strncmp(rq->env[i], "TMPDIR=", 7) == 0)
-            break;
-    rq->env[i] = r->tmpdir_env;
-    if (i == rq->nenv)
-        rq->nenv++;
+    set_tmpdir(rq, r->tmpdir_env);
     return 0;
 }
 
@@ -1500,55 +1684,174 @@ static int make_cgroup_dirs(const char *name, int cg[CG_COUNT], const char **fai
     return 0;
 }
 
-/* The next run's cgroups, made after the previous answer was sent: mkdir is a quarter of a millisecond that then
- * overlaps with hatchway reading the answer instead of delaying the next run. */
-static struct {
-    bool ready;
-    char name[32];
-    int cg[CG_COUNT];
-} Spare = {.cg = {-1, -1, -1}};
-
 static void run_name(char *buf, size_t size, uint64_t n) { snprintf(buf, size, "run-%llu", (unsigned long long)n); }
 
-static void make_spare(void)
+/* Write a memory limit (0: none) over the one in place; memory+swap must stay >= memory all along, so it is raised
+ * first and lowered last. Returns 0 or an errno, with *file the file that failed. */
+static int set_memory_limit(int memcg, uint64_t from, uint64_t to, const char **file)
 {
-    const char *ignored;
-    run_name(Spare.name, sizeof Spare.name, G.runs + 1);
-    /* On failure there is simply no spare: the next run tries again and reports the error. */
-    Spare.ready = make_cgroup_dirs(Spare.name, Spare.cg, &ignored) == 0;
+    if (from == to)
+        return 0;
+    char value[32];
+    snprintf(value, sizeof value, to ? "%llu" : "-1", (unsigned long long)to);
+    bool raising = to == 0 || (from != 0 && to > from);
+    int e = 0;
+    if (raising && G.has_memsw)
+        e = write_file_at(memcg, *file = "memory.memsw.limit_in_bytes", value);
+    if (!e)
+        e = write_file_at(memcg, *file = "memory.limit_in_bytes", value);
+    if (!e && !raising && G.has_memsw)
+        e = write_file_at(memcg, *file = "memory.memsw.limit_in_bytes", value);
+    return e;
 }
 
-static int make_cgroups(struct run *r, const struct request *rq)
+static int set_pids_limit(int pidscg, uint64_t from, uint64_t to, const char **file)
 {
-    if (Spare.ready && strcmp(Spare.name, r->name) == 0) {
-        memcpy(r->cg, Spare.cg, sizeof r->cg);
-        Spare.ready = false;
-    } else {
+    if (from == to)
+        return 0;
+    char value[32];
+    snprintf(value, sizeof value, to ? "%llu" : "max", (unsigned long long)to);
+    return write_file_at(pidscg, *file = "pids.max", value);
+}
+
+/* What the next run needs that does not depend on its request, made after the previous answer while hatchway
+ * reads it: its cgroups, with the previous request's limits already written (a test suite's runs share theirs),
+ * its scratch directory, and a zygote. */
+static struct {
+    char name[32]; /* run-<n>; "" until prepare_next names it */
+    char *scratch_path, *tmpdir_env;
+    bool cg_ready;
+    int cg[CG_COUNT];
+    int counter[CT_COUNT];
+    uint64_t mem_bytes, procs; /* the limits written in cg, 0 for none */
+    bool scratch_made;
+} Next = {.cg = {-1, -1, -1}, .counter = {-1, -1, -1}};
+
+static void name_next(void)
+{
+    if (Next.name[0])
+        return;
+    run_name(Next.name, sizeof Next.name, G.runs + 1);
+    if (G.scratch_dir && (asprintf(&Next.scratch_path, "%s/%s", G.scratch_dir, Next.name) < 0 ||
+                          asprintf(&Next.tmpdir_env, "TMPDIR=%s", Next.scratch_path) < 0))
+        die("out of memory");
+}
+
+/* The next run's cgroups with every limit that does not depend on its request. Returns 0 or an errno. */
+static int make_next_cgroups(const char **failed)
+{
+    int e = make_cgroup_dirs(Next.name, Next.cg, failed);
+    if (e)
+        return e;
+    *failed = "memory";
+    if (G.reenable_oom_killer)
+        e = write_file_at(Next.cg[CG_MEMORY], "memory.oom_control", "0");
+    if (!e)
+        e = set_memory_limit(Next.cg[CG_MEMORY], 0, G.last_mem_bytes, failed);
+    if (!e)
+        e = set_pids_limit(Next.cg[CG_PIDS], 0, G.last_procs, failed);
+    if (e) {
+        remove_cgroup_dirs(Next.name, Next.cg);
+        return e;
+    }
+    Next.mem_bytes = G.last_mem_bytes;
+    Next.procs = G.last_procs;
+    open_counters(Next.cg, Next.counter);
+    Next.cg_ready = true;
+    return 0;
+}
+
+/* A zygote for the next run. On any failure there is simply none: the run forks its child as it comes. */
+static void spawn_zygote(void)
+{
+    int sock[2], report[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sock) < 0)
+        return;
+    if (pipe2(report, O_CLOEXEC | O_NONBLOCK) < 0) {
+        close(sock[0]);
+        close(sock[1]);
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sock[0]);
+        close(report[0]);
+        struct run r;
+        memset(&r, 0, sizeof r);
+        memcpy(r.cg, Next.cg, sizeof r.cg);
+        r.report[1] = report[1];
+        r.scratch_path = Next.scratch_path;
+        r.tmpdir_env = Next.tmpdir_env;
+        zygote_main(sock[1], &r);
+    }
+    close(sock[1]);
+    close(report[1]);
+    if (pid < 0) {
+        close(sock[0]);
+        close(report[0]);
+        return;
+    }
+    Zygote.pid = pid;
+    Zygote.sock = sock[0];
+    Zygote.report = report[0];
+    snprintf(Zygote.name, sizeof Zygote.name, "%s", Next.name);
+}
+
+/* End the zygote if there is one, and forget it. */
+static void discard_zygote(void)
+{
+    if (Zygote.pid > 0) {
+        kill(Zygote.pid, SIGKILL);
+        while (waitpid(Zygote.pid, NULL, __WALL) < 0 && errno == EINTR)
+            ;
+    }
+    if (Zygote.sock >= 0)
+        close(Zygote.sock);
+    if (Zygote.report >= 0)
+        close(Zygote.report);
+    Zygote.pid = 0;
+    Zygote.sock = Zygote.report = -1;
+    Zygote.name[0] = '\0';
+}
+
+/* Idle work, done before the next request is read. A failure here costs only speed: the run then makes what is
+ * missing itself, and reports the error if it fails again. */
+static void prepare_next(void)
+{
+    name_next();
+    const char *ignored;
+    if (G.cgroup_mode && !Next.cg_ready)
+        make_next_cgroups(&ignored);
+    if (G.scratch_fd >= 0 && !Next.scratch_made)
+        Next.scratch_made = make_scratch_dir(Next.name) == 0;
+    if (G.shm && Zygote.pid == 0 && (!G.cgroup_mode || Next.cg_ready)) {
+        discard_zygote(); /* the descriptors of one that died */
+        spawn_zygote();
+    }
+}
+
+/* The run's cgroups, made ahead or now, and its limits: only those not already in place are written. */
+static int make_cgroups(struct run *r, const struct request *rq, bool made_ahead, uint64_t mem_bytes, uint64_t procs)
+{
+    const char *file = "";
+    int e = 0;
+    if (!made_ahead) {
         const char *controller = "";
-        int e = make_cgroup_dirs(r->name, r->cg, &controller);
+        e = make_cgroup_dirs(r->name, r->cg, &controller);
         if (e) {
             char what[64];
             snprintf(what, sizeof what, "mkdir %s cgroup", controller);
             set_errno_error(r, what, e);
             return -1;
         }
+        mem_bytes = procs = 0; /* a fresh cgroup has no limits */
+        if (G.reenable_oom_killer)
+            e = write_file_at(r->cg[CG_MEMORY], file = "memory.oom_control", "0");
     }
-    char value[32];
-    int e = 0;
-    const char *file = NULL;
-    if (rq->mem_bytes) {
-        snprintf(value, sizeof value, "%llu", (unsigned long long)rq->mem_bytes);
-        /* A fresh cgroup starts unlimited, so memory first, then memory+swap (which must stay >= memory). */
-        e = write_file_at(r->cg[CG_MEMORY], file = "memory.limit_in_bytes", value);
-        if (!e && G.has_memsw)
-            e = write_file_at(r->cg[CG_MEMORY], file = "memory.memsw.limit_in_bytes", value);
-    }
-    if (!e && G.reenable_oom_killer)
-        e = write_file_at(r->cg[CG_MEMORY], file = "memory.oom_control", "0");
-    if (!e && rq->procs) {
-        snprintf(value, sizeof value, "%llu", (unsigned long long)rq->procs);
-        e = write_file_at(r->cg[CG_PIDS], file = "pids.max", value);
-    }
+    if (!e)
+        e = set_memory_limit(r->cg[CG_MEMORY], mem_bytes, rq->mem_bytes, &file);
+    if (!e)
+        e = set_pids_limit(r->cg[CG_PIDS], procs, rq->procs, &file);
     if (e) {
         char what[80];
         snprintf(what, sizeof what, "write %s", file);
@@ -1563,10 +1866,10 @@ static void measure(struct run *r, uint64_t *cpu_us, uint64_t *memory_bytes)
 {
     if (G.cgroup_mode) {
         uint64_t ns = 0, peak = 0, ooms = 0, failcnt = 0;
-        read_u64_at(r->cg[CG_CPUACCT], "cpuacct.usage", &ns);
-        read_u64_at(r->cg[CG_MEMORY], "memory.max_usage_in_bytes", &peak);
+        read_counter_u64(r->cg, r->counter, CT_CPU, &ns);
+        read_counter_u64(r->cg, r->counter, CT_PEAK, &peak);
         char text[512];
-        bool have_field = read_file_at(r->cg[CG_MEMORY], "memory.oom_control", text, sizeof text) > 0 &&
+        bool have_field = read_counter(r->cg, r->counter, CT_OOM, text, sizeof text) > 0 &&
                           find_key_u64(text, "oom_kill", &ooms);
         if (have_field) {
             if (ooms > 0)
@@ -1633,7 +1936,94 @@ static bool file_reached(int fd, uint64_t limit)
     return fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size >= limit;
 }
 
-static void handle_run(struct request *rq)
+/* Clean-up that follows a run's answer: what failed is kept here, tried again before the next run and reported in
+ * its answer. */
+static struct {
+    char error[400]; /* the first failure, "" if none */
+    char scratch[32]; /* a scratch directory left to remove, "" if none */
+    bool wipe;        /* the --wipe directories are left to empty */
+} Dirty;
+
+static void clean_up(const char *scratch, bool wipe)
+{
+    char err[300];
+    if (scratch && remove_tree_at(G.scratch_fd, scratch, err, sizeof err) < 0) {
+        snprintf(Dirty.scratch, sizeof Dirty.scratch, "%s", scratch);
+        if (!Dirty.error[0])
+            snprintf(Dirty.error, sizeof Dirty.error, "remove the scratch directory %.32s: %.300s", scratch, err);
+    }
+    for (size_t i = 0; wipe && i < G.nwipe; i++)
+        if (empty_dir(G.wipe_fd[i], err, sizeof err) < 0) {
+            Dirty.wipe = true;
+            if (!Dirty.error[0])
+                snprintf(Dirty.error, sizeof Dirty.error, "wipe %.80s: %.300s", G.wipe_path[i], err);
+        }
+}
+
+/* Try again what failed after the previous answer. Returns false, with the error still in Dirty, if it fails
+ * again: leftovers of another run may then be in reach, and the run must not start. */
+static bool clean_up_again(char *first_error, size_t size)
+{
+    snprintf(first_error, size, "%s", Dirty.error);
+    char scratch[sizeof Dirty.scratch];
+    snprintf(scratch, sizeof scratch, "%s", Dirty.scratch);
+    bool wipe = Dirty.wipe;
+    memset(&Dirty, 0, sizeof Dirty);
+    clean_up(scratch[0] ? scratch : NULL, wipe);
+    return !Dirty.error[0];
+}
+
+/* Give the answer just written a head start over the idle work: on a machine with few CPUs the relay that carries
+ * it to hatchway and the idle work slow each other down. Returns at once when a request is waiting. */
+static void let_the_answer_go(void)
+{
+    if (In.len > In.start)
+        return;
+    struct pollfd pfd = {STDIN_FILENO, POLLIN, 0};
+    struct timespec ts = {0, (long)IDLE_DELAY_NS};
+    while (ppoll(&pfd, 1, &ts, NULL) < 0 && errno == EINTR)
+        ;
+}
+
+/* Hand the request to the zygote, which becomes the run's main process. False if there is none, or it cannot take
+ * the order (it died); the run then forks a child instead. */
+static bool order_zygote(struct run *r, const char *fields, const char *end)
+{
+    size_t len = (size_t)(end - fields) + 1;
+    if (Zygote.pid <= 0 || strcmp(Zygote.name, r->name) != 0 || len > G.shm_size)
+        return false;
+    memcpy(G.shm, fields, len);
+    struct zygote_order order = {ZYGOTE_MAGIC, (uint32_t)len};
+    int fds[3] = {r->in_fd, r->out_fd, r->err_fd};
+    union {
+        char buf[CMSG_SPACE(sizeof fds)];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct iovec iov = {&order, sizeof order};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof fds);
+    memcpy(CMSG_DATA(c), fds, sizeof fds);
+    /* A few bytes into an empty socket: never blocks. A zygote that died is EPIPE (or ECONNRESET). */
+    ssize_t n;
+    do
+        n = sendmsg(Zygote.sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)sizeof order)
+        return false;
+    r->pid = Zygote.pid;
+    r->report[0] = Zygote.report;
+    Zygote.report = -1;
+    Zygote.pid = 0;
+    discard_zygote(); /* only closes its socket now: what was sent stays readable */
+    return true;
+}
+
+static void handle_run(struct request *rq, const char *fields, const char *end)
 {
     struct run r;
     memset(&r, 0, sizeof r);
@@ -1641,28 +2031,73 @@ static void handle_run(struct request *rq)
     r.report[0] = r.report[1] = -1;
     for (int i = 0; i < CG_COUNT; i++)
         r.cg[i] = -1;
-    run_name(r.name, sizeof r.name, ++G.runs);
+    for (int i = 0; i < CT_COUNT; i++)
+        r.counter[i] = -1;
+
+    /* Take what was made ahead for this run; whatever the run does not use goes with it afterwards. */
+    G.runs++;
+    name_next();
+    snprintf(r.name, sizeof r.name, "%s", Next.name);
+    r.scratch_path = Next.scratch_path;
+    r.tmpdir_env = Next.tmpdir_env;
+    r.scratch_made = Next.scratch_made;
+    bool cg_ahead = Next.cg_ready;
+    if (cg_ahead) {
+        memcpy(r.cg, Next.cg, sizeof r.cg);
+        memcpy(r.counter, Next.counter, sizeof r.counter);
+    }
+    uint64_t mem_ahead = Next.mem_bytes, procs_ahead = Next.procs;
+    memset(&Next, 0, sizeof Next);
+    for (int i = 0; i < CG_COUNT; i++)
+        Next.cg[i] = -1;
+    for (int i = 0; i < CT_COUNT; i++)
+        Next.counter[i] = -1;
+    G.last_mem_bytes = rq->mem_bytes;
+    G.last_procs = rq->procs;
+
+    char earlier[400] = "", note[500] = "";
+    bool usable = true;
+    if (Dirty.error[0]) {
+        usable = clean_up_again(earlier, sizeof earlier);
+        if (usable)
+            snprintf(note, sizeof note, "the clean-up after the previous run failed, then succeeded before this run: %s",
+                     earlier);
+        else
+            set_error(&r, "the clean-up after the previous run failed: %s", Dirty.error);
+    }
 
     bool forked = false;
     uint64_t cpu_us = 0, wall_us = 0, mem = 0;
-    if (open_stdio(&r, rq) < 0 || (rq->scratch && make_scratch(&r, rq) < 0) ||
-        (G.cgroup_mode && make_cgroups(&r, rq) < 0)) {
+    if (!usable || open_stdio(&r, rq) < 0 || (rq->scratch && make_scratch(&r, rq, r.scratch_made) < 0) ||
+        (G.cgroup_mode && make_cgroups(&r, rq, cg_ahead, mem_ahead, procs_ahead) < 0)) {
         r.failure = FAIL_SETUP;
-    } else if (pipe2(r.report, O_CLOEXEC | O_NONBLOCK) < 0) {
-        r.failure = FAIL_SETUP;
-        set_errno_error(&r, "pipe", errno);
     } else {
         getrusage(RUSAGE_CHILDREN, &r.children_before);
-        r.pid = fork();
-        if (r.pid == 0)
-            child_main(rq, &r);
-        if (r.pid < 0) {
-            r.failure = FAIL_SETUP;
-            set_errno_error(&r, "fork", errno);
-        } else {
-            forked = true;
-            close(r.report[1]);
-            r.report[1] = -1;
+        forked = order_zygote(&r, fields, end);
+        if (!forked) {
+            /* Nothing of the zygote may stay in the run's cgroups, nor count in its CPU time. */
+            discard_zygote();
+            getrusage(RUSAGE_CHILDREN, &r.children_before);
+            if (pipe2(r.report, O_CLOEXEC | O_NONBLOCK) < 0) {
+                r.failure = FAIL_SETUP;
+                set_errno_error(&r, "pipe", errno);
+            } else {
+                r.pid = fork();
+                if (r.pid == 0) {
+                    child_enter(&r);
+                    child_exec(rq, &r);
+                }
+                if (r.pid < 0) {
+                    r.failure = FAIL_SETUP;
+                    set_errno_error(&r, "fork", errno);
+                } else {
+                    forked = true;
+                }
+                close(r.report[1]);
+                r.report[1] = -1;
+            }
+        }
+        if (forked) {
             await_exec(&r, rq);
             watch(&r, rq);
             end_leftovers(&r);
@@ -1699,28 +2134,29 @@ static void handle_run(struct request *rq)
                 r.output_exceeded = true;
         }
     }
-
-    char err[300];
-    if (r.scratch_made && remove_tree_at(G.scratch_fd, r.name, err, sizeof err) < 0)
-        set_error(&r, "remove the scratch directory: %s", err);
-    if (forked)
-        for (size_t i = 0; i < G.nwipe; i++)
-            if (empty_dir(G.wipe_fd[i], err, sizeof err) < 0)
-                set_error(&r, "wipe %s: %s", G.wipe_path[i], err);
+    if (note[0])
+        append_error(&r, note);
 
     emit_run_result(&r, rq->id, cpu_us, wall_us, mem);
+    let_the_answer_go();
 
-    /* After the answer: nothing in it depends on this, and hatchway reads it meanwhile. */
-    if (G.cgroup_mode) {
-        remove_cgroup_dirs(r.name, r.cg);
-        make_spare();
-    }
+    /* After the answer, while hatchway reads it: every process of the run is dead, and the next request is read
+     * only when this is done. A failure is reported in the next run's answer (see Dirty). */
+    discard_zygote(); /* one this run did not use: it is in the run's cgroups */
     int fds[] = {r.in_fd, r.out_fd, r.err_fd, r.report[0], r.report[1]};
     for (size_t i = 0; i < sizeof fds / sizeof *fds; i++)
         if (fds[i] >= 0)
             close(fds[i]);
+    clean_up(r.scratch_made ? r.name : NULL, forked);
+    close_counters(r.counter);
+    if (G.cgroup_mode)
+        remove_cgroup_dirs(r.name, r.cg);
     free(r.scratch_path);
     free(r.tmpdir_env);
+    size_t len = (size_t)(end - fields) + 1;
+    if (len > (1u << 20) && len <= G.shm_size)
+        madvise(G.shm, len, MADV_REMOVE); /* a huge request's copy need not stay in memory */
+    prepare_next();
 }
 
 /* ---------------------------------------------------------------- start-up and the request loop */
@@ -1841,19 +2277,24 @@ int main(int argc, char **argv)
     G.page_size = sysconf(_SC_PAGESIZE);
 
     /* Making the first run's cgroups now also proves that the cgroup directories are usable, before saying ready. */
+    name_next();
     if (G.cgroup_mode) {
         const char *controller = "";
-        run_name(Spare.name, sizeof Spare.name, 1);
-        int e = make_cgroup_dirs(Spare.name, Spare.cg, &controller);
+        int e = make_next_cgroups(&controller);
         if (e)
             die("cannot make cgroups in --cgroup %s/%s: %s", cgroup_dir, controller, strerror(e));
-        Spare.ready = true;
     }
+    /* Zygotes read their request here. Without it there are none, and every run forks its child on request. */
+    G.shm_size = MAX_REQUEST_BYTES + (1u << 20);
+    G.shm = mmap(NULL, G.shm_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (G.shm == MAP_FAILED)
+        G.shm = NULL;
 
     struct sbuf out = {0};
     sb_printf(&out, "{\"ready\":true,\"version\":%d,\"mode\":\"%s\"}", PROTOCOL_VERSION,
               G.cgroup_mode ? "cgroup" : "proc");
     emit(&out);
+    prepare_next();
 
     for (;;) {
         char *begin = NULL, *end = NULL;
@@ -1885,7 +2326,7 @@ int main(int argc, char **argv)
             if (bad)
                 emit_error(bad);
             else
-                handle_run(&rq);
+                handle_run(&rq, fields, end);
             free_request(&rq);
         } else {
             char msg[120];
@@ -1893,10 +2334,18 @@ int main(int argc, char **argv)
             emit_error(msg);
         }
     }
-    /* hatchway closed our stdin: the container is done. Nothing of a run is alive between requests, but as PID 1
-     * make sure of it before the namespace goes. The cgroup directories outlive the container: leave none. */
-    if (Spare.ready)
-        remove_cgroup_dirs(Spare.name, Spare.cg);
+    /* hatchway closed our stdin: the container is done. Nothing of a run is alive between requests, only the zygote,
+     * but as PID 1 make sure of it before the namespace goes. The cgroup directories outlive the container (and a
+     * scratch directory may be a volume): leave none. */
+    discard_zygote();
+    close_counters(Next.counter);
+    if (Next.cg_ready)
+        remove_cgroup_dirs(Next.name, Next.cg);
+    char err[300];
+    if (Next.scratch_made && remove_tree_at(G.scratch_fd, Next.name, err, sizeof err) < 0)
+        fprintf(stderr, "hatchway-supervisor: remove the scratch directory %s: %s\n", Next.name, err);
+    if (Dirty.error[0] && !clean_up_again(err, sizeof err))
+        fprintf(stderr, "hatchway-supervisor: clean-up after the last run: %s\n", Dirty.error);
     if (G.pid1)
         kill(-1, SIGKILL);
     return 0;
