@@ -206,7 +206,9 @@ class RunResult:
     output_exceeded: bool
     """Killed by SIGXFSZ, or stdout or stderr reached the file size limit."""
     error: str | None
-    """Why a run failed to start, or a clean-up problem after it (the status then still says how it ended)."""
+    """Why a run failed to start, or a clean-up problem (the status then still says how it ended). Clean-up that
+    happens after the answer (scratch, wiped directories, the run's cgroups) reports a failure in the next run's
+    answer, which is `setup_failed` if the sandbox is no longer usable."""
 
 
 def encode_ping() -> bytes:
