@@ -32,10 +32,10 @@ def test_the_built_in_profiles_cover_seven_languages_with_local_images() -> None
         assert profile.env["HOME"] == "/tmp", f"{name}: HOME must be writable on a read-only root"
 
 
-def test_interpreted_languages_have_no_compile_step_and_run_the_source_from_box() -> None:
-    assert DEFAULT_PROFILES["python"].compile is None
+def test_interpreted_languages_check_their_syntax_and_run_the_source_from_box() -> None:
+    assert DEFAULT_PROFILES["python"].compile_argv() == ["python3", "-m", "py_compile", "main.py"]
     assert DEFAULT_PROFILES["python"].run_argv() == ["python3", "/box/main.py"]
-    assert DEFAULT_PROFILES["javascript"].compile is None
+    assert DEFAULT_PROFILES["javascript"].compile_argv() == ["node", "--check", "main.js"]
     assert DEFAULT_PROFILES["javascript"].run_argv() == ["node", "/box/main.js"]
 
 

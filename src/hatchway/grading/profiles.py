@@ -1,10 +1,10 @@
 """Language profiles: how a submission in one language is compiled once and then run for each test.
 
-A profile names an image and two commands. `compile` (None for interpreted languages) runs with the working
-directory `/box`, which holds the submission's sources and is writable; it must leave in `/box` whatever `run`
-needs. `run` runs once per test in a fresh, writable scratch directory, with `/box` mounted read-only. Both run as
-uid 65534 on a read-only root filesystem with a writable `/tmp`, so every compiler and runtime is pointed at `/tmp`
-for its home and caches (`env`, `compile_env`).
+A profile names an image and two commands. `compile` (a syntax check for interpreted languages; None for no
+step at all) runs with the working directory `/box`, which holds the submission's sources and is writable; it
+must leave in `/box` whatever `run` needs. `run` runs once per test in a fresh, writable scratch directory, with
+`/box` mounted read-only. Both run as uid 65534 on a read-only root filesystem with a writable `/tmp`, so every
+compiler and runtime is pointed at `/tmp` for its home and caches (`env`, `compile_env`).
 
 Two placeholders may appear in either command: ``{main}``, the entry point's path relative to `/box` (a `files`
 submission's `main`, else `source_name`), and ``{source}``, the profile's `source_name`.
@@ -176,7 +176,8 @@ DEFAULT_PROFILES: Final[Mapping[str, Profile]] = MappingProxyType(
             _builtin(
                 "python",
                 source_name="main.py",
-                compile=None,
+                # Compiling to bytecode finds syntax errors before any test runs: CE, as for compiled languages.
+                compile=("python3", "-m", "py_compile", "{main}"),
                 run=("python3", "/box/{main}"),
                 # /box is read-only when the program runs: no __pycache__ to write.
                 env={**_HOME, "PYTHONDONTWRITEBYTECODE": "1"},
@@ -202,7 +203,7 @@ DEFAULT_PROFILES: Final[Mapping[str, Profile]] = MappingProxyType(
             _builtin(
                 "javascript",
                 source_name="main.js",
-                compile=None,
+                compile=("node", "--check", "{main}"),  # a syntax check: CE before any test runs
                 run=("node", "/box/{main}"),
                 extra_memory_mb=64,  # V8's heap and code space before the program allocates anything
                 env=_HOME,
