@@ -121,6 +121,30 @@ class GradingSession:
 
     async def run(self, tests: list[GradeTest]) -> GradeReport:
         """Grade; raises GradingKilled if killed (`results` then holds the tests that ran)."""
+        spec = self._spec
+        handle = await self._compile_and_open(tests)
+        if handle is None:
+            return self._report(tests, [], compile_failed=True)
+        checker = await self._checker()
+        scores: list[TestScore] = []
+        subtasks = _Subtasks(spec.groups)
+        failed = False
+        for test in tests:
+            if (failed and spec.stop_on_first_failure) or subtasks.doomed(test.name):
+                scores.append(skipped_result(test.name, test.points))
+                self.results.append(TestResult(name=test.name, verdict=Verdict.SK))
+                subtasks.record(test.name, Verdict.SK)
+                continue
+            result, scored = await self._run_test(handle, test, checker)
+            self.results.append(result)
+            scores.append(scored)
+            subtasks.record(test.name, result.verdict)
+            failed = failed or result.verdict is not Verdict.AC
+            self._on_result(_line(result))
+        return self._report(tests, scores)
+
+    async def _compile_and_open(self, tests: list[GradeTest]) -> Handle | None:
+        """Compile, and open the sandbox the tests run in; None (and `compile` says why) if compiling failed."""
         spec, profile = self._spec, self._spec.profile
         memory_mb = max(self._test_limits(test).memory_mb for test in tests)
         # The run sandbox does not need the compiled program to start (it sees /box as it is when a run starts),
@@ -158,29 +182,13 @@ class GradingSession:
             if isinstance(outcome, BaseException):
                 raise outcome
         assert not isinstance(compiled, BaseException) and not isinstance(opened, BaseException)
-        self.compile, handle = compiled, opened
-        self._run_env = self._sandboxes.environment(handle, profile.env)
-        if self.compile is not None:
-            self._on_build_output(self.compile.output.encode())
-        if self.compile is not None and self.compile.exit_code != 0:
-            return self._report(tests, [], compile_failed=True)
-        checker = await self._checker()
-        scores: list[TestScore] = []
-        subtasks = _Subtasks(spec.groups)
-        failed = False
-        for test in tests:
-            if (failed and spec.stop_on_first_failure) or subtasks.doomed(test.name):
-                scores.append(skipped_result(test.name, test.points))
-                self.results.append(TestResult(name=test.name, verdict=Verdict.SK))
-                subtasks.record(test.name, Verdict.SK)
-                continue
-            result, scored = await self._run_test(handle, test, checker)
-            self.results.append(result)
-            scores.append(scored)
-            subtasks.record(test.name, result.verdict)
-            failed = failed or result.verdict is not Verdict.AC
-            self._on_result(_line(result))
-        return self._report(tests, scores)
+        self.compile = compiled
+        if compiled is not None:
+            self._on_build_output(compiled.output.encode())
+            if compiled.exit_code != 0:
+                return None
+        self._run_env = self._sandboxes.environment(opened, profile.env)
+        return opened
 
     def _report(self, tests: list[GradeTest], scores: list[TestScore], *, compile_failed: bool = False) -> GradeReport:
         if compile_failed:
