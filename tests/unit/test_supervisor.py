@@ -593,6 +593,20 @@ def test_the_program_cannot_signal_the_supervisor(proc_supervisor: Supervisor, t
     parse_pong(proc_supervisor.send(encode_ping()))
 
 
+def test_the_program_cannot_trace_the_supervisor(both_paths: Supervisor, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code = (
+        "import ctypes, sys\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "attached = libc.ptrace(16, int(sys.argv[1]), None, None)  # PTRACE_ATTACH\n"
+        "print(attached, ctypes.get_errno())\n"
+    )
+    result = both_paths.run(PYTHON, "-c", code, str(both_paths.proc.pid), stdout_path=str(out))
+    assert (result.status, result.exit_code) == (RunStatus.EXITED, 0)
+    assert out.read_text().split() == ["-1", "1"], "EPERM: a run cannot trace the supervisor"
+    parse_pong(both_paths.send(encode_ping()))
+
+
 def test_scratch_directories_are_private_fresh_and_removed(start_supervisor: Any, shared_dir: Path) -> None:
     scratch = shared_dir / "scratch"
     scratch.mkdir(mode=0o711)
