@@ -155,6 +155,17 @@ def test_a_problem_archive_without_matching_pairs_is_refused(grader: Server, tmp
     assert "2.in" in answer.json()["error"]["message"]
 
 
+def test_resubmitting_an_id_returns_the_same_grading(grader: Server) -> None:
+    body = {"id": f"grade-{os.getpid()}", "language": "python", "code": PY_SUM, "tests": sums(2)}
+    first = grader.client.post("/grade", json=body)
+    again = grader.client.post("/grade", json=body)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    other = grader.client.post("/grade", json={**body, "code": PY_SUM + "# changed\n"})
+    assert other.status_code == 409, other.text
+    assert wait_grade(grader, body["id"], "succeeded")["verdict"] == "AC"
+
+
 def test_a_plain_job_is_not_a_grading(grader: Server) -> None:
     job = grader.post_job(image="hatchway-test/busybox", command=["true"]).json()
     answer = grader.client.get(f"/grade/{job['id']}")

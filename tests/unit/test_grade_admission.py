@@ -11,7 +11,9 @@ from hatchway.errors import InputTooLarge, InvalidRequest, LimitTooHigh, NotAllo
 from hatchway.grading.admission import GradeAdmission
 from hatchway.grading.models import GradeLimits, GradeRequest
 from hatchway.grading.profiles import DEFAULT_PROFILES, UnknownProfile
+from hatchway.models import JobSpec
 from hatchway.policy import Policy
+from hatchway.settings import GradeMaxLimits
 
 MAXIMUMS = GradeLimits(time_limit_s=10, wall_limit_s=40, memory_mb=1024, processes=128)
 TESTS = [{"input": "1 2\n", "expected_output": "3\n"}]
@@ -86,3 +88,15 @@ def test_a_custom_checker_needs_a_known_language(admit: Callable[..., Any]) -> N
 def test_submission_and_tests_are_bounded_in_size(admit: Callable[..., Any]) -> None:
     with pytest.raises(InputTooLarge, match="problem_url"):
         admit(tests=[{"input": "x" * 6000, "expected_output": "y" * 6000}])
+
+
+def test_a_spec_survives_the_store_unchanged_so_a_resubmission_matches(make_policy: Callable[..., Policy]) -> None:
+    admission = GradeAdmission(
+        policy=make_policy(),
+        profiles=DEFAULT_PROFILES,
+        default_limits=GradeLimits(),
+        max_limits=GradeMaxLimits(),  # the settings' subclass, as the worker passes it
+        max_input_bytes=10_000,
+    )
+    spec, _ = admission.admit(GradeRequest.model_validate({"language": "c", "code": "x", "tests": TESTS}))
+    assert JobSpec.model_validate_json(spec.model_dump_json()) == spec

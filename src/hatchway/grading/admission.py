@@ -29,8 +29,9 @@ class GradeAdmission:
     ) -> None:
         self._policy = policy
         self.profiles = profiles
-        self._defaults = default_limits
-        self._maximums = max_limits
+        # Plain GradeLimits (not the settings' subclasses): a stored spec must equal a resubmitted one.
+        self._defaults = GradeLimits.model_validate(default_limits.model_dump())
+        self._maximums = GradeLimits.model_validate(max_limits.model_dump())
         self._max_input_bytes = max_input_bytes
 
     def admit(self, request: GradeRequest) -> tuple[JobSpec, list[str]]:
