@@ -90,8 +90,12 @@ async def test_a_sandbox_runs_many_processes_each_measured_alone(
             assert sandbox_cgroups(worker_id), "a runc sandbox has a host cgroup of its own"
     finally:
         await sandboxes.remove(handle)
+        await sandboxes.close()
     assert containers_of(docker_client, worker_id) == []
     assert sandbox_cgroups(worker_id) == [], "removing the sandbox removes its cgroups"
+    assert not (cgroups.ROOT / "memory" / cgroups.worker_parent(worker_id).lstrip("/")).exists(), (
+        "closing the engine removes the worker's own cgroup directory"
+    )
 
 
 async def test_a_stopped_sandbox_fails_its_run_as_an_engine_error(
@@ -107,6 +111,7 @@ async def test_a_stopped_sandbox_fails_its_run_as_an_engine_error(
             await running
     finally:
         await sandboxes.remove(handle)
+        await sandboxes.close()
 
 
 async def test_a_sandbox_left_by_an_earlier_run_is_removed_with_its_cgroups(
