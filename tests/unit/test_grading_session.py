@@ -29,8 +29,9 @@ from hatchway.grading.models import (
     TestSpec,
 )
 from hatchway.grading.profiles import Profile
+from hatchway.grading.runner import write_tests
 from hatchway.grading.sandboxes import GradingKilled, Sandboxes
-from hatchway.grading.session import CheckerBroken, GradeTest, GradingSession, Workspace
+from hatchway.grading.session import CheckerBroken, GradingSession, Workspace
 from hatchway.grading.verdicts import Verdict
 from hatchway.runner import RunControl
 from hatchway.sandbox.protocol import RunRequest, RunResult, RunStatus
@@ -119,22 +120,7 @@ class Harness:
             max_limits=MAXIMUMS,
             **spec_fields,
         )
-        grade_tests = []
-        for position, test in enumerate(tests, start=1):
-            input_path = self.workspace.inputs / f"{position}.in"
-            input_path.write_text(test.input)
-            expected_path = self.workspace.root / "expected" / f"{position}.out"
-            expected_path.write_text(test.expected_output)
-            grade_tests.append(
-                GradeTest(
-                    name=test.name,
-                    points=test.points,
-                    input_path=input_path,
-                    expected_path=expected_path,
-                    time_limit_s=test.time_limit_s,
-                    memory_mb=test.memory_mb,
-                )
-            )
+        grade_tests = write_tests(self.workspace, tests)
         owner = self.workspace.root.stat()
         self.session = GradingSession(
             spec=spec,

@@ -15,7 +15,7 @@ from pathlib import Path
 from hatchway.engines.base import Engine, ImageService
 from hatchway.errors import BadBundle, EngineError, HatchwayError, ImageNotFound, ImagePullFailed
 from hatchway.grading.archive import ProblemArchives
-from hatchway.grading.models import GradeReport, GradeSpec
+from hatchway.grading.models import GradeReport, GradeSpec, TestSpec
 from hatchway.grading.sandboxes import GradingKilled, Sandboxes
 from hatchway.grading.session import CheckerBroken, GradeTest, GradingSession, Workspace
 from hatchway.grading.verdicts import Verdict
@@ -187,7 +187,7 @@ class GradeRunner:
     async def _tests(self, spec: GradeSpec, workspace: Workspace) -> tuple[list[GradeTest], bool | None]:
         """The tests as files: inline ones written out, or the problem archive fetched and unpacked."""
         if spec.tests is not None:
-            tests = await asyncio.to_thread(_write_tests, workspace, spec)
+            tests = await asyncio.to_thread(write_tests, workspace, spec.tests)
             return tests, None
         assert spec.problem_url is not None
         found, cached = await self._problems.load(
@@ -236,13 +236,13 @@ def _make_workspace(workspace: Workspace, uid: int, gid: int) -> None:
     workspace.check.mkdir(mode=0o755)
 
 
-def _write_tests(workspace: Workspace, spec: GradeSpec) -> list[GradeTest]:
-    assert spec.tests is not None
-    workspace.inputs.mkdir(mode=0o700)
+def write_tests(workspace: Workspace, specs: list[TestSpec]) -> list[GradeTest]:
+    """Inline tests as files: inputs where the sandbox mounts them, expected outputs beside (never mounted)."""
+    workspace.inputs.mkdir(mode=0o700, exist_ok=True)
     expected = workspace.root / "expected"
-    expected.mkdir(mode=0o700)
+    expected.mkdir(mode=0o700, exist_ok=True)
     tests = []
-    for position, test in enumerate(spec.tests, start=1):
+    for position, test in enumerate(specs, start=1):
         input_path = workspace.inputs / f"{position}.in"
         input_path.write_text(test.input)
         expected_path = expected / f"{position}.out"
