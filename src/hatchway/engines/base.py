@@ -35,6 +35,11 @@ class Role(StrEnum):
     PROBE = "probe"
 
 
+SCRATCH = "/w"
+"""In a supervised sandbox whose spec has a tmpfs here, each run gets a fresh private directory below it as its
+working directory (the supervisor's `--scratch`)."""
+
+
 class OutputSink(Protocol):
     """Receives a process's output as the engine reads it; called from an engine thread."""
 

@@ -31,6 +31,7 @@ from hatchway.engines.base import (
     ENGINE_LABEL,
     JOB_LABEL,
     ROLE_LABEL,
+    SCRATCH,
     WORKER_LABEL,
     CommandNotRunnable,
     ExitStatus,
@@ -60,8 +61,6 @@ _NOT_EXECUTABLE_HINTS = ("permission denied",)
 _SAMPLE_INTERVAL_S = 0.25
 SUPERVISOR_PATH = "/.hatchway/supervisor"
 SUPERVISOR_CGROUP = "/.hatchway/cgroup"
-SCRATCH = "/w"
-"""A supervised sandbox's tmpfs for the per-run scratch directories, when its spec has one."""
 # What the supervisor needs and nothing more: become the job's user, kill what a run left, make and remove a
 # run's scratch directory whatever the run did to its permissions. Runs themselves get none of these.
 SUPERVISOR_CAPABILITIES = ["SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER"]

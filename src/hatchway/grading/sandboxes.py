@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hatchway.engines.base import Engine, Handle, Mount, Role, SandboxSpec
+from hatchway.engines.base import SCRATCH, Engine, Handle, Mount, Role, SandboxSpec
 from hatchway.grading.models import COMPILE_OUTPUT_CHARS, CompileResult
 from hatchway.grading.profiles import Profile
 from hatchway.runner import RunControl
@@ -21,7 +21,6 @@ IO = "/.hatchway/io"
 """Where the supervisor writes a run's stdout and stderr (root-only: runs see only their own descriptors)."""
 TESTS = "/.hatchway/tests"
 """Where the tests' inputs are (root-only: the supervisor opens each run's input for it)."""
-SCRATCH = "/w"
 _COMPILE_OUTPUT = "compile"
 _COMPILE_PROCESSES = 256
 _COMPILE_FILE_BYTES = 1024 * MIB
