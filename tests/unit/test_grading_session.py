@@ -18,6 +18,7 @@ import pytest
 from hatchway.engines.base import Handle, Role
 from hatchway.engines.fake import FakeEngine, FakeProgram
 from hatchway.errors import EngineError
+from hatchway.grading.custom_checker import CheckerBroken
 from hatchway.grading.models import (
     CustomChecker,
     GradeLimits,
@@ -29,10 +30,10 @@ from hatchway.grading.models import (
     TestSpec,
 )
 from hatchway.grading.profiles import Profile
-from hatchway.grading.runner import write_tests
 from hatchway.grading.sandboxes import GradingKilled, Sandboxes
-from hatchway.grading.session import CheckerBroken, GradingSession, Workspace
+from hatchway.grading.session import GradingSession
 from hatchway.grading.verdicts import Verdict
+from hatchway.grading.workspace import Workspace, write_tests
 from hatchway.runner import RunControl
 from hatchway.sandbox.protocol import RunRequest, RunResult, RunStatus
 

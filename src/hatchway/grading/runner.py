@@ -15,10 +15,12 @@ from pathlib import Path
 from hatchway.engines.base import Engine, ImageService
 from hatchway.errors import BadBundle, EngineError, HatchwayError, ImageNotFound, ImagePullFailed
 from hatchway.grading.archive import ProblemArchives
-from hatchway.grading.models import GradeReport, GradeSpec, TestSpec
+from hatchway.grading.custom_checker import CheckerBroken
+from hatchway.grading.models import GradeReport, GradeSpec
 from hatchway.grading.sandboxes import GradingKilled, Sandboxes
-from hatchway.grading.session import CheckerBroken, GradeTest, GradingSession, Workspace
+from hatchway.grading.session import GradingSession
 from hatchway.grading.verdicts import Verdict
+from hatchway.grading.workspace import GradeTest, Workspace, write_tests
 from hatchway.models import Job, JobState, Outcome, Reason, RunInfo, Stream, utcnow
 from hatchway.output import OutputCapture
 from hatchway.prepare import numeric_owner
@@ -234,30 +236,6 @@ def _make_workspace(workspace: Workspace, uid: int, gid: int) -> None:
         owned.mkdir()
         os.chown(owned, uid, gid)
     workspace.check.mkdir(mode=0o755)
-
-
-def write_tests(workspace: Workspace, specs: list[TestSpec]) -> list[GradeTest]:
-    """Inline tests as files: inputs where the sandbox mounts them, expected outputs beside (never mounted)."""
-    workspace.inputs.mkdir(mode=0o700, exist_ok=True)
-    expected = workspace.root / "expected"
-    expected.mkdir(mode=0o700, exist_ok=True)
-    tests = []
-    for position, test in enumerate(specs, start=1):
-        input_path = workspace.inputs / f"{position}.in"
-        input_path.write_text(test.input)
-        expected_path = expected / f"{position}.out"
-        expected_path.write_text(test.expected_output)
-        tests.append(
-            GradeTest(
-                name=test.name,
-                points=test.points,
-                input_path=input_path,
-                expected_path=expected_path,
-                time_limit_s=test.time_limit_s,
-                memory_mb=test.memory_mb,
-            )
-        )
-    return tests
 
 
 def _write_submission(box: Path, files: Mapping[str, str], uid: int, gid: int) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from hatchway.engines.base import SCRATCH, Engine, Handle, Mount, Role, SandboxSpec
 from hatchway.grading.models import COMPILE_OUTPUT_CHARS, CompileResult
 from hatchway.grading.profiles import Profile
+from hatchway.grading.workspace import read_head
 from hatchway.runner import RunControl
 from hatchway.sandbox.protocol import RunRequest, RunResult, RunStatus
 
@@ -134,7 +135,7 @@ class Sandboxes:
             ),
         )
         self._discard(handle)
-        output = await asyncio.to_thread(_head, io / _COMPILE_OUTPUT, COMPILE_OUTPUT_CHARS * 4)
+        output = await asyncio.to_thread(read_head, io / _COMPILE_OUTPUT, COMPILE_OUTPUT_CHARS * 4)
         return CompileResult(
             exit_code=_compile_exit_code(run),
             output=output.decode(errors="replace") + _compile_note(run, timeout_s=timeout_s, memory_mb=memory_mb),
@@ -176,11 +177,3 @@ def _compile_note(run: RunResult, *, timeout_s: float, memory_mb: int) -> str:
     if run.output_exceeded:
         return "\n[hatchway] the compiler wrote more than the file size limit\n"
     return ""
-
-
-def _head(path: Path, limit: int) -> bytes:
-    try:
-        with path.open("rb") as file:
-            return file.read(limit)
-    except FileNotFoundError:
-        return b""

@@ -8,13 +8,12 @@ and the sandboxes to work with, and returns a `GradeReport`.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from hatchway.engines.base import Handle, Mount, Role
-from hatchway.grading.checkers import check, parse_custom
+from hatchway.grading.checkers import check
+from hatchway.grading.custom_checker import CustomCheckerSandbox, open_custom_checker
 from hatchway.grading.models import (
     CompileResult,
     CustomChecker,
@@ -25,7 +24,6 @@ from hatchway.grading.models import (
     excerpt,
     limits_for_test,
 )
-from hatchway.grading.profiles import Profile
 from hatchway.grading.sandboxes import IO, TESTS, Sandboxes
 from hatchway.grading.verdicts import (
     CheckOutcome,
@@ -37,62 +35,10 @@ from hatchway.grading.verdicts import (
     score,
     skipped_result,
 )
+from hatchway.grading.workspace import INLINE_BYTES, GradeTest, Workspace, read_file
 from hatchway.sandbox.protocol import RunRequest, RunResult, RunStatus
 
 MIB = 1024 * 1024
-CHECK = "/check"
-_CHECKER_CPU_S = 10.0
-_CHECKER_WALL_S = 20.0
-_CHECKER_MEMORY_MB = 512
-_CHECKER_PROCESSES = 32
-_CHECKER_OUTPUT_BYTES = 64 * 1024
-_INLINE_CHECK_BYTES = 256 * 1024
-"""Outputs up to this size are checked on the event loop; larger ones in a thread."""
-
-
-@dataclass(frozen=True)
-class GradeTest:
-    """One test as the session runs it: its input and expected output are files on the host."""
-
-    name: str
-    points: float
-    input_path: Path
-    """In the directory mounted at TESTS, which holds only inputs."""
-    expected_path: Path
-    time_limit_s: float | None = None
-    memory_mb: int | None = None
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """The host directories of one grading."""
-
-    root: Path
-    inputs: Path
-
-    @property
-    def box(self) -> Path:
-        return self.root / "box"
-
-    @property
-    def io(self) -> Path:
-        return self.root / "io"
-
-    @property
-    def compile_io(self) -> Path:
-        return self.root / "compile-io"
-
-    @property
-    def checker_box(self) -> Path:
-        return self.root / "checker-box"
-
-    @property
-    def checker_io(self) -> Path:
-        return self.root / "checker-io"
-
-    @property
-    def check(self) -> Path:
-        return self.root / "check"
 
 
 class GradingSession:
@@ -125,7 +71,14 @@ class GradingSession:
         handle = await self._compile_and_open(tests)
         if handle is None:
             return self._report(tests, [], compile_failed=True)
-        checker = await self._checker()
+        checker = await open_custom_checker(
+            self._spec,
+            self._sandboxes,
+            self._workspace,
+            uid=self._uid,
+            gid=self._gid,
+            on_build_output=self._on_build_output,
+        )
         scores: list[TestScore] = []
         subtasks = _Subtasks(spec.groups)
         failed = False
@@ -220,7 +173,7 @@ class GradingSession:
         )
 
     async def _run_test(
-        self, handle: Handle, test: GradeTest, checker: _CustomChecker | None
+        self, handle: Handle, test: GradeTest, checker: CustomCheckerSandbox | None
     ) -> tuple[TestResult, TestScore]:
         limits = self._test_limits(test)
         profile = self._spec.profile
@@ -243,8 +196,8 @@ class GradingSession:
                 scratch=True,
             ),
         )
-        output = await _read(self._workspace.io / "out", limits.output_bytes + 1)
-        stderr = await _read(self._workspace.io / "err", 16 * 1024)
+        output = await read_file(self._workspace.io / "out", limits.output_bytes + 1)
+        stderr = await read_file(self._workspace.io / "err", 16 * 1024)
         measured = _measured(run, output_over=len(output) > limits.output_bytes)
         outcome = None
         if measured.internal_error is None and run.status is RunStatus.EXITED and run.exit_code == 0:
@@ -266,58 +219,14 @@ class GradingSession:
         )
         return result, scored
 
-    async def _check(self, test: GradeTest, output: bytes, checker: _CustomChecker | None) -> CheckOutcome:
+    async def _check(self, test: GradeTest, output: bytes, checker: CustomCheckerSandbox | None) -> CheckOutcome:
         if checker is not None:
             return await checker.check(test, self._workspace.io / "out")
-        expected = await _read(test.expected_path, None)
+        expected = await read_file(test.expected_path, None)
         assert not isinstance(self._spec.checker, CustomChecker)
-        if len(output) + len(expected) <= _INLINE_CHECK_BYTES:
+        if len(output) + len(expected) <= INLINE_BYTES:
             return check(self._spec.checker, b"", expected, output)
         return await asyncio.to_thread(check, self._spec.checker, b"", expected, output)
-
-    async def _checker(self) -> _CustomChecker | None:
-        spec = self._spec
-        if not isinstance(spec.checker, CustomChecker):
-            return None
-        assert spec.checker_profile is not None
-        profile = spec.checker_profile
-        source = self._workspace.checker_box / profile.source_name
-        await asyncio.to_thread(_write_owned, source, spec.checker.code, self._uid, self._gid)
-        compiled = await self._sandboxes.compile(
-            role=Role.CHECKER,
-            profile=profile,
-            box=self._workspace.checker_box,
-            io=self._workspace.compile_io,
-            main=profile.source_name,
-            uid=self._uid,
-            gid=self._gid,
-            timeout_s=spec.limits.compile_timeout_s,
-            memory_mb=spec.limits.compile_memory_mb,
-            processes=spec.limits.processes,
-        )
-        if compiled is not None:
-            self._on_build_output(compiled.output.encode())
-        if compiled is not None and compiled.exit_code != 0:
-            raise CheckerBroken(f"the custom checker did not compile (exit {compiled.exit_code}): {compiled.output}")
-        handle = await self._sandboxes.open(
-            role=Role.CHECKER,
-            image=profile.image,
-            memory_mb=profile.memory_limit_mb(_CHECKER_MEMORY_MB),
-            processes=_CHECKER_PROCESSES,
-            mounts=(
-                Mount(self._workspace.checker_box, "/box"),
-                Mount(self._workspace.check, CHECK),
-                Mount(self._workspace.checker_io, IO, read_only=False),
-            ),
-        )
-        return _CustomChecker(
-            sandboxes=self._sandboxes,
-            handle=handle,
-            profile=profile,
-            workspace=self._workspace,
-            uid=self._uid,
-            gid=self._gid,
-        )
 
 
 class _Subtasks:
@@ -346,10 +255,6 @@ class _Subtasks:
         return own or any(self._failed(self._groups[name]) for name in group.depends_on)
 
 
-class CheckerBroken(Exception):
-    """The custom checker itself is broken (it does not compile): every test would be IE."""
-
-
 @dataclass(frozen=True)
 class GradeLimitsView:
     """One test's limits as the sandbox applies them (times already scaled by the profile)."""
@@ -359,48 +264,6 @@ class GradeLimitsView:
     memory_mb: int
     output_bytes: int
     processes: int
-
-
-class _CustomChecker:
-    """The compiled custom checker in its own sandbox: it reads the input, expected and actual output as files."""
-
-    def __init__(
-        self, *, sandboxes: Sandboxes, handle: Handle, profile: Profile, workspace: Workspace, uid: int, gid: int
-    ) -> None:
-        self._sandboxes = sandboxes
-        self._handle = handle
-        self._profile = profile
-        self._workspace = workspace
-        self._uid, self._gid = uid, gid
-        self._env = sandboxes.environment(handle, profile.env)
-
-    async def check(self, test: GradeTest, output: Path) -> CheckOutcome:
-        shown = {"input": test.input_path, "expected": test.expected_path, "output": output}
-        await asyncio.to_thread(_show, self._workspace.check, shown)
-        run = await self._sandboxes.run(
-            self._handle,
-            RunRequest(
-                id=f"check-{test.name}",
-                argv=(*self._profile.run_argv(), *(f"{CHECK}/{name}" for name in shown)),
-                env=self._env,
-                uid=self._uid,
-                gid=self._gid,
-                cpu_time_s=_CHECKER_CPU_S,
-                wall_time_s=_CHECKER_WALL_S,
-                memory_bytes=self._profile.memory_limit_mb(_CHECKER_MEMORY_MB) * MIB,
-                processes=_CHECKER_PROCESSES,
-                file_size_bytes=_CHECKER_OUTPUT_BYTES,
-                stdout_path=f"{IO}/out",
-                stderr_path=f"{IO}/err",
-                scratch=True,
-            ),
-        )
-        if run.status in (RunStatus.EXEC_FAILED, RunStatus.SETUP_FAILED):
-            return CheckOutcome.failed(f"the checker could not run: {run.error}")
-        if run.oom_killed:
-            return CheckOutcome.failed("the checker ran out of memory")
-        said = await _read(self._workspace.checker_io / "out", _CHECKER_OUTPUT_BYTES)
-        return parse_custom(run.exit_code, run.signal, run.cpu_exceeded or run.wall_exceeded, said)
 
 
 def _measured(run: RunResult, *, output_over: bool) -> Measured:
@@ -427,45 +290,3 @@ def _line(result: TestResult) -> str:
     memory = "" if result.memory_bytes is None else f" {result.memory_bytes / MIB:.1f} MiB"
     message = f"  {result.checker_message}" if result.checker_message else ""
     return f"test {result.name}: {result.verdict.value} {result.time_s or 0:.3f} s{memory}{message}\n"
-
-
-async def _read(path: Path, limit: int | None) -> bytes:
-    """Up to `limit` bytes of a file (all of it for None); a missing file is empty. Small files are read on the
-    loop: a thread hop would cost more than the read."""
-    size = _size(path)
-    if size is None:
-        return b""
-    if size > _INLINE_CHECK_BYTES:
-        return await asyncio.to_thread(_read_blocking, path, limit)
-    return _read_blocking(path, limit)
-
-
-def _size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return None
-
-
-def _read_blocking(path: Path, limit: int | None) -> bytes:
-    with path.open("rb") as file:
-        return file.read() if limit is None else file.read(limit)
-
-
-def _write_owned(path: Path, text: str, uid: int, gid: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    for item in (path.parent, path):
-        os.chown(item, uid, gid)
-
-
-def _show(directory: Path, files: dict[str, Path]) -> None:
-    """Put `files` in `directory` for the checker to read: linked where possible, readable by anyone."""
-    for name, source in files.items():
-        target = directory / name
-        target.unlink(missing_ok=True)
-        try:
-            os.link(source, target)
-        except OSError:
-            target.write_bytes(source.read_bytes())
-        target.chmod(0o644)
