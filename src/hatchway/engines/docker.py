@@ -1,4 +1,5 @@
-"""The Docker engine: one fresh, locked-down container per job, through the Docker Engine API.
+"""The Docker engine: fresh, locked-down containers through the Docker Engine API, either running one process
+(a job) or hatchway's supervisor, which runs many (a grading's tests; see `docker_supervised`).
 
 One class serves both runc (`docker`) and gVisor (`gvisor`, Docker's `runsc` runtime). The SDK blocks, so
 every call runs in the host's thread pool; nothing above this package sees a docker or requests exception.
@@ -16,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,17 +28,16 @@ from docker.types import LogConfig
 from docker.utils.socket import STDERR, STDOUT, frames_iter
 
 from hatchway.engines import cgroups
+from hatchway.engines import docker_supervised as supervised
 from hatchway.engines.base import (
     ENGINE_LABEL,
     JOB_LABEL,
     ROLE_LABEL,
-    SCRATCH,
     WORKER_LABEL,
     CommandNotRunnable,
     ExitStatus,
     Found,
     Handle,
-    Mount,
     OutputSink,
     Process,
     Role,
@@ -49,7 +49,7 @@ from hatchway.engines.docker_host import FOREIGN_ERRORS, PROBE_COMMAND, DockerHo
 from hatchway.errors import EngineError, ImageNotFound
 from hatchway.models import PROGRAM_STREAMS, Resources, Stream
 from hatchway.sandbox.binary import supervisor_path
-from hatchway.sandbox.protocol import ProtocolError, RunRequest, RunResult, parse_ready, parse_result
+from hatchway.sandbox.protocol import RunRequest, RunResult
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +59,7 @@ _PROBE_TIMEOUT_S = 60
 _NOT_FOUND_HINTS = ("executable file not found", "no such file or directory")
 _NOT_EXECUTABLE_HINTS = ("permission denied",)
 _SAMPLE_INTERVAL_S = 0.25
-SUPERVISOR_PATH = "/.hatchway/supervisor"
-SUPERVISOR_CGROUP = "/.hatchway/cgroup"
-# What the supervisor needs and nothing more: become the job's user, kill what a run left, make and remove a
-# run's scratch directory whatever the run did to its permissions. Runs themselves get none of these.
-SUPERVISOR_CAPABILITIES = ["SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER"]
-_SUPERVISOR_START_S = 60.0
 _GVISOR_PIDS_HEADROOM = 1024
-_GVISOR_SANDBOX_MEMORY_MB = 512
-_GVISOR_SANDBOX_PIDS = 32768
-_SUPERVISOR_MARGIN_S = 30.0
 
 
 @dataclass
@@ -135,7 +126,7 @@ class DockerEngine:
         live = self._live.get(handle.ref)
         if live is None or live.channel is None:
             raise EngineError(f"sandbox {handle.ref[:12]} is not an open supervised sandbox")
-        return await self._host.call(self._run, live.channel, request)
+        return await self._host.call(supervised.run, live.channel, request)
 
     def resources(self, handle: Handle) -> Resources:
         live = self._live.get(handle.ref)
@@ -266,70 +257,25 @@ class DockerEngine:
     def _open(self, spec: SandboxSpec) -> Handle:
         api = self._api()
         binary = self._supervisor()
-        mounts = [*spec.mounts, Mount(binary, SUPERVISOR_PATH)]
-        command = [SUPERVISOR_PATH]
-        options: dict[str, Any] = {}
         cgroup = None
         if self._cgroups:
             cgroup = SandboxCgroup.for_sandbox(self._worker_id, uuid.uuid4().hex[:16])
             cgroup.create(memory_mb=spec.memory_mb, pids=spec.pids)
-            mounts += [
-                Mount(cgroup.path(name), f"{SUPERVISOR_CGROUP}/{name}", read_only=False) for name in cgroups.CONTROLLERS
-            ]
-            command += ["--cgroup", SUPERVISOR_CGROUP]
-            options["cgroup_parent"] = cgroup.parent
-        command += [arg for path in spec.tmpfs for arg in ("--wipe", path)]
-        if SCRATCH in spec.tmpfs:
-            command += ["--scratch", SCRATCH]
-        supervised = replace(spec, mounts=tuple(mounts), user="0:0")
-        if self._runtime is not None:
-            # gVisor's sentry runs in the host limits too, and a run's processes cost it threads and memory of
-            # its own; inside, the supervisor holds each run to its limits, so the host limits only need to
-            # keep a runaway sandbox from the host.
-            supervised = replace(
-                supervised,
-                memory_mb=spec.memory_mb + _GVISOR_SANDBOX_MEMORY_MB,
-                pids=spec.pids + _GVISOR_SANDBOX_PIDS,
-            )
-        config = self._container_config(
-            api,
-            supervised,
-            command,
-            {},
-            stdin=True,
-            init=False,  # the supervisor is PID 1: orphans of a run come back to it, and it reaps them
-            cap_add=SUPERVISOR_CAPABILITIES,
-            **options,
-        )
+        laid_out = supervised.layout(spec, binary=binary, cgroup=cgroup, gvisor=self._runtime is not None)
+        config = self._container_config(api, laid_out.spec, laid_out.command, {}, stdin=True, **laid_out.host_options)
         try:
             container_id = self._create(api, spec, config)
         except BaseException:
             if cgroup is not None:
                 cgroup.remove()
             raise
-        live = _Live(cgroup=cgroup)
-        self._live[container_id] = live
+        live = self._live[container_id] = _Live(cgroup=cgroup)
         try:
-            sock = api.attach_socket(container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-            live.channel = SupervisorChannel(sock)
-            api.start(container_id)
-            ready = parse_ready(live.channel.read_line(_SUPERVISOR_START_S))
-            variables = api.inspect_container(container_id)["Config"].get("Env") or []
-            live.environment = dict(item.partition("=")[::2] for item in variables)
+            live.channel, live.environment = supervised.connect(api, container_id)
         except BaseException:
             self._remove(container_id)
             raise
-        log.debug("supervisor ready in %s mode", ready.mode.value, extra={"event": "sandbox_opened"})
         return Handle(job_id=spec.owner, ref=container_id, role=spec.role)
-
-    def _run(self, channel: SupervisorChannel, request: RunRequest) -> RunResult:
-        # The supervisor enforces the wall limit itself; the margin only catches a supervisor that hangs.
-        timeout_s = None if request.wall_time_s is None else request.wall_time_s + _SUPERVISOR_MARGIN_S
-        line = channel.request(request.encode(), timeout_s)
-        try:
-            return parse_result(line)
-        except ProtocolError as exc:
-            raise EngineError(str(exc)) from exc
 
     def _track(self, container_id: str, live: _Live) -> None:
         self._live[container_id] = live

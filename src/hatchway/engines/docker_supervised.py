@@ -1,0 +1,95 @@
+"""A supervised sandbox on Docker: how its container is laid out around hatchway's supervisor, how the worker
+connects to the supervisor, and how one run travels over that connection.
+
+The container's first process is the static supervisor, bind-mounted read-only, as root with only the
+capabilities it needs; on runc the sandbox's host cgroups are mounted in for it. hatchway talks to it over the
+container's attached stdin and stdout (`docker_channel`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from hatchway.engines import cgroups
+from hatchway.engines.base import SCRATCH, Mount, SandboxSpec
+from hatchway.engines.cgroups import SandboxCgroup
+from hatchway.engines.docker_channel import SupervisorChannel
+from hatchway.errors import EngineError
+from hatchway.sandbox.protocol import ProtocolError, RunRequest, RunResult, parse_ready, parse_result
+
+log = logging.getLogger(__name__)
+
+SUPERVISOR_PATH = "/.hatchway/supervisor"
+SUPERVISOR_CGROUP = "/.hatchway/cgroup"
+# What the supervisor needs and nothing more: become the job's user, kill what a run left, make and remove a
+# run's scratch directory whatever the run did to its permissions. Runs themselves get none of these.
+SUPERVISOR_CAPABILITIES = ["SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER"]
+_START_S = 60.0
+_MARGIN_S = 30.0
+_GVISOR_MEMORY_MB = 512
+_GVISOR_PIDS = 32768
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What to create: the container's spec, its command, and host options beyond the spec's."""
+
+    spec: SandboxSpec
+    command: list[str]
+    host_options: dict[str, Any]
+
+
+def layout(spec: SandboxSpec, *, binary: Path, cgroup: SandboxCgroup | None, gvisor: bool) -> Layout:
+    """The container of a supervised sandbox for `spec`: the supervisor as PID 1, and on runc its cgroups."""
+    mounts = [*spec.mounts, Mount(binary, SUPERVISOR_PATH)]
+    command = [SUPERVISOR_PATH]
+    # The supervisor is PID 1: orphans of a run come back to it, and it reaps them.
+    options: dict[str, Any] = {"init": False, "cap_add": SUPERVISOR_CAPABILITIES}
+    if cgroup is not None:
+        mounts += [
+            Mount(cgroup.path(name), f"{SUPERVISOR_CGROUP}/{name}", read_only=False) for name in cgroups.CONTROLLERS
+        ]
+        command += ["--cgroup", SUPERVISOR_CGROUP]
+        options["cgroup_parent"] = cgroup.parent
+    command += [arg for path in spec.tmpfs for arg in ("--wipe", path)]
+    if SCRATCH in spec.tmpfs:
+        command += ["--scratch", SCRATCH]
+    supervised = replace(spec, mounts=tuple(mounts), user="0:0")
+    if gvisor:
+        # gVisor's sentry runs in the host limits too, and a run's processes cost it threads and memory of its
+        # own; inside, the supervisor holds each run to its limits, so the host limits only need to keep a
+        # runaway sandbox from the host.
+        supervised = replace(supervised, memory_mb=spec.memory_mb + _GVISOR_MEMORY_MB, pids=spec.pids + _GVISOR_PIDS)
+    return Layout(spec=supervised, command=command, host_options=options)
+
+
+def connect(api: docker.APIClient, container_id: str) -> tuple[SupervisorChannel, dict[str, str]]:
+    """Attach to a created supervised container, start it, and wait for its supervisor to be ready. Returns the
+    channel and the environment the image defines. The caller removes the container if this raises."""
+    sock = api.attach_socket(container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+    channel = SupervisorChannel(sock)
+    try:
+        api.start(container_id)
+        ready = parse_ready(channel.read_line(_START_S))
+        variables = api.inspect_container(container_id)["Config"].get("Env") or []
+    except BaseException:
+        channel.close()
+        raise
+    log.debug("supervisor ready in %s mode", ready.mode.value, extra={"event": "sandbox_opened"})
+    return channel, dict(item.partition("=")[::2] for item in variables)
+
+
+def run(channel: SupervisorChannel, request: RunRequest) -> RunResult:
+    """Send one run and read its result; raises EngineError if the supervisor or its container fails."""
+    # The supervisor enforces the wall limit itself; the margin only catches a supervisor that hangs.
+    timeout_s = None if request.wall_time_s is None else request.wall_time_s + _MARGIN_S
+    line = channel.request(request.encode(), timeout_s)
+    try:
+        return parse_result(line)
+    except ProtocolError as exc:
+        raise EngineError(str(exc)) from exc
