@@ -453,6 +453,33 @@ def test_wall_limit(both_paths: Supervisor) -> None:
     assert result.cpu_s < 0.2
 
 
+def _run_then_signal(supervisor: Supervisor, sig: int, *argv: str) -> RunResult:
+    """Start argv, signal the supervisor as hatchway does from outside once the run has begun, and read the answer."""
+    supervisor.stdin.write(RunRequest(argv=argv, uid=NOBODY, gid=NOBODY, id="stopped", wall_time_s=20).encode())
+    supervisor.stdin.flush()
+    _eventually(
+        lambda: any(c.uids().real == NOBODY for c in psutil.Process(supervisor.proc.pid).children(recursive=True)),
+        "the run did not start",
+    )
+    time.sleep(0.2)  # let the shell set its trap
+    os.kill(supervisor.proc.pid, sig)
+    return parse_result(supervisor.stdout.readline())
+
+
+def test_sigterm_to_the_supervisor_is_passed_on_to_the_run(both_paths: Supervisor) -> None:
+    result = _run_then_signal(both_paths, signal.SIGTERM, "sh", "-c", "trap 'exit 7' TERM; sleep 30 & wait")
+    assert (result.status, result.exit_code) == (RunStatus.EXITED, 7)
+    assert result.wall_s < 5 and not result.wall_exceeded
+    assert both_paths.run("true").exit_code == 0  # the supervisor keeps serving
+
+
+def test_sigusr1_to_the_supervisor_kills_the_run(both_paths: Supervisor) -> None:
+    result = _run_then_signal(both_paths, signal.SIGUSR1, "sh", "-c", "trap '' TERM; sleep 30 & wait")
+    assert (result.status, result.signal) == (RunStatus.SIGNALED, signal.SIGKILL)
+    assert result.wall_s < 5 and not result.wall_exceeded
+    assert both_paths.run("true").exit_code == 0
+
+
 @pytest.mark.parametrize("path", ["zygote", "fork"])
 def test_memory_limit_in_cgroup_mode_is_an_oom_kill(cgroup_supervisor: Supervisor, path: str) -> None:
     cgroup_supervisor.fork_every_run = path == "fork"

@@ -45,6 +45,11 @@
  *   "the clean-up after the previous run failed: ..." and nothing is started, since leftovers of another run
  *   would be in reach. Failures after the last run go to stderr.
  *
+ * Stopping a run from outside: SIGTERM to the supervisor (docker kill --signal TERM) is passed on to every process of
+ * the run in flight, which may end in its own time; SIGUSR1 kills the run as a limit would. Either way the run is
+ * answered as usual and the supervisor keeps serving. hatchway sends them only while a run is in flight, and does not
+ * reuse a sandbox it has stopped a run in, so a signal that arrives late can never reach another run.
+ *
  * Built static (cc -static) so the same binary runs in Debian, Alpine/musl and scratch images.
  */
 #define _GNU_SOURCE
@@ -138,6 +143,7 @@ static struct {
     long page_size;
     uint64_t runs;
     uint64_t last_mem_bytes, last_procs; /* the limits of the latest run request, written ahead for the next one */
+    int stop_signal; /* hatchway asked to stop the run in flight: SIGTERM to pass on, or SIGKILL (it sent SIGUSR1) */
     char *shm; /* shared with zygotes, which read their request here */
     size_t shm_size;
 } G = {.scratch_fd = -1, .cg_root = {-1, -1, -1}};
@@ -1212,17 +1218,26 @@ static void zygote_main(int sock, struct run *r)
 
 /* --- the parent: preparing, watching and ending a run */
 
+/* Wait for a child to change state, or for hatchway to ask (from outside the container) that the run in flight
+ * stop: SIGTERM is passed on to the run, SIGUSR1 kills it. No run can send either: it runs as another uid. */
 static void wait_sigchld(uint64_t timeout_ns)
 {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGUSR1);
+    int sig;
     if (timeout_ns == UINT64_MAX) {
-        sigwaitinfo(&set, NULL);
+        sig = sigwaitinfo(&set, NULL);
     } else {
         struct timespec ts = {(time_t)(timeout_ns / NS_PER_S), (long)(timeout_ns % NS_PER_S)};
-        sigtimedwait(&set, NULL, &ts);
+        sig = sigtimedwait(&set, NULL, &ts);
     }
+    if (sig == SIGTERM && G.stop_signal != SIGKILL)
+        G.stop_signal = SIGTERM;
+    else if (sig == SIGUSR1)
+        G.stop_signal = SIGKILL;
 }
 
 /* Reap every child that has ended, so no zombie is left behind; only the main child's status is kept. __WALL
@@ -1360,8 +1375,8 @@ static void kill_descendants(void)
             kill(Procs.v[i].pid, SIGKILL);
 }
 
-/* SIGKILL every process listed in the run's cgroup; returns how many were listed. */
-static size_t kill_cgroup(const struct run *r)
+/* Send `sig` to every process listed in the run's cgroup; returns how many were listed. */
+static size_t signal_cgroup(const struct run *r, int sig)
 {
     static char *buf;
     static size_t cap;
@@ -1392,7 +1407,7 @@ static size_t kill_cgroup(const struct run *r)
         if (end == p)
             break;
         if (pid > 1 && pid != G.self) {
-            kill((pid_t)pid, SIGKILL);
+            kill((pid_t)pid, sig);
             n++;
         }
         p = end;
@@ -1411,7 +1426,7 @@ static bool kill_run(struct run *r)
     /* The group the child made with setsid(); one call ends it atomically with respect to fork. */
     kill(-r->pid, SIGKILL);
     if (G.cgroup_mode)
-        return kill_cgroup(r) > 0;
+        return signal_cgroup(r, SIGKILL) > 0;
     if (G.pid1) {
         /* Everything in the pid namespace but PID 1 itself, atomically: a fork bomb cannot outrun it. */
         kill(-1, SIGKILL);
@@ -1420,6 +1435,17 @@ static bool kill_run(struct run *r)
         kill_descendants();
     }
     return true;
+}
+
+/* Pass hatchway's SIGTERM on to every process of the run, which may then end in its own time. */
+static void terminate_run(const struct run *r)
+{
+    kill(r->pid, SIGTERM);
+    kill(-r->pid, SIGTERM);
+    if (G.cgroup_mode)
+        signal_cgroup(r, SIGTERM);
+    else if (G.pid1)
+        kill(-1, SIGTERM);
 }
 
 static int64_t rusage_cpu_us(const struct rusage *ru)
@@ -1478,6 +1504,15 @@ static void watch(struct run *r, const struct request *rq)
         if (r->reaped)
             return;
         uint64_t now = now_ns();
+        if (G.stop_signal == SIGTERM) {
+            G.stop_signal = 0;
+            terminate_run(r);
+        } else if (G.stop_signal == SIGKILL && !r->killed) {
+            G.stop_signal = 0;
+            r->killed = true;
+            kill_run(r);
+            next_kill = now + REKILL_NS;
+        }
         if (r->killed) {
             if (now >= next_kill) {
                 kill_run(r);
@@ -2257,10 +2292,16 @@ int main(int argc, char **argv)
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigchld;
     sigaction(SIGCHLD, &sa, NULL);
+    /* hatchway's requests to stop a run: blocked and collected like SIGCHLD. A handler, because the kernel drops
+     * a signal from outside the container that PID 1 leaves at SIG_DFL. */
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
+    sigaddset(&chld, SIGTERM);
+    sigaddset(&chld, SIGUSR1);
     sigprocmask(SIG_BLOCK, &chld, NULL);
 
     struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
