@@ -14,6 +14,8 @@ need=()
 command -v dockerd >/dev/null 2>&1 || docker info >/dev/null 2>&1 || need+=(docker.io)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)  # language profiles' local images
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)     # each job's size-limited disk
+command -v losetup >/dev/null 2>&1 || need+=(mount)
 if $dev; then
   [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q static || need+=(busybox-static)
   command -v file >/dev/null 2>&1 || need+=(file)

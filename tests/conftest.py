@@ -39,3 +39,10 @@ def containers_of(client: docker.DockerClient, worker_id: str) -> list[str]:
     """Ids of every container, running or not, labelled as this worker's."""
     found = client.containers.list(all=True, filters={"label": f"hatchway.worker_id={worker_id}"})
     return [container.id for container in found]
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below `path`: a job's disk left mounted would be one."""
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    return [point for point in points if point == str(path) or point.startswith(f"{path}/")]

@@ -23,7 +23,8 @@
         ├── ImagePullFailed    the image is missing and pulling it failed (network, timeout, auth)
         ├── PortsExhausted     no free host port is left in the configured range
         ├── BuildFailed        building the job's image from its Dockerfile failed
-        └── SandboxUnavailable the sandbox supervisor binary is missing or cannot be built
+        ├── SandboxUnavailable the sandbox supervisor binary is missing or cannot be built
+        └── DiskUnavailable    a job's size-limited disk could not be made (needs root and loop devices)
 
 Grading adds two request errors where they are used: `UnknownProfile` (an InvalidRequest, in
 grading/profiles.py) and `GradeLimitTooHigh` (a LimitTooHigh, in grading/models.py).
@@ -150,3 +151,8 @@ class ProblemError(BadBundle):
 class SandboxUnavailable(EngineError):
     """The sandbox supervisor binary is missing or cannot be built, so programs cannot run in a prepared sandbox
     here; the message says how to build it."""
+
+
+class DiskUnavailable(EngineError):
+    """A job's disk, the size-limited filesystem for its working directory and /tmp, could not be made or removed:
+    making one needs root, `mkfs.ext4` and loop devices."""

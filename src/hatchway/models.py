@@ -21,7 +21,7 @@ JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$"
 PORT_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
 RESERVED_ENV_PREFIX = "HATCHWAY_"
-_FORBIDDEN_WORKDIRS = ("/proc", "/sys", "/dev", "/tmp")
+_FORBIDDEN_WORKDIRS = ("/proc", "/sys", "/dev", "/tmp", "/.hatchway")
 
 
 class JobState(StrEnum):
@@ -54,6 +54,8 @@ class Reason(StrEnum):
     """The kernel killed the job for using more than `limits.memory_mb`."""
     OUTPUT_LIMIT = "output_limit"
     """stdout or stderr went past `limits.output_bytes`; the worker stopped the job."""
+    DISK_LIMIT = "disk_limit"
+    """The job filled its disk (`limits.disk_mb`: the working directory and /tmp together) and failed."""
     KILLED = "killed"
     """A client killed the running job (DELETE /jobs/{id})."""
     CANCELLED = "cancelled"
@@ -136,6 +138,7 @@ class Limits(BaseModel):
     cpus: float | None = Field(default=None, gt=0, description="CPU quota in cores, e.g. 0.5.")
     pids: int | None = Field(default=None, ge=1, description="Maximum number of processes and threads.")
     output_bytes: int | None = Field(default=None, ge=0, description="Cap on each of stdout and stderr.")
+    disk_mb: int | None = Field(default=None, ge=1, description="Space for the working directory and /tmp together.")
 
 
 class ResolvedLimits(BaseModel):
@@ -148,6 +151,7 @@ class ResolvedLimits(BaseModel):
     cpus: float = Field(gt=0)
     pids: int = Field(ge=1)
     output_bytes: int = Field(ge=0)
+    disk_mb: int = Field(default=1024, ge=1)  # a default: specs stored before the disk limit existed had 1 GiB
 
 
 class BuildSpec(BaseModel):

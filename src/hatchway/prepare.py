@@ -1,10 +1,12 @@
-"""Preparing a job's environment before its container starts: workspace, bundle, files, image, ports, env."""
+"""Preparing a job's environment before its container starts: workspace, bundle, files, image, ports, env.
+
+The workspace is the `work` directory of the job's volume (its size-limited disk, see `volumes`), made fresh for a
+job on the cold path or wiped and handed over with a pooled sandbox."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from hatchway.engines.base import ImageService, Mount, Process, Role, SandboxSpe
 from hatchway.errors import BadBundle
 from hatchway.models import RESERVED_ENV_PREFIX, Job, RunInfo
 from hatchway.ports import PortAllocator
+from hatchway.volumes import Volume, room_for_files
 
 
 @dataclass(frozen=True)
@@ -44,46 +47,45 @@ class Preparer:
         bundles: BundleCache,
         ports: PortAllocator,
         bundle_limits: BundleLimits,
-        work_dir: Path,
         worker_id: str,
         controller_url: str | None,
         run_as_user: str,
-        tmpfs_mb: int,
     ) -> None:
         self._images = images
         self._bundles = bundles
         self._ports = ports
         self._bundle_limits = bundle_limits
-        self._work_dir = work_dir
         self._worker_id = worker_id
         self._controller_url = controller_url
         self._user = run_as_user
         self._owner = numeric_owner(run_as_user)
-        self._tmpfs_mb = tmpfs_mb
         self._held_images: dict[str, str] = {}
 
-    def workspace(self, job_id: str) -> Path:
-        return self._work_dir / job_id
-
     async def prepare(
-        self, job: Job, *, engine: str, warnings: list[str], on_build_output: Callable[[str], None]
+        self, job: Job, *, volume: Volume, engine: str, warnings: list[str], on_build_output: Callable[[str], None]
     ) -> Prepared:
-        """Raises BadBundle, ImageNotFound, ImagePullFailed, BuildFailed, PortsExhausted or EngineError."""
+        """Fill the empty `volume` and make the image ready. Raises BadBundle, ImageNotFound, ImagePullFailed,
+        BuildFailed, PortsExhausted or EngineError."""
         began = time.monotonic()
         spec = job.spec
-        workspace = self.workspace(job.id)
-        await asyncio.to_thread(_fresh_dir, workspace)
+        workspace = volume.work
         bundle_cached: bool | None = None
         bundle_sha256 = ""
         if spec.bundle_url is not None:
             fetched = await self._bundles.fetch(spec.bundle_url, spec.bundle_sha256)
             bundle_cached, bundle_sha256 = fetched.cached, fetched.sha256
+            disk_bytes = room_for_files(spec.limits.disk_mb)
             await asyncio.to_thread(
                 unpack,
                 fetched.path,
                 workspace,
-                max_total_bytes=self._bundle_limits.max_unpacked_bytes,
+                max_total_bytes=min(self._bundle_limits.max_unpacked_bytes, disk_bytes),
                 max_files=self._bundle_limits.max_files,
+                limit_name=(
+                    f"job's disk limit ({spec.limits.disk_mb} MB)"
+                    if disk_bytes < self._bundle_limits.max_unpacked_bytes
+                    else "unpacked-size limit"
+                ),
             )
         # Each image is held before it is pulled or built, so eviction can never take it from under the job.
         if spec.build is not None:
@@ -113,8 +115,7 @@ class Preparer:
                 log_bytes=limits.output_bytes,
                 network=spec.network,
                 workdir=spec.workdir,
-                mounts=(Mount(workspace, spec.workdir, read_only=False),),
-                tmpfs={"/tmp": self._tmpfs_mb},
+                mounts=(Mount(workspace, spec.workdir, read_only=False), Mount(volume.tmp, "/tmp", read_only=False)),
             ),
             process=Process(
                 argv=tuple(spec.command),
@@ -182,11 +183,6 @@ def _read_tree(root: Path) -> dict[str, bytes]:
         for path in sorted(root.rglob("*"))
         if path.is_file() and not path.is_symlink()
     }
-
-
-def _fresh_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
 
 
 def numeric_owner(user: str) -> tuple[int, int] | None:

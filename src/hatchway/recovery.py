@@ -35,12 +35,14 @@ class Recovery:
         worker_id: str,
         resume: Callable[[Job, Found], None],
         stale_dirs: Iterable[Path] = (),
+        sweep_volumes: Callable[[set[str]], list[str]] = lambda keep: [],
     ) -> None:
         self._store = store
         self._engines = engines
         self._worker_id = worker_id
         self._resume = resume
         self._stale_dirs = list(stale_dirs)
+        self._sweep_volumes = sweep_volumes
 
     async def run(self) -> None:
         """Settle everything; raises EngineError (before changing anything) if the engine cannot list."""
@@ -66,6 +68,10 @@ class Recovery:
             self._log("container_reaped", handle.job_id, container=handle.ref, role=handle.role)
             await self._any_engine().remove(handle)
         await asyncio.to_thread(self._clear_stale_dirs, adopted)
+        swept = await asyncio.to_thread(self._sweep_volumes, adopted)
+        if swept:
+            extra = {"event": "volumes_swept", "worker_id": self._worker_id, "count": len(swept)}
+            log.info("volumes removed", extra=extra)
 
     async def _settle_lost(self, job: Job) -> None:
         if job.state == JobState.BUILDING or job.spec.kind == "grade":

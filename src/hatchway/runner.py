@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from hatchway.output import OutputCapture
 from hatchway.prepare import Preparer
 from hatchway.signals import JobSignals
 from hatchway.store.base import JobStore
+from hatchway.volumes import Volume, Volumes
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class RunControl:
     capture: OutputCapture | None = None
     engine: Engine | None = None
     handle: Handle | None = None
+    volume: Volume | None = None
 
     def kill(self, grace_s: float, reason: Reason = Reason.KILLED) -> None:
         if not self.kill_requested.is_set():
@@ -74,6 +75,7 @@ class JobRunner:
         store: JobStore,
         engines: Mapping[str, Engine],
         preparer: Preparer,
+        volumes: Volumes,
         artifacts: ArtifactStore,
         signals: JobSignals,
         output_dir: Path,
@@ -84,6 +86,7 @@ class JobRunner:
         self._store = store
         self._engines = engines
         self._preparer = preparer
+        self._volumes = volumes
         self._artifacts = artifacts
         self._signals = signals
         self._output_dir = output_dir
@@ -100,8 +103,10 @@ class JobRunner:
                 return await self.stop_before_start(job, control)
             runtime, warnings = self._choose_runtime(job.spec.runtime)
             engine = self._engines[runtime]
+            control.volume = await asyncio.to_thread(self._volumes.create, job.id, job.spec.limits.disk_mb)
             prepared = await self._preparer.prepare(
                 job,
+                volume=control.volume,
                 engine=runtime,
                 warnings=[*job.run.warnings, *warnings],
                 on_build_output=lambda line: capture.write(Stream.BUILD, line.encode()),
@@ -132,6 +137,7 @@ class JobRunner:
         self._log("job_reattached", job.id)
         capture = self.capture(job, control)
         control.engine, control.handle = self._engines[found.engine], found.handle
+        control.volume = self._volumes.find(job.id)
         try:
             running = job
             if job.state == JobState.BUILDING:
@@ -165,8 +171,10 @@ class JobRunner:
             self._log("job_stopping", job.id, reason=stopped_for.value)
             await engine.stop(handle, grace_s)
         status = await exited
-        collected = await asyncio.to_thread(self._artifacts.collect, job.id, self._preparer.workspace(job.id))
-        outcome = _outcome(status, stopped_for, capture)
+        assert control.volume is not None
+        collected = await asyncio.to_thread(self._artifacts.collect, job.id, control.volume.work)
+        disk_full = await asyncio.to_thread(self._volumes.full, control.volume)
+        outcome = _outcome(status, stopped_for, capture, disk_full=disk_full)
         if collected.truncated:
             outcome = outcome.model_copy(update={"message": "some files under out/ were over the artifact limit"})
         return await self.finish(job, outcome.model_copy(update={"resources": engine.resources(handle)}), capture)
@@ -213,7 +221,11 @@ class JobRunner:
             with contextlib.suppress(EngineError):
                 await control.engine.remove(control.handle)
         self._preparer.release(job_id)
-        await asyncio.to_thread(shutil.rmtree, self._preparer.workspace(job_id), ignore_errors=True)
+        if control.volume is not None:
+            try:
+                await asyncio.to_thread(self._volumes.remove, control.volume)
+            except HatchwayError as exc:
+                log.error("the job's disk was not removed: %s", exc, extra=self._extra("volume_remove_failed", job_id))
         self._signals.notify(job_id)
 
     def _log(self, event: str, job_id: str, **fields: object) -> None:
@@ -223,10 +235,11 @@ class JobRunner:
         return {"event": event, "job_id": job_id, "worker_id": self._worker_id}
 
 
-def _outcome(status: ExitStatus, stopped_for: Reason | None, capture: OutputCapture) -> Outcome:
+def _outcome(status: ExitStatus, stopped_for: Reason | None, capture: OutputCapture, *, disk_full: bool) -> Outcome:
     truncated = capture.truncated
     state: JobState
     reason: Reason | None
+    message = None
     if stopped_for in (Reason.KILLED, Reason.SHUTDOWN):
         state, reason = JobState.KILLED, stopped_for
     elif stopped_for is not None:
@@ -235,6 +248,10 @@ def _outcome(status: ExitStatus, stopped_for: Reason | None, capture: OutputCapt
         state, reason = JobState.FAILED, Reason.OUTPUT_LIMIT
     elif status.oom_killed:
         state, reason = JobState.FAILED, Reason.MEMORY_LIMIT
+    elif disk_full and status.exit_code != 0:
+        # It failed with its disk full: a write past the limit is the likeliest cause by far.
+        state, reason = JobState.FAILED, Reason.DISK_LIMIT
+        message = "the job filled its disk: its working directory and /tmp reached limits.disk_mb"
     elif status.exit_code == 0:
         state, reason = JobState.SUCCEEDED, None
     else:
@@ -242,6 +259,7 @@ def _outcome(status: ExitStatus, stopped_for: Reason | None, capture: OutputCapt
     return Outcome(
         state=state,
         reason=reason,
+        message=message,
         exit_code=status.exit_code,
         stdout=capture.text(Stream.STDOUT),
         stderr=capture.text(Stream.STDERR),

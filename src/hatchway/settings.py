@@ -43,6 +43,7 @@ class DefaultLimits(ResolvedLimits):
     cpus: float = Field(default=1.0, gt=0)
     pids: int = Field(default=256, ge=1)
     output_bytes: int = Field(default=1024 * 1024, ge=0)
+    disk_mb: int = Field(default=1024, ge=1)
 
 
 class MaxLimits(ResolvedLimits):
@@ -53,6 +54,7 @@ class MaxLimits(ResolvedLimits):
     cpus: float = Field(default_factory=lambda: float(os.cpu_count() or 1), gt=0)
     pids: int = Field(default=4096, ge=1)
     output_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    disk_mb: int = Field(default=64 * 1024, ge=1)
 
 
 class GradeMaxLimits(GradeLimits):
@@ -84,7 +86,6 @@ class Settings(BaseSettings):
     )
     allow_host_network: bool = False
     run_as_user: str = Field(default="65534:65534", min_length=1, description="uid:gid jobs run as.")
-    tmpfs_mb: int = Field(default=64, ge=1, description="Size of each job's writable /tmp.")
     max_input_bytes: int = Field(default=32 * 1024 * 1024, ge=0, description="Cap on stdin plus files.")
 
     default_limits: DefaultLimits = Field(default_factory=DefaultLimits)

@@ -24,7 +24,7 @@ from hatchway.health import EngineHealth
 from hatchway.models import Job, Reason
 from hatchway.policy import Policy
 from hatchway.ports import PortAllocator
-from hatchway.prepare import BundleLimits, Preparer
+from hatchway.prepare import BundleLimits, Preparer, numeric_owner
 from hatchway.recovery import Recovery
 from hatchway.runner import JobRunner, RunControl
 from hatchway.scheduler import Scheduler
@@ -33,6 +33,7 @@ from hatchway.services import Services
 from hatchway.settings import Settings
 from hatchway.signals import JobSignals
 from hatchway.store.base import JobStore
+from hatchway.volumes import LoopVolumes, Volumes
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class Worker:
         engines: Mapping[str, Engine],
         images: ImageService,
         bundles: BundleCache,
+        volumes: Volumes | None = None,
         on_close: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
@@ -73,6 +75,7 @@ class Worker:
             retention_s=settings.artifacts_retention_s,
         )
         self._ports = PortAllocator(*settings.port_range)
+        self.volumes = volumes or LoopVolumes(settings.data_dir / "volumes", owner=numeric_owner(settings.run_as_user))
         self._controls: dict[str, RunControl] = {}
         bundle_limits = BundleLimits(
             max_unpacked_bytes=settings.bundle_max_unpacked_bytes, max_files=settings.bundle_max_files
@@ -82,16 +85,15 @@ class Worker:
             bundles=bundles,
             ports=self._ports,
             bundle_limits=bundle_limits,
-            work_dir=settings.data_dir / "work",
             worker_id=self.worker_id,
             controller_url=settings.controller_url,
             run_as_user=settings.run_as_user,
-            tmpfs_mb=settings.tmpfs_mb,
         )
         self._runner = JobRunner(
             store=store,
             engines=engines,
             preparer=self._preparer,
+            volumes=self.volumes,
             artifacts=self.artifacts,
             signals=self.signals,
             output_dir=settings.data_dir / "output",
@@ -146,6 +148,7 @@ class Worker:
             worker_id=self.worker_id,
             resume=self._resume,
             stale_dirs=(settings.data_dir / "work", settings.data_dir / "output"),
+            sweep_volumes=self.volumes.sweep,
         )
         self.services = Services(worker_id=self.worker_id)
         self._on_close = on_close

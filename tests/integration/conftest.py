@@ -13,7 +13,7 @@ from hatchway.bootstrap import build_worker
 from hatchway.models import Job, JobRequest, JobState
 from hatchway.settings import Settings
 from hatchway.worker import Worker
-from tests.conftest import BUSYBOX, containers_of
+from tests.conftest import BUSYBOX, containers_of, mounts_under
 
 RunJob = Callable[..., Awaitable[Job]]
 
@@ -43,6 +43,7 @@ async def worker(worker_settings: Settings, docker_client: docker.DockerClient) 
     yield started
     await started.shutdown()
     assert containers_of(docker_client, worker_settings.worker_id) == [], "the worker left containers behind"
+    assert mounts_under(worker_settings.data_dir) == [], "the worker left a job's disk mounted"
 
 
 @pytest.fixture

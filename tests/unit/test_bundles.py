@@ -371,7 +371,7 @@ def test_writer_counts_real_bytes_not_claims(tmp_path: Path) -> None:
     with pytest.raises(BadBundle, match="more than the 10 bytes its header declares"):
         _Writer(tmp_path, 1000).write([liar])
     big = _Member("big", _Kind.FILE, size=100, data=lambda: io.BytesIO(b"y" * 100), path=("big",))
-    with pytest.raises(BadBundle, match="unpacked size past the 50-byte limit"):
+    with pytest.raises(BadBundle, match="unpacked size past the unpacked-size limit of 50 bytes"):
         _Writer(tmp_path, 50).write([big])
     assert (tmp_path / "liar").stat().st_size <= 10 and (tmp_path / "big").stat().st_size <= 50
 

@@ -15,6 +15,7 @@ from hatchway.errors import EngineError
 from hatchway.models import Job, JobRequest, JobState, Reason
 from hatchway.settings import Settings
 from hatchway.store.memory import MemoryStore
+from hatchway.volumes import DirectoryVolumes
 from hatchway.worker import Worker
 
 RunJob = Callable[..., Awaitable[Job]]
@@ -38,6 +39,7 @@ def fake_worker(tmp_path: Path, engine: FakeEngine, images: FakeImages | None = 
         engines={"docker": engine},
         images=images or FakeImages(),
         bundles=BundleCache(tmp_path / "bundles", max_download_bytes=1024, download_timeout_s=1, url_allowed=bool),
+        volumes=DirectoryVolumes(tmp_path / "volumes", owner=None),
     )
 
 

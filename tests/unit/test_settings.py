@@ -15,8 +15,8 @@ from hatchway.models import ResolvedLimits
 from hatchway.settings import load_settings
 
 WriteConfig = Callable[[str], Path]
-FULL_LIMITS = "{timeout_s: 10, memory_mb: 100, cpus: 1, pids: 50, output_bytes: 2048}"
-FILE_LIMITS = {"timeout_s": 10, "memory_mb": 100, "cpus": 1, "pids": 50, "output_bytes": 2048}
+FULL_LIMITS = "{timeout_s: 10, memory_mb: 100, cpus: 1, pids: 50, output_bytes: 2048, disk_mb: 64}"
+FILE_LIMITS = {"timeout_s": 10, "memory_mb": 100, "cpus": 1, "pids": 50, "output_bytes": 2048, "disk_mb": 64}
 
 
 def limits(value: ResolvedLimits) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert (settings.max_concurrent_jobs, settings.allowed_images, settings.allow_host_network) == (4, ["*"], False)
     assert (settings.poll_interval_s, settings.shutdown_grace_s, settings.log_level) == (5.0, 30.0, "INFO")
     assert limits(settings.default_limits) == limits(
-        ResolvedLimits(timeout_s=60, memory_mb=256, cpus=1.0, pids=256, output_bytes=1024 * 1024)
+        ResolvedLimits(timeout_s=60, memory_mb=256, cpus=1.0, pids=256, output_bytes=1024 * 1024, disk_mb=1024)
     )
     assert limits(settings.max_limits) == limits(
         ResolvedLimits(
@@ -60,6 +60,7 @@ def test_defaults(tmp_path: Path) -> None:
             cpus=float(os.cpu_count() or 1),
             pids=4096,
             output_bytes=64 * 1024 * 1024,
+            disk_mb=64 * 1024,
         )
     )
 
@@ -161,9 +162,9 @@ def test_a_bad_file_value_is_named_in_the_error(write_config: WriteConfig) -> No
 
 def test_every_bad_key_is_named(write_config: WriteConfig) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_settings(write_config("port: -5\ntmpfs_mb: 0\n"))
+        load_settings(write_config("port: -5\nkill_grace_s: -1\n"))
     assert "port (HATCHWAY_PORT)" in str(caught.value)
-    assert "tmpfs_mb (HATCHWAY_TMPFS_MB)" in str(caught.value)
+    assert "kill_grace_s (HATCHWAY_KILL_GRACE_S)" in str(caught.value)
 
 
 def test_an_unknown_key_in_the_file_is_rejected_by_name(write_config: WriteConfig) -> None:

@@ -64,10 +64,14 @@ class _Member:
     path: tuple[str, ...] = ()  # normalised; set by _plan
 
 
-def unpack(archive: Path, dest: Path, *, max_total_bytes: int, max_files: int) -> UnpackedBundle:
+def unpack(
+    archive: Path, dest: Path, *, max_total_bytes: int, max_files: int, limit_name: str = "unpacked-size limit"
+) -> UnpackedBundle:
     """Write the bundle `archive` into `dest`, which must be empty or absent. Blocking: run it in a thread.
 
-    `max_files` bounds the entries created (files, directories, symlinks), `max_total_bytes` the content written.
+    `max_files` bounds the entries created (files, directories, symlinks), `max_total_bytes` the content written
+    (`limit_name` says in messages what that limit is). A bundle whose declared content is past it is refused before
+    anything is written.
     Raises `BadBundle`, naming the member and the problem, for a hostile, broken or too large archive. Nothing
     is ever written outside `dest`; after a failure `dest` may hold part of the bundle, for the caller to remove.
     """
@@ -77,8 +81,10 @@ def unpack(archive: Path, dest: Path, *, max_total_bytes: int, max_files: int) -
         raise ValueError(f"unpack needs an empty destination; {dest} is not empty")
     try:
         with _members(archive, max_total_bytes=max_total_bytes, max_files=max_files) as members:
-            planned, entries = _plan(members, max_total_bytes=max_total_bytes, max_files=max_files)
-            total_bytes = _Writer(dest, max_total_bytes).write(planned)
+            planned, entries = _plan(
+                members, max_total_bytes=max_total_bytes, max_files=max_files, limit_name=limit_name
+            )
+            total_bytes = _Writer(dest, max_total_bytes, limit_name).write(planned)
     except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as exc:
         # OSError here is reading the archive (gzip.BadGzipFile is one); write errors were named in _Writer.
         raise BadBundle(f"bundle archive is broken: {exc}") from exc
@@ -154,7 +160,9 @@ def _zip_members(zip_file: zipfile.ZipFile) -> Iterator[_Member]:
             raise _refused(info.filename, "is a device file, FIFO or socket; only files, directories and symlinks")
 
 
-def _plan(members: Iterable[_Member], *, max_total_bytes: int, max_files: int) -> tuple[list[_Member], int]:
+def _plan(
+    members: Iterable[_Member], *, max_total_bytes: int, max_files: int, limit_name: str
+) -> tuple[list[_Member], int]:
     """Check every member before anything is written; return them with their paths, and the entries to create."""
     kinds: dict[tuple[str, ...], _Kind] = {}  # every path the bundle creates, parents included
     planned: list[_Member] = []
@@ -180,7 +188,9 @@ def _plan(members: Iterable[_Member], *, max_total_bytes: int, max_files: int) -
             raise BadBundle(f"bundle would create more than {max_files} files and directories")
         declared += member.size
         if declared > max_total_bytes:
-            raise _refused(member.name, f"takes the bundle's declared size past the {max_total_bytes}-byte limit")
+            raise _refused(
+                member.name, f"takes the bundle's declared size past the {limit_name} of {max_total_bytes} bytes"
+            )
         planned.append(replace(member, path=path))
     for member in planned:
         if member.kind is _Kind.LINK:
@@ -227,9 +237,10 @@ def _check_link(member: _Member, kinds: dict[tuple[str, ...], _Kind]) -> None:
 class _Writer:
     """Writes checked members under one directory descriptor, never following a link, counting real bytes."""
 
-    def __init__(self, dest: Path, max_total_bytes: int) -> None:
+    def __init__(self, dest: Path, max_total_bytes: int, limit_name: str = "unpacked-size limit") -> None:
         self._dest = dest
         self._limit = max_total_bytes
+        self._limit_name = limit_name
         self._written = 0
 
     def write(self, planned: list[_Member]) -> int:
@@ -274,7 +285,9 @@ class _Writer:
                 if size > member.size:
                     raise _refused(member.name, f"holds more than the {member.size} bytes its header declares")
                 if self._written > self._limit:
-                    raise _refused(member.name, f"takes the unpacked size past the {self._limit}-byte limit")
+                    raise _refused(
+                        member.name, f"takes the unpacked size past the {self._limit_name} of {self._limit} bytes"
+                    )
                 out.write(chunk)
             # Only the executable bit survives: no setuid/setgid/sticky, no group or other write.
             os.fchmod(fd, 0o755 if member.executable else 0o644)

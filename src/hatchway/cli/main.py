@@ -70,7 +70,7 @@ def _request(args: argparse.Namespace) -> JobRequest:
         raise client.ClientError("give the command after the image, e.g. `-- echo hello`")
     limits = {
         name: getattr(args, name)
-        for name in ("timeout_s", "memory_mb", "cpus", "pids", "output_bytes")
+        for name in ("timeout_s", "memory_mb", "cpus", "pids", "output_bytes", "disk_mb")
         if getattr(args, name) is not None
     }
     fields = {
@@ -119,6 +119,7 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus", type=float)
     parser.add_argument("--pids", type=int)
     parser.add_argument("--output-bytes", type=int)
+    parser.add_argument("--disk-mb", type=int)
     parser.add_argument("--env", "-e", action="append", metavar="KEY=VALUE")
     parser.add_argument("--file", action="append", metavar="DEST=LOCAL", help="copy a local file into the job")
     parser.add_argument("--network", choices=["none", "host"], default="none")

@@ -1,0 +1,95 @@
+"""A job's disk: loop-mounted ext4 volumes, their exact limit, wipe, fullness and sweep (needs root)."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hatchway.volumes import MIB, LoopVolumes, Volume, room_for_files
+from tests.conftest import mounts_under
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+NOBODY = (65534, 65534)
+
+
+@pytest.fixture
+def volumes(tmp_path: Path) -> Iterator[LoopVolumes]:
+    made = LoopVolumes(tmp_path / "volumes", owner=NOBODY)
+    yield made
+    made.sweep(set())
+    assert mounts_under(tmp_path) == []
+
+
+def free_bytes(volume: Volume) -> int:
+    stat = os.statvfs(volume.root)
+    return stat.f_bavail * stat.f_frsize
+
+
+def fill(path: Path) -> int:
+    """Write until the disk refuses; the bytes written."""
+    written = 0
+    with path.open("wb") as out:
+        try:
+            while True:
+                written += out.write(bytes(MIB))
+                out.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return written
+
+
+def test_a_volume_holds_exactly_its_limit_and_is_laid_out_for_the_job(volumes: LoopVolumes) -> None:
+    volume = volumes.create("a", 16)
+    assert free_bytes(volume) == 16 * MIB
+    assert (volume.work.stat().st_uid, volume.work.stat().st_gid) == NOBODY
+    assert volume.tmp.stat().st_mode & 0o7777 == 0o1777
+    assert volume.io.stat().st_mode & 0o777 == 0o700 and volume.io.stat().st_uid == 0
+    assert mounts_under(volume.root) == [str(volume.root)]
+
+
+def test_the_limit_can_change_for_the_next_job(volumes: LoopVolumes) -> None:
+    volume = volumes.create("a", 16)
+    volumes.limit(volume, 4)
+    assert free_bytes(volume) == 4 * MIB
+    assert fill(volume.work / "big") <= 4 * MIB
+    assert volumes.full(volume)
+    volumes.wipe(volume)
+    volumes.limit(volume, 16)
+    assert free_bytes(volume) == 16 * MIB and not volumes.full(volume)
+
+
+def test_a_disk_is_full_only_near_its_end(volumes: LoopVolumes) -> None:
+    volume = volumes.create("a", 32)
+    (volume.tmp / "some").write_bytes(bytes(8 * MIB))
+    assert not volumes.full(volume)
+    fill(volume.work / "rest")
+    assert volumes.full(volume)
+    assert room_for_files(32) < 32 * MIB - 2 * MIB
+
+
+def test_wipe_empties_the_job_s_directories_and_restores_their_modes(volumes: LoopVolumes) -> None:
+    volume = volumes.create("a", 16)
+    (volume.work / "deep" / "er").mkdir(parents=True)
+    (volume.work / "deep" / "er" / "f").write_text("x")
+    (volume.work / "link").symlink_to("/etc/passwd")
+    (volume.tmp / "t").write_text("x")
+    (volume.io / "stdout").write_text("x")
+    (volume.work / "deep").chmod(0)
+    volume.tmp.chmod(0o700)
+    volumes.wipe(volume)
+    assert [list(d.iterdir()) for d in (volume.work, volume.tmp, volume.io)] == [[], [], []]
+    assert volume.tmp.stat().st_mode & 0o7777 == 0o1777
+    assert Path("/etc/passwd").exists()
+
+
+def test_sweep_removes_every_volume_but_those_kept(volumes: LoopVolumes, tmp_path: Path) -> None:
+    kept = volumes.create("kept", 8)
+    gone = volumes.create("gone", 8)
+    assert volumes.sweep({"kept"}) == ["gone"]
+    assert not gone.root.parent.exists()
+    assert mounts_under(tmp_path) == [str(kept.root)]
+    assert volumes.find("kept") == kept
