@@ -35,10 +35,11 @@ def worker_id() -> str:
     return f"test-{uuid.uuid4().hex[:10]}"
 
 
-def containers_of(client: docker.DockerClient, worker_id: str) -> list[str]:
-    """Ids of every container, running or not, labelled as this worker's."""
+def containers_of(client: docker.DockerClient, worker_id: str, *, pooled: bool = True) -> list[str]:
+    """Ids of every container, running or not, labelled as this worker's (without `pooled`, but those kept in
+    its pools)."""
     found = client.containers.list(all=True, filters={"label": f"hatchway.worker_id={worker_id}"})
-    return [container.id for container in found]
+    return [container.id for container in found if pooled or container.labels.get("hatchway.role") != "pool"]
 
 
 def mounts_under(path: Path) -> list[str]:

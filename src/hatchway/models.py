@@ -289,6 +289,7 @@ class RunInfo(BaseModel):
     prepare_s: float | None = Field(default=None, description="Seconds spent preparing: image, bundle, files.")
     ports: dict[str, int] = Field(default_factory=dict, description="Port name -> allocated host port.")
     warnings: list[str] = Field(default_factory=list)
+    pooled: bool = Field(default=False, description="Whether a started container from a pool ran it.")
 
 
 class Job(BaseModel):

@@ -57,15 +57,22 @@ class Preparer:
         self._bundle_limits = bundle_limits
         self._worker_id = worker_id
         self._controller_url = controller_url
-        self._user = run_as_user
+        self.user = run_as_user
         self._owner = numeric_owner(run_as_user)
         self._held_images: dict[str, str] = {}
 
     async def prepare(
-        self, job: Job, *, volume: Volume, engine: str, warnings: list[str], on_build_output: Callable[[str], None]
+        self,
+        job: Job,
+        *,
+        volume: Volume,
+        engine: str,
+        warnings: list[str],
+        on_build_output: Callable[[str], None],
+        image_present: bool = False,
     ) -> Prepared:
-        """Fill the empty `volume` and make the image ready. Raises BadBundle, ImageNotFound, ImagePullFailed,
-        BuildFailed, PortsExhausted or EngineError."""
+        """Fill the empty `volume` and make the image ready (`image_present`: a pooled container runs it already).
+        Raises BadBundle, ImageNotFound, ImagePullFailed, BuildFailed, PortsExhausted or EngineError."""
         began = time.monotonic()
         spec = job.spec
         workspace = volume.work
@@ -98,7 +105,7 @@ class Preparer:
         else:
             assert spec.image is not None, "a spec has an image or a build"
             image = self._hold(job.id, spec.image)
-            image_cached = await self._images.ensure(image)
+            image_cached = True if image_present else await self._images.ensure(image)
         await asyncio.to_thread(_write_files, workspace, spec.files)  # inline files win over the bundle's
         await asyncio.to_thread(self._hand_over, workspace)
         ports = self._ports.allocate(job.id, spec.ports)
@@ -108,7 +115,7 @@ class Preparer:
                 owner=job.id,
                 role=Role.JOB,
                 image=image,
-                user=self._user,
+                user=self.user,
                 memory_mb=limits.memory_mb,
                 cpus=limits.cpus,
                 pids=limits.pids,

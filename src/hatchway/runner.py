@@ -8,9 +8,10 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from hatchway.artifacts import ArtifactStore
-from hatchway.engines.base import CommandNotRunnable, Engine, ExitStatus, Found, Handle
+from hatchway.engines.base import CommandNotRunnable, Engine, ExitStatus, Found, Handle, OutputSink
 from hatchway.errors import (
     BadBundle,
     BuildFailed,
@@ -22,7 +23,8 @@ from hatchway.errors import (
 )
 from hatchway.models import PROGRAM_STREAMS, Job, JobState, Outcome, Reason, Resources, RunInfo, Stream, utcnow
 from hatchway.output import OutputCapture
-from hatchway.prepare import Preparer
+from hatchway.pools import PooledRuns, Pools, Slot
+from hatchway.prepare import Prepared, Preparer, numeric_owner
 from hatchway.signals import JobSignals
 from hatchway.store.base import JobStore
 from hatchway.volumes import Volume, Volumes
@@ -39,6 +41,18 @@ _PREPARE_FAILURES: tuple[tuple[type[HatchwayError], Reason], ...] = (
 )
 
 
+class Running(Protocol):
+    """What the runner needs of whatever runs a started job: an engine's own sandbox, or a pooled container."""
+
+    async def wait(self, handle: Handle, sink: OutputSink) -> ExitStatus: ...
+
+    async def stop(self, handle: Handle, grace_s: float) -> None: ...
+
+    def resources(self, handle: Handle) -> Resources: ...
+
+    async def remove(self, handle: Handle) -> None: ...
+
+
 @dataclass
 class RunControl:
     """How the rest of the worker steers one active job, and what it can see of it."""
@@ -49,9 +63,11 @@ class RunControl:
     kill_reason: Reason = Reason.KILLED
     output_limit: asyncio.Event = field(default_factory=asyncio.Event)
     capture: OutputCapture | None = None
-    engine: Engine | None = None
+    engine: Running | None = None
     handle: Handle | None = None
     volume: Volume | None = None
+    slot: Slot | None = None
+    """The pooled container serving the job, if one does (its volume is then the container's)."""
 
     def kill(self, grace_s: float, reason: Reason = Reason.KILLED) -> None:
         if not self.kill_requested.is_set():
@@ -76,6 +92,7 @@ class JobRunner:
         engines: Mapping[str, Engine],
         preparer: Preparer,
         volumes: Volumes,
+        pools: Pools | None,
         artifacts: ArtifactStore,
         signals: JobSignals,
         output_dir: Path,
@@ -87,6 +104,9 @@ class JobRunner:
         self._engines = engines
         self._preparer = preparer
         self._volumes = volumes
+        self._pools = pools
+        self._pooled = PooledRuns(pools) if pools is not None else None
+        self._owner = numeric_owner(preparer.user)
         self._artifacts = artifacts
         self._signals = signals
         self._output_dir = output_dir
@@ -103,16 +123,25 @@ class JobRunner:
                 return await self.stop_before_start(job, control)
             runtime, warnings = self._choose_runtime(job.spec.runtime)
             engine = self._engines[runtime]
-            control.volume = await asyncio.to_thread(self._volumes.create, job.id, job.spec.limits.disk_mb)
+            pools = self._pools
+            control.slot = pools.claim(job, runtime) if pools is not None else None
+            if pools is not None and control.slot is not None:
+                control.volume = control.slot.volume
+                await asyncio.to_thread(pools.limit_disk, control.slot, job.spec.limits.disk_mb)
+            else:
+                control.volume = await asyncio.to_thread(self._volumes.create, job.id, job.spec.limits.disk_mb)
             prepared = await self._preparer.prepare(
                 job,
                 volume=control.volume,
                 engine=runtime,
                 warnings=[*job.run.warnings, *warnings],
                 on_build_output=lambda line: capture.write(Stream.BUILD, line.encode()),
+                image_present=control.slot is not None,
             )
             if control.kill_requested.is_set():
                 return await self.stop_before_start(job, control)
+            if control.slot is not None:
+                return await self._run_pooled(job, control, control.slot, prepared, capture)
             started = await engine.start(prepared.sandbox, prepared.process, capture)
             if isinstance(started, CommandNotRunnable):
                 outcome = Outcome(
@@ -131,6 +160,19 @@ class JobRunner:
             return await self._failed(job, EngineError(str(exc)), capture)
         finally:
             await self._clean_up(job.id, control, capture)
+
+    async def _run_pooled(
+        self, job: Job, control: RunControl, slot: Slot, prepared: Prepared, capture: OutputCapture
+    ) -> Job:
+        assert self._pooled is not None and self._owner is not None
+        uid, gid = self._owner
+        handle = await self._pooled.start(slot, prepared.process, job.spec.limits, capture, uid=uid, gid=gid)
+        control.engine, control.handle = self._pooled, handle
+        run = prepared.run.model_copy(update={"pooled": True})
+        running = await self._store.mark_running(job.id, utcnow(), run)
+        self._signals.notify(job.id)
+        self._log("job_running", job.id, engine=slot.key.runtime, pooled=True)
+        return await self._supervise(running or job, control, capture)
 
     async def resume(self, job: Job, found: Found, control: RunControl) -> Job:
         """Pick up a job whose container outlived a worker restart, as if nothing had happened."""
@@ -175,6 +217,8 @@ class JobRunner:
         collected = await asyncio.to_thread(self._artifacts.collect, job.id, control.volume.work)
         disk_full = await asyncio.to_thread(self._volumes.full, control.volume)
         outcome = _outcome(status, stopped_for, capture, disk_full=disk_full)
+        if status.message and outcome.reason == Reason.EXIT_CODE and not outcome.message:
+            outcome = outcome.model_copy(update={"message": status.message})
         if collected.truncated:
             outcome = outcome.model_copy(update={"message": "some files under out/ were over the artifact limit"})
         return await self.finish(job, outcome.model_copy(update={"resources": engine.resources(handle)}), capture)
@@ -220,8 +264,10 @@ class JobRunner:
         if control.engine is not None and control.handle is not None:
             with contextlib.suppress(EngineError):
                 await control.engine.remove(control.handle)
+        elif control.slot is not None and self._pools is not None:
+            self._pools.release(control.slot)  # claimed, but the job never started in it
         self._preparer.release(job_id)
-        if control.volume is not None:
+        if control.volume is not None and control.slot is None:
             try:
                 await asyncio.to_thread(self._volumes.remove, control.volume)
             except HatchwayError as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -67,6 +67,22 @@ class GradeMaxLimits(GradeLimits):
     processes: int = Field(default=1024, ge=1)
     compile_timeout_s: float = Field(default=300.0, gt=0)
     compile_memory_mb: int = Field(default=8192, ge=6)
+
+
+class PoolConfig(BaseModel):
+    """A pool of started containers kept ready for plain jobs on one image and runtime."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str = Field(min_length=1, description="The image its containers run; jobs naming it are served from it.")
+    runtime: RuntimeName = "docker"
+    size: int = Field(default=2, ge=0, le=256, description="How many idle containers it keeps ready.")
+    reuse_jobs: int = Field(
+        default=0, ge=0, description="Jobs a container serves after its first (0: one use, then replaced)."
+    )
+    disk_mb: int | None = Field(
+        default=None, ge=1, description="Each container's disk; jobs asking for more take the cold path."
+    )
 
 
 class Settings(BaseSettings):
@@ -128,6 +144,15 @@ class Settings(BaseSettings):
     max_wait_s: float = Field(default=3600.0, gt=0, description="Longest ?wait=true a client may ask.")
     poll_interval_s: float = Field(default=5.0, gt=0, description="Scheduler's safety-net wake-up.")
     log_level: str = "INFO"
+
+    pools: list[PoolConfig] = Field(default_factory=list, description="Pools of started containers (see README).")
+    pool_warm_total: int = Field(
+        default=4, ge=0, description="Started containers kept in total for images that ran recently (0: none)."
+    )
+    pool_warm_size: int = Field(default=1, ge=0, description="Started containers kept per recently run image.")
+    pool_warm_idle_s: float = Field(
+        default=600.0, gt=0, description="How long a recently run image keeps its pool without a job."
+    )
 
     @field_validator("allowed_images", "allowed_runtimes", "bundle_allowed_urls", mode="before")
     @classmethod

@@ -23,6 +23,7 @@ from hatchway.grading.service import GradeService
 from hatchway.health import EngineHealth
 from hatchway.models import Job, Reason
 from hatchway.policy import Policy
+from hatchway.pools import Pools
 from hatchway.ports import PortAllocator
 from hatchway.prepare import BundleLimits, Preparer, numeric_owner
 from hatchway.recovery import Recovery
@@ -89,11 +90,26 @@ class Worker:
             controller_url=settings.controller_url,
             run_as_user=settings.run_as_user,
         )
+        self.pools = Pools(
+            engines=engines,
+            volumes=self.volumes,
+            images=images,
+            configs=settings.pools,
+            warm_total=settings.pool_warm_total,
+            warm_size=settings.pool_warm_size,
+            warm_idle_s=settings.pool_warm_idle_s,
+            run_as_user=settings.run_as_user,
+            default_limits=settings.default_limits,
+            max_limits=settings.max_limits,
+            worker_id=self.worker_id,
+            engine_ok=lambda runtime: self.health.ok.get(runtime, False),
+        )
         self._runner = JobRunner(
             store=store,
             engines=engines,
             preparer=self._preparer,
             volumes=self.volumes,
+            pools=self.pools,
             artifacts=self.artifacts,
             signals=self.signals,
             output_dir=settings.data_dir / "output",
@@ -190,6 +206,7 @@ class Worker:
             control.kill(self.settings.kill_grace_s, reason=Reason.SHUTDOWN)
         if pending:
             await asyncio.wait(pending, timeout=self.settings.kill_grace_s + _CLEAN_UP_S)
+        await self.pools.close()
         await self.services.stop()
         await self.health.settle()
         log.info("worker drained", extra={"event": "worker_drained", "worker_id": self.worker_id})
@@ -216,6 +233,8 @@ class Worker:
                     extra={"event": "recovery_waiting", "worker_id": self.worker_id},
                 )
                 await asyncio.sleep(_RECOVERY_RETRY_S)
+        # Only now: recovery removes every labelled container and disk no job owns, a pool's new ones included.
+        self.services.start("pools", self.pools.run(self._stop))
         await self.scheduler.run(self._stop)
 
     async def _maintain(self) -> None:

@@ -84,3 +84,13 @@ async def wait_for_state(worker: Worker, job_id: str, state: JobState, timeout_s
             remaining = deadline - asyncio.get_running_loop().time()
             assert remaining > 0 and not job.state.is_final, f"job never reached {state}: {job}"
             await worker.signals.wait(changed, remaining)
+
+
+async def pools_ready(worker: Worker, timeout_s: float = 60) -> None:
+    """Return once every pool of the worker has an idle container (so that the next job is served from one)."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not all(pool.idle > 0 for pool in worker.pools.status()):
+        assert asyncio.get_running_loop().time() < deadline, f"pools did not fill: {worker.pools.status()}"
+        await asyncio.sleep(0.02)

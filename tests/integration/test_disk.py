@@ -93,11 +93,12 @@ async def test_a_bundle_past_the_disk_limit_is_refused_before_it_is_written(
     run_job: RunJob, worker: Worker, tmp_path: Path
 ) -> None:
     bundle = tmp_path / "bomb.zip"
-    with zipfile.ZipFile(bundle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("zeros", "w") as member:
-            chunk = bytes(1 << 20)
-            for _ in range(64):
-                member.write(chunk)
+    with (
+        zipfile.ZipFile(bundle, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+        archive.open("zeros", "w") as member,
+    ):
+        for _ in range(64):
+            member.write(bytes(1 << 20))
     assert bundle.stat().st_size < 1 << 20
     job = await run_job("ls -l", bundle_url=f"file://{bundle}", limits={"disk_mb": 32})
     assert (job.state, job.reason) == (JobState.FAILED, "bad_bundle"), job
@@ -107,11 +108,12 @@ async def test_a_bundle_past_the_disk_limit_is_refused_before_it_is_written(
 async def test_the_default_disk_refuses_a_bundle_of_a_gibibyte(run_job: RunJob, worker: Worker, tmp_path: Path) -> None:
     """The issue's case: 1 MB of zip that unpacks to 1 GiB of zeros, under the default limits."""
     bundle = tmp_path / "gib.zip"
-    with zipfile.ZipFile(bundle, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        with archive.open("zeros", "w", force_zip64=True) as member:
-            chunk = bytes(8 << 20)
-            for _ in range(128):
-                member.write(chunk)
+    with (
+        zipfile.ZipFile(bundle, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+        archive.open("zeros", "w", force_zip64=True) as member,
+    ):
+        for _ in range(128):
+            member.write(bytes(8 << 20))
     job = await run_job("ls -l", bundle_url=f"file://{bundle}")
     assert (job.state, job.reason) == (JobState.FAILED, "bad_bundle"), job
     assert "disk limit (1024 MB)" in (job.message or ""), job.message

@@ -1,16 +1,48 @@
-"""What a job sees and what the worker reports, against the real Docker engine."""
+"""What a job sees and what the worker reports, against the real Docker engine: every test runs twice, once with
+fresh containers (the cold path) and once served from pools of started containers, with the same results."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 
-from hatchway.models import JobState, Reason
+from hatchway.models import Job, JobState, Reason
+from hatchway.settings import Settings
 from hatchway.worker import Worker
-from tests.conftest import PYTHON, containers_of
-from tests.integration.conftest import RunJob
+from tests.conftest import BUSYBOX, PYTHON, containers_of
+from tests.integration.conftest import RunJob, make_settings, pools_ready
 
 pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(params=["cold", "pooled"])
+def worker_settings(tmp_path: Path, worker_id: str, request: pytest.FixtureRequest) -> Settings:
+    if request.param == "cold":
+        return make_settings(tmp_path, worker_id, pool_warm_total=0)
+    pools = [{"image": BUSYBOX, "size": 2}, {"image": PYTHON, "size": 1}]
+    return make_settings(tmp_path, worker_id, pool_warm_total=0, pools=pools)
+
+
+@pytest.fixture
+def run_job(worker: Worker, submit: Callable[..., Awaitable[Job]]) -> RunJob:
+    """Submit a job and return it once it has ended; with pools, a job they can serve must be served by them."""
+    pooled = bool(worker.settings.pools)
+
+    async def _run(command: list[str] | str, **fields: Any) -> Job:
+        servable = pooled and "workdir" not in fields and fields.get("image", BUSYBOX) in (BUSYBOX, PYTHON)
+        if servable:
+            await pools_ready(worker)
+        final = await worker.jobs.wait_final((await submit(command, **fields)).id, 90)
+        assert final.state.is_final, f"job did not finish: {final}"
+        if final.run.engine is not None:
+            assert final.run.pooled == servable, final.run
+        return final
+
+    return _run
 
 
 async def test_success_reports_exact_output_and_exit_code(run_job: RunJob) -> None:
@@ -120,6 +152,6 @@ async def test_container_and_workspace_are_removed_after_the_result_is_stored(
 ) -> None:
     job = await run_job("echo done > result.txt; echo ok", files={"in": "x"})
     assert job.stdout == "ok\n"
-    assert containers_of(docker_client, worker.worker_id) == []
+    assert containers_of(docker_client, worker.worker_id, pooled=False) == []
     assert not (worker.settings.data_dir / "work" / job.id).exists()
     assert not (worker.settings.data_dir / "output" / job.id).exists()

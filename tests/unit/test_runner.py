@@ -31,6 +31,7 @@ def fake_worker(tmp_path: Path, engine: FakeEngine, images: FakeImages | None = 
         "poll_interval_s": 0.2,
         "allowed_runtimes": ["docker"],
         "run_as_user": f"{Path(tmp_path).stat().st_uid}:{Path(tmp_path).stat().st_gid}",
+        "pool_warm_total": 0,
     }
     values.update(settings)
     return Worker(

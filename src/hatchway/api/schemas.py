@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from hatchway.models import Job, ResolvedLimits
+from hatchway.pools.manager import PoolStatus
 from hatchway.system import HostMetrics
 
 
@@ -50,7 +51,25 @@ class Health(BaseModel):
     max_concurrent_jobs: int
     engine_ok: bool
     engines: list[EngineStatus]
+    pools: list[PoolStatus]
     host: HostMetrics
+
+
+class WorkersStatus(BaseModel):
+    """The grader worker pool's `GET /workers/status`, answered from this worker's slots and started containers."""
+
+    worker_id: str
+    healthy: bool
+    max_workers: int
+    """Jobs this worker runs at once (its slots)."""
+    busy: int
+    idle: int
+    """Free slots."""
+    queued: int
+    started_containers: int
+    """Containers started ahead in pools, idle or serving a job."""
+    pools: list[PoolStatus]
+    engines: list[EngineStatus]
 
 
 class Info(BaseModel):

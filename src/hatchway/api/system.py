@@ -1,13 +1,14 @@
-"""/health and /info."""
+"""/health, /info, /pools and /workers/status."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
 from hatchway.api.jobs import WorkerDep
-from hatchway.api.schemas import EngineStatus, Health, Info
+from hatchway.api.schemas import EngineStatus, Health, Info, WorkersStatus
 from hatchway.engines.base import Engine
 from hatchway.models import JobState
+from hatchway.pools.manager import PoolStatus
 from hatchway.system import host_metrics
 from hatchway.worker import Worker
 
@@ -31,7 +32,35 @@ async def health(worker: WorkerDep, response: Response) -> Health:
         max_concurrent_jobs=worker.settings.max_concurrent_jobs,
         engine_ok=engine_ok,
         engines=_engines(worker),
+        pools=worker.pools.status(),
         host=host_metrics(),
+    )
+
+
+@router.get("/pools", response_model=list[PoolStatus])
+async def pools(worker: WorkerDep) -> list[PoolStatus]:
+    """Every pool of started containers: idle, busy and starting containers, and jobs served."""
+    return worker.pools.status()
+
+
+@router.get("/workers/status", response_model=WorkersStatus)
+async def workers_status(worker: WorkerDep) -> WorkersStatus:
+    """Slots, busy and idle, started containers per pool, and health (the grader worker pool's question)."""
+    engine_ok = await _any(worker).ping()
+    counts = await worker.store.counts()
+    busy = counts[JobState.RUNNING] + counts[JobState.BUILDING]
+    slots = worker.settings.max_concurrent_jobs
+    pools = worker.pools.status()
+    return WorkersStatus(
+        worker_id=worker.worker_id,
+        healthy=engine_ok and worker.accepting,
+        max_workers=slots,
+        busy=busy,
+        idle=max(slots - busy, 0),
+        queued=counts[JobState.QUEUED],
+        started_containers=sum(pool.idle + pool.busy for pool in pools),
+        pools=pools,
+        engines=_engines(worker),
     )
 
 

@@ -33,6 +33,8 @@ class Role(StrEnum):
     CHECKER = "checker"
     """A grade's custom checker, compiled and run in sandboxes of its own."""
     PROBE = "probe"
+    POOL = "pool"
+    """A started sandbox waiting in a pool for a plain job (its owner label is the pool slot, not a job)."""
 
 
 SCRATCH = "/w"
@@ -77,6 +79,8 @@ class SandboxSpec:
     workdir: str = "/"
     mounts: tuple[Mount, ...] = ()
     tmpfs: Mapping[str, int] = field(default_factory=dict)
+    wipe: tuple[str, ...] = ()
+    """In a supervised sandbox, more directories the supervisor empties after every run (tmpfs ones always are)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,8 @@ class ExitStatus:
 
     exit_code: int | None
     oom_killed: bool
+    message: str | None = None
+    """Why it ended, when the exit code alone does not say (a command that could not be started)."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,11 @@ class Engine(Protocol):
 
     async def stop(self, handle: Handle, grace_s: float) -> None:
         """Send SIGTERM, then SIGKILL after `grace_s`; returns once the sandbox has stopped."""
+        ...
+
+    async def signal(self, handle: Handle, signal: str) -> None:
+        """Send `signal` (e.g. "SIGTERM") to the sandbox's first process: to a supervised sandbox's supervisor,
+        SIGTERM asks it to pass SIGTERM on to the run in flight and SIGUSR1 to kill that run."""
         ...
 
     async def remove(self, handle: Handle) -> None:

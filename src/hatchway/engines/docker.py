@@ -139,6 +139,9 @@ class DockerEngine:
     async def stop(self, handle: Handle, grace_s: float) -> None:
         await self._host.call(self._stop, handle.ref, grace_s)
 
+    async def signal(self, handle: Handle, signal: str) -> None:
+        await self._host.call(self._signal, handle.ref, signal)
+
     async def remove(self, handle: Handle) -> None:
         await self._host.call(self._remove, handle.ref)
 
@@ -271,7 +274,8 @@ class DockerEngine:
             raise
         live = self._live[container_id] = _Live(cgroup=cgroup)
         try:
-            live.channel, live.environment = supervised.connect(api, container_id)
+            live.channel, image_env = supervised.connect(api, container_id)
+            live.environment = supervised.process_environment(api, container_id, image_env, spec.user)
         except BaseException:
             self._remove(container_id)
             raise
@@ -313,6 +317,15 @@ class DockerEngine:
                 api.kill(container_id)
             else:
                 api.stop(container_id, timeout=math.ceil(grace_s))
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if "is not running" not in explain(exc):
+                raise
+
+    def _signal(self, container_id: str, signal: str) -> None:
+        try:
+            self._api().kill(container_id, signal=signal)
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as exc:

@@ -8,12 +8,15 @@ container's attached stdin and stdout (`docker_channel`).
 
 from __future__ import annotations
 
+import io
 import logging
+import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 
 from hatchway.engines import cgroups
 from hatchway.engines.base import SCRATCH, Mount, SandboxSpec
@@ -56,7 +59,7 @@ def layout(spec: SandboxSpec, *, binary: Path, cgroup: SandboxCgroup | None, gvi
         ]
         command += ["--cgroup", SUPERVISOR_CGROUP]
         options["cgroup_parent"] = cgroup.parent
-    command += [arg for path in spec.tmpfs for arg in ("--wipe", path)]
+    command += [arg for path in (*spec.tmpfs, *spec.wipe) for arg in ("--wipe", path)]
     if SCRATCH in spec.tmpfs:
         command += ["--scratch", SCRATCH]
     supervised = replace(spec, mounts=tuple(mounts), user="0:0")
@@ -82,6 +85,33 @@ def connect(api: docker.APIClient, container_id: str) -> tuple[SupervisorChannel
         raise
     log.debug("supervisor ready in %s mode", ready.mode.value, extra={"event": "sandbox_opened"})
     return channel, dict(item.partition("=")[::2] for item in variables)
+
+
+def process_environment(
+    api: docker.APIClient, container_id: str, image_env: dict[str, str], user: str
+) -> dict[str, str]:
+    """What Docker adds to a container's process environment beyond the image's: HOSTNAME, and HOME as the image's
+    /etc/passwd has it for the job's user ("/" if it has none), so that a run sees what a fresh container would."""
+    env = {"HOSTNAME": container_id[:12], **image_env}
+    if "HOME" not in env:
+        env["HOME"] = _home_of(api, container_id, user.partition(":")[0])
+    return env
+
+
+def _home_of(api: docker.APIClient, container_id: str, uid: str) -> str:
+    try:
+        stream, _ = api.get_archive(container_id, "/etc/passwd")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            member = archive.next()
+            data = archive.extractfile(member) if member is not None else None
+            text = data.read(1 << 20).decode(errors="replace") if data is not None else ""
+    except (docker.errors.APIError, tarfile.TarError):
+        return "/"
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 6 and (fields[2] == uid or fields[0] == uid):
+            return fields[5] or "/"
+    return "/"
 
 
 def run(channel: SupervisorChannel, request: RunRequest) -> RunResult:

@@ -1,0 +1,391 @@
+"""Pools of started containers: kept ready per image and runtime, handed to plain jobs, reset or replaced after.
+
+Configured pools (`pools:` in the config file) keep their size; an image that ran recently gets a small pool
+of its own ("warm"), bounded in total by `pool_warm_total`, dropped after `pool_warm_idle_s` without a job.
+A job a pool cannot serve, or that finds no idle container, takes the cold path; nothing waits for a pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hatchway.engines.base import Engine, ImageService, Mount, Role, SandboxSpec
+from hatchway.errors import HatchwayError
+from hatchway.models import Job, ResolvedLimits
+from hatchway.pools.slot import PoolKey, Slot, SlotState
+from hatchway.prepare import numeric_owner
+from hatchway.settings import PoolConfig
+from hatchway.volumes import Volume, Volumes
+
+log = logging.getLogger(__name__)
+
+WORKDIR = "/workspace"
+"""Where a pooled container's working directory is; jobs asking for another take the cold path."""
+IO_DIR = "/.hatchway/io"
+"""Where a pooled job's stdin, stdout and stderr files are, in the container (root's only)."""
+_FILLS_AT_ONCE = 2  # container starts compete with running jobs for the engine and the CPUs
+_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+_SWEEP_INTERVAL_S = 5.0
+
+
+@dataclass
+class Pool:
+    """The containers kept for one key."""
+
+    key: PoolKey
+    size: int
+    reuse_jobs: int
+    disk_mb: int
+    configured: bool
+    idle: deque[Slot] = field(default_factory=deque)
+    busy: set[Slot] = field(default_factory=set)
+    starting: int = 0
+    served: int = 0
+    hits: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    failures: int = 0
+    retry_at: float = 0.0
+    last_error: str | None = None
+
+    def status(self) -> PoolStatus:
+        return PoolStatus(
+            image=self.key.image,
+            runtime=self.key.runtime,
+            origin="config" if self.configured else "warm",
+            size=self.size,
+            reuse_jobs=self.reuse_jobs,
+            disk_mb=self.disk_mb,
+            idle=len(self.idle),
+            busy=len(self.busy),
+            starting=self.starting,
+            jobs_served=self.served,
+            last_error=self.last_error,
+        )
+
+
+class PoolStatus(BaseModel):
+    """One pool as `GET /pools` and `/health` show it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    image: str
+    runtime: str
+    origin: Literal["config", "warm"] = Field(description="Configured, or kept for an image that ran recently.")
+    size: int = Field(description="How many idle containers it keeps ready.")
+    reuse_jobs: int
+    disk_mb: int
+    idle: int
+    busy: int
+    starting: int = Field(description="Containers being started or reset for it now.")
+    jobs_served: int
+    last_error: str | None = Field(description="Why its last container failed to start, if it did.")
+
+
+class Pools:
+    """Every pool of this worker, and the loop that keeps them filled."""
+
+    def __init__(
+        self,
+        *,
+        engines: Mapping[str, Engine],
+        volumes: Volumes,
+        images: ImageService,
+        configs: list[PoolConfig],
+        warm_total: int,
+        warm_size: int,
+        warm_idle_s: float,
+        run_as_user: str,
+        default_limits: ResolvedLimits,
+        max_limits: ResolvedLimits,
+        worker_id: str,
+        engine_ok: Callable[[str], bool],
+    ) -> None:
+        self._engines = engines
+        self._volumes = volumes
+        self._images = images
+        self._warm_total = warm_total
+        self._warm_size = warm_size
+        self._warm_idle_s = warm_idle_s
+        self._user = run_as_user
+        self._owner = numeric_owner(run_as_user)
+        self._default_limits = default_limits
+        self._max_limits = max_limits
+        self._worker_id = worker_id
+        self._engine_ok = engine_ok
+        self._pools: dict[PoolKey, Pool] = {}
+        for config in configs:
+            key = PoolKey(normalise_image(config.image), config.runtime)
+            if config.runtime in engines:
+                self._add(key, config.size, config.reuse_jobs, config.disk_mb, configured=True)
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._names = itertools.count(1)
+        self._prefix = uuid.uuid4().hex[:6]
+        self.running = False
+
+    # What the runner calls
+
+    def claim(self, job: Job, runtime: str) -> Slot | None:
+        """An idle container for `job`, now busy; None if no pool can serve it right away (cold path)."""
+        key = self.key_for(job, runtime)
+        if key is None:
+            return None
+        pool = self._pools.get(key)
+        if pool is None:
+            self._warm(key)
+            return None
+        pool.last_used = time.monotonic()
+        if job.spec.limits.disk_mb > pool.disk_mb:
+            return None
+        while pool.idle:
+            slot = pool.idle.popleft()
+            if slot.anomaly is not None:  # it died while idle
+                self._discard(pool, slot)
+                continue
+            slot.state, slot.job_id = SlotState.BUSY, job.id
+            slot.result, slot.run, slot.stopped = None, None, False
+            pool.busy.add(slot)
+            pool.hits += 1
+            self._wake.set()  # one fewer idle: refill
+            return slot
+        return None
+
+    def key_for(self, job: Job, runtime: str) -> PoolKey | None:
+        """The pool key of a job a pooled container can serve as well as a fresh one; None for the others."""
+        spec = job.spec
+        if (
+            spec.kind != "job"
+            or spec.image is None
+            or spec.build is not None
+            or spec.network != "none"
+            or spec.ports
+            or spec.workdir != WORKDIR
+            or self._owner is None
+            or spec.limits.cpus != self._default_limits.cpus
+        ):
+            return None
+        return PoolKey(normalise_image(spec.image), runtime)
+
+    def release(self, slot: Slot) -> None:
+        """The job is over (its result stored): reset the container for the next job, or replace it."""
+        pool = self._pools.get(slot.key)
+        if pool is None or slot not in pool.busy:
+            self._spawn(self._destroy(slot), f"pool-remove-{slot.name}")
+            return
+        pool.busy.discard(slot)
+        pool.served += 1
+        slot.served += 1
+        slot.job_id = None
+        reusable = (
+            self.running
+            and not slot.stopped
+            and slot.anomaly is None
+            and slot.served <= pool.reuse_jobs
+            and slot.result is not None
+            and slot.result.error is None
+        )
+        if reusable:
+            slot.state = SlotState.RESETTING
+            pool.starting += 1
+            self._spawn(self._reset(pool, slot), f"pool-reset-{slot.name}")
+        else:
+            self._discard(pool, slot)
+
+    def limit_disk(self, slot: Slot, disk_mb: int) -> None:
+        """Let the job in `slot` use `disk_mb` of the container's disk (blocking)."""
+        self._volumes.limit(slot.volume, disk_mb)
+
+    def status(self) -> list[PoolStatus]:
+        return [pool.status() for pool in self._pools.values()]
+
+    # The fill loop (a background service)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep every pool at its size until `stop`."""
+        self.running = True
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                self._expire_warm()
+                self._fill()
+                waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+                await asyncio.wait(waiters, timeout=_SWEEP_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waiters:
+                    waiter.cancel()
+        finally:
+            self.running = False  # containers given back from now on are removed; `close` removes the idle ones
+
+    async def close(self) -> None:
+        """Remove every idle container, and wait for starts, resets and removals under way."""
+        for pool in self._pools.values():
+            while pool.idle:
+                self._discard(pool, pool.idle.popleft())
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            for pool in self._pools.values():
+                while pool.idle:
+                    self._discard(pool, pool.idle.popleft())
+
+    def lost(self, slot: Slot, why: str) -> None:
+        """The container died or misbehaved: it must not serve again."""
+        slot.anomaly = slot.anomaly or why
+        self._wake.set()
+
+    # Inside
+
+    def _add(self, key: PoolKey, size: int, reuse_jobs: int, disk_mb: int | None, *, configured: bool) -> Pool:
+        pool = Pool(
+            key=key,
+            size=size,
+            reuse_jobs=reuse_jobs,
+            disk_mb=disk_mb or self._default_limits.disk_mb,
+            configured=configured,
+        )
+        self._pools[key] = pool
+        self._images.acquire(key.image)  # held while the pool exists: eviction must not take it
+        return pool
+
+    def _warm(self, key: PoolKey) -> None:
+        warm = sum(pool.size for pool in self._pools.values() if not pool.configured)
+        if self._warm_size <= 0 or warm + self._warm_size > self._warm_total or key.runtime not in self._engines:
+            return
+        self._add(key, self._warm_size, 0, None, configured=False)
+        log.info("pool warming", extra={"event": "pool_warming", "image": key.image, "runtime": key.runtime})
+        self._wake.set()
+
+    def _expire_warm(self) -> None:
+        now = time.monotonic()
+        for key, pool in list(self._pools.items()):
+            if pool.configured or pool.busy or now - pool.last_used < self._warm_idle_s:
+                continue
+            while pool.idle:
+                self._discard(pool, pool.idle.popleft())
+            if pool.starting == 0:
+                del self._pools[key]
+                self._images.release(key.image)
+                log.info("pool dropped", extra={"event": "pool_dropped", "image": key.image, "runtime": key.runtime})
+
+    def _fill(self) -> None:
+        now = time.monotonic()
+        starting = sum(pool.starting for pool in self._pools.values())
+        for pool in self._pools.values():
+            if now < pool.retry_at or not self._engine_ok(pool.key.runtime):
+                continue
+            while self._kept(pool) < pool.size and starting < _FILLS_AT_ONCE:
+                pool.starting += 1
+                starting += 1
+                self._spawn(self._start(pool), f"pool-start-{pool.key}")
+
+    @staticmethod
+    def _kept(pool: Pool) -> int:
+        """Containers the pool counts towards its size: a busy one counts if it will come back."""
+        return len(pool.idle) + pool.starting + (len(pool.busy) if pool.reuse_jobs else 0)
+
+    async def _start(self, pool: Pool) -> None:
+        name = f"pool-{self._prefix}-{next(self._names)}"
+        engine = self._engines[pool.key.runtime]
+        volume = None
+        try:
+            volume = await asyncio.to_thread(self._volumes.create, name, pool.disk_mb)
+            handle = await engine.open(self._spec(pool, name, volume))
+        except HatchwayError as exc:
+            if volume is not None:
+                await asyncio.to_thread(self._volumes.remove, volume)
+            pool.starting -= 1
+            pool.failures += 1
+            pool.last_error = str(exc)
+            pool.retry_at = time.monotonic() + _BACKOFF_S[min(pool.failures, len(_BACKOFF_S)) - 1]
+            log.warning(
+                "pool container did not start: %s", exc, extra={"event": "pool_start_failed", "image": pool.key.image}
+            )
+            self._wake.set()
+            return
+        pool.starting -= 1
+        pool.failures, pool.last_error = 0, None
+        slot = Slot(
+            name=name,
+            key=pool.key,
+            engine=engine,
+            handle=handle,
+            volume=volume,
+            disk_mb=pool.disk_mb,
+            environment=engine.environment(handle),
+        )
+        if self._pools.get(pool.key) is pool and self.running:
+            pool.idle.append(slot)
+        else:
+            await self._destroy(slot)
+        self._wake.set()
+
+    def _spec(self, pool: Pool, name: str, volume: Volume) -> SandboxSpec:
+        limits = self._max_limits
+        return SandboxSpec(
+            owner=name,
+            role=Role.POOL,
+            image=pool.key.image,
+            user=self._user,
+            memory_mb=limits.memory_mb,
+            cpus=self._default_limits.cpus,
+            pids=limits.pids,
+            log_bytes=64 * 1024,
+            network="none",
+            workdir=WORKDIR,
+            mounts=(
+                Mount(volume.work, WORKDIR, read_only=False),
+                Mount(volume.tmp, "/tmp", read_only=False),
+                Mount(volume.io, IO_DIR, read_only=False),
+            ),
+            wipe=("/dev/shm", "/dev/mqueue"),
+        )
+
+    async def _reset(self, pool: Pool, slot: Slot) -> None:
+        """Make a used container as good as new: the supervisor already killed every process of the job;
+        empty its working directory, /tmp and its output files."""
+        try:
+            await asyncio.to_thread(self._volumes.wipe, slot.volume)
+        except HatchwayError as exc:
+            slot.anomaly = f"the wipe after a job failed: {exc}"
+        pool.starting -= 1
+        if slot.anomaly is None and self.running and self._pools.get(pool.key) is pool:
+            slot.state = SlotState.IDLE
+            pool.idle.append(slot)
+        else:
+            await self._destroy(slot)
+        self._wake.set()
+
+    def _discard(self, pool: Pool, slot: Slot) -> None:
+        self._spawn(self._destroy(slot), f"pool-remove-{slot.name}")
+        self._wake.set()
+
+    async def _destroy(self, slot: Slot) -> None:
+        with contextlib.suppress(HatchwayError):
+            await slot.engine.remove(slot.handle)
+        try:
+            await asyncio.to_thread(self._volumes.remove, slot.volume)
+        except HatchwayError as exc:
+            log.error("a pool container's disk was not removed: %s", exc, extra={"event": "volume_remove_failed"})
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.ensure_future(work)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def normalise_image(image: str) -> str:
+    """`busybox` and `busybox:latest` are one image: a name without a tag or digest gets `:latest`."""
+    last = image.rsplit("/", 1)[-1]
+    if "@" in image or ":" in last:
+        return image
+    return f"{image}:latest"

@@ -1,0 +1,55 @@
+"""One started container in a pool, with its disk: what it is, and the job it serves now."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from hatchway.engines.base import Engine, Handle
+from hatchway.sandbox.protocol import RunResult
+from hatchway.volumes import Volume
+
+
+@dataclass(frozen=True)
+class PoolKey:
+    """What a pooled container can serve: jobs on this image and runtime."""
+
+    image: str
+    runtime: str
+
+    def __str__(self) -> str:
+        return f"{self.image} ({self.runtime})"
+
+
+class SlotState(StrEnum):
+    IDLE = "idle"
+    BUSY = "busy"
+    RESETTING = "resetting"
+
+
+@dataclass(eq=False)
+class Slot:
+    """A started, supervised container and its volume, mounted at the pool's working directory and /tmp.
+
+    While it serves a job, `run` is the supervisor's run of the job's command; `stopped` records that the
+    worker had to stop that run (a kill, a timeout, an output flood), after which the container is never reused:
+    a late signal could otherwise reach the next job.
+    """
+
+    name: str
+    key: PoolKey
+    engine: Engine
+    handle: Handle
+    volume: Volume
+    disk_mb: int
+    environment: dict[str, str]
+    state: SlotState = SlotState.IDLE
+    served: int = 0
+    job_id: str | None = None
+    run: asyncio.Task[RunResult] | None = None
+    result: RunResult | None = None
+    stopped: bool = False
+    anomaly: str | None = None
+    """Why the container must not serve again (a failed wipe, a supervisor error), if it must not."""
+    tail: asyncio.Task[None] | None = field(default=None, repr=False)
