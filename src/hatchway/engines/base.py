@@ -182,6 +182,10 @@ class Engine(Protocol):
         """The latest resource figures sampled for the sandbox (live while it runs)."""
         ...
 
+    async def check(self, handle: Handle) -> bool:
+        """Whether an open supervised sandbox still answers (its supervisor pings back); never raises."""
+        ...
+
     async def stop(self, handle: Handle, grace_s: float) -> None:
         """Send SIGTERM, then SIGKILL after `grace_s`; returns once the sandbox has stopped."""
         ...

@@ -128,6 +128,15 @@ class DockerEngine:
             raise EngineError(f"sandbox {handle.ref[:12]} is not an open supervised sandbox")
         return await self._host.call(supervised.run, live.channel, request)
 
+    async def check(self, handle: Handle) -> bool:
+        live = self._live.get(handle.ref)
+        if live is None or live.channel is None:
+            return False
+        try:
+            return await self._host.call(supervised.ping, live.channel)
+        except EngineError:
+            return False
+
     def resources(self, handle: Handle) -> Resources:
         live = self._live.get(handle.ref)
         if live is None:

@@ -23,7 +23,15 @@ from hatchway.engines.base import SCRATCH, Mount, SandboxSpec
 from hatchway.engines.cgroups import SandboxCgroup
 from hatchway.engines.docker_channel import SupervisorChannel
 from hatchway.errors import EngineError
-from hatchway.sandbox.protocol import ProtocolError, RunRequest, RunResult, parse_ready, parse_result
+from hatchway.sandbox.protocol import (
+    ProtocolError,
+    RunRequest,
+    RunResult,
+    encode_ping,
+    parse_pong,
+    parse_ready,
+    parse_result,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,7 @@ SUPERVISOR_CGROUP = "/.hatchway/cgroup"
 SUPERVISOR_CAPABILITIES = ["SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER"]
 _START_S = 60.0
 _MARGIN_S = 30.0
+_PING_S = 5.0
 _GVISOR_MEMORY_MB = 512
 _GVISOR_PIDS = 32768
 
@@ -112,6 +121,15 @@ def _home_of(api: docker.APIClient, container_id: str, uid: str) -> str:
         if len(fields) >= 6 and (fields[2] == uid or fields[0] == uid):
             return fields[5] or "/"
     return "/"
+
+
+def ping(channel: SupervisorChannel) -> bool:
+    """Whether the supervisor answers a ping at once."""
+    try:
+        parse_pong(channel.request(encode_ping(), _PING_S))
+    except (EngineError, ProtocolError, OSError):
+        return False
+    return True
 
 
 def run(channel: SupervisorChannel, request: RunRequest) -> RunResult:

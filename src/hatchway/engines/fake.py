@@ -52,6 +52,7 @@ class _Sandbox:
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     status: ExitStatus | None = None
     supervised: bool = False
+    signalled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class FakeEngine:
@@ -115,8 +116,15 @@ class FakeEngine:
         if program is None:
             return _result(request, RunStatus.EXEC_FAILED, 127, error=f"{request.argv[0]}: not found")
         if program.runs_until_stopped:
-            await sandbox.exited.wait()
-            raise EngineError("the sandbox ended (its supervisor's stream closed)")
+            sandbox.signalled.clear()
+            ended = asyncio.ensure_future(sandbox.exited.wait())
+            signalled = asyncio.ensure_future(sandbox.signalled.wait())
+            await asyncio.wait({ended, signalled}, return_when=asyncio.FIRST_COMPLETED)
+            ended.cancel()
+            signalled.cancel()
+            if sandbox.exited.is_set():
+                raise EngineError("the sandbox ended (its supervisor's stream closed)")
+            return _result(request, RunStatus.SIGNALED, 0, signal=9)
         # What it prints goes where the supervisor would put it: the request's files, through the mounts.
         for path, data in ((request.stdout_path, program.stdout), (request.stderr_path, program.stderr)):
             target = _on_host(sandbox.spec, path)
@@ -129,6 +137,16 @@ class FakeEngine:
 
     def resources(self, handle: Handle) -> Resources:
         return Resources(memory_bytes=1024, peak_memory_bytes=2048, cpu_s=0.01, pids=1)
+
+    async def check(self, handle: Handle) -> bool:
+        sandbox = self.sandboxes.get(handle.ref)
+        return sandbox is not None and sandbox.supervised and not sandbox.exited.is_set()
+
+    async def signal(self, handle: Handle, signal: str) -> None:
+        sandbox = self.sandboxes.get(handle.ref)
+        if sandbox is not None:
+            self._event(f"signal {signal}", sandbox)
+            sandbox.signalled.set()
 
     async def stop(self, handle: Handle, grace_s: float) -> None:
         sandbox = self.sandboxes.get(handle.ref)
@@ -204,12 +222,14 @@ def _on_host(spec: SandboxSpec, path: str | None) -> Path | None:
     return None
 
 
-def _result(request: RunRequest, status: RunStatus, exit_code: int, *, error: str | None = None) -> RunResult:
+def _result(
+    request: RunRequest, status: RunStatus, exit_code: int, *, error: str | None = None, signal: int | None = None
+) -> RunResult:
     return RunResult(
         id=request.id,
         status=status,
-        exit_code=exit_code,
-        signal=None,
+        exit_code=None if signal is not None else exit_code,
+        signal=signal,
         cpu_s=0.001,
         wall_s=0.001,
         memory_bytes=1024,

@@ -36,7 +36,8 @@ IO_DIR = "/.hatchway/io"
 """Where a pooled job's stdin, stdout and stderr files are, in the container (root's only)."""
 _FILLS_AT_ONCE = 2  # container starts compete with running jobs for the engine and the CPUs
 _BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
-_SWEEP_INTERVAL_S = 5.0
+_SWEEP_INTERVAL_S = 2.0
+"""How often idle containers are checked (a ping to their supervisor), warm pools expired and pools refilled."""
 
 
 @dataclass
@@ -215,9 +216,13 @@ class Pools:
         """Keep every pool at its size until `stop`."""
         self.running = True
         try:
+            checked = time.monotonic()
             while not stop.is_set():
                 self._wake.clear()
                 self._expire_warm()
+                if time.monotonic() - checked >= _SWEEP_INTERVAL_S:
+                    checked = time.monotonic()
+                    await self._check_idle()
                 self._fill()
                 waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
                 await asyncio.wait(waiters, timeout=_SWEEP_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED)
@@ -243,6 +248,23 @@ class Pools:
         self._wake.set()
 
     # Inside
+
+    async def _check_idle(self) -> None:
+        """Take every idle container out for a moment and ping its supervisor; replace the ones that died."""
+        taken = [(pool, pool.idle.popleft()) for pool in self._pools.values() for _ in range(len(pool.idle))]
+        if not taken:
+            return
+        alive = await asyncio.gather(*(slot.engine.check(slot.handle) for _, slot in taken))
+        for (pool, slot), ok in zip(taken, alive, strict=True):
+            if ok and self.running and self._pools.get(pool.key) is pool:
+                pool.idle.append(slot)
+                continue
+            if not ok:
+                log.warning(
+                    "an idle pool container died; replacing it",
+                    extra={"event": "pool_container_lost", "image": pool.key.image, "container": slot.handle.ref},
+                )
+            self._discard(pool, slot)
 
     def _add(self, key: PoolKey, size: int, reuse_jobs: int, disk_mb: int | None, *, configured: bool) -> Pool:
         pool = Pool(

@@ -4,6 +4,8 @@
  *
  *   hatchway-supervisor [--cgroup DIR] [--scratch DIR] [--wipe DIR]...
  *
+ * (A --wipe directory that does not exist is skipped: not every sandbox has /dev/mqueue.)
+ *
  * It is the container's PID 1 and talks to hatchway over its own stdin/stdout (docker attach). A request is a
  * sequence of NUL-terminated fields ended by an empty field; the first field is the verb ("ping" or "run"), the
  * others are key=value. Every request gets exactly one single-line JSON answer. protocol.py is the other half of
@@ -2274,8 +2276,14 @@ int main(int argc, char **argv)
             G.scratch_dir = val;
             G.scratch_fd = open_dir(val, "--scratch");
         } else if (strcmp(opt, "--wipe") == 0) {
-            G.wipe_path[G.nwipe] = val;
-            G.wipe_fd[G.nwipe++] = open_dir(val, "--wipe");
+            /* A directory this sandbox lacks (gVisor has no /dev/mqueue) has nothing to wipe. */
+            int fd = open(val, O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (fd < 0 && errno != ENOENT)
+                die("--wipe %s: %s", val, strerror(errno));
+            if (fd >= 0) {
+                G.wipe_path[G.nwipe] = val;
+                G.wipe_fd[G.nwipe++] = fd;
+            }
         } else {
             usage();
         }
