@@ -16,7 +16,7 @@ import docker
 import httpx
 import pytest
 
-from tests.conftest import containers_of
+from tests.conftest import containers_of, mounts_under
 
 
 def free_port() -> int:
@@ -110,6 +110,7 @@ def start_server(tmp_path: Path, worker_id: str, docker_client: docker.DockerCli
             server.stop()
         server.client.close()
         assert containers_of(docker_client, server.worker_id) == [], "containers left behind"
+        assert mounts_under(server.log_path.parent) == [], "a job's disk left mounted"
 
 
 @pytest.fixture(scope="module")
