@@ -5,7 +5,6 @@ and announced to anyone following the job's logs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,21 +14,22 @@ from hatchway.models import PROGRAM_STREAMS, Stream
 
 
 class OutputCapture:
-    """An `OutputSink` that keeps at most `cap_bytes` of each stream in a file under `directory`.
+    """An `OutputSink` that keeps at most `cap_bytes` of each stream in a file `<prefix>.<stream>` (no directory
+    of its own: making and removing one per job costs more than the rest of a pooled job's bookkeeping).
 
     `write` is called from engine threads; `on_limit` and follower wake-ups run on the event loop.
     """
 
     def __init__(
         self,
-        directory: Path,
+        prefix: Path,
         *,
         cap_bytes: int,
         loop: asyncio.AbstractEventLoop,
         on_limit: Callable[[], None],
     ) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.directory = directory
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
         self._cap = cap_bytes
         self._loop = loop
         self._on_limit = on_limit
@@ -45,7 +45,7 @@ class OutputCapture:
         return self._changed
 
     def path(self, stream: Stream) -> Path:
-        return self.directory / stream.value
+        return self.prefix.with_name(f"{self.prefix.name}.{stream.value}")
 
     def write(self, stream: Stream, data: bytes) -> None:
         with self._lock:
@@ -83,5 +83,3 @@ class OutputCapture:
         for stream, handle in self._files.items():
             handle.close()
             self.path(stream).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            self.directory.rmdir()

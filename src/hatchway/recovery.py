@@ -94,7 +94,7 @@ class Recovery:
         for parent in self._stale_dirs:
             if parent.is_dir():
                 for child in parent.iterdir():
-                    if child.name not in keep:
+                    if child.name.split(".")[0] not in keep:  # a job's dir, or its output files <id>.<stream>
                         _remove_tree(child)
 
     def _any_engine(self) -> Engine:

@@ -265,7 +265,7 @@ class JobRunner:
             with contextlib.suppress(EngineError):
                 await control.engine.remove(control.handle)
         elif control.slot is not None and self._pools is not None:
-            self._pools.release(control.slot)  # claimed, but the job never started in it
+            await self._pools.release(control.slot)  # claimed, but the job never started in it
         self._preparer.release(job_id)
         if control.volume is not None and control.slot is None:
             try:

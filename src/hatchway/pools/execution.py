@@ -108,7 +108,7 @@ class PooledRuns:
         """Give the container back to its pool, which resets or replaces it in the background."""
         slot = self._slots.pop(handle.ref, None)
         if slot is not None:
-            self._pools.release(slot)
+            await self._pools.release(slot)
 
 
 async def _ended(run: asyncio.Task[RunResult], within_s: float) -> bool:

@@ -36,8 +36,10 @@ IO_DIR = "/.hatchway/io"
 """Where a pooled job's stdin, stdout and stderr files are, in the container (root's only)."""
 _FILLS_AT_ONCE = 2  # container starts compete with running jobs for the engine and the CPUs
 _BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
-_SWEEP_INTERVAL_S = 2.0
-"""How often idle containers are checked (a ping to their supervisor), warm pools expired and pools refilled."""
+_SWEEP_INTERVAL_S = 1.0
+"""How often pools are refilled, warm pools expired and idle containers checked (at most one a pool at a time)."""
+_CHECK_EVERY_S = 3.0
+"""How often an idle container's supervisor is pinged, to replace one that died."""
 
 
 @dataclass
@@ -178,8 +180,9 @@ class Pools:
             return None
         return PoolKey(normalise_image(spec.image), runtime)
 
-    def release(self, slot: Slot) -> None:
-        """The job is over (its result stored): reset the container for the next job, or replace it."""
+    async def release(self, slot: Slot) -> None:
+        """The job is over (its result stored): reset the container for the next job before returning (so that a
+        client told the job ended finds it ready), or replace it in the background."""
         pool = self._pools.get(slot.key)
         if pool is None or slot not in pool.busy:
             self._spawn(self._destroy(slot), f"pool-remove-{slot.name}")
@@ -199,7 +202,7 @@ class Pools:
         if reusable:
             slot.state = SlotState.RESETTING
             pool.starting += 1
-            self._spawn(self._reset(pool, slot), f"pool-reset-{slot.name}")
+            await self._reset(pool, slot)
         else:
             self._discard(pool, slot)
 
@@ -250,12 +253,21 @@ class Pools:
     # Inside
 
     async def _check_idle(self) -> None:
-        """Take every idle container out for a moment and ping its supervisor; replace the ones that died."""
-        taken = [(pool, pool.idle.popleft()) for pool in self._pools.values() for _ in range(len(pool.idle))]
+        """Ping the supervisor of each pool's longest-unchecked idle container, taken out for that moment (the
+        others stay ready); replace it if it died."""
+        now = time.monotonic()
+        taken = []
+        for pool in self._pools.values():
+            due = [slot for slot in pool.idle if now - slot.checked_at >= _CHECK_EVERY_S]
+            if due:
+                slot = min(due, key=lambda slot: slot.checked_at)
+                pool.idle.remove(slot)
+                taken.append((pool, slot))
         if not taken:
             return
         alive = await asyncio.gather(*(slot.engine.check(slot.handle) for _, slot in taken))
         for (pool, slot), ok in zip(taken, alive, strict=True):
+            slot.checked_at = time.monotonic()
             if ok and self.running and self._pools.get(pool.key) is pool:
                 pool.idle.append(slot)
                 continue
@@ -379,6 +391,7 @@ class Pools:
         except HatchwayError as exc:
             slot.anomaly = f"the wipe after a job failed: {exc}"
         pool.starting -= 1
+        slot.checked_at = time.monotonic()  # it just served a job: alive
         if slot.anomaly is None and self.running and self._pools.get(pool.key) is pool:
             slot.state = SlotState.IDLE
             pool.idle.append(slot)

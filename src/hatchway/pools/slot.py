@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -53,3 +54,5 @@ class Slot:
     anomaly: str | None = None
     """Why the container must not serve again (a failed wipe, a supervisor error), if it must not."""
     tail: asyncio.Task[None] | None = field(default=None, repr=False)
+    checked_at: float = field(default_factory=time.monotonic)
+    """When its supervisor last answered (a ping, or a job)."""
