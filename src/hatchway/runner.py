@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from hatchway.pools import PooledRuns, Pools, Slot
 from hatchway.prepare import Prepared, Preparer, numeric_owner
 from hatchway.signals import JobSignals
 from hatchway.store.base import JobStore
-from hatchway.volumes import Volume, Volumes
+from hatchway.volumes import Volume, VolumeStock
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ class JobRunner:
         store: JobStore,
         engines: Mapping[str, Engine],
         preparer: Preparer,
-        volumes: Volumes,
+        volumes: VolumeStock,
         pools: Pools | None,
         artifacts: ArtifactStore,
         signals: JobSignals,
@@ -129,7 +128,7 @@ class JobRunner:
                 control.volume = control.slot.volume
                 await asyncio.to_thread(pools.limit_disk, control.slot, job.spec.limits.disk_mb)
             else:
-                control.volume = await asyncio.to_thread(self._volumes.create, job.id, job.spec.limits.disk_mb)
+                control.volume = await asyncio.to_thread(self._volumes.take, job.id, job.spec.limits.disk_mb)
             prepared = await self._preparer.prepare(
                 job,
                 volume=control.volume,
@@ -159,7 +158,7 @@ class JobRunner:
             log.exception("job failed on the worker", extra=self._extra("job_engine_error", job.id))
             return await self._failed(job, EngineError(str(exc)), capture)
         finally:
-            await self._clean_up(job.id, control, capture)
+            await self._clean_up(job, control, capture)
 
     async def _run_pooled(
         self, job: Job, control: RunControl, slot: Slot, prepared: Prepared, capture: OutputCapture
@@ -179,7 +178,7 @@ class JobRunner:
         self._log("job_reattached", job.id)
         capture = self.capture(job, control)
         control.engine, control.handle = self._engines[found.engine], found.handle
-        control.volume = self._volumes.find(job.id)
+        control.volume = self._volumes.volumes.find(job.id)
         try:
             running = job
             if job.state == JobState.BUILDING:
@@ -190,7 +189,7 @@ class JobRunner:
         except HatchwayError as exc:
             return await self._failed(job, exc, capture)
         finally:
-            await self._clean_up(job.id, control, capture)
+            await self._clean_up(job, control, capture)
 
     async def stop_before_start(self, job: Job, control: RunControl) -> Job:
         """End a job killed before anything started: cancelled, or queued again if the worker is stopping."""
@@ -215,7 +214,7 @@ class JobRunner:
         status = await exited
         assert control.volume is not None
         collected = await asyncio.to_thread(self._artifacts.collect, job.id, control.volume.work)
-        disk_full = await asyncio.to_thread(self._volumes.full, control.volume)
+        disk_full = await asyncio.to_thread(self._volumes.volumes.full, control.volume)
         outcome = _outcome(status, stopped_for, capture, disk_full=disk_full)
         if status.message and outcome.reason == Reason.EXIT_CODE and not outcome.message:
             outcome = outcome.model_copy(update={"message": status.message})
@@ -258,18 +257,25 @@ class JobRunner:
         control.capture = capture
         return capture
 
-    async def _clean_up(self, job_id: str, control: RunControl, capture: OutputCapture) -> None:
+    async def _clean_up(self, job: Job, control: RunControl, capture: OutputCapture) -> None:
         """Remove what the job used; waiters wake only now, so an ended job is also a cleaned-up one."""
+        job_id = job.id
         capture.finish()
+        removed = True
         if control.engine is not None and control.handle is not None:
-            with contextlib.suppress(EngineError):
+            try:
                 await control.engine.remove(control.handle)
+            except EngineError:
+                removed = False
         elif control.slot is not None and self._pools is not None:
             await self._pools.release(control.slot)  # claimed, but the job never started in it
         self._preparer.release(job_id)
         if control.volume is not None and control.slot is None:
             try:
-                await asyncio.to_thread(self._volumes.remove, control.volume)
+                if removed:  # a volume a live container may still write to is never handed on
+                    await asyncio.to_thread(self._volumes.give_back, control.volume, job.spec.limits.disk_mb)
+                else:
+                    await asyncio.to_thread(self._volumes.volumes.remove, control.volume)
             except HatchwayError as exc:
                 log.error("the job's disk was not removed: %s", exc, extra=self._extra("volume_remove_failed", job_id))
         self._signals.notify(job_id)

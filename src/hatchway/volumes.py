@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -107,6 +108,18 @@ class Volumes(Protocol):
         """The volume `create(name, ...)` made, e.g. for a job re-attached after a restart."""
         ...
 
+    def rename(self, volume: Volume, name: str) -> Volume:
+        """The same volume under another name (a spare handed to a new owner)."""
+        ...
+
+    def used_bytes(self, volume: Volume) -> int:
+        """How much of the volume is in use now."""
+        ...
+
+    def trim(self, volume: Volume) -> None:
+        """Give the host back the space of blocks freed inside the volume."""
+        ...
+
 
 class LoopVolumes:
     """Volumes as loop-mounted ext4 files under `base`; needs root and `mkfs.ext4`."""
@@ -169,6 +182,18 @@ class LoopVolumes:
         home = self._base / name
         return Volume(name=name, root=home / "mnt", backing=home / "disk.ext4")
 
+    def rename(self, volume: Volume, name: str) -> Volume:
+        renamed = self.find(name)
+        os.rename(volume.root.parent, renamed.root.parent)  # the mount moves with its parent directory
+        return renamed
+
+    def used_bytes(self, volume: Volume) -> int:
+        stat = os.statvfs(volume.root)
+        return (stat.f_blocks - stat.f_bfree) * stat.f_frsize
+
+    def trim(self, volume: Volume) -> None:
+        _command("fstrim", str(volume.root))
+
     def sweep(self, keep: set[str]) -> list[str]:
         if not self._base.is_dir():
             return []
@@ -212,6 +237,17 @@ class DirectoryVolumes:
 
     def find(self, name: str) -> Volume:
         return Volume(name=name, root=self._base / name, backing=None)
+
+    def rename(self, volume: Volume, name: str) -> Volume:
+        renamed = self.find(name)
+        os.rename(volume.root, renamed.root)
+        return renamed
+
+    def used_bytes(self, volume: Volume) -> int:
+        return 0
+
+    def trim(self, volume: Volume) -> None:
+        return None
 
     def sweep(self, keep: set[str]) -> list[str]:
         names = [path.name for path in self._base.iterdir() if path.name not in keep] if self._base.is_dir() else []
@@ -268,3 +304,58 @@ def _command(*argv: str) -> None:
         raise DiskUnavailable(f"{argv[0]} failed: {exc}") from exc
     if done.returncode != 0:
         raise DiskUnavailable(f"{argv[0]} failed: {(done.stderr or done.stdout).strip() or done.returncode}")
+
+
+_TRIM_ABOVE_BYTES = 4 * MIB
+
+
+class VolumeStock:
+    """Volumes made ahead and given back: a volume whose owner is done is wiped and kept (up to `spares` of
+    them) for the next owner with the same disk limit, so that neither a pooled container nor a cold job waits
+    for mkfs and mount. A wiped volume is as good as a new one: its files are gone, and blocks freed inside it
+    read as zeros to whoever gets them next (ext4 never hands out another file's old data); a volume that held
+    much is trimmed first, so the host gets the space back."""
+
+    def __init__(self, volumes: Volumes, *, spares: int) -> None:
+        self.volumes = volumes
+        self._spares = spares
+        self._stock: dict[int, list[Volume]] = {}
+        self._lock = threading.Lock()  # its methods run in worker threads
+
+    def take(self, name: str, disk_mb: int) -> Volume:
+        """A fresh volume named `name` for up to `disk_mb`: a spare if one is in stock. Blocking."""
+        with self._lock:
+            stock = self._stock.get(disk_mb)
+            spare = stock.pop() if stock else None
+        if spare is not None:
+            volume = self.volumes.rename(spare, name)
+            self.volumes.limit(volume, disk_mb)
+            return volume
+        return self.volumes.create(name, disk_mb)
+
+    def give_back(self, volume: Volume, disk_mb: int) -> None:
+        """The owner is done with `volume` (its container removed): keep it wiped as a spare, or remove it.
+        Blocking; never raises for a volume it cannot keep."""
+        with self._lock:
+            room = sum(len(stock) for stock in self._stock.values()) < self._spares
+        if room:
+            try:
+                used = self.volumes.used_bytes(volume)
+                self.volumes.wipe(volume)
+                if used > _TRIM_ABOVE_BYTES:
+                    self.volumes.trim(volume)
+                with self._lock:
+                    self._stock.setdefault(disk_mb, []).append(volume)
+                return
+            except (OSError, DiskUnavailable) as exc:
+                log.warning("a used volume is not kept: %s", exc, extra={"event": "volume_not_kept"})
+        self.volumes.remove(volume)
+
+    def clear(self) -> None:
+        """Remove every spare (at shutdown)."""
+        with self._lock:
+            spares = [volume for stock in self._stock.values() for volume in stock]
+            self._stock.clear()
+        for volume in spares:
+            with contextlib.suppress(DiskUnavailable):
+                self.volumes.remove(volume)

@@ -34,7 +34,7 @@ from hatchway.services import Services
 from hatchway.settings import Settings
 from hatchway.signals import JobSignals
 from hatchway.store.base import JobStore
-from hatchway.volumes import LoopVolumes, Volumes
+from hatchway.volumes import LoopVolumes, Volumes, VolumeStock
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ _MAINTENANCE_INTERVAL_S = 60.0
 # How long stopped jobs may take to be cleaned up at shutdown: removing a gVisor sandbox after a fork bomb has
 # been seen to take 35 s.
 _CLEAN_UP_S = 90.0
+_MAX_SPARE_VOLUMES = 32
 
 
 class Worker:
@@ -77,6 +78,8 @@ class Worker:
         )
         self._ports = PortAllocator(*settings.port_range)
         self.volumes = volumes or LoopVolumes(settings.data_dir / "volumes", owner=numeric_owner(settings.run_as_user))
+        spares = min(settings.max_concurrent_jobs + sum(pool.size for pool in settings.pools), _MAX_SPARE_VOLUMES)
+        self._volume_stock = VolumeStock(self.volumes, spares=spares)
         self._controls: dict[str, RunControl] = {}
         bundle_limits = BundleLimits(
             max_unpacked_bytes=settings.bundle_max_unpacked_bytes, max_files=settings.bundle_max_files
@@ -92,7 +95,7 @@ class Worker:
         )
         self.pools = Pools(
             engines=engines,
-            volumes=self.volumes,
+            volumes=self._volume_stock,
             images=images,
             configs=settings.pools,
             warm_total=settings.pool_warm_total,
@@ -108,7 +111,7 @@ class Worker:
             store=store,
             engines=engines,
             preparer=self._preparer,
-            volumes=self.volumes,
+            volumes=self._volume_stock,
             pools=self.pools,
             artifacts=self.artifacts,
             signals=self.signals,
@@ -207,6 +210,7 @@ class Worker:
         if pending:
             await asyncio.wait(pending, timeout=self.settings.kill_grace_s + _CLEAN_UP_S)
         await self.pools.close()
+        await asyncio.to_thread(self._volume_stock.clear)
         await self.services.stop()
         await self.health.settle()
         log.info("worker drained", extra={"event": "worker_drained", "worker_id": self.worker_id})

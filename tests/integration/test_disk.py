@@ -15,7 +15,6 @@ import pytest
 from hatchway.models import Job, JobState
 from hatchway.settings import Settings
 from hatchway.worker import Worker
-from tests.conftest import mounts_under
 from tests.integration.conftest import RunJob, make_settings, wait_for_state
 
 pytestmark = pytest.mark.docker
@@ -69,7 +68,8 @@ async def test_a_job_within_its_disk_sees_it_all(run_job: RunJob, runtime: str) 
 
 
 async def test_the_host_stores_only_what_the_job_wrote(worker: Worker, submit: Submit) -> None:
-    """A 4 GiB disk is a sparse file: while the job runs, the host holds its 8 MB and a little of ext4's own."""
+    """A 4 GiB disk is a sparse file: while the job runs, the host holds its 8 MB and a little of ext4's own, and
+    once it has ended, nothing of what the job wrote."""
     job = await submit(
         "dd if=/dev/zero of=big bs=1M count=8 2>/dev/null && touch written && sleep 30", limits={"disk_mb": 4096}
     )
@@ -85,8 +85,8 @@ async def test_the_host_stores_only_what_the_job_wrote(worker: Worker, submit: S
     await worker.jobs.kill(job.id, grace_s=0)
     final = await worker.jobs.wait_final(job.id, 30)
     assert final.reason == "killed"
-    assert mounts_under(worker.settings.data_dir) == [], "the job's disk is unmounted once it has ended"
-    assert not backing.parent.exists()
+    # The disk is removed, or kept wiped as a spare for the next job: then its freed blocks go back to the host.
+    assert not backing.exists() or backing.stat().st_blocks * 512 < 4 * MIB
 
 
 async def test_a_bundle_past_the_disk_limit_is_refused_before_it_is_written(

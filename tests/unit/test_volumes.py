@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hatchway.volumes import MIB, LoopVolumes, Volume, room_for_files
+from hatchway.volumes import MIB, LoopVolumes, Volume, VolumeStock, room_for_files
 from tests.conftest import mounts_under
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
@@ -93,3 +93,21 @@ def test_sweep_removes_every_volume_but_those_kept(volumes: LoopVolumes, tmp_pat
     assert not gone.root.parent.exists()
     assert mounts_under(tmp_path) == [str(kept.root)]
     assert volumes.find("kept") == kept
+
+
+def test_a_stock_hands_a_wiped_spare_to_the_next_owner(volumes: LoopVolumes, tmp_path: Path) -> None:
+    stock = VolumeStock(volumes, spares=1)
+    first = stock.take("job-1", 16)
+    (first.work / "secret").write_bytes(bytes(8 * MIB))
+    backing = first.backing
+    stock.give_back(first, 16)
+    assert backing is not None and backing.stat().st_blocks * 512 < 4 * MIB, "the freed blocks went back (trim)"
+    second = stock.take("job-2", 16)
+    assert second.root.parent.name == "job-2" and not first.root.parent.exists()
+    assert list(second.work.iterdir()) == [] and free_bytes(second) == 16 * MIB
+    third = stock.take("job-3", 16)  # the stock is empty: a new one
+    stock.give_back(second, 16)
+    stock.give_back(third, 16)  # no room for a second spare: removed
+    assert not third.root.parent.exists()
+    stock.clear()
+    assert mounts_under(tmp_path) == []

@@ -8,7 +8,6 @@ A job a pool cannot serve, or that finds no idle container, takes the cold path;
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -26,7 +25,7 @@ from hatchway.models import Job, ResolvedLimits
 from hatchway.pools.slot import PoolKey, Slot, SlotState
 from hatchway.prepare import numeric_owner
 from hatchway.settings import PoolConfig
-from hatchway.volumes import Volume, Volumes
+from hatchway.volumes import Volume, VolumeStock
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +101,7 @@ class Pools:
         self,
         *,
         engines: Mapping[str, Engine],
-        volumes: Volumes,
+        volumes: VolumeStock,
         images: ImageService,
         configs: list[PoolConfig],
         warm_total: int,
@@ -208,7 +207,7 @@ class Pools:
 
     def limit_disk(self, slot: Slot, disk_mb: int) -> None:
         """Let the job in `slot` use `disk_mb` of the container's disk (blocking)."""
-        self._volumes.limit(slot.volume, disk_mb)
+        self._volumes.volumes.limit(slot.volume, disk_mb)
 
     def status(self) -> list[PoolStatus]:
         return [pool.status() for pool in self._pools.values()]
@@ -331,11 +330,11 @@ class Pools:
         engine = self._engines[pool.key.runtime]
         volume = None
         try:
-            volume = await asyncio.to_thread(self._volumes.create, name, pool.disk_mb)
+            volume = await asyncio.to_thread(self._volumes.take, name, pool.disk_mb)
             handle = await engine.open(self._spec(pool, name, volume))
         except HatchwayError as exc:
             if volume is not None:
-                await asyncio.to_thread(self._volumes.remove, volume)
+                await asyncio.to_thread(self._volumes.give_back, volume, pool.disk_mb)
             pool.starting -= 1
             pool.failures += 1
             pool.last_error = str(exc)
@@ -387,7 +386,7 @@ class Pools:
         """Make a used container as good as new: the supervisor already killed every process of the job;
         empty its working directory, /tmp and its output files."""
         try:
-            await asyncio.to_thread(self._volumes.wipe, slot.volume)
+            await asyncio.to_thread(self._volumes.volumes.wipe, slot.volume)
         except HatchwayError as exc:
             slot.anomaly = f"the wipe after a job failed: {exc}"
         pool.starting -= 1
@@ -404,10 +403,17 @@ class Pools:
         self._wake.set()
 
     async def _destroy(self, slot: Slot) -> None:
-        with contextlib.suppress(HatchwayError):
-            await slot.engine.remove(slot.handle)
+        """Remove the container; its disk is kept as a spare only if the container is surely gone."""
+        removed = True
         try:
-            await asyncio.to_thread(self._volumes.remove, slot.volume)
+            await slot.engine.remove(slot.handle)
+        except HatchwayError:
+            removed = False
+        try:
+            if removed and slot.anomaly is None:
+                await asyncio.to_thread(self._volumes.give_back, slot.volume, slot.disk_mb)
+            else:
+                await asyncio.to_thread(self._volumes.volumes.remove, slot.volume)
         except HatchwayError as exc:
             log.error("a pool container's disk was not removed: %s", exc, extra={"event": "volume_remove_failed"})
 
