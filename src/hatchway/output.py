@@ -27,6 +27,7 @@ class OutputCapture:
         cap_bytes: int,
         loop: asyncio.AbstractEventLoop,
         on_limit: Callable[[], None],
+        build: bool = True,
     ) -> None:
         prefix.parent.mkdir(parents=True, exist_ok=True)
         self.prefix = prefix
@@ -34,7 +35,9 @@ class OutputCapture:
         self._loop = loop
         self._on_limit = on_limit
         self._lock = threading.Lock()
-        self._files: dict[Stream, BinaryIO] = {s: open(self.path(s), "wb") for s in Stream}  # noqa: SIM115
+        # The build stream has a file only for a job that builds something (an image, a grading's program).
+        streams = [stream for stream in Stream if build or stream is not Stream.BUILD]
+        self._files: dict[Stream, BinaryIO] = {s: open(self.path(s), "wb") for s in streams}  # noqa: SIM115
         self._size = dict.fromkeys(Stream, 0)
         self.truncated = dict.fromkeys(Stream, False)
         self._changed = asyncio.Event()
@@ -52,6 +55,8 @@ class OutputCapture:
             room = self._cap - self._size[stream]
             kept = data[: max(room, 0)]
             if kept:
+                if stream not in self._files:
+                    self._files[stream] = open(self.path(stream), "wb")  # noqa: SIM115
                 self._files[stream].write(kept)
                 self._files[stream].flush()
                 self._size[stream] += len(kept)
@@ -66,6 +71,8 @@ class OutputCapture:
     def text(self, stream: Stream) -> str:
         """Everything kept of `stream`, decoded; bytes that are not UTF-8 become U+FFFD."""
         with self._lock:
+            if stream not in self._files:
+                return ""
             self._files[stream].flush()
         return self.path(stream).read_bytes().decode(errors="replace")
 

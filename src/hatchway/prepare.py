@@ -106,8 +106,8 @@ class Preparer:
             assert spec.image is not None, "a spec has an image or a build"
             image = self._hold(job.id, spec.image)
             image_cached = True if image_present else await self._images.ensure(image)
-        await asyncio.to_thread(_write_files, workspace, spec.files)  # inline files win over the bundle's
-        await asyncio.to_thread(self._hand_over, workspace)
+        if spec.files or spec.bundle_url is not None:  # an empty workspace is the job user's already
+            await asyncio.to_thread(self._fill, workspace, spec.files)
         ports = self._ports.allocate(job.id, spec.ports)
         limits = spec.limits
         return Prepared(
@@ -162,6 +162,10 @@ class Preparer:
         self._images.acquire(image)
         self._held_images[job_id] = image
         return image
+
+    def _fill(self, workspace: Path, files: dict[str, str]) -> None:
+        _write_files(workspace, files)  # inline files win over the bundle's
+        self._hand_over(workspace)
 
     def _hand_over(self, workspace: Path) -> None:
         """Make the workspace writable by the non-root user the job runs as."""

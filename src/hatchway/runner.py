@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from hatchway.artifacts import ArtifactStore
+from hatchway.artifacts import ArtifactStore, Collected
 from hatchway.engines.base import CommandNotRunnable, Engine, ExitStatus, Found, Handle, OutputSink
 from hatchway.errors import (
     BadBundle,
@@ -126,7 +126,7 @@ class JobRunner:
             control.slot = pools.claim(job, runtime) if pools is not None else None
             if pools is not None and control.slot is not None:
                 control.volume = control.slot.volume
-                await asyncio.to_thread(pools.limit_disk, control.slot, job.spec.limits.disk_mb)
+                await pools.limit_disk(control.slot, job.spec.limits.disk_mb)
             else:
                 control.volume = await asyncio.to_thread(self._volumes.take, job.id, job.spec.limits.disk_mb)
             prepared = await self._preparer.prepare(
@@ -213,14 +213,17 @@ class JobRunner:
             await engine.stop(handle, grace_s)
         status = await exited
         assert control.volume is not None
-        collected = await asyncio.to_thread(self._artifacts.collect, job.id, control.volume.work)
-        disk_full = await asyncio.to_thread(self._volumes.volumes.full, control.volume)
+        collected, disk_full = await asyncio.to_thread(self._collect, job.id, control.volume)
         outcome = _outcome(status, stopped_for, capture, disk_full=disk_full)
         if status.message and outcome.reason == Reason.EXIT_CODE and not outcome.message:
             outcome = outcome.model_copy(update={"message": status.message})
         if collected.truncated:
             outcome = outcome.model_copy(update={"message": "some files under out/ were over the artifact limit"})
         return await self.finish(job, outcome.model_copy(update={"resources": engine.resources(handle)}), capture)
+
+    def _collect(self, job_id: str, volume: Volume) -> tuple[Collected, bool]:
+        """The job's artifacts, and whether it filled its disk (blocking)."""
+        return self._artifacts.collect(job_id, volume.work), self._volumes.volumes.full(volume)
 
     async def _failed(self, job: Job, exc: HatchwayError, capture: OutputCapture) -> Job:
         reason = next((reason for kind, reason in _PREPARE_FAILURES if isinstance(exc, kind)), None)
@@ -253,6 +256,7 @@ class JobRunner:
             cap_bytes=job.spec.limits.output_bytes,
             loop=asyncio.get_running_loop(),
             on_limit=control.output_limit.set,
+            build=job.spec.kind == "grade" or job.spec.build is not None,
         )
         control.capture = capture
         return capture

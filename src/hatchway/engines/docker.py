@@ -98,6 +98,7 @@ class DockerEngine:
         # Host cgroups exist for runc only: gVisor's sandboxes see an emulated kernel of their own.
         self._cgroups = runtime is None and cgroups.available()
         self._live: dict[str, _Live] = {}
+        self._homes: dict[str, str] = {}
 
     async def ping(self) -> bool:
         return await self._host.ping()
@@ -283,8 +284,10 @@ class DockerEngine:
             raise
         live = self._live[container_id] = _Live(cgroup=cgroup)
         try:
-            live.channel, image_env = supervised.connect(api, container_id)
-            live.environment = supervised.process_environment(api, container_id, image_env, spec.user)
+            live.channel, image_env, image_id = supervised.connect(api, container_id)
+            live.environment = supervised.process_environment(
+                api, container_id, (image_id, image_env), spec.user, self._homes
+            )
         except BaseException:
             self._remove(container_id)
             raise

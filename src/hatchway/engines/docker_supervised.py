@@ -80,30 +80,41 @@ def layout(spec: SandboxSpec, *, binary: Path, cgroup: SandboxCgroup | None, gvi
     return Layout(spec=supervised, command=command, host_options=options)
 
 
-def connect(api: docker.APIClient, container_id: str) -> tuple[SupervisorChannel, dict[str, str]]:
+def connect(api: docker.APIClient, container_id: str) -> tuple[SupervisorChannel, dict[str, str], str]:
     """Attach to a created supervised container, start it, and wait for its supervisor to be ready. Returns the
-    channel and the environment the image defines. The caller removes the container if this raises."""
+    channel, the environment the image defines and the image's id. The caller removes the container if this raises."""
     sock = api.attach_socket(container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
     channel = SupervisorChannel(sock)
     try:
         api.start(container_id)
         ready = parse_ready(channel.read_line(_START_S))
-        variables = api.inspect_container(container_id)["Config"].get("Env") or []
+        info = api.inspect_container(container_id)
+        variables = info["Config"].get("Env") or []
     except BaseException:
         channel.close()
         raise
     log.debug("supervisor ready in %s mode", ready.mode.value, extra={"event": "sandbox_opened"})
-    return channel, dict(item.partition("=")[::2] for item in variables)
+    return channel, dict(item.partition("=")[::2] for item in variables), str(info["Image"])
 
 
 def process_environment(
-    api: docker.APIClient, container_id: str, image_env: dict[str, str], user: str
+    api: docker.APIClient,
+    container_id: str,
+    image: tuple[str, dict[str, str]],
+    user: str,
+    homes: dict[str, str],
 ) -> dict[str, str]:
     """What Docker adds to a container's process environment beyond the image's: HOSTNAME, and HOME as the image's
-    /etc/passwd has it for the job's user ("/" if it has none), so that a run sees what a fresh container would."""
+    /etc/passwd has it for the job's user ("/" if it has none), so that a run sees what a fresh container would.
+    `image` is the image's id and environment; `homes` caches HOME by image id and user (reading it costs a
+    request to the engine)."""
+    image_id, image_env = image
     env = {"HOSTNAME": container_id[:12], **image_env}
     if "HOME" not in env:
-        env["HOME"] = _home_of(api, container_id, user.partition(":")[0])
+        key = f"{image_id}/{user}"
+        if key not in homes:
+            homes[key] = _home_of(api, container_id, user.partition(":")[0])
+        env["HOME"] = homes[key]
     return env
 
 

@@ -45,7 +45,6 @@ class PooledRuns:
         if process.stdin is not None:
             stdin_path = f"{IO_DIR}/stdin"
             await asyncio.to_thread(_write_private, slot.volume.io / "stdin", process.stdin)
-        await asyncio.to_thread(self._pools.limit_disk, slot, limits.disk_mb)
         request = RunRequest(
             argv=tuple(process.argv),
             uid=uid,

@@ -205,9 +205,11 @@ class Pools:
         else:
             self._discard(pool, slot)
 
-    def limit_disk(self, slot: Slot, disk_mb: int) -> None:
-        """Let the job in `slot` use `disk_mb` of the container's disk (blocking)."""
-        self._volumes.volumes.limit(slot.volume, disk_mb)
+    async def limit_disk(self, slot: Slot, disk_mb: int) -> None:
+        """Let the job in `slot` use `disk_mb` of the container's disk (unless that is the limit already)."""
+        if slot.limit_mb != disk_mb:
+            await asyncio.to_thread(self._volumes.volumes.limit, slot.volume, disk_mb)
+            slot.limit_mb = disk_mb
 
     def status(self) -> list[PoolStatus]:
         return [pool.status() for pool in self._pools.values()]
@@ -353,6 +355,7 @@ class Pools:
             handle=handle,
             volume=volume,
             disk_mb=pool.disk_mb,
+            limit_mb=pool.disk_mb,  # as `take` made it
             environment=engine.environment(handle),
         )
         if self._pools.get(pool.key) is pool and self.running:

@@ -44,7 +44,10 @@ class Slot:
     handle: Handle
     volume: Volume
     disk_mb: int
+    """The disk the container's volume was made for: the most a job in it may have."""
     environment: dict[str, str]
+    limit_mb: int = 0
+    """What the volume lets a job write now (set for each job that needs another limit than the last)."""
     state: SlotState = SlotState.IDLE
     served: int = 0
     job_id: str | None = None
