@@ -105,6 +105,7 @@ class Worker:
             max_concurrent_jobs=settings.max_concurrent_jobs,
             poll_interval_s=settings.poll_interval_s,
             launch=self._launch,
+            ready=self.health.answering,
         )
         problems = ProblemArchives(bundles=bundles, limits=bundle_limits)
         self._grader = GradeRunner(
@@ -147,6 +148,8 @@ class Worker:
             resume=self._resume,
             stale_dirs=(settings.data_dir / "work", settings.data_dir / "output"),
         )
+        self._recovered = False
+        self.health.on_back = self._after_outage
         self.services = Services(worker_id=self.worker_id)
         self._on_close = on_close
         self._stop = self.services.stopping
@@ -205,6 +208,7 @@ class Worker:
         while not self._stop.is_set():
             try:
                 await self._recovery.run()
+                self._recovered = True
                 break
             except EngineError as exc:
                 log.error(
@@ -214,6 +218,12 @@ class Worker:
                 )
                 await asyncio.sleep(_RECOVERY_RETRY_S)
         await self.scheduler.run(self._stop)
+
+    async def _after_outage(self) -> None:
+        """The engine answers again: remove what the outage left that no active job owns (not before recovery
+        has settled the last run's, which it does itself)."""
+        if self._recovered:
+            await self._recovery.reap(self._controls.keys())
 
     async def _maintain(self) -> None:
         """Now and then: expire old artifacts, keep the image cache in its budget, re-probe failed engines."""
