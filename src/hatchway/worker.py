@@ -97,7 +97,7 @@ class Worker:
             output_dir=settings.data_dir / "output",
             worker_id=self.worker_id,
             choose_runtime=self.policy.choose_runtime,
-            on_engine_trouble=self.health.recheck,
+            health=self.health,
         )
         self.scheduler = Scheduler(
             store=store,
@@ -119,7 +119,7 @@ class Worker:
             run_as_user=settings.run_as_user,
             worker_id=self.worker_id,
             choose_runtime=self.policy.choose_runtime,
-            on_engine_trouble=self.health.recheck,
+            health=self.health,
         )
         self.jobs = JobService(
             store=store,
