@@ -11,7 +11,8 @@
 # A private engine beside the system's (for tests that restart it) when HATCHWAY_ENGINE_ROOT is set:
 #   HATCHWAY_ENGINE_ROOT    its directory: daemon.json, data-root, exec-root, pidfile and log all live there
 #   HATCHWAY_ENGINE_SOCKET  its API socket (default: $HATCHWAY_ENGINE_ROOT/docker.sock)
-# It starts a containerd of its own (under its exec-root). Stop it with its pidfile:
+# It starts a containerd of its own under its exec-root (or, if a system containerd runs, uses namespaces of its
+# own there). Stop it with its pidfile:
 #   kill "$(cat "$HATCHWAY_ENGINE_ROOT/dockerd.pid")"
 set -euo pipefail
 
@@ -111,7 +112,8 @@ if [ -n "$private_root" ]; then
   mkdir -p "$private_root/data" "$private_root/exec"
   settings=$(python3 -c 'import json, sys; s = json.loads(sys.argv[1]); r = sys.argv[2]
 s.update({"hosts": ["unix://" + sys.argv[3]], "data-root": r + "/data", "exec-root": r + "/exec",
-          "pidfile": r + "/dockerd.pid"})
+          "pidfile": r + "/dockerd.pid", "containerd-namespace": "hatchway-private",
+          "containerd-plugins-namespace": "hatchway-private-plugins"})
 print(json.dumps(s))' "$settings" "$private_root" "$socket")
 fi
 mkdir -p "$state_dir"
