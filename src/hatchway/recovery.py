@@ -6,7 +6,7 @@ import asyncio
 import logging
 import shutil
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from pathlib import Path
 
 from hatchway.engines.base import Engine, Found, Handle, Role
@@ -89,6 +89,16 @@ class Recovery:
             utcnow(),
         )
         self._log("job_lost", job.id)
+
+    async def reap(self, active: Container[str]) -> None:
+        """Remove this worker's sandboxes that belong to no job in `active`: after an engine outage, those of
+        jobs that ended while the engine was away, or of a start the outage cut short."""
+        everything = await asyncio.gather(*(engine.recover() for engine in self._engines.values()))
+        unique = {item.handle.ref: item for found_list in everything for item in found_list}
+        for item in unique.values():
+            if item.handle.job_id not in active:
+                self._log("container_reaped", item.handle.job_id, container=item.handle.ref, role=item.handle.role)
+                await self._any_engine().remove(item.handle)
 
     def _clear_stale_dirs(self, keep: set[str]) -> None:
         for parent in self._stale_dirs:

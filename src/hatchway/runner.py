@@ -1,13 +1,20 @@
-"""Running one job: prepare, start, supervise the limits, decide the outcome, store it, then clean up."""
+"""Running one job: prepare, start, supervise the limits, decide the outcome, store it, then clean up.
+
+When the engine goes away (it restarts, say), a job that had not started goes back to the queue and runs once the
+engine answers again; a running one keeps what it printed, waits for the engine (within its own time limit), and
+is re-attached to its container, as after a worker restart.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from hatchway.artifacts import ArtifactStore, Collected
 from hatchway.engines.base import CommandNotRunnable, Engine, ExitStatus, Found, Handle, OutputSink
@@ -15,11 +22,13 @@ from hatchway.errors import (
     BadBundle,
     BuildFailed,
     EngineError,
+    EngineUnavailable,
     HatchwayError,
     ImageNotFound,
     ImagePullFailed,
     NotAllowed,
 )
+from hatchway.health import EngineHealth
 from hatchway.models import PROGRAM_STREAMS, Job, JobState, Outcome, Reason, Resources, RunInfo, Stream, utcnow
 from hatchway.output import OutputCapture
 from hatchway.pools import PooledRuns, Pools, Slot
@@ -97,7 +106,7 @@ class JobRunner:
         output_dir: Path,
         worker_id: str,
         choose_runtime: Callable[[str], tuple[str, list[str]]],
-        on_engine_trouble: Callable[[], None],
+        health: EngineHealth,
     ) -> None:
         self._store = store
         self._engines = engines
@@ -111,7 +120,7 @@ class JobRunner:
         self._output_dir = output_dir
         self._worker_id = worker_id
         self._choose_runtime = choose_runtime
-        self._on_engine_trouble = on_engine_trouble
+        self._health = health
 
     async def run(self, job: Job, control: RunControl) -> Job:
         """Prepare, start and supervise a job that this worker has claimed (state `building`)."""
@@ -153,6 +162,8 @@ class JobRunner:
             self._log("job_running", job.id, engine=runtime)
             return await self._supervise(running or job, control, capture)
         except HatchwayError as exc:
+            if control.handle is None and await self.outage(exc):
+                return await self.wait_in_queue(job, exc)
             return await self._failed(job, exc, capture)
         except OSError as exc:
             log.exception("job failed on the worker", extra=self._extra("job_engine_error", job.id))
@@ -200,18 +211,62 @@ class JobRunner:
             return requeued or job
         return await self.finish(job, Outcome(state=JobState.KILLED, reason=Reason.CANCELLED), None)
 
+    async def outage(self, exc: HatchwayError) -> bool:
+        """Whether `exc` means the engine went away, rather than a failure of the job or of the engine."""
+        if isinstance(exc, EngineUnavailable):
+            return True
+        # A sandbox's stream that ends as the daemon stops says only "ended": ask the engine.
+        return isinstance(exc, EngineError) and not await self._health.ping()
+
+    async def wait_in_queue(self, job: Job, exc: HatchwayError, *, started_too: bool = False) -> Job:
+        """The engine went away before the job started (or, with `started_too`, a job that may run again from
+        scratch): queue it again, in its place, instead of failing it. The scheduler claims nothing until the
+        engine answers again."""
+        self._health.lost(exc)
+        message = f"{exc}; the job waits in the queue until it answers again"
+        requeued = await self._store.requeue_unstarted(job.id, message)
+        if requeued is None and started_too:
+            requeued = await self._store.requeue_lost(job.id)
+        if requeued is None:
+            return await self._store.get(job.id) or job
+        self._log("job_requeued", job.id, why=str(exc))
+        return requeued
+
     async def _supervise(self, job: Job, control: RunControl, capture: OutputCapture) -> Job:
         assert control.engine is not None and control.handle is not None
         engine, handle = control.engine, control.handle
-        started_at = job.started_at or utcnow()
-        remaining_s = job.spec.limits.timeout_s - (utcnow() - started_at).total_seconds()
-        exited = asyncio.create_task(engine.wait(handle, capture), name=f"wait-{job.id}")
-        stopped_for = await _first_of(exited, control, max(remaining_s, 0.0))
-        if stopped_for is not None:
-            grace_s = control.kill_grace_s if stopped_for in (Reason.KILLED, Reason.SHUTDOWN) else 0.0
-            self._log("job_stopping", job.id, reason=stopped_for.value)
-            await engine.stop(handle, grace_s)
-        status = await exited
+        deadline = (job.started_at or utcnow()) + timedelta(seconds=job.spec.limits.timeout_s)
+        stopped_for: Reason | None = None
+        lost: HatchwayError | None = None
+        while True:
+            exited = asyncio.create_task(engine.wait(handle, capture), name=f"wait-{job.id}")
+            if stopped_for is None:
+                stopped_for = await _first_of(exited, control, _left_s(deadline))
+                if stopped_for is not None:
+                    await self._stop(job, control, stopped_for)
+            try:
+                status = await exited
+                break
+            except HatchwayError as exc:
+                if not await self.outage(exc):
+                    if lost is not None:
+                        raise EngineError(
+                            f"{lost}; when it answered again the job could not be picked up: {exc}"
+                        ) from exc
+                    raise
+                lost = exc
+            # The engine went away: what the job printed so far is kept; wait for the engine, within the job's
+            # time limit, then wait for its container again (the rest of its output comes from the engine's log).
+            self._health.lost(lost)
+            self._log("job_waiting_for_engine", job.id, why=str(lost))
+            if stopped_for is None:
+                stopped_for = await _engine_back(self._health.answering, control, _left_s(deadline))
+            if not self._health.answering.is_set():
+                assert stopped_for is not None
+                return await self.finish(job, _cut_off(stopped_for, lost, capture), capture)
+            self._log("job_reattaching", job.id)
+            if stopped_for is not None:  # the stop may not have reached the container before the outage
+                await self._stop(job, control, stopped_for)
         assert control.volume is not None
         collected, disk_full = await asyncio.to_thread(self._collect, job.id, control.volume)
         outcome = _outcome(status, stopped_for, capture, disk_full=disk_full)
@@ -225,13 +280,23 @@ class JobRunner:
         """The job's artifacts, and whether it filled its disk (blocking)."""
         return self._artifacts.collect(job_id, volume.work), self._volumes.volumes.full(volume)
 
+    async def _stop(self, job: Job, control: RunControl, reason: Reason) -> None:
+        assert control.engine is not None and control.handle is not None
+        grace_s = control.kill_grace_s if reason in (Reason.KILLED, Reason.SHUTDOWN) else 0.0
+        self._log("job_stopping", job.id, reason=reason.value)
+        # If the engine went away, the wait meets the outage too, and the stop is sent again once it is back.
+        with contextlib.suppress(EngineUnavailable):
+            await control.engine.stop(control.handle, grace_s)
+
     async def _failed(self, job: Job, exc: HatchwayError, capture: OutputCapture) -> Job:
         reason = next((reason for kind, reason in _PREPARE_FAILURES if isinstance(exc, kind)), None)
         if reason is None:
             reason = Reason.ENGINE_ERROR
             log.error("job failed in the engine: %s", exc, extra=self._extra("job_engine_error", job.id))
-            self._on_engine_trouble()
-        return await self.finish(job, Outcome(state=JobState.FAILED, reason=reason, message=str(exc)), capture)
+            self._health.recheck()
+        # What it printed before the failure is kept.
+        outcome = Outcome(state=JobState.FAILED, reason=reason, message=str(exc), **_output(capture))
+        return await self.finish(job, outcome, capture)
 
     async def finish(self, job: Job, outcome: Outcome, capture: OutputCapture | None) -> Job:
         """Store how the job ended, once; if someone else ended it first, theirs is the true record."""
@@ -291,6 +356,40 @@ class JobRunner:
         return {"event": event, "job_id": job_id, "worker_id": self._worker_id}
 
 
+class _Output(TypedDict):
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+
+
+def _output(capture: OutputCapture) -> _Output:
+    """The job's output as an outcome records it."""
+    truncated = capture.truncated
+    return _Output(
+        stdout=capture.text(Stream.STDOUT),
+        stderr=capture.text(Stream.STDERR),
+        stdout_truncated=truncated[Stream.STDOUT],
+        stderr_truncated=truncated[Stream.STDERR],
+    )
+
+
+_STOPPED_BECAUSE = {
+    Reason.TIMEOUT: "the job's time ran out",
+    Reason.KILLED: "the job was killed",
+    Reason.SHUTDOWN: "the worker shut down",
+    Reason.OUTPUT_LIMIT: "the job's output went past its limit",
+}
+
+
+def _cut_off(reason: Reason, lost: HatchwayError, capture: OutputCapture) -> Outcome:
+    """How a job ends that was to be stopped (time out, kill, shutdown) while the engine did not answer."""
+    because = _STOPPED_BECAUSE.get(reason, "the job was to be stopped")
+    state = JobState.KILLED if reason in (Reason.KILLED, Reason.SHUTDOWN) else JobState.FAILED
+    message = f"{lost}, and {because} before it answered again; its container is removed once the engine is back"
+    return Outcome(state=state, reason=reason, message=message, **_output(capture))
+
+
 def _outcome(status: ExitStatus, stopped_for: Reason | None, capture: OutputCapture, *, disk_full: bool) -> Outcome:
     truncated = capture.truncated
     state: JobState
@@ -312,16 +411,25 @@ def _outcome(status: ExitStatus, stopped_for: Reason | None, capture: OutputCapt
         state, reason = JobState.SUCCEEDED, None
     else:
         state, reason = JobState.FAILED, Reason.EXIT_CODE
-    return Outcome(
-        state=state,
-        reason=reason,
-        message=message,
-        exit_code=status.exit_code,
-        stdout=capture.text(Stream.STDOUT),
-        stderr=capture.text(Stream.STDERR),
-        stdout_truncated=truncated[Stream.STDOUT],
-        stderr_truncated=truncated[Stream.STDERR],
-    )
+    return Outcome(state=state, reason=reason, message=message, exit_code=status.exit_code, **_output(capture))
+
+
+def _left_s(deadline: datetime) -> float:
+    return max((deadline - utcnow()).total_seconds(), 0.0)
+
+
+async def _engine_back(answering: asyncio.Event, control: RunControl, timeout_s: float) -> Reason | None:
+    """Wait for the engine to answer again, a kill or the timeout; None if the engine answered first."""
+    back = asyncio.create_task(answering.wait())
+    kill = asyncio.create_task(control.kill_requested.wait())
+    try:
+        await asyncio.wait({back, kill}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        back.cancel()
+        kill.cancel()
+    if control.kill_requested.is_set():
+        return control.kill_reason
+    return None if answering.is_set() else Reason.TIMEOUT
 
 
 async def _first_of(exited: asyncio.Task[ExitStatus], control: RunControl, timeout_s: float) -> Reason | None:

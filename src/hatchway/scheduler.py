@@ -16,7 +16,9 @@ class Scheduler:
     """Claims jobs from the store and launches them, never more than `max_concurrent_jobs` at once.
 
     The store's claim is atomic, so a job is launched at most once however many submits and kills race.
-    The loop sleeps until new work, a freed slot, the poll interval or stop, whichever comes first.
+    The loop sleeps until new work, a freed slot, the poll interval or stop, whichever comes first. While `ready`
+    is clear (the engine does not answer) nothing is claimed: queued jobs wait there, and the loop wakes when
+    it is set again.
     """
 
     def __init__(
@@ -27,12 +29,14 @@ class Scheduler:
         max_concurrent_jobs: int,
         poll_interval_s: float,
         launch: Callable[[Job], Awaitable[None]],
+        ready: asyncio.Event | None = None,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
         self._max = max_concurrent_jobs
         self._poll_interval_s = poll_interval_s
         self._launch = launch
+        self._ready = ready
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.paused = False
@@ -56,15 +60,20 @@ class Scheduler:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._wake.clear()
-            while not self.paused and len(self._tasks) < self._max:
+            while not self.paused and self._is_ready() and len(self._tasks) < self._max:
                 job = await self._store.claim_next(self._worker_id)
                 if job is None:
                     break
                 self._track(job.id, self._launch(job))
             waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+            if self._ready is not None and not self._ready.is_set():
+                waiters.append(asyncio.ensure_future(self._ready.wait()))
             await asyncio.wait(waiters, timeout=self._poll_interval_s, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
+
+    def _is_ready(self) -> bool:
+        return self._ready is None or self._ready.is_set()
 
     def _track(self, job_id: str, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)

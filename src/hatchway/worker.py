@@ -118,7 +118,7 @@ class Worker:
             output_dir=settings.data_dir / "output",
             worker_id=self.worker_id,
             choose_runtime=self.policy.choose_runtime,
-            on_engine_trouble=self.health.recheck,
+            health=self.health,
         )
         self.scheduler = Scheduler(
             store=store,
@@ -126,6 +126,7 @@ class Worker:
             max_concurrent_jobs=settings.max_concurrent_jobs,
             poll_interval_s=settings.poll_interval_s,
             launch=self._launch,
+            ready=self.health.answering,
         )
         problems = ProblemArchives(bundles=bundles, limits=bundle_limits)
         self._grader = GradeRunner(
@@ -139,7 +140,7 @@ class Worker:
             run_as_user=settings.run_as_user,
             worker_id=self.worker_id,
             choose_runtime=self.policy.choose_runtime,
-            on_engine_trouble=self.health.recheck,
+            health=self.health,
         )
         self.jobs = JobService(
             store=store,
@@ -169,6 +170,8 @@ class Worker:
             stale_dirs=(settings.data_dir / "work", settings.data_dir / "output"),
             sweep_volumes=self.volumes.sweep,
         )
+        self._recovered = False
+        self.health.on_back = self._after_outage
         self.services = Services(worker_id=self.worker_id)
         self._on_close = on_close
         self._stop = self.services.stopping
@@ -229,6 +232,7 @@ class Worker:
         while not self._stop.is_set():
             try:
                 await self._recovery.run()
+                self._recovered = True
                 break
             except EngineError as exc:
                 log.error(
@@ -240,6 +244,12 @@ class Worker:
         # Only now: recovery removes every labelled container and disk no job owns, a pool's new ones included.
         self.services.start("pools", self.pools.run(self._stop))
         await self.scheduler.run(self._stop)
+
+    async def _after_outage(self) -> None:
+        """The engine answers again: remove what the outage left that no active job owns (not before recovery
+        has settled the last run's, which it does itself)."""
+        if self._recovered:
+            await self._recovery.reap(self._controls.keys())
 
     async def _maintain(self) -> None:
         """Now and then: expire old artifacts, keep the image cache in its budget, re-probe failed engines."""

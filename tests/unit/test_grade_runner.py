@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hatchway.engines.fake import FakeEngine, FakeImages, FakeProgram
-from hatchway.errors import EngineError
+from hatchway.errors import EngineError, EngineUnavailable
 from hatchway.grading.models import GradeRequest, GradeResult
 from hatchway.grading.verdicts import Verdict
 from hatchway.models import Job, JobState, Reason
@@ -54,4 +54,13 @@ async def test_an_engine_failure_fails_the_grading_as_the_judges_fault(tmp_path:
         "the daemon fell over",
     )
     assert job.reason is Reason.ENGINE_ERROR
+    assert engine.sandboxes == {}
+
+
+async def test_a_grading_that_meets_an_outage_is_graded_again_once_the_engine_answers(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    engine.programs["python3"] = FakeProgram(stdout=b"3\n")
+    engine.fail_next = EngineUnavailable("the Docker engine stopped answering (connection refused)")
+    result, job = await grade(tmp_path, engine)
+    assert (result.state, result.verdict, job.reason) == (JobState.SUCCEEDED, Verdict.AC, None)
     assert engine.sandboxes == {}

@@ -12,7 +12,7 @@ import pytest
 from hatchway.bundles import BundleCache
 from hatchway.engines.fake import FakeEngine, FakeImages, FakeProgram
 from hatchway.errors import EngineError
-from hatchway.models import Job, JobRequest, JobState, Reason
+from hatchway.models import Job, JobRequest, JobState, Reason, utcnow
 from hatchway.settings import Settings
 from hatchway.store.memory import MemoryStore
 from hatchway.volumes import DirectoryVolumes
@@ -34,7 +34,7 @@ def fake_worker(tmp_path: Path, engine: FakeEngine, images: FakeImages | None = 
         "pool_warm_total": 0,
     }
     values.update(settings)
-    return Worker(
+    worker = Worker(
         settings=Settings(**values),
         store=MemoryStore(),
         engines={"docker": engine},
@@ -42,6 +42,8 @@ def fake_worker(tmp_path: Path, engine: FakeEngine, images: FakeImages | None = 
         bundles=BundleCache(tmp_path / "bundles", max_download_bytes=1024, download_timeout_s=1, url_allowed=bool),
         volumes=DirectoryVolumes(tmp_path / "volumes", owner=None),
     )
+    worker.health.retry_s = (0.01, 0.05)  # an engine that went away is pinged again at once
+    return worker
 
 
 @pytest.fixture
@@ -161,3 +163,90 @@ async def test_shutdown_stops_a_job_that_outlives_the_grace_period(tmp_path: Pat
     final = await worker.store.get(job.id)
     await worker.close()
     assert final is not None and (final.state, final.reason) == (JobState.KILLED, Reason.SHUTDOWN)
+
+
+async def wait_for(worker: Worker, job_id: str, what: Callable[[Job], bool], timeout_s: float = 5) -> Job:
+    """The job once `what` holds for it (awaiting its change signals, not polling)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            with worker.signals.watching(job_id) as changed:
+                job = await worker.jobs.get(job_id)
+                if what(job):
+                    return job
+                await worker.signals.wait(changed, timeout_s)
+
+
+async def test_jobs_that_meet_an_outage_before_they_start_wait_in_the_queue(engine: FakeEngine, worker: Worker) -> None:
+    engine.programs["ok"] = FakeProgram(stdout=b"hi\n")
+    engine.go_down()
+    first, _ = await worker.jobs.submit(JobRequest(image="img", command=["ok"]))
+    queued = await wait_for(worker, first.id, lambda job: job.message is not None)
+    assert queued.state == JobState.QUEUED and queued.worker_id is None
+    assert queued.message is not None
+    assert "stopped answering" in queued.message and "waits in the queue" in queued.message
+    assert not worker.health.answering.is_set(), "the worker knows the engine is down"
+    second, _ = await worker.jobs.submit(JobRequest(image="img", command=["ok"]))
+    assert (await worker.jobs.get(second.id)).state == JobState.QUEUED
+
+    back_at = utcnow()
+    engine.come_back()
+    for job_id in (first.id, second.id):
+        final = await worker.jobs.wait_final(job_id, 10)
+        assert (final.state, final.stdout, final.message) == (JobState.SUCCEEDED, "hi\n", None)
+        assert final.started_at is not None and final.started_at >= back_at, "nothing is claimed while it is down"
+        assert engine.starts(job_id) == 1
+
+
+async def test_a_running_job_outlives_an_outage_with_all_its_output(engine: FakeEngine, worker: Worker) -> None:
+    engine.programs["long"] = FakeProgram(stdout=b"before\n", runs_until_stopped=True)
+    job, _ = await worker.jobs.submit(JobRequest(image="img", command=["long"]))
+    await asyncio.wait_for(engine.started(job.id), 5)
+    engine.go_down()
+    await asyncio.wait_for(engine.wait_cut.wait(), 5)
+    engine.exit(job.id, stdout=b"after\n")  # it ends while the engine is away, as with live-restore
+    assert (await worker.jobs.get(job.id)).state == JobState.RUNNING
+    engine.come_back()
+    final = await worker.jobs.wait_final(job.id, 10)
+    assert (final.state, final.exit_code, final.stdout) == (JobState.SUCCEEDED, 0, "before\nafter\n")
+    assert engine.starts(job.id) == 1 and engine.sandboxes == {}
+
+
+async def test_a_job_whose_container_is_gone_after_an_outage_fails_with_its_output(
+    engine: FakeEngine, worker: Worker
+) -> None:
+    engine.programs["long"] = FakeProgram(stdout=b"before\n", runs_until_stopped=True)
+    job, _ = await worker.jobs.submit(JobRequest(image="img", command=["long"]))
+    await asyncio.wait_for(engine.started(job.id), 5)
+    engine.go_down()
+    await asyncio.wait_for(engine.wait_cut.wait(), 5)
+    engine.sandboxes.clear()
+    engine.come_back()
+    final = await worker.jobs.wait_final(job.id, 10)
+    assert (final.state, final.reason, final.stdout) == (JobState.FAILED, Reason.ENGINE_ERROR, "before\n")
+    assert final.message is not None
+    assert "stopped answering" in final.message and "could not be picked up" in final.message
+
+
+async def test_the_time_limit_holds_while_the_engine_is_down(engine: FakeEngine, worker: Worker) -> None:
+    engine.programs["long"] = FakeProgram(stdout=b"before\n", runs_until_stopped=True)
+    job, _ = await worker.jobs.submit(JobRequest(image="img", command=["long"], limits={"timeout_s": 0.5}))
+    await asyncio.wait_for(engine.started(job.id), 5)
+    engine.go_down()
+    final = await worker.jobs.wait_final(job.id, 10)
+    assert (final.state, final.reason, final.stdout) == (JobState.FAILED, Reason.TIMEOUT, "before\n")
+    assert final.message is not None and "time ran out" in final.message
+    assert engine.sandboxes, "its container could not be removed while the engine was down"
+    engine.come_back()
+    await asyncio.wait_for(worker.health.answering.wait(), 5)
+    assert engine.sandboxes == {}, "removed once the engine answers again, before work goes on"
+
+
+async def test_a_kill_while_the_engine_is_down_ends_the_job(engine: FakeEngine, worker: Worker) -> None:
+    engine.programs["long"] = FakeProgram(stdout=b"before\n", runs_until_stopped=True)
+    job, _ = await worker.jobs.submit(JobRequest(image="img", command=["long"]))
+    await asyncio.wait_for(engine.started(job.id), 5)
+    engine.go_down()
+    await asyncio.wait_for(engine.wait_cut.wait(), 5)
+    killed = await worker.jobs.kill(job.id, grace_s=1)
+    assert (killed.state, killed.reason, killed.stdout) == (JobState.KILLED, Reason.KILLED, "before\n")
+    engine.come_back()

@@ -162,3 +162,28 @@ async def test_a_crashed_launch_frees_its_slot_and_is_logged(
     crashes = [record for record in caplog.records if getattr(record, "event", None) == "job_task_crashed"]
     assert len(crashes) == 1
     assert crashes[0].exc_info is not None and "boom" in str(crashes[0].exc_info[1])
+
+
+async def test_nothing_is_claimed_while_the_engine_is_down(make_job: MakeJob) -> None:
+    store, launch, ready, stop = MemoryStore(), FakeLaunch(), asyncio.Event(), asyncio.Event()
+    scheduler = Scheduler(
+        store=store, worker_id="w1", max_concurrent_jobs=2, poll_interval_s=0.01, launch=launch, ready=ready
+    )
+    loop = asyncio.create_task(scheduler.run(stop))
+    try:
+        await store.enqueue(make_job(id="a"))
+        await store.enqueue(make_job(id="b"))
+        for _ in range(5):  # wake-ups and poll rounds alike claim nothing while it is down
+            scheduler.wake()
+            await asyncio.sleep(0.02)
+        assert launch.started == []
+        assert await store.counts() == {JobState.QUEUED: 2, JobState.BUILDING: 0, JobState.RUNNING: 0}
+        ready.set()  # the engine answers again: that alone wakes the scheduler
+        await launch.wait_started(2)
+        assert launch.started == ["a", "b"]
+    finally:
+        stop.set()
+        launch.release_all()
+        async with asyncio.timeout(WAIT_S):
+            await loop
+            await asyncio.gather(*scheduler.tasks, return_exceptions=True)

@@ -206,6 +206,31 @@ async def test_requeue_lost_takes_active_jobs_only(store: JobStore, make_job: Ma
     assert await claim_all(store, "w2") == ["running"]
 
 
+async def test_requeue_unstarted_puts_a_building_job_back_in_its_place_with_a_message(
+    store: JobStore, make_job: MakeJob
+) -> None:
+    await enqueue_all(store, make_job(id="first"), make_job(id="second"))
+    await store.claim_next("w1")
+    requeued = await store.requeue_unstarted("first", "the engine went away")
+    assert requeued is not None
+    assert (requeued.state, requeued.worker_id, requeued.message) == (JobState.QUEUED, None, "the engine went away")
+    assert await fetch(store, "first") == requeued
+    claimed = await store.claim_next("w2")
+    assert claimed is not None and (claimed.id, claimed.message) == ("first", None), "its old place, message cleared"
+
+
+async def test_requeue_unstarted_never_takes_a_job_that_started(store: JobStore, make_job: MakeJob) -> None:
+    await enqueue_all(store, make_job(id="started"), make_job(id="done"))
+    await claim_all(store)
+    await store.mark_running("started", T0, RunInfo())
+    await store.finish("done", Outcome(state=JobState.SUCCEEDED), T1)
+    await store.enqueue(make_job(id="queued"))
+    for job_id in ("started", "done", "queued", "unknown"):
+        assert await store.requeue_unstarted(job_id, "x") is None, job_id
+    assert (await fetch(store, "started")).state == JobState.RUNNING
+    assert (await fetch(store, "queued")).message is None
+
+
 async def test_active_lists_building_and_running_jobs_of_one_worker(store: JobStore, make_job: MakeJob) -> None:
     await enqueue_all(store, *(make_job(id=name) for name in ("mine-1", "mine-2", "theirs", "done", "waiting")))
     for worker in ("w1", "w1", "w2", "w1"):

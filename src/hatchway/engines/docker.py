@@ -4,7 +4,9 @@
 One class serves both runc (`docker`) and gVisor (`gvisor`, Docker's `runsc` runtime). The SDK blocks, so
 every call runs in the host's thread pool; nothing above this package sees a docker or requests exception.
 Output is read from a socket attached *before* the container starts (a `logs --follow` started later can
-miss the last output of a short job), which also carries stdin.
+miss the last output of a short job), which also carries stdin. If the engine goes away mid-run (a restart with
+live-restore keeps the container running), the next `wait` reads the rest of the output from the engine's log,
+skipping the bytes the socket had delivered.
 """
 
 from __future__ import annotations
@@ -76,6 +78,20 @@ class _Live:
     peak_memory_bytes: int | None = None
     cpu_s: float | None = None
     pids: int | None = None
+    delivered: dict[Stream, int] = field(default_factory=lambda: dict.fromkeys(PROGRAM_STREAMS, 0))
+    """Bytes of each stream delivered to the sink so far: where reading the engine's log back resumes."""
+
+
+class _Counted:
+    """An `OutputSink` that counts, per stream, what it passes on."""
+
+    def __init__(self, sink: OutputSink, delivered: dict[Stream, int]) -> None:
+        self._sink = sink
+        self._delivered = delivered
+
+    def write(self, stream: Stream, data: bytes) -> None:
+        self._delivered[stream] = self._delivered.get(stream, 0) + len(data)
+        self._sink.write(stream, data)
 
 
 class DockerEngine:
@@ -206,7 +222,7 @@ class DockerEngine:
                 return not_runnable
             raise
         live = _Live(sock=sock)
-        live.pump = self._host.pool.submit(_pump, sock, sink)
+        live.pump = self._host.pool.submit(_pump, sock, _Counted(sink, live.delivered))
         if process.stdin is not None:
             self._host.pool.submit(_feed_stdin, sock, process.stdin)
         self._track(container_id, live)
@@ -311,16 +327,34 @@ class DockerEngine:
         if live is None:
             live = _Live()
             self._track(handle.ref, live)
-        result = api.wait(handle.ref, timeout=None)
+        try:
+            result = api.wait(handle.ref, timeout=None)
+        except FOREIGN_ERRORS:
+            self._detach(live)
+            raise
         if live.pump is not None:
             live.pump.result(timeout=60)
         else:
-            # Found again after a restart: what it wrote is in the engine's log, complete now it has exited.
-            _collect_logs(api, handle.ref, sink)
+            # Found again after a worker restart or an engine outage: what it wrote (and was not delivered yet)
+            # is in the engine's log, complete now it has exited.
+            _collect_logs(api, handle.ref, _Counted(sink, live.delivered), skip=dict(live.delivered))
         live.done.set()
         code = int(result["StatusCode"])
         oom_killed = code != 0 and bool(api.inspect_container(handle.ref)["State"].get("OOMKilled"))
         return ExitStatus(exit_code=code, oom_killed=oom_killed)
+
+    def _detach(self, live: _Live) -> None:
+        """The engine went away during a wait: end the attached stream (what it had not delivered is in the
+        engine's log, read back by the next wait) and wait for its pump, so nothing is delivered twice."""
+        if live.sock is not None:
+            with contextlib.suppress(OSError):
+                _raw(live.sock).shutdown(socket.SHUT_RDWR)  # wakes a pump blocked in recv, where close() may not
+        if live.pump is not None:
+            with contextlib.suppress(Exception):
+                live.pump.result(timeout=10)
+        if live.sock is not None:
+            _close(live.sock)
+        live.sock, live.pump = None, None
 
     def _stop(self, container_id: str, grace_s: float) -> None:
         api = self._api()
@@ -439,11 +473,18 @@ def _feed_stdin(sock: Any, data: bytes) -> None:
         _raw(sock).shutdown(socket.SHUT_WR)
 
 
-def _collect_logs(api: docker.APIClient, container_id: str, sink: OutputSink) -> None:
+def _collect_logs(api: docker.APIClient, container_id: str, sink: OutputSink, skip: dict[Stream, int]) -> None:
+    """Deliver the container's output from the engine's log, less the first `skip` bytes of each stream. The
+    log keeps twice the job's output cap, and a job is stopped at the cap, so it holds all that counts."""
     for stream in PROGRAM_STREAMS:
+        left = skip.get(stream, 0)
         chunks = api.logs(container_id, stdout=stream is Stream.STDOUT, stderr=stream is Stream.STDERR, stream=True)
         for chunk in chunks:
-            sink.write(stream, chunk)
+            if left >= len(chunk):
+                left -= len(chunk)
+                continue
+            sink.write(stream, chunk[left:])
+            left = 0
 
 
 def _not_runnable(exc: docker.errors.APIError) -> CommandNotRunnable | None:

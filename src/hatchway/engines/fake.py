@@ -2,7 +2,8 @@
 
 Processes are scripted, not run: a process's `argv[0]` names a `FakeProgram` registered on the engine, which
 says what it prints, how it exits, or that it runs until stopped. Everything the engine is asked to do is
-recorded in `events`, so tests can count starts per job.
+recorded in `events`, so tests can count starts per job. `go_down` and `come_back` simulate an outage of the
+engine: while it is down every call raises EngineUnavailable (waits under way too), and sandboxes keep running.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from hatchway.engines.base import (
     SandboxSpec,
 )
 from hatchway.engines.images import ManagedImage
-from hatchway.errors import EngineError, ImageNotFound
+from hatchway.errors import EngineError, EngineUnavailable, ImageNotFound
 from hatchway.models import Resources, Stream, utcnow
 from hatchway.sandbox.protocol import RunRequest, RunResult, RunStatus
 
@@ -53,6 +54,8 @@ class _Sandbox:
     status: ExitStatus | None = None
     supervised: bool = False
     signalled: asyncio.Event = field(default_factory=asyncio.Event)
+    pending: dict[Stream, bytes] = field(default_factory=dict)
+    """Output written after the start, delivered by the next wait once the process has exited."""
 
 
 class FakeEngine:
@@ -69,15 +72,38 @@ class FakeEngine:
         self._started: dict[str, asyncio.Event] = {}
         self.fail_next: Exception | None = None
         self.works = True
+        self.pings = 0
+        self.wait_cut = asyncio.Event()
+        """Set once a wait under way met an outage."""
+        self._down = asyncio.Event()
         self._ids = itertools.count(1)
 
     async def ping(self) -> bool:
+        self.pings += 1
         return self.works
 
     async def probe(self) -> bool:
         return self.works
 
+    def go_down(self) -> None:
+        """The engine stops answering: waits under way and every call until `come_back` raise EngineUnavailable."""
+        self.works = False
+        self._down.set()
+
+    def come_back(self) -> None:
+        """The engine answers again; its sandboxes are as they were (as after a restart with live-restore)."""
+        self.works = True
+        self._down = asyncio.Event()
+
+    def exit(self, owner: str, *, exit_code: int = 0, stdout: bytes = b"") -> None:
+        """The running process of `owner` writes `stdout` and exits on its own."""
+        for sandbox in self.sandboxes.values():
+            if sandbox.spec.owner == owner and not sandbox.exited.is_set():
+                sandbox.pending[Stream.STDOUT] = sandbox.pending.get(Stream.STDOUT, b"") + stdout
+                self._exit(sandbox, ExitStatus(exit_code=exit_code, oom_killed=False))
+
     async def start(self, spec: SandboxSpec, process: Process, sink: OutputSink) -> Handle | CommandNotRunnable:
+        self._answer()
         sandbox = self._create(spec, process)
         program = self.programs.get(process.argv[0])
         if program is None:
@@ -92,12 +118,26 @@ class FakeEngine:
         return sandbox.handle
 
     async def wait(self, handle: Handle, sink: OutputSink) -> ExitStatus:
+        self._answer()
         sandbox = self._get(handle)
-        await sandbox.exited.wait()
+        exited = asyncio.ensure_future(sandbox.exited.wait())
+        down = asyncio.ensure_future(self._down.wait())
+        try:
+            await asyncio.wait({exited, down}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+            down.cancel()
+        if not self.works:
+            self.wait_cut.set()
+        self._answer()
+        for stream, data in sandbox.pending.items():
+            sink.write(stream, data)
+        sandbox.pending.clear()
         assert sandbox.status is not None
         return sandbox.status
 
     async def open(self, spec: SandboxSpec) -> Handle:
+        self._answer()
         sandbox = self._create(spec, None)
         sandbox.supervised = True
         sandbox.started_at = utcnow()
@@ -108,6 +148,7 @@ class FakeEngine:
         return {"PATH": "/usr/bin:/bin"}
 
     async def run(self, handle: Handle, request: RunRequest) -> RunResult:
+        self._answer()
         sandbox = self._get(handle)
         if not sandbox.supervised or sandbox.exited.is_set():
             raise EngineError(f"sandbox {handle.ref} is not a running supervised sandbox")
@@ -149,6 +190,7 @@ class FakeEngine:
             sandbox.signalled.set()
 
     async def stop(self, handle: Handle, grace_s: float) -> None:
+        self._answer()
         sandbox = self.sandboxes.get(handle.ref)
         if sandbox is None or sandbox.exited.is_set():
             return
@@ -156,6 +198,7 @@ class FakeEngine:
         self._exit(sandbox, ExitStatus(exit_code=143 if grace_s > 0 else 137, oom_killed=False))
 
     async def remove(self, handle: Handle) -> None:
+        self._answer()
         sandbox = self.sandboxes.pop(handle.ref, None)
         if sandbox is not None:
             self._event("remove", sandbox)
@@ -163,6 +206,7 @@ class FakeEngine:
                 self._exit(sandbox, ExitStatus(exit_code=137, oom_killed=False))
 
     async def recover(self) -> list[Found]:
+        self._answer()
         return [
             Found(handle=sandbox.handle, engine=self.name, started_at=sandbox.started_at)
             for sandbox in self.sandboxes.values()
@@ -197,6 +241,10 @@ class FakeEngine:
         self.sandboxes[ref] = sandbox
         self._event("create", sandbox)
         return sandbox
+
+    def _answer(self) -> None:
+        if not self.works:
+            raise EngineUnavailable(f"the fake engine {self.name} stopped answering")
 
     def _get(self, handle: Handle) -> _Sandbox:
         sandbox = self.sandboxes.get(handle.ref)

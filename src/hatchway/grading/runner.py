@@ -21,6 +21,7 @@ from hatchway.grading.sandboxes import GradingKilled, Sandboxes
 from hatchway.grading.session import GradingSession
 from hatchway.grading.verdicts import Verdict
 from hatchway.grading.workspace import GradeTest, Workspace, write_tests
+from hatchway.health import EngineHealth
 from hatchway.models import Job, JobState, Outcome, Reason, RunInfo, Stream, utcnow
 from hatchway.output import OutputCapture
 from hatchway.prepare import numeric_owner
@@ -53,7 +54,7 @@ class GradeRunner:
         run_as_user: str,
         worker_id: str,
         choose_runtime: Callable[[str], tuple[str, list[str]]],
-        on_engine_trouble: Callable[[], None],
+        health: EngineHealth,
     ) -> None:
         self._store = store
         self._engines = engines
@@ -66,7 +67,7 @@ class GradeRunner:
         self._owner = numeric_owner(run_as_user)
         self._worker_id = worker_id
         self._choose_runtime = choose_runtime
-        self._on_engine_trouble = on_engine_trouble
+        self._health = health
 
     async def run(self, job: Job, control: RunControl) -> Job:
         """Grade a job this worker has claimed (state `building`)."""
@@ -157,6 +158,9 @@ class GradeRunner:
         except CheckerBroken as exc:
             return _internal_error(JobState.SUCCEEDED, None, str(exc))
         except HatchwayError as exc:
+            if await self._jobs.outage(exc):
+                # Grading has no side effects: started or not, it runs again from scratch once the engine is back.
+                return await self._jobs.wait_in_queue(job, exc, started_too=True)
             return self._failed(job, exc)
         except OSError as exc:
             log.exception("grade failed on the worker", extra={"event": "grade_error", "job_id": job.id})
@@ -167,7 +171,7 @@ class GradeRunner:
         if reason is None:
             reason = Reason.ENGINE_ERROR
             log.error("grade failed in the engine: %s", exc, extra={"event": "grade_engine_error", "job_id": job.id})
-            self._on_engine_trouble()
+            self._health.recheck()
         return _internal_error(JobState.FAILED, reason, str(exc))
 
     def _workspace(self, job_id: str) -> Workspace:

@@ -45,7 +45,8 @@ class JobStore(Protocol):
         ...
 
     async def claim_next(self, worker_id: str) -> Job | None:
-        """Move the best queued job (highest priority, then oldest) to `building` for this worker."""
+        """Move the best queued job (highest priority, then oldest) to `building` for this worker; the
+        `message` a requeue left on it is cleared."""
         ...
 
     async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:
@@ -67,6 +68,12 @@ class JobStore(Protocol):
     async def requeue_lost(self, job_id: str) -> Job | None:
         """Put an active job back in the queue, to run again from scratch: one that was claimed but never
         started, or one that may safely run twice (a grade). None if it is not active."""
+        ...
+
+    async def requeue_unstarted(self, job_id: str, message: str) -> Job | None:
+        """Put a job that was claimed but never started (`building`) back in the queue, in its old place, with
+        `message` saying why it waits (e.g. the engine went away). None if it is not building: a job that
+        started is never queued again by this."""
         ...
 
     async def active(self, worker_id: str) -> list[Job]:

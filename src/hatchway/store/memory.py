@@ -52,7 +52,7 @@ class MemoryStore:
             _, _, job_id = heapq.heappop(self._queue)
             job = self._jobs[job_id]
             if job.state == JobState.QUEUED:
-                return self._update(job, state=JobState.BUILDING, worker_id=worker_id)
+                return self._update(job, state=JobState.BUILDING, worker_id=worker_id, message=None)
         return None
 
     async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:
@@ -90,6 +90,13 @@ class MemoryStore:
             return None
         heapq.heappush(self._queue, (-job.priority, self._seq[job_id], job_id))
         return self._update(job, state=JobState.QUEUED, worker_id=None, started_at=None)
+
+    async def requeue_unstarted(self, job_id: str, message: str) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.state != JobState.BUILDING:
+            return None
+        heapq.heappush(self._queue, (-job.priority, self._seq[job_id], job_id))
+        return self._update(job, state=JobState.QUEUED, worker_id=None, message=message)
 
     async def active(self, worker_id: str) -> list[Job]:
         return [job for job in self._jobs.values() if job.state in ACTIVE_STATES and job.worker_id == worker_id]

@@ -49,7 +49,7 @@ RETURNING *
 GET = "SELECT * FROM jobs WHERE id = ?"
 
 CLAIM_NEXT = """
-UPDATE jobs SET state = 'building', worker_id = :worker_id
+UPDATE jobs SET state = 'building', worker_id = :worker_id, message = NULL
 WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1)
 RETURNING *
 """
@@ -83,6 +83,12 @@ RETURNING *
 REQUEUE_LOST = """
 UPDATE jobs SET state = 'queued', worker_id = NULL, started_at = NULL
 WHERE id = :id AND state IN ('building', 'running')
+RETURNING *
+"""
+
+REQUEUE_UNSTARTED = """
+UPDATE jobs SET state = 'queued', worker_id = NULL, message = :message
+WHERE id = :id AND state = 'building'
 RETURNING *
 """
 

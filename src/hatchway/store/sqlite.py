@@ -116,6 +116,10 @@ class SqliteStore:
         row = self._one(queries.REQUEUE_LOST, {"id": job_id})
         return None if row is None else _job(row)
 
+    async def requeue_unstarted(self, job_id: str, message: str) -> Job | None:
+        row = self._one(queries.REQUEUE_UNSTARTED, {"id": job_id, "message": message})
+        return None if row is None else _job(row)
+
     async def active(self, worker_id: str) -> list[Job]:
         return [_job(row) for row in self._db.execute(queries.ACTIVE, (worker_id,)).fetchall()]
 
