@@ -132,7 +132,7 @@ class JobRunner:
             runtime, warnings = self._choose_runtime(job.spec.runtime)
             engine = self._engines[runtime]
             pools = self._pools
-            control.slot = pools.claim(job, runtime) if pools is not None else None
+            control.slot = await pools.claim(job, runtime) if pools is not None else None
             if pools is not None and control.slot is not None:
                 control.volume = control.slot.volume
                 await pools.limit_disk(control.slot, job.spec.limits.disk_mb)

@@ -26,6 +26,7 @@ import os
 import shutil
 import subprocess
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -344,8 +345,9 @@ class VolumeStock:
                 self.volumes.wipe(volume)
                 if used > _TRIM_ABOVE_BYTES:
                     self.volumes.trim(volume)
+                spare = self.volumes.rename(volume, f"spare-{uuid.uuid4().hex[:12]}")  # its old name may come back
                 with self._lock:
-                    self._stock.setdefault(disk_mb, []).append(volume)
+                    self._stock.setdefault(disk_mb, []).append(spare)
                 return
             except (OSError, DiskUnavailable) as exc:
                 log.warning("a used volume is not kept: %s", exc, extra={"event": "volume_not_kept"})

@@ -105,7 +105,7 @@ class Worker:
             default_limits=settings.default_limits,
             max_limits=settings.max_limits,
             worker_id=self.worker_id,
-            engine_ok=lambda runtime: self.health.ok.get(runtime, False),
+            engine_ok=lambda runtime: self.health.answering.is_set() and self.health.ok.get(runtime, False),
         )
         self._runner = JobRunner(
             store=store,
@@ -248,6 +248,7 @@ class Worker:
     async def _after_outage(self) -> None:
         """The engine answers again: remove what the outage left that no active job owns (not before recovery
         has settled the last run's, which it does itself)."""
+        self.pools.engine_restarted()
         if self._recovered:
             await self._recovery.reap(self._controls.keys())
 

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import httpx
@@ -28,7 +29,7 @@ from hatchway.models import Job, JobRequest, JobState, Reason, Stream
 from hatchway.store.base import JobQuery
 from hatchway.worker import Worker
 from tests.conftest import BUSYBOX, ROOT
-from tests.integration.conftest import make_settings, wait_for_state
+from tests.integration.conftest import make_settings, pools_ready, wait_for_state
 
 pytestmark = pytest.mark.docker
 
@@ -104,13 +105,14 @@ async def make_worker(engine: PrivateEngine, tmp_path: Path, worker_id: str) -> 
     must leave no container behind."""
     started: list[Worker] = []
 
-    async def make(max_concurrent_jobs: int) -> Worker:
+    async def make(max_concurrent_jobs: int, **more: Any) -> Worker:
         settings = make_settings(
             tmp_path,
             worker_id,
             docker_url=engine.url,
             max_concurrent_jobs=max_concurrent_jobs,
             allowed_runtimes=["docker"],
+            **more,
         )
         worker = build_worker(settings)
         worker.health.retry_s = (0.5, 2.0)  # notice the engine is back within a second or two
@@ -209,3 +211,24 @@ async def test_a_job_with_a_free_slot_waits_in_the_queue_while_the_engine_is_dow
     done = await worker.jobs.wait_final(job.id, 60)
     assert (done.state, done.stdout, done.message) == (JobState.SUCCEEDED, "hello\n", None), done
     assert await health_status(worker) == (200, True)
+
+
+async def test_pools_drain_and_refill_across_an_engine_restart(
+    engine: PrivateEngine, make_worker: type[Worker]
+) -> None:
+    pools = [{"image": BUSYBOX, "size": 2, "reuse_jobs": 10}]
+    worker: Worker = await make_worker(2, pools=pools, pool_warm_total=0)  # type: ignore[call-arg]
+    await pools_ready(worker)
+    before = await worker.jobs.wait_final((await submit(worker, "echo $HOSTNAME")).id, 60)
+    assert before.run.pooled and before.state == JobState.SUCCEEDED, before
+
+    await asyncio.to_thread(engine.stop)
+    meanwhile = await submit(worker, "echo $HOSTNAME")
+    await asyncio.to_thread(engine.start)
+
+    done = await worker.jobs.wait_final(meanwhile.id, 60)
+    assert done.state == JobState.SUCCEEDED, done
+    assert done.stdout != before.stdout, "no container from before the outage serves a job after it"
+    await pools_ready(worker)
+    after = await worker.jobs.wait_final((await submit(worker, "echo $HOSTNAME")).id, 60)
+    assert after.run.pooled and after.state == JobState.SUCCEEDED and after.stdout != before.stdout, after

@@ -38,6 +38,8 @@ _BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 _SWEEP_INTERVAL_S = 1.0
 """How often pools are refilled, warm pools expired and idle containers checked (at most one a pool at a time)."""
 _CHECK_EVERY_S = 3.0
+_FRESH_S = 1.0
+"""A container that served or answered a ping this recently is handed out without another ping."""
 """How often an idle container's supervisor is pinged, to replace one that died."""
 
 
@@ -138,8 +140,10 @@ class Pools:
 
     # What the runner calls
 
-    def claim(self, job: Job, runtime: str) -> Slot | None:
-        """An idle container for `job`, now busy; None if no pool can serve it right away (cold path)."""
+    async def claim(self, job: Job, runtime: str) -> Slot | None:
+        """An idle container for `job`, now busy; None if no pool can serve it right away (cold path). A container
+        idle for a while is pinged first: its supervisor's connection goes through the engine, and an engine
+        restart cuts it."""
         key = self.key_for(job, runtime)
         if key is None:
             return None
@@ -152,6 +156,11 @@ class Pools:
             return None
         while pool.idle:
             slot = pool.idle.popleft()
+            if slot.anomaly is None and time.monotonic() - slot.checked_at > _FRESH_S:
+                if await slot.engine.check(slot.handle):
+                    slot.checked_at = time.monotonic()
+                else:
+                    slot.anomaly = "its supervisor did not answer"
             if slot.anomaly is not None:  # it died while idle
                 self._discard(pool, slot)
                 continue
@@ -245,6 +254,17 @@ class Pools:
             for pool in self._pools.values():
                 while pool.idle:
                     self._discard(pool, pool.idle.popleft())
+
+    def engine_restarted(self) -> None:
+        """The engine was away: every container's connection is cut. Replace them all (a busy one after its job)."""
+        for pool in self._pools.values():
+            for slot in pool.busy:
+                slot.anomaly = slot.anomaly or "the engine restarted"
+            while pool.idle:
+                slot = pool.idle.popleft()
+                slot.anomaly = "the engine restarted"
+                self._discard(pool, slot)
+        self._wake.set()
 
     def lost(self, slot: Slot, why: str) -> None:
         """The container died or misbehaved: it must not serve again."""
