@@ -90,7 +90,9 @@ async def pools_ready(worker: Worker, timeout_s: float = 60) -> None:
     """Return once every pool of the worker has an idle container (so that the next job is served from one)."""
     import asyncio
 
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not all(pool.idle > 0 for pool in worker.pools.status()):
-        assert asyncio.get_running_loop().time() < deadline, f"pools did not fill: {worker.pools.status()}"
-        await asyncio.sleep(0.02)
+    async with asyncio.timeout(timeout_s):
+        while True:
+            changed = worker.pools.next_change()
+            if all(pool.idle > 0 for pool in worker.pools.status()):
+                return
+            await changed.wait()

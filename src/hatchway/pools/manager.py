@@ -133,6 +133,7 @@ class Pools:
             if config.runtime in engines:
                 self._add(key, config.size, config.reuse_jobs, config.disk_mb, configured=True)
         self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._names = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:6]
@@ -168,7 +169,7 @@ class Pools:
             slot.result, slot.run, slot.stopped = None, None, False
             pool.busy.add(slot)
             pool.hits += 1
-            self._wake.set()  # one fewer idle: refill
+            self._notify()  # one fewer idle: refill
             return slot
         return None
 
@@ -220,6 +221,10 @@ class Pools:
             await asyncio.to_thread(self._volumes.volumes.limit, slot.volume, disk_mb)
             slot.limit_mb = disk_mb
 
+    def next_change(self) -> asyncio.Event:
+        """An event set when a container next starts, is claimed, comes back or goes; take it *before* looking."""
+        return self._changed
+
     def status(self) -> list[PoolStatus]:
         return [pool.status() for pool in self._pools.values()]
 
@@ -264,14 +269,20 @@ class Pools:
                 slot = pool.idle.popleft()
                 slot.anomaly = "the engine restarted"
                 self._discard(pool, slot)
-        self._wake.set()
+        self._notify()
 
     def lost(self, slot: Slot, why: str) -> None:
         """The container died or misbehaved: it must not serve again."""
         slot.anomaly = slot.anomaly or why
-        self._wake.set()
+        self._notify()
 
     # Inside
+
+    def _notify(self) -> None:
+        """Something changed: the fill loop looks again, and whoever watches the pools is told."""
+        self._wake.set()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def _check_idle(self) -> None:
         """Ping the supervisor of each pool's longest-unchecked idle container, taken out for that moment (the
@@ -317,7 +328,7 @@ class Pools:
             return
         self._add(key, self._warm_size, 0, None, configured=False)
         log.info("pool warming", extra={"event": "pool_warming", "image": key.image, "runtime": key.runtime})
-        self._wake.set()
+        self._notify()
 
     def _expire_warm(self) -> None:
         now = time.monotonic()
@@ -364,7 +375,7 @@ class Pools:
             log.warning(
                 "pool container did not start: %s", exc, extra={"event": "pool_start_failed", "image": pool.key.image}
             )
-            self._wake.set()
+            self._notify()
             return
         pool.starting -= 1
         pool.failures, pool.last_error = 0, None
@@ -382,7 +393,7 @@ class Pools:
             pool.idle.append(slot)
         else:
             await self._destroy(slot)
-        self._wake.set()
+        self._notify()
 
     def _spec(self, pool: Pool, name: str, volume: Volume) -> SandboxSpec:
         limits = self._max_limits
@@ -419,11 +430,11 @@ class Pools:
             pool.idle.append(slot)
         else:
             await self._destroy(slot)
-        self._wake.set()
+        self._notify()
 
     def _discard(self, pool: Pool, slot: Slot) -> None:
         self._spawn(self._destroy(slot), f"pool-remove-{slot.name}")
-        self._wake.set()
+        self._notify()
 
     async def _destroy(self, slot: Slot) -> None:
         """Remove the container; its disk is kept as a spare only if the container is surely gone."""

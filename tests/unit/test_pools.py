@@ -1,0 +1,193 @@
+"""The pool manager's decisions, on the in-memory engine: what a pool serves, filling, reuse, replacement, warming."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hatchway.engines.fake import FakeEngine, FakeImages
+from hatchway.models import Job, JobRequest, JobState, ResolvedLimits, utcnow
+from hatchway.policy import Policy
+from hatchway.pools import Pools
+from hatchway.pools.manager import normalise_image
+from hatchway.sandbox.protocol import RunResult, RunStatus
+from hatchway.settings import PoolConfig, Settings
+from hatchway.volumes import DirectoryVolumes, VolumeStock
+
+LIMITS = ResolvedLimits(timeout_s=10, memory_mb=64, cpus=1, pids=16, output_bytes=1024, disk_mb=64)
+
+
+def make_job(**fields: Any) -> Job:
+    settings = Settings(allow_host_network=True, default_limits=LIMITS.model_dump())
+    policy = Policy.from_settings(settings, allowed_runtimes=["docker"], available_runtimes=lambda: {"docker"})
+    spec = policy.admit(JobRequest(image=fields.pop("image", "img"), command=["true"], **fields)).spec
+    return Job(
+        id="job-1", state=JobState.BUILDING, created_at=utcnow(), spec=spec, image=spec.image, labels={}, priority=0
+    )
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+def images() -> FakeImages:
+    return FakeImages()
+
+
+def make_pools(tmp_path: Path, engine: FakeEngine, images: FakeImages, **settings: Any) -> Pools:
+    values: dict[str, Any] = {"configs": [], "warm_total": 0, "warm_size": 1, "warm_idle_s": 60}
+    values.update(settings)
+    return Pools(
+        engines={"docker": engine},
+        volumes=VolumeStock(DirectoryVolumes(tmp_path / "volumes", owner=None), spares=4),
+        images=images,
+        run_as_user="65534:65534",
+        default_limits=LIMITS,
+        max_limits=LIMITS,
+        worker_id="unit",
+        engine_ok=lambda runtime: True,
+        **values,
+    )
+
+
+@pytest.fixture
+async def running(tmp_path: Path, engine: FakeEngine, images: FakeImages) -> AsyncIterator[Pools]:
+    pools = make_pools(tmp_path, engine, images, configs=[PoolConfig(image="img", size=2, reuse_jobs=1)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(pools.run(stop))
+    yield pools
+    stop.set()
+    await task
+    await pools.close()
+    assert engine.sandboxes == {}, "closing the pools removes every container"
+
+
+async def filled(pools: Pools, idle: int) -> None:
+    async with asyncio.timeout(5):
+        while True:
+            changed = pools.next_change()
+            if pools.status()[0].idle >= idle:
+                return
+            await changed.wait()
+
+
+def test_image_names_are_normalised() -> None:
+    assert normalise_image("busybox") == "busybox:latest"
+    assert normalise_image("registry:5000/team/app") == "registry:5000/team/app:latest"
+    assert normalise_image("app:1.2") == "app:1.2"
+    assert normalise_image("app@sha256:abc") == "app@sha256:abc"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"network": "host"},
+        {"workdir": "/srv"},
+        {"limits": {"cpus": 0.5}},
+        {"image": None, "build": {"dockerfile": "FROM img"}},
+    ],
+    ids=["host-network", "workdir", "cpus", "build"],
+)
+def test_jobs_a_pool_cannot_serve_as_a_fresh_container_would_take_the_cold_path(
+    tmp_path: Path, engine: FakeEngine, images: FakeImages, fields: dict[str, Any]
+) -> None:
+    pools = make_pools(tmp_path, engine, images)
+    assert pools.key_for(make_job(**fields), "docker") is None
+    assert pools.key_for(make_job(), "docker") is not None
+
+
+async def test_a_pool_fills_to_its_size_and_holds_its_image(running: Pools, images: FakeImages) -> None:
+    await filled(running, 2)
+    status = running.status()[0]
+    assert (status.image, status.idle, status.busy, status.origin) == ("img:latest", 2, 0, "config")
+    assert images.held == {"img:latest": 1}
+
+
+async def test_a_container_serves_reuse_jobs_plus_one_then_is_replaced(running: Pools, engine: FakeEngine) -> None:
+    await filled(running, 2)
+    first = await running.claim(make_job(), "docker")
+    assert first is not None and running.status()[0].busy == 1
+    first.result = _ok()
+    await running.release(first)
+    assert first in _idle(running), "reused once (reuse_jobs: 1)"
+    again = await running.claim(make_job(), "docker")
+    while again is not first:  # the other idle one may come first
+        assert again is not None
+        again.result = _ok()
+        await running.release(again)
+        again = await running.claim(make_job(), "docker")
+    first.result = _ok()
+    await running.release(first)
+    assert first not in _idle(running), "its second job was its last"
+    await filled(running, 2)
+    assert running.status()[0].jobs_served >= 2
+
+
+async def test_a_container_a_job_was_stopped_in_is_never_reused(running: Pools) -> None:
+    await filled(running, 2)
+    slot = await running.claim(make_job(), "docker")
+    assert slot is not None
+    slot.result, slot.stopped = _ok(), True
+    await running.release(slot)
+    assert slot not in _idle(running)
+
+
+async def test_a_job_asking_for_more_disk_than_the_pool_has_is_not_served(running: Pools) -> None:
+    await filled(running, 2)
+    assert await running.claim(make_job(limits={"disk_mb": 65}), "docker") is None
+
+
+async def test_an_idle_container_that_died_is_not_handed_out(running: Pools, engine: FakeEngine) -> None:
+    await filled(running, 2)
+    for slot in _idle(running):
+        slot.checked_at -= 60  # idle long enough to be pinged first
+        await engine.remove(slot.handle)  # it died
+    assert await running.claim(make_job(), "docker") is None
+    await filled(running, 2)
+    fresh = await running.claim(make_job(), "docker")
+    assert fresh is not None
+    await running.release(fresh)
+
+
+async def test_an_engine_restart_replaces_every_container(running: Pools) -> None:
+    await filled(running, 2)
+    before = set(_idle(running))
+    running.engine_restarted()
+    await filled(running, 2)
+    assert not before & set(_idle(running))
+
+
+async def test_an_image_that_ran_recently_gets_a_warm_pool_within_the_total(
+    tmp_path: Path, engine: FakeEngine, images: FakeImages
+) -> None:
+    pools = make_pools(tmp_path, engine, images, warm_total=1, warm_size=1)
+    assert await pools.claim(make_job(image="a"), "docker") is None
+    assert await pools.claim(make_job(image="b"), "docker") is None
+    assert [(status.image, status.origin, status.size) for status in pools.status()] == [("a:latest", "warm", 1)]
+
+
+def _idle(pools: Pools) -> list[Any]:
+    return [slot for pool in pools._pools.values() for slot in pool.idle]
+
+
+def _ok() -> RunResult:
+    return RunResult(
+        id="job-1",
+        status=RunStatus.EXITED,
+        exit_code=0,
+        signal=None,
+        cpu_s=0.0,
+        wall_s=0.0,
+        memory_bytes=0,
+        oom_killed=False,
+        cpu_exceeded=False,
+        wall_exceeded=False,
+        output_exceeded=False,
+        error=None,
+    )
