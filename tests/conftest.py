@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
 import pytest
+
+from hatchway.models import Job
+from hatchway.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSYBOX = "hatchway-test/busybox:latest"
@@ -47,3 +51,14 @@ def mounts_under(path: Path) -> list[str]:
     with open("/proc/self/mounts") as mounts:
         points = [line.split()[1] for line in mounts]
     return [point for point in points if point == str(path) or point.startswith(f"{path}/")]
+
+
+async def job_when(worker: Worker, job_id: str, what: Callable[[Job], bool], timeout_s: float = 30) -> Job:
+    """The job once `what` holds for it (awaiting its change signals, not polling)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            with worker.signals.watching(job_id) as changed:
+                job = await worker.jobs.get(job_id)
+                if what(job):
+                    return job
+                await worker.signals.wait(changed, timeout_s)

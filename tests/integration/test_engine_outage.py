@@ -15,7 +15,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from hatchway.bootstrap import build_worker
 from hatchway.models import Job, JobRequest, JobState, Reason, Stream
 from hatchway.store.base import JobQuery
 from hatchway.worker import Worker
-from tests.conftest import BUSYBOX, ROOT
+from tests.conftest import BUSYBOX, ROOT, job_when
 from tests.integration.conftest import make_settings, pools_ready, wait_for_state
 
 pytestmark = pytest.mark.docker
@@ -149,17 +149,6 @@ async def printed(worker: Worker, job_id: str, text: str, timeout_s: float = 30)
             await changed.wait()
 
 
-async def changed_to(worker: Worker, job_id: str, what: Callable[[Job], bool], timeout_s: float = 30) -> Job:
-    """The job once `what` holds for it (awaiting its change signals)."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            with worker.signals.watching(job_id) as changed:
-                job = await worker.jobs.get(job_id)
-                if what(job):
-                    return job
-                await worker.signals.wait(changed, timeout_s)
-
-
 async def submit(worker: Worker, command: str) -> Job:
     job, created = await worker.jobs.submit(JobRequest(image=BUSYBOX, command=command, limits={"timeout_s": 60}))
     assert created
@@ -201,7 +190,7 @@ async def test_a_job_with_a_free_slot_waits_in_the_queue_while_the_engine_is_dow
     try:
         job = await submit(worker, "echo hello")
         # Claimed (the worker does not know yet), refused by the engine, and queued again instead of failed.
-        waiting = await changed_to(worker, job.id, lambda job: job.message is not None)
+        waiting = await job_when(worker, job.id, lambda job: job.message is not None)
         assert waiting.state == JobState.QUEUED, waiting
         assert waiting.message is not None and "the Docker engine stopped answering" in waiting.message
         assert "waits in the queue" in waiting.message and "Connection aborted" not in waiting.message

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hatchway.engines.fake import FakeEngine, FakeImages
+from hatchway.engines.fake import FakeEngine, FakeImages, run_result
 from hatchway.models import Job, JobRequest, JobState, ResolvedLimits, utcnow
 from hatchway.policy import Policy
 from hatchway.pools import Pools
@@ -177,17 +177,4 @@ def _idle(pools: Pools) -> list[Any]:
 
 
 def _ok() -> RunResult:
-    return RunResult(
-        id="job-1",
-        status=RunStatus.EXITED,
-        exit_code=0,
-        signal=None,
-        cpu_s=0.0,
-        wall_s=0.0,
-        memory_bytes=0,
-        oom_killed=False,
-        cpu_exceeded=False,
-        wall_exceeded=False,
-        output_exceeded=False,
-        error=None,
-    )
+    return run_result("job-1", RunStatus.EXITED, 0)

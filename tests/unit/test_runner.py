@@ -17,6 +17,7 @@ from hatchway.settings import Settings
 from hatchway.store.memory import MemoryStore
 from hatchway.volumes import DirectoryVolumes
 from hatchway.worker import Worker
+from tests.conftest import job_when
 
 RunJob = Callable[..., Awaitable[Job]]
 
@@ -165,22 +166,11 @@ async def test_shutdown_stops_a_job_that_outlives_the_grace_period(tmp_path: Pat
     assert final is not None and (final.state, final.reason) == (JobState.KILLED, Reason.SHUTDOWN)
 
 
-async def wait_for(worker: Worker, job_id: str, what: Callable[[Job], bool], timeout_s: float = 5) -> Job:
-    """The job once `what` holds for it (awaiting its change signals, not polling)."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            with worker.signals.watching(job_id) as changed:
-                job = await worker.jobs.get(job_id)
-                if what(job):
-                    return job
-                await worker.signals.wait(changed, timeout_s)
-
-
 async def test_jobs_that_meet_an_outage_before_they_start_wait_in_the_queue(engine: FakeEngine, worker: Worker) -> None:
     engine.programs["ok"] = FakeProgram(stdout=b"hi\n")
     engine.go_down()
     first, _ = await worker.jobs.submit(JobRequest(image="img", command=["ok"]))
-    queued = await wait_for(worker, first.id, lambda job: job.message is not None)
+    queued = await job_when(worker, first.id, lambda job: job.message is not None)
     assert queued.state == JobState.QUEUED and queued.worker_id is None
     assert queued.message is not None
     assert "stopped answering" in queued.message and "waits in the queue" in queued.message

@@ -155,7 +155,7 @@ class FakeEngine:
         self._event("run", sandbox)
         program = self.programs.get(request.argv[0])
         if program is None:
-            return _result(request, RunStatus.EXEC_FAILED, 127, error=f"{request.argv[0]}: not found")
+            return run_result(request.id, RunStatus.EXEC_FAILED, 127, error=f"{request.argv[0]}: not found")
         if program.runs_until_stopped:
             sandbox.signalled.clear()
             ended = asyncio.ensure_future(sandbox.exited.wait())
@@ -165,7 +165,7 @@ class FakeEngine:
             signalled.cancel()
             if sandbox.exited.is_set():
                 raise EngineError("the sandbox ended (its supervisor's stream closed)")
-            return _result(request, RunStatus.SIGNALED, 0, signal=9)
+            return run_result(request.id, RunStatus.SIGNALED, 0, signal=9)
         # What it prints goes where the supervisor would put it: the request's files, through the mounts.
         for path, data in ((request.stdout_path, program.stdout), (request.stderr_path, program.stderr)):
             target = _on_host(sandbox.spec, path)
@@ -174,7 +174,7 @@ class FakeEngine:
                     file.write(data)
         if program.result is not None:
             return program.result
-        return _result(request, RunStatus.EXITED, program.exit_code)
+        return run_result(request.id, RunStatus.EXITED, program.exit_code)
 
     def resources(self, handle: Handle) -> Resources:
         return Resources(memory_bytes=1024, peak_memory_bytes=2048, cpu_s=0.01, pids=1)
@@ -270,11 +270,12 @@ def _on_host(spec: SandboxSpec, path: str | None) -> Path | None:
     return None
 
 
-def _result(
-    request: RunRequest, status: RunStatus, exit_code: int, *, error: str | None = None, signal: int | None = None
+def run_result(
+    run_id: str, status: RunStatus, exit_code: int, *, error: str | None = None, signal: int | None = None
 ) -> RunResult:
+    """A supervisor's answer as the fake engine gives it (a millisecond, a kilobyte)."""
     return RunResult(
-        id=request.id,
+        id=run_id,
         status=status,
         exit_code=None if signal is not None else exit_code,
         signal=signal,
