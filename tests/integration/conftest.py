@@ -26,6 +26,8 @@ def make_settings(tmp_path: Path, worker_id: str, **overrides: Any) -> Settings:
         "kill_grace_s": 1.0,
         "shutdown_grace_s": 1.0,
         "poll_interval_s": 0.5,
+        # Jobs take the cold path unless a test asks for pools (warm ones would make containers of their own).
+        "pool_warm_total": 0,
     }
     values.update(overrides)
     return Settings(**values)

@@ -4,11 +4,13 @@ leaves nothing behind, replacement of a container that died while idle, the disk
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import pytest
 
 from hatchway.logs import job_logs
@@ -104,7 +106,8 @@ async def test_an_idle_container_that_dies_is_replaced(
     await pools_ready(worker)
     before = set(containers_of(docker_client, worker.worker_id))
     for container_id in before:
-        docker_client.containers.get(container_id).kill()
+        with contextlib.suppress(docker.errors.NotFound):  # gone already
+            docker_client.containers.get(container_id).kill()
     deadline = asyncio.get_running_loop().time() + 30
     while not (set(containers_of(docker_client, worker.worker_id)) - before) or not all(
         pool.idle for pool in worker.pools.status()
