@@ -42,8 +42,9 @@ def worker_id() -> str:
 def containers_of(client: docker.DockerClient, worker_id: str, *, pooled: bool = True) -> list[str]:
     """Ids of every container, running or not, labelled as this worker's (without `pooled`, but those kept in
     its pools)."""
-    found = client.containers.list(all=True, filters={"label": f"hatchway.worker_id={worker_id}"})
-    return [container.id for container in found if pooled or container.labels.get("hatchway.role") != "pool"]
+    # One listing call: containers.list() inspects each one after, and a pool may remove one in between.
+    found = client.api.containers(all=True, filters={"label": f"hatchway.worker_id={worker_id}"})
+    return [item["Id"] for item in found if pooled or (item.get("Labels") or {}).get("hatchway.role") != "pool"]
 
 
 def mounts_under(path: Path) -> list[str]:
