@@ -164,6 +164,17 @@ async def test_an_image_that_ran_recently_gets_a_warm_pool(worker: Worker, submi
     assert second.stdout == "two\n"
 
 
+@pytest.mark.parametrize("worker_settings", [{"pools": [], "pool_warm_total": 2}], indirect=True)
+async def test_a_dockerfile_s_image_gets_a_warm_pool_once_built(worker: Worker, submit: Submit) -> None:
+    build = {"dockerfile": f"FROM {BUSYBOX}\nENV BUILT=yes\n"}
+    first = await worker.jobs.wait_final((await submit("echo $BUILT", build=build)).id, 120)
+    assert (first.state, first.stdout, first.run.pooled) == (JobState.SUCCEEDED, "yes\n", False), first
+    second = await worker.jobs.wait_final((await submit("echo $BUILT", build=build)).id, 60)
+    assert second.state == JobState.SUCCEEDED and [pool.origin for pool in worker.pools.status()] == ["warm"]
+    third = await pooled(worker, submit, "echo $BUILT", build=build)
+    assert (third.state, third.stdout) == (JobState.SUCCEEDED, "yes\n")
+
+
 async def test_output_follows_live_from_a_pooled_job(worker: Worker, submit: Submit) -> None:
     await pools_ready(worker)
     job = await submit("echo first; sleep 2; echo second")

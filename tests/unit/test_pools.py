@@ -90,9 +90,9 @@ def test_image_names_are_normalised() -> None:
         {"network": "host"},
         {"workdir": "/srv"},
         {"limits": {"cpus": 0.5}},
-        {"image": None, "build": {"dockerfile": "FROM img"}},
+        {"image": None, "build": {"dockerfile": "FROM img"}, "bundle_url": "https://example.com/b.zip"},
     ],
-    ids=["host-network", "workdir", "cpus", "build"],
+    ids=["host-network", "workdir", "cpus", "build-with-bundle"],
 )
 def test_jobs_a_pool_cannot_serve_as_a_fresh_container_would_take_the_cold_path(
     tmp_path: Path, engine: FakeEngine, images: FakeImages, fields: dict[str, Any]
@@ -178,3 +178,11 @@ def _idle(pools: Pools) -> list[Any]:
 
 def _ok() -> RunResult:
     return run_result("job-1", RunStatus.EXITED, 0)
+
+
+def test_a_dockerfile_job_is_keyed_by_the_name_its_image_gets(
+    tmp_path: Path, engine: FakeEngine, images: FakeImages
+) -> None:
+    pools = make_pools(tmp_path, engine, images)
+    key = pools.key_for(make_job(image=None, build={"dockerfile": "FROM img"}), "docker")
+    assert key is not None and key.image == images.build_name("FROM img", {}, "")

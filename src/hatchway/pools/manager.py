@@ -150,7 +150,9 @@ class Pools:
             return None
         pool = self._pools.get(key)
         if pool is None:
-            self._warm(key)
+            # A Dockerfile's image gets a pool once it is built (by this job, on the cold path, if not yet).
+            if job.spec.build is None or await self._images.present(key.image):
+                self._warm(key)
             return None
         pool.last_used = time.monotonic()
         if job.spec.limits.disk_mb > pool.disk_mb:
@@ -176,10 +178,15 @@ class Pools:
     def key_for(self, job: Job, runtime: str) -> PoolKey | None:
         """The pool key of a job a pooled container can serve as well as a fresh one; None for the others."""
         spec = job.spec
+        image = spec.image
+        if spec.build is not None and spec.bundle_url is None:
+            # Its image's name is known before it is built: a hash of the Dockerfile and the files.
+            files = {path: text.encode() for path, text in spec.build.files.items()}
+            image = self._images.build_name(spec.build.dockerfile, files, "")
         if (
             spec.kind != "job"
-            or spec.image is None
-            or spec.build is not None
+            or image is None
+            or spec.bundle_url is not None and spec.build is not None
             or spec.network != "none"
             or spec.ports
             or spec.workdir != WORKDIR
@@ -187,7 +194,7 @@ class Pools:
             or spec.limits.cpus != self._default_limits.cpus
         ):
             return None
-        return PoolKey(normalise_image(spec.image), runtime)
+        return PoolKey(normalise_image(image), runtime)
 
     async def release(self, slot: Slot) -> None:
         """The job is over (its result stored): reset the container for the next job before returning (so that a
