@@ -290,6 +290,7 @@ class RunInfo(BaseModel):
     ports: dict[str, int] = Field(default_factory=dict, description="Port name -> allocated host port.")
     warnings: list[str] = Field(default_factory=list)
     pooled: bool = Field(default=False, description="Whether a started container from a pool ran it.")
+    sandbox: str | None = Field(default=None, description="The pooled container it ran in (its label), if one did.")
 
 
 class Job(BaseModel):

@@ -55,9 +55,13 @@ class Recovery:
         adopted: set[str] = set()
         for job in await self._store.active(self._worker_id):
             containers = by_owner.pop(job.id, [])
+            if job.run.sandbox is not None:  # it ran in a pooled container, labelled with the pool's name for it
+                containers += by_owner.pop(job.run.sandbox, [])
             main = _resumable(job, containers)
             if main is not None:
                 adopted.add(job.id)
+                if job.run.sandbox is not None:
+                    adopted.add(job.run.sandbox)  # its disk is the pooled container's
                 leftovers += [item.handle for item in containers if item is not main]
                 self._resume(job, main)
                 continue
@@ -119,11 +123,13 @@ class Recovery:
 
 
 def _resumable(job: Job, containers: list[Found]) -> Found | None:
-    """The container a plain job can be re-attached to: its own job container, started."""
+    """The container a plain job can be re-attached to: its own job container, or the pooled one it ran in,
+    started."""
     if job.spec.kind != "job":
         return None
+    role = Role.POOL if job.run.sandbox is not None else Role.JOB
     for item in containers:
-        if item.handle.role == Role.JOB and item.started_at is not None:
+        if item.handle.role == role and item.started_at is not None:
             return item
     return None
 

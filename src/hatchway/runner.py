@@ -31,7 +31,8 @@ from hatchway.errors import (
 from hatchway.health import EngineHealth
 from hatchway.models import PROGRAM_STREAMS, Job, JobState, Outcome, Reason, Resources, RunInfo, Stream, utcnow
 from hatchway.output import OutputCapture
-from hatchway.pools import PooledRuns, Pools, Slot
+from hatchway.pools import PooledRuns, PoolKey, Pools, Slot
+from hatchway.pools.slot import SlotState
 from hatchway.prepare import Prepared, Preparer, numeric_owner
 from hatchway.signals import JobSignals
 from hatchway.store.base import JobStore
@@ -178,7 +179,7 @@ class JobRunner:
         uid, gid = self._owner
         handle = await self._pooled.start(slot, prepared.process, job.spec.limits, capture, uid=uid, gid=gid)
         control.engine, control.handle = self._pooled, handle
-        run = prepared.run.model_copy(update={"pooled": True})
+        run = prepared.run.model_copy(update={"pooled": True, "sandbox": slot.name})
         running = await self._store.mark_running(job.id, utcnow(), run)
         self._signals.notify(job.id)
         self._log("job_running", job.id, engine=slot.key.runtime, pooled=True)
@@ -190,6 +191,11 @@ class JobRunner:
         capture = self.capture(job, control)
         control.engine, control.handle = self._engines[found.engine], found.handle
         control.volume = self._volumes.volumes.find(job.id)
+        if job.run.sandbox is not None and self._pooled is not None:
+            control.slot = self._adopted_slot(job, found)
+            control.volume = control.slot.volume
+            control.engine = self._pooled
+            self._pooled.adopt(control.slot, capture, job.spec.limits.output_bytes)
         try:
             running = job
             if job.state == JobState.BUILDING:
@@ -201,6 +207,22 @@ class JobRunner:
             return await self._failed(job, exc, capture)
         finally:
             await self._clean_up(job, control, capture)
+
+    def _adopted_slot(self, job: Job, found: Found) -> Slot:
+        """The pooled container a job ran in when the worker died, taken up again (replaced after the job)."""
+        assert job.run.sandbox is not None and job.spec.image is not None
+        return Slot(
+            name=job.run.sandbox,
+            key=PoolKey(job.run.image or job.spec.image, found.engine),
+            engine=self._engines[found.engine],
+            handle=found.handle,
+            volume=self._volumes.volumes.find(job.run.sandbox),
+            disk_mb=job.spec.limits.disk_mb,
+            environment={},
+            state=SlotState.BUSY,
+            job_id=job.id,
+            anomaly="taken up after a worker restart",
+        )
 
     async def stop_before_start(self, job: Job, control: RunControl) -> Job:
         """End a job killed before anything started: cancelled, or queued again if the worker is stopping."""

@@ -250,7 +250,9 @@ class Worker:
         has settled the last run's, which it does itself)."""
         self.pools.engine_restarted()
         if self._recovered:
-            await self._recovery.reap(self._controls.keys())
+            # A job running in a pooled container owns it under the pool's name for it.
+            pooled = {control.slot.name for control in self._controls.values() if control.slot is not None}
+            await self._recovery.reap(set(self._controls) | pooled)
 
     async def _maintain(self) -> None:
         """Now and then: expire old artifacts, keep the image cache in its budget, re-probe failed engines."""

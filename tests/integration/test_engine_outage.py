@@ -202,7 +202,7 @@ async def test_a_job_with_a_free_slot_waits_in_the_queue_while_the_engine_is_dow
     assert await health_status(worker) == (200, True)
 
 
-async def test_pools_drain_and_refill_across_an_engine_restart(
+async def test_pools_drain_and_refill_and_a_pooled_job_survives_an_engine_restart(
     engine: PrivateEngine, make_worker: type[Worker]
 ) -> None:
     pools = [{"image": BUSYBOX, "size": 2, "reuse_jobs": 10}]
@@ -211,9 +211,14 @@ async def test_pools_drain_and_refill_across_an_engine_restart(
     before = await worker.jobs.wait_final((await submit(worker, "echo $HOSTNAME")).id, 60)
     assert before.run.pooled and before.state == JobState.SUCCEEDED, before
 
+    running = await submit(worker, "echo before; sleep 6; echo after")
+    await printed(worker, running.id, "before\n")
     await asyncio.to_thread(engine.stop)
     meanwhile = await submit(worker, "echo $HOSTNAME")
     await asyncio.to_thread(engine.start)
+
+    taken_up = await worker.jobs.wait_final(running.id, 60)
+    assert (taken_up.state, taken_up.stdout, taken_up.run.pooled) == (JobState.SUCCEEDED, "before\nafter\n", True)
 
     done = await worker.jobs.wait_final(meanwhile.id, 60)
     assert done.state == JobState.SUCCEEDED, done

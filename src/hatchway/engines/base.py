@@ -178,6 +178,12 @@ class Engine(Protocol):
         it left before answering. Raises EngineError if the sandbox is gone or the supervisor misbehaves."""
         ...
 
+    async def reattach(self, handle: Handle, run_id: str) -> RunResult:
+        """Connect again to the supervisor of a sandbox whose connection was lost (a worker restart, an engine
+        restart) and return the result of run `run_id`: at once if it has ended meanwhile, else when it ends.
+        Raises EngineError if the sandbox is gone or the run's answer cannot be found."""
+        ...
+
     def resources(self, handle: Handle) -> Resources:
         """The latest resource figures sampled for the sandbox (live while it runs)."""
         ...

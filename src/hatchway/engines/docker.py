@@ -145,6 +145,9 @@ class DockerEngine:
             raise EngineError(f"sandbox {handle.ref[:12]} is not an open supervised sandbox")
         return await self._host.call(supervised.run, live.channel, request)
 
+    async def reattach(self, handle: Handle, run_id: str) -> RunResult:
+        return await self._host.call(self._reattach, handle, run_id)
+
     async def check(self, handle: Handle) -> bool:
         live = self._live.get(handle.ref)
         if live is None or live.channel is None:
@@ -368,6 +371,14 @@ class DockerEngine:
         except docker.errors.APIError as exc:
             if "is not running" not in explain(exc):
                 raise
+
+    def _reattach(self, handle: Handle, run_id: str) -> RunResult:
+        live = self._live.setdefault(handle.ref, _Live())
+        if live.channel is not None:
+            live.channel.close()
+            live.channel = None
+        live.channel, result = supervised.reattach(self._api(), handle.ref, run_id)
+        return result
 
     def _signal(self, container_id: str, signal: str) -> None:
         try:

@@ -134,6 +134,36 @@ def _home_of(api: docker.APIClient, container_id: str, uid: str) -> str:
     return "/"
 
 
+def reattach(api: docker.APIClient, container_id: str, run_id: str) -> tuple[SupervisorChannel, RunResult]:
+    """Attach to a running supervised container again and return the channel and the answer to run `run_id`.
+
+    Attached first, then the container's log is read: an answer written before the attach is in the log, one
+    written after it comes on the channel; it cannot fall between the two.
+    """
+    sock = api.attach_socket(container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+    channel = SupervisorChannel(sock)
+    try:
+        for line in api.logs(container_id, stdout=True, stderr=False).splitlines():
+            found = _answer_to(line, run_id)
+            if found is not None:
+                return channel, found
+        while True:
+            found = _answer_to(channel.read_line(None), run_id)
+            if found is not None:
+                return channel, found
+    except BaseException:
+        channel.close()
+        raise
+
+
+def _answer_to(line: bytes, run_id: str) -> RunResult | None:
+    try:
+        result = parse_result(line)
+    except ProtocolError:
+        return None  # the ready line, a pong, another run's answer
+    return result if result.id == run_id else None
+
+
 def ping(channel: SupervisorChannel) -> bool:
     """Whether the supervisor answers a ping at once."""
     try:

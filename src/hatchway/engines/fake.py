@@ -179,6 +179,12 @@ class FakeEngine:
     def resources(self, handle: Handle) -> Resources:
         return Resources(memory_bytes=1024, peak_memory_bytes=2048, cpu_s=0.01, pids=1)
 
+    async def reattach(self, handle: Handle, run_id: str) -> RunResult:
+        sandbox = self._get(handle)
+        if sandbox.exited.is_set():
+            raise EngineError(f"sandbox {handle.ref} has ended")
+        return run_result(run_id, RunStatus.EXITED, 0)
+
     async def check(self, handle: Handle) -> bool:
         sandbox = self.sandboxes.get(handle.ref)
         return sandbox is not None and sandbox.supervised and not sandbox.exited.is_set()

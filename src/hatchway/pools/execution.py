@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from hatchway.engines.base import ExitStatus, Handle, OutputSink, Process
 from hatchway.errors import EngineError, HatchwayError
@@ -59,14 +61,30 @@ class PooledRuns:
             stderr_path=f"{IO_DIR}/stderr",
             cwd=WORKDIR,
         )
-        slot.run = asyncio.ensure_future(slot.engine.run(slot.handle, request))
-        slot.tail = asyncio.ensure_future(_follow(slot.volume.io, sink, slot.run, limits.output_bytes + 1))
+        slot.keep_bytes = limits.output_bytes + 1
+        self._follow(slot, slot.engine.run(slot.handle, request), sink)
         self._slots[slot.handle.ref] = slot
         return slot.handle
+
+    def adopt(self, slot: Slot, sink: OutputSink, output_bytes: int) -> Handle:
+        """Take up a job whose pooled container outlived a worker restart: its run is found again, and its output
+        read from the start of its files."""
+        slot.keep_bytes = output_bytes + 1
+        self._follow(slot, slot.engine.reattach(slot.handle, slot.job_id or ""), sink)
+        self._slots[slot.handle.ref] = slot
+        return slot.handle
+
+    def _follow(self, slot: Slot, run: Coroutine[Any, Any, RunResult], sink: OutputSink) -> None:
+        slot.run = asyncio.ensure_future(run)
+        slot.tail = asyncio.ensure_future(_follow(slot.volume.io, sink, slot.run, slot.keep_bytes, slot.offsets))
 
     async def wait(self, handle: Handle, sink: OutputSink) -> ExitStatus:
         slot = self._slots[handle.ref]
         assert slot.run is not None and slot.tail is not None
+        if slot.run.done() and slot.run.exception() is not None and not slot.stopped:
+            # Waited for again after the connection broke (the engine restarted): find the run again; its
+            # output goes on from where it was.
+            self._follow(slot, slot.engine.reattach(handle, slot.job_id or ""), sink)
         try:
             result = await asyncio.shield(slot.run)
         except HatchwayError as exc:
@@ -127,11 +145,12 @@ def _exit_status(result: RunResult) -> ExitStatus:
     return ExitStatus(exit_code=code, oom_killed=result.oom_killed, message=message)
 
 
-async def _follow(io_dir: Path, sink: OutputSink, run: asyncio.Task[RunResult], keep_bytes: int) -> None:
+async def _follow(
+    io_dir: Path, sink: OutputSink, run: asyncio.Task[RunResult], keep_bytes: int, offsets: dict[Stream, int]
+) -> None:
     """Copy what the supervisor writes to the job's stdout and stderr files into the sink, as it comes, until
     the run has ended and everything is read; past `keep_bytes` of a stream (the sink's cap, and one byte to tell
     it was passed) the rest is not read."""
-    offsets = dict.fromkeys(PROGRAM_STREAMS, 0)
     files: dict[Stream, int] = {}
     try:
         while True:
@@ -141,7 +160,7 @@ async def _follow(io_dir: Path, sink: OutputSink, run: asyncio.Task[RunResult], 
                     with contextlib.suppress(FileNotFoundError):
                         files[stream] = os.open(io_dir / stream.value, os.O_RDONLY | os.O_CLOEXEC)
                 if stream in files:
-                    wanted = keep_bytes - offsets[stream]
+                    wanted = keep_bytes - offsets.setdefault(stream, 0)
                     if wanted > 0:
                         offsets[stream] += _copy(files[stream], offsets[stream], wanted, stream, sink, to_end=finished)
             if finished:

@@ -168,7 +168,7 @@ class Pools:
                 self._discard(pool, slot)
                 continue
             slot.state, slot.job_id = SlotState.BUSY, job.id
-            slot.result, slot.run, slot.stopped = None, None, False
+            slot.result, slot.run, slot.stopped, slot.offsets = None, None, False, {}
             pool.busy.add(slot)
             pool.hits += 1
             self._notify()  # one fewer idle: refill
@@ -186,7 +186,7 @@ class Pools:
         if (
             spec.kind != "job"
             or image is None
-            or spec.bundle_url is not None and spec.build is not None
+            or (spec.bundle_url is not None and spec.build is not None)
             or spec.network != "none"
             or spec.ports
             or spec.workdir != WORKDIR

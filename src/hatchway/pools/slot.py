@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from hatchway.engines.base import Engine, Handle
+from hatchway.models import Stream
 from hatchway.sandbox.protocol import RunResult
 from hatchway.volumes import Volume
 
@@ -57,5 +58,8 @@ class Slot:
     anomaly: str | None = None
     """Why the container must not serve again (a failed wipe, a supervisor error), if it must not."""
     tail: asyncio.Task[None] | None = field(default=None, repr=False)
+    offsets: dict[Stream, int] = field(default_factory=dict)
+    """How much of each of the job's output files has been passed on (so that a run found again goes on)."""
+    keep_bytes: int = 0
     checked_at: float = field(default_factory=time.monotonic)
     """When its supervisor last answered (a ping, or a job)."""
