@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol, TypedDict
+from typing import Protocol
 
 from hatchway.artifacts import ArtifactStore, Collected
 from hatchway.engines.base import CommandNotRunnable, Engine, ExitStatus, Found, Handle, OutputSink
@@ -29,7 +29,8 @@ from hatchway.errors import (
     NotAllowed,
 )
 from hatchway.health import EngineHealth
-from hatchway.models import PROGRAM_STREAMS, Job, JobState, Outcome, Reason, Resources, RunInfo, Stream, utcnow
+from hatchway.models import Job, JobState, Outcome, Reason, Resources, RunInfo, Stream, utcnow
+from hatchway.outcome import captured, cut_off, decide
 from hatchway.output import OutputCapture
 from hatchway.pools import PooledRuns, PoolKey, Pools, Slot
 from hatchway.pools.slot import SlotState
@@ -285,13 +286,13 @@ class JobRunner:
                 stopped_for = await _engine_back(self._health.answering, control, _left_s(deadline))
             if not self._health.answering.is_set():
                 assert stopped_for is not None
-                return await self.finish(job, _cut_off(stopped_for, lost, capture), capture)
+                return await self.finish(job, cut_off(stopped_for, lost, capture), capture)
             self._log("job_reattaching", job.id)
             if stopped_for is not None:  # the stop may not have reached the container before the outage
                 await self._stop(job, control, stopped_for)
         assert control.volume is not None
         collected, disk_full = await asyncio.to_thread(self._collect, job.id, control.volume)
-        outcome = _outcome(status, stopped_for, capture, disk_full=disk_full)
+        outcome = decide(status, stopped_for, capture, disk_full=disk_full)
         if status.message and outcome.reason == Reason.EXIT_CODE and not outcome.message:
             outcome = outcome.model_copy(update={"message": status.message})
         if collected.truncated:
@@ -317,7 +318,7 @@ class JobRunner:
             log.error("job failed in the engine: %s", exc, extra=self._extra("job_engine_error", job.id))
             self._health.recheck()
         # What it printed before the failure is kept.
-        outcome = Outcome(state=JobState.FAILED, reason=reason, message=str(exc), **_output(capture))
+        outcome = Outcome(state=JobState.FAILED, reason=reason, message=str(exc), **captured(capture))
         return await self.finish(job, outcome, capture)
 
     async def finish(self, job: Job, outcome: Outcome, capture: OutputCapture | None) -> Job:
@@ -376,64 +377,6 @@ class JobRunner:
 
     def _extra(self, event: str, job_id: str) -> dict[str, object]:
         return {"event": event, "job_id": job_id, "worker_id": self._worker_id}
-
-
-class _Output(TypedDict):
-    stdout: str
-    stderr: str
-    stdout_truncated: bool
-    stderr_truncated: bool
-
-
-def _output(capture: OutputCapture) -> _Output:
-    """The job's output as an outcome records it."""
-    truncated = capture.truncated
-    return _Output(
-        stdout=capture.text(Stream.STDOUT),
-        stderr=capture.text(Stream.STDERR),
-        stdout_truncated=truncated[Stream.STDOUT],
-        stderr_truncated=truncated[Stream.STDERR],
-    )
-
-
-_STOPPED_BECAUSE = {
-    Reason.TIMEOUT: "the job's time ran out",
-    Reason.KILLED: "the job was killed",
-    Reason.SHUTDOWN: "the worker shut down",
-    Reason.OUTPUT_LIMIT: "the job's output went past its limit",
-}
-
-
-def _cut_off(reason: Reason, lost: HatchwayError, capture: OutputCapture) -> Outcome:
-    """How a job ends that was to be stopped (time out, kill, shutdown) while the engine did not answer."""
-    because = _STOPPED_BECAUSE.get(reason, "the job was to be stopped")
-    state = JobState.KILLED if reason in (Reason.KILLED, Reason.SHUTDOWN) else JobState.FAILED
-    message = f"{lost}, and {because} before it answered again; its container is removed once the engine is back"
-    return Outcome(state=state, reason=reason, message=message, **_output(capture))
-
-
-def _outcome(status: ExitStatus, stopped_for: Reason | None, capture: OutputCapture, *, disk_full: bool) -> Outcome:
-    truncated = capture.truncated
-    state: JobState
-    reason: Reason | None
-    message = None
-    if stopped_for in (Reason.KILLED, Reason.SHUTDOWN):
-        state, reason = JobState.KILLED, stopped_for
-    elif stopped_for is not None:
-        state, reason = JobState.FAILED, stopped_for
-    elif any(truncated[stream] for stream in PROGRAM_STREAMS):
-        state, reason = JobState.FAILED, Reason.OUTPUT_LIMIT
-    elif status.oom_killed:
-        state, reason = JobState.FAILED, Reason.MEMORY_LIMIT
-    elif disk_full and status.exit_code != 0:
-        # It failed with its disk full: a write past the limit is the likeliest cause by far.
-        state, reason = JobState.FAILED, Reason.DISK_LIMIT
-        message = "the job filled its disk: its working directory and /tmp reached limits.disk_mb"
-    elif status.exit_code == 0:
-        state, reason = JobState.SUCCEEDED, None
-    else:
-        state, reason = JobState.FAILED, Reason.EXIT_CODE
-    return Outcome(state=state, reason=reason, message=message, exit_code=status.exit_code, **_output(capture))
 
 
 def _left_s(deadline: datetime) -> float:
