@@ -27,6 +27,9 @@ async def run_locally(settings: Settings, request: JobRequest) -> int:
                 "worker_id": f"{settings.worker_id}-run-{os.getpid()}",
                 "data_dir": Path(data_dir),
                 "max_concurrent_jobs": 1,
+                # One job, then gone: a pool would only start containers nobody uses.
+                "pools": [],
+                "pool_warm_total": 0,
             }
         )
         worker = build_worker(local, store=MemoryStore())
