@@ -70,6 +70,9 @@ class Reason(StrEnum):
     """The job's bundle could not be used: download, checksum, or a hostile or broken archive."""
     ENGINE_ERROR = "engine_error"
     """The container engine failed; `message` has its words."""
+    REFUSED = "refused"
+    """Its source handed out an item hatchway cannot run (malformed, or asking for what this worker does not
+    allow); it never ran, and the source is told why."""
     WORKER_RESTART = "worker_restart"
     """The worker restarted while the job ran and its container was gone, so the result is lost."""
     SHUTDOWN = "shutdown"

@@ -108,7 +108,8 @@ class Recovery:
         for parent in self._stale_dirs:
             if parent.is_dir():
                 for child in parent.iterdir():
-                    if child.name.split(".")[0] not in keep:  # a job's dir, or its output files <id>.<stream>
+                    # A job's directory, or its output files <id>.<stream> (an id may hold dots itself).
+                    if child.name not in keep and child.name.rsplit(".", 1)[0] not in keep:
                         _remove_tree(child)
 
     def _any_engine(self) -> Engine:

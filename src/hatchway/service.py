@@ -10,7 +10,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 
 from hatchway.errors import JobAlreadyFinished, JobConflict, JobNotFound, ShuttingDown
-from hatchway.models import Job, JobRequest, JobSpec, JobState, RunInfo, new_job_id, utcnow
+from hatchway.models import Job, JobRequest, JobSpec, JobState, Reason, RunInfo, new_job_id, utcnow
 from hatchway.output import OutputCapture
 from hatchway.policy import Policy
 from hatchway.runner import RunControl
@@ -137,6 +137,42 @@ class JobService:
                 if job.state.is_final or remaining <= 0:
                     return job
                 await self.signals.wait(changed, remaining)
+
+    async def refuse(self, origin: str, external_id: str, request: JobRequest, message: str) -> Job:
+        """Record an item of source `origin` that cannot run (`request` says what it asked for, as far as it
+        could be read) as a job that ended `failed`/`refused`, so that its report is kept and sent like any
+        other; a second refusal of the same item returns the first."""
+        now = utcnow()
+        limits = self.policy.default_limits
+        spec = JobSpec(
+            image=request.image,
+            command=[request.command] if isinstance(request.command, str) else list(request.command),
+            env={},
+            stdin=None,
+            files={},
+            workdir=request.workdir,
+            limits=limits,
+            network="none",
+            priority=request.priority,
+            labels=request.labels,
+        )
+        job = Job(
+            id=source_job_id(origin, external_id),
+            state=JobState.FAILED,
+            reason=Reason.REFUSED,
+            message=message,
+            created_at=now,
+            finished_at=now,
+            image=spec.image,
+            labels=spec.labels,
+            priority=spec.priority,
+            spec=spec,
+            origin=origin,
+            external_id=external_id,
+        )
+        stored, _ = await self.store.enqueue(job)
+        self._log("job_refused", stored.id, why=message)
+        return stored
 
     async def unreported(self, origin: str) -> list[Job]:
         """Jobs of source `origin` that have ended and whose result it has not been told yet, oldest first."""

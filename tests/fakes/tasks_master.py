@@ -21,6 +21,9 @@ class TasksMaster:
     """(eval_id, "complete" | "fail", body), in the order they arrived and were accepted."""
     fail_every: int = 0
     """Answer 500 to every n-th request (0: never)."""
+    refuse_reports: bool = False
+    """Answer 503 to every report (to leave them pending)."""
+    report_attempts: int = 0
     requests: int = 0
     claimed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -89,6 +92,11 @@ def _handler(master: TasksMaster) -> type[BaseHTTPRequestHandler]:
             if self.headers.get("X-API-Key") != master.api_key:
                 return self._answer(401, {"error": "bad key"})
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            with master.lock:
+                master.report_attempts += 1
+                refused = master.refuse_reports
+            if refused:
+                return self._answer(503, {"error": "not now"})
             if self._faulty():
                 return self._answer(500, {"error": "injected"})
             parts = self.path.strip("/").split("/")

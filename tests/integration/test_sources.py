@@ -69,8 +69,11 @@ async def test_tasks_run_and_each_gets_one_report(master: TasksMaster, start: An
     await asyncio.sleep(1)
     assert len(master.reports) == 6, "exactly one report per item"
     jobs = (await worker.jobs.find(JobQuery(labels={"source": "queue"}))).jobs
-    assert {job.external_id for job in jobs} == {"ok", "exits", "crash", "slow"}
+    assert {job.external_id for job in jobs} == {"ok", "exits", "crash", "slow", "no-code", "odd-engine"}
     assert all(job.reported_at is not None and job.origin == "queue" for job in jobs)
+    refused = {job.external_id: job for job in jobs if job.reason == "refused"}
+    assert set(refused) == {"no-code", "odd-engine"}, "an item that cannot run is kept, failed, like any other"
+    assert got["no-code"][1]["reason"] == "refused"
     status = worker.sources[0].status()
     assert (status.claims, status.reports_sent, status.reports_pending) == (6, 6, 0)
 

@@ -98,3 +98,16 @@ async def test_jobs_of_other_workers_are_left_alone(make_job: MakeJob, tmp_path:
     await recovery(store, engine, resumed, tmp_path).run()
     job = await store.get("theirs")
     assert job is not None and job.state == JobState.RUNNING
+
+
+async def test_the_live_output_of_a_reattached_job_is_kept_whatever_its_id(make_job: MakeJob, tmp_path: Path) -> None:
+    store, engine, resumed = MemoryStore(), FakeEngine(), []
+    await active_job(store, make_job, "queue.item.1", running=True)
+    engine.plant("queue.item.1", Role.JOB)
+    stale = tmp_path / "output"
+    stale.mkdir()
+    for name in ("queue.item.1.stdout", "queue.item.1.stderr", "gone.stdout", "queue.stdout"):
+        (stale / name).write_text("x")
+    await recovery(store, engine, resumed, stale).run()
+    assert [job_id for job_id, _ in resumed] == ["queue.item.1"]
+    assert sorted(path.name for path in stale.iterdir()) == ["queue.item.1.stderr", "queue.item.1.stdout"]

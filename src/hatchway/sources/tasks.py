@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -33,15 +32,6 @@ class MasterError(Exception):
     """The master could not be reached, or answered with an error (retried with a backoff)."""
 
 
-@dataclass(frozen=True)
-class _Rejected:
-    """An item that never became a job (malformed, or asking for an engine this worker cannot give)."""
-
-    eval_id: str
-    error: str
-    reason: str
-
-
 class TasksSource:
     """Pulls tasks from a queue service and reports each one's result exactly once."""
 
@@ -55,7 +45,6 @@ class TasksSource:
         self._headers = {} if config.api_key is None else {"X-API-Key": config.api_key.get_secret_value()}
         self._claim_backoff = Backoff(f"asking {config.name} for work")
         self._report_backoff = Backoff(f"reporting to {config.name}")
-        self._rejected: list[_Rejected] = []
         self._ended = asyncio.Event()
         self._done_claiming = asyncio.Event()
         self._last_poll_at: Any = None
@@ -148,34 +137,32 @@ class TasksSource:
         elif engine not in ("docker", "gvisor"):
             problem = f"the task asks for the unknown engine {engine!r} (docker or gvisor)"
         if problem is not None or not isinstance(code, str):
-            self._reject(eval_id, problem or "the task has no code", "bad_task")
+            await self._refuse(jobs, eval_id, problem or "the task has no code")
             return
         try:
             job = await self._submit(jobs, eval_id, code, engine)
-        except RuntimeUnavailable as exc:
-            self._reject(eval_id, str(exc), "engine_unavailable")
-            return
-        except HatchwayError as exc:
-            self._reject(eval_id, str(exc), "bad_task")
+        except HatchwayError as exc:  # not allowed here, gVisor unavailable, too large ...
+            await self._refuse(jobs, eval_id, str(exc))
             return
         watcher = asyncio.create_task(self._watch(jobs, job), name=f"source-{self.name}-watch")
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
 
-    async def _submit(self, jobs: JobService, eval_id: str, code: str, engine: str) -> Job:
-        labels = {"source": self.name, "external_id": eval_id[:200]}
+    def _request(self, eval_id: str, code: str, runtime: str) -> JobRequest:
+        return JobRequest.model_validate(
+            {
+                "image": self._image,
+                "command": ["python3", "main.py"],
+                "files": {"main.py": code},
+                "runtime": runtime,
+                "limits": self._config.limits.model_dump(exclude_none=True),
+                "labels": {"source": self.name, "external_id": eval_id[:200]},
+            }
+        )
 
+    async def _submit(self, jobs: JobService, eval_id: str, code: str, engine: str) -> Job:
         def request(runtime: str) -> JobRequest:
-            return JobRequest.model_validate(
-                {
-                    "image": self._image,
-                    "command": ["python3", "main.py"],
-                    "files": {"main.py": code},
-                    "runtime": runtime,
-                    "limits": self._config.limits.model_dump(exclude_none=True),
-                    "labels": labels,
-                }
-            )
+            return self._request(eval_id, code, runtime)
 
         try:
             job, _ = await jobs.submit(request(engine), origin=self.name, external_id=eval_id)
@@ -193,9 +180,10 @@ class TasksSource:
             pass
         self._ended.set()
 
-    def _reject(self, eval_id: str, error: str, reason: str) -> None:
+    async def _refuse(self, jobs: JobService, eval_id: str, error: str) -> None:
+        """Keep the item as a refused job: its `fail` report is stored and sent like any other."""
         log.warning("task %s refused: %s", eval_id, error, extra={"event": "source_item_refused", "source": self.name})
-        self._rejected.append(_Rejected(eval_id, error, reason))
+        await jobs.refuse(self.name, eval_id, self._request(eval_id, "", self._config.runtime), error)
         self._ended.set()
 
     # Reporting
@@ -204,22 +192,13 @@ class TasksSource:
         while True:
             self._ended.clear()
             pending = await jobs.unreported(self.name)
-            self._pending = len(pending) + len(self._rejected)
+            self._pending = len(pending)
             failed = False
             for job in pending:
                 if not await self._send(http, job.external_id or "", _report_of(job, self._worker_id)):
                     failed = True
                     break
                 await jobs.mark_reported(job.id)
-                self._sent += 1
-                self._pending -= 1
-            while not failed and self._rejected:
-                item = self._rejected[0]
-                body = {"eval_id": item.eval_id, "error": item.error, "reason": item.reason, "output": ""}
-                if not await self._send(http, item.eval_id, ("fail", {**body, "worker_id": self._worker_id})):
-                    failed = True
-                    break
-                self._rejected.pop(0)
                 self._sent += 1
                 self._pending -= 1
             if self._done_claiming.is_set() and not self._pending and not self._watchers:

@@ -33,7 +33,8 @@ class JobStore(Protocol):
     """
 
     async def enqueue(self, job: Job) -> tuple[Job, bool]:
-        """Insert a queued job; if its id exists already, return that job and False instead."""
+        """Insert a queued job (or one that ended before it could be queued: an item a source handed out that
+        cannot run); if its id exists already, return that job and False instead."""
         ...
 
     async def get(self, job_id: str) -> Job | None:

@@ -23,7 +23,8 @@ class MemoryStore:
         seq = len(self._seq) + 1
         self._jobs[job.id] = job
         self._seq[job.id] = seq
-        heapq.heappush(self._queue, (-job.priority, seq, job.id))
+        if job.state == JobState.QUEUED:
+            heapq.heappush(self._queue, (-job.priority, seq, job.id))
         return job, True
 
     async def get(self, job_id: str) -> Job | None:

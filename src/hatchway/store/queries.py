@@ -49,8 +49,10 @@ MIGRATIONS = {
 }
 
 INSERT = """
-INSERT INTO jobs (id, state, priority, created_at, labels, spec, run, origin, external_id)
-VALUES (:id, :state, :priority, :created_at, :labels, :spec, :run, :origin, :external_id)
+INSERT INTO jobs (id, state, priority, created_at, labels, spec, run, origin, external_id, reason, message,
+    finished_at)
+VALUES (:id, :state, :priority, :created_at, :labels, :spec, :run, :origin, :external_id, :reason, :message,
+    :finished_at)
 ON CONFLICT (id) DO NOTHING
 RETURNING *
 """

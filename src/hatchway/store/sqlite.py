@@ -57,6 +57,9 @@ class SqliteStore:
                 "run": job.run.model_dump_json(),
                 "origin": job.origin,
                 "external_id": job.external_id,
+                "reason": None if job.reason is None else job.reason.value,
+                "message": job.message,
+                "finished_at": None if job.finished_at is None else to_epoch(job.finished_at),
             },
         )
         if row is not None:
