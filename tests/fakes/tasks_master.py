@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,10 @@ class TasksMaster:
     """(eval_id, "complete" | "fail", body), in the order they arrived and were accepted."""
     fail_every: int = 0
     """Answer 500 to every n-th request (0: never)."""
+    garbage: int = 0
+    """Answer this many next GETs for work with a body that is not JSON."""
+    polls: list[float] = field(default_factory=list)
+    """When each GET for work arrived (time.monotonic())."""
     refuse_reports: bool = False
     """Answer 503 to every report (to leave them pending)."""
     report_attempts: int = 0
@@ -81,6 +86,14 @@ def _handler(master: TasksMaster) -> type[BaseHTTPRequestHandler]:
             if self.path != "/tasks/next":
                 return self._answer(404)
             with master.lock:
+                master.polls.append(time.monotonic())
+                if master.garbage:
+                    master.garbage -= 1
+                    self.send_response(200)
+                    self.send_header("Content-Length", "9")
+                    self.end_headers()
+                    self.wfile.write(b"<html>oh!")
+                    return None
                 if not master.tasks:
                     return self._answer(204)
                 task = master.tasks.pop(0)
@@ -111,10 +124,12 @@ def _handler(master: TasksMaster) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def tasks_master(**fields: Any) -> Iterator[TasksMaster]:
-    """A fake queue service on a free 127.0.0.1 port, for the duration of the block."""
-    master = TasksMaster(**fields)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(master))
+def tasks_master(port: int = 0, master: TasksMaster | None = None, **fields: Any) -> Iterator[TasksMaster]:
+    """A fake queue service on 127.0.0.1 (a free port unless `port`), for the duration of the block; pass
+    `master` to serve the same state again (the master back after an outage)."""
+    master = master or TasksMaster(**fields)
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(master))
+    server.allow_reuse_address = True
     master.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -129,3 +129,34 @@ async def test_sigterm_sends_the_reports_of_jobs_that_end_in_the_grace(master: T
     assert (verb, body["output"]) == ("complete", "done\n")
     job = (await worker.jobs.find(JobQuery(labels={"source": "queue"}))).jobs[0]
     assert job.state == JobState.SUCCEEDED and job.reported_at is not None
+
+
+async def test_garbage_from_the_master_is_skipped_and_work_goes_on(master: TasksMaster, start: Any) -> None:
+    master.garbage = 2
+    master.add("after", "print('fine')")
+    worker = await start(source={"poll_interval_s": 0.1})
+    got = await reports(master, 1)
+    assert got["after"][0] == "complete" and got["after"][1]["output"] == "fine\n"
+    status = worker.sources[0].status()
+    assert status.errors >= 2 and status.last_error is not None and "not a JSON object" in status.last_error
+
+
+async def test_the_master_down_for_a_while_then_back_loses_nothing(tmp_path: Path, worker_id: str) -> None:
+    with tasks_master() as master:
+        port = int(master.url.rsplit(":", 1)[1])
+    # The master is down now: the worker backs off 5, 10 ... s between attempts.
+    source = {"name": "queue", "kind": "tasks", "url": master.url, "api_key": master.api_key, "poll_interval_s": 0.1}
+    worker = build_worker(make_settings(tmp_path, worker_id, sources=[source]))
+    await worker.start()
+    try:
+        await asyncio.sleep(6.5)
+        status = worker.sources[0].status()
+        assert status.errors == 2 and status.backoff_s == 10, status  # at 0 s, then after ~5 s
+        master.add("t", "print('late')")
+        with tasks_master(port=port, master=master):
+            got = await reports(master, 1)
+            assert got["t"][0] == "complete" and got["t"][1]["output"] == "late\n"
+            assert master.polls, "asked again once back"
+        assert worker.sources[0].status().backoff_s == 0
+    finally:
+        await worker.shutdown()
