@@ -95,6 +95,7 @@ class JobService:
             raise JobConflict(f"job {job.id!r} exists with a different spec; choose another id")
         if created:
             self._log("job_queued", job.id, kind=spec.kind)
+            self.signals.notify(job.id)
             self._wake_scheduler()
         return stored, created
 

@@ -132,7 +132,14 @@ class Settings(BaseSettings):
         default=False, description="Run a job that asked for gvisor on docker when gvisor is unavailable."
     )
     gvisor_runtime: str = Field(default="runsc", description="The Docker runtime name gVisor is registered as.")
-    controller_url: str | None = Field(default=None, description="Injected into jobs as HATCHWAY_CONTROLLER_URL.")
+    controller_url: str | None = Field(
+        default=None, description="A controller to register with and heartbeat to; injected into jobs too."
+    )
+    heartbeat_interval_s: float = Field(default=10.0, gt=0, description="How often the controller hears from us.")
+    advertise_url: str | None = Field(
+        default=None, description="The address the controller is told to reach this worker at (http://host:port)."
+    )
+    worker_labels: dict[str, str] = Field(default_factory=dict, description="Labels the controller is told.")
     port_range: tuple[int, int] = Field(default=(20000, 29999), description="Host ports jobs' `ports` come from.")
 
     bundle_allowed_urls: Annotated[list[str], NoDecode] = Field(

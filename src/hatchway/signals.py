@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 
@@ -21,8 +21,12 @@ class JobSignals:
 
     def __init__(self) -> None:
         self._watches: dict[str, _Watch] = {}
+        self.listeners: list[Callable[[str], None]] = []
+        """Called with the id of every job that changes (e.g. to tell a controller)."""
 
     def notify(self, job_id: str) -> None:
+        for listener in self.listeners:
+            listener(job_id)
         watch = self._watches.pop(job_id, None)
         if watch is not None:
             watch.event.set()

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from hatchway import __version__
 from hatchway.artifacts import ArtifactStore
 from hatchway.bundles import BundleCache
+from hatchway.controller import ControllerLink
 from hatchway.engines.base import Engine, Found, ImageService
 from hatchway.errors import EngineError
 from hatchway.grading.admission import GradeAdmission
@@ -35,6 +36,7 @@ from hatchway.settings import Settings
 from hatchway.signals import JobSignals
 from hatchway.sources import JobSource, build_sources
 from hatchway.store.base import JobStore
+from hatchway.system import host_metrics
 from hatchway.volumes import LoopVolumes, Volumes, VolumeStock
 
 log = logging.getLogger(__name__)
@@ -179,6 +181,17 @@ class Worker:
         )
         self._recovered = False
         self.health.on_back = self._after_outage
+        self.controller: ControllerLink | None = None
+        if settings.controller_url:
+            self.controller = ControllerLink(
+                url=settings.controller_url,
+                worker_id=self.worker_id,
+                registration=lambda: self._registration(sorted(profiles)),
+                counts=store.counts,
+                jobs=self.jobs,
+                interval_s=settings.heartbeat_interval_s,
+            )
+            self.signals.listeners.append(self.controller.changed)
         self.services = Services(worker_id=self.worker_id)
         self._on_close = on_close
         self._stop = self.services.stopping
@@ -195,6 +208,8 @@ class Worker:
             self.services.on_fatal = on_fatal
         await self.health.probe()
         self.services.start("scheduler", self._schedule())
+        if self.controller is not None:
+            self.services.start("controller", self.controller.run(self._stop))
         self.services.start("maintenance", self._maintain())
         self.jobs.accepting = True
         log.info("worker started", extra={"event": "worker_started", "worker_id": self.worker_id})
@@ -256,6 +271,23 @@ class Worker:
             self.services.start(f"source-{source.name}", source.run(self.jobs, self._stop)) for source in self.sources
         ]
         await self.scheduler.run(self._stop)
+
+    def _registration(self, profiles: list[str]) -> dict[str, object]:
+        """What the controller is told of this worker when it registers."""
+        settings = self.settings
+        host = host_metrics()
+        return {
+            "address": settings.advertise_url or f"http://{settings.host}:{settings.port}",
+            "version": self.version,
+            "resources": {
+                "cpus": host.cpu_count,
+                "memory_bytes": host.memory_total_bytes,
+                "runtimes": sorted(self.health.available_runtimes()),
+                "profiles": profiles,
+                "max_concurrent_jobs": settings.max_concurrent_jobs,
+            },
+            "labels": settings.worker_labels,
+        }
 
     async def _after_outage(self) -> None:
         """The engine answers again: remove what the outage left that no active job owns (not before recovery

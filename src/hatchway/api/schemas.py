@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from hatchway.controller import ControllerStatus
 from hatchway.models import Job, ResolvedLimits
 from hatchway.pools.manager import PoolStatus
 from hatchway.sources.base import SourceStatus
@@ -54,6 +55,7 @@ class Health(BaseModel):
     engines: list[EngineStatus]
     pools: list[PoolStatus]
     sources: list[SourceStatus]
+    controller: ControllerStatus | None
     host: HostMetrics
 
 

@@ -35,6 +35,7 @@ async def health(worker: WorkerDep, response: Response) -> Health:
         engines=_engines(worker),
         pools=worker.pools.status(),
         sources=[source.status() for source in worker.sources],
+        controller=None if worker.controller is None else worker.controller.status(),
         host=host_metrics(),
     )
 
