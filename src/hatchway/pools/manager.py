@@ -200,8 +200,8 @@ class Pools:
         """The job is over (its result stored): reset the container for the next job before returning (so that a
         client told the job ended finds it ready), or replace it in the background."""
         pool = self._pools.get(slot.key)
-        if pool is None or slot not in pool.busy:
-            self._spawn(self._destroy(slot), f"pool-remove-{slot.name}")
+        if pool is None or slot not in pool.busy:  # taken up after a restart: removed like a cold job's container
+            await self._destroy(slot)
             return
         pool.busy.discard(slot)
         pool.served += 1
