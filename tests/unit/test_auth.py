@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel
 
 from hatchway.api.auth import Tokens, install_authentication, required_role
@@ -37,17 +37,21 @@ def make_app(tokens: list[ApiToken]) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/jobs/{job_id}")
+    jobs = APIRouter(prefix="/jobs")
+
+    @jobs.get("/{job_id}")
     async def get_job(job_id: str, request: Request) -> dict[str, Any]:
         return {"id": job_id, "token_name": getattr(request.state, "token_name", None)}
 
-    @app.post("/jobs")
+    @jobs.post("")
     async def create_job(body: Body) -> dict[str, Any]:
         return {"command": body.command}
 
-    @app.delete("/jobs/{job_id}")
+    @jobs.delete("/{job_id}")
     async def kill_job(job_id: str) -> dict[str, str]:
         return {"id": job_id}
+
+    app.include_router(jobs)
 
     @app.post("/sources")
     async def an_endpoint_nobody_classified() -> dict[str, str]:
@@ -76,19 +80,24 @@ def bearer(role: Role) -> dict[str, str]:
         ("GET", "/jobs", Role.READ),
         ("HEAD", "/jobs/{job_id}", Role.READ),
         ("GET", "/openapi.json", Role.READ),
-        ("GET", None, Role.READ),
+        ("GET", "/nowhere", Role.READ),
+        ("GET", "/health/", Role.READ),
+        ("GET", "/healthz", Role.READ),
         ("POST", "/jobs", Role.SUBMIT),
         ("post", "/grade", Role.SUBMIT),
         ("DELETE", "/jobs/{job_id}", Role.ADMIN),
         ("DELETE", "/grade/{job_id}", Role.ADMIN),
+        ("DELETE", "/jobs/job-1", Role.ADMIN),
+        ("GET", "/jobs/job-1", Role.READ),
+        ("POST", "/jobs/", Role.ADMIN),
         ("POST", "/images/import", Role.ADMIN),
         ("POST", "/health", Role.ADMIN),
         ("POST", "/sources", Role.ADMIN),
         ("PUT", "/jobs", Role.ADMIN),
-        ("PATCH", None, Role.ADMIN),
+        ("PATCH", "/nowhere", Role.ADMIN),
     ],
 )
-def test_the_policy_and_its_defaults(method: str, path: str | None, role: Role | None) -> None:
+def test_the_policy_and_its_defaults(method: str, path: str, role: Role | None) -> None:
     assert required_role(method, path) is role
 
 

@@ -1,9 +1,10 @@
 """Who may call what: bearer tokens with a role, checked before any endpoint runs or any body is read.
 
-`POLICY` below is the whole policy. The check wraps the entire app, so it covers every route (the OpenAPI
-document and its browser, and paths no route knows, included) and an endpoint added later is never open by
-accident: one `POLICY` does not name needs `read` for GET and HEAD and `admin` for any other method, until it
-is given its role here. Roles are ordered, read < submit < admin (see `Role`).
+`POLICY` below is the whole policy. The check wraps the entire app and goes by the request's method and path
+alone, so it covers every route (the OpenAPI document and its browser, and paths no route knows, included) and an
+endpoint added later is never open by accident: one `POLICY` does not name needs `read` for GET and HEAD and
+`admin` for any other method, until it is given its role here. Roles are ordered, read < submit < admin (see
+`Role`).
 
 With no tokens configured every request passes; the worker then listens on a loopback address only, unless
 `allow_unauthenticated` is set (`settings.check_exposure`).
@@ -18,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.routing import BaseRoute, Match
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hatchway.api.errors import error_response
@@ -36,19 +37,22 @@ POLICY: Mapping[tuple[str, str], Role | None] = {
     ("POST", "/images/import"): Role.ADMIN,
 }
 """(method, route path) -> the least role that may call it (None: open to anyone). Every other GET needs `read`,
-every other method `admin`."""
+every other method `admin`. Only methods that need `admin` anyway may have a parameter in their path: a path that
+matches such a template but is served by another route then needs more, never less."""
 
 STATE_KEY = "token_name"
 """Where a request's state holds the name of the token it came with (never the token)."""
 
 _REALM = 'Bearer realm="hatchway"'
+_TEMPLATES = [(method, compile_path(path)[0], role) for (method, path), role in POLICY.items()]
 
 
-def required_role(method: str, route_path: str | None) -> Role | None:
-    """The least role a request needs (None: none at all); `route_path` is the matched route's template."""
+def required_role(method: str, path: str) -> Role | None:
+    """The least role a request for `path` (or a route template) needs; None: it needs no token."""
     method = "GET" if method.upper() == "HEAD" else method.upper()
-    if route_path is not None and (method, route_path) in POLICY:
-        return POLICY[method, route_path]
+    for listed, template, role in _TEMPLATES:
+        if listed == method and template.match(path):
+            return role
     return Role.READ if method == "GET" else Role.ADMIN
 
 
@@ -81,18 +85,16 @@ class BearerAuth:
     in `request.state.token_name`.
     """
 
-    def __init__(self, app: ASGIApp, *, tokens: Sequence[ApiToken], routes: Sequence[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, *, tokens: Sequence[ApiToken]) -> None:
         self._app = app
         self._tokens = Tokens(tokens)
-        self._routes = routes  # the app's live list: routes added after this still count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self._app(scope, receive, send)
             return
         method = scope.get("method", "GET")
-        route_path = self._route_path(scope)
-        needed = required_role(method, route_path)
+        needed = required_role(method, scope["path"])
         if needed is None:
             await self._app(scope, receive, send)
             return
@@ -119,14 +121,6 @@ class BearerAuth:
                 extra={"event": "admin_call", "method": method, "path": scope["path"], "token_name": token.label},
             )
         await self._app(scope, receive, send)
-
-    def _route_path(self, scope: Scope) -> str | None:
-        for route in self._routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                path: str | None = getattr(route, "path", None)
-                return path
-        return None  # no route, or only one for another method: the method alone decides
 
     def _check(self, scope: Scope, method: str, needed: Role) -> tuple[RequestError | None, ApiToken | None]:
         presented = _bearer(scope)
@@ -170,7 +164,7 @@ def install_authentication(app: FastAPI, tokens: Sequence[ApiToken]) -> None:
     document (a bearer scheme, and each operation's `x-required-role`). Without, change nothing."""
     if not tokens:
         return
-    app.add_middleware(BearerAuth, tokens=tokens, routes=app.router.routes)
+    app.add_middleware(BearerAuth, tokens=tokens)
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
