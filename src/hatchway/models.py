@@ -318,6 +318,9 @@ class Job(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     run: RunInfo = Field(default_factory=RunInfo)
     grade: GradeReport | None = Field(default=None, description="For a grade: its verdicts, once it has ended.")
+    origin: str | None = Field(default=None, description="The job source it came from (null: the HTTP API).")
+    external_id: str | None = Field(default=None, description="Its id at that source (a task's or submission's).")
+    reported_at: datetime | None = Field(default=None, description="When its result reached its source.")
     spec: JobSpec
 
     @computed_field  # type: ignore[prop-decorator]

@@ -39,11 +39,20 @@ class Scheduler:
         self._ready = ready
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._freed = asyncio.Event()
         self.paused = False
 
     @property
     def running(self) -> int:
         return len(self._tasks)
+
+    @property
+    def max_concurrent_jobs(self) -> int:
+        return self._max
+
+    def next_free_slot(self) -> asyncio.Event:
+        """An event set when a job next ends (a slot frees up); take it *before* looking at the slots."""
+        return self._freed
 
     @property
     def tasks(self) -> set[asyncio.Task[None]]:
@@ -83,6 +92,8 @@ class Scheduler:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        freed, self._freed = self._freed, asyncio.Event()
+        freed.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("job task crashed", exc_info=task.exception(), extra={"event": "job_task_crashed"})
         self.wake()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import AsyncIterator, Callable
 
 from hatchway.errors import JobAlreadyFinished, JobConflict, JobNotFound, ShuttingDown
 from hatchway.models import Job, JobRequest, JobSpec, JobState, RunInfo, new_job_id, utcnow
@@ -15,6 +18,15 @@ from hatchway.signals import JobSignals
 from hatchway.store.base import JobPage, JobQuery, JobStore
 
 log = logging.getLogger(__name__)
+
+_SLOT_CHECK_S = 5.0  # a safety net: a slot frees up with a signal
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def source_job_id(origin: str, external_id: str) -> str:
+    """The job id of item `external_id` of source `origin`: readable, valid, and the same every time."""
+    digest = hashlib.sha256(f"{origin}\0{external_id}".encode()).hexdigest()[:12]
+    return f"{_UNSAFE.sub('-', origin)[:40]}.{_UNSAFE.sub('-', external_id)[:60]}.{digest}"
 
 
 class JobService:
@@ -30,6 +42,8 @@ class JobService:
         controls: dict[str, RunControl],
         wake_scheduler: Callable[[], None],
         worker_id: str,
+        max_concurrent_jobs: Callable[[], int] = lambda: 1,
+        next_free_slot: Callable[[], asyncio.Event] = asyncio.Event,
     ) -> None:
         self.store = store
         self.policy = policy
@@ -37,14 +51,30 @@ class JobService:
         self._controls = controls
         self._wake_scheduler = wake_scheduler
         self._worker_id = worker_id
+        self._max_jobs = max_concurrent_jobs
+        self._next_free_slot = next_free_slot
+        self._reserved = 0
         self.accepting = False
 
-    async def submit(self, request: JobRequest) -> tuple[Job, bool]:
-        """Queue a job; with a known `id`, return the existing job and False instead of a second one."""
+    async def submit(
+        self, request: JobRequest, *, origin: str | None = None, external_id: str | None = None
+    ) -> tuple[Job, bool]:
+        """Queue a job; with a known `id`, return the existing job and False instead of a second one. A job
+        source gives its name and the item's id there (`origin`, `external_id`): the job's id is then made from
+        them, so an item handed out twice becomes one job."""
         admitted = self.policy.admit(request)
-        return await self.enqueue(request.id, admitted.spec, admitted.warnings)
+        job_id = request.id if origin is None else source_job_id(origin, external_id or "")
+        return await self.enqueue(job_id, admitted.spec, admitted.warnings, origin=origin, external_id=external_id)
 
-    async def enqueue(self, job_id: str | None, spec: JobSpec, warnings: list[str]) -> tuple[Job, bool]:
+    async def enqueue(
+        self,
+        job_id: str | None,
+        spec: JobSpec,
+        warnings: list[str],
+        *,
+        origin: str | None = None,
+        external_id: str | None = None,
+    ) -> tuple[Job, bool]:
         """Queue an admitted spec (a job or a grade); an existing `job_id` with the same spec is returned as is."""
         if not self.accepting:
             raise ShuttingDown("the worker is shutting down and takes no new jobs")
@@ -57,6 +87,8 @@ class JobService:
             priority=spec.priority,
             run=RunInfo(warnings=warnings),
             spec=spec,
+            origin=origin,
+            external_id=external_id,
         )
         stored, created = await self.store.enqueue(job)
         if not created and stored.spec != spec:
@@ -105,6 +137,39 @@ class JobService:
                 if job.state.is_final or remaining <= 0:
                     return job
                 await self.signals.wait(changed, remaining)
+
+    async def unreported(self, origin: str) -> list[Job]:
+        """Jobs of source `origin` that have ended and whose result it has not been told yet, oldest first."""
+        return await self.store.unreported(origin)
+
+    async def mark_reported(self, job_id: str) -> None:
+        """The job's source has its result."""
+        await self.store.mark_reported(job_id, utcnow())
+
+    async def free_slots(self) -> int:
+        """How many more jobs could start at once now: slots neither running nor promised to queued jobs."""
+        counts = await self.store.counts()
+        busy = sum(counts.values())  # queued, building and running
+        return max(self._max_jobs() - busy - self._reserved, 0)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, stop: asyncio.Event) -> AsyncIterator[bool]:
+        """Wait for a free slot (or `stop`) and hold it while a source claims work for it; yields False if
+        stopping. The slot is the source's until the job it submits is queued (then the queue holds it)."""
+        while not stop.is_set():
+            freed = self._next_free_slot()
+            if await self.free_slots() > 0:
+                self._reserved += 1
+                try:
+                    yield True
+                finally:
+                    self._reserved -= 1
+                return
+            waiters = [asyncio.ensure_future(freed.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waiters, timeout=_SLOT_CHECK_S, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+        yield False
 
     def capture(self, job_id: str) -> OutputCapture | None:
         """The live output of an active job, if it has started producing any."""

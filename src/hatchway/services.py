@@ -25,10 +25,11 @@ class Services:
     def names(self) -> list[str]:
         return [task.get_name() for task in self._tasks if not task.done()]
 
-    def start(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+    def start(self, name: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work, name=name)
         task.add_done_callback(self._ended)
         self._tasks.append(task)
+        return task
 
     async def stop(self) -> None:
         """Cancel every service and wait for them to end."""

@@ -16,15 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -36,7 +28,7 @@ from pydantic_settings import (
 from hatchway.errors import ConfigError
 from hatchway.grading.models import GradeLimits
 from hatchway.grading.profiles import ProfileOverrides
-from hatchway.models import ResolvedLimits
+from hatchway.models import Limits, ResolvedLimits
 
 ENV_PREFIX = "HATCHWAY_"
 RuntimeName = Literal["docker", "gvisor"]
@@ -97,6 +89,25 @@ class PoolConfig(BaseModel):
     disk_mb: int | None = Field(
         default=None, ge=1, description="Each container's disk; jobs asking for more take the cold path."
     )
+
+
+class SourceConfig(BaseModel):
+    """A master hatchway pulls work from (see README, "Job sources")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$", description="Its name: in labels, logs, /sources.")
+    kind: Literal["tasks"] = Field(description="tasks: the queue-pull worker's queue service.")
+    url: str = Field(pattern=r"^https?://", description="The master's base URL.")
+    api_key: SecretStr | None = Field(default=None, description="Sent as X-API-Key.")
+    poll_interval_s: float = Field(default=2.0, gt=0, description="How long to wait when the master has no work.")
+    profile: str = Field(default="python", description="The language profile whose image runs a task's code.")
+    runtime: Literal["docker", "gvisor"] = Field(default="docker", description="For items that name no engine.")
+    gvisor_fallback: bool = Field(
+        default=False, description="Run an item that asks for gVisor on docker when gVisor does not work here."
+    )
+    limits: Limits = Field(default_factory=Limits, description="Limits for the jobs it brings (defaults otherwise).")
+    request_timeout_s: float = Field(default=30.0, gt=0)
 
 
 class Role(StrEnum):
@@ -227,6 +238,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     pools: list[PoolConfig] = Field(default_factory=list, description="Pools of started containers (see README).")
+    sources: list[SourceConfig] = Field(default_factory=list, description="Masters to pull work from (see README).")
     pool_warm_total: int = Field(
         default=4, ge=0, description="Started containers kept in total for images that ran recently (0: none)."
     )

@@ -21,8 +21,10 @@ job's stdin, stdout and stderr files, written by the supervisor) and `.reserve`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -48,6 +50,8 @@ def room_for_files(disk_mb: int) -> int:
     return max(disk_bytes - FULL_MARGIN_BYTES - disk_bytes // 200, 0)
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _OVERHEAD_FRACTION = 0.04  # ext4 keeps ~2.6% for inode tables and bitmaps at one inode per 32 KiB
 _OVERHEAD_MB = 8
 _BYTES_PER_INODE = 32 * 1024
@@ -180,7 +184,7 @@ class LoopVolumes:
         _remove_tree(home)
 
     def find(self, name: str) -> Volume:
-        home = self._base / name
+        home = self._base / _dir_name(name)
         return Volume(name=name, root=home / "mnt", backing=home / "disk.ext4")
 
     def rename(self, volume: Volume, name: str) -> Volume:
@@ -199,8 +203,9 @@ class LoopVolumes:
         if not self._base.is_dir():
             return []
         names = []
+        kept = {_dir_name(name) for name in keep}
         for home in sorted(self._base.iterdir()):
-            if home.name in keep:
+            if home.name in kept:
                 continue
             try:
                 self.remove(self.find(home.name))
@@ -237,7 +242,7 @@ class DirectoryVolumes:
         _remove_tree(volume.root)
 
     def find(self, name: str) -> Volume:
-        return Volume(name=name, root=self._base / name, backing=None)
+        return Volume(name=name, root=self._base / _dir_name(name), backing=None)
 
     def rename(self, volume: Volume, name: str) -> Volume:
         renamed = self.find(name)
@@ -251,10 +256,20 @@ class DirectoryVolumes:
         return None
 
     def sweep(self, keep: set[str]) -> list[str]:
-        names = [path.name for path in self._base.iterdir() if path.name not in keep] if self._base.is_dir() else []
+        kept = {_dir_name(name) for name in keep}
+        names = [path.name for path in self._base.iterdir() if path.name not in kept] if self._base.is_dir() else []
         for name in names:
             _remove_tree(self._base / name)
         return sorted(names)
+
+
+def _dir_name(name: str) -> str:
+    """A directory name for volume `name` that a bind mount can name: Docker splits its specs at ':' and ','
+    (which a job id may hold)."""
+    if _SAFE_NAME.fullmatch(name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{_UNSAFE_CHARS.sub('-', name)[:80]}-{digest}"
 
 
 def _lay_out(volume: Volume, owner: tuple[int, int] | None) -> None:

@@ -33,6 +33,7 @@ from hatchway.service import JobService
 from hatchway.services import Services
 from hatchway.settings import Settings
 from hatchway.signals import JobSignals
+from hatchway.sources import JobSource, build_sources
 from hatchway.store.base import JobStore
 from hatchway.volumes import LoopVolumes, Volumes, VolumeStock
 
@@ -44,6 +45,7 @@ _MAINTENANCE_INTERVAL_S = 60.0
 # been seen to take 35 s.
 _CLEAN_UP_S = 90.0
 _MAX_SPARE_VOLUMES = 32
+_REPORT_GRACE_S = 10.0
 
 
 class Worker:
@@ -77,6 +79,7 @@ class Worker:
             retention_s=settings.artifacts_retention_s,
         )
         self._ports = PortAllocator(*settings.port_range)
+        profiles = resolve_profiles(settings.profiles)
         self.volumes = volumes or LoopVolumes(settings.data_dir / "volumes", owner=numeric_owner(settings.run_as_user))
         spares = min(settings.max_concurrent_jobs + sum(pool.size for pool in settings.pools), _MAX_SPARE_VOLUMES)
         self._volume_stock = VolumeStock(self.volumes, spares=spares)
@@ -149,12 +152,16 @@ class Worker:
             controls=self._controls,
             wake_scheduler=self.scheduler.wake,
             worker_id=self.worker_id,
+            max_concurrent_jobs=lambda: self.scheduler.max_concurrent_jobs,
+            next_free_slot=self.scheduler.next_free_slot,
         )
+        self.sources: list[JobSource] = build_sources(settings.sources, worker_id=self.worker_id, profiles=profiles)
+        self._source_tasks: list[asyncio.Task[None]] = []
         self.grades = GradeService(
             jobs=self.jobs,
             admission=GradeAdmission(
                 policy=self.policy,
-                profiles=resolve_profiles(settings.profiles),
+                profiles=profiles,
                 default_limits=settings.grade_default_limits,
                 max_limits=settings.grade_max_limits,
                 max_input_bytes=settings.max_input_bytes,
@@ -212,6 +219,8 @@ class Worker:
             control.kill(self.settings.kill_grace_s, reason=Reason.SHUTDOWN)
         if pending:
             await asyncio.wait(pending, timeout=self.settings.kill_grace_s + _CLEAN_UP_S)
+        if self._source_tasks:  # every job has ended: its result goes to its source now, if the source answers
+            await asyncio.wait(self._source_tasks, timeout=_REPORT_GRACE_S)
         await self.pools.close()
         await asyncio.to_thread(self._volume_stock.clear)
         await self.services.stop()
@@ -243,6 +252,9 @@ class Worker:
                 await asyncio.sleep(_RECOVERY_RETRY_S)
         # Only now: recovery removes every labelled container and disk no job owns, a pool's new ones included.
         self.services.start("pools", self.pools.run(self._stop))
+        self._source_tasks = [
+            self.services.start(f"source-{source.name}", source.run(self.jobs, self._stop)) for source in self.sources
+        ]
         await self.scheduler.run(self._stop)
 
     async def _after_outage(self) -> None:

@@ -355,3 +355,32 @@ async def test_sqlite_store_keeps_jobs_across_reopening(tmp_path: Path, make_job
         assert claimed is not None and claimed.id == "waiting"
     finally:
         await reopened.close()
+
+
+async def test_a_source_s_outbox_holds_its_ended_unreported_jobs_oldest_first(
+    store: JobStore, make_job: MakeJob
+) -> None:
+    await enqueue_all(
+        store,
+        make_job(id="a").model_copy(update={"origin": "queue", "external_id": "e1"}),
+        make_job(id="b").model_copy(update={"origin": "queue", "external_id": "e2"}),
+        make_job(id="c").model_copy(update={"origin": "other", "external_id": "e1"}),
+        make_job(id="d"),
+    )
+    assert await store.unreported("queue") == [], "nothing has ended yet"
+    assert await claim_all(store) == ["a", "b", "c", "d"]
+    for job_id in ("b", "a", "c", "d"):
+        await store.finish(job_id, Outcome(state=JobState.SUCCEEDED, exit_code=0), T1)
+    assert [job.id for job in await store.unreported("queue")] == ["a", "b"]
+    assert (await fetch(store, "a")).external_id == "e1"
+    reported = await store.mark_reported("a", T1)
+    assert reported is not None and reported.reported_at == T1
+    assert await store.mark_reported("a", T1) is None, "reported once"
+    assert [job.id for job in await store.unreported("queue")] == ["b"]
+
+
+async def test_a_job_is_not_reported_before_it_ends(store: JobStore, make_job: MakeJob) -> None:
+    await store.enqueue(make_job(id="a").model_copy(update={"origin": "queue"}))
+    assert await store.mark_reported("a", T1) is None
+    await store.claim_next("w1")
+    assert await store.mark_reported("a", T1) is None

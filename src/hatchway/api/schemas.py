@@ -6,6 +6,7 @@ from pydantic import BaseModel
 
 from hatchway.models import Job, ResolvedLimits
 from hatchway.pools.manager import PoolStatus
+from hatchway.sources.base import SourceStatus
 from hatchway.system import HostMetrics
 
 
@@ -52,6 +53,7 @@ class Health(BaseModel):
     engine_ok: bool
     engines: list[EngineStatus]
     pools: list[PoolStatus]
+    sources: list[SourceStatus]
     host: HostMetrics
 
 

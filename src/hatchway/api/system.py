@@ -9,6 +9,7 @@ from hatchway.api.schemas import EngineStatus, Health, Info, WorkersStatus
 from hatchway.engines.base import Engine
 from hatchway.models import JobState
 from hatchway.pools.manager import PoolStatus
+from hatchway.sources import SourceStatus
 from hatchway.system import host_metrics
 from hatchway.worker import Worker
 
@@ -33,8 +34,15 @@ async def health(worker: WorkerDep, response: Response) -> Health:
         engine_ok=engine_ok,
         engines=_engines(worker),
         pools=worker.pools.status(),
+        sources=[source.status() for source in worker.sources],
         host=host_metrics(),
     )
+
+
+@router.get("/sources", response_model=list[SourceStatus])
+async def sources(worker: WorkerDep) -> list[SourceStatus]:
+    """Every job source the worker pulls from: last poll, claims, reports sent and pending, errors, backoff."""
+    return [source.status() for source in worker.sources]
 
 
 @router.get("/pools", response_model=list[PoolStatus])

@@ -40,6 +40,15 @@ class JobStore(Protocol):
         """The job with this id, or None."""
         ...
 
+    async def unreported(self, origin: str) -> list[Job]:
+        """The outbox of a job source: its jobs that have ended and whose result it has not yet been told,
+        oldest first."""
+        ...
+
+    async def mark_reported(self, job_id: str, reported_at: datetime) -> Job | None:
+        """Its source has the job's result; None if the job has not ended or was reported already."""
+        ...
+
     async def find(self, query: JobQuery) -> JobPage:
         """Jobs matching `query`, newest first. Raises ValueError for a malformed cursor."""
         ...

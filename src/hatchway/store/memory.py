@@ -29,6 +29,19 @@ class MemoryStore:
     async def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
+    async def unreported(self, origin: str) -> list[Job]:
+        return [
+            job
+            for job_id, job in sorted(self._jobs.items(), key=lambda item: self._seq[item[0]])
+            if job.origin == origin and job.reported_at is None and job.state.is_final
+        ]
+
+    async def mark_reported(self, job_id: str, reported_at: datetime) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.reported_at is not None or not job.state.is_final:
+            return None
+        return self._update(job, reported_at=reported_at)
+
     async def find(self, query: JobQuery) -> JobPage:
         if query.cursor is not None and not query.cursor.isdigit():
             raise ValueError(f"cursor {query.cursor!r} is not one this worker handed out")

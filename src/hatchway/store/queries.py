@@ -1,6 +1,6 @@
 """Every SQL statement of the SQLite store, by name."""
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -24,10 +24,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     spec             TEXT NOT NULL,
     build_output     TEXT NOT NULL DEFAULT '',
     run              TEXT NOT NULL DEFAULT '{}',
-    grade            TEXT
+    grade            TEXT,
+    origin           TEXT,
+    external_id      TEXT,
+    reported_at      REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (priority DESC, seq) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_outbox ON jobs (origin, seq) WHERE origin IS NOT NULL AND reported_at IS NULL;
 """
 
 # Schema version -> the statements that bring the previous version up to it.
@@ -37,11 +41,16 @@ MIGRATIONS = {
         "ALTER TABLE jobs ADD COLUMN run TEXT NOT NULL DEFAULT '{}'",
     ],
     3: ["ALTER TABLE jobs ADD COLUMN grade TEXT"],
+    4: [
+        "ALTER TABLE jobs ADD COLUMN origin TEXT",
+        "ALTER TABLE jobs ADD COLUMN external_id TEXT",
+        "ALTER TABLE jobs ADD COLUMN reported_at REAL",
+    ],
 }
 
 INSERT = """
-INSERT INTO jobs (id, state, priority, created_at, labels, spec, run)
-VALUES (:id, :state, :priority, :created_at, :labels, :spec, :run)
+INSERT INTO jobs (id, state, priority, created_at, labels, spec, run, origin, external_id)
+VALUES (:id, :state, :priority, :created_at, :labels, :spec, :run, :origin, :external_id)
 ON CONFLICT (id) DO NOTHING
 RETURNING *
 """
@@ -89,6 +98,17 @@ RETURNING *
 REQUEUE_UNSTARTED = """
 UPDATE jobs SET state = 'queued', worker_id = NULL, message = :message
 WHERE id = :id AND state = 'building'
+RETURNING *
+"""
+
+UNREPORTED = """
+SELECT * FROM jobs WHERE origin = ? AND reported_at IS NULL AND state IN ('succeeded', 'failed', 'killed')
+ORDER BY seq
+"""
+
+MARK_REPORTED = """
+UPDATE jobs SET reported_at = :reported_at
+WHERE id = :id AND reported_at IS NULL AND state IN ('succeeded', 'failed', 'killed')
 RETURNING *
 """
 

@@ -55,6 +55,8 @@ class SqliteStore:
                 "labels": json.dumps(job.labels),
                 "spec": job.spec.model_dump_json(),
                 "run": job.run.model_dump_json(),
+                "origin": job.origin,
+                "external_id": job.external_id,
             },
         )
         if row is not None:
@@ -62,6 +64,14 @@ class SqliteStore:
         existing = await self.get(job.id)
         assert existing is not None, "a conflicting insert implies the job exists"
         return existing, False
+
+    async def unreported(self, origin: str) -> list[Job]:
+        rows = self._db.execute(queries.UNREPORTED, (origin,)).fetchall()
+        return [_job(row) for row in rows]
+
+    async def mark_reported(self, job_id: str, reported_at: datetime) -> Job | None:
+        row = self._one(queries.MARK_REPORTED, {"id": job_id, "reported_at": to_epoch(reported_at)})
+        return None if row is None else _job(row)
 
     async def get(self, job_id: str) -> Job | None:
         row = self._one(queries.GET, (job_id,))
@@ -165,5 +175,8 @@ def _job(row: sqlite3.Row) -> Job:
         priority=row["priority"],
         resources=Resources.model_validate_json(row["resources"]),
         grade=None if row["grade"] is None else GradeReport.model_validate_json(row["grade"]),
+        origin=row["origin"],
+        external_id=row["external_id"],
+        reported_at=from_epoch(row["reported_at"]),
         spec=spec,
     )

@@ -1,0 +1,117 @@
+"""A fake queue service (`kind: tasks`): hands out queued tasks and records every report it gets."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class TasksMaster:
+    """State of the fake: tasks to hand out, reports received, and faults to inject."""
+
+    api_key: str = "key-of-the-test"
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    reports: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    """(eval_id, "complete" | "fail", body), in the order they arrived and were accepted."""
+    fail_every: int = 0
+    """Answer 500 to every n-th request (0: never)."""
+    requests: int = 0
+    claimed: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    reported: threading.Condition = field(init=False)
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        self.reported = threading.Condition(self.lock)
+
+    def add(self, eval_id: str, code: str | None, engine: str | None = "docker") -> None:
+        with self.lock:
+            self.tasks.append({"eval_id": eval_id, "code": code, "engine": engine})
+
+    def wait_reports(self, count: int, timeout_s: float = 90) -> list[tuple[str, str, dict[str, Any]]]:
+        with self.reported:
+            if not self.reported.wait_for(lambda: len(self.reports) >= count, timeout_s):
+                raise AssertionError(f"only {len(self.reports)} of {count} reports arrived: {self.reports}")
+            return list(self.reports)
+
+    def wait_claimed(self, count: int, timeout_s: float = 30) -> int:
+        """Return once `count` tasks have been handed out."""
+        with self.reported:
+            if not self.reported.wait_for(lambda: self.claimed >= count, timeout_s):
+                raise AssertionError(f"only {self.claimed} of {count} tasks were taken")
+            return self.claimed
+
+    def by_id(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        with self.lock:
+            return {eval_id: (verb, body) for eval_id, verb, body in self.reports}
+
+
+def _handler(master: TasksMaster) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def _answer(self, status: int, body: Any = None) -> None:
+            data = b"" if body is None else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _faulty(self) -> bool:
+            with master.lock:
+                master.requests += 1
+                return bool(master.fail_every) and master.requests % master.fail_every == 0
+
+        def do_GET(self) -> None:
+            if self.headers.get("X-API-Key") != master.api_key:
+                return self._answer(401, {"error": "bad key"})
+            if self._faulty():
+                return self._answer(500, {"error": "injected"})
+            if self.path != "/tasks/next":
+                return self._answer(404)
+            with master.lock:
+                if not master.tasks:
+                    return self._answer(204)
+                task = master.tasks.pop(0)
+                master.claimed += 1
+                master.reported.notify_all()
+            return self._answer(200, task)
+
+        def do_POST(self) -> None:
+            if self.headers.get("X-API-Key") != master.api_key:
+                return self._answer(401, {"error": "bad key"})
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            if self._faulty():
+                return self._answer(500, {"error": "injected"})
+            parts = self.path.strip("/").split("/")
+            if len(parts) != 3 or parts[0] != "tasks" or parts[2] not in ("complete", "fail"):
+                return self._answer(404)
+            with master.reported:
+                master.reports.append((parts[1], parts[2], body))
+                master.reported.notify_all()
+            return self._answer(200, {"ok": True})
+
+    return Handler
+
+
+@contextmanager
+def tasks_master(**fields: Any) -> Iterator[TasksMaster]:
+    """A fake queue service on a free 127.0.0.1 port, for the duration of the block."""
+    master = TasksMaster(**fields)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(master))
+    master.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield master
+    finally:
+        server.shutdown()
+        server.server_close()

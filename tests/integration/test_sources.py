@@ -1,0 +1,128 @@
+"""Pulled work (`kind: tasks`) end to end against a fake queue service on 127.0.0.1 and the real Docker engine:
+results, failures, faults of the master, and how many items the worker takes at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hatchway.bootstrap import build_worker
+from hatchway.models import JobState
+from hatchway.service import source_job_id
+from hatchway.store.base import JobQuery
+from hatchway.worker import Worker
+from tests.fakes.tasks_master import TasksMaster, tasks_master
+from tests.integration.conftest import make_settings, wait_for_state
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def master() -> Iterator[TasksMaster]:
+    with tasks_master() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def start(tmp_path: Path, worker_id: str, master: TasksMaster) -> AsyncIterator[Any]:
+    started: list[Worker] = []
+
+    async def _start(**overrides: Any) -> Worker:
+        source = {"name": "queue", "kind": "tasks", "url": master.url, "api_key": master.api_key}
+        source.update(overrides.pop("source", {}))
+        settings = make_settings(tmp_path, worker_id, sources=[source], **overrides)
+        worker = build_worker(settings)
+        await worker.start()
+        started.append(worker)
+        return worker
+
+    yield _start
+    for worker in started:
+        await worker.shutdown()
+
+
+async def reports(master: TasksMaster, count: int) -> dict[str, tuple[str, dict[str, Any]]]:
+    await asyncio.to_thread(master.wait_reports, count)
+    return master.by_id()
+
+
+async def test_tasks_run_and_each_gets_one_report(master: TasksMaster, start: Any) -> None:
+    master.add("ok", "print(6 * 7)")
+    master.add("exits", "import sys; print('partial'); sys.exit(3)")
+    master.add("crash", "raise ValueError('boom')")
+    master.add("slow", "while True: pass")
+    master.add("no-code", None)
+    master.add("odd-engine", "print(1)", engine="vmware")
+    worker = await start(source={"limits": {"timeout_s": 2}, "poll_interval_s": 0.2})
+    got = await reports(master, 6)
+    assert got["ok"][0] == "complete" and got["ok"][1]["output"] == "42\n" and got["ok"][1]["exit_code"] == 0
+    assert got["ok"][1]["engine"] == "docker" and got["ok"][1]["worker_id"] == worker.worker_id
+    assert got["exits"][0] == "complete" and got["exits"][1]["exit_code"] == 3
+    assert got["crash"][0] == "complete" and "ValueError: boom" in got["crash"][1]["stderr"]
+    assert got["slow"][0] == "fail" and got["slow"][1]["reason"] == "timeout"
+    assert got["no-code"][0] == "fail" and "code" in got["no-code"][1]["error"]
+    assert got["odd-engine"][0] == "fail" and "vmware" in got["odd-engine"][1]["error"]
+    await asyncio.sleep(1)
+    assert len(master.reports) == 6, "exactly one report per item"
+    jobs = (await worker.jobs.find(JobQuery(labels={"source": "queue"}))).jobs
+    assert {job.external_id for job in jobs} == {"ok", "exits", "crash", "slow"}
+    assert all(job.reported_at is not None and job.origin == "queue" for job in jobs)
+    status = worker.sources[0].status()
+    assert (status.claims, status.reports_sent, status.reports_pending) == (6, 6, 0)
+
+
+async def test_a_master_failing_every_third_request_still_gets_one_report_each(master: TasksMaster, start: Any) -> None:
+    master.fail_every = 3
+    for i in range(6):
+        master.add(f"t{i}", f"print({i})")
+    await start(source={"poll_interval_s": 0.2})
+    got = await reports(master, 6)
+    assert {eval_id: body["output"] for eval_id, (_, body) in got.items()} == {f"t{i}": f"{i}\n" for i in range(6)}
+    await asyncio.sleep(1)
+    assert sorted(eval_id for eval_id, _, _ in master.reports) == sorted(f"t{i}" for i in range(6))
+
+
+async def test_claims_never_exceed_free_slots(master: TasksMaster, start: Any) -> None:
+    for i in range(5):
+        master.add(f"t{i}", "import time; time.sleep(0.5)")
+    worker = await start(max_concurrent_jobs=2, source={"poll_interval_s": 0.1})
+    await reports(master, 5)
+    jobs = (await worker.jobs.find(JobQuery(labels={"source": "queue"}))).jobs
+    assert len(jobs) == 5
+    # Never more than two items taken and not yet ended (queued jobs count: they hold a slot).
+    events = sorted([(job.created_at, 1) for job in jobs] + [(job.finished_at, -1) for job in jobs if job.finished_at])
+    live = most = 0
+    for _, step in events:
+        live += step
+        most = max(most, live)
+    assert most <= 2, events
+
+
+async def test_a_wrong_api_key_is_retried_with_a_backoff_and_said_clearly(
+    master: TasksMaster, start: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    master.add("t", "print(1)")
+    worker = await start(source={"api_key": "wrong-key-of-the-test"})
+    await asyncio.sleep(1)  # the first request is refused at once; the next comes only after the backoff
+    status = worker.sources[0].status()
+    assert status.backoff_s == 5 and status.last_error is not None and "api_key" in status.last_error
+    assert "refused the API key" in caplog.text and "wrong-key-of-the-test" not in caplog.text
+    assert master.tasks, "nothing was taken"
+
+
+async def test_sigterm_sends_the_reports_of_jobs_that_end_in_the_grace(master: TasksMaster, start: Any) -> None:
+    master.add("t", "import time; time.sleep(1); print('done')")
+    worker = await start(shutdown_grace_s=10, source={"poll_interval_s": 0.1})
+    await asyncio.to_thread(master.wait_claimed, 1)
+    await asyncio.sleep(0.5)  # taken by the worker: it queues the job at once
+    job_id = source_job_id("queue", "t")
+    await wait_for_state(worker, job_id, JobState.RUNNING)
+    await worker.drain()  # as at SIGTERM: no more claims, the running item ends in the grace, its report is sent
+    verb, body = master.by_id()["t"]
+    assert (verb, body["output"]) == ("complete", "done\n")
+    job = (await worker.jobs.find(JobQuery(labels={"source": "queue"}))).jobs[0]
+    assert job.state == JobState.SUCCEEDED and job.reported_at is not None
