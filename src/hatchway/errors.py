@@ -5,6 +5,8 @@
     HatchwayError
     ├── ConfigError            bad configuration; start-up stops
     ├── RequestError           a client's request cannot be accepted (carries an HTTP status)
+    │   ├── Unauthenticated    401: the API needs a bearer token and got none, or one it does not know
+    │   ├── InsufficientRole   403: the token's role may not do what the request asks
     │   ├── InvalidRequest     422: a value is malformed (a query parameter, an image name, a Dockerfile)
     │   ├── JobNotFound        404: no job has that id
     │   ├── ArtifactNotFound   404: the job kept no file at that path
@@ -46,6 +48,26 @@ class RequestError(HatchwayError):
 
     status: int = 400
     code: str = "bad_request"
+
+
+class Unauthenticated(RequestError):
+    """The API has tokens configured and the request carried none, or one that is not among them."""
+
+    status = 401
+    code = "unauthenticated"
+
+
+class InsufficientRole(RequestError):
+    """The request's token is valid, but its role may not do what the request asks; the message names the role
+    that may."""
+
+    status = 403
+    code = "insufficient_role"
+
+    def __init__(self, method: str, path: str, *, needed: str, role: str) -> None:
+        super().__init__(f"{method} {path} needs a token with role {needed} (or above); this token's role is {role}")
+        self.needed = needed
+        self.role = role
 
 
 class InvalidRequest(RequestError):

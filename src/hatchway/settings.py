@@ -6,8 +6,12 @@ Environment variables win over the file. Nested keys use a double underscore:
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import os
+import re
 import socket
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +22,7 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from hatchway.errors import ConfigError
@@ -28,6 +33,7 @@ from hatchway.models import Limits, ResolvedLimits
 ENV_PREFIX = "HATCHWAY_"
 RuntimeName = Literal["docker", "gvisor"]
 RUNTIMES: tuple[RuntimeName, ...] = ("docker", "gvisor")
+TOKEN_MIN_LENGTH = 16
 
 
 def _default_data_dir() -> Path:
@@ -104,16 +110,83 @@ class SourceConfig(BaseModel):
     request_timeout_s: float = Field(default=30.0, gt=0)
 
 
+class Role(StrEnum):
+    """What an API token may do. Each role may do everything the ones before it may."""
+
+    READ = "read"
+    """Look: every GET (jobs, logs, artifacts, gradings, images, profiles, pools, health details, info, docs)."""
+    SUBMIT = "submit"
+    """Plus create jobs and gradings."""
+    ADMIN = "admin"
+    """Plus kill jobs and gradings, import images, and anything else that changes the worker."""
+
+    def allows(self, needed: Role) -> bool:
+        """Whether a token with this role may do what needs `needed`."""
+        order = list(Role)
+        return order.index(self) >= order.index(needed)
+
+
+class ApiToken(BaseModel):
+    """A bearer token the HTTP API accepts, and its role. The secret never shows in a repr, log or error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    token: SecretStr = Field(description="The secret; or give token_file, a file holding it.")
+    role: Role
+    name: str | None = Field(
+        default=None, min_length=1, max_length=128, description="Who holds it, for logs (never the token itself)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_token_file(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or "token_file" not in value:
+            return value
+        fields = dict(value)
+        path = fields.pop("token_file")
+        if "token" in fields:
+            raise ValueError("give token or token_file, not both")
+        try:
+            fields["token"] = Path(str(path)).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"token_file: cannot read {path}: {exc.strerror}") from None
+        return fields
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if len(secret) < TOKEN_MIN_LENGTH:
+            raise ValueError(f"must be at least {TOKEN_MIN_LENGTH} characters long")
+        if secret != secret.strip() or any(not char.isprintable() for char in secret):
+            raise ValueError("must hold no whitespace at either end and no control characters")
+        return value
+
+    @property
+    def label(self) -> str:
+        """How logs name the token's holder."""
+        return self.name or f"unnamed {self.role} token"
+
+
 class Settings(BaseSettings):
     """Everything the worker is configured with."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True)
+    # hide_input_in_errors: a rejected value may be an API token, and no error message shows one.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, hide_input_in_errors=True
+    )
 
     worker_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=128)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     data_dir: Path = Field(default_factory=_default_data_dir)
     docker_url: str | None = Field(default=None, description="Docker Engine address; DOCKER_HOST if unset.")
+    api_tokens: list[ApiToken] = Field(
+        default_factory=list, description="Bearer tokens the API accepts; with none, the API is open (see README)."
+    )
+    allow_unauthenticated: bool = Field(
+        default=False, description="Serve without api_tokens on an address that is not loopback."
+    )
 
     max_concurrent_jobs: int = Field(default=4, ge=1, le=1024)
     allowed_images: Annotated[list[str], NoDecode] = Field(
@@ -212,6 +285,15 @@ class Settings(BaseSettings):
             raise ValueError("must be LOW-HIGH with 1024 <= LOW <= HIGH <= 65535")
         return value
 
+    @field_validator("api_tokens")
+    @classmethod
+    def _distinct_tokens(cls, value: list[ApiToken]) -> list[ApiToken]:
+        secrets = [token.token.get_secret_value() for token in value]
+        for index, secret in enumerate(secrets):
+            if secret in secrets[:index]:
+                raise ValueError(f"entry {index} repeats the token of entry {secrets.index(secret)}")
+        return value
+
     @model_validator(mode="after")
     def _defaults_within_maximums(self) -> Settings:
         for defaults, maximums in (("default_limits", "max_limits"), ("grade_default_limits", "grade_max_limits")):
@@ -259,6 +341,35 @@ def load_settings(config_file: Path | None = None) -> Settings:
         return Settings(**file_values)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from exc
+    except SettingsError as exc:  # a variable holding a list or mapping is not valid JSON
+        found = re.search(r'field "(\w+)"', str(exc))
+        key = found.group(1) if found else "(settings)"
+        raise ConfigError(f"invalid configuration:\n  {key} ({ENV_PREFIX}{key.upper()}): not valid JSON") from None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on `host` is reachable from this machine only: localhost, 127.0.0.0/8 or ::1."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # another host name: it may resolve to any address
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve an open API beyond this machine: without `api_tokens`, `host` must be a loopback
+    address unless `allow_unauthenticated` says that is meant.
+
+    Raises ConfigError naming both keys.
+    """
+    if settings.api_tokens or settings.allow_unauthenticated or is_loopback(settings.host):
+        return
+    raise ConfigError(
+        f"refusing to listen on {settings.host} without authentication: anyone who can reach it could run jobs. "
+        f"Configure api_tokens ({ENV_PREFIX}API_TOKENS), listen on a loopback address such as 127.0.0.1, "
+        f"or set allow_unauthenticated: true ({ENV_PREFIX}ALLOW_UNAUTHENTICATED=true) to serve an open API on purpose"
+    )
 
 
 def _describe(exc: ValidationError) -> str:
@@ -266,7 +377,9 @@ def _describe(exc: ValidationError) -> str:
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
         key = ".".join(loc) or "(settings)"
-        env = ENV_PREFIX + "__".join(loc).upper() if loc else ""
+        # A list's entries have no variable of their own: the whole list is one JSON variable.
+        named = list(itertools.takewhile(lambda part: not isinstance(part, int), error["loc"]))
+        env = ENV_PREFIX + "__".join(map(str, named)).upper() if named else ""
         where = f"{key} ({env})" if env else key
         lines.append(f"  {where}: {error['msg']}")
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import pytest
 
 from hatchway.errors import ConfigError
 from hatchway.models import ResolvedLimits
-from hatchway.settings import load_settings
+from hatchway.settings import Role, check_exposure, is_loopback, load_settings
 
 WriteConfig = Callable[[str], Path]
 FULL_LIMITS = "{timeout_s: 10, memory_mb: 100, cpus: 1, pids: 50, output_bytes: 2048, disk_mb: 64}"
@@ -200,3 +201,141 @@ def test_invalid_yaml_is_rejected(write_config: WriteConfig) -> None:
 def test_yaml_that_is_not_a_mapping_is_rejected(write_config: WriteConfig, text: str) -> None:
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_settings(write_config(text))
+
+
+READER = "r" * 8 + "-secret-reader"
+ADMIN = "a" * 8 + "-secret-admin!!"
+
+
+def test_api_tokens_come_from_the_yaml_file(write_config: WriteConfig) -> None:
+    path = write_config(
+        f"api_tokens:\n  - {{token: {READER}, role: read, name: dashboard}}\n  - {{token: '{ADMIN}', role: admin}}\n"
+    )
+    settings = load_settings(path)
+    assert [(t.token.get_secret_value(), t.role, t.name) for t in settings.api_tokens] == [
+        (READER, Role.READ, "dashboard"),
+        (ADMIN, Role.ADMIN, None),
+    ]
+    assert [t.label for t in settings.api_tokens] == ["dashboard", "unnamed admin token"]
+    assert settings.allow_unauthenticated is False
+
+
+def test_api_tokens_come_from_a_json_variable(monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig) -> None:
+    monkeypatch.setenv("HATCHWAY_API_TOKENS", json.dumps([{"token": ADMIN, "role": "admin", "name": "ops"}]))
+    settings = load_settings(write_config(f"api_tokens: [{{token: {READER}, role: read}}]\n"))
+    assert [(t.token.get_secret_value(), t.role, t.name) for t in settings.api_tokens] == [(ADMIN, Role.ADMIN, "ops")]
+
+
+def test_a_token_can_come_from_a_file(tmp_path: Path, write_config: WriteConfig) -> None:
+    secret = tmp_path / "ci.token"
+    secret.write_text(READER + "\n")
+    settings = load_settings(write_config(f"api_tokens: [{{token_file: {secret}, role: submit, name: ci}}]\n"))
+    assert settings.api_tokens[0].token.get_secret_value() == READER
+    assert settings.api_tokens[0].role is Role.SUBMIT
+
+
+def test_an_unreadable_token_file_is_named(tmp_path: Path, write_config: WriteConfig) -> None:
+    with pytest.raises(ConfigError, match=r"api_tokens\.0 \(HATCHWAY_API_TOKENS\): .*token_file: cannot read"):
+        load_settings(write_config(f"api_tokens: [{{token_file: {tmp_path / 'absent'}, role: read}}]\n"))
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "words"),
+    [
+        ('{"token": "short-secret", "role": "read"}', "api_tokens.0.token", "at least 16 characters"),
+        ('{"token": " padded-secret-value ", "role": "read"}', "api_tokens.0.token", "whitespace"),
+        ('{"token": "long-enough-secret-1", "role": "root"}', "api_tokens.0.role", "'read', 'submit' or 'admin'"),
+        ('{"token": "long-enough-secret-1"}', "api_tokens.0.role", "required"),
+        ('{"role": "read"}', "api_tokens.0.token", "required"),
+        ('{"token": "long-enough-secret-1", "role": "read", "rol": "x"}', "api_tokens.0.rol", "not permitted"),
+        ('{"token": "long-enough-secret-1", "token_file": "/x", "role": "read"}', "api_tokens.0", "not both"),
+    ],
+)
+def test_a_bad_token_entry_is_named_and_its_secret_never_shown(
+    write_config: WriteConfig, entry: str, key: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write_config(f"api_tokens: [{entry}]\n"))
+    message = str(caught.value)
+    assert key in message and words in message
+    for secret in ("short-secret", "padded-secret-value", "long-enough-secret-1"):
+        assert secret not in message and secret not in repr(caught.value.__cause__)
+
+
+def test_the_same_token_twice_is_rejected_without_showing_it(write_config: WriteConfig) -> None:
+    path = write_config(f"api_tokens: [{{token: {READER}, role: read}}, {{token: {READER}, role: admin}}]\n")
+    with pytest.raises(ConfigError, match="entry 1 repeats the token of entry 0") as caught:
+        load_settings(path)
+    assert READER not in str(caught.value)
+
+
+def test_a_variable_that_is_not_json_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HATCHWAY_API_TOKENS", f'[{{"token": "{READER}", "role": ')
+    with pytest.raises(ConfigError, match=r"api_tokens \(HATCHWAY_API_TOKENS\): not valid JSON") as caught:
+        load_settings()
+    assert READER not in str(caught.value)
+
+
+def test_no_token_shows_in_the_settings_repr_or_dump(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HATCHWAY_API_TOKENS", json.dumps([{"token": ADMIN, "role": "admin"}]))
+    settings = load_settings()
+    assert ADMIN not in repr(settings) and ADMIN not in str(settings)
+    assert ADMIN not in settings.model_dump_json() and ADMIN not in repr(settings.model_dump())
+
+
+def test_roles_are_ordered_read_submit_admin() -> None:
+    allowed = {(held, needed) for held in Role for needed in Role if held.allows(needed)}
+    assert allowed == {
+        (Role.READ, Role.READ),
+        (Role.SUBMIT, Role.READ),
+        (Role.SUBMIT, Role.SUBMIT),
+        (Role.ADMIN, Role.READ),
+        (Role.ADMIN, Role.SUBMIT),
+        (Role.ADMIN, Role.ADMIN),
+    }
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("", False),
+        ("10.0.0.5", False),
+        ("192.168.1.1", False),
+        ("worker.example.com", False),
+    ],
+)
+def test_which_hosts_are_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_an_open_api_beyond_loopback_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HATCHWAY_HOST", "0.0.0.0")
+    with pytest.raises(ConfigError) as caught:
+        check_exposure(load_settings())
+    assert "0.0.0.0" in str(caught.value)
+    assert "api_tokens" in str(caught.value) and "allow_unauthenticated" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"HATCHWAY_HOST": "127.0.0.1"},
+        {"HATCHWAY_HOST": "::1"},
+        {"HATCHWAY_HOST": "0.0.0.0", "HATCHWAY_ALLOW_UNAUTHENTICATED": "true"},
+        {"HATCHWAY_HOST": "0.0.0.0", "HATCHWAY_API_TOKENS": json.dumps([{"token": READER, "role": "read"}])},
+    ],
+)
+def test_an_api_on_loopback_with_tokens_or_allowed_open_may_serve(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    check_exposure(load_settings())

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hatchway.bundles import unpack
-from hatchway.cli.client import ClientError, call
+from hatchway.cli.client import ClientError, call, remote
 from hatchway.errors import BadBundle, ProblemError
 from hatchway.grading.models import GradeRequest
 from hatchway.grading.problem import load_problem
@@ -22,11 +22,11 @@ _MAX_FILES = 100_000
 EXIT_NOT_ACCEPTED = 1
 
 
-def add_grade_command(commands: Any, url: argparse.ArgumentParser) -> None:
+def add_grade_command(commands: Any, remote_options: argparse.ArgumentParser) -> None:
     """Register `grade` on the top-level parser's subcommands."""
     parser = commands.add_parser(
         "grade",
-        parents=[url],
+        parents=[remote_options],
         help="judge source files against tests on a running worker; exit 0 only on AC",
         description="Tests are a folder or a .zip/.tar(.gz) in the judge's layout: in/NAME.in and out/NAME.out.",
     )
@@ -46,7 +46,7 @@ def add_grade_command(commands: Any, url: argparse.ArgumentParser) -> None:
 
 def _grade(args: argparse.Namespace) -> int:
     body = request_body(args)
-    result = call("POST", args.url, "/grade", json=body, params={"wait": "true"})
+    result = call("POST", remote(args), "/grade", json=body, params={"wait": "true"})
     print_table(result)
     return 0 if result.get("verdict") == "AC" else EXIT_NOT_ACCEPTED
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from pathlib import Path
 
@@ -19,8 +18,6 @@ from hatchway.cli.serve import serve
 from hatchway.errors import ConfigError
 from hatchway.models import JobRequest
 from hatchway.settings import load_settings
-
-DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    return client.submit(args.url, _request(args).model_dump(exclude_none=True), wait=args.wait)
+    return client.submit(client.remote(args), _request(args).model_dump(exclude_none=True), wait=args.wait)
 
 
 def _request(args: argparse.Namespace) -> JobRequest:
@@ -138,8 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hatchway", description="Run jobs in isolated containers.")
     parser.add_argument("--version", action="version", version=f"hatchway {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
-    url = argparse.ArgumentParser(add_help=False)
-    url.add_argument("--url", default=os.environ.get("HATCHWAY_URL", DEFAULT_URL), help="the worker's address")
+    remote = client.remote_options()
 
     serve_cmd = commands.add_parser("serve", help="run the worker and its HTTP API")
     serve_cmd.add_argument("--config", type=Path, help="YAML settings file (or $HATCHWAY_CONFIG)")
@@ -150,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     _job_options(run_cmd)
     run_cmd.set_defaults(handler=_run)
 
-    submit_cmd = commands.add_parser("submit", parents=[url], help="queue a job on a running worker")
+    submit_cmd = commands.add_parser("submit", parents=[remote], help="queue a job on a running worker")
     _job_options(submit_cmd)
     submit_cmd.add_argument("--id")
     submit_cmd.add_argument("--priority", type=int)
@@ -158,38 +154,38 @@ def _parser() -> argparse.ArgumentParser:
     submit_cmd.add_argument("--wait", action="store_true", help="answer once the job has ended")
     submit_cmd.set_defaults(handler=_submit)
 
-    status_cmd = commands.add_parser("status", parents=[url], help="show a job")
+    status_cmd = commands.add_parser("status", parents=[remote], help="show a job")
     status_cmd.add_argument("job_id")
-    status_cmd.set_defaults(handler=lambda a: client.status(a.url, a.job_id))
+    status_cmd.set_defaults(handler=lambda a: client.status(client.remote(a), a.job_id))
 
-    logs_cmd = commands.add_parser("logs", parents=[url], help="print a job's output")
+    logs_cmd = commands.add_parser("logs", parents=[remote], help="print a job's output")
     logs_cmd.add_argument("job_id")
     logs_cmd.add_argument("--follow", "-f", action="store_true")
     logs_cmd.add_argument("--stream", choices=["stdout", "stderr", "both"], default="both")
     logs_cmd.add_argument("--tail", type=int)
-    logs_cmd.set_defaults(handler=lambda a: client.logs(a.url, a.job_id, a.stream, a.tail, a.follow))
+    logs_cmd.set_defaults(handler=lambda a: client.logs(client.remote(a), a.job_id, a.stream, a.tail, a.follow))
 
-    kill_cmd = commands.add_parser("kill", parents=[url], help="cancel or stop a job")
+    kill_cmd = commands.add_parser("kill", parents=[remote], help="cancel or stop a job")
     kill_cmd.add_argument("job_id")
     kill_cmd.add_argument("--grace-s", type=float)
-    kill_cmd.set_defaults(handler=lambda a: client.kill(a.url, a.job_id, a.grace_s))
+    kill_cmd.set_defaults(handler=lambda a: client.kill(client.remote(a), a.job_id, a.grace_s))
 
-    list_cmd = commands.add_parser("list", parents=[url], help="list jobs, newest first")
+    list_cmd = commands.add_parser("list", parents=[remote], help="list jobs, newest first")
     list_cmd.add_argument("--state")
     list_cmd.add_argument("--label", action="append", metavar="KEY:VALUE")
     list_cmd.add_argument("--limit", type=int, default=20)
-    list_cmd.set_defaults(handler=lambda a: client.list_jobs(a.url, a.state, a.label, a.limit))
+    list_cmd.set_defaults(handler=lambda a: client.list_jobs(client.remote(a), a.state, a.label, a.limit))
 
     images_cmd = commands.add_parser("images", help="images the worker manages")
     images = images_cmd.add_subparsers(required=True, metavar="ACTION")
-    import_cmd = images.add_parser("import", parents=[url], help="make an image from a root filesystem tar")
+    import_cmd = images.add_parser("import", parents=[remote], help="make an image from a root filesystem tar")
     import_cmd.add_argument("name")
     import_cmd.add_argument("rootfs", type=Path)
-    import_cmd.set_defaults(handler=lambda a: client.import_image(a.url, a.name, a.rootfs))
-    images_list = images.add_parser("list", parents=[url], help="list managed images")
-    images_list.set_defaults(handler=lambda a: client.list_images(a.url))
+    import_cmd.set_defaults(handler=lambda a: client.import_image(client.remote(a), a.name, a.rootfs))
+    images_list = images.add_parser("list", parents=[remote], help="list managed images")
+    images_list.set_defaults(handler=lambda a: client.list_images(client.remote(a)))
     _profile_commands(commands)
-    add_grade_command(commands, url)
+    add_grade_command(commands, remote)
     return parser
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from types import FrameType
 
 import uvicorn
 
 from hatchway.api import create_app
 from hatchway.bootstrap import build_worker
-from hatchway.settings import Settings
+from hatchway.settings import Settings, check_exposure, is_loopback
 from hatchway.worker import Worker
+
+log = logging.getLogger(__name__)
 
 
 class _Server(uvicorn.Server):
@@ -37,7 +40,20 @@ class _Server(uvicorn.Server):
 
 
 async def serve(settings: Settings) -> None:
-    """Run the worker and its API until told to stop; every job's final state is recorded on the way out."""
+    """Run the worker and its API until told to stop; every job's final state is recorded on the way out.
+
+    Raises ConfigError, before anything starts, for an open API on an address that is not loopback.
+    """
+    check_exposure(settings)
+    if settings.api_tokens:
+        holders = [f"{token.label} ({token.role})" for token in settings.api_tokens]
+        log.info("the API needs a bearer token", extra={"event": "api_tokens", "tokens": holders})
+    elif not is_loopback(settings.host):
+        log.warning(
+            "serving an open API on %s: allow_unauthenticated is set and no api_tokens are configured",
+            settings.host,
+            extra={"event": "api_unauthenticated"},
+        )
     worker = build_worker(settings)
     config = uvicorn.Config(
         create_app(worker),
