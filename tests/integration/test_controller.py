@@ -47,6 +47,8 @@ async def test_register_heartbeat_and_register_again(tmp_path: Path, worker_id: 
             fake.forget(worker_id)
             again = await asyncio.to_thread(fake.wait, "registrations", 2, 20)
             assert again[-1]["worker_id"] == worker_id
+            beats = len(fake.heartbeats)
+            await asyncio.to_thread(fake.wait, "heartbeats", beats + 1)  # and it beats again
             assert worker.controller is not None and worker.controller.status().registered
         finally:
             await worker.shutdown()
