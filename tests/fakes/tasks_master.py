@@ -8,8 +8,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes import serving
 
 
 @dataclass
@@ -128,13 +130,6 @@ def tasks_master(port: int = 0, master: TasksMaster | None = None, **fields: Any
     """A fake queue service on 127.0.0.1 (a free port unless `port`), for the duration of the block; pass
     `master` to serve the same state again (the master back after an outage)."""
     master = master or TasksMaster(**fields)
-    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(master))
-    server.allow_reuse_address = True
-    master.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(master), port) as url:
+        master.url = url
         yield master
-    finally:
-        server.shutdown()
-        server.server_close()
