@@ -304,9 +304,13 @@ class DockerEngine:
         live = self._live[container_id] = _Live(cgroup=cgroup)
         try:
             live.channel, image_env, image_id = supervised.connect(api, container_id)
-            live.environment = supervised.process_environment(
-                api, container_id, (image_id, image_env), spec.user, self._homes
-            )
+            live.environment = image_env
+            if spec.role is Role.POOL:
+                # A pooled job sees what a fresh container's process would. Graded programs keep the image's
+                # environment alone: with HOME set, a Python test was measured 4 ms slower.
+                live.environment = supervised.process_environment(
+                    api, container_id, (image_id, image_env), spec.user, self._homes
+                )
         except BaseException:
             self._remove(container_id)
             raise
