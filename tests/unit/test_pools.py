@@ -13,7 +13,7 @@ from hatchway.engines.fake import FakeEngine, FakeImages, run_result
 from hatchway.models import Job, JobRequest, JobState, ResolvedLimits, utcnow
 from hatchway.policy import Policy
 from hatchway.pools import Pools
-from hatchway.pools.manager import normalise_image
+from hatchway.pools.pool import normalise_image
 from hatchway.sandbox.protocol import RunResult, RunStatus
 from hatchway.settings import PoolConfig, Settings
 from hatchway.volumes import DirectoryVolumes, VolumeStock

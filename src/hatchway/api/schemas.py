@@ -6,7 +6,7 @@ from pydantic import BaseModel
 
 from hatchway.controller import ControllerStatus
 from hatchway.models import Job, ResolvedLimits
-from hatchway.pools.manager import PoolStatus
+from hatchway.pools.pool import PoolStatus
 from hatchway.sources.base import SourceStatus
 from hatchway.system import HostMetrics
 

@@ -8,7 +8,7 @@ from hatchway.api.jobs import WorkerDep
 from hatchway.api.schemas import EngineStatus, Health, Info, WorkersStatus
 from hatchway.engines.base import Engine
 from hatchway.models import JobState
-from hatchway.pools.manager import PoolStatus
+from hatchway.pools.pool import PoolStatus
 from hatchway.sources import SourceStatus
 from hatchway.system import host_metrics
 from hatchway.worker import Worker

@@ -12,16 +12,13 @@ import itertools
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from hatchway.engines.base import Engine, ImageService, Mount, Role, SandboxSpec
 from hatchway.errors import HatchwayError
 from hatchway.models import Job, ResolvedLimits
+from hatchway.pools.pool import Pool, PoolStatus, normalise_image
 from hatchway.pools.slot import PoolKey, Slot, SlotState
 from hatchway.prepare import numeric_owner
 from hatchway.settings import PoolConfig
@@ -41,59 +38,6 @@ _CHECK_EVERY_S = 3.0
 _FRESH_S = 1.0
 """A container that served or answered a ping this recently is handed out without another ping."""
 """How often an idle container's supervisor is pinged, to replace one that died."""
-
-
-@dataclass
-class Pool:
-    """The containers kept for one key."""
-
-    key: PoolKey
-    size: int
-    reuse_jobs: int
-    disk_mb: int
-    configured: bool
-    idle: deque[Slot] = field(default_factory=deque)
-    busy: set[Slot] = field(default_factory=set)
-    starting: int = 0
-    served: int = 0
-    hits: int = 0
-    last_used: float = field(default_factory=time.monotonic)
-    failures: int = 0
-    retry_at: float = 0.0
-    last_error: str | None = None
-
-    def status(self) -> PoolStatus:
-        return PoolStatus(
-            image=self.key.image,
-            runtime=self.key.runtime,
-            origin="config" if self.configured else "warm",
-            size=self.size,
-            reuse_jobs=self.reuse_jobs,
-            disk_mb=self.disk_mb,
-            idle=len(self.idle),
-            busy=len(self.busy),
-            starting=self.starting,
-            jobs_served=self.served,
-            last_error=self.last_error,
-        )
-
-
-class PoolStatus(BaseModel):
-    """One pool as `GET /pools` and `/health` show it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    image: str
-    runtime: str
-    origin: Literal["config", "warm"] = Field(description="Configured, or kept for an image that ran recently.")
-    size: int = Field(description="How many idle containers it keeps ready.")
-    reuse_jobs: int
-    disk_mb: int
-    idle: int
-    busy: int
-    starting: int = Field(description="Containers being started or reset for it now.")
-    jobs_served: int
-    last_error: str | None = Field(description="Why its last container failed to start, if it did.")
 
 
 class Pools:
@@ -463,11 +407,3 @@ class Pools:
         task.set_name(name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def normalise_image(image: str) -> str:
-    """`busybox` and `busybox:latest` are one image: a name without a tag or digest gets `:latest`."""
-    last = image.rsplit("/", 1)[-1]
-    if "@" in image or ":" in last:
-        return image
-    return f"{image}:latest"

@@ -14,7 +14,6 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hatchway.models import utcnow
 from hatchway.service import JobService
 
 log = logging.getLogger(__name__)
@@ -87,15 +86,11 @@ class Backoff:
         self.logged.clear()
 
 
-async def pause(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:
+async def pause(stop: asyncio.Event | None, seconds: float, wake: asyncio.Event | None = None) -> None:
     """Wait `seconds`, or less if `stop` (or `wake`) is set first."""
-    events = [stop] if wake is None else [stop, wake]
+    events = [event for event in (stop, wake) if event is not None]
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
     with contextlib.suppress(TimeoutError):
         await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     for waiter in waiters:
         waiter.cancel()
-
-
-def now() -> datetime:
-    return utcnow()

@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import datetime
 from typing import Any
 
 import httpx
 
 from hatchway.errors import HatchwayError, RuntimeUnavailable
-from hatchway.models import Job, JobRequest, JobState, Reason
+from hatchway.models import Job, JobRequest, JobState, Reason, utcnow
 from hatchway.service import JobService
 from hatchway.settings import SourceConfig
-from hatchway.sources.base import Backoff, SourceStatus, now, pause
+from hatchway.sources.base import Backoff, SourceStatus, pause
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class TasksSource:
         self._report_backoff = Backoff(f"reporting to {config.name}")
         self._ended = asyncio.Event()
         self._done_claiming = asyncio.Event()
-        self._last_poll_at: Any = None
+        self._last_poll_at: datetime | None = None
         self._claims = self._sent = self._errors = self._pending = 0
         self._last_error: str | None = None
         self._watchers: set[asyncio.Task[None]] = set()
@@ -104,7 +105,7 @@ class TasksSource:
                 await pause(stop, self._config.poll_interval_s)
 
     async def _next(self, http: httpx.AsyncClient) -> dict[str, Any] | None:
-        self._last_poll_at = now()
+        self._last_poll_at = utcnow()
         try:
             answer = await http.get("/tasks/next", headers=self._headers)
         except httpx.HTTPError as exc:
@@ -203,9 +204,8 @@ class TasksSource:
                 self._pending -= 1
             if self._done_claiming.is_set() and not self._pending and not self._watchers:
                 return
-            never = asyncio.Event()
             wait_s = self._report_backoff.delay_s if failed else _RESCAN_S
-            await pause(never, wait_s, wake=None if failed else self._ended)
+            await pause(None, wait_s, wake=None if failed else self._ended)
 
     async def _send(self, http: httpx.AsyncClient, eval_id: str, report: tuple[str, dict[str, Any]]) -> bool:
         """POST one report; True once the master has it."""
