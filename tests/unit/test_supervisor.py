@@ -154,11 +154,16 @@ def start_supervisor(supervisor_binary: Path) -> Iterator[Callable[..., Supervis
 def _remove_cgroup(path: Path) -> None:
     """Kill what is left in the cgroup and remove it. A killed task keeps it busy until its parent reaps it: the
     zygote of a supervisor killed by the fixture dies with it and is reaped by init a moment later."""
-    for _ in range(300):
+    deadline = time.monotonic() + 30  # under load the kernel can take seconds to release a cgroup
+    while time.monotonic() < deadline:
         try:
             pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
         except FileNotFoundError:
             return
+        except OSError as exc:  # ENODEV: the cgroup is being torn down
+            if exc.errno != errno.ENODEV:
+                raise
+            pids = []
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
