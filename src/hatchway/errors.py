@@ -145,6 +145,12 @@ class EngineUnavailable(EngineError):
     """The container engine does not answer."""
 
 
+class RunNeverStarted(EngineError):
+    """A supervised sandbox ended without running the request it was sent: the worker died between recording the
+    job as running and the request reaching the supervisor, which then found its channel closed and stopped. The
+    command never ran, so the job can safely run again."""
+
+
 class ImageNotFound(EngineError):
     """The image is not present locally and the registry says it does not exist."""
 

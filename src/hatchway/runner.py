@@ -27,6 +27,7 @@ from hatchway.errors import (
     ImageNotFound,
     ImagePullFailed,
     NotAllowed,
+    RunNeverStarted,
 )
 from hatchway.health import EngineHealth
 from hatchway.models import Job, JobState, Outcome, Reason, Resources, RunInfo, Stream, utcnow
@@ -204,6 +205,10 @@ class JobRunner:
                 run = RunInfo(engine=found.engine, image=job.spec.image)
                 running = await self._store.mark_running(job.id, found.started_at, run) or job
             return await self._supervise(running, control, capture)
+        except RunNeverStarted as exc:
+            requeued = await self._store.requeue_lost(job.id)
+            self._log("job_requeued", job.id, why=str(exc))
+            return requeued or job
         except HatchwayError as exc:
             return await self._failed(job, exc, capture)
         finally:

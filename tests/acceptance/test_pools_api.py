@@ -69,6 +69,11 @@ def test_kill_9_with_idle_and_busy_pool_containers_loses_no_job_and_leaves_no_co
     queued = server.post_job(image=BUSYBOX, command="echo queued-ran").json()
     for job in (short, long):
         assert server.wait_state(job["id"], "running")["run"]["pooled"] is True
+        # "running" is stored just before the command goes to the container: wait until it has surely started.
+        deadline = time.monotonic() + 30
+        while "before" not in server.client.get(f"/jobs/{job['id']}/logs").text:
+            assert time.monotonic() < deadline, "the pooled job never printed"
+            time.sleep(0.05)
     server.kill9()
     left = containers_of(docker_client, server.worker_id)
     assert len(left) >= 3, "the idle and the busy pool containers outlived the worker"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import docker
@@ -14,7 +15,7 @@ from hatchway.engines import cgroups
 from hatchway.engines.base import Mount, Role, SandboxSpec
 from hatchway.engines.docker import DockerEngine
 from hatchway.engines.docker_host import DockerHost
-from hatchway.errors import EngineError
+from hatchway.errors import EngineError, RunNeverStarted
 from hatchway.sandbox.protocol import RunRequest, RunStatus
 from tests.conftest import PYTHON, containers_of
 
@@ -127,3 +128,35 @@ async def test_a_sandbox_left_by_an_earlier_run_is_removed_with_its_cgroups(
     await after.close()
     assert containers_of(docker_client, worker_id) == []
     assert sandbox_cgroups(worker_id) == []
+
+
+async def test_reattach_finds_a_run_s_answer_before_and_after_it_and_a_run_that_never_started(
+    host: DockerHost, worker_id: str, tmp_path: Path
+) -> None:
+    """The worker dies (its channel closes) with one sandbox running a request, one that answered meanwhile and one
+    whose request never reached it: a new worker gets the first answer over a new attach, the second from the log,
+    and learns at once, instead of waiting for ever, that the third never ran."""
+    for n in range(3):
+        (tmp_path / str(n)).mkdir(mode=0o777)
+        (tmp_path / str(n)).chmod(0o777)
+    before = engine(host, worker_id, None)
+    handles = [await before.open(spec(worker_id, tmp_path / str(n))) for n in range(3)]
+    sent = [
+        asyncio.ensure_future(before.run(handle, replace(request("sleep", "2" if n == 0 else "0"), id=f"run-{n}")))
+        for n, handle in enumerate(handles[:2])
+    ]
+    await asyncio.sleep(0.5)
+    await before.close()  # the old worker's channels close: each supervisor reads the end of its stdin
+    await asyncio.sleep(1)
+    after = engine(host, worker_id, None)
+    try:
+        late, early = await asyncio.gather(after.reattach(handles[0], "run-0"), after.reattach(handles[1], "run-1"))
+        assert (late.id, late.status, late.wall_s >= 1.9) == ("run-0", RunStatus.EXITED, True)
+        assert (early.id, early.status) == ("run-1", RunStatus.EXITED)
+        with pytest.raises(RunNeverStarted):
+            await asyncio.wait_for(after.reattach(handles[2], "run-2"), 10)
+    finally:
+        await asyncio.gather(*sent, return_exceptions=True)  # the old worker's side of the runs: cut off
+        for handle in handles:
+            await after.remove(handle)
+        await after.close()

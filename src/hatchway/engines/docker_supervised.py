@@ -22,7 +22,7 @@ from hatchway.engines import cgroups
 from hatchway.engines.base import SCRATCH, Mount, SandboxSpec
 from hatchway.engines.cgroups import SandboxCgroup
 from hatchway.engines.docker_channel import SupervisorChannel
-from hatchway.errors import EngineError
+from hatchway.errors import EngineError, RunNeverStarted
 from hatchway.sandbox.protocol import (
     ProtocolError,
     RunRequest,
@@ -135,18 +135,30 @@ def _home_of(api: docker.APIClient, container_id: str, uid: str) -> str:
 
 
 def reattach(api: docker.APIClient, container_id: str, run_id: str) -> tuple[SupervisorChannel, RunResult]:
-    """Attach to a running supervised container again and return the channel and the answer to run `run_id`.
+    """Attach to a supervised container again and return the channel and the answer to run `run_id`.
 
-    Attached first, then the container's log is read: an answer written before the attach is in the log, one
-    written after it comes on the channel; it cannot fall between the two.
+    Attached first, then the container's state and log are read: an answer written before the attach is in the
+    log, one written after it comes on the channel; it cannot fall between the two. A container that had ended
+    before the attach sends nothing more (Docker's attach to it would wait for ever), so its log is final: without
+    the answer there, the run never got one. Raises RunNeverStarted if the supervisor ended normally without it
+    (it runs every request it reads to the end and answers before it reads the next), EngineError otherwise.
     """
     sock = api.attach_socket(container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
     channel = SupervisorChannel(sock)
     try:
+        state = api.inspect_container(container_id)["State"]
         for line in api.logs(container_id, stdout=True, stderr=False).splitlines():
             found = _answer_to(line, run_id)
             if found is not None:
                 return channel, found
+        if not state.get("Running"):
+            exit_code = state.get("ExitCode")
+            if exit_code == 0:
+                raise RunNeverStarted(
+                    "the worker stopped before the job's command reached its sandbox, which then ended; "
+                    "the command never ran"
+                )
+            raise EngineError(f"the job's sandbox ended (exit code {exit_code}) without answering for its run")
         while True:
             found = _answer_to(channel.read_line(None), run_id)
             if found is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hatchway.engines.base import ExitStatus, Handle, OutputSink, Process
-from hatchway.errors import EngineError, HatchwayError
+from hatchway.errors import EngineError, HatchwayError, RunNeverStarted
 from hatchway.models import PROGRAM_STREAMS, ResolvedLimits, Resources, Stream
 from hatchway.pools.manager import IO_DIR, WORKDIR, Pools
 from hatchway.pools.slot import Slot
@@ -90,6 +90,8 @@ class PooledRuns:
         except HatchwayError as exc:
             await slot.tail
             self._pools.lost(slot, f"the supervisor failed: {exc}")
+            if isinstance(exc, RunNeverStarted):
+                raise
             if slot.stopped:  # we killed the container to stop the job
                 return ExitStatus(exit_code=137, oom_killed=False)
             raise EngineError(f"the pooled container failed while it ran the job: {exc}") from exc
