@@ -23,6 +23,7 @@ from hatchway.grading.runner import GradeRunner
 from hatchway.grading.service import GradeService
 from hatchway.health import EngineHealth
 from hatchway.models import Job, Reason
+from hatchway.observability.host import host_metrics
 from hatchway.policy import Policy
 from hatchway.pools import Pools
 from hatchway.ports import PortAllocator
@@ -36,7 +37,6 @@ from hatchway.settings import Settings
 from hatchway.signals import JobSignals
 from hatchway.sources import JobSource, build_sources
 from hatchway.store.base import JobStore
-from hatchway.system import host_metrics
 from hatchway.volumes import LoopVolumes, Volumes, VolumeStock
 
 log = logging.getLogger(__name__)

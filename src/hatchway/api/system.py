@@ -8,9 +8,9 @@ from hatchway.api.jobs import WorkerDep
 from hatchway.api.schemas import EngineStatus, Health, Info, WorkersStatus
 from hatchway.engines.base import Engine
 from hatchway.models import JobState
+from hatchway.observability.host import host_metrics
 from hatchway.pools.pool import PoolStatus
 from hatchway.sources import SourceStatus
-from hatchway.system import host_metrics
 from hatchway.worker import Worker
 
 router = APIRouter(tags=["system"])
