@@ -21,6 +21,7 @@ if $dev; then
   command -v file >/dev/null 2>&1 || need+=(file)
   command -v curl >/dev/null 2>&1 || need+=(curl)
   command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)  # a real registry for pull tests
+  command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # checks the service unit (deploy/)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} ..."
