@@ -12,6 +12,7 @@ from hatchway.engines.docker_host import DockerHost
 from hatchway.engines.docker_images import DockerImages
 from hatchway.engines.images import ImageManager
 from hatchway.policy import image_matches, url_matches
+from hatchway.sandbox.binary import installed_supervisor
 from hatchway.settings import Settings
 from hatchway.store.base import JobStore
 from hatchway.store.sqlite import SqliteStore
@@ -23,8 +24,16 @@ def build_worker(settings: Settings, store: JobStore | None = None) -> Worker:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     host = DockerHost(docker_url=settings.docker_url, max_concurrent_jobs=settings.max_concurrent_jobs)
     runtimes = {"docker": None, "gvisor": settings.gvisor_runtime}
+    # Read and hashed once: every sandbox mounts the same copy.
+    supervisor = functools.cache(functools.partial(installed_supervisor, settings.data_dir / "bin"))
     engines: dict[str, Engine] = {
-        name: DockerEngine(host, name=name, worker_id=settings.worker_id, runtime=runtimes[name])
+        name: DockerEngine(
+            host,
+            name=name,
+            worker_id=settings.worker_id,
+            runtime=runtimes[name],
+            supervisor=supervisor,
+        )
         for name in settings.allowed_runtimes
     }
     images = DockerImages(

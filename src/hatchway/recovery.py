@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hatchway.engines.base import Engine, Found, Handle, Role
 from hatchway.models import Job, JobState, Outcome, Reason, utcnow
+from hatchway.signals import JobSignals
 from hatchway.store.base import JobStore
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class Recovery:
         engines: Mapping[str, Engine],
         worker_id: str,
         resume: Callable[[Job, Found], None],
+        signals: JobSignals,
         stale_dirs: Iterable[Path] = (),
         sweep_volumes: Callable[[set[str]], list[str]] = lambda keep: [],
     ) -> None:
@@ -41,6 +43,7 @@ class Recovery:
         self._engines = engines
         self._worker_id = worker_id
         self._resume = resume
+        self._signals = signals
         self._stale_dirs = list(stale_dirs)
         self._sweep_volumes = sweep_volumes
 
@@ -83,7 +86,7 @@ class Recovery:
             await self._store.requeue_lost(job.id)
             self._log("job_requeued", job.id)
             return
-        await self._store.finish(
+        lost = await self._store.finish(
             job.id,
             Outcome(
                 state=JobState.FAILED,
@@ -92,6 +95,8 @@ class Recovery:
             ),
             utcnow(),
         )
+        if lost is not None:
+            self._signals.ended(lost)
         self._log("job_lost", job.id)
 
     async def reap(self, active: Container[str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,6 +32,7 @@ from hatchway.errors import (
 )
 from hatchway.health import EngineHealth
 from hatchway.models import Job, JobState, Outcome, Reason, Resources, RunInfo, Stream, utcnow
+from hatchway.observability.metrics import Metrics
 from hatchway.outcome import captured, cut_off, decide
 from hatchway.output import OutputCapture
 from hatchway.pools import PooledRuns, PoolKey, Pools, Slot
@@ -110,6 +112,7 @@ class JobRunner:
         worker_id: str,
         choose_runtime: Callable[[str], tuple[str, list[str]]],
         health: EngineHealth,
+        metrics: Metrics,
     ) -> None:
         self._store = store
         self._engines = engines
@@ -124,10 +127,12 @@ class JobRunner:
         self._worker_id = worker_id
         self._choose_runtime = choose_runtime
         self._health = health
+        self._metrics = metrics
 
     async def run(self, job: Job, control: RunControl) -> Job:
         """Prepare, start and supervise a job that this worker has claimed (state `building`)."""
         self._log("job_building", job.id)
+        began = time.perf_counter()  # from the claim to the command handed to its container
         capture = self.capture(job, control)
         try:
             if control.kill_requested.is_set():
@@ -152,8 +157,9 @@ class JobRunner:
             if control.kill_requested.is_set():
                 return await self.stop_before_start(job, control)
             if control.slot is not None:
-                return await self._run_pooled(job, control, control.slot, prepared, capture)
+                return await self._run_pooled(job, control, control.slot, prepared, capture, began=began)
             started = await engine.start(prepared.sandbox, prepared.process, capture)
+            self._metrics.container_started(runtime, pooled=False, seconds=time.perf_counter() - began)
             if isinstance(started, CommandNotRunnable):
                 outcome = Outcome(
                     state=JobState.FAILED, reason=Reason.EXIT_CODE, exit_code=started.exit_code, message=started.message
@@ -175,11 +181,12 @@ class JobRunner:
             await self._clean_up(job, control, capture)
 
     async def _run_pooled(
-        self, job: Job, control: RunControl, slot: Slot, prepared: Prepared, capture: OutputCapture
+        self, job: Job, control: RunControl, slot: Slot, prepared: Prepared, capture: OutputCapture, *, began: float
     ) -> Job:
         assert self._pooled is not None and self._owner is not None
         uid, gid = self._owner
         handle = await self._pooled.start(slot, prepared.process, job.spec.limits, capture, uid=uid, gid=gid)
+        self._metrics.container_started(slot.key.runtime, pooled=True, seconds=time.perf_counter() - began)
         control.engine, control.handle = self._pooled, handle
         run = prepared.run.model_copy(update={"pooled": True, "sandbox": slot.name})
         running = await self._store.mark_running(job.id, utcnow(), run)
@@ -340,6 +347,7 @@ class JobRunner:
         )
         if finished is None:  # someone else ended it first; theirs is the true record
             return await self._store.get(job.id) or job
+        self._signals.ended(finished)
         return finished
 
     def capture(self, job: Job, control: RunControl) -> OutputCapture:

@@ -120,6 +120,7 @@ class JobService:
         cancelled = await self.store.cancel(job_id, utcnow())
         if cancelled is not None:
             self.signals.notify(job_id)
+            self.signals.ended(cancelled)
             self._log("job_cancelled", job_id)
             return cancelled
         control = self._controls.get(job_id)
@@ -171,7 +172,9 @@ class JobService:
             origin=origin,
             external_id=external_id,
         )
-        stored, _ = await self.store.enqueue(job)
+        stored, created = await self.store.enqueue(job)
+        if created:
+            self.signals.ended(stored)
         self._log("job_refused", stored.id, why=message)
         return stored
 

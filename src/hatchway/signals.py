@@ -7,6 +7,8 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from hatchway.models import Job
+
 
 @dataclass
 class _Watch:
@@ -23,6 +25,13 @@ class JobSignals:
         self._watches: dict[str, _Watch] = {}
         self.listeners: list[Callable[[str], None]] = []
         """Called with the id of every job that changes (e.g. to tell a controller)."""
+        self.end_listeners: list[Callable[[Job], None]] = []
+        """Called once with every job that reaches its final state, as stored (e.g. to count it)."""
+
+    def ended(self, job: Job) -> None:
+        """`job` has just been stored in its final state, by whoever ended it (each job ends once)."""
+        for listener in self.end_listeners:
+            listener(job)
 
     def notify(self, job_id: str) -> None:
         for listener in self.listeners:

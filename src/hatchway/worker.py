@@ -23,6 +23,8 @@ from hatchway.grading.runner import GradeRunner
 from hatchway.grading.service import GradeService
 from hatchway.health import EngineHealth
 from hatchway.models import Job, Reason
+from hatchway.observability.host import host_metrics
+from hatchway.observability.metrics import Metrics
 from hatchway.policy import Policy
 from hatchway.pools import Pools
 from hatchway.ports import PortAllocator
@@ -36,7 +38,6 @@ from hatchway.settings import Settings
 from hatchway.signals import JobSignals
 from hatchway.sources import JobSource, build_sources
 from hatchway.store.base import JobStore
-from hatchway.system import host_metrics
 from hatchway.volumes import LoopVolumes, Volumes, VolumeStock
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class Worker:
             settings, allowed_runtimes=list(engines), available_runtimes=self.health.available_runtimes
         )
         self.signals = JobSignals()
+        self.metrics = Metrics()
+        self.signals.end_listeners.append(self.metrics.job_finished)
         self.artifacts = ArtifactStore(
             settings.data_dir / "artifacts",
             max_bytes=settings.artifacts_max_bytes,
@@ -124,6 +127,7 @@ class Worker:
             worker_id=self.worker_id,
             choose_runtime=self.policy.choose_runtime,
             health=self.health,
+            metrics=self.metrics,
         )
         self.scheduler = Scheduler(
             store=store,
@@ -176,6 +180,7 @@ class Worker:
             engines=engines,
             worker_id=self.worker_id,
             resume=self._resume,
+            signals=self.signals,
             stale_dirs=(settings.data_dir / "work", settings.data_dir / "output"),
             sweep_volumes=self.volumes.sweep,
         )

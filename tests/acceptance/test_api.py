@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.acceptance.conftest import Server
 from tests.conftest import BUSYBOX
@@ -191,3 +192,28 @@ def test_wait_s_bounds_the_wait(server: Server) -> None:
     assert response.status_code == 201 and response.json()["state"] in ("queued", "building", "running")
     assert time.monotonic() - started < 4
     server.client.delete(f"/jobs/{response.json()['id']}", params={"grace_s": 0})
+
+
+def test_metrics_count_what_the_worker_did_in_the_prometheus_format(server: Server) -> None:
+    def sample(text: str, name: str, **labels: str) -> float:
+        return sum(
+            found.value
+            for family in text_string_to_metric_families(text)
+            for found in family.samples
+            if found.name == name and labels.items() <= found.labels.items()
+        )
+
+    before = server.client.get("/metrics").text
+    server.post_job(wait=True, image=BUSYBOX, command="exit 3")
+    response = server.client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    after = response.text
+    failed = {"kind": "job", "state": "failed", "reason": "exit_code"}
+    assert (
+        sample(after, "hatchway_jobs_finished_total", **failed)
+        == sample(before, "hatchway_jobs_finished_total", **failed) + 1
+    )
+    assert sample(after, "hatchway_engine_available", engine="docker") == 1
+    assert "hatchway_container_start_seconds_bucket" in after and "hatchway_job_queue_wait_seconds_bucket" in after
+    answered = sample(after, "hatchway_http_requests_total", method="POST", route="/jobs", status="201")
+    assert answered >= 1

@@ -12,6 +12,7 @@ from hatchway.engines.base import Found, Role
 from hatchway.engines.fake import FakeEngine
 from hatchway.models import Job, JobSpec, JobState, Reason, RunInfo
 from hatchway.recovery import Recovery
+from hatchway.signals import JobSignals
 from hatchway.store.memory import MemoryStore
 
 MakeJob = Callable[..., Job]
@@ -36,6 +37,7 @@ def recovery(store: MemoryStore, engine: FakeEngine, resumed: list[tuple[str, Fo
         engines={"docker": engine},
         worker_id="w",
         resume=lambda job, found: resumed.append((job.id, found)),
+        signals=JobSignals(),
         stale_dirs=[stale],
     )
 

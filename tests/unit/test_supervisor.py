@@ -28,7 +28,7 @@ from typing import IO, Any
 import psutil
 import pytest
 
-from hatchway.sandbox.binary import build_supervisor
+from hatchway.sandbox.binary import build_supervisor, installed_supervisor, supervisor_path
 from hatchway.sandbox.protocol import (
     ProtocolError,
     RunRequest,
@@ -899,3 +899,11 @@ def test_overhead_per_run(cgroup_supervisor: Supervisor, proc_supervisor: Superv
         print(f"\n/bin/true, {runs} runs each, median per run:")
         for name, ms in median_ms.items():
             print(f"  {name:24} {ms:.2f} ms  ({ms - base:+.2f} ms over posix_spawn)")
+
+
+def test_sandboxes_mount_a_copy_under_the_data_directory_named_by_its_content(tmp_path: Path) -> None:
+    first = installed_supervisor(tmp_path / "bin")
+    assert first.parent == tmp_path / "bin" and first.read_bytes() == supervisor_path().read_bytes()
+    assert os.access(first, os.X_OK)
+    assert installed_supervisor(tmp_path / "bin") == first, "the same build is copied once"
+    assert [entry.name for entry in (tmp_path / "bin").iterdir()] == [first.name]

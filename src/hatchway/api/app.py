@@ -8,6 +8,7 @@ from hatchway import __version__
 from hatchway.api import grades, images, jobs, system
 from hatchway.api.auth import install_authentication
 from hatchway.api.errors import install_error_handlers
+from hatchway.observability.metrics import MetricsMiddleware
 from hatchway.worker import Worker
 
 
@@ -25,4 +26,6 @@ def create_app(worker: Worker) -> FastAPI:
     app.include_router(images.router)
     app.include_router(grades.router)
     install_authentication(app, worker.settings.api_tokens)
+    # Outermost, so that refused requests are counted too.
+    app.add_middleware(MetricsMiddleware, metrics=worker.metrics)
     return app

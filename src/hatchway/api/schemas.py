@@ -6,9 +6,9 @@ from pydantic import BaseModel
 
 from hatchway.controller import ControllerStatus
 from hatchway.models import Job, ResolvedLimits
+from hatchway.observability.host import HostMetrics
 from hatchway.pools.pool import PoolStatus
 from hatchway.sources.base import SourceStatus
-from hatchway.system import HostMetrics
 
 
 class JobList(BaseModel):

@@ -1,4 +1,4 @@
-"""/health, /info, /pools and /workers/status."""
+"""/health, /info, /metrics, /sources, /pools and /workers/status."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from hatchway.api.jobs import WorkerDep
 from hatchway.api.schemas import EngineStatus, Health, Info, WorkersStatus
 from hatchway.engines.base import Engine
 from hatchway.models import JobState
+from hatchway.observability.host import host_metrics
+from hatchway.observability.metrics import CONTENT_TYPE, Snapshot
 from hatchway.pools.pool import PoolStatus
 from hatchway.sources import SourceStatus
-from hatchway.system import host_metrics
 from hatchway.worker import Worker
 
 router = APIRouter(tags=["system"])
@@ -71,6 +72,23 @@ async def workers_status(worker: WorkerDep) -> WorkersStatus:
         pools=pools,
         engines=_engines(worker),
     )
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
+)
+async def metrics(worker: WorkerDep) -> Response:
+    """Counters, histograms and gauges in the Prometheus text format (see README, "Metrics")."""
+    snapshot = Snapshot(
+        jobs_by_state=await worker.store.counts(),
+        max_concurrent_jobs=worker.settings.max_concurrent_jobs,
+        engines=dict(worker.health.ok),
+        pools=worker.pools.status(),
+        sources=[source.status() for source in worker.sources],
+    )
+    return Response(worker.metrics.render(snapshot), media_type=CONTENT_TYPE)
 
 
 @router.get("/info", response_model=Info)

@@ -6,6 +6,8 @@ step for tests and as a fallback.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -33,6 +35,29 @@ def supervisor_path() -> Path:
     raise SandboxUnavailable(
         f"the sandbox supervisor is not built ({BINARY} is missing): run scripts/build-supervisor.sh"
     )
+
+
+def installed_supervisor(directory: Path) -> Path:
+    """A copy of the built supervisor under `directory` (the worker's data directory), named by its content, and
+    its path; made once per build. Sandboxes mount this copy, not the package's file: an upgrade of the package
+    never changes the binary under a running sandbox, and when hatchway itself runs in a container, the data
+    directory is the one path the host's engine sees as hatchway does. Raises SandboxUnavailable if it is not
+    built."""
+    built = supervisor_path()
+    data = built.read_bytes()
+    dest = directory / f"hatchway-supervisor-{hashlib.sha256(data).hexdigest()[:12]}"
+    if not dest.is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.chmod(tmp_name, 0o755)
+            os.replace(tmp_name, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+    return dest
 
 
 def build_supervisor(dest: Path, *, cc: str = "cc") -> Path:
