@@ -116,3 +116,12 @@ def test_a_wrong_command_line_exits_2_with_a_sentence(capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit) as exited:
         main(["list", "--limit", "many"])
     assert exited.value.code == 2
+
+
+def test_options_before_an_actions_name_are_kept() -> None:
+    from hatchway.cli.main import _parser
+
+    parsed = _parser().parse_args(["images", "--url", "http://worker:1", "--json", "list"])
+    assert (parsed.url, parsed.json, parsed.handler.__name__) == ("http://worker:1", True, "list_images")
+    assert _parser().parse_args(["images"]).handler.__name__ == "list_images"  # `images` alone lists
+    assert _parser().parse_args(["profiles", "--config", "c.yaml", "list"]).config.name == "c.yaml"

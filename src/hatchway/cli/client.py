@@ -34,13 +34,21 @@ class Remote:
         return {"authorization": f"Bearer {self.token}"} if self.token else {}
 
 
-def remote_options() -> argparse.ArgumentParser:
-    """The options every client command takes: `--url` and `--token`, defaulting to their variables."""
+def remote_options(*, inherited: bool = False) -> argparse.ArgumentParser:
+    """The options every client command takes: `--url` and `--token`, defaulting to their variables.
+
+    `inherited`: for an action under a command that takes them already (`images --url U list`): no defaults of
+    its own, which would override what was given before the action's name.
+    """
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument("--url", default=os.environ.get("HATCHWAY_URL", DEFAULT_URL), help="the worker's address")
+    url_default = os.environ.get("HATCHWAY_URL", DEFAULT_URL)
+    token_default = os.environ.get("HATCHWAY_TOKEN") or None
+    if inherited:
+        url_default = token_default = argparse.SUPPRESS
+    options.add_argument("--url", default=url_default, help="the worker's address")
     options.add_argument(
         "--token",
-        default=os.environ.get("HATCHWAY_TOKEN") or None,
+        default=token_default,
         help="the worker's API token (or $HATCHWAY_TOKEN, which other users cannot see in the process list)",
     )
     return options

@@ -4,29 +4,32 @@ from __future__ import annotations
 
 import argparse
 import time
+from argparse import SUPPRESS
 from pathlib import Path
 from typing import Any
 
 from hatchway.cli import output
-from hatchway.cli.client import call, remote
+from hatchway.cli.client import call, remote, remote_options
 from hatchway.cli.exits import Exit, UsageError
 
 
-def add_image_commands(commands: Any, remote_options: argparse.ArgumentParser) -> None:
+def add_image_commands(commands: Any, options: argparse.ArgumentParser) -> None:
     """Register `images [list]` and `images import` on the top-level parser's subcommands."""
     images_cmd = commands.add_parser(
-        "images", parents=[remote_options], help="images the worker manages (`images` alone lists them)"
+        "images", parents=[options], help="images the worker manages (`images` alone lists them)"
     )
-    images_cmd.add_argument("--json", action="store_true", help="print the images as JSON")
+    images_cmd.add_argument("--json", action="store_true", help="print as JSON")
     images_cmd.set_defaults(handler=list_images)
     actions = images_cmd.add_subparsers(metavar="ACTION")
-    import_cmd = actions.add_parser("import", parents=[remote_options], help="make an image from a root filesystem tar")
+    # An action's options have no defaults of their own: they would undo what came before its name.
+    inherited = remote_options(inherited=True)
+    import_cmd = actions.add_parser("import", parents=[inherited], help="make an image from a root filesystem tar")
     import_cmd.add_argument("name")
     import_cmd.add_argument("rootfs", type=Path)
-    import_cmd.add_argument("--json", action="store_true", help="print the image as JSON")
+    import_cmd.add_argument("--json", action="store_true", default=SUPPRESS, help="print the image as JSON")
     import_cmd.set_defaults(handler=import_image)
-    list_cmd = actions.add_parser("list", parents=[remote_options], help="list managed images")
-    list_cmd.add_argument("--json", action="store_true", help="print the images as JSON")
+    list_cmd = actions.add_parser("list", parents=[inherited], help="list managed images")
+    list_cmd.add_argument("--json", action="store_true", default=SUPPRESS, help="print the images as JSON")
     list_cmd.set_defaults(handler=list_images)
 
 

@@ -21,7 +21,8 @@ def add_profile_commands(commands: Any) -> None:
     )
     _list_options(profiles_cmd)
     actions = profiles_cmd.add_subparsers(metavar="ACTION")
-    _list_options(actions.add_parser("list", help="list profiles and whether their images are on this engine"))
+    listing = actions.add_parser("list", help="list profiles and whether their images are on this engine")
+    _list_options(listing, default=argparse.SUPPRESS)  # what `profiles --config F list` gave stays
     build_cmd = actions.add_parser("build", help="build profiles' images from Debian packages")
     build_cmd.add_argument("names", nargs="*", metavar="NAME", help="profiles to build (all when none)")
     build_cmd.add_argument("--force", action="store_true", help="rebuild images that are present")
@@ -29,9 +30,11 @@ def add_profile_commands(commands: Any) -> None:
     build_cmd.set_defaults(handler=lambda a: build_profiles(a.config, a.names, a.force))
 
 
-def _list_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML settings file (or $HATCHWAY_CONFIG)")
-    parser.add_argument("--json", action="store_true", help="print the profiles as JSON")
+def _list_options(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    parser.add_argument("--config", type=Path, default=default, help="YAML settings file (or $HATCHWAY_CONFIG)")
+    parser.add_argument(
+        "--json", action="store_true", default=False if default is None else default, help="print the profiles as JSON"
+    )
     parser.set_defaults(handler=lambda a: list_profiles(a.config, as_json=a.json))
 
 
