@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
-from hatchway import __version__
 from hatchway.cli import client
 from hatchway.cli.exits import CommandError, Exit
 from hatchway.cli.grade import add_grade_command
@@ -67,9 +67,21 @@ def _serve(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+class _Version(argparse.Action):
+    """`--version`, reading the installed metadata only when asked (importlib.metadata costs every command ~40 ms)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from hatchway import __version__
+
+        parser.exit(message=f"hatchway {__version__}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hatchway", description="Run jobs in isolated containers.")
-    parser.add_argument("--version", action="version", version=f"hatchway {__version__}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     remote = client.remote_options()
 
