@@ -66,6 +66,11 @@ class EngineHealth:
         if not self.all_ok and not await self.ping():
             self.lost("it does not answer a ping")
 
+    def assume_working(self) -> None:
+        """Count every engine as working without a probe; the first job that fails for an engine reason has them
+        probed (`recheck`)."""
+        self.ok = dict.fromkeys(self._engines, True)
+
     async def ping(self) -> bool:
         """Whether every engine answers now (a cheap API call, no container)."""
         results = await asyncio.gather(*(engine.ping() for engine in self._engines.values()))

@@ -207,11 +207,18 @@ class Worker:
 
     # Lifecycle
 
-    async def start(self, on_fatal: Callable[[], None] | None = None) -> None:
-        """Start taking jobs; recovery of the previous run happens first, in the background."""
+    async def start(self, on_fatal: Callable[[], None] | None = None, *, probe: bool = True) -> None:
+        """Start taking jobs; recovery of the previous run happens first, in the background.
+
+        Without `probe`, every engine counts as working until a job finds otherwise (then it is probed as usual):
+        for `hatchway run`, whose one job's start tells as much as a probe would, and sooner.
+        """
         if on_fatal is not None:
             self.services.on_fatal = on_fatal
-        await self.health.probe()
+        if probe:
+            await self.health.probe()
+        else:
+            self.health.assume_working()
         self.services.start("scheduler", self._schedule())
         if self.controller is not None:
             self.services.start("controller", self.controller.run(self._stop))

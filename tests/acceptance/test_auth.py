@@ -130,11 +130,12 @@ def hatchway(*args: str, token: str | None = None) -> subprocess.CompletedProces
 
 def test_the_command_line_shows_its_token(guarded: Server) -> None:
     url = ["--url", guarded.url]
-    submitted = hatchway("submit", *url, "--token", TOKENS["submit"], "--wait", BUSYBOX, "--", "echo", "with-token")
+    submit = ["submit", *url, "--token", TOKENS["submit"], "--wait", "--json"]
+    submitted = hatchway(*submit, BUSYBOX, "--", "echo", "with-token")
     assert submitted.returncode == 0, submitted.stderr
     job = json.loads(submitted.stdout)
     assert job["stdout"] == "with-token\n"
-    assert json.loads(hatchway("status", *url, job["id"], token=TOKENS["read"]).stdout)["id"] == job["id"]
+    assert json.loads(hatchway("status", *url, "--json", job["id"], token=TOKENS["read"]).stdout)["id"] == job["id"]
     assert hatchway("logs", *url, job["id"], token=TOKENS["read"]).stdout == "with-token\n"
     assert job["id"] in hatchway("list", *url, token=TOKENS["read"]).stdout
     assert hatchway("images", "list", *url, token=TOKENS["read"]).returncode == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.conftest import Server
+from tests.acceptance.conftest import Server, ServerFactory, free_port
 from tests.conftest import BUSYBOX
 
 pytestmark = pytest.mark.docker
@@ -25,30 +25,103 @@ def hatchway(
     )  # fmt: skip
 
 
-def test_run_streams_output_and_exits_with_the_job_code(tmp_path: Path) -> None:
+def local_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HATCHWAY_")}
     env["HATCHWAY_DATA_DIR"] = str(tmp_path)
+    return env
+
+
+def test_run_streams_output_and_exits_with_the_job_code(tmp_path: Path) -> None:
+    env = local_env(tmp_path)
     result = hatchway("run", BUSYBOX, "--memory-mb", "64", "-e", "WHO=you", "-i", "--",
                       "sh", "-c", 'echo "hi $WHO"; cat; echo oops >&2; exit 4', stdin="piped\n", env=env)  # fmt: skip
     assert (result.returncode, result.stdout) == (4, "hi you\npiped\n")
     assert result.stderr == "oops\n"
     timed_out = hatchway("run", BUSYBOX, "--timeout-s", "1", "--", "sleep", "30", env=env)
-    assert timed_out.returncode == 124 and "timeout" in timed_out.stderr
+    assert timed_out.returncode == 124
+    assert timed_out.stderr.startswith("hatchway: job ") and timed_out.stderr.endswith(" timed out after 1 s\n")
+
+
+def test_run_endings_that_are_not_the_jobs_own_exit(tmp_path: Path) -> None:
+    env = local_env(tmp_path)
+    as_json = hatchway("run", "--json", BUSYBOX, "--", "sh", "-c", "echo hidden; exit 3", env=env)
+    assert as_json.returncode == 3, as_json.stderr
+    job = json.loads(as_json.stdout)
+    assert (job["state"], job["exit_code"], job["stdout"]) == ("failed", 3, "hidden\n")
+    flooded = hatchway("run", "--output-bytes", "1000", BUSYBOX, "--", "sh", "-c", "yes | head -c 100000", env=env)
+    assert flooded.returncode == 153 and "more than 1000 bytes" in flooded.stderr
+    not_allowed = hatchway("run", "--network", "host", BUSYBOX, "--", "true", env=env)
+    assert not_allowed.returncode == 125 and not_allowed.stderr.startswith("hatchway: the job cannot run: ")
+    no_command = hatchway("run", BUSYBOX, env=env)
+    assert no_command.returncode == 2 and "give the command" in no_command.stderr
+    bad_option = hatchway("run", "--memory-mb", "lots", BUSYBOX, "--", "true", env=env)
+    assert bad_option.returncode == 2 and "invalid int value" in bad_option.stderr
+
+
+def test_submit_wait_runs_like_docker_run(server: Server) -> None:
+    url = ["--url", server.url]
+    both = hatchway("submit", *url, "--wait", BUSYBOX, "--", "sh", "-c", "echo out; echo err >&2; exit 2")
+    assert (both.returncode, both.stdout, both.stderr) == (2, "out\n", "err\n")
+    timed_out = hatchway("submit", *url, "--wait", "--timeout-s", "1", BUSYBOX, "--", "sleep", "30")
+    assert (timed_out.returncode, timed_out.stdout) == (124, "")
+    assert timed_out.stderr.startswith("hatchway: job ") and timed_out.stderr.endswith(" timed out after 1 s\n")
+    as_json = hatchway("submit", *url, "--wait", "--json", BUSYBOX, "--", "sh", "-c", "echo out; exit 5")
+    assert as_json.returncode == 5 and as_json.stderr == ""
+    assert {"state": "failed", "exit_code": 5, "stdout": "out\n"}.items() <= json.loads(as_json.stdout).items()
+    refused = hatchway("submit", *url, "--wait", "busybox-from-elsewhere", "--", "true")
+    assert refused.returncode == 125 and "403" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_client_commands_against_a_worker(server: Server) -> None:
     url = ["--url", server.url]
-    submitted = hatchway("submit", *url, "--wait", "--label", "k=v", BUSYBOX, "--", "echo", "from-cli")
+    submitted = hatchway("submit", *url, "--label", "k=v", BUSYBOX, "--", "echo", "from-cli")
     assert submitted.returncode == 0, submitted.stderr
-    job = json.loads(submitted.stdout)
-    assert (job["state"], job["stdout"]) == ("succeeded", "from-cli\n")
-    status = json.loads(hatchway("status", *url, job["id"]).stdout)
-    assert status["id"] == job["id"]
-    assert hatchway("logs", *url, job["id"]).stdout == "from-cli\n"
-    assert job["id"] in hatchway("list", *url, "--label", "k:v").stdout
-    sleeper = json.loads(hatchway("submit", *url, BUSYBOX, "--", "sleep", "60").stdout)
-    server.wait_state(sleeper["id"], "running")
-    killed = json.loads(hatchway("kill", *url, "--grace-s", "0", sleeper["id"]).stdout)
+    job_id = submitted.stdout.strip()
+    job = server.wait_state(job_id, "succeeded")
+    assert job["stdout"] == "from-cli\n"
+    assert json.loads(hatchway("status", *url, "--json", job_id).stdout)["id"] == job_id
+    status = hatchway("status", *url, job_id).stdout.splitlines()
+    assert f"id:           {job_id}" in status and "state:        succeeded" in status
+    assert "command:      echo from-cli" in status
+    assert hatchway("logs", *url, job_id).stdout == "from-cli\n"
+    listed = hatchway("list", *url, "--label", "k:v").stdout.splitlines()
+    assert listed[0].split() == ["ID", "STATE", "EXIT", "IMAGE", "COMMAND", "CREATED", "DURATION"]
+    assert listed[1].startswith(f"{job_id}  succeeded  0     {BUSYBOX}  echo from-cli  ")
+    assert len(listed) == 2 and all(line == line.rstrip() and "\x1b" not in line for line in listed)
+    page = json.loads(hatchway("list", *url, "--json", "--label", "k:v").stdout)
+    assert [item["id"] for item in page["jobs"]] == [job_id]
+    sleeper = hatchway("submit", *url, BUSYBOX, "--", "sleep", "60").stdout.strip()
+    server.wait_state(sleeper, "running")
+    killed = json.loads(hatchway("kill", *url, "--json", "--grace-s", "0", sleeper).stdout)
     assert killed["state"] == "killed"
     missing = hatchway("status", *url, "no-such-job")
     assert missing.returncode == 1 and "404" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_logs_keep_the_jobs_streams_apart(server: Server) -> None:
+    url = ["--url", server.url]
+    job = server.post_job(wait=True, image=BUSYBOX, command="echo out; echo err >&2").json()
+    both = hatchway("logs", *url, "--follow", job["id"])
+    assert (both.returncode, both.stdout, both.stderr) == (0, "out\n", "err\n")
+    assert hatchway("logs", *url, "--stream", "stderr", job["id"]).stderr == "err\n"
+
+
+def test_sources_and_images_tables(start_server: ServerFactory) -> None:
+    sources = json.dumps([{"name": "queue", "kind": "tasks", "url": "http://127.0.0.1:9", "poll_interval_s": 60}])
+    server = start_server(sources=sources)
+    url = ["--url", server.url]
+    table = hatchway("sources", *url)
+    assert table.returncode == 0, table.stderr
+    header, row = table.stdout.splitlines()
+    assert header.split()[:4] == ["NAME", "KIND", "URL", "LAST"]
+    assert row.startswith("queue  tasks  http://127.0.0.1:9  ")
+    assert header.index("KIND") == row.index("tasks")
+    assert json.loads(hatchway("sources", *url, "--json").stdout)[0]["name"] == "queue"
+    images = hatchway("images", *url)
+    assert images.returncode == 0 and images.stdout.split()[:5] == ["NAME", "SOURCE", "SIZE", "LAST", "USED"]
+    assert json.loads(hatchway("images", "list", *url, "--json").stdout) == []
+
+
+def test_an_unreachable_worker_has_an_exit_code_of_its_own() -> None:
+    gone = hatchway("list", "--url", f"http://127.0.0.1:{free_port()}")
+    assert gone.returncode == 69 and gone.stderr.startswith("hatchway: cannot reach the worker at ")

@@ -6,20 +6,20 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from hatchway.bundles import unpack
-from hatchway.cli.client import ClientError, call, remote
-from hatchway.errors import BadBundle, ProblemError
-from hatchway.grading.models import GradeRequest
-from hatchway.grading.problem import load_problem
+from hatchway.cli import output
+from hatchway.cli.client import Remote, call, follow, remote
+from hatchway.cli.exits import UsageError
 
 _MAX_UNPACKED_BYTES = 1024**3
 _MAX_FILES = 100_000
 EXIT_NOT_ACCEPTED = 1
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 
 def add_grade_command(commands: Any, remote_options: argparse.ArgumentParser) -> None:
@@ -41,21 +41,57 @@ def add_grade_command(commands: Any, remote_options: argparse.ArgumentParser) ->
     parser.add_argument("--memory-mb", type=int)
     parser.add_argument("--runtime", choices=["docker", "gvisor", "auto"], default="auto")
     parser.add_argument("--stop-on-first-failure", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the grading as JSON instead of a table")
     parser.set_defaults(handler=_grade)
 
 
 def _grade(args: argparse.Namespace) -> int:
+    worker = remote(args)
     body = request_body(args)
-    result = call("POST", remote(args), "/grade", json=body, params={"wait": "true"})
-    print_table(result)
+    if output.is_terminal(sys.stderr):
+        result = _grade_with_progress(worker, body)
+    else:
+        result = call("POST", worker, "/grade", json=body, params={"wait": "true"})
+        result = _until_final(worker, result)
+    if args.json:
+        output.print_json(result)
+    else:
+        print_table(result)
     return 0 if result.get("verdict") == "AC" else EXIT_NOT_ACCEPTED
+
+
+def _grade_with_progress(worker: Remote, body: dict[str, Any]) -> dict[str, Any]:
+    """Submit, and show a bar of the tests run so far (the grading's log has a line per test) until it ends."""
+    result = call("POST", worker, "/grade", json=body)
+    total = len(body.get("tests") or []) or None
+    with output.StatusLine("compiling", total=total) as status:
+        pending = ""
+        for text in follow(worker, result["id"], "stdout"):
+            pending += text
+            *lines, pending = pending.split("\n")
+            if lines:
+                status.update("testing", advance=len(lines))
+    return _until_final(worker, result)
+
+
+def _until_final(worker: Remote, result: dict[str, Any]) -> dict[str, Any]:
+    pause_s = 0.05
+    while result.get("state") not in ("succeeded", "failed", "killed"):
+        time.sleep(pause_s)  # a client has no event to wait on; a waiting POST answers after max_wait_s at most
+        pause_s = min(pause_s * 2, 1.0)
+        result = call("GET", worker, f"/grade/{result['id']}")
+    return result
 
 
 def request_body(args: argparse.Namespace) -> dict[str, Any]:
     """The POST /grade body for the command line's files and tests."""
+    from pydantic import ValidationError
+
+    from hatchway.grading.models import GradeRequest
+
     for path in args.files:
         if not path.is_file():
-            raise ClientError(f"{path} is not a file")
+            raise UsageError(f"{path} is not a file")
     sources = {path.name: path.read_text() for path in args.files}
     fields: dict[str, Any] = {
         "language": args.language,
@@ -79,58 +115,76 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
         return GradeRequest.model_validate(fields).model_dump(mode="json", exclude_none=True, by_alias=True)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
-        raise ClientError(f"invalid grading: {problems}") from exc
+        raise UsageError(f"invalid grading: {problems}") from exc
 
 
 def read_tests(path: Path) -> list[dict[str, str]]:
     """The tests of a problem folder or archive, in natural name order, as inline tests."""
+    from hatchway.bundles import unpack
+    from hatchway.errors import BadBundle, ProblemError
+
     try:
         if path.is_dir():
             return _inline(path)
         if not path.is_file():
-            raise ClientError(f"{path} is neither a folder nor an archive of tests")
+            raise UsageError(f"{path} is neither a folder nor an archive of tests")
         with tempfile.TemporaryDirectory(prefix="hatchway-tests-") as scratch:
             root = Path(scratch) / "problem"
             unpack(path, root, max_total_bytes=_MAX_UNPACKED_BYTES, max_files=_MAX_FILES)
             return _inline(root)
     except (ProblemError, BadBundle) as exc:
-        raise ClientError(f"{path}: {exc}") from exc
+        raise UsageError(f"{path}: {exc}") from exc
 
 
 def _inline(root: Path) -> list[dict[str, str]]:
+    from hatchway.grading.problem import load_problem
+
     return [
         {"name": test.name, "input": test.input_path.read_text(), "expected_output": test.expected_path.read_text()}
         for test in load_problem(root)
     ]
 
 
-def print_table(result: dict[str, Any], out: Any = sys.stdout) -> None:
-    """The verdict of every test, then the overall verdict and score."""
+def print_table(result: dict[str, Any], out: IO[str] | None = None) -> None:
+    """The verdict of every test (coloured on a terminal), then a summary line: verdict, tests passed, score and
+    the CPU time the tests took."""
+    stream = sys.stdout if out is None else out
     compiled = result.get("compile")
     if result.get("verdict") == "CE" and compiled:
-        out.write(f"compilation failed (exit {compiled.get('exit_code')}):\n{compiled.get('output', '')}\n")
-    rows = [("TEST", "VERDICT", "TIME", "MEMORY", "POINTS", "MESSAGE")]
-    for test in result.get("tests", []):
-        memory = test.get("memory_bytes")
-        rows.append(
+        stream.write(f"compilation failed (exit {compiled.get('exit_code')}):\n{compiled.get('output', '')}\n")
+    tests = result.get("tests", [])
+    if tests:
+        output.print_table(
+            ("TEST", "VERDICT", "TIME", "MEMORY", "POINTS", "MESSAGE"),
             (
-                test["name"],
-                test["verdict"],
-                "" if test.get("time_s") is None else f"{test['time_s']:.3f}s",
-                "" if memory is None else f"{memory / 2**20:.1f}MiB",
-                f"{test.get('points', 0):g}",
-                (test.get("checker_message") or "").splitlines()[0] if test.get("checker_message") else "",
-            )
+                (
+                    test["name"],
+                    _verdict(test["verdict"]),
+                    "" if test.get("time_s") is None else f"{test['time_s']:.3f}s",
+                    "" if test.get("memory_bytes") is None else f"{test['memory_bytes'] / 2**20:.1f}MiB",
+                    f"{test.get('points', 0):g}",
+                    (test.get("checker_message") or "").split("\n")[0],
+                )
+                for test in tests
+            ),
+            stream,
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for *cells, message in rows:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) + f"  {message}\n")
     for group in result.get("groups", []):
-        out.write(f"group {group['name']}: {group['verdict']} {group['score']:g}\n")
-    verdict = result.get("verdict") or result.get("state")
-    out.write(
-        f"{verdict}  score {result.get('score', 0):g}/{result.get('max_score', 0):g}"
-        f"  passed {result.get('passed', 0)}/{result.get('total', 0)}"
-        + (f"  ({result['message']})" if result.get("message") else "")
-        + "\n"
+        stream.write(f"group {group['name']}: {group['verdict']} {group['score']:g}\n")
+    output.print_line(summary(result), stream)
+
+
+def summary(result: dict[str, Any]) -> Text:
+    """`WA  7/10 tests passed, score 70/100, 1.23 s CPU`, the verdict coloured."""
+    cpu_s = sum(test.get("time_s") or 0 for test in result.get("tests", []))
+    line = _verdict(result.get("verdict") or result.get("state") or "?")
+    line.append(
+        f"  {result.get('passed', 0)}/{result.get('total', 0)} tests passed"
+        f", score {result.get('score', 0):g}/{result.get('max_score', 0):g}, {cpu_s:.2f} s CPU"
+        + (f" ({result['message']})" if result.get("message") else "")
     )
+    return line
+
+
+def _verdict(verdict: str) -> Text:
+    return output.styled(verdict, output.VERDICT_STYLES.get(verdict, "bold red"))

@@ -1,67 +1,133 @@
-"""`hatchway run`: one job on the local engine, no server; its output streams here and its exit code is ours."""
+"""`hatchway run`: one job on the local engine, no server; its output streams here and its exit code is ours.
+
+A one-shot run should cost about what `docker run` costs, so it does only what one job needs: an in-memory
+store, the one engine the job asks for and no probe of it (the job's own start is the probe: an engine that
+does not work fails the job with `engine_error`, exit 125), no pools, and the worker's modules are imported
+only once the command line is known to be right.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
-from hatchway.bootstrap import build_worker
-from hatchway.logs import job_logs
-from hatchway.models import Job, JobRequest, Reason, Stream
-from hatchway.settings import Settings
-from hatchway.store.memory import MemoryStore
-from hatchway.worker import Worker
+from hatchway.cli import output
+from hatchway.cli.exits import CommandError, Exit, job_ending
+from hatchway.cli.jobspec import add_job_options, job_request
 
-EXIT_TIMEOUT = 124  # as timeout(1)
-EXIT_NOT_RUN = 125  # as docker run, when the container could not run
+if TYPE_CHECKING:
+    from hatchway.models import Job, JobRequest, Stream
+    from hatchway.settings import Settings
+    from hatchway.worker import Worker
 
 
-async def run_locally(settings: Settings, request: JobRequest) -> int:
+def add_run_command(commands: Any) -> None:
+    """Register `run` on the top-level parser's subcommands."""
+    run_cmd = commands.add_parser(
+        "run",
+        help="run one job on the local engine, without a server, like docker run",
+        description="Streams the job's stdout and stderr here and exits with its exit code.",
+    )
+    run_cmd.add_argument("--config", type=Path, help="YAML settings file (or $HATCHWAY_CONFIG)")
+    add_job_options(run_cmd)
+    run_cmd.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hatchway import logconfig
+    from hatchway.settings import load_settings
+
+    request = job_request(args)
+    settings = load_settings(args.config)
+    logconfig.configure("WARNING")
+    return asyncio.run(run_locally(settings, request, as_json=args.json))
+
+
+def one_shot_settings(settings: Settings, request: JobRequest, data_dir: Path) -> Settings:
+    """`settings` for a worker that runs `request` and nothing else."""
+    needed = settings.default_runtime if request.runtime == "auto" else request.runtime
+    runtimes = list(settings.allowed_runtimes)
+    # Only the engine the job needs, unless it may fall back to another (or is not allowed: policy says so).
+    if needed in runtimes and not (needed == "gvisor" and settings.gvisor_fallback):
+        runtimes = [needed]
+    return settings.model_copy(
+        update={
+            "worker_id": f"{settings.worker_id}-run-{os.getpid()}",
+            "data_dir": data_dir,
+            "max_concurrent_jobs": 1,
+            "allowed_runtimes": runtimes,
+            # One job, then gone: a pool would only start containers nobody uses.
+            "pools": [],
+            "pool_warm_total": 0,
+            "sources": [],
+            "controller_url": None,
+        }
+    )
+
+
+async def run_locally(settings: Settings, request: JobRequest, *, as_json: bool = False) -> int:
     """Run `request` to its end with an in-memory store and return the exit code to leave with."""
+    from hatchway.bootstrap import build_worker
+    from hatchway.errors import RequestError
+    from hatchway.models import Stream
+    from hatchway.store.memory import MemoryStore
+
     with tempfile.TemporaryDirectory(prefix="hatchway-run-") as data_dir:
-        local = settings.model_copy(
-            update={
-                "worker_id": f"{settings.worker_id}-run-{os.getpid()}",
-                "data_dir": Path(data_dir),
-                "max_concurrent_jobs": 1,
-                # One job, then gone: a pool would only start containers nobody uses.
-                "pools": [],
-                "pool_warm_total": 0,
-            }
-        )
+        local = one_shot_settings(settings, request, Path(data_dir))
         worker = build_worker(local, store=MemoryStore())
-        await worker.start()
+        await worker.start(probe=len(local.allowed_runtimes) > 1)
+        job: Job | None = None
         try:
-            job, _ = await worker.jobs.submit(request)
-            await asyncio.gather(
-                _copy(worker, job.id, Stream.STDOUT, sys.stdout),
-                _copy(worker, job.id, Stream.STDERR, sys.stderr),
-            )
+            try:
+                job, _ = await worker.jobs.submit(request)
+            except RequestError as exc:  # not allowed here, over a limit: it cannot run, as docker run's 125
+                raise CommandError(f"the job cannot run: {exc}", Exit.NOT_RUN) from exc
+            if not as_json:
+                status = output.StatusLine("preparing the job")
+                await asyncio.gather(
+                    _show_progress(worker, job.id, status),
+                    _copy(worker, job.id, Stream.STDOUT, sys.stdout, status),
+                    _copy(worker, job.id, Stream.STDERR, sys.stderr, status),
+                )
             final = await worker.jobs.wait_final(job.id, local.max_wait_s)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # Ctrl-C: the worker's shutdown stops the job and records it
+            if job is None:
+                raise
             final = await worker.jobs.get(job.id)
         finally:
             await worker.shutdown()
-    return _exit_code(final)
+    document = final.model_dump(mode="json")
+    if as_json:
+        output.print_json(document)
+    ending = job_ending(document)
+    if ending.message and not as_json:
+        output.say(ending.message)
+    return ending.code if final.state.is_final else Exit.INTERRUPTED
 
 
-async def _copy(worker: Worker, job_id: str, stream: Stream, out: object) -> None:
+async def _copy(worker: Worker, job_id: str, stream: Stream, out: IO[str], status: output.StatusLine) -> None:
+    from hatchway.logs import job_logs
+
     async for text in job_logs(worker, job_id, [stream], tail=None, follow=True):
-        out.write(text)  # type: ignore[attr-defined]
-        out.flush()  # type: ignore[attr-defined]
+        status.stop()
+        out.write(text)
+        out.flush()
 
 
-def _exit_code(job: Job) -> int:
-    if job.reason not in (None, Reason.EXIT_CODE):
-        print(
-            f"hatchway: job {job.state.value}: {job.reason.value}" + (f": {job.message}" if job.message else ""),
-            file=sys.stderr,
-        )
-    if job.reason == Reason.TIMEOUT:
-        return EXIT_TIMEOUT
-    if job.exit_code is not None and job.reason != Reason.OUTPUT_LIMIT:
-        return job.exit_code
-    return EXIT_NOT_RUN
+async def _show_progress(worker: Worker, job_id: str, status: output.StatusLine) -> None:
+    """While the job is prepared (image pulled or built, bundle downloaded), say so on stderr's status line."""
+    if not output.is_terminal(sys.stderr):
+        return
+    while True:
+        with worker.jobs.signals.watching(job_id) as changed:
+            job = await worker.jobs.get(job_id)
+            if job.state.value not in ("queued", "building"):
+                status.stop()
+                return
+            status.update(f"{job.state.value}: {job.message or 'preparing its image, bundle and workspace'}")
+            await worker.jobs.signals.wait(changed, 1.0)
