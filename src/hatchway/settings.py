@@ -57,7 +57,9 @@ class MaxLimits(ResolvedLimits):
 
     timeout_s: float = Field(default=24 * 3600.0, gt=0)
     memory_mb: int = Field(default=16 * 1024, ge=6)
-    cpus: float = Field(default_factory=lambda: float(os.cpu_count() or 1), gt=0)
+    cpus: float = Field(
+        default_factory=lambda: float(os.cpu_count() or 1), gt=0, json_schema_extra={"shown_default": "all CPUs"}
+    )
     pids: int = Field(default=4096, ge=1)
     output_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     disk_mb: int = Field(default=64 * 1024, ge=1)
@@ -176,10 +178,20 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, hide_input_in_errors=True
     )
 
-    worker_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=128)
+    worker_id: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        max_length=128,
+        description="This worker's name: in labels, logs, the store and the controller.",
+        json_schema_extra={"shown_default": "the host name"},
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    data_dir: Path = Field(default_factory=_default_data_dir)
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="The SQLite file, job disks, live output, artifacts and caches.",
+        json_schema_extra={"shown_default": "`$XDG_DATA_HOME/hatchway`, else `~/.local/share/hatchway`"},
+    )
     docker_url: str | None = Field(default=None, description="Docker Engine address; DOCKER_HOST if unset.")
     api_tokens: list[ApiToken] = Field(
         default_factory=list, description="Bearer tokens the API accepts; with none, the API is open (see README)."
