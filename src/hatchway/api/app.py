@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from hatchway import __version__
 from hatchway.api import grades, images, jobs, system
 from hatchway.api.auth import install_authentication
-from hatchway.api.errors import install_error_handlers
+from hatchway.api.errors import document_errors, install_error_handlers
 from hatchway.observability.metrics import MetricsMiddleware
 from hatchway.worker import Worker
 
@@ -26,6 +26,7 @@ def create_app(worker: Worker) -> FastAPI:
     app.include_router(images.router)
     app.include_router(grades.router)
     install_authentication(app, worker.settings.api_tokens)
+    document_errors(app)
     # Outermost, so that refused requests are counted too.
     app.add_middleware(MetricsMiddleware, metrics=worker.metrics)
     return app

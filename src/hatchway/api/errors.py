@@ -7,9 +7,63 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hatchway.errors import RequestError, ShuttingDown
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable code to branch on, a sentence for people, and per-field details if any."""
+
+    code: str = Field(description="e.g. invalid_request, job_not_found, image_not_allowed, unauthenticated.")
+    message: str
+    details: Any = Field(default=None, description="For invalid requests: one entry per field at fault.")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
+# Every operation may answer these, and always with an ErrorResponse: a malformed body (400), no or an unknown
+# token (401), a role or a policy that says no (403), an unknown id (404), a conflict with the job's state (409),
+# input too large (413), invalid fields (422), and a worker that is stopping (503).
+_ERROR_STATUSES = {
+    "400": "Malformed request body",
+    "401": "No API token, or an unknown one",
+    "403": "Not allowed: the token's role, or the worker's policy",
+    "404": "No such job, file or route",
+    "409": "Conflicts with the job's state",
+    "413": "Input too large",
+    "422": "Invalid fields",
+    "503": "The worker is stopping",
+}
+
+
+def document_errors(app: FastAPI) -> None:
+    """Say in the OpenAPI document what every error answer looks like (FastAPI's own 422 schema is not what
+    this API sends), so that clients and schema checks can rely on it."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = build()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        generated = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(generated.pop("$defs", {}))
+        schemas["ErrorResponse"] = generated
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for status, description in _ERROR_STATUSES.items():
+                    responses[status] = {"description": description, "content": error}
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
