@@ -40,7 +40,7 @@ KNOWN = {
     ("GET", "/jobs"), ("GET", "/jobs/{job_id}"), ("GET", "/jobs/{job_id}/logs"), ("GET", "/jobs/{job_id}/artifacts"),
     ("GET", "/jobs/{job_id}/artifacts/{path}"), ("GET", "/images"), ("GET", "/info"), ("GET", "/profiles"),
     ("GET", "/pools"), ("GET", "/workers/status"), ("GET", "/grade/{job_id}"), ("GET", "/sources"),
-    ("GET", "/metrics"), *EXPECTED,
+    ("GET", "/metrics"), ("GET", "/stats"), *EXPECTED,
 }  # fmt: skip
 # FastAPI's own routes, which the OpenAPI document leaves out.
 DOCUMENT_ROUTES = {("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc")}

@@ -62,6 +62,7 @@ async def create_job(
 @router.get("", response_model=JobList)
 async def list_jobs(
     worker: WorkerDep,
+    *,
     state: JobState | None = None,
     kind: JobKind | None = None,
     label: Annotated[list[str], Query(description="Filter `key:value`; repeat to AND them.")] = [],  # noqa: B006
