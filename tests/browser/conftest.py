@@ -32,13 +32,15 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
+    # Module-scoped, not session: Playwright's sync API keeps an asyncio loop marked running in this thread while
+    # it is started, and the async tests that run after these (pytest-asyncio) need it gone.
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     launched = playwright.chromium.launch(executable_path=chromium_path(), headless=True)
     yield launched

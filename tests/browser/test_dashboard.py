@@ -39,7 +39,7 @@ def test_the_table_shows_a_submitted_job_and_its_state_changes_live(server: Serv
     expect(page.locator("#jobs tbody td.empty")).to_have_text("No jobs match.")
     page.evaluate("window.loadedOnce = true")  # gone if the page reloads
 
-    job = server.post_job(image=BUSYBOX, command="sleep 3; echo done", labels={**labels, "team": "<b>web</b>"}).json()
+    job = server.post_job(image=BUSYBOX, command="sleep 4; echo done", labels={**labels, "team": "<b>web</b>"}).json()
     shown = row(page, job["id"])
     expect(shown.locator("[data-state]")).to_have_text("running")
     expect(shown.locator("[data-state]")).to_have_text("succeeded")
@@ -141,6 +141,8 @@ def test_the_system_panel_and_charts_show_the_worker(server: Server, page: Page)
     expect(page.locator("svg[data-chart=latency] circle.dot").first).to_be_visible()
     expect(page.locator("svg[data-chart=queue-wait] circle.dot").first).to_be_visible()
     screenshot(page, "system")
+    page.emulate_media(color_scheme="dark")
+    screenshot(page, "system-dark")
 
 
 TOKENS = {role: f"{role}-{secrets.token_urlsafe(18)}" for role in ("read", "admin")}
