@@ -3,7 +3,7 @@
 # a virtualenv (.venv) with hatchway installed, and the grading sandbox's static supervisor.
 # Idempotent: a second run changes nothing.
 #   scripts/setup.sh         what the worker needs
-#   scripts/setup.sh --dev   plus the test and lint tools, and the test images' build tools
+#   scripts/setup.sh --dev   plus the test and lint tools, the test images' build tools, and chromium
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +22,9 @@ if $dev; then
   command -v curl >/dev/null 2>&1 || need+=(curl)
   command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)  # a real registry for pull tests
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # checks the service unit (deploy/)
+  # The dashboard's tests drive this chromium through Playwright (no browser download is possible here). On
+  # Ubuntu, apt's chromium is a snap wrapper that does not run in containers: point HATCHWAY_CHROMIUM at one.
+  command -v chromium >/dev/null 2>&1 || [ -n "${HATCHWAY_CHROMIUM:-}" ] || need+=(chromium)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} ..."

@@ -25,6 +25,7 @@ from hatchway.health import EngineHealth
 from hatchway.models import Job, Reason
 from hatchway.observability.host import host_metrics
 from hatchway.observability.metrics import Metrics
+from hatchway.observability.stats import JobStats
 from hatchway.policy import Policy
 from hatchway.pools import Pools
 from hatchway.ports import PortAllocator
@@ -77,7 +78,8 @@ class Worker:
         )
         self.signals = JobSignals()
         self.metrics = Metrics()
-        self.signals.end_listeners.append(self.metrics.job_finished)
+        self.stats = JobStats()
+        self.signals.end_listeners += [self.metrics.job_finished, self.stats.job_finished]
         self.artifacts = ArtifactStore(
             settings.data_dir / "artifacts",
             max_bytes=settings.artifacts_max_bytes,

@@ -30,6 +30,8 @@ NAMES = {role: f"{role}-holder" for role in ROLES}
 # other method admin.
 EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/health"): None,
+    ("GET", "/"): None,  # the dashboard's page and files: a static shell, no data
+    ("GET", "/ui/{name}"): None,
     ("POST", "/jobs"): "submit",
     ("POST", "/grade"): "submit",
     ("DELETE", "/jobs/{job_id}"): "admin",
@@ -40,10 +42,11 @@ KNOWN = {
     ("GET", "/jobs"), ("GET", "/jobs/{job_id}"), ("GET", "/jobs/{job_id}/logs"), ("GET", "/jobs/{job_id}/artifacts"),
     ("GET", "/jobs/{job_id}/artifacts/{path}"), ("GET", "/images"), ("GET", "/info"), ("GET", "/profiles"),
     ("GET", "/pools"), ("GET", "/workers/status"), ("GET", "/grade/{job_id}"), ("GET", "/sources"),
-    ("GET", "/metrics"), *EXPECTED,
+    ("GET", "/metrics"), ("GET", "/stats"), *EXPECTED,
 }  # fmt: skip
-# FastAPI's own routes, which the OpenAPI document leaves out.
+# Routes the OpenAPI document leaves out: FastAPI's own, and the dashboard's shell.
 DOCUMENT_ROUTES = {("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc")}
+DASHBOARD_ROUTES = {("GET", "/"), ("GET", "/ui/{name}")}
 
 
 def expected_role(method: str, path: str) -> str | None:
@@ -78,8 +81,9 @@ def endpoints(server: Server) -> list[tuple[str, str]]:
     """Every (method, path) the running server serves: its OpenAPI document, and the document's own routes."""
     document = server.client.get("/openapi.json", headers=bearer("read")).json()
     found = {(method.upper(), path) for path, operations in document["paths"].items() for method in operations}
-    assert KNOWN <= found, f"endpoints missing from the document: {KNOWN - found}"
-    return sorted(found | DOCUMENT_ROUTES)
+    assert KNOWN - DASHBOARD_ROUTES <= found, f"endpoints missing from the document: {KNOWN - found}"
+    assert not found & DASHBOARD_ROUTES, "the dashboard's shell is not part of the API's document"
+    return sorted(found | DOCUMENT_ROUTES | DASHBOARD_ROUTES)
 
 
 def concrete(path: str) -> str:
@@ -117,6 +121,16 @@ def test_every_role_against_every_endpoint(guarded: Server) -> None:
 def test_health_needs_no_token(guarded: Server) -> None:
     response = guarded.client.get("/health")
     assert response.status_code == 200 and response.json()["status"] == "ok"
+
+
+def test_the_dashboard_shell_loads_without_a_token_and_its_data_does_not(guarded: Server) -> None:
+    page = guarded.client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert guarded.client.get("/ui/app.js").status_code == 200
+    assert guarded.client.get("/ui/no-such-file.js").status_code == 404
+    for data in ("/stats", "/jobs", "/ui/app.js/../../jobs", "/ui/x/y"):
+        assert guarded.client.get(data).status_code == 401, data
 
 
 def hatchway(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:

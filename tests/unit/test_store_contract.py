@@ -280,6 +280,15 @@ async def test_find_filters_by_state(store: JobStore, make_job: MakeJob) -> None
     assert (await store.find(JobQuery(state=JobState.RUNNING))).jobs == []
 
 
+async def test_find_filters_by_kind(store: JobStore, make_job: MakeJob) -> None:
+    plain = make_job(id="plain")
+    graded = make_job(id="graded", spec=plain.spec.model_copy(update={"kind": "grade"}))
+    await enqueue_all(store, plain, graded, make_job(id="later"))
+    assert [job.id for job in (await store.find(JobQuery(kind="grade"))).jobs] == ["graded"]
+    assert [job.id for job in (await store.find(JobQuery(kind="job"))).jobs] == ["later", "plain"]
+    assert [job.id for job in (await store.find(JobQuery(kind="grade", state=JobState.RUNNING))).jobs] == []
+
+
 async def test_find_ands_label_filters(store: JobStore, make_job: MakeJob) -> None:
     await enqueue_all(
         store,

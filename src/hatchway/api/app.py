@@ -9,6 +9,7 @@ from hatchway.api import grades, images, jobs, system
 from hatchway.api.auth import install_authentication
 from hatchway.api.errors import document_errors, install_error_handlers
 from hatchway.observability.metrics import MetricsMiddleware
+from hatchway.web import dashboard
 from hatchway.worker import Worker
 
 
@@ -25,6 +26,7 @@ def create_app(worker: Worker) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(images.router)
     app.include_router(grades.router)
+    app.include_router(dashboard.router)
     install_authentication(app, worker.settings.api_tokens)
     document_errors(app)
     # Outermost, so that refused requests are counted too.

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 POLICY: Mapping[tuple[str, str], Role | None] = {
     ("GET", "/health"): None,  # open: anyone may call it, with or without a token
+    # The dashboard's static shell (web/dashboard.py): the same files for everyone, no data. Its page fetches
+    # everything it shows from the API with the user's token.
+    ("GET", "/"): None,
+    ("GET", "/ui/{name}"): None,
     ("POST", "/jobs"): Role.SUBMIT,
     ("POST", "/grade"): Role.SUBMIT,
     ("DELETE", "/jobs/{job_id}"): Role.ADMIN,
@@ -38,7 +42,9 @@ POLICY: Mapping[tuple[str, str], Role | None] = {
 }
 """(method, route path) -> the least role that may call it (None: open to anyone). Every other GET needs `read`,
 every other method `admin`. Only methods that need `admin` anyway may have a parameter in their path: a path that
-matches such a template but is served by another route then needs more, never less."""
+matches such a template but is served by another route then needs more, never less. The one exception is the
+dashboard's `/ui/{name}`: one path segment under a prefix no other route uses (tests/unit/test_dashboard.py checks
+every route of the app)."""
 
 STATE_KEY = "token_name"
 """Where a request's state holds the name of the token it came with (never the token)."""

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from hatchway.api.schemas import ArtifactInfo, JobList
 from hatchway.errors import InvalidRequest
 from hatchway.logs import job_logs
-from hatchway.models import PROGRAM_STREAMS, Job, JobRequest, JobState, Stream, label_key_ok
+from hatchway.models import PROGRAM_STREAMS, Job, JobKind, JobRequest, JobState, Stream, label_key_ok
 from hatchway.store.base import JobQuery
 from hatchway.worker import Worker
 
@@ -62,12 +62,14 @@ async def create_job(
 @router.get("", response_model=JobList)
 async def list_jobs(
     worker: WorkerDep,
+    *,
     state: JobState | None = None,
+    kind: JobKind | None = None,
     label: Annotated[list[str], Query(description="Filter `key:value`; repeat to AND them.")] = [],  # noqa: B006
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> JobList:
-    """Jobs, newest first, filtered by state and labels."""
+    """Jobs, newest first, filtered by state, kind (job or grade) and labels."""
     labels: dict[str, str] = {}
     for item in label:
         key, sep, value = item.partition(":")
@@ -75,7 +77,7 @@ async def list_jobs(
             raise InvalidRequest(f"label filter {item!r} must look like key:value")
         labels[key] = value
     try:
-        page = await worker.jobs.find(JobQuery(state=state, labels=labels, limit=limit, cursor=cursor))
+        page = await worker.jobs.find(JobQuery(state=state, kind=kind, labels=labels, limit=limit, cursor=cursor))
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
     return JobList(jobs=page.jobs, next_cursor=page.next_cursor)

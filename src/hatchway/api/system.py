@@ -1,8 +1,10 @@
-"""/health, /info, /metrics, /sources, /pools and /workers/status."""
+"""/health, /info, /metrics, /stats, /sources, /pools and /workers/status."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 
 from hatchway.api.jobs import WorkerDep
 from hatchway.api.schemas import EngineStatus, Health, Info, WorkersStatus
@@ -10,6 +12,7 @@ from hatchway.engines.base import Engine
 from hatchway.models import JobState
 from hatchway.observability.host import host_metrics
 from hatchway.observability.metrics import CONTENT_TYPE, Snapshot
+from hatchway.observability.stats import BUCKET_S, BUCKETS, Stats
 from hatchway.pools.pool import PoolStatus
 from hatchway.sources import SourceStatus
 from hatchway.worker import Worker
@@ -89,6 +92,16 @@ async def metrics(worker: WorkerDep) -> Response:
         sources=[source.status() for source in worker.sources],
     )
     return Response(worker.metrics.render(snapshot), media_type=CONTENT_TYPE)
+
+
+@router.get("/stats", response_model=Stats)
+async def stats(
+    worker: WorkerDep,
+    window_s: Annotated[int, Query(ge=BUCKET_S, le=BUCKET_S * BUCKETS, description="How far back to look.")] = 3600,
+) -> Stats:
+    """Jobs finished per minute, with their duration and queue-wait percentiles, over the last `window_s`
+    (kept in memory since start-up: the dashboard's charts)."""
+    return worker.stats.window(window_s)
 
 
 @router.get("/info", response_model=Info)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from hatchway.models import Job, JobState, Outcome, Resources, RunInfo
+from hatchway.models import Job, JobKind, JobState, Outcome, Resources, RunInfo
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,7 @@ class JobQuery:
     """A filter for listing jobs, newest first."""
 
     state: JobState | None = None
+    kind: JobKind | None = None
     labels: dict[str, str] = field(default_factory=dict)
     limit: int = 50
     cursor: str | None = None

@@ -54,6 +54,8 @@ class MemoryStore:
                 continue
             if query.state is not None and job.state != query.state:
                 continue
+            if query.kind is not None and job.kind != query.kind:
+                continue
             if any(job.labels.get(key) != value for key, value in query.labels.items()):
                 continue
             found.append(job)

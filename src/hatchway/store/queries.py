@@ -121,6 +121,7 @@ COUNTS = "SELECT state, count(*) FROM jobs WHERE state IN ('queued', 'building',
 # LIST is assembled from these pieces: the filters present are AND-ed together.
 LIST_SELECT = "SELECT * FROM jobs"
 LIST_STATE = "state = ?"
+LIST_KIND = "coalesce(json_extract(spec, '$.kind'), 'job') = ?"  # specs stored before grading have no kind
 LIST_LABEL = "json_extract(labels, ?) = ?"
 LIST_BEFORE = "seq < ?"
 LIST_ORDER = " ORDER BY seq DESC LIMIT ?"

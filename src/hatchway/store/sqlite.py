@@ -86,6 +86,9 @@ class SqliteStore:
         if query.state is not None:
             where.append(queries.LIST_STATE)
             params.append(query.state.value)
+        if query.kind is not None:
+            where.append(queries.LIST_KIND)
+            params.append(query.kind)
         for key, value in query.labels.items():
             where.append(queries.LIST_LABEL)
             params += [f'$."{key}"', value]
