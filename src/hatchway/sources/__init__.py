@@ -1,5 +1,5 @@
 """Job sources the worker pulls work from (the HTTP API pushes; these pull): `base` (the protocol, status,
-backoff) and one module per kind of master."""
+backoff), `pulled` (claiming and reporting, shared by every master) and one module per kind of master."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""What every pulled job source shares: the protocol the worker runs them by, their status, and the rhythm of
-asking a master for work (at once while there are slots and work, the poll interval when there is none, a
-backoff when the master cannot be reached)."""
+"""The seam of job sources: the protocol the worker runs them by, their status, and the backoff and pause they
+wait with. What masters pulled from share beyond that (claiming, reporting) is `hatchway.sources.pulled`'s."""
 
 from __future__ import annotations
 
