@@ -88,6 +88,9 @@ class Backoff:
 async def pause(stop: asyncio.Event | None, seconds: float, wake: asyncio.Event | None = None) -> None:
     """Wait `seconds`, or less if `stop` (or `wake`) is set first."""
     events = [event for event in (stop, wake) if event is not None]
+    if not events:  # asyncio.wait refuses an empty set
+        await asyncio.sleep(seconds)
+        return
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
     with contextlib.suppress(TimeoutError):
         await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)

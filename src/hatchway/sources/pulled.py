@@ -116,14 +116,20 @@ class PulledSource(abc.ABC):
     async def run(self, jobs: JobService, stop: asyncio.Event) -> None:
         async with httpx.AsyncClient(base_url=self._config.url, timeout=self._config.request_timeout_s) as http:
             reporter = asyncio.create_task(self._report_loop(jobs, http), name=f"source-{self.name}-reports")
+            claimer = asyncio.create_task(self._claim_loop(jobs, http, stop), name=f"source-{self.name}-claims")
             try:
-                await self._claim_loop(jobs, http, stop)
+                # The report loop ends only once claiming is done: if it ends first, what stopped it must not go
+                # unseen (the worker's supervisor logs it and stops), or reports would pile up unsent.
+                await asyncio.wait((claimer, reporter), return_when=asyncio.FIRST_COMPLETED)
+                if reporter.done():
+                    reporter.result()
+                    raise RuntimeError(f"source {self.name}: the report loop ended while claiming went on")
+                claimer.result()
                 self._done_claiming.set()
                 await reporter
             finally:
-                reporter.cancel()
-                for watcher in self._watchers:
-                    watcher.cancel()
+                for task in (claimer, reporter, *self._watchers):
+                    task.cancel()
 
     def _labels(self, external_id: str) -> dict[str, str]:
         return {"source": self.name, "external_id": external_id[:_EXTERNAL_ID_CHARS]}
