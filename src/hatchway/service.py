@@ -140,23 +140,24 @@ class JobService:
                     return job
                 await self.signals.wait(changed, remaining)
 
-    async def refuse(self, origin: str, external_id: str, request: JobRequest, message: str) -> Job:
-        """Record an item of source `origin` that cannot run (`request` says what it asked for, as far as it
-        could be read) as a job that ended `failed`/`refused`, so that its report is kept and sent like any
-        other; a second refusal of the same item returns the first."""
+    async def refuse(
+        self, origin: str, external_id: str, message: str, *, labels: dict[str, str], image: str | None = None
+    ) -> Job:
+        """Record an item of source `origin` that cannot run as a job that ended `failed`/`refused` (`message`
+        says why; `image` is what it would have run in, where that is known), so that its report is kept and sent
+        like any other; a second refusal of the same item returns the first."""
         now = utcnow()
-        limits = self.policy.default_limits
         spec = JobSpec(
-            image=request.image,
-            command=[request.command] if isinstance(request.command, str) else list(request.command),
+            image=image,
+            command=[],
             env={},
             stdin=None,
             files={},
-            workdir=request.workdir,
-            limits=limits,
+            workdir="/workspace",
+            limits=self.policy.default_limits,
             network="none",
-            priority=request.priority,
-            labels=request.labels,
+            priority=0,
+            labels=labels,
         )
         job = Job(
             id=source_job_id(origin, external_id),

@@ -26,7 +26,7 @@ from pydantic_settings import (
 )
 
 from hatchway.errors import ConfigError
-from hatchway.grading.models import GradeLimits
+from hatchway.grading.models import GradeLimits, RequestedGradeLimits
 from hatchway.grading.profiles import ProfileOverrides
 from hatchway.models import Limits, ResolvedLimits
 
@@ -99,16 +99,26 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$", description="Its name: in labels, logs, /sources.")
-    kind: Literal["tasks"] = Field(description="tasks: the queue-pull worker's queue service.")
+    kind: Literal["tasks", "submissions"] = Field(
+        description="tasks: the queue-pull worker's queue service; submissions: the submission judge's master."
+    )
     url: str = Field(pattern=r"^https?://", description="The master's base URL.")
     api_key: SecretStr | None = Field(default=None, description="Sent as X-API-Key.")
     poll_interval_s: float = Field(default=2.0, gt=0, description="How long to wait when the master has no work.")
-    profile: str = Field(default="python", description="The language profile whose image runs a task's code.")
+    profile: str = Field(default="python", description="tasks: the language profile whose image runs a task's code.")
     runtime: Literal["docker", "gvisor"] = Field(default="docker", description="For items that name no engine.")
     gvisor_fallback: bool = Field(
         default=False, description="Run an item that asks for gVisor on docker when gVisor does not work here."
     )
     limits: Limits = Field(default_factory=Limits, description="Limits for the jobs it brings (defaults otherwise).")
+    languages: dict[Annotated[str, Field(min_length=1, max_length=64)], str] = Field(
+        default_factory=dict,
+        description="submissions: a submission's `lang` (or `compiler`) -> language profile, over the built-in map.",
+    )
+    grade_limits: RequestedGradeLimits = Field(
+        default_factory=RequestedGradeLimits,
+        description="submissions: limits for its gradings (grade_default_limits otherwise).",
+    )
     request_timeout_s: float = Field(default=30.0, gt=0)
 
 

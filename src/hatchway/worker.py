@@ -163,8 +163,6 @@ class Worker:
             max_concurrent_jobs=lambda: self.scheduler.max_concurrent_jobs,
             next_free_slot=self.scheduler.next_free_slot,
         )
-        self.sources: list[JobSource] = build_sources(settings.sources, worker_id=self.worker_id, profiles=profiles)
-        self._source_tasks: list[asyncio.Task[None]] = []
         self.grades = GradeService(
             jobs=self.jobs,
             admission=GradeAdmission(
@@ -177,6 +175,8 @@ class Worker:
             problems=problems,
             scratch=settings.data_dir / "tmp",
         )
+        self.sources: list[JobSource] = build_sources(settings.sources, worker_id=self.worker_id, grades=self.grades)
+        self._source_tasks: list[asyncio.Task[None]] = []
         self._recovery = Recovery(
             store=store,
             engines=engines,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 @contextmanager
@@ -19,3 +22,52 @@ def serving(handler: type[BaseHTTPRequestHandler], port: int = 0) -> Iterator[st
     finally:
         server.shutdown()
         server.server_close()
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """What a fake master's handler shares: silence, JSON (or raw) answers, and a JSON body read."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def answer(self, status: int, body: Any = None, raw: bytes | None = None) -> None:
+        data = raw if raw is not None else b"" if body is None else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Type", "application/octet-stream" if raw is not None else "application/json")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def json_body(self) -> Any:
+        return json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+
+
+@dataclass
+class FakeMaster:
+    """What fake masters share: the API key they take, and faults to inject (500 to every n-th request to the
+    API, 503 to every report) with the counts that show them."""
+
+    api_key: str = "key-of-the-test"
+    fail_every: int = 0
+    """Answer 500 to every n-th request (0: never)."""
+    refuse_reports: bool = False
+    """Answer 503 to every report (to leave them pending)."""
+    report_attempts: int = 0
+    requests: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def turned_away(self, handler: JsonHandler, *, report: bool = False) -> bool:
+        """Answer a request the master does not serve (a wrong key, a refused report, an injected fault); True if
+        it was answered so."""
+        if handler.headers.get("X-API-Key") != self.api_key:
+            handler.answer(401, {"error": "bad key"})
+            return True
+        with self.lock:
+            self.report_attempts += int(report)
+            self.requests += 1
+            refused = report and self.refuse_reports
+            faulty = bool(self.fail_every) and self.requests % self.fail_every == 0
+        if refused or faulty:
+            handler.answer(503 if refused else 500, {"error": "not now" if refused else "injected"})
+            return True
+        return False

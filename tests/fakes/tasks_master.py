@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -11,29 +10,21 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.fakes import serving
+from tests.fakes import FakeMaster, JsonHandler, serving
 
 
 @dataclass
-class TasksMaster:
+class TasksMaster(FakeMaster):
     """State of the fake: tasks to hand out, reports received, and faults to inject."""
 
-    api_key: str = "key-of-the-test"
     tasks: list[dict[str, Any]] = field(default_factory=list)
     reports: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     """(eval_id, "complete" | "fail", body), in the order they arrived and were accepted."""
-    fail_every: int = 0
-    """Answer 500 to every n-th request (0: never)."""
     garbage: int = 0
     """Answer this many next GETs for work with a body that is not JSON."""
     polls: list[float] = field(default_factory=list)
     """When each GET for work arrived (time.monotonic())."""
-    refuse_reports: bool = False
-    """Answer 503 to every report (to leave them pending)."""
-    report_attempts: int = 0
-    requests: int = 0
     claimed: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
     reported: threading.Condition = field(init=False)
     url: str = ""
 
@@ -63,64 +54,35 @@ class TasksMaster:
 
 
 def _handler(master: TasksMaster) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-        def _answer(self, status: int, body: Any = None) -> None:
-            data = b"" if body is None else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _faulty(self) -> bool:
-            with master.lock:
-                master.requests += 1
-                return bool(master.fail_every) and master.requests % master.fail_every == 0
-
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
-            if self.headers.get("X-API-Key") != master.api_key:
-                return self._answer(401, {"error": "bad key"})
-            if self._faulty():
-                return self._answer(500, {"error": "injected"})
+            if master.turned_away(self):
+                return None
             if self.path != "/tasks/next":
-                return self._answer(404)
+                return self.answer(404)
             with master.lock:
                 master.polls.append(time.monotonic())
                 if master.garbage:
                     master.garbage -= 1
-                    self.send_response(200)
-                    self.send_header("Content-Length", "9")
-                    self.end_headers()
-                    self.wfile.write(b"<html>oh!")
-                    return None
+                    return self.answer(200, raw=b"<html>oh!")
                 if not master.tasks:
-                    return self._answer(204)
+                    return self.answer(204)
                 task = master.tasks.pop(0)
                 master.claimed += 1
                 master.reported.notify_all()
-            return self._answer(200, task)
+            return self.answer(200, task)
 
         def do_POST(self) -> None:
-            if self.headers.get("X-API-Key") != master.api_key:
-                return self._answer(401, {"error": "bad key"})
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-            with master.lock:
-                master.report_attempts += 1
-                refused = master.refuse_reports
-            if refused:
-                return self._answer(503, {"error": "not now"})
-            if self._faulty():
-                return self._answer(500, {"error": "injected"})
+            if master.turned_away(self, report=True):
+                return None
+            body = self.json_body()
             parts = self.path.strip("/").split("/")
             if len(parts) != 3 or parts[0] != "tasks" or parts[2] not in ("complete", "fail"):
-                return self._answer(404)
+                return self.answer(404)
             with master.reported:
                 master.reports.append((parts[1], parts[2], body))
                 master.reported.notify_all()
-            return self._answer(200, {"ok": True})
+            return self.answer(200, {"ok": True})
 
     return Handler
 

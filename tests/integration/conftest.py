@@ -33,6 +33,23 @@ def make_settings(tmp_path: Path, worker_id: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def source_starter(
+    tmp_path: Path, worker_id: str, source: dict[str, Any]
+) -> tuple[Callable[..., Awaitable[Worker]], list[Worker]]:
+    """A function starting workers that pull from `source` (a test's `source={...}` laid over it, other keywords
+    are settings), and the list of those started, for the fixture to shut down."""
+    started: list[Worker] = []
+
+    async def start(**overrides: Any) -> Worker:
+        settings = make_settings(tmp_path, worker_id, sources=[source | overrides.pop("source", {})], **overrides)
+        worker = build_worker(settings)
+        await worker.start()
+        started.append(worker)
+        return worker
+
+    return start, started
+
+
 @pytest.fixture
 def worker_settings(tmp_path: Path, worker_id: str) -> Settings:
     return make_settings(tmp_path, worker_id)

@@ -14,9 +14,8 @@ from hatchway.bootstrap import build_worker
 from hatchway.models import JobState
 from hatchway.service import source_job_id
 from hatchway.store.base import JobQuery
-from hatchway.worker import Worker
 from tests.fakes.tasks_master import TasksMaster, tasks_master
-from tests.integration.conftest import make_settings, wait_for_state
+from tests.integration.conftest import make_settings, source_starter, wait_for_state
 
 pytestmark = pytest.mark.docker
 
@@ -29,18 +28,9 @@ def master() -> Iterator[TasksMaster]:
 
 @pytest.fixture
 async def start(tmp_path: Path, worker_id: str, master: TasksMaster) -> AsyncIterator[Any]:
-    started: list[Worker] = []
-
-    async def _start(**overrides: Any) -> Worker:
-        source = {"name": "queue", "kind": "tasks", "url": master.url, "api_key": master.api_key}
-        source.update(overrides.pop("source", {}))
-        settings = make_settings(tmp_path, worker_id, sources=[source], **overrides)
-        worker = build_worker(settings)
-        await worker.start()
-        started.append(worker)
-        return worker
-
-    yield _start
+    source = {"name": "queue", "kind": "tasks", "url": master.url, "api_key": master.api_key}
+    start, started = source_starter(tmp_path, worker_id, source)
+    yield start
     for worker in started:
         await worker.shutdown()
 

@@ -1,6 +1,7 @@
 """Problem archives from a URL: fetched through the bundle cache (same URL policy, size and time limits, safe
 unpack) and read in the judge's layout. Checked once when a grading is submitted, so a broken archive is a clear
-4xx, and unpacked again when the grading runs (the download itself is cached)."""
+4xx, and unpacked again when the grading runs (the download itself is cached). A submission's own files may come
+as an archive too (a judge's master hands them out so): read the same way, into text."""
 
 from __future__ import annotations
 
@@ -45,6 +46,24 @@ class ProblemArchives:
             raise ProblemError(f"the groups do not fit the problem's tests: {exc}") from exc
         return tests, fetched.cached
 
+    async def source_files(self, url: str, folder: str, scratch: Path) -> dict[str, str]:
+        """The files under `folder` (at the top) of the archive at `url`, as text, keyed by their path inside
+        `folder`. Raises BadBundle for a download or a hostile archive, and for one whose `folder` is missing or
+        holds something other than UTF-8 text files."""
+        dest = Path(await asyncio.to_thread(_scratch_dir, scratch))
+        try:
+            fetched = await self._bundles.fetch(url, None)
+            await asyncio.to_thread(
+                unpack,
+                fetched.path,
+                dest / "archive",
+                max_total_bytes=self._limits.max_unpacked_bytes,
+                max_files=self._limits.max_files,
+            )
+            return await asyncio.to_thread(_read_folder, dest / "archive", folder)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, dest, ignore_errors=True)
+
     async def check(self, url: str, sha256: str | None, groups: Sequence[Group], scratch: Path) -> None:
         """Raise InvalidRequest, naming the problem, unless the archive at `url` is a usable problem."""
         dest = Path(await asyncio.to_thread(_scratch_dir, scratch))
@@ -59,3 +78,23 @@ class ProblemArchives:
 def _scratch_dir(parent: Path) -> str:
     parent.mkdir(parents=True, exist_ok=True)
     return tempfile.mkdtemp(prefix="problem-", dir=parent)
+
+
+def _read_folder(root: Path, folder: str) -> dict[str, str]:
+    base = root / folder
+    if base.is_symlink() or not base.is_dir():
+        raise BadBundle(f"the archive has no {folder}/ folder at its top")
+    files: dict[str, str] = {}
+    for path in sorted(base.rglob("*")):
+        name = path.relative_to(base).as_posix()
+        if path.is_symlink():
+            raise BadBundle(f"{folder}/{name} is a symbolic link; give regular files only")
+        if not path.is_file():
+            continue
+        try:
+            files[name] = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadBundle(f"{folder}/{name} is not UTF-8 text") from exc
+    if not files:
+        raise BadBundle(f"the archive's {folder}/ folder holds no files")
+    return files

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from hatchway.errors import JobNotFound
+from hatchway.errors import BadBundle, InvalidRequest, JobNotFound
 from hatchway.grading.admission import GradeAdmission
 from hatchway.grading.archive import ProblemArchives
 from hatchway.grading.models import GradeReport, GradeRequest, GradeResult
 from hatchway.grading.profiles import Profile
 from hatchway.models import Job
-from hatchway.service import JobService
+from hatchway.service import JobService, source_job_id
 
 
 class GradeService:
@@ -29,13 +29,26 @@ class GradeService:
     def profiles(self) -> Mapping[str, Profile]:
         return self._admission.profiles
 
-    async def submit(self, request: GradeRequest) -> tuple[GradeResult, bool]:
-        """Queue a grading; with a known `id` and the same request, return the existing one and False."""
+    async def submit(
+        self, request: GradeRequest, *, origin: str | None = None, external_id: str | None = None
+    ) -> tuple[GradeResult, bool]:
+        """Queue a grading; with a known `id` and the same request, return the existing one and False. A job
+        source gives its name and the item's id (`origin`, `external_id`) instead of an `id`, as for a job."""
         spec, warnings = self._admission.admit(request)
         if request.problem_url is not None:
             await self._problems.check(request.problem_url, request.problem_sha256, request.groups, self._scratch)
-        job, created = await self._jobs.enqueue(request.id, spec, warnings)
+        job_id = request.id if origin is None else source_job_id(origin, external_id or "")
+        job, created = await self._jobs.enqueue(job_id, spec, warnings, origin=origin, external_id=external_id)
         return result_of(job), created
+
+    async def source_files(self, url: str, folder: str, field: str) -> dict[str, str]:
+        """A submission's files from the archive at `url` (its `folder`), fetched and unpacked as bundles are: the
+        same URL policy, size limits and refusal of anything that would land outside. Raises InvalidRequest, its
+        message starting with `field`."""
+        try:
+            return await self._problems.source_files(url, folder, self._scratch)
+        except BadBundle as exc:
+            raise InvalidRequest(f"{field}: {exc}") from exc
 
     async def get(self, job_id: str) -> GradeResult:
         return result_of(await self._grade_job(job_id))

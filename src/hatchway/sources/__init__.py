@@ -1,26 +1,39 @@
 """Job sources the worker pulls work from (the HTTP API pushes; these pull): `base` (the protocol, status,
-backoff) and one module per kind of master."""
+backoff), `pulled` (claiming and reporting, shared by every master) and one module per kind of master."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from hatchway.errors import ConfigError
-from hatchway.grading.profiles import Profile
+from hatchway.grading.service import GradeService
 from hatchway.settings import SourceConfig
 from hatchway.sources.base import JobSource, SourceStatus
+from hatchway.sources.submissions import SubmissionsSource, language_map
 from hatchway.sources.tasks import TasksSource
 
-__all__ = ["JobSource", "SourceStatus", "TasksSource", "build_sources"]
+__all__ = ["JobSource", "SourceStatus", "SubmissionsSource", "TasksSource", "build_sources"]
 
 
-def build_sources(configs: list[SourceConfig], *, worker_id: str, profiles: Mapping[str, Profile]) -> list[JobSource]:
-    """The configured sources; raises ConfigError for a profile that does not exist or a name used twice."""
+def build_sources(configs: list[SourceConfig], *, worker_id: str, grades: GradeService) -> list[JobSource]:
+    """The configured sources; raises ConfigError for a profile that does not exist or a name used twice.
+
+    Sources get the job service when they run; one that grades (`submissions`) holds the grading facade too."""
     names = [config.name for config in configs]
     if len(set(names)) != len(names):
         raise ConfigError(f"sources: every source needs a name of its own, got {names}")
+    profiles = grades.profiles
     built: list[JobSource] = []
     for config in configs:
+        if config.kind == "submissions":
+            unknown = {lang: name for lang, name in config.languages.items() if name not in profiles}
+            if unknown:
+                raise ConfigError(
+                    f"sources.{config.name}.languages: no profile for {unknown}; this worker has: "
+                    + ", ".join(sorted(profiles))
+                )
+            # Built-in names whose profile this worker lacks are left out: such a submission is refused clearly.
+            languages = {lang: name for lang, name in language_map(config).items() if name in profiles}
+            built.append(SubmissionsSource(config, worker_id=worker_id, grades=grades, languages=languages))
+            continue
         profile = profiles.get(config.profile)
         if profile is None:
             raise ConfigError(f"sources.{config.name}.profile: no profile {config.profile!r}; see GET /profiles")

@@ -1,6 +1,5 @@
-"""What every pulled job source shares: the protocol the worker runs them by, their status, and the rhythm of
-asking a master for work (at once while there are slots and work, the poll interval when there is none, a
-backoff when the master cannot be reached)."""
+"""The seam of job sources: the protocol the worker runs them by, their status, and the backoff and pause they
+wait with. What masters pulled from share beyond that (claiming, reporting) is `hatchway.sources.pulled`'s."""
 
 from __future__ import annotations
 
@@ -89,6 +88,9 @@ class Backoff:
 async def pause(stop: asyncio.Event | None, seconds: float, wake: asyncio.Event | None = None) -> None:
     """Wait `seconds`, or less if `stop` (or `wake`) is set first."""
     events = [event for event in (stop, wake) if event is not None]
+    if not events:  # asyncio.wait refuses an empty set
+        await asyncio.sleep(seconds)
+        return
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
     with contextlib.suppress(TimeoutError):
         await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)

@@ -1,0 +1,266 @@
+"""What every master the worker pulls items from shares, whatever its dialect: the claim loop's rhythm, the
+outbox report loop, and the status bookkeeping.
+
+A dialect (one module per kind of master) says how to ask for an item, how to turn one into a job or a grade,
+and what the master is told of a job that has ended. Everything else is here, once:
+
+- claiming: one item per free slot, held while the item is asked for and queued; at once again while items come
+  and slots are free, `poll_interval_s` when there is none, a backoff when the master cannot be reached;
+- reporting: a job's stored final state is its report, sent until the master answers 2xx, then marked reported,
+  so a report survives any restart and is sent exactly once;
+- an item that cannot run is kept as a refused job, so its report is stored and sent like any other.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+import httpx
+
+from hatchway.errors import HatchwayError
+from hatchway.models import Job, utcnow
+from hatchway.service import JobService
+from hatchway.settings import SourceConfig
+from hatchway.sources.base import Backoff, SourceStatus, pause
+
+log = logging.getLogger(__name__)
+
+_GONE = (404, 409, 410)  # the master does not know the item, or has its result: nothing more to send
+_RESCAN_S = 5.0
+_EXTERNAL_ID_CHARS = 200  # what a label value may hold
+
+
+class MasterError(Exception):
+    """The master could not be reached, or answered with an error (retried with a backoff)."""
+
+
+class ItemRefused(Exception):
+    """An item that cannot run here (a malformed item, an unknown language, a policy refusal); the message says
+    why, and goes to the master as the item's result."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the master is told of one item: the request that carries its result."""
+
+    method: str
+    path: str
+    body: dict[str, Any]
+
+
+class PulledSource(abc.ABC):
+    """A master the worker pulls items from, each reported exactly once. Subclasses speak one master's dialect."""
+
+    kind: ClassVar[str]
+    claim_method: ClassVar[str]
+    claim_path: ClassVar[str]
+    item_name: ClassVar[str] = "item"
+    """What the master calls an item, for logs."""
+
+    def __init__(self, config: SourceConfig, *, worker_id: str) -> None:
+        self.name = config.name
+        self._config = config
+        self._worker_id = worker_id
+        self._headers = {} if config.api_key is None else {"X-API-Key": config.api_key.get_secret_value()}
+        self._claim_backoff = Backoff(f"asking {config.name} for work")
+        self._report_backoff = Backoff(f"reporting to {config.name}")
+        self._ended = asyncio.Event()
+        self._done_claiming = asyncio.Event()
+        self._last_poll_at: datetime | None = None
+        self._claims = self._sent = self._errors = self._pending = 0
+        self._last_error: str | None = None
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    # The dialect
+
+    @abc.abstractmethod
+    def _external_id(self, item: dict[str, Any]) -> str | None:
+        """The item's id, which its report names; None if it has none (it cannot be reported, so is not taken)."""
+
+    @abc.abstractmethod
+    async def _take(self, jobs: JobService, external_id: str, item: dict[str, Any]) -> str:
+        """Queue the item's job (a job or a grade, its origin `self.name` and `external_id`, labelled by
+        `_labels`) and return its id; raises ItemRefused, or a HatchwayError, when it cannot run."""
+
+    @abc.abstractmethod
+    def _report(self, job: Job) -> Report:
+        """What the master is told of an ended job of this source (a refused one included)."""
+
+    def _refused_image(self) -> str | None:
+        """The image a refused item's job names, for the reader of GET /jobs; None when none applies."""
+        return None
+
+    # What every source does
+
+    def status(self) -> SourceStatus:
+        backoff = max(self._claim_backoff.delay_s, self._report_backoff.delay_s)
+        return SourceStatus(
+            name=self.name,
+            kind=self.kind,
+            url=self._config.url,
+            last_poll_at=self._last_poll_at,
+            claims=self._claims,
+            reports_sent=self._sent,
+            reports_pending=self._pending,
+            errors=self._errors,
+            backoff_s=backoff,
+            last_error=self._last_error,
+        )
+
+    async def run(self, jobs: JobService, stop: asyncio.Event) -> None:
+        async with httpx.AsyncClient(base_url=self._config.url, timeout=self._config.request_timeout_s) as http:
+            reporter = asyncio.create_task(self._report_loop(jobs, http), name=f"source-{self.name}-reports")
+            claimer = asyncio.create_task(self._claim_loop(jobs, http, stop), name=f"source-{self.name}-claims")
+            try:
+                # The report loop ends only once claiming is done: if it ends first, what stopped it must not go
+                # unseen (the worker's supervisor logs it and stops), or reports would pile up unsent.
+                await asyncio.wait((claimer, reporter), return_when=asyncio.FIRST_COMPLETED)
+                if reporter.done():
+                    reporter.result()
+                    raise RuntimeError(f"source {self.name}: the report loop ended while claiming went on")
+                claimer.result()
+                self._done_claiming.set()
+                await reporter
+            finally:
+                for task in (claimer, reporter, *self._watchers):
+                    task.cancel()
+
+    def _labels(self, external_id: str) -> dict[str, str]:
+        return {"source": self.name, "external_id": external_id[:_EXTERNAL_ID_CHARS]}
+
+    def _note_error(self, error: str) -> None:
+        self._errors += 1
+        self._last_error = error
+
+    # Claiming
+
+    async def _claim_loop(self, jobs: JobService, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            got_work = False
+            async with jobs.slot(stop) as free:
+                if not free:
+                    return
+                try:
+                    item = await self._next(http)
+                except MasterError as exc:
+                    self._note_error(str(exc))
+                    wait_s = self._claim_backoff.failed(str(exc), source=self.name)
+                else:
+                    self._claim_backoff.succeeded()
+                    wait_s = 0.0
+                    if item is not None:
+                        got_work = True
+                        await self._claim(jobs, item)
+            if wait_s:
+                await pause(stop, wait_s)
+            elif not got_work:
+                await pause(stop, self._config.poll_interval_s)
+
+    async def _next(self, http: httpx.AsyncClient) -> dict[str, Any] | None:
+        """The next item, or None when the master has none (or handed out something that is not an item)."""
+        self._last_poll_at = utcnow()
+        asked = f"{self.claim_method} {self.claim_path}"
+        try:
+            answer = await http.request(self.claim_method, self.claim_path, headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise MasterError(f"{self._config.url} cannot be reached: {exc!r}") from exc
+        if answer.status_code in (204, 404) or (answer.status_code == 200 and not answer.content.strip()):
+            return None
+        if answer.status_code in (401, 403):
+            raise MasterError(f"{self._config.url} refused the API key ({answer.status_code}): check api_key")
+        if answer.status_code != 200:
+            raise MasterError(f"{self._config.url} answered {answer.status_code} to {asked}")
+        try:
+            item = answer.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            item = None
+        if not isinstance(item, dict):
+            self._note_error(f"{self._config.url} answered {asked} with something that is not a JSON object")
+            log.warning("%s", self._last_error, extra={"event": "source_bad_item", "source": self.name})
+            return None
+        return item
+
+    async def _claim(self, jobs: JobService, item: dict[str, Any]) -> None:
+        external_id = self._external_id(item)
+        if external_id is None:
+            self._note_error(f"a {self.item_name} without an id cannot be reported: {str(item)[:200]}")
+            log.warning("%s", self._last_error, extra={"event": "source_bad_item", "source": self.name})
+            return
+        self._claims += 1
+        try:
+            job_id = await self._take(jobs, external_id, item)
+        except (ItemRefused, HatchwayError) as exc:  # malformed, not allowed here, too large ...
+            await self._refuse(jobs, external_id, str(exc))
+            return
+        watcher = asyncio.create_task(self._watch(jobs, job_id), name=f"source-{self.name}-watch")
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _watch(self, jobs: JobService, job_id: str) -> None:
+        while not (await jobs.wait_final(job_id, 3600)).state.is_final:
+            pass
+        self._ended.set()
+
+    async def _refuse(self, jobs: JobService, external_id: str, error: str) -> None:
+        """Keep the item as a refused job: its report is stored and sent like any other."""
+        log.warning(
+            "%s %s refused: %s",
+            self.item_name,
+            external_id,
+            error,
+            extra={"event": "source_item_refused", "source": self.name},
+        )
+        await jobs.refuse(self.name, external_id, error, labels=self._labels(external_id), image=self._refused_image())
+        self._ended.set()
+
+    # Reporting
+
+    async def _report_loop(self, jobs: JobService, http: httpx.AsyncClient) -> None:
+        while True:
+            self._ended.clear()
+            pending = await jobs.unreported(self.name)
+            self._pending = len(pending)
+            failed = False
+            for job in pending:
+                if not await self._send(http, self._report(job)):
+                    failed = True
+                    break
+                await jobs.mark_reported(job.id)
+                self._sent += 1
+                self._pending -= 1
+            if self._done_claiming.is_set() and not self._pending and not self._watchers:
+                return
+            wait_s = self._report_backoff.delay_s if failed else _RESCAN_S
+            await pause(None, wait_s, wake=None if failed else self._ended)
+
+    async def _send(self, http: httpx.AsyncClient, report: Report) -> bool:
+        """Send one report; True once the master has it."""
+        asked = f"{report.method} {report.path}"
+        try:
+            answer = await http.request(report.method, report.path, json=report.body, headers=self._headers)
+        except httpx.HTTPError as exc:
+            self._note_error(f"{self._config.url} cannot be reached: {exc!r}")
+            self._report_backoff.failed(self._last_error or "", source=self.name)
+            return False
+        if answer.is_success or answer.status_code in _GONE:
+            if not answer.is_success:
+                log.warning(
+                    "the master answered %s to %s; the report is dropped",
+                    answer.status_code,
+                    asked,
+                    extra={"event": "source_report_dropped", "source": self.name},
+                )
+            self._report_backoff.succeeded()
+            return True
+        if answer.status_code in (401, 403):
+            self._note_error(f"{self._config.url} refused the API key ({answer.status_code}) to {asked}: check api_key")
+        else:
+            self._note_error(f"{self._config.url} answered {answer.status_code} to {asked}")
+        self._report_backoff.failed(self._last_error or "", source=self.name)
+        return False
