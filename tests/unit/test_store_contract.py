@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from hatchway.models import Job, JobState, Outcome, Reason, Resources, RunInfo
+from hatchway.models import CallbackState, CallbackStatus, Job, JobState, Outcome, Reason, Resources, RunInfo
 from hatchway.store import JobQuery, JobStore, MemoryStore, SqliteStore
 
 MakeJob = Callable[..., Job]
@@ -393,3 +394,47 @@ async def test_a_job_is_not_reported_before_it_ends(store: JobStore, make_job: M
     assert await store.mark_reported("a", T1) is None
     await store.claim_next("w1")
     assert await store.mark_reported("a", T1) is None
+
+
+async def test_a_callback_is_due_once_its_job_ends_and_until_it_is_settled(store: JobStore, make_job: MakeJob) -> None:
+    pending = CallbackStatus(url="http://127.0.0.1:9/hook", delivery_id="d1")
+    await enqueue_all(
+        store, make_job(id="a", callback=pending), make_job(id="b", callback=pending), make_job(id="plain")
+    )
+    assert await store.pending_callbacks() == [], "nothing has ended yet"
+    assert await claim_all(store) == ["a", "b", "plain"]
+    for job_id in ("b", "plain", "a"):
+        await store.finish(job_id, Outcome(state=JobState.SUCCEEDED, exit_code=0), T1)
+    assert [job.id for job in await store.pending_callbacks()] == ["a", "b"]
+    retried = pending.model_copy(update={"attempts": 1, "last_status": 500, "next_attempt_at": T1})
+    recorded = await store.record_callback("a", retried)
+    assert recorded is not None and recorded.callback == retried
+    assert [job.id for job in await store.pending_callbacks()] == ["a", "b"], "still pending"
+    delivered = retried.model_copy(update={"state": CallbackState.DELIVERED, "attempts": 2, "delivered_at": T1})
+    assert (await store.record_callback("a", delivered)) is not None
+    assert [job.id for job in await store.pending_callbacks()] == ["b"]
+    assert await store.record_callback("a", retried) is None, "a settled delivery stays settled"
+    assert await store.record_callback("plain", retried) is None, "no callback, nothing to record"
+    assert (await fetch(store, "a")).callback == delivered
+
+
+async def test_a_version_4_database_gains_callbacks_and_keeps_its_jobs(tmp_path: Path, make_job: MakeJob) -> None:
+    path = tmp_path / "db.sqlite"
+    store = SqliteStore(path)
+    await store.enqueue(make_job(id="old"))
+    await store.close()
+    with sqlite3.connect(path) as db:  # as hatchway left it before callbacks
+        db.execute("DROP INDEX jobs_callbacks")
+        db.execute("ALTER TABLE jobs DROP COLUMN callback")
+        db.execute("PRAGMA user_version = 4")
+    db.close()
+
+    migrated = SqliteStore(path)
+    try:
+        old = await fetch(migrated, "old")
+        assert old.callback is None
+        callback = CallbackStatus(url="http://127.0.0.1:9/hook", delivery_id="d1")
+        await migrated.enqueue(make_job(id="new", callback=callback))
+        assert (await fetch(migrated, "new")).callback == callback
+    finally:
+        await migrated.close()

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from hatchway.models import Job, JobKind, JobState, Outcome, Resources, RunInfo
+from hatchway.models import CallbackStatus, Job, JobKind, JobState, Outcome, Resources, RunInfo
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,14 @@ class JobStore(Protocol):
 
     async def mark_reported(self, job_id: str, reported_at: datetime) -> Job | None:
         """Its source has the job's result; None if the job has not ended or was reported already."""
+        ...
+
+    async def pending_callbacks(self) -> list[Job]:
+        """Jobs that have ended and whose callback is still to be delivered (state `pending`), oldest first."""
+        ...
+
+    async def record_callback(self, job_id: str, callback: CallbackStatus) -> Job | None:
+        """Record how a delivery of the job's callback went; None if it has no pending callback."""
         ...
 
     async def find(self, query: JobQuery) -> JobPage:

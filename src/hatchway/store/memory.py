@@ -5,7 +5,17 @@ from __future__ import annotations
 import heapq
 from datetime import datetime
 
-from hatchway.models import ACTIVE_STATES, Job, JobState, Outcome, Reason, Resources, RunInfo
+from hatchway.models import (
+    ACTIVE_STATES,
+    CallbackState,
+    CallbackStatus,
+    Job,
+    JobState,
+    Outcome,
+    Reason,
+    Resources,
+    RunInfo,
+)
 from hatchway.store.base import JobPage, JobQuery
 
 
@@ -42,6 +52,19 @@ class MemoryStore:
         if job is None or job.reported_at is not None or not job.state.is_final:
             return None
         return self._update(job, reported_at=reported_at)
+
+    async def pending_callbacks(self) -> list[Job]:
+        return [
+            job
+            for job_id, job in sorted(self._jobs.items(), key=lambda item: self._seq[item[0]])
+            if job.callback is not None and job.callback.state == CallbackState.PENDING and job.state.is_final
+        ]
+
+    async def record_callback(self, job_id: str, callback: CallbackStatus) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.callback is None or job.callback.state != CallbackState.PENDING:
+            return None
+        return self._update(job, callback=callback)
 
     async def find(self, query: JobQuery) -> JobPage:
         if query.cursor is not None and not query.cursor.isdigit():

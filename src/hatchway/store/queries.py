@@ -1,6 +1,6 @@
 """Every SQL statement of the SQLite store, by name."""
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -27,11 +27,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     grade            TEXT,
     origin           TEXT,
     external_id      TEXT,
-    reported_at      REAL
+    reported_at      REAL,
+    callback         TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (priority DESC, seq) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_outbox ON jobs (origin, seq) WHERE origin IS NOT NULL AND reported_at IS NULL;
+CREATE INDEX IF NOT EXISTS jobs_callbacks ON jobs (seq) WHERE json_extract(callback, '$.state') = 'pending';
 """
 
 # Schema version -> the statements that bring the previous version up to it.
@@ -46,13 +48,14 @@ MIGRATIONS = {
         "ALTER TABLE jobs ADD COLUMN external_id TEXT",
         "ALTER TABLE jobs ADD COLUMN reported_at REAL",
     ],
+    5: ["ALTER TABLE jobs ADD COLUMN callback TEXT"],  # the callback's delivery, JSON (its index is in SCHEMA)
 }
 
 INSERT = """
 INSERT INTO jobs (id, state, priority, created_at, labels, spec, run, origin, external_id, reason, message,
-    finished_at)
+    finished_at, callback)
 VALUES (:id, :state, :priority, :created_at, :labels, :spec, :run, :origin, :external_id, :reason, :message,
-    :finished_at)
+    :finished_at, :callback)
 ON CONFLICT (id) DO NOTHING
 RETURNING *
 """
@@ -111,6 +114,16 @@ ORDER BY seq
 MARK_REPORTED = """
 UPDATE jobs SET reported_at = :reported_at
 WHERE id = :id AND reported_at IS NULL AND state IN ('succeeded', 'failed', 'killed')
+RETURNING *
+"""
+
+PENDING_CALLBACKS = """
+SELECT * FROM jobs WHERE json_extract(callback, '$.state') = 'pending' AND state IN ('succeeded', 'failed', 'killed')
+ORDER BY seq
+"""
+
+RECORD_CALLBACK = """
+UPDATE jobs SET callback = :callback WHERE id = :id AND json_extract(callback, '$.state') = 'pending'
 RETURNING *
 """
 

@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from hatchway.grading.models import GradeReport
-from hatchway.models import Job, JobSpec, JobState, Outcome, Resources, RunInfo, from_epoch, to_epoch
+from hatchway.models import (
+    CallbackStatus,
+    Job,
+    JobSpec,
+    JobState,
+    Outcome,
+    Resources,
+    RunInfo,
+    from_epoch,
+    to_epoch,
+)
 from hatchway.store import queries
 from hatchway.store.base import JobPage, JobQuery
 
@@ -60,6 +70,7 @@ class SqliteStore:
                 "reason": None if job.reason is None else job.reason.value,
                 "message": job.message,
                 "finished_at": None if job.finished_at is None else to_epoch(job.finished_at),
+                "callback": None if job.callback is None else job.callback.model_dump_json(),
             },
         )
         if row is not None:
@@ -74,6 +85,13 @@ class SqliteStore:
 
     async def mark_reported(self, job_id: str, reported_at: datetime) -> Job | None:
         row = self._one(queries.MARK_REPORTED, {"id": job_id, "reported_at": to_epoch(reported_at)})
+        return None if row is None else _job(row)
+
+    async def pending_callbacks(self) -> list[Job]:
+        return [_job(row) for row in self._db.execute(queries.PENDING_CALLBACKS).fetchall()]
+
+    async def record_callback(self, job_id: str, callback: CallbackStatus) -> Job | None:
+        row = self._one(queries.RECORD_CALLBACK, {"id": job_id, "callback": callback.model_dump_json()})
         return None if row is None else _job(row)
 
     async def get(self, job_id: str) -> Job | None:
@@ -184,5 +202,6 @@ def _job(row: sqlite3.Row) -> Job:
         origin=row["origin"],
         external_id=row["external_id"],
         reported_at=from_epoch(row["reported_at"]),
+        callback=None if row["callback"] is None else CallbackStatus.model_validate_json(row["callback"]),
         spec=spec,
     )
