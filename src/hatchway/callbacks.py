@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import logging
 import random
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from pydantic import SecretStr
@@ -39,6 +39,8 @@ _RETRIED_STATUSES = frozenset({408, 429})  # the receiver asks to be tried later
 _PARALLEL = 8  # attempts under way at once, so that one slow receiver does not hold up the others
 _RESCAN_S = 30.0  # a safety net: a job that ends wakes the sender
 _DRAIN_S = 10.0
+_DRAIN_MAX = 1000  # deliveries given a last try at shutdown
+_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -133,22 +135,18 @@ class CallbackSender:
                 await asyncio.gather(*attempts, return_exceptions=True)
 
     async def _start_due(self, http: httpx.AsyncClient, *, everything: bool) -> float:
-        """Start an attempt for each pending delivery that is due (with `everything`: for each one not under way
-        already, due or not); return how long until the next one is due. The time of the next attempt is kept
-        on the job, so a restart does not cut a receiver's backoff short."""
+        """Start an attempt for each pending delivery that is due, up to `_PARALLEL` under way (with
+        `everything`: for each one, due or not); return how long until the next one is due. When an attempt is
+        next due is kept on the job, so a restart does not cut a receiver's backoff short."""
         now = utcnow()
-        next_s = _RESCAN_S
-        for job in await self._store.pending_callbacks():
-            assert job.callback is not None, "a pending callback is a callback"
-            due = job.callback.next_attempt_at or now
-            if job.id in self._under_way:
-                continue
-            if not everything and (due > now or len(self._under_way) >= _PARALLEL):
-                if due > now:
-                    next_s = min(next_s, (due - now).total_seconds())
-                continue
-            self._under_way[job.id] = asyncio.create_task(self._deliver(http, job), name=f"callback-{job.id}")
-        return next_s
+        due_by, room = (_FAR_FUTURE, _DRAIN_MAX) if everything else (now, _PARALLEL - len(self._under_way))
+        if room > 0:
+            for job in await self._store.due_callbacks(due_by, limit=room + len(self._under_way)):
+                if job.id not in self._under_way and room > 0:
+                    room -= 1
+                    self._under_way[job.id] = asyncio.create_task(self._deliver(http, job), name=f"callback-{job.id}")
+        next_at = await self._store.next_callback_at(now)
+        return _RESCAN_S if next_at is None else min(max((next_at - now).total_seconds(), 0.0), _RESCAN_S)
 
     async def _deliver(self, http: httpx.AsyncClient, job: Job) -> None:
         """Make one attempt and record it. What goes wrong besides the HTTP (the store) stops the sender, and

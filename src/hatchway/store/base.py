@@ -51,8 +51,14 @@ class JobStore(Protocol):
         """Its source has the job's result; None if the job has not ended or was reported already."""
         ...
 
-    async def pending_callbacks(self) -> list[Job]:
-        """Jobs that have ended and whose callback is still to be delivered (state `pending`), oldest first."""
+    async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:
+        """Jobs that have ended whose callback is pending and due by `now` (not tried yet, or its
+        `next_attempt_at` has come), soonest due first (then oldest), at most `limit`."""
+        ...
+
+    async def next_callback_at(self, after: datetime) -> datetime | None:
+        """When the soonest pending callback of an ended job that is due only after `after` falls due; None if
+        there is none."""
         ...
 
     async def record_callback(self, job_id: str, callback: CallbackStatus) -> Job | None:

@@ -28,12 +28,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     origin           TEXT,
     external_id      TEXT,
     reported_at      REAL,
-    callback         TEXT
+    callback         TEXT,
+    callback_due_at  REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (priority DESC, seq) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_outbox ON jobs (origin, seq) WHERE origin IS NOT NULL AND reported_at IS NULL;
-CREATE INDEX IF NOT EXISTS jobs_callbacks ON jobs (seq) WHERE json_extract(callback, '$.state') = 'pending';
+CREATE INDEX IF NOT EXISTS jobs_callbacks ON jobs (callback_due_at) WHERE callback_due_at IS NOT NULL;
 """
 
 # Schema version -> the statements that bring the previous version up to it.
@@ -48,14 +49,17 @@ MIGRATIONS = {
         "ALTER TABLE jobs ADD COLUMN external_id TEXT",
         "ALTER TABLE jobs ADD COLUMN reported_at REAL",
     ],
-    5: ["ALTER TABLE jobs ADD COLUMN callback TEXT"],  # the callback's delivery, JSON (its index is in SCHEMA)
+    5: [  # a callback's delivery (JSON), and when it is next due while it is pending; the index is in SCHEMA
+        "ALTER TABLE jobs ADD COLUMN callback TEXT",
+        "ALTER TABLE jobs ADD COLUMN callback_due_at REAL",
+    ],
 }
 
 INSERT = """
 INSERT INTO jobs (id, state, priority, created_at, labels, spec, run, origin, external_id, reason, message,
-    finished_at, callback)
+    finished_at, callback, callback_due_at)
 VALUES (:id, :state, :priority, :created_at, :labels, :spec, :run, :origin, :external_id, :reason, :message,
-    :finished_at, :callback)
+    :finished_at, :callback, :callback_due_at)
 ON CONFLICT (id) DO NOTHING
 RETURNING *
 """
@@ -117,13 +121,18 @@ WHERE id = :id AND reported_at IS NULL AND state IN ('succeeded', 'failed', 'kil
 RETURNING *
 """
 
-PENDING_CALLBACKS = """
-SELECT * FROM jobs WHERE json_extract(callback, '$.state') = 'pending' AND state IN ('succeeded', 'failed', 'killed')
-ORDER BY seq
+DUE_CALLBACKS = """
+SELECT * FROM jobs WHERE callback_due_at <= :now AND state IN ('succeeded', 'failed', 'killed')
+ORDER BY callback_due_at, seq LIMIT :limit
+"""
+
+NEXT_CALLBACK_AT = """
+SELECT min(callback_due_at) FROM jobs WHERE callback_due_at > :after AND state IN ('succeeded', 'failed', 'killed')
 """
 
 RECORD_CALLBACK = """
-UPDATE jobs SET callback = :callback WHERE id = :id AND json_extract(callback, '$.state') = 'pending'
+UPDATE jobs SET callback = :callback, callback_due_at = :callback_due_at
+WHERE id = :id AND callback_due_at IS NOT NULL
 RETURNING *
 """
 

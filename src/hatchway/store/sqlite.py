@@ -15,6 +15,7 @@ from typing import Any
 
 from hatchway.grading.models import GradeReport
 from hatchway.models import (
+    CallbackState,
     CallbackStatus,
     Job,
     JobSpec,
@@ -71,6 +72,7 @@ class SqliteStore:
                 "message": job.message,
                 "finished_at": None if job.finished_at is None else to_epoch(job.finished_at),
                 "callback": None if job.callback is None else job.callback.model_dump_json(),
+                "callback_due_at": _due_at(job.callback),
             },
         )
         if row is not None:
@@ -87,11 +89,17 @@ class SqliteStore:
         row = self._one(queries.MARK_REPORTED, {"id": job_id, "reported_at": to_epoch(reported_at)})
         return None if row is None else _job(row)
 
-    async def pending_callbacks(self) -> list[Job]:
-        return [_job(row) for row in self._db.execute(queries.PENDING_CALLBACKS).fetchall()]
+    async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:
+        rows = self._db.execute(queries.DUE_CALLBACKS, {"now": to_epoch(now), "limit": limit}).fetchall()
+        return [_job(row) for row in rows]
+
+    async def next_callback_at(self, after: datetime) -> datetime | None:
+        found: float | None = self._db.execute(queries.NEXT_CALLBACK_AT, {"after": to_epoch(after)}).fetchone()[0]
+        return from_epoch(found)
 
     async def record_callback(self, job_id: str, callback: CallbackStatus) -> Job | None:
-        row = self._one(queries.RECORD_CALLBACK, {"id": job_id, "callback": callback.model_dump_json()})
+        params = {"id": job_id, "callback": callback.model_dump_json(), "callback_due_at": _due_at(callback)}
+        row = self._one(queries.RECORD_CALLBACK, params)
         return None if row is None else _job(row)
 
     async def get(self, job_id: str) -> Job | None:
@@ -174,6 +182,14 @@ def _parse_cursor(cursor: str) -> int:
     if not cursor.isdigit():
         raise ValueError(f"cursor {cursor!r} is not one this worker handed out")
     return int(cursor)
+
+
+def _due_at(callback: CallbackStatus | None) -> float | None:
+    """When a callback is next due, for its index: 0 (as soon as its job ends) until it is first tried; None
+    once it is settled, or for a job without one."""
+    if callback is None or callback.state != CallbackState.PENDING:
+        return None
+    return to_epoch(callback.next_attempt_at) or 0.0
 
 
 def _job(row: sqlite3.Row) -> Job:
