@@ -76,7 +76,7 @@ def payload(job: Job) -> tuple[str, bytes]:
 
 
 class CallbackSender:
-    """Delivers the callbacks of jobs that have ended, in the background; `changed` listens to `JobSignals`."""
+    """Delivers the callbacks of jobs that have ended, in the background; `ended` listens to `JobSignals`."""
 
     def __init__(
         self,
@@ -102,13 +102,10 @@ class CallbackSender:
         self._broken: BaseException | None = None
         self._warned_unsigned = False
 
-    def changed(self, job_id: str) -> None:
-        """A job changed: it may have ended with a callback to deliver."""
-        self.wake()
-
-    def wake(self) -> None:
-        """Look for due deliveries now (e.g. after recovery ended jobs of the last run)."""
-        self._wake.set()
+    def ended(self, job: Job) -> None:
+        """A job has been stored in its final state (a `JobSignals` end listener): its callback is due now."""
+        if job.callback is not None:
+            self._wake.set()
 
     def next_change(self) -> asyncio.Event:
         """An event set when an attempt is next recorded; take it *before* looking at the job."""

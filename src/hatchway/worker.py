@@ -207,7 +207,7 @@ class Worker:
             timeout_s=settings.callback_timeout_s,
             worker_id=self.worker_id,
         )
-        self.signals.listeners.append(self.callbacks.changed)
+        self.signals.end_listeners.append(self.callbacks.ended)
         # Apart from the worker's stop: jobs that end while it drains have callbacks to send too.
         self._callbacks_stop = asyncio.Event()
         self._callbacks_task: asyncio.Task[None] | None = None
@@ -287,7 +287,6 @@ class Worker:
             try:
                 await self._recovery.run()
                 self._recovered = True
-                self.callbacks.wake()  # jobs the last run left may have ended just now
                 break
             except EngineError as exc:
                 log.error(

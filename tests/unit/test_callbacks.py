@@ -119,10 +119,14 @@ async def start_sender(store: MemoryStore) -> AsyncIterator[Callable[..., Callba
 
 
 async def callback_when(
-    sender: CallbackSender, store: MemoryStore, job_id: str, what: Callable[[CallbackStatus], bool]
+    sender: CallbackSender,
+    store: MemoryStore,
+    job_id: str,
+    what: Callable[[CallbackStatus], bool],
+    timeout_s: float = 30,
 ) -> CallbackStatus:
     """The job's callback once `what` holds for it (awaiting the sender's records, not polling)."""
-    async with asyncio.timeout(30):
+    async with asyncio.timeout(timeout_s):
         while True:
             changed = sender.next_change()
             job = await store.get(job_id)
@@ -171,6 +175,19 @@ async def test_a_receiver_failing_twice_gets_it_on_the_third_attempt_with_the_sa
     assert len({item.body for item in receiver.received}) == 1, "every attempt sends the same bytes"
     assert callback.state == CallbackState.DELIVERED
     assert (callback.attempts, callback.last_status) == (3, 200)
+
+
+async def test_a_job_that_ends_wakes_the_sender(
+    store: MemoryStore, ended: Callable[..., Job], receiver: Receiver, start_sender: Callable[..., CallbackSender]
+) -> None:
+    first, _ = await store.enqueue(ended("first"))
+    sender = start_sender()
+    await settled(sender, store, first.id)
+    await asyncio.sleep(0.2)  # it looks once more, finds nothing due, and waits: its safety net is 30 s away
+    job, _ = await store.enqueue(ended("second"))
+    sender.ended(job)
+    callback = await callback_when(sender, store, job.id, lambda item: item.state != CallbackState.PENDING, 10)
+    assert callback.state == CallbackState.DELIVERED and len(receiver.received) == 2
 
 
 async def test_a_refusal_is_final(
