@@ -246,7 +246,8 @@ class Settings(BaseSettings):
         description="Glob patterns a callback_url must match (http and https only).",
     )
     callback_secret: SecretStr | None = Field(
-        default=None, description="Signs every callback (X-Hatchway-Signature); without it callbacks go unsigned."
+        default=None,
+        description="Signs every callback (X-Hatchway-Signature), 16 characters or more; without it they go unsigned.",
     )
     callback_retry_s: float = Field(
         default=3600.0, ge=0, description="How long after a job ends its callback is retried (0: one attempt)."
