@@ -207,6 +207,9 @@ class JobRequest(BaseModel):
     )
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="Higher runs first.")
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    callback_url: CallbackUrl | None = Field(
+        default=None, description="POSTed the job's JSON once it has ended (http or https; see README, Callbacks)."
+    )
 
     @field_validator("command")
     @classmethod
@@ -243,6 +246,7 @@ class JobRequest(BaseModel):
 
 
 JobKind = Literal["job", "grade"]
+CallbackUrl = Annotated[str, Field(pattern=r"^https?://", max_length=4096)]
 
 
 class JobSpec(BaseModel):
@@ -267,6 +271,7 @@ class JobSpec(BaseModel):
     priority: int
     labels: dict[str, str]
     grade: GradeSpec | None = Field(default=None, description="For a grade: what to compile and judge, and how.")
+    callback_url: str | None = Field(default=None, description="Where the job's final state is POSTed.")
 
 
 class Resources(BaseModel):
@@ -294,6 +299,33 @@ class RunInfo(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     pooled: bool = Field(default=False, description="Whether a started container from a pool ran it.")
     sandbox: str | None = Field(default=None, description="The pooled container it ran in (its label), if one did.")
+
+
+class CallbackState(StrEnum):
+    """Where the delivery of a job's callback stands."""
+
+    PENDING = "pending"
+    """Not delivered yet: the job has not ended, or the receiver has not answered 2xx and the retry window is open."""
+    DELIVERED = "delivered"
+    """The receiver answered 2xx."""
+    FAILED = "failed"
+    """Given up: the receiver refused it (a 4xx other than 408 and 429), or kept failing past `callback_retry_s`."""
+
+
+class CallbackStatus(BaseModel):
+    """The delivery of a job's final state to its `callback_url`, as far as it has gone."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    delivery_id: str = Field(description="Sent as X-Hatchway-Delivery, the same on every attempt: deduplicate by it.")
+    state: CallbackState = CallbackState.PENDING
+    attempts: int = Field(default=0, description="POSTs made so far.")
+    last_status: int | None = Field(default=None, description="The HTTP status of the last answer (null: none).")
+    last_error: str | None = Field(default=None, description="Why the last attempt failed, if it did.")
+    last_attempt_at: datetime | None = None
+    next_attempt_at: datetime | None = Field(default=None, description="When a pending delivery is tried again.")
+    delivered_at: datetime | None = None
 
 
 class Job(BaseModel):
@@ -324,6 +356,9 @@ class Job(BaseModel):
     origin: str | None = Field(default=None, description="The job source it came from (null: the HTTP API).")
     external_id: str | None = Field(default=None, description="Its id at that source (a task's or submission's).")
     reported_at: datetime | None = Field(default=None, description="When its result reached its source.")
+    callback: CallbackStatus | None = Field(
+        default=None, description="The delivery of its final state to `callback_url`, if it has one."
+    )
     spec: JobSpec
 
     @computed_field  # type: ignore[prop-decorator]

@@ -44,6 +44,7 @@ class Policy:
         allowed_runtimes: Collection[str] = ("docker", "gvisor"),
         gvisor_fallback: bool = False,
         bundle_allowed_urls: Collection[str] = ("https://*", "http://*"),
+        callback_allowed_urls: Collection[str] = ("https://*", "http://*"),
         available_runtimes: Callable[[], Collection[str]] = lambda: ("docker", "gvisor"),
     ) -> None:
         self.allowed_images = allowed_images
@@ -55,6 +56,7 @@ class Policy:
         self.allowed_runtimes = allowed_runtimes
         self.gvisor_fallback = gvisor_fallback
         self.bundle_allowed_urls = bundle_allowed_urls
+        self.callback_allowed_urls = callback_allowed_urls
         self._available = available_runtimes
 
     @classmethod
@@ -72,6 +74,7 @@ class Policy:
             allowed_runtimes=allowed_runtimes,
             gvisor_fallback=settings.gvisor_fallback,
             bundle_allowed_urls=settings.bundle_allowed_urls,
+            callback_allowed_urls=settings.callback_allowed_urls,
             available_runtimes=available_runtimes,
         )
 
@@ -95,6 +98,20 @@ class Policy:
                 + ")"
             )
 
+    def require_callback_url(self, url: str) -> None:
+        """Raises InvalidRequest unless `url` may receive callbacks: an http or https URL without credentials that
+        matches `callback_allowed_urls`. A 422 rather than bundle_url's 403: a callback URL is the client's own
+        address, which it can correct, not something it asks this worker to fetch."""
+        try:
+            scheme = httpx.URL(url).scheme
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise InvalidRequest(f"callback_url is not a valid URL: {exc}") from exc
+        if scheme not in ("http", "https") or not url_matches(self.callback_allowed_urls, url):
+            raise InvalidRequest(
+                "callback_url is not allowed on this worker (http or https, no credentials in it, and it must match "
+                "one of: " + (", ".join(self.callback_allowed_urls) or "(none)") + ")"
+            )
+
     def admit(self, request: JobRequest) -> Admitted:
         """The normalised spec for `request`. Raises NotAllowed, LimitTooHigh, InputTooLarge, RuntimeUnavailable."""
         images = [request.image] if request.image is not None else []
@@ -107,6 +124,8 @@ class Policy:
             self.require_image(image)
         if request.bundle_url is not None:
             self.require_url(request.bundle_url, "bundle_url")
+        if request.callback_url is not None:
+            self.require_callback_url(request.callback_url)
         if request.network == "host" and not self.allow_host_network:
             raise NotAllowed('network "host" is not allowed on this worker; use "none"')
         runtime, warnings = self.choose_runtime(request.runtime)
@@ -144,6 +163,7 @@ class Policy:
             ports=request.ports,
             priority=request.priority,
             labels=request.labels,
+            callback_url=request.callback_url,
         )
         return Admitted(spec=spec, warnings=warnings)
 

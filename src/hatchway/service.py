@@ -10,7 +10,17 @@ import re
 from collections.abc import AsyncIterator, Callable
 
 from hatchway.errors import JobAlreadyFinished, JobConflict, JobNotFound, ShuttingDown
-from hatchway.models import Job, JobRequest, JobSpec, JobState, Reason, RunInfo, new_job_id, utcnow
+from hatchway.models import (
+    CallbackStatus,
+    Job,
+    JobRequest,
+    JobSpec,
+    JobState,
+    Reason,
+    RunInfo,
+    new_job_id,
+    utcnow,
+)
 from hatchway.output import OutputCapture
 from hatchway.policy import Policy
 from hatchway.runner import RunControl
@@ -27,6 +37,14 @@ def source_job_id(origin: str, external_id: str) -> str:
     """The job id of item `external_id` of source `origin`: readable, valid, and the same every time."""
     digest = hashlib.sha256(f"{origin}\0{external_id}".encode()).hexdigest()[:12]
     return f"{_UNSAFE.sub('-', origin)[:40]}.{_UNSAFE.sub('-', external_id)[:60]}.{digest}"
+
+
+def _new_callback(spec: JobSpec) -> CallbackStatus | None:
+    """A job's callback, pending from its submission on: its delivery is then due the moment the store records
+    the job's final state, in the same write."""
+    if spec.callback_url is None:
+        return None
+    return CallbackStatus(url=spec.callback_url, delivery_id=new_job_id())
 
 
 class JobService:
@@ -89,6 +107,7 @@ class JobService:
             spec=spec,
             origin=origin,
             external_id=external_id,
+            callback=_new_callback(spec),
         )
         stored, created = await self.store.enqueue(job)
         if not created and stored.spec != spec:

@@ -241,6 +241,18 @@ class Settings(BaseSettings):
         default_factory=lambda: ["https://*", "http://*"],
         description="Glob patterns a bundle_url must match; file:// bundles need a pattern of their own.",
     )
+    callback_allowed_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["https://*", "http://*"],
+        description="Glob patterns a callback_url must match (http and https only).",
+    )
+    callback_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs every callback (X-Hatchway-Signature), 16 characters or more; without it they go unsigned.",
+    )
+    callback_retry_s: float = Field(
+        default=3600.0, ge=0, description="How long after a job ends its callback is retried (0: one attempt)."
+    )
+    callback_timeout_s: float = Field(default=10.0, gt=0, description="How long one callback attempt may take.")
     bundle_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Largest bundle download.")
     bundle_timeout_s: float = Field(default=120.0, gt=0)
     bundle_max_unpacked_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
@@ -276,7 +288,9 @@ class Settings(BaseSettings):
         default=600.0, gt=0, description="How long a recently run image keeps its pool without a job."
     )
 
-    @field_validator("allowed_images", "allowed_runtimes", "bundle_allowed_urls", mode="before")
+    @field_validator(
+        "allowed_images", "allowed_runtimes", "bundle_allowed_urls", "callback_allowed_urls", mode="before"
+    )
     @classmethod
     def _split_patterns(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -305,6 +319,13 @@ class Settings(BaseSettings):
         low, high = value
         if not 1024 <= low <= high <= 65535:
             raise ValueError("must be LOW-HIGH with 1024 <= LOW <= HIGH <= 65535")
+        return value
+
+    @field_validator("callback_secret")
+    @classmethod
+    def _usable_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < TOKEN_MIN_LENGTH:
+            raise ValueError(f"must be at least {TOKEN_MIN_LENGTH} characters long (openssl rand -hex 32 makes one)")
         return value
 
     @field_validator("api_tokens")

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from hatchway import __version__
 from hatchway.artifacts import ArtifactStore
 from hatchway.bundles import BundleCache
+from hatchway.callbacks import CallbackSender
 from hatchway.controller import ControllerLink
 from hatchway.engines.base import Engine, Found, ImageService
 from hatchway.errors import EngineError
@@ -199,6 +200,17 @@ class Worker:
                 interval_s=settings.heartbeat_interval_s,
             )
             self.signals.listeners.append(self.controller.changed)
+        self.callbacks = CallbackSender(
+            store=store,
+            secret=settings.callback_secret,
+            retry_s=settings.callback_retry_s,
+            timeout_s=settings.callback_timeout_s,
+            worker_id=self.worker_id,
+        )
+        self.signals.end_listeners.append(self.callbacks.ended)
+        # Apart from the worker's stop: jobs that end while it drains have callbacks to send too.
+        self._callbacks_stop = asyncio.Event()
+        self._callbacks_task: asyncio.Task[None] | None = None
         self.services = Services(worker_id=self.worker_id)
         self._on_close = on_close
         self._stop = self.services.stopping
@@ -225,6 +237,7 @@ class Worker:
         if self.controller is not None:
             self.services.start("controller", self.controller.run(self._stop))
         self.services.start("maintenance", self._maintain())
+        self._callbacks_task = self.services.start("callbacks", self.callbacks.run(self._callbacks_stop))
         self.jobs.accepting = True
         log.info("worker started", extra={"event": "worker_started", "worker_id": self.worker_id})
 
@@ -250,6 +263,9 @@ class Worker:
             await asyncio.wait(pending, timeout=self.settings.kill_grace_s + _CLEAN_UP_S)
         if self._source_tasks:  # every job has ended: its result goes to its source now, if the source answers
             await asyncio.wait(self._source_tasks, timeout=_REPORT_GRACE_S)
+        self._callbacks_stop.set()  # a last try for each pending callback; the rest wait in the store
+        if self._callbacks_task is not None:
+            await asyncio.wait([self._callbacks_task], timeout=_REPORT_GRACE_S)
         await self.pools.close()
         await asyncio.to_thread(self._volume_stock.clear)
         await self.services.stop()

@@ -96,6 +96,10 @@ def test_client_commands_against_a_worker(server: Server) -> None:
     assert killed["state"] == "killed"
     missing = hatchway("status", *url, "no-such-job")
     assert missing.returncode == 1 and "404" in missing.stderr and "Traceback" not in missing.stderr
+    hooked = hatchway("submit", *url, "--json", "--callback-url", "http://127.0.0.1:9/hook", BUSYBOX, "--", "true")
+    assert json.loads(hooked.stdout)["callback"]["url"] == "http://127.0.0.1:9/hook"
+    refused = hatchway("submit", *url, "--callback-url", "http://user:pw@127.0.0.1:9/hook", BUSYBOX, "--", "true")
+    assert refused.returncode == 1 and "callback_url" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_logs_keep_the_jobs_streams_apart(server: Server) -> None:

@@ -1,4 +1,4 @@
-"""Fake masters the worker pulls work from, speaking real HTTP on 127.0.0.1."""
+"""Fake masters the worker pulls work from, and fake receivers of its callbacks, speaking real HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 

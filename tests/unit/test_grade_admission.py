@@ -78,6 +78,13 @@ def test_policy_applies_to_profile_images_and_problem_urls(admit: Callable[..., 
         admit(tests=None, problem_url="file:///srv/problem.zip", policy={"bundle_allowed_urls": ["https://*"]})
 
 
+def test_a_callback_url_passes_the_callback_policy(admit: Callable[..., Any]) -> None:
+    spec, _ = admit(callback_url="http://127.0.0.1:8000/hook")
+    assert spec.callback_url == "http://127.0.0.1:8000/hook"
+    with pytest.raises(InvalidRequest, match="callback_url"):
+        admit(callback_url="http://127.0.0.1:8000/hook", policy={"callback_allowed_urls": ["https://*"]})
+
+
 def test_a_custom_checker_needs_a_known_language(admit: Callable[..., Any]) -> None:
     spec, _ = admit(checker={"type": "custom", "language": "python", "code": "print(1)"})
     assert spec.grade.checker_profile.name == "python"

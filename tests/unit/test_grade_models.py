@@ -293,6 +293,7 @@ def test_a_grade_result_serialises_to_the_documented_keys() -> None:
             "tests",
             "groups",
             "message",
+            "callback",
         ]
     )
     assert list(body["tests"][0]) == [

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from pydantic import ValidationError
 
-from hatchway.errors import InputTooLarge, LimitTooHigh, NotAllowed
+from hatchway.errors import InputTooLarge, InvalidRequest, LimitTooHigh, NotAllowed
 from hatchway.models import JobRequest, Limits, ResolvedLimits
 from hatchway.policy import Policy
 
@@ -171,3 +172,27 @@ def test_file_urls_cannot_climb_out_of_an_allowed_folder() -> None:
 
     assert url_matches(["file:///srv/bundles/*"], "file:///srv/bundles/a.tar.gz")
     assert not url_matches(["file:///srv/bundles/*"], "file:///srv/bundles/../../etc/passwd")
+
+
+def test_a_callback_url_passes_the_callback_policy_into_the_spec(
+    make_policy: MakePolicy, make_request: MakeRequest
+) -> None:
+    policy = make_policy(callback_allowed_urls=["http://127.0.0.1:*", "https://hooks.example/*"])
+    spec = policy.admit(make_request(callback_url="http://127.0.0.1:8000/hook?x=1")).spec
+    assert spec.callback_url == "http://127.0.0.1:8000/hook?x=1"
+    assert policy.admit(make_request()).spec.callback_url is None
+    for refused in (
+        "http://127.0.0.2:8000/hook",  # no pattern allows it
+        "http://user:pw@127.0.0.1:8000/hook",  # credentials
+        "http://127.0.0.1:1@hooks.example/hook",  # userinfo dressed up as an allowed host
+        "https://hooks.example:99999/",  # not a URL at all
+    ):
+        with pytest.raises(InvalidRequest, match="callback_url"):
+            policy.admit(make_request(callback_url=refused))
+
+
+def test_a_callback_url_is_http_or_https_whatever_the_patterns_say(make_policy: MakePolicy) -> None:
+    with pytest.raises(InvalidRequest, match="http or https"):
+        make_policy(callback_allowed_urls=["*"]).require_callback_url("ftp://127.0.0.1/hook")
+    with pytest.raises(ValidationError, match="callback_url"):
+        JobRequest(image="alpine:3", command=["true"], callback_url="file:///tmp/hook")

@@ -339,3 +339,25 @@ def test_an_api_on_loopback_with_tokens_or_allowed_open_may_serve(
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     check_exposure(load_settings())
+
+
+def test_callback_settings_and_their_secret(monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig) -> None:
+    defaults = load_settings()
+    assert defaults.callback_secret is None
+    assert (defaults.callback_retry_s, defaults.callback_timeout_s) == (3600, 10)
+    assert defaults.callback_allowed_urls == ["https://*", "http://*"]
+    secret = "callback-secret-" + "x" * 16
+    monkeypatch.setenv("HATCHWAY_CALLBACK_SECRET", secret)
+    monkeypatch.setenv("HATCHWAY_CALLBACK_ALLOWED_URLS", "https://hooks.example/*, http://127.0.0.1:*")
+    settings = load_settings(write_config("callback_retry_s: 60\ncallback_timeout_s: 2.5\n"))
+    assert settings.callback_secret is not None and settings.callback_secret.get_secret_value() == secret
+    assert settings.callback_allowed_urls == ["https://hooks.example/*", "http://127.0.0.1:*"]
+    assert (settings.callback_retry_s, settings.callback_timeout_s) == (60, 2.5)
+    assert secret not in repr(settings) and secret not in settings.model_dump_json()
+
+
+def test_a_short_callback_secret_is_refused_without_showing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HATCHWAY_CALLBACK_SECRET", "guessable")
+    with pytest.raises(ConfigError, match=r"callback_secret \(HATCHWAY_CALLBACK_SECRET\): .*at least 16") as caught:
+        load_settings()
+    assert "guessable" not in str(caught.value)

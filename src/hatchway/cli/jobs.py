@@ -37,6 +37,7 @@ def add_job_commands(commands: Any, remote_options: argparse.ArgumentParser) -> 
     submit_cmd.add_argument("--id")
     submit_cmd.add_argument("--priority", type=int)
     submit_cmd.add_argument("--label", action="append", metavar="KEY=VALUE")
+    submit_cmd.add_argument("--callback-url", help="where the worker POSTs the job once it has ended")
     submit_cmd.add_argument("--wait", action="store_true", help="stream the output; exit with the job's code")
     submit_cmd.set_defaults(handler=submit)
 

@@ -66,6 +66,8 @@ def job_request(args: argparse.Namespace) -> JobRequest:
         fields["priority"] = args.priority
     if getattr(args, "label", None):
         fields["labels"] = dict(pairs(args.label, "=", "--label"))
+    if getattr(args, "callback_url", None):
+        fields["callback_url"] = args.callback_url
     try:
         return JobRequest.model_validate(fields)
     except ValidationError as exc:

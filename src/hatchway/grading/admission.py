@@ -45,6 +45,8 @@ class GradeAdmission:
             self._policy.require_image(checker_profile.image)
         if request.problem_url is not None:
             self._policy.require_url(request.problem_url, "problem_url")
+        if request.callback_url is not None:
+            self._policy.require_callback_url(request.callback_url)
         runtime, warnings = self._policy.choose_runtime(request.runtime)
         cases = request.cases
         limits = resolve_limits(request.limits, self._defaults, self._maximums, tests=cases or ())
@@ -73,6 +75,7 @@ class GradeAdmission:
             runtime=runtime,
             priority=request.priority,
             labels=request.labels,
+            callback_url=request.callback_url,
             grade=GradeSpec(
                 profile=profile,
                 files=files,

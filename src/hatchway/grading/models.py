@@ -15,7 +15,17 @@ from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field,
 from hatchway.errors import LimitTooHigh
 from hatchway.grading.profiles import Profile
 from hatchway.grading.verdicts import GroupResult, Verdict, check_groups
-from hatchway.models import CleanStr, JobId, JobState, LabelKey, LabelValue, RelativePath, Runtime
+from hatchway.models import (
+    CallbackStatus,
+    CallbackUrl,
+    CleanStr,
+    JobId,
+    JobState,
+    LabelKey,
+    LabelValue,
+    RelativePath,
+    Runtime,
+)
 
 CHALLENGE_LABEL = "challenge"
 """The label a grader pool's `challengeId` is kept under."""
@@ -266,6 +276,9 @@ class GradeRequest(BaseModel):
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="Higher runs first.")
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
     runtime: Runtime = Field(default="auto", description="docker (runc), gvisor (runsc), or auto.")
+    callback_url: CallbackUrl | None = Field(
+        default=None, description="POSTed the grading's JSON once it has ended (see README, Callbacks)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -424,6 +437,9 @@ class GradeResult(GradeReport):
 
     id: str
     state: JobState
+    callback: CallbackStatus | None = Field(
+        default=None, description="The delivery of its result to `callback_url`, if it has one."
+    )
 
 
 class GradeSpec(BaseModel):

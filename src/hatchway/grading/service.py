@@ -74,4 +74,4 @@ def result_of(job: Job) -> GradeResult:
     if report is None:
         spec = job.spec.grade
         report = GradeReport(total=len(spec.tests) if spec is not None and spec.tests is not None else 0)
-    return GradeResult(id=job.id, state=job.state, **report.model_dump())
+    return GradeResult(id=job.id, state=job.state, callback=job.callback, **report.model_dump())

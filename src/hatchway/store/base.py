@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from hatchway.models import Job, JobKind, JobState, Outcome, Resources, RunInfo
+from hatchway.models import CallbackStatus, Job, JobKind, JobState, Outcome, Resources, RunInfo
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,20 @@ class JobStore(Protocol):
 
     async def mark_reported(self, job_id: str, reported_at: datetime) -> Job | None:
         """Its source has the job's result; None if the job has not ended or was reported already."""
+        ...
+
+    async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:
+        """Jobs that have ended whose callback is pending and due by `now` (not tried yet, or its
+        `next_attempt_at` has come), soonest due first (then oldest), at most `limit`."""
+        ...
+
+    async def next_callback_at(self, after: datetime) -> datetime | None:
+        """When the soonest pending callback of an ended job that is due only after `after` falls due; None if
+        there is none."""
+        ...
+
+    async def record_callback(self, job_id: str, callback: CallbackStatus) -> Job | None:
+        """Record how a delivery of the job's callback went; None if it has no pending callback."""
         ...
 
     async def find(self, query: JobQuery) -> JobPage:

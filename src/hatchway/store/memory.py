@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import heapq
-from datetime import datetime
+from datetime import UTC, datetime
 
-from hatchway.models import ACTIVE_STATES, Job, JobState, Outcome, Reason, Resources, RunInfo
+from hatchway.models import (
+    ACTIVE_STATES,
+    CallbackState,
+    CallbackStatus,
+    Job,
+    JobState,
+    Outcome,
+    Reason,
+    Resources,
+    RunInfo,
+)
 from hatchway.store.base import JobPage, JobQuery
+
+_LONG_AGO = datetime.fromtimestamp(0, UTC)  # a callback not tried yet is due as soon as its job ends
 
 
 class MemoryStore:
@@ -42,6 +54,26 @@ class MemoryStore:
         if job is None or job.reported_at is not None or not job.state.is_final:
             return None
         return self._update(job, reported_at=reported_at)
+
+    async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:
+        due = [(at, self._seq[job.id], job) for job in self._ended_with_callbacks() if (at := _due_at(job)) <= now]
+        return [job for _, _, job in sorted(due, key=lambda item: item[:2])][:limit]
+
+    async def next_callback_at(self, after: datetime) -> datetime | None:
+        return min((at for job in self._ended_with_callbacks() if (at := _due_at(job)) > after), default=None)
+
+    def _ended_with_callbacks(self) -> list[Job]:
+        return [
+            job
+            for job in self._jobs.values()
+            if job.callback is not None and job.callback.state == CallbackState.PENDING and job.state.is_final
+        ]
+
+    async def record_callback(self, job_id: str, callback: CallbackStatus) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.callback is None or job.callback.state != CallbackState.PENDING:
+            return None
+        return self._update(job, callback=callback)
 
     async def find(self, query: JobQuery) -> JobPage:
         if query.cursor is not None and not query.cursor.isdigit():
@@ -131,3 +163,8 @@ class MemoryStore:
         updated = Job.model_validate({**job.model_dump(), **changes})
         self._jobs[job.id] = updated
         return updated
+
+
+def _due_at(job: Job) -> datetime:
+    assert job.callback is not None
+    return job.callback.next_attempt_at or _LONG_AGO

@@ -1,6 +1,6 @@
 """Every SQL statement of the SQLite store, by name."""
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -27,11 +27,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     grade            TEXT,
     origin           TEXT,
     external_id      TEXT,
-    reported_at      REAL
+    reported_at      REAL,
+    callback         TEXT,
+    callback_due_at  REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (priority DESC, seq) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_outbox ON jobs (origin, seq) WHERE origin IS NOT NULL AND reported_at IS NULL;
+CREATE INDEX IF NOT EXISTS jobs_callbacks ON jobs (callback_due_at) WHERE callback_due_at IS NOT NULL;
 """
 
 # Schema version -> the statements that bring the previous version up to it.
@@ -46,13 +49,17 @@ MIGRATIONS = {
         "ALTER TABLE jobs ADD COLUMN external_id TEXT",
         "ALTER TABLE jobs ADD COLUMN reported_at REAL",
     ],
+    5: [  # a callback's delivery (JSON), and when it is next due while it is pending; the index is in SCHEMA
+        "ALTER TABLE jobs ADD COLUMN callback TEXT",
+        "ALTER TABLE jobs ADD COLUMN callback_due_at REAL",
+    ],
 }
 
 INSERT = """
 INSERT INTO jobs (id, state, priority, created_at, labels, spec, run, origin, external_id, reason, message,
-    finished_at)
+    finished_at, callback, callback_due_at)
 VALUES (:id, :state, :priority, :created_at, :labels, :spec, :run, :origin, :external_id, :reason, :message,
-    :finished_at)
+    :finished_at, :callback, :callback_due_at)
 ON CONFLICT (id) DO NOTHING
 RETURNING *
 """
@@ -111,6 +118,21 @@ ORDER BY seq
 MARK_REPORTED = """
 UPDATE jobs SET reported_at = :reported_at
 WHERE id = :id AND reported_at IS NULL AND state IN ('succeeded', 'failed', 'killed')
+RETURNING *
+"""
+
+DUE_CALLBACKS = """
+SELECT * FROM jobs WHERE callback_due_at <= :now AND state IN ('succeeded', 'failed', 'killed')
+ORDER BY callback_due_at, seq LIMIT :limit
+"""
+
+NEXT_CALLBACK_AT = """
+SELECT min(callback_due_at) FROM jobs WHERE callback_due_at > :after AND state IN ('succeeded', 'failed', 'killed')
+"""
+
+RECORD_CALLBACK = """
+UPDATE jobs SET callback = :callback, callback_due_at = :callback_due_at
+WHERE id = :id AND callback_due_at IS NOT NULL
 RETURNING *
 """
 

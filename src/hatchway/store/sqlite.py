@@ -14,7 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from hatchway.grading.models import GradeReport
-from hatchway.models import Job, JobSpec, JobState, Outcome, Resources, RunInfo, from_epoch, to_epoch
+from hatchway.models import (
+    CallbackState,
+    CallbackStatus,
+    Job,
+    JobSpec,
+    JobState,
+    Outcome,
+    Resources,
+    RunInfo,
+    from_epoch,
+    to_epoch,
+)
 from hatchway.store import queries
 from hatchway.store.base import JobPage, JobQuery
 
@@ -60,6 +71,8 @@ class SqliteStore:
                 "reason": None if job.reason is None else job.reason.value,
                 "message": job.message,
                 "finished_at": None if job.finished_at is None else to_epoch(job.finished_at),
+                "callback": None if job.callback is None else job.callback.model_dump_json(),
+                "callback_due_at": _due_at(job.callback),
             },
         )
         if row is not None:
@@ -74,6 +87,19 @@ class SqliteStore:
 
     async def mark_reported(self, job_id: str, reported_at: datetime) -> Job | None:
         row = self._one(queries.MARK_REPORTED, {"id": job_id, "reported_at": to_epoch(reported_at)})
+        return None if row is None else _job(row)
+
+    async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:
+        rows = self._db.execute(queries.DUE_CALLBACKS, {"now": to_epoch(now), "limit": limit}).fetchall()
+        return [_job(row) for row in rows]
+
+    async def next_callback_at(self, after: datetime) -> datetime | None:
+        found: float | None = self._db.execute(queries.NEXT_CALLBACK_AT, {"after": to_epoch(after)}).fetchone()[0]
+        return from_epoch(found)
+
+    async def record_callback(self, job_id: str, callback: CallbackStatus) -> Job | None:
+        params = {"id": job_id, "callback": callback.model_dump_json(), "callback_due_at": _due_at(callback)}
+        row = self._one(queries.RECORD_CALLBACK, params)
         return None if row is None else _job(row)
 
     async def get(self, job_id: str) -> Job | None:
@@ -158,6 +184,14 @@ def _parse_cursor(cursor: str) -> int:
     return int(cursor)
 
 
+def _due_at(callback: CallbackStatus | None) -> float | None:
+    """When a callback is next due, for its index: 0 (as soon as its job ends) until it is first tried; None
+    once it is settled, or for a job without one."""
+    if callback is None or callback.state != CallbackState.PENDING:
+        return None
+    return to_epoch(callback.next_attempt_at) or 0.0
+
+
 def _job(row: sqlite3.Row) -> Job:
     spec = JobSpec.model_validate_json(row["spec"])
     return Job(
@@ -184,5 +218,6 @@ def _job(row: sqlite3.Row) -> Job:
         origin=row["origin"],
         external_id=row["external_id"],
         reported_at=from_epoch(row["reported_at"]),
+        callback=None if row["callback"] is None else CallbackStatus.model_validate_json(row["callback"]),
         spec=spec,
     )
