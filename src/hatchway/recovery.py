@@ -34,12 +34,14 @@ class Recovery:
         engines: Mapping[str, Engine],
         worker_id: str,
         resume: Callable[[Job, Found], None],
+        changed: Callable[[str], None] = lambda job_id: None,
         stale_dirs: Iterable[Path] = (),
         sweep_volumes: Callable[[set[str]], list[str]] = lambda keep: [],
     ) -> None:
         self._store = store
         self._engines = engines
         self._worker_id = worker_id
+        self._changed = changed
         self._resume = resume
         self._stale_dirs = list(stale_dirs)
         self._sweep_volumes = sweep_volumes
@@ -81,6 +83,7 @@ class Recovery:
         if job.state == JobState.BUILDING or job.spec.kind == "grade":
             # It never started, or it can safely run again from scratch: do what the client wanted.
             await self._store.requeue_lost(job.id)
+            self._changed(job.id)
             self._log("job_requeued", job.id)
             return
         await self._store.finish(
@@ -92,6 +95,7 @@ class Recovery:
             ),
             utcnow(),
         )
+        self._changed(job.id)
         self._log("job_lost", job.id)
 
     async def reap(self, active: Container[str]) -> None:

@@ -10,8 +10,9 @@ import re
 from collections.abc import AsyncIterator, Callable
 
 from hatchway.errors import JobAlreadyFinished, JobConflict, JobNotFound, ShuttingDown
-from hatchway.models import Job, JobRequest, JobSpec, JobState, Reason, RunInfo, new_job_id, utcnow
+from hatchway.models import Job, JobRequest, JobSpec, JobState, Reason, RunInfo, Stream, new_job_id, utcnow
 from hatchway.output import OutputCapture
+from hatchway.output_times import LineTimes
 from hatchway.policy import Policy
 from hatchway.runner import RunControl
 from hatchway.signals import JobSignals
@@ -171,7 +172,9 @@ class JobService:
             origin=origin,
             external_id=external_id,
         )
-        stored, _ = await self.store.enqueue(job)
+        stored, created = await self.store.enqueue(job)
+        if created:
+            self.signals.notify(stored.id)
         self._log("job_refused", stored.id, why=message)
         return stored
 
@@ -207,6 +210,10 @@ class JobService:
             for waiter in waiters:
                 waiter.cancel()
         yield False
+
+    async def output_times(self, job_id: str) -> dict[Stream, LineTimes]:
+        """When each line of an ended job's output was written, per stream, as far as is known."""
+        return await self.store.output_times(job_id)
 
     def capture(self, job_id: str) -> OutputCapture | None:
         """The live output of an active job, if it has started producing any."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from hatchway import __version__
-from hatchway.api import grades, images, jobs, system
+from hatchway.api import events, grades, images, jobs, system
 from hatchway.api.auth import install_authentication
 from hatchway.api.errors import install_error_handlers
 from hatchway.worker import Worker
@@ -24,5 +24,6 @@ def create_app(worker: Worker) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(images.router)
     app.include_router(grades.router)
+    app.include_router(events.router)
     install_authentication(app, worker.settings.api_tokens)
     return app

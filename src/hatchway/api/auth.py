@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 POLICY: Mapping[tuple[str, str], Role | None] = {
     ("GET", "/health"): None,  # open: anyone may call it, with or without a token
+    ("GET", "/events"): Role.READ,
     ("POST", "/jobs"): Role.SUBMIT,
     ("POST", "/grade"): Role.SUBMIT,
     ("DELETE", "/jobs/{job_id}"): Role.ADMIN,
