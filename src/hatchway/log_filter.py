@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import re2  # type: ignore[import-untyped]
-
 from hatchway.models import utcnow
 
 MAX_PATTERN_CHARS = 1000
@@ -25,7 +23,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def _options() -> Any:
+def _options(re2: Any) -> Any:
     options = re2.Options()
     options.log_errors = False
     options.max_mem = _PATTERN_MEMORY_BYTES
@@ -65,8 +63,10 @@ def compile_pattern(pattern: str) -> Any:
     """`pattern` compiled for RE2. Raises ValueError with a sentence a client can act on."""
     if len(pattern) > MAX_PATTERN_CHARS:
         raise ValueError(f"grep may be at most {MAX_PATTERN_CHARS} characters long, not {len(pattern)}")
+    import re2  # type: ignore[import-untyped]  # on first use: the library costs a worker ~3 MB that never greps
+
     try:
-        return re2.compile(pattern, _options())
+        return re2.compile(pattern, _options(re2))
     except re2.error as exc:
         detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise ValueError(
