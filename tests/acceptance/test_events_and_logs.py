@@ -168,3 +168,21 @@ def test_bad_log_filters_are_refused_saying_why(server: Server) -> None:
     started = time.monotonic()
     assert logs(server, "no-such-job", grep="x").status_code == 404
     assert time.monotonic() - started < 30
+
+
+def test_line_times_survive_a_kill_9(start_server: ServerFactory) -> None:
+    server = start_server()
+    job = server.post_job(image=BUSYBOX, command="echo before; sleep 4; echo after").json()
+    server.wait_state(job["id"], "running")
+    deadline = time.monotonic() + 30
+    while logs(server, job["id"]).text != "before\n":
+        assert time.monotonic() < deadline, "the job's first line never came"
+        time.sleep(0.1)
+    printed_by = time.time()
+    server.kill9()
+    server.start()
+    finished = server.wait_state(job["id"], "succeeded", "failed")
+    assert finished["stdout"] == "before\nafter\n"
+    # The new worker reads the output again from the engine: "before" keeps the time the first worker saw.
+    assert logs(server, job["id"], until=str(printed_by)).text == "before\n"
+    assert logs(server, job["id"], since=str(printed_by)).text == "after\n"
