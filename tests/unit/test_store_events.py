@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -50,7 +50,8 @@ async def test_a_job_s_life_is_told_by_its_events_in_order(store: JobStore, make
     assert (finished.state, finished.reason, finished.worker_id) == (JobState.FAILED, Reason.EXIT_CODE, "w1")
     assert finished.kind == "job" and finished.labels == {"team": "x"} and finished.job_id == "a"
     assert batch.events[0].worker_id is None
-    assert all(before <= e.time <= datetime.now(UTC) for e in batch.events)
+    # SQLite's clock has milliseconds only.
+    assert all(before - timedelta(milliseconds=1) <= e.time <= datetime.now(UTC) for e in batch.events)
     assert (batch.oldest_id, batch.newest_id) == (1, 4)
 
 
