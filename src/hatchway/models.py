@@ -405,6 +405,8 @@ class Outcome(BaseModel):
     build_output: str = ""
     resources: Resources = Field(default_factory=Resources)
     grade: GradeReport | None = None
+    output_times: dict[Stream, list[int]] = Field(default_factory=dict)
+    """When each line was written, per stream: `LineTimes.encode()` (see output_times.py)."""
 
 
 def utcnow() -> datetime:

@@ -84,6 +84,7 @@ class Recovery:
         if job.state == JobState.BUILDING or job.spec.kind == "grade":
             # It never started, or it can safely run again from scratch: do what the client wanted.
             await self._store.requeue_lost(job.id)
+            self._signals.notify(job.id)
             self._log("job_requeued", job.id)
             return
         lost = await self._store.finish(
@@ -95,6 +96,7 @@ class Recovery:
             ),
             utcnow(),
         )
+        self._signals.notify(job.id)
         if lost is not None:
             self._signals.ended(lost)
         self._log("job_lost", job.id)

@@ -197,7 +197,7 @@ class JobRunner:
     async def resume(self, job: Job, found: Found, control: RunControl) -> Job:
         """Pick up a job whose container outlived a worker restart, as if nothing had happened."""
         self._log("job_reattached", job.id)
-        capture = self.capture(job, control)
+        capture = self.capture(job, control, recovered=True)
         control.engine, control.handle = self._engines[found.engine], found.handle
         control.volume = self._volumes.volumes.find(job.id)
         if job.run.sandbox is not None and self._pooled is not None:
@@ -211,6 +211,7 @@ class JobRunner:
                 assert found.started_at is not None
                 run = RunInfo(engine=found.engine, image=job.spec.image)
                 running = await self._store.mark_running(job.id, found.started_at, run) or job
+                self._signals.notify(job.id)
             return await self._supervise(running, control, capture)
         except RunNeverStarted as exc:
             requeued = await self._store.requeue_lost(job.id)
@@ -336,7 +337,8 @@ class JobRunner:
     async def finish(self, job: Job, outcome: Outcome, capture: OutputCapture | None) -> Job:
         """Store how the job ended, once; if someone else ended it first, theirs is the true record."""
         if capture is not None:
-            outcome = outcome.model_copy(update={"build_output": capture.text(Stream.BUILD)})
+            times = {stream: line_times.encode() for stream, line_times in capture.times().items() if line_times}
+            outcome = outcome.model_copy(update={"build_output": capture.text(Stream.BUILD), "output_times": times})
         finished = await self._store.finish(job.id, outcome, utcnow())
         self._log(
             "job_finished",
@@ -350,14 +352,16 @@ class JobRunner:
         self._signals.ended(finished)
         return finished
 
-    def capture(self, job: Job, control: RunControl) -> OutputCapture:
-        """The job's live output, capped per stream, visible to followers through `control`."""
+    def capture(self, job: Job, control: RunControl, *, recovered: bool = False) -> OutputCapture:
+        """The job's live output, capped per stream, visible to followers through `control`; `recovered`: the job
+        is taken up after a restart, and the times the last worker recorded for its output are kept."""
         capture = OutputCapture(
             self._output_dir / job.id,
             cap_bytes=job.spec.limits.output_bytes,
             loop=asyncio.get_running_loop(),
             on_limit=control.output_limit.set,
             build=job.spec.kind == "grade" or job.spec.build is not None,
+            recovered=recovered,
         )
         control.capture = capture
         return capture

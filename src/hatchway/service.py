@@ -18,10 +18,12 @@ from hatchway.models import (
     JobState,
     Reason,
     RunInfo,
+    Stream,
     new_job_id,
     utcnow,
 )
 from hatchway.output import OutputCapture
+from hatchway.output_times import LineTimes
 from hatchway.policy import Policy
 from hatchway.runner import RunControl
 from hatchway.signals import JobSignals
@@ -194,6 +196,7 @@ class JobService:
         )
         stored, created = await self.store.enqueue(job)
         if created:
+            self.signals.notify(stored.id)
             self.signals.ended(stored)
         self._log("job_refused", stored.id, why=message)
         return stored
@@ -230,6 +233,10 @@ class JobService:
             for waiter in waiters:
                 waiter.cancel()
         yield False
+
+    async def output_times(self, job_id: str) -> dict[Stream, LineTimes]:
+        """When each line of an ended job's output was written, per stream, as far as is known."""
+        return await self.store.output_times(job_id)
 
     def capture(self, job_id: str) -> OutputCapture | None:
         """The live output of an active job, if it has started producing any."""

@@ -275,6 +275,9 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=30.0, ge=0, description="How long running jobs may finish.")
     image_pull_timeout_s: float = Field(default=300.0, gt=0)
     max_wait_s: float = Field(default=3600.0, gt=0, description="Longest ?wait=true a client may ask.")
+    events_keep: int = Field(
+        default=100_000, ge=1, description="Lifecycle events kept for GET /events to replay (the newest)."
+    )
     poll_interval_s: float = Field(default=5.0, gt=0, description="Scheduler's safety-net wake-up.")
     log_level: str = "INFO"
 

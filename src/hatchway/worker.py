@@ -17,6 +17,7 @@ from hatchway.callbacks import CallbackSender
 from hatchway.controller import ControllerLink
 from hatchway.engines.base import Engine, Found, ImageService
 from hatchway.errors import EngineError
+from hatchway.event_feed import EventFeed
 from hatchway.grading.admission import GradeAdmission
 from hatchway.grading.archive import ProblemArchives
 from hatchway.grading.profiles import resolve_profiles
@@ -214,6 +215,7 @@ class Worker:
         self.services = Services(worker_id=self.worker_id)
         self._on_close = on_close
         self._stop = self.services.stopping
+        self.event_feed = EventFeed(store, self.signals, stopping=self._stop)
 
     @property
     def accepting(self) -> bool:
@@ -233,6 +235,7 @@ class Worker:
             await self.health.probe()
         else:
             self.health.assume_working()
+        await self.store.prune_events(self.settings.events_keep)
         self.services.start("scheduler", self._schedule())
         if self.controller is not None:
             self.services.start("controller", self.controller.run(self._stop))
@@ -329,11 +332,13 @@ class Worker:
             await self._recovery.reap(set(self._controls) | pooled)
 
     async def _maintain(self) -> None:
-        """Now and then: expire old artifacts, keep the image cache in its budget, re-probe failed engines."""
+        """Now and then: expire old artifacts and events, keep the image cache in its budget, re-probe failed
+        engines."""
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), _MAINTENANCE_INTERVAL_S)
                 return
+            await self.store.prune_events(self.settings.events_keep)
             expired = await asyncio.to_thread(self.artifacts.expire)
             if expired:
                 log.info("artifacts expired", extra={"event": "artifacts_expired", "count": len(expired)})
@@ -352,6 +357,7 @@ class Worker:
     def _launch(self, job: Job) -> Awaitable[None]:
         # The control exists from the moment the job is claimed, so a kill can never miss it.
         control = self._controls[job.id] = RunControl(job.id)
+        self.signals.notify(job.id)  # claimed: it is building now
         runner = self._grader if job.spec.kind == "grade" else self._runner
         return self._controlled(job.id, runner.run(job, control))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from hatchway import __version__
-from hatchway.api import grades, images, jobs, system
+from hatchway.api import events, grades, images, jobs, system
 from hatchway.api.auth import install_authentication
 from hatchway.api.errors import document_errors, install_error_handlers
 from hatchway.observability.metrics import MetricsMiddleware
@@ -27,6 +27,7 @@ def create_app(worker: Worker) -> FastAPI:
     app.include_router(images.router)
     app.include_router(grades.router)
     app.include_router(dashboard.router)
+    app.include_router(events.router)
     install_authentication(app, worker.settings.api_tokens)
     document_errors(app)
     # Outermost, so that refused requests are counted too.

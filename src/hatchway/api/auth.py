@@ -34,6 +34,7 @@ POLICY: Mapping[tuple[str, str], Role | None] = {
     # everything it shows from the API with the user's token.
     ("GET", "/"): None,
     ("GET", "/ui/{name}"): None,
+    ("GET", "/events"): Role.READ,
     ("POST", "/jobs"): Role.SUBMIT,
     ("POST", "/grade"): Role.SUBMIT,
     ("DELETE", "/jobs/{job_id}"): Role.ADMIN,

@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from hatchway.api.schemas import ArtifactInfo, JobList
 from hatchway.errors import InvalidRequest
+from hatchway.log_filter import MAX_PATTERN_CHARS, log_filter
 from hatchway.logs import job_logs
 from hatchway.models import PROGRAM_STREAMS, Job, JobKind, JobRequest, JobState, Stream, label_key_ok
 from hatchway.store.base import JobQuery
@@ -103,14 +104,28 @@ async def kill_job(
 async def job_output(
     job_id: str,
     worker: WorkerDep,
+    *,
     stream: Literal["stdout", "stderr", "both", "build"] = "both",
     tail: Annotated[int | None, Query(ge=0, description="Only the last N lines of each stream.")] = None,
     follow: Annotated[bool, Query(description="Stream new output live until the job ends.")] = False,
+    grep: Annotated[
+        str | None,
+        Query(description=f"Only lines matching this regular expression (RE2, at most {MAX_PATTERN_CHARS} chars)."),
+    ] = None,
+    since: Annotated[
+        str | None, Query(description="Only lines written at or after: RFC 3339, unix seconds, or `10m` ago.")
+    ] = None,
+    until: Annotated[str | None, Query(description="Only lines written at or before (as `since`).")] = None,
 ) -> StreamingResponse:
-    """The job's output as text; with `follow=true`, streamed live until the job ends."""
+    """The job's output as text; with `follow=true`, streamed live until the job ends. `grep`, `since` and
+    `until` keep whole lines (then `tail` counts those), live too."""
+    try:
+        only = log_filter(grep, since, until)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from exc
     await worker.jobs.get(job_id)  # a 404 now, not halfway through a stream
     streams = list(PROGRAM_STREAMS) if stream == "both" else [Stream(stream)]
-    chunks = job_logs(worker, job_id, streams, tail=tail, follow=follow)
+    chunks = job_logs(worker, job_id, streams, tail=tail, follow=follow, only=only)
     return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
 
 

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from hatchway.models import CallbackStatus, Job, JobKind, JobState, Outcome, Resources, RunInfo
+from hatchway.events import EventBatch
+from hatchway.models import CallbackStatus, Job, JobKind, JobState, Outcome, Resources, RunInfo, Stream
+from hatchway.output_times import LineTimes
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,9 @@ class JobPage:
 class JobStore(Protocol):
     """Keeps jobs. Every method commits before it returns, and state changes are conditional:
     a job is claimed, started, finished or cancelled at most once, whoever asks.
+
+    Every change of a job's state (its insertion included) records a lifecycle event (`events.JobEvent`) in the
+    same transaction, with an id greater than any before it.
     """
 
     async def enqueue(self, job: Job) -> tuple[Job, bool]:
@@ -107,6 +112,21 @@ class JobStore(Protocol):
 
     async def counts(self) -> dict[JobState, int]:
         """How many jobs are queued, building and running."""
+        ...
+
+    async def output_times(self, job_id: str) -> dict[Stream, LineTimes]:
+        """When each line of an ended job's output was written, per stream (empty where nothing is known)."""
+        ...
+
+    async def events_after(
+        self, after: int, *, limit: int, job_id: str | None = None, kind: JobKind | None = None
+    ) -> EventBatch:
+        """Up to `limit` kept events with an id above `after`, oldest first, of job `job_id` and of `kind` if
+        given; with the oldest id kept and the newest ever recorded."""
+        ...
+
+    async def prune_events(self, keep: int) -> int:
+        """Forget all but the newest `keep` events; how many were forgotten."""
         ...
 
     async def close(self) -> None:

@@ -2,32 +2,41 @@
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from datetime import UTC, datetime
 
+from hatchway.events import EventBatch, JobEvent, event_type
 from hatchway.models import (
     ACTIVE_STATES,
     CallbackState,
     CallbackStatus,
     Job,
+    JobKind,
     JobState,
     Outcome,
     Reason,
     Resources,
     RunInfo,
+    Stream,
+    utcnow,
 )
+from hatchway.output_times import LineTimes
 from hatchway.store.base import JobPage, JobQuery
 
 _LONG_AGO = datetime.fromtimestamp(0, UTC)  # a callback not tried yet is due as soon as its job ends
 
 
 class MemoryStore:
-    """A `JobStore` that keeps jobs in a dict and the queue in a heap."""
+    """A `JobStore` that keeps jobs in a dict, the queue in a heap and the events in a list."""
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
         self._seq: dict[str, int] = {}
         self._queue: list[tuple[int, int, str]] = []
+        self._output_times: dict[str, dict[Stream, list[int]]] = {}
+        self._events: list[JobEvent] = []
+        self._newest_event = 0
 
     async def enqueue(self, job: Job) -> tuple[Job, bool]:
         if job.id in self._jobs:
@@ -37,6 +46,7 @@ class MemoryStore:
         self._seq[job.id] = seq
         if job.state == JobState.QUEUED:
             heapq.heappush(self._queue, (-job.priority, seq, job.id))
+        self._record(None, job)
         return job, True
 
     async def get(self, job_id: str) -> Job | None:
@@ -118,7 +128,9 @@ class MemoryStore:
         job = self._jobs.get(job_id)
         if job is None or job.state not in ACTIVE_STATES:
             return None
-        return self._update(job, **outcome.model_dump(), finished_at=finished_at)
+        changes = outcome.model_dump()
+        self._output_times[job_id] = changes.pop("output_times")
+        return self._update(job, **changes, finished_at=finished_at)
 
     async def cancel(self, job_id: str, finished_at: datetime) -> Job | None:
         job = self._jobs.get(job_id)
@@ -156,13 +168,57 @@ class MemoryStore:
                 counts[job.state] += 1
         return counts
 
+    async def output_times(self, job_id: str) -> dict[Stream, LineTimes]:
+        stored = self._output_times.get(job_id, {})
+        return {stream: LineTimes.decode(flat) for stream, flat in stored.items()}
+
+    async def events_after(
+        self, after: int, *, limit: int, job_id: str | None = None, kind: JobKind | None = None
+    ) -> EventBatch:
+        found: list[JobEvent] = []
+        start = bisect.bisect_right(self._events, after, key=lambda event: event.id)
+        for event in self._events[start:]:
+            if len(found) >= limit:
+                break
+            if (job_id is None or event.job_id == job_id) and (kind is None or event.kind == kind):
+                found.append(event)
+        oldest = self._events[0].id if self._events else None
+        return EventBatch(events=found, oldest_id=oldest, newest_id=self._newest_event)
+
+    async def prune_events(self, keep: int) -> int:
+        forgotten = max(len(self._events) - keep, 0)
+        del self._events[:forgotten]
+        return forgotten
+
     async def close(self) -> None:
         self._jobs.clear()
 
     def _update(self, job: Job, **changes: object) -> Job:
         updated = Job.model_validate({**job.model_dump(), **changes})
         self._jobs[job.id] = updated
+        self._record(job, updated)
         return updated
+
+    def _record(self, before: Job | None, after: Job) -> None:
+        """The event of a change from `before` (None: a new job) to `after`, if its state changed."""
+        kind = event_type(None if before is None else before.state, after.state)
+        if kind is None:
+            return
+        self._newest_event += 1
+        worker_id = after.worker_id or (None if before is None else before.worker_id)
+        self._events.append(
+            JobEvent(
+                id=self._newest_event,
+                type=kind,
+                job_id=after.id,
+                kind=after.kind,
+                state=after.state,
+                reason=after.reason,
+                worker_id=worker_id,
+                time=utcnow(),
+                labels=after.labels,
+            )
+        )
 
 
 def _due_at(job: Job) -> datetime:

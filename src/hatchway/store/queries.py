@@ -1,6 +1,6 @@
 """Every SQL statement of the SQLite store, by name."""
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -29,12 +29,42 @@ CREATE TABLE IF NOT EXISTS jobs (
     external_id      TEXT,
     reported_at      REAL,
     callback         TEXT,
-    callback_due_at  REAL
+    callback_due_at  REAL,
+    output_times     TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (priority DESC, seq) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_outbox ON jobs (origin, seq) WHERE origin IS NOT NULL AND reported_at IS NULL;
 CREATE INDEX IF NOT EXISTS jobs_callbacks ON jobs (callback_due_at) WHERE callback_due_at IS NOT NULL;
+
+-- The lifecycle event log. The database writes each event itself, by trigger, in the very statement (so the same
+-- transaction) that changes a job's state: no code path can change a state without its event, and no event is
+-- written for a change that did not commit. AUTOINCREMENT, so no id is ever handed out twice, even once the oldest
+-- events are pruned: a client's Last-Event-ID stays meaningful.
+CREATE TABLE IF NOT EXISTS events (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    type      TEXT NOT NULL,
+    job_id    TEXT NOT NULL,
+    state     TEXT NOT NULL,
+    reason    TEXT,
+    worker_id TEXT,
+    time      REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_job ON events (job_id, id);
+CREATE TRIGGER IF NOT EXISTS jobs_event_insert AFTER INSERT ON jobs
+BEGIN
+    INSERT INTO events (type, job_id, state, reason, worker_id, time)
+    VALUES (CASE NEW.state WHEN 'queued' THEN 'job_queued' ELSE 'job_finished' END,
+            NEW.id, NEW.state, NEW.reason, NEW.worker_id, (julianday('now') - 2440587.5) * 86400.0);
+END;
+CREATE TRIGGER IF NOT EXISTS jobs_event_update AFTER UPDATE OF state ON jobs WHEN OLD.state IS NOT NEW.state
+BEGIN
+    INSERT INTO events (type, job_id, state, reason, worker_id, time)
+    VALUES (CASE NEW.state WHEN 'building' THEN 'job_building' WHEN 'running' THEN 'job_running'
+                           WHEN 'queued' THEN 'job_requeued' ELSE 'job_finished' END,
+            NEW.id, NEW.state, NEW.reason, coalesce(NEW.worker_id, OLD.worker_id),
+            (julianday('now') - 2440587.5) * 86400.0);
+END;
 """
 
 # Schema version -> the statements that bring the previous version up to it.
@@ -53,6 +83,9 @@ MIGRATIONS = {
         "ALTER TABLE jobs ADD COLUMN callback TEXT",
         "ALTER TABLE jobs ADD COLUMN callback_due_at REAL",
     ],
+    # When each line of a job's output was written; and the event log, whose table and triggers are in SCHEMA
+    # (run after every migration, IF NOT EXISTS).
+    6: ["ALTER TABLE jobs ADD COLUMN output_times TEXT"],
 }
 
 INSERT = """
@@ -86,7 +119,7 @@ FINISH = """
 UPDATE jobs SET state = :state, reason = :reason, message = :message, exit_code = :exit_code,
     stdout = :stdout, stderr = :stderr, stdout_truncated = :stdout_truncated,
     stderr_truncated = :stderr_truncated, resources = :resources, finished_at = :finished_at,
-    build_output = :build_output, grade = :grade
+    build_output = :build_output, grade = :grade, output_times = :output_times
 WHERE id = :id AND state IN ('building', 'running')
 RETURNING *
 """
@@ -147,3 +180,19 @@ LIST_KIND = "coalesce(json_extract(spec, '$.kind'), 'job') = ?"  # specs stored 
 LIST_LABEL = "json_extract(labels, ?) = ?"
 LIST_BEFORE = "seq < ?"
 LIST_ORDER = " ORDER BY seq DESC LIMIT ?"
+
+OUTPUT_TIMES = "SELECT output_times FROM jobs WHERE id = ?"
+
+# EVENTS_AFTER is assembled from these pieces: the filters present are AND-ed together. The kind and labels come
+# from the job's row, so the trigger that writes an event stays one small INSERT on the hot path.
+EVENTS_SELECT = """
+SELECT events.*, json_extract(jobs.spec, '$.kind') AS kind, jobs.labels AS labels
+FROM events LEFT JOIN jobs ON jobs.id = events.job_id
+WHERE events.id > ?"""
+EVENTS_JOB = "events.job_id = ?"
+EVENTS_KIND = "json_extract(jobs.spec, '$.kind') = ?"
+EVENTS_ORDER = " ORDER BY events.id LIMIT ?"
+
+EVENTS_OLDEST = "SELECT min(id) FROM events"
+EVENTS_NEWEST = "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+PRUNE_EVENTS = "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?"

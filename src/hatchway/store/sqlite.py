@@ -2,30 +2,36 @@
 
 Statements are sub-millisecond, so they run on the event loop's thread: that serialises every state
 change without locks and saves a thread hop per call. Each statement commits on its own
-(autocommit), so a change is durable against a crash of the worker (`kill -9`) before it is reported.
+(autocommit), so a change is durable against a crash of the worker (`kill -9`) before it is reported. The
+lifecycle event of a change is written by a trigger (queries.SCHEMA), so it commits with the change itself.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hatchway.events import EventBatch, EventType, JobEvent
 from hatchway.grading.models import GradeReport
 from hatchway.models import (
     CallbackState,
     CallbackStatus,
     Job,
+    JobKind,
     JobSpec,
     JobState,
     Outcome,
+    Reason,
     Resources,
     RunInfo,
+    Stream,
     from_epoch,
     to_epoch,
 )
+from hatchway.output_times import LineTimes
 from hatchway.store import queries
 from hatchway.store.base import JobPage, JobQuery
 
@@ -145,6 +151,7 @@ class SqliteStore:
             id=job_id,
             resources=outcome.resources.model_dump_json(),
             grade=None if outcome.grade is None else outcome.grade.model_dump_json(),
+            output_times=json.dumps(params["output_times"]) if outcome.output_times else None,
             finished_at=to_epoch(finished_at),
         )
         row = self._one(queries.FINISH, params)
@@ -169,6 +176,32 @@ class SqliteStore:
         found = dict(self._db.execute(queries.COUNTS).fetchall())
         return {state: found.get(state.value, 0) for state in (JobState.QUEUED, JobState.BUILDING, JobState.RUNNING)}
 
+    async def output_times(self, job_id: str) -> dict[Stream, LineTimes]:
+        row = self._one(queries.OUTPUT_TIMES, (job_id,))
+        if row is None or row["output_times"] is None:
+            return {}
+        stored: dict[str, list[int]] = json.loads(row["output_times"])
+        return {Stream(stream): LineTimes.decode(flat) for stream, flat in stored.items()}
+
+    async def events_after(
+        self, after: int, *, limit: int, job_id: str | None = None, kind: JobKind | None = None
+    ) -> EventBatch:
+        sql = queries.EVENTS_SELECT
+        params: list[Any] = [after]
+        if job_id is not None:
+            sql += " AND " + queries.EVENTS_JOB
+            params.append(job_id)
+        if kind is not None:
+            sql += " AND " + queries.EVENTS_KIND
+            params.append(kind)
+        rows = self._db.execute(sql + queries.EVENTS_ORDER, [*params, limit]).fetchall() if limit > 0 else []
+        oldest: int | None = self._db.execute(queries.EVENTS_OLDEST).fetchone()[0]
+        newest = self._db.execute(queries.EVENTS_NEWEST).fetchone()
+        return EventBatch(events=[_event(row) for row in rows], oldest_id=oldest, newest_id=newest[0] if newest else 0)
+
+    async def prune_events(self, keep: int) -> int:
+        return self._db.execute(queries.PRUNE_EVENTS, (keep,)).rowcount
+
     async def close(self) -> None:
         self._db.close()
 
@@ -190,6 +223,20 @@ def _due_at(callback: CallbackStatus | None) -> float | None:
     if callback is None or callback.state != CallbackState.PENDING:
         return None
     return to_epoch(callback.next_attempt_at) or 0.0
+
+
+def _event(row: sqlite3.Row) -> JobEvent:
+    return JobEvent(
+        id=row["id"],
+        type=EventType(row["type"]),
+        job_id=row["job_id"],
+        kind=row["kind"] or "job",
+        state=JobState(row["state"]),
+        reason=None if row["reason"] is None else Reason(row["reason"]),
+        worker_id=row["worker_id"],
+        time=datetime.fromtimestamp(row["time"], UTC),
+        labels=json.loads(row["labels"] or "{}"),
+    )
 
 
 def _job(row: sqlite3.Row) -> Job:
