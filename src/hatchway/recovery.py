@@ -56,6 +56,7 @@ class Recovery:
             by_owner[item.handle.job_id].append(item)
         leftovers: list[Handle] = []
         adopted: set[str] = set()
+        resumable: list[tuple[Job, Found]] = []
         for job in await self._store.active(self._worker_id):
             containers = by_owner.pop(job.id, [])
             if job.run.sandbox is not None:  # it ran in a pooled container, labelled with the pool's name for it
@@ -66,7 +67,7 @@ class Recovery:
                 if job.run.sandbox is not None:
                     adopted.add(job.run.sandbox)  # its disk is the pooled container's
                 leftovers += [item.handle for item in containers if item is not main]
-                self._resume(job, main)
+                resumable.append((job, main))
                 continue
             leftovers += [item.handle for item in containers]
             await self._settle_lost(job)
@@ -79,6 +80,10 @@ class Recovery:
         if swept:
             extra = {"event": "volumes_swept", "worker_id": self._worker_id, "count": len(swept)}
             log.info("volumes removed", extra=extra)
+        # Only now: a taken-up job that ends at once hands its disk on as a spare, which the sweep, not knowing
+        # it, would remove from under the next job.
+        for job, main in resumable:
+            self._resume(job, main)
 
     async def _settle_lost(self, job: Job) -> None:
         if job.state == JobState.BUILDING or job.spec.kind == "grade":

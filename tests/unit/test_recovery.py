@@ -113,3 +113,30 @@ async def test_the_live_output_of_a_reattached_job_is_kept_whatever_its_id(make_
     await recovery(store, engine, resumed, stale).run()
     assert [job_id for job_id, _ in resumed] == ["queue.item.1"]
     assert sorted(path.name for path in stale.iterdir()) == ["queue.item.1.stderr", "queue.item.1.stdout"]
+
+
+async def test_taken_up_jobs_resume_only_once_leftovers_are_reaped_and_disks_swept(
+    make_job: MakeJob, tmp_path: Path
+) -> None:
+    """A taken-up job may end at once and hand its disk on as a spare: the sweep of old disks, which does not
+    know that spare, must be over by then."""
+    store, engine, steps = MemoryStore(), FakeEngine(), []
+    await active_job(store, make_job, "alive", running=True)
+    engine.plant("alive", Role.JOB)
+    orphan = engine.plant("nobody", Role.JOB)
+
+    def sweep(keep: set[str]) -> list[str]:
+        steps.append(("sweep", orphan.ref in engine.sandboxes))
+        return []
+
+    settle = Recovery(
+        store=store,
+        engines={"docker": engine},
+        worker_id="w",
+        resume=lambda job, found: steps.append(("resume", job.id)),
+        signals=JobSignals(),
+        stale_dirs=[tmp_path],
+        sweep_volumes=sweep,
+    )
+    await settle.run()
+    assert steps == [("sweep", False), ("resume", "alive")]
