@@ -12,6 +12,7 @@ carries the same `X-Hatchway-Delivery` id for the receiver to deduplicate by.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import hmac
 import logging
@@ -36,6 +37,7 @@ USER_AGENT = f"hatchway/{__version__}"
 FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 60.0
 _RETRIED_STATUSES = frozenset({408, 429})  # the receiver asks to be tried later; any other 4xx is final
+_RESULTS = {CallbackState.DELIVERED: "delivered", CallbackState.PENDING: "retry", CallbackState.FAILED: "failed"}
 _PARALLEL = 8  # attempts under way at once, so that one slow receiver does not hold up the others
 _RESCAN_S = 30.0  # a safety net: a job that ends wakes the sender
 _DRAIN_S = 10.0
@@ -101,6 +103,8 @@ class CallbackSender:
         self._under_way: dict[str, asyncio.Task[None]] = {}
         self._broken: BaseException | None = None
         self._warned_unsigned = False
+        self.attempts: collections.Counter[str] = collections.Counter()
+        """Attempts since start-up by result: delivered, retry (to be tried again), failed (given up)."""
 
     def ended(self, job: Job) -> None:
         """A job has been stored in its final state (a `JobSignals` end listener): its callback is due now."""
@@ -209,6 +213,7 @@ class CallbackSender:
             }
         )
         self._log(job.id, updated)
+        self.attempts[_RESULTS[state]] += 1
         return updated
 
     def _log(self, job_id: str, callback: CallbackStatus) -> None:

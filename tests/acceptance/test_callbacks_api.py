@@ -91,6 +91,9 @@ def test_a_job_s_callback_is_signed_retried_and_recorded_on_the_job(server: Serv
     assert json.loads(got[-1].body) == without_callback(job), "the body is the job as GET /jobs/{id} shows it"
     assert json.loads(got[-1].body)["stdout"] == "called back\n"
     assert SECRET not in server.log_path.read_text()
+    metrics = server.client.get("/metrics").text
+    assert 'hatchway_callback_deliveries_total{result="delivered"}' in metrics
+    assert 'hatchway_callback_deliveries_total{result="retry"} 0.0' not in metrics, "the two 500s count as retries"
 
 
 def test_a_refused_callback_is_recorded_as_failed(server: Server, receiver: Receiver) -> None:

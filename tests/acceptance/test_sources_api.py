@@ -42,6 +42,10 @@ def test_kill_9_with_items_running_and_reports_pending_gives_one_report_each(
     pending = server.client.get("/sources").json()[0]
     assert (pending["name"], pending["claims"], pending["reports_sent"]) == ("queue", 2, 0)
     assert pending["reports_pending"] >= 1
+    assert pending["polls"] >= 2 and pending["report_failures"] >= 1
+    metrics = server.client.get("/metrics").text
+    assert 'hatchway_source_claims_total{source="queue"} 2.0' in metrics
+    assert 'hatchway_source_reports_pending{source="queue"}' in metrics
     server.kill9()
 
     master.refuse_reports = False

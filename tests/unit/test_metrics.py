@@ -17,6 +17,7 @@ from hatchway.models import Job, JobState, Reason
 from hatchway.observability.metrics import Metrics, MetricsMiddleware, Snapshot
 from hatchway.pools.pool import PoolStatus
 from hatchway.settings import ApiToken, Role
+from hatchway.sources.base import SourceStatus
 
 MakeJob = Callable[..., Job]
 
@@ -47,6 +48,35 @@ def pool(image: str, idle: int) -> PoolStatus:
         jobs_served=7,
         last_error=None,
     )
+
+
+def source() -> SourceStatus:
+    return SourceStatus(
+        name="queue",
+        kind="tasks",
+        url="http://127.0.0.1:9",
+        last_poll_at=None,
+        polls=9,
+        claims=3,
+        reports_sent=2,
+        report_failures=1,
+        reports_pending=1,
+        errors=4,
+        backoff_s=5.0,
+        last_error="down",
+    )
+
+
+def test_sources_and_callbacks_count_as_they_keep_their_own_tallies() -> None:
+    metrics = Metrics()
+    metrics.render(snapshot(sources=[source()], callback_attempts={"delivered": 2, "retry": 5}))
+    assert value(metrics, "hatchway_source_polls_total", source="queue") == 9
+    assert value(metrics, "hatchway_source_claims_total", source="queue") == 3
+    assert value(metrics, "hatchway_source_report_failures_total", source="queue") == 1
+    assert value(metrics, "hatchway_source_reports_pending", source="queue") == 1
+    assert value(metrics, "hatchway_source_backoff_seconds", source="queue") == 5
+    assert value(metrics, "hatchway_callback_deliveries_total", result="retry") == 5
+    assert value(metrics, "hatchway_callback_deliveries_total", result="failed") == 0
 
 
 def ended(make_job: MakeJob, state: JobState, reason: Reason | None, **fields: Any) -> Job:
@@ -105,9 +135,8 @@ def test_names_and_labels_follow_the_prometheus_conventions(make_job: MakeJob) -
     metrics.job_finished(ended(make_job, JobState.SUCCEEDED, None))
     metrics.container_started("docker", pooled=True, seconds=0.01)
     metrics.request_answered("GET", "/jobs/{job_id}", 200, 0.002)
-    metrics.source_polls.labels("queue", "empty").inc()
-    metrics.callback_deliveries.labels("delivered").inc()
-    families = list(text_string_to_metric_families(metrics.render(snapshot(pools=[pool("a:1", 1)])).decode()))
+    text = metrics.render(snapshot(pools=[pool("a:1", 1)], sources=[source()], callback_attempts={"delivered": 2}))
+    families = list(text_string_to_metric_families(text.decode()))
     assert {family.type for family in families} == {"counter", "histogram", "gauge"}
     for family in families:
         assert family.name.startswith("hatchway_"), family.name

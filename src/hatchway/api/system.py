@@ -90,6 +90,7 @@ async def metrics(worker: WorkerDep) -> Response:
         engines=dict(worker.health.ok),
         pools=worker.pools.status(),
         sources=[source.status() for source in worker.sources],
+        callback_attempts=worker.callbacks.attempts,
     )
     return Response(worker.metrics.render(snapshot), media_type=CONTENT_TYPE)
 

@@ -9,12 +9,14 @@ engine and route names, configured pools and sources): never a job id.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hatchway.models import Job, JobState
@@ -44,6 +46,7 @@ class Snapshot:
     engines: dict[str, bool]
     pools: list[PoolStatus]
     sources: list[SourceStatus]
+    callback_attempts: Mapping[str, int] = field(default_factory=dict)
 
 
 class Metrics:
@@ -98,27 +101,8 @@ class Metrics:
             buckets=_HTTP_BUCKETS,
             registry=r,
         )
-        self.source_polls = Counter(
-            "hatchway_source_polls_total",
-            "Requests to a master for work, by source and result (work, empty, error).",
-            ["source", "result"],
-            registry=r,
-        )
-        self.source_claims = Counter(
-            "hatchway_source_claims_total", "Items taken from a master, by source.", ["source"], registry=r
-        )
-        self.source_report_failures = Counter(
-            "hatchway_source_report_failures_total",
-            "Reports a master did not accept (each is retried), by source.",
-            ["source"],
-            registry=r,
-        )
-        self.callback_deliveries = Counter(
-            "hatchway_callback_deliveries_total",
-            "Attempts to deliver a job's result to its callback_url, by result (delivered, retry, failed).",
-            ["result"],
-            registry=r,
-        )
+        self._counted = _CountedElsewhere()
+        r.register(self._counted)
         self._jobs = Gauge("hatchway_jobs", "Jobs and grades now in each active state.", ["state"], registry=r)
         self._slots = Gauge("hatchway_slots", "How many jobs may run at once.", registry=r)
         self._engine_up = Gauge(
@@ -183,6 +167,7 @@ class Metrics:
             ),
         )
         _replace(self._pool_served, (((pool.image, pool.runtime), pool.jobs_served) for pool in snapshot.pools))
+        self._counted.snapshot = snapshot
         _replace(self._reports_pending, ((source.name, source.reports_pending) for source in snapshot.sources))
         _replace(self._source_backoff, ((source.name, source.backoff_s) for source in snapshot.sources))
         return generate_latest(self.registry)
@@ -193,6 +178,44 @@ def _replace(gauge: Gauge, values: Iterable[tuple[str | tuple[str, ...], float]]
     gauge.clear()
     for labels, value in values:
         gauge.labels(*((labels,) if isinstance(labels, str) else labels)).set(value)
+
+
+class _CountedElsewhere(Collector):
+    """Counters that sources and the callback sender keep themselves (since start-up, as counters go), read at
+    scrape time like the gauges."""
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+
+    def describe(self) -> list[Metric]:
+        return []  # the label sets come and go with the configured sources
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.snapshot
+        sources = snapshot.sources if snapshot is not None else []
+        for name, what, attribute in (
+            ("hatchway_source_polls", "Requests to a master for work, by source.", "polls"),
+            ("hatchway_source_claims", "Items taken from a master, by source.", "claims"),
+            ("hatchway_source_errors", "Failed requests to a master, by source.", "errors"),
+            ("hatchway_source_reports_sent", "Reports a master accepted, by source.", "reports_sent"),
+            (
+                "hatchway_source_report_failures",
+                "Reports a master did not accept (each is retried), by source.",
+                "report_failures",
+            ),
+        ):
+            family = CounterMetricFamily(name, what, labels=["source"])
+            for source in sources:
+                family.add_metric([source.name], getattr(source, attribute))
+            yield family
+        deliveries = CounterMetricFamily(
+            "hatchway_callback_deliveries",
+            "Attempts to deliver a job's result to its callback_url, by result (delivered, retry, failed).",
+            labels=["result"],
+        )
+        for result in ("delivered", "retry", "failed"):
+            deliveries.add_metric([result], snapshot.callback_attempts.get(result, 0) if snapshot else 0)
+        yield deliveries
 
 
 class MetricsMiddleware:

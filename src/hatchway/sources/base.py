@@ -30,8 +30,10 @@ class SourceStatus(BaseModel):
     kind: str
     url: str
     last_poll_at: datetime | None = Field(description="When the master was last asked for work.")
+    polls: int = Field(default=0, description="Requests to the master for work since start-up.")
     claims: int = Field(description="Items taken from the master since start-up.")
     reports_sent: int
+    report_failures: int = Field(default=0, description="Reports the master did not accept (each is retried).")
     reports_pending: int = Field(description="Results stored and not yet accepted by the master.")
     errors: int = Field(description="Failed requests to the master since start-up.")
     backoff_s: float = Field(description="How long the source waits before it asks again after failures (0: none).")

@@ -73,7 +73,7 @@ class PulledSource(abc.ABC):
         self._ended = asyncio.Event()
         self._done_claiming = asyncio.Event()
         self._last_poll_at: datetime | None = None
-        self._claims = self._sent = self._errors = self._pending = 0
+        self._claims = self._sent = self._errors = self._pending = self._polls = self._report_failures = 0
         self._last_error: str | None = None
         self._watchers: set[asyncio.Task[None]] = set()
 
@@ -105,8 +105,10 @@ class PulledSource(abc.ABC):
             kind=self.kind,
             url=self._config.url,
             last_poll_at=self._last_poll_at,
+            polls=self._polls,
             claims=self._claims,
             reports_sent=self._sent,
+            report_failures=self._report_failures,
             reports_pending=self._pending,
             errors=self._errors,
             backoff_s=backoff,
@@ -165,6 +167,7 @@ class PulledSource(abc.ABC):
     async def _next(self, http: httpx.AsyncClient) -> dict[str, Any] | None:
         """The next item, or None when the master has none (or handed out something that is not an item)."""
         self._last_poll_at = utcnow()
+        self._polls += 1
         asked = f"{self.claim_method} {self.claim_path}"
         try:
             answer = await http.request(self.claim_method, self.claim_path, headers=self._headers)
@@ -229,6 +232,7 @@ class PulledSource(abc.ABC):
             failed = False
             for job in pending:
                 if not await self._send(http, self._report(job)):
+                    self._report_failures += 1
                     failed = True
                     break
                 await jobs.mark_reported(job.id)
