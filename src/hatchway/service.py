@@ -201,6 +201,19 @@ class JobService:
         self._log("job_refused", stored.id, why=message)
         return stored
 
+    async def record_claim(self, origin: str, external_id: str, item: str) -> None:
+        """Keep an item just taken from source `origin`'s master until it is stored as a job or refused: if the
+        worker dies in between, `claims` hands it back on the next start (the master will not hand it out again)."""
+        await self.store.record_claim(origin, external_id, item)
+
+    async def claims(self, origin: str) -> list[tuple[str, str]]:
+        """Items of source `origin` taken and never stored as jobs, as (external id, item), oldest first."""
+        return await self.store.claims(origin)
+
+    async def forget_claim(self, origin: str, external_id: str) -> None:
+        """The item is stored as a job (or refused as one)."""
+        await self.store.forget_claim(origin, external_id)
+
     async def unreported(self, origin: str) -> list[Job]:
         """Jobs of source `origin` that have ended and whose result it has not been told yet, oldest first."""
         return await self.store.unreported(origin)

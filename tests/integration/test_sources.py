@@ -153,3 +153,22 @@ async def test_the_master_down_for_a_while_then_back_loses_nothing(tmp_path: Pat
         assert worker.sources[0].status().backoff_s == 0
     finally:
         await worker.shutdown()
+
+
+async def test_an_item_claimed_before_a_crash_and_never_stored_is_taken_up_and_reported_once(
+    master: TasksMaster, start: Any, tmp_path: Path, worker_id: str
+) -> None:
+    """The worker died between taking an item from the master and storing it as a job: the master will not hand
+    it out again, so the worker takes it up from its claim record."""
+    worker = await start(source={"poll_interval_s": 0.2})
+    # Its start, and its look for old claims, are over once it has polled (a status has no event to wait on).
+    while worker.sources[0].status().last_poll_at is None:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    await worker.jobs.record_claim("queue", "orphan", '{"eval_id": "orphan", "code": "print(7)", "engine": "docker"}')
+    await worker.shutdown()  # as if it had died there: the claim is in the store, no job for it
+    again = await start(source={"poll_interval_s": 0.2})
+    got = await reports(master, 1)
+    assert got["orphan"][0] == "complete" and got["orphan"][1]["output"] == "7\n", got
+    await asyncio.sleep(1)
+    assert len(master.reports) == 1 and master.claimed == 0, "one report, and nothing claimed from the master"
+    assert await again.jobs.claims("queue") == []

@@ -455,3 +455,15 @@ async def test_a_version_4_database_gains_callbacks_and_keeps_its_jobs(tmp_path:
         assert [job.id for job in await migrated.due_callbacks(T1, 10)] == ["new"]
     finally:
         await migrated.close()
+
+
+async def test_a_source_s_claims_are_kept_until_forgotten_one_per_item(store: JobStore) -> None:
+    await store.record_claim("queue", "a", '{"eval_id": "a"}')
+    await store.record_claim("queue", "b", '{"eval_id": "b"}')
+    await store.record_claim("queue", "a", '{"eval_id": "a", "again": true}')  # the first record stands
+    await store.record_claim("judge", "a", "{}")
+    assert await store.claims("queue") == [("a", '{"eval_id": "a"}'), ("b", '{"eval_id": "b"}')]
+    await store.forget_claim("queue", "a")
+    await store.forget_claim("queue", "never-claimed")
+    assert await store.claims("queue") == [("b", '{"eval_id": "b"}')]
+    assert await store.claims("judge") == [("a", "{}")]

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from hatchway.errors import HatchwayError
+from hatchway.errors import HatchwayError, ShuttingDown
 from hatchway.models import Job, utcnow
 from hatchway.service import JobService
 from hatchway.settings import SourceConfig
@@ -116,6 +116,16 @@ class PulledSource(abc.ABC):
         )
 
     async def run(self, jobs: JobService, stop: asyncio.Event) -> None:
+        # Items an earlier run took from the master and died before storing: the master will not hand them out
+        # again, so they are taken up from their record (storing is idempotent: one stored already is found).
+        for external_id, recorded in await jobs.claims(self.name):
+            log.info(
+                "%s %s was claimed before a restart and not yet stored: taking it up",
+                self.item_name,
+                external_id,
+                extra={"event": "source_claim_resumed", "source": self.name},
+            )
+            await self._take_up(jobs, external_id, json.loads(recorded))
         async with httpx.AsyncClient(base_url=self._config.url, timeout=self._config.request_timeout_s) as http:
             reporter = asyncio.create_task(self._report_loop(jobs, http), name=f"source-{self.name}-reports")
             claimer = asyncio.create_task(self._claim_loop(jobs, http, stop), name=f"source-{self.name}-claims")
@@ -196,11 +206,20 @@ class PulledSource(abc.ABC):
             log.warning("%s", self._last_error, extra={"event": "source_bad_item", "source": self.name})
             return
         self._claims += 1
+        await jobs.record_claim(self.name, external_id, json.dumps(item))
+        await self._take_up(jobs, external_id, item)
+
+    async def _take_up(self, jobs: JobService, external_id: str, item: dict[str, Any]) -> None:
+        """Store a claimed item as a job, or refused as one; then its claim record can go."""
         try:
             job_id = await self._take(jobs, external_id, item)
+        except ShuttingDown:
+            return  # its claim stays: the next start takes it up
         except (ItemRefused, HatchwayError) as exc:  # malformed, not allowed here, too large ...
             await self._refuse(jobs, external_id, str(exc))
+            await jobs.forget_claim(self.name, external_id)
             return
+        await jobs.forget_claim(self.name, external_id)
         watcher = asyncio.create_task(self._watch(jobs, job_id), name=f"source-{self.name}-watch")
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from hatchway.errors import HatchwayError
+from hatchway.errors import HatchwayError, ShuttingDown
 from hatchway.grading.models import GradeReport, GradeRequest, TestResult
 from hatchway.grading.service import GradeService
 from hatchway.grading.verdicts import Verdict
@@ -112,6 +112,8 @@ class SubmissionsSource(PulledSource):
             raise ItemRefused(f"the submission cannot be graded: {problems}") from exc
         try:
             grade, _ = await self._grades.submit(request, origin=self.name, external_id=external_id)
+        except ShuttingDown:
+            raise
         except HatchwayError as exc:
             raise ItemRefused(f"the submission cannot be graded: {exc}") from exc
         return grade.id

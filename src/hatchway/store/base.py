@@ -56,6 +56,19 @@ class JobStore(Protocol):
         """Its source has the job's result; None if the job has not ended or was reported already."""
         ...
 
+    async def record_claim(self, origin: str, external_id: str, item: str) -> None:
+        """Keep an item source `origin` has just taken from its master (`item`, as the master sent it) until it is
+        stored as a job: a worker that dies in between takes it up again from here on its next start."""
+        ...
+
+    async def claims(self, origin: str) -> list[tuple[str, str]]:
+        """The items of source `origin` recorded and not yet forgotten, as (external id, item), oldest first."""
+        ...
+
+    async def forget_claim(self, origin: str, external_id: str) -> None:
+        """The item is stored as a job (or refused as one): its claim is no longer needed."""
+        ...
+
     async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:
         """Jobs that have ended whose callback is pending and due by `now` (not tried yet, or its
         `next_attempt_at` has come), soonest due first (then oldest), at most `limit`."""

@@ -32,6 +32,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
+        self._claims: dict[tuple[str, str], str] = {}
         self._seq: dict[str, int] = {}
         self._queue: list[tuple[int, int, str]] = []
         self._output_times: dict[str, dict[Stream, list[int]]] = {}
@@ -64,6 +65,15 @@ class MemoryStore:
         if job is None or job.reported_at is not None or not job.state.is_final:
             return None
         return self._update(job, reported_at=reported_at)
+
+    async def record_claim(self, origin: str, external_id: str, item: str) -> None:
+        self._claims.setdefault((origin, external_id), item)
+
+    async def claims(self, origin: str) -> list[tuple[str, str]]:
+        return [(external_id, item) for (source, external_id), item in self._claims.items() if source == origin]
+
+    async def forget_claim(self, origin: str, external_id: str) -> None:
+        self._claims.pop((origin, external_id), None)
 
     async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:
         due = [(at, self._seq[job.id], job) for job in self._ended_with_callbacks() if (at := _due_at(job)) <= now]

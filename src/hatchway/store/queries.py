@@ -35,6 +35,14 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (priority DESC, seq) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_outbox ON jobs (origin, seq) WHERE origin IS NOT NULL AND reported_at IS NULL;
+-- Items a source has taken from its master and not yet stored as jobs (see JobStore.record_claim).
+CREATE TABLE IF NOT EXISTS claims (
+    origin      TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    item        TEXT NOT NULL,
+    claimed_at  REAL NOT NULL,
+    PRIMARY KEY (origin, external_id)
+);
 CREATE INDEX IF NOT EXISTS jobs_callbacks ON jobs (callback_due_at) WHERE callback_due_at IS NOT NULL;
 
 -- The lifecycle event log. The database writes each event itself, by trigger, in the very statement (so the same
@@ -142,6 +150,15 @@ UPDATE jobs SET state = 'queued', worker_id = NULL, message = :message
 WHERE id = :id AND state = 'building'
 RETURNING *
 """
+
+RECORD_CLAIM = """
+INSERT INTO claims (origin, external_id, item, claimed_at) VALUES (:origin, :external_id, :item, :claimed_at)
+ON CONFLICT (origin, external_id) DO NOTHING
+"""
+
+CLAIMS = "SELECT external_id, item FROM claims WHERE origin = ? ORDER BY claimed_at, rowid"
+
+FORGET_CLAIM = "DELETE FROM claims WHERE origin = ? AND external_id = ?"
 
 UNREPORTED = """
 SELECT * FROM jobs WHERE origin = ? AND reported_at IS NULL AND state IN ('succeeded', 'failed', 'killed')

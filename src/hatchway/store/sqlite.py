@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,16 @@ class SqliteStore:
     async def mark_reported(self, job_id: str, reported_at: datetime) -> Job | None:
         row = self._one(queries.MARK_REPORTED, {"id": job_id, "reported_at": to_epoch(reported_at)})
         return None if row is None else _job(row)
+
+    async def record_claim(self, origin: str, external_id: str, item: str) -> None:
+        params = {"origin": origin, "external_id": external_id, "item": item, "claimed_at": time.time()}
+        self._db.execute(queries.RECORD_CLAIM, params)
+
+    async def claims(self, origin: str) -> list[tuple[str, str]]:
+        return [(row["external_id"], row["item"]) for row in self._db.execute(queries.CLAIMS, (origin,))]
+
+    async def forget_claim(self, origin: str, external_id: str) -> None:
+        self._db.execute(queries.FORGET_CLAIM, (origin, external_id))
 
     async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:
         rows = self._db.execute(queries.DUE_CALLBACKS, {"now": to_epoch(now), "limit": limit}).fetchall()
