@@ -4,7 +4,9 @@ Usage: .venv/bin/python bench/bench_cli.py [--quick] [--runs N]
 
 Sides, each a fresh process running `echo hi` on the busybox test image, interleaved run by run (their order
 rotated) so that machine noise hits all alike:
-- hatchway run: `python -m hatchway.cli.main run IMAGE -- echo hi`, no server (an in-process worker);
+- hatchway run: `python -m hatchway.cli.main run IMAGE -- echo hi` with a worker running (`hatchway serve`, its
+  defaults: a warm pool for an image that ran recently), which the job goes to, as `docker run` goes to dockerd;
+- hatchway run --local: the same with no worker (an in-process worker runs the job);
 - docker run: `docker run --rm IMAGE echo hi`, the target's reference;
 - docker run, network none: `docker run --rm --network none IMAGE echo hi`, the same isolation as a hatchway job
   (on a daemon without a bridge the plain one gets a private loopback too, but is set up more cheaply);
@@ -24,7 +26,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import IMAGE, measure_latency
+from _common import IMAGE, hatchway_server, measure_latency, report_leftovers
 
 TARGET_RATIO = 1.1
 
@@ -48,13 +50,19 @@ def main() -> int:
     runs = 3 if args.quick else args.runs
 
     source = Path(__file__).resolve().parent.parent / "src"
-    with tempfile.TemporaryDirectory(prefix="hatchway-bench-cli-") as data_dir:
+    leftovers: dict[str, int] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="hatchway-bench-cli-") as data_dir,
+        hatchway_server(1, leftovers, log_level="WARNING") as server,
+    ):
         env = {key: value for key, value in os.environ.items() if not key.startswith("HATCHWAY_")}
-        env.update(HATCHWAY_DATA_DIR=data_dir, PYTHONPATH=str(source))
+        env.update(HATCHWAY_DATA_DIR=data_dir, PYTHONPATH=str(source), HATCHWAY_URL=server.url)
         python = [sys.executable]
         hatchway_run = [*python, "-m", "hatchway.cli.main", "run", IMAGE, "--", "echo", "hi"]
+        local_run = [*python, "-m", "hatchway.cli.main", "run", "--local", IMAGE, "--", "echo", "hi"]
         sides = {
             "hatchway run": process(hatchway_run, b"hi\n", env),
+            "hatchway run --local": process(local_run, b"hi\n", env),
             "docker run": process(["docker", "run", "--rm", IMAGE, "echo", "hi"], b"hi\n"),
             "docker run --network none": process(
                 ["docker", "run", "--rm", "--network", "none", IMAGE, "echo", "hi"], b"hi\n"
@@ -79,6 +87,9 @@ def main() -> int:
     print(f"\n{'target':<44}{'value':>7}  {'goal':<8}")
     print(f"{'hatchway run / docker run':<44}{ratio:>7.2f}  {'<= 1.1':<8}{'PASS' if ratio <= TARGET_RATIO else 'MISS'}")
     print(f"{'(hatchway run / docker run --network none)':<44}{like_for_like:>7.2f}")
+    local = medians["hatchway run --local"] / reference
+    print(f"{'(hatchway run --local / docker run)':<44}{local:>7.2f}")
+    report_leftovers(leftovers)
     return 0
 
 

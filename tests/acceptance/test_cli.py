@@ -28,11 +28,22 @@ def hatchway(
 def local_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HATCHWAY_")}
     env["HATCHWAY_DATA_DIR"] = str(tmp_path)
+    env["HATCHWAY_URL"] = "http://127.0.0.1:9"  # nothing listens there: `run` runs the job in-process
     return env
 
 
-def test_run_streams_output_and_exits_with_the_job_code(tmp_path: Path) -> None:
+@pytest.fixture(params=["in-process", "through a worker"])
+def run_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """`hatchway run` with no worker running (the job runs in-process), and with one (the job goes to it)."""
     env = local_env(tmp_path)
+    if request.param == "through a worker":
+        server: Server = request.getfixturevalue("server")
+        env["HATCHWAY_URL"] = server.url
+    return env
+
+
+def test_run_streams_output_and_exits_with_the_job_code(run_env: dict[str, str]) -> None:
+    env = run_env
     result = hatchway("run", BUSYBOX, "--memory-mb", "64", "-e", "WHO=you", "-i", "--",
                       "sh", "-c", 'echo "hi $WHO"; cat; echo oops >&2; exit 4', stdin="piped\n", env=env)  # fmt: skip
     assert (result.returncode, result.stdout) == (4, "hi you\npiped\n")
@@ -42,8 +53,8 @@ def test_run_streams_output_and_exits_with_the_job_code(tmp_path: Path) -> None:
     assert timed_out.stderr.startswith("hatchway: job ") and timed_out.stderr.endswith(" timed out after 1 s\n")
 
 
-def test_run_endings_that_are_not_the_jobs_own_exit(tmp_path: Path) -> None:
-    env = local_env(tmp_path)
+def test_run_endings_that_are_not_the_jobs_own_exit(run_env: dict[str, str]) -> None:
+    env = run_env
     as_json = hatchway("run", "--json", BUSYBOX, "--", "sh", "-c", "echo hidden; exit 3", env=env)
     assert as_json.returncode == 3, as_json.stderr
     job = json.loads(as_json.stdout)

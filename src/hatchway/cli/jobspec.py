@@ -43,6 +43,15 @@ def job_request(args: argparse.Namespace) -> JobRequest:
 
     from hatchway.models import JobRequest
 
+    try:
+        return JobRequest.model_validate(job_fields(args))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"invalid job: {problems}") from exc
+
+
+def job_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The job the command line describes, as the JSON body of POST /jobs (not validated: the worker does)."""
     if not args.command:
         raise UsageError("give the command after the image, e.g. `-- echo hello`")
     fields: dict[str, Any] = {
@@ -68,11 +77,7 @@ def job_request(args: argparse.Namespace) -> JobRequest:
         fields["labels"] = dict(pairs(args.label, "=", "--label"))
     if getattr(args, "callback_url", None):
         fields["callback_url"] = args.callback_url
-    try:
-        return JobRequest.model_validate(fields)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise UsageError(f"invalid job: {problems}") from exc
+    return fields
 
 
 def pairs(items: list[str] | None, sep: str, flag: str) -> list[tuple[str, str]]:

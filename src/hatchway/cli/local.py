@@ -1,4 +1,5 @@
-"""`hatchway run`: one job on the local engine, no server; its output streams here and its exit code is ours.
+"""`hatchway run` without a running worker (or with `--local`): one job on the local engine, in this process;
+its output streams here and its exit code is ours. With a worker running, `attached` sends it there instead.
 
 A one-shot run should cost about what `docker run` costs, so it does only what one job needs: an in-memory
 store, the one engine the job asks for and no probe of it (the job's own start is the probe: an engine that
@@ -9,10 +10,8 @@ only once the command line is known to be right.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -26,25 +25,39 @@ if TYPE_CHECKING:
     from hatchway.worker import Worker
 
 
-def add_run_command(commands: Any) -> None:
+def add_run_command(commands: Any, remote_options: argparse.ArgumentParser) -> None:
     """Register `run` on the top-level parser's subcommands."""
     run_cmd = commands.add_parser(
         "run",
-        help="run one job on the local engine, without a server, like docker run",
-        description="Streams the job's stdout and stderr here and exits with its exit code.",
+        parents=[remote_options],
+        help="run one job like docker run: through the worker running at --url, else in-process",
+        description=(
+            "Streams the job's stdout and stderr here and exits with its exit code. With a worker running at "
+            "--url (or $HATCHWAY_URL) the job goes to it, as docker run goes to dockerd, and a pooled container "
+            "answers in milliseconds; with none, or with --local, the job runs in this process on the local engine."
+        ),
     )
-    run_cmd.add_argument("--config", type=Path, help="YAML settings file (or $HATCHWAY_CONFIG)")
+    run_cmd.add_argument("--local", action="store_true", help="run in this process even if a worker is running")
+    run_cmd.add_argument("--config", type=Path, help="YAML settings file for --local runs (or $HATCHWAY_CONFIG)")
     add_job_options(run_cmd)
     run_cmd.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from hatchway.cli.attached import run_attached, worker_for
+
+    worker = worker_for(args)
+    if worker is not None:
+        return run_attached(worker, args)
+
     from hatchway import logconfig
     from hatchway.settings import load_settings
 
     request = job_request(args)
     settings = load_settings(args.config)
     logconfig.configure("WARNING")
+    import asyncio  # here, not above: a run through a worker never needs it (it costs ~50 ms to import)
+
     return asyncio.run(run_locally(settings, request, as_json=args.json))
 
 
@@ -72,6 +85,9 @@ def one_shot_settings(settings: Settings, request: JobRequest, data_dir: Path) -
 
 async def run_locally(settings: Settings, request: JobRequest, *, as_json: bool = False) -> int:
     """Run `request` to its end with an in-memory store and return the exit code to leave with."""
+    import asyncio
+    import tempfile
+
     from hatchway.bootstrap import build_worker
     from hatchway.errors import RequestError
     from hatchway.models import Stream

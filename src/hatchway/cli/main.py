@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--config", type=Path, help="YAML settings file (or $HATCHWAY_CONFIG)")
     serve_cmd.set_defaults(handler=_serve)
 
-    add_run_command(commands)
+    add_run_command(commands, remote)
     add_job_commands(commands, remote)
     add_image_commands(commands, remote)
     add_sources_command(commands, remote)
