@@ -1,8 +1,8 @@
-// How views stay current. Today: polling, and only while the tab is visible (a hidden tab costs the worker
-// nothing). Every view asks through these functions, so moving the job table to the worker's event stream
-// (GET /events) is a change to `watchJobs` alone.
+// How views stay current: the job table fetches its page when the worker's event stream (GET /events) says a
+// job changed; the other views poll. Fetching happens only while the tab is visible (a hidden tab costs the
+// worker one idle connection). Every view asks through these functions.
 
-import { api, query } from "./api.js";
+import { api, follow, query } from "./api.js";
 
 export const POLL_MS = 1500;
 
@@ -40,9 +40,60 @@ export function every(intervalMs, tick, signal, onError = () => {}) {
   run();
 }
 
-/** The first page of jobs matching `filters` ({state, kind, label: [..], limit}), now and whenever it changes. */
+/** Jobs are fetched again at least this often even when no event says anything changed. */
+const QUIET_REFRESH_MS = 30000;
+/** How long to wait before listening to the event stream again after it broke. */
+const EVENTS_RETRY_MS = 3000;
+
+/**
+ * The first page of jobs matching `filters` ({state, kind, label: [..], limit}), now and whenever it changes.
+ * The worker's lifecycle events (GET /events) say when something changed; the page is fetched again then, at
+ * most every POLL_MS, and every QUIET_REFRESH_MS regardless. Where the event stream cannot be read, every tick
+ * fetches the page.
+ */
 export function watchJobs(filters, onPage, signal, onError) {
-  every(POLL_MS, async () => onPage(await api(`/jobs${query(filters)}`, { signal })), signal, onError);
+  let changed = true;
+  let listening = false;
+  let fetchedAt = 0;
+  listenToEvents(
+    () => (changed = true),
+    (up) => {
+      listening = up;
+      changed = true; // whatever happened while it was down
+    },
+    signal,
+  );
+  every(
+    POLL_MS,
+    async () => {
+      if (listening && !changed && Date.now() - fetchedAt < QUIET_REFRESH_MS) return;
+      changed = false;
+      fetchedAt = Date.now();
+      onPage(await api(`/jobs${query(filters)}`, { signal }));
+    },
+    signal,
+    onError,
+  );
+}
+
+/** Call `onEvent` for each lifecycle event the worker sends, and `onState(true|false)` as the stream comes and
+ * goes, reconnecting (from the last event seen) until `signal` aborts. */
+async function listenToEvents(onEvent, onState, signal) {
+  let last = null;
+  while (!signal.aborted) {
+    try {
+      const from = last === null ? "" : `?last_event_id=${encodeURIComponent(last)}`;
+      onState(true);
+      await follow(`/events${from}`, (text) => {
+        for (const match of text.matchAll(/^id: ?(\S+)$/gm)) last = match[1];
+        if (/^event: /m.test(text)) onEvent();
+      }, { signal });
+    } catch (error) {
+      if (signal.aborted || error.name === "AbortError") return;
+    }
+    onState(false);
+    await new Promise((resolve) => setTimeout(resolve, EVENTS_RETRY_MS));
+  }
 }
 
 /** One job (or grading, with `path` `/grade/{id}`) until it reaches a final state. */
