@@ -63,13 +63,13 @@ def render() -> str:
 def _fields(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, FieldInfo, type[BaseModel] | None]]:
     """Each leaf field as (dotted key, info, the model of its list items if it is a list of models); a nested
     model's fields are spelled out under its key."""
-    for name, info in model.model_fields.items():
+    for name, declared in model.model_fields.items():
         key = f"{prefix}{name}"
-        annotation = info.annotation
+        annotation = declared.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel) and not _is_mapping(annotation):
             yield from _fields(annotation, f"{key}.")
             continue
-        yield key, info, _item_model(annotation)
+        yield key, _described(model, name, declared), _item_model(annotation)
 
 
 def _is_mapping(model: type[BaseModel]) -> bool:
@@ -156,6 +156,18 @@ def _default(info: FieldInfo) -> str:
 
 def _meaning(info: FieldInfo) -> str:
     return info.description or ""
+
+
+def _described(model: type[BaseModel], name: str, info: FieldInfo) -> FieldInfo:
+    """`info`, with the description a base model gives the field when this one (which changes its default)
+    gives none."""
+    if info.description:
+        return info
+    for base in model.__mro__[1:]:
+        inherited = getattr(base, "model_fields", {}).get(name)
+        if inherited is not None and inherited.description:
+            return FieldInfo.merge_field_infos(info, description=inherited.description)
+    return info
 
 
 def _doc(model: type[BaseModel]) -> str:

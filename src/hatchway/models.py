@@ -149,12 +149,13 @@ class ResolvedLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    timeout_s: float = Field(gt=0)
-    memory_mb: int = Field(ge=6)
-    cpus: float = Field(gt=0)
-    pids: int = Field(ge=1)
-    output_bytes: int = Field(ge=0)
-    disk_mb: int = Field(default=1024, ge=1)  # a default: specs stored before the disk limit existed had 1 GiB
+    timeout_s: float = Field(gt=0, description="Wall-clock limit in seconds.")
+    memory_mb: int = Field(ge=6, description="Memory limit in MB; swap is not allowed.")
+    cpus: float = Field(gt=0, description="CPU quota in cores, e.g. 0.5.")
+    pids: int = Field(ge=1, description="Maximum number of processes and threads.")
+    output_bytes: int = Field(ge=0, description="Cap on each of stdout and stderr.")
+    # A default: specs stored before the disk limit existed had 1 GiB.
+    disk_mb: int = Field(default=1024, ge=1, description="Space for the working directory and /tmp together, in MB.")
 
 
 class BuildSpec(BaseModel):

@@ -83,7 +83,7 @@ class PoolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     image: str = Field(min_length=1, description="The image its containers run; jobs naming it are served from it.")
-    runtime: RuntimeName = "docker"
+    runtime: RuntimeName = Field(default="docker", description="The runtime its containers run on.")
     size: int = Field(default=2, ge=0, le=256, description="How many idle containers it keeps ready.")
     reuse_jobs: int = Field(
         default=0, ge=0, description="Jobs a container serves after its first (0: one use, then replaced)."
@@ -119,7 +119,7 @@ class SourceConfig(BaseModel):
         default_factory=RequestedGradeLimits,
         description="submissions: limits for its gradings (grade_default_limits otherwise).",
     )
-    request_timeout_s: float = Field(default=30.0, gt=0)
+    request_timeout_s: float = Field(default=30.0, gt=0, description="Longest one request to the master may take.")
 
 
 class Role(StrEnum):
@@ -144,7 +144,7 @@ class ApiToken(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     token: SecretStr = Field(description="The secret; or give token_file, a file holding it.")
-    role: Role
+    role: Role = Field(description="read (GET), submit (plus jobs and gradings) or admin (plus kill, images).")
     name: str | None = Field(
         default=None, min_length=1, max_length=128, description="Who holds it, for logs (never the token itself)."
     )
@@ -195,8 +195,10 @@ class Settings(BaseSettings):
         description="This worker's name: in labels, logs, the store and the controller.",
         json_schema_extra={"shown_default": "the host name"},
     )
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
+    host: str = Field(
+        default="127.0.0.1", description="Address the API listens on; another than loopback needs api_tokens."
+    )
+    port: int = Field(default=8080, ge=0, le=65535, description="Port the API listens on.")
     data_dir: Path = Field(
         default_factory=_default_data_dir,
         description="The SQLite file, job disks, live output, artifacts and caches.",
@@ -210,11 +212,11 @@ class Settings(BaseSettings):
         default=False, description="Serve without api_tokens on an address that is not loopback."
     )
 
-    max_concurrent_jobs: int = Field(default=4, ge=1, le=1024)
+    max_concurrent_jobs: int = Field(default=4, ge=1, le=1024, description="Jobs and gradings running at once.")
     allowed_images: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["*"], description="Glob patterns; an image matching none is refused."
     )
-    allow_host_network: bool = False
+    allow_host_network: bool = Field(default=False, description='Let jobs ask for network "host".')
     run_as_user: str = Field(default="65534:65534", min_length=1, description="uid:gid jobs run as.")
     max_input_bytes: int = Field(default=32 * 1024 * 1024, ge=0, description="Cap on stdin plus files.")
 
@@ -222,7 +224,9 @@ class Settings(BaseSettings):
     max_limits: MaxLimits = Field(default_factory=MaxLimits)
 
     default_runtime: RuntimeName = Field(default="docker", description='What a job asking for runtime "auto" gets.')
-    allowed_runtimes: Annotated[list[RuntimeName], NoDecode] = Field(default_factory=lambda: list(RUNTIMES))
+    allowed_runtimes: Annotated[list[RuntimeName], NoDecode] = Field(
+        default_factory=lambda: list(RUNTIMES), description="Runtimes jobs may ask for (comma-separated)."
+    )
     gvisor_fallback: bool = Field(
         default=False, description="Run a job that asked for gvisor on docker when gvisor is unavailable."
     )
@@ -254,15 +258,19 @@ class Settings(BaseSettings):
     )
     callback_timeout_s: float = Field(default=10.0, gt=0, description="How long one callback attempt may take.")
     bundle_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Largest bundle download.")
-    bundle_timeout_s: float = Field(default=120.0, gt=0)
-    bundle_max_unpacked_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
-    bundle_max_files: int = Field(default=20_000, ge=1)
+    bundle_timeout_s: float = Field(default=120.0, gt=0, description="Longest a bundle download may take.")
+    bundle_max_unpacked_bytes: int = Field(
+        default=1024 * 1024 * 1024, ge=1, description="Largest a bundle may be once unpacked (and the job's disk)."
+    )
+    bundle_max_files: int = Field(default=20_000, ge=1, description="Most files a bundle may hold.")
     image_cache_bytes: int = Field(
         default=20 * 1024**3, ge=0, description="Disk budget for images hatchway built or pulled (LRU)."
     )
-    build_timeout_s: float = Field(default=600.0, gt=0)
+    build_timeout_s: float = Field(default=600.0, gt=0, description="Longest building a job's image may take.")
     artifacts_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="Per job, from out/.")
-    artifacts_retention_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    artifacts_retention_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="How long a job's artifacts are kept after it ends."
+    )
     grade_default_limits: GradeLimits = Field(
         default_factory=GradeLimits, description="Limits a grading gets when it asks for none (per test)."
     )
@@ -273,13 +281,13 @@ class Settings(BaseSettings):
 
     kill_grace_s: float = Field(default=5.0, ge=0, description="SIGTERM-to-SIGKILL delay for kills.")
     shutdown_grace_s: float = Field(default=30.0, ge=0, description="How long running jobs may finish.")
-    image_pull_timeout_s: float = Field(default=300.0, gt=0)
+    image_pull_timeout_s: float = Field(default=300.0, gt=0, description="Longest pulling an image may take.")
     max_wait_s: float = Field(default=3600.0, gt=0, description="Longest ?wait=true a client may ask.")
     events_keep: int = Field(
         default=100_000, ge=1, description="Lifecycle events kept for GET /events to replay (the newest)."
     )
     poll_interval_s: float = Field(default=5.0, gt=0, description="Scheduler's safety-net wake-up.")
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL (logs are JSON lines).")
 
     pools: list[PoolConfig] = Field(default_factory=list, description="Pools of started containers (see README).")
     sources: list[SourceConfig] = Field(default_factory=list, description="Masters to pull work from (see README).")

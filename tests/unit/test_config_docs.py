@@ -21,3 +21,9 @@ def test_every_setting_is_in_the_reference_with_its_variable() -> None:
         assert f"| `{key}` |" in text
     assert "`HATCHWAY_DEFAULT_LIMITS__TIMEOUT_S`" in text
     assert "/root/" not in text and "the host name" in text, "machine-dependent defaults are said, not computed"
+
+
+def test_every_setting_says_what_it_means() -> None:
+    rows = [line for line in render().splitlines() if line.startswith("| `")]
+    unexplained = [row.split(" | ")[0] for row in rows if row.rstrip().endswith("|  |")]
+    assert rows and not unexplained, f"settings without a description: {unexplained}"

@@ -157,11 +157,13 @@ class RequestedGradeLimits(BaseModel):
     wall_limit_s: float | None = Field(
         default=None, gt=0, allow_inf_nan=False, description="Wall seconds per test; 3 x time_limit_s + 1 if absent."
     )
-    memory_mb: int | None = Field(default=None, ge=6)
+    memory_mb: int | None = Field(default=None, ge=6, description="Memory per test, in MB.")
     output_bytes: int | None = Field(default=None, ge=0, description="Cap on what one test may print.")
-    processes: int | None = Field(default=None, ge=1)
-    compile_timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    compile_memory_mb: int | None = Field(default=None, ge=6)
+    processes: int | None = Field(default=None, ge=1, description="Processes and threads a test may have at once.")
+    compile_timeout_s: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Wall-clock seconds the compile step may take."
+    )
+    compile_memory_mb: int | None = Field(default=None, ge=6, description="Memory for the compile step, in MB.")
 
 
 class GradeLimits(BaseModel):
@@ -173,13 +175,17 @@ class GradeLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    time_limit_s: float = Field(default=2.0, gt=0, allow_inf_nan=False)
-    wall_limit_s: float = Field(default=7.0, gt=0, allow_inf_nan=False)
-    memory_mb: int = Field(default=256, ge=6)
-    output_bytes: int = Field(default=1024 * 1024, ge=0)
-    processes: int = Field(default=64, ge=1)
-    compile_timeout_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
-    compile_memory_mb: int = Field(default=1024, ge=6)
+    time_limit_s: float = Field(default=2.0, gt=0, allow_inf_nan=False, description="CPU seconds per test.")
+    wall_limit_s: float = Field(
+        default=7.0, gt=0, allow_inf_nan=False, description="Wall-clock seconds per test (3 x CPU + 1 if not given)."
+    )
+    memory_mb: int = Field(default=256, ge=6, description="Memory per test, in MB.")
+    output_bytes: int = Field(default=1024 * 1024, ge=0, description="Output a test may print.")
+    processes: int = Field(default=64, ge=1, description="Processes and threads a test may have at once.")
+    compile_timeout_s: float = Field(
+        default=30.0, gt=0, allow_inf_nan=False, description="Wall-clock seconds the compile step may take."
+    )
+    compile_memory_mb: int = Field(default=1024, ge=6, description="Memory for the compile step, in MB.")
 
     @model_validator(mode="before")
     @classmethod
