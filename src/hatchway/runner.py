@@ -12,13 +12,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
 
 from hatchway.artifacts import ArtifactStore, Collected
-from hatchway.engines.base import CommandNotRunnable, Engine, ExitStatus, Found, Handle, OutputSink
+from hatchway.control import RunControl
+from hatchway.engines.base import CommandNotRunnable, Engine, ExitStatus, Found
 from hatchway.errors import (
     BadBundle,
     BuildFailed,
@@ -31,7 +30,7 @@ from hatchway.errors import (
     RunNeverStarted,
 )
 from hatchway.health import EngineHealth
-from hatchway.models import Job, JobState, Outcome, Reason, Resources, RunInfo, Stream, utcnow
+from hatchway.models import Job, JobState, Outcome, Reason, RunInfo, Stream, utcnow
 from hatchway.observability.metrics import Metrics
 from hatchway.outcome import captured, cut_off, decide
 from hatchway.output import OutputCapture
@@ -52,47 +51,6 @@ _PREPARE_FAILURES: tuple[tuple[type[HatchwayError], Reason], ...] = (
     (BuildFailed, Reason.BUILD_FAILED),
     (NotAllowed, Reason.BUILD_FAILED),
 )
-
-
-class Running(Protocol):
-    """What the runner needs of whatever runs a started job: an engine's own sandbox, or a pooled container."""
-
-    async def wait(self, handle: Handle, sink: OutputSink) -> ExitStatus: ...
-
-    async def stop(self, handle: Handle, grace_s: float) -> None: ...
-
-    def resources(self, handle: Handle) -> Resources: ...
-
-    async def remove(self, handle: Handle) -> None: ...
-
-
-@dataclass
-class RunControl:
-    """How the rest of the worker steers one active job, and what it can see of it."""
-
-    job_id: str
-    kill_requested: asyncio.Event = field(default_factory=asyncio.Event)
-    kill_grace_s: float = 0.0
-    kill_reason: Reason = Reason.KILLED
-    output_limit: asyncio.Event = field(default_factory=asyncio.Event)
-    capture: OutputCapture | None = None
-    engine: Running | None = None
-    handle: Handle | None = None
-    volume: Volume | None = None
-    slot: Slot | None = None
-    """The pooled container serving the job, if one does (its volume is then the container's)."""
-
-    def kill(self, grace_s: float, reason: Reason = Reason.KILLED) -> None:
-        if not self.kill_requested.is_set():
-            self.kill_grace_s = grace_s
-            self.kill_reason = reason
-            self.kill_requested.set()
-
-    def resources(self) -> Resources | None:
-        """Live figures of the running container, if there is one."""
-        if self.engine is None or self.handle is None:
-            return None
-        return self.engine.resources(self.handle)
 
 
 class JobRunner:

@@ -9,6 +9,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable
 
+from hatchway.control import RunControl
 from hatchway.errors import JobAlreadyFinished, JobConflict, JobNotFound, ShuttingDown
 from hatchway.models import (
     CallbackStatus,
@@ -25,7 +26,6 @@ from hatchway.models import (
 from hatchway.output import OutputCapture
 from hatchway.output_times import LineTimes
 from hatchway.policy import Policy
-from hatchway.runner import RunControl
 from hatchway.signals import JobSignals
 from hatchway.store.base import JobPage, JobQuery, JobStore
 

@@ -14,6 +14,7 @@ from hatchway import __version__
 from hatchway.artifacts import ArtifactStore
 from hatchway.bundles import BundleCache
 from hatchway.callbacks import CallbackSender
+from hatchway.control import RunControl
 from hatchway.controller import ControllerLink
 from hatchway.engines.base import Engine, Found, ImageService
 from hatchway.errors import EngineError
@@ -33,7 +34,7 @@ from hatchway.pools import Pools
 from hatchway.ports import PortAllocator
 from hatchway.prepare import BundleLimits, Preparer, numeric_owner
 from hatchway.recovery import Recovery
-from hatchway.runner import JobRunner, RunControl
+from hatchway.runner import JobRunner
 from hatchway.scheduler import Scheduler
 from hatchway.service import JobService
 from hatchway.services import Services

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from hatchway.control import RunControl
 from hatchway.engines.base import Handle, Role
 from hatchway.engines.fake import FakeEngine, FakeProgram
 from hatchway.errors import EngineError
@@ -34,7 +35,6 @@ from hatchway.grading.sandboxes import GradingKilled, Sandboxes
 from hatchway.grading.session import GradingSession
 from hatchway.grading.verdicts import Verdict
 from hatchway.grading.workspace import Workspace, write_tests
-from hatchway.runner import RunControl
 from hatchway.sandbox.protocol import RunRequest, RunResult, RunStatus
 
 MIB = 1024 * 1024

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from hatchway.control import RunControl
 from hatchway.engines.base import Engine, ImageService
 from hatchway.errors import BadBundle, EngineError, HatchwayError, ImageNotFound, ImagePullFailed
 from hatchway.grading.archive import ProblemArchives
@@ -25,7 +26,7 @@ from hatchway.health import EngineHealth
 from hatchway.models import Job, JobState, Outcome, Reason, RunInfo, Stream, utcnow
 from hatchway.output import OutputCapture
 from hatchway.prepare import numeric_owner
-from hatchway.runner import JobRunner, RunControl
+from hatchway.runner import JobRunner
 from hatchway.signals import JobSignals
 from hatchway.store.base import JobStore
 
