@@ -67,8 +67,14 @@ def request(*argv: str, **limits: float | int) -> RunRequest:
 
 
 def sandbox_cgroups(worker_id: str) -> list[str]:
-    base = cgroups.ROOT / "memory" / cgroups.worker_parent(worker_id).lstrip("/")
-    return sorted(entry.name for entry in os.scandir(base) if entry.is_dir()) if base.is_dir() else []
+    """The worker's sandbox cgroups in every hierarchy, as `hierarchy/sandbox` (runc makes a sandbox's path in
+    the hierarchies hatchway does not use too)."""
+    found = []
+    for hierarchy in cgroups.hierarchies():
+        base = hierarchy / cgroups.worker_parent(worker_id).lstrip("/")
+        if base.is_dir():
+            found += [f"{hierarchy.name}/{entry.name}" for entry in os.scandir(base) if entry.is_dir()]
+    return sorted(found)
 
 
 @pytest.mark.parametrize("runtime", [None, "runsc"], ids=["runc", "gvisor"])
@@ -94,9 +100,9 @@ async def test_a_sandbox_runs_many_processes_each_measured_alone(
         await sandboxes.close()
     assert containers_of(docker_client, worker_id) == []
     assert sandbox_cgroups(worker_id) == [], "removing the sandbox removes its cgroups"
-    assert not (cgroups.ROOT / "memory" / cgroups.worker_parent(worker_id).lstrip("/")).exists(), (
-        "closing the engine removes the worker's own cgroup directory"
-    )
+    assert not any(
+        (hierarchy / cgroups.worker_parent(worker_id).lstrip("/")).exists() for hierarchy in cgroups.hierarchies()
+    ), "closing the engine removes the worker's own cgroup directory"
 
 
 async def test_a_stopped_sandbox_fails_its_run_as_an_engine_error(

@@ -61,10 +61,11 @@ class SandboxCgroup:
         (self.path("pids") / "pids.max").write_text(str(pids))
 
     def remove(self) -> None:
-        """Remove the directories, children first; cgroups still holding processes are left (and logged by
-        the caller's next sweep)."""
-        for controller in CONTROLLERS:
-            _remove_cgroup_tree(self.path(controller))
+        """Remove the directories, children first, in every hierarchy: the container runtime makes the sandbox's
+        path in the hierarchies hatchway does not use too, and leaves it there. Cgroups still holding processes
+        are left (and removed by the next sweep)."""
+        for hierarchy in hierarchies(self.root):
+            _remove_cgroup_tree(hierarchy / self.parent.lstrip("/"))
 
 
 def worker_parent(worker_id: str) -> str:
@@ -72,10 +73,19 @@ def worker_parent(worker_id: str) -> str:
     return f"/hatchway/{_SAFE.sub('_', worker_id)}"
 
 
+def hierarchies(root: Path = ROOT) -> list[Path]:
+    """Every cgroup hierarchy mounted under `root` (v1 has one per controller or group of them)."""
+    try:
+        return sorted(path for path in root.iterdir() if (path / "cgroup.procs").is_file())
+    except OSError:
+        return []
+
+
 def sweep(worker_id: str, root: Path = ROOT) -> None:
-    """Remove this worker's sandbox cgroups that hold no process (left by a crash or a restart)."""
-    for controller in CONTROLLERS:
-        base = root / controller / worker_parent(worker_id).lstrip("/")
+    """Remove this worker's sandbox cgroups that hold no process (left by a crash or a restart), in every
+    hierarchy."""
+    for hierarchy in hierarchies(root):
+        base = hierarchy / worker_parent(worker_id).lstrip("/")
         if not base.is_dir():
             continue
         for child in base.iterdir():
@@ -96,6 +106,6 @@ def _remove_cgroup_tree(path: Path) -> None:
 
 def release(worker_id: str, root: Path = ROOT) -> None:
     """Remove the worker's own cgroup directory once it holds no sandbox (the worker is closing)."""
-    for controller in CONTROLLERS:
+    for hierarchy in hierarchies(root):
         with contextlib.suppress(OSError):
-            (root / controller / worker_parent(worker_id).lstrip("/")).rmdir()
+            (hierarchy / worker_parent(worker_id).lstrip("/")).rmdir()
