@@ -119,6 +119,7 @@ class Worker:
             max_limits=settings.max_limits,
             worker_id=self.worker_id,
             engine_ok=lambda runtime: self.health.answering.is_set() and self.health.ok.get(runtime, False),
+            slots=settings.max_concurrent_jobs,
         )
         self._runner = JobRunner(
             store=store,

@@ -172,6 +172,59 @@ async def test_an_image_that_ran_recently_gets_a_warm_pool_within_the_total(
     assert [(status.image, status.origin, status.size) for status in pools.status()] == [("a:latest", "warm", 1)]
 
 
+async def test_a_job_finding_none_idle_waits_for_a_start_no_other_job_waits_for(
+    tmp_path: Path, engine: FakeEngine, images: FakeImages
+) -> None:
+    """Under load a one-use pool is empty: a job takes the container being started for it, not a cold one of its
+    own (which would only slow both); a second job, with no start left for it, goes cold at once."""
+    pools = make_pools(tmp_path, engine, images, configs=[PoolConfig(image="img", size=1)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(pools.run(stop))
+    try:
+        engine.opening = asyncio.Event()
+        await _starting(pools)
+        first = asyncio.create_task(pools.claim(make_job(), "docker"))
+        await asyncio.sleep(0.05)
+        assert not first.done(), "it waits for the start under way"
+        assert await pools.claim(make_job(), "docker") is None, "no start is left for a second job"
+        engine.opening.set()
+        slot = await asyncio.wait_for(first, 5)
+        assert slot is not None and pools.status()[0].busy == 1
+        await pools.release(slot)
+    finally:
+        stop.set()
+        await task
+        await pools.close()
+
+
+async def test_a_job_waiting_for_a_start_goes_cold_when_the_pools_stop(
+    tmp_path: Path, engine: FakeEngine, images: FakeImages
+) -> None:
+    pools = make_pools(tmp_path, engine, images, configs=[PoolConfig(image="img", size=1)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(pools.run(stop))
+    engine.opening = asyncio.Event()
+    await _starting(pools)
+    waiting = asyncio.create_task(pools.claim(make_job(), "docker"))
+    await asyncio.sleep(0.05)
+    stop.set()
+    await task
+    assert await asyncio.wait_for(waiting, 5) is None
+    engine.opening.set()
+    await pools.close()
+    assert engine.sandboxes == {}
+
+
+async def _starting(pools: Pools) -> None:
+    """Until the fill loop has a start under way."""
+    async with asyncio.timeout(5):
+        while True:
+            changed = pools.next_change()
+            if pools.status()[0].starting:
+                return
+            await changed.wait()
+
+
 def _idle(pools: Pools) -> list[Any]:
     return [slot for pool in pools._pools.values() for slot in pool.idle]
 

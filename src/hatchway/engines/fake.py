@@ -71,6 +71,8 @@ class FakeEngine:
         """(what, owner, role) for every create, start, run, stop and remove."""
         self._started: dict[str, asyncio.Event] = {}
         self.fail_next: Exception | None = None
+        self.opening: asyncio.Event | None = None
+        """When set to an event, `open` waits for it before the sandbox exists (a slow container start)."""
         self.works = True
         self.pings = 0
         self.wait_cut = asyncio.Event()
@@ -138,6 +140,8 @@ class FakeEngine:
 
     async def open(self, spec: SandboxSpec) -> Handle:
         self._answer()
+        if self.opening is not None:
+            await self.opening.wait()
         sandbox = self._create(spec, None)
         sandbox.supervised = True
         sandbox.started_at = utcnow()

@@ -2,12 +2,15 @@
 
 Configured pools (`pools:` in the config file) keep their size; an image that ran recently gets a small pool
 of its own ("warm"), bounded in total by `pool_warm_total`, dropped after `pool_warm_idle_s` without a job.
-A job a pool cannot serve, or that finds no idle container, takes the cold path; nothing waits for a pool.
+A job a pool cannot serve takes the cold path. One that finds no idle container waits for a container being
+started or reset for that pool, if one is under way that no other job waits for (it is ready sooner than a cold
+start would be, and starting a second container for the job would only slow both); otherwise it goes cold.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -30,7 +33,12 @@ WORKDIR = "/workspace"
 """Where a pooled container's working directory is; jobs asking for another take the cold path."""
 IO_DIR = "/.hatchway/io"
 """Where a pooled job's stdin, stdout and stderr files are, in the container (root's only)."""
-_FILLS_AT_ONCE = 2  # container starts compete with running jobs for the engine and the CPUs
+_MIN_STARTS_AT_ONCE = 2
+_MAX_STARTS_AT_ONCE = 8
+"""Container starts under way at once: as many as there are job slots (a one-use pool under load starts one a job),
+within these bounds; more only compete with running jobs for the engine and the CPUs."""
+_WAIT_FOR_START_S = 10.0
+"""How long a job waits for a container being started for it before it takes the cold path after all."""
 _BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 _SWEEP_INTERVAL_S = 1.0
 """How often pools are refilled, warm pools expired and idle containers checked (at most one a pool at a time)."""
@@ -58,6 +66,7 @@ class Pools:
         max_limits: ResolvedLimits,
         worker_id: str,
         engine_ok: Callable[[str], bool],
+        slots: int = _MIN_STARTS_AT_ONCE,
     ) -> None:
         self._engines = engines
         self._volumes = volumes
@@ -71,6 +80,7 @@ class Pools:
         self._max_limits = max_limits
         self._worker_id = worker_id
         self._engine_ok = engine_ok
+        self._starts_at_once = min(max(slots, _MIN_STARTS_AT_ONCE), _MAX_STARTS_AT_ONCE)
         self._pools: dict[PoolKey, Pool] = {}
         for config in configs:
             key = PoolKey(normalise_image(config.image), config.runtime)
@@ -86,9 +96,9 @@ class Pools:
     # What the runner calls
 
     async def claim(self, job: Job, runtime: str) -> Slot | None:
-        """An idle container for `job`, now busy; None if no pool can serve it right away (cold path). A container
-        idle for a while is pinged first: its supervisor's connection goes through the engine, and an engine
-        restart cuts it."""
+        """An idle container for `job`, now busy; None if no pool can serve it soon (cold path). With none idle, it
+        waits for one being started or reset, if there is one no other job waits for. A container idle for a while
+        is pinged first: its supervisor's connection goes through the engine, and an engine restart cuts it."""
         key = self.key_for(job, runtime)
         if key is None:
             return None
@@ -101,6 +111,29 @@ class Pools:
         pool.last_used = time.monotonic()
         if job.spec.limits.disk_mb > pool.disk_mb:
             return None
+        deadline = time.monotonic() + _WAIT_FOR_START_S
+        while True:
+            slot = await self._take_idle(pool)
+            if slot is not None:
+                slot.state, slot.job_id = SlotState.BUSY, job.id
+                slot.result, slot.run, slot.stopped, slot.offsets = None, None, False, {}
+                pool.busy.add(slot)
+                pool.hits += 1
+                self._notify()  # one fewer idle: refill
+                return slot
+            left = deadline - time.monotonic()
+            if not self.running or pool.starting <= pool.waiting or left <= 0 or self._pools.get(key) is not pool:
+                return None
+            changed = self.next_change()
+            pool.waiting += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), left)
+            finally:
+                pool.waiting -= 1
+
+    async def _take_idle(self, pool: Pool) -> Slot | None:
+        """The pool's next idle container that answers, or None; dead ones found on the way are replaced."""
         while pool.idle:
             slot = pool.idle.popleft()
             if slot.anomaly is None and time.monotonic() - slot.checked_at > _FRESH_S:
@@ -108,15 +141,9 @@ class Pools:
                     slot.checked_at = time.monotonic()
                 else:
                     slot.anomaly = "its supervisor did not answer"
-            if slot.anomaly is not None:  # it died while idle
-                self._discard(pool, slot)
-                continue
-            slot.state, slot.job_id = SlotState.BUSY, job.id
-            slot.result, slot.run, slot.stopped, slot.offsets = None, None, False, {}
-            pool.busy.add(slot)
-            pool.hits += 1
-            self._notify()  # one fewer idle: refill
-            return slot
+            if slot.anomaly is None:
+                return slot
+            self._discard(pool, slot)  # it died while idle
         return None
 
     def key_for(self, job: Job, runtime: str) -> PoolKey | None:
@@ -173,7 +200,8 @@ class Pools:
             slot.limit_mb = disk_mb
 
     def next_change(self) -> asyncio.Event:
-        """An event set when a container next starts, is claimed, comes back or goes; take it *before* looking."""
+        """An event set when a container next starts or is started, is claimed, comes back or goes; take it
+        *before* looking."""
         return self._changed
 
     def status(self) -> list[PoolStatus]:
@@ -199,6 +227,7 @@ class Pools:
                     waiter.cancel()
         finally:
             self.running = False  # containers given back from now on are removed; `close` removes the idle ones
+            self._notify()  # jobs waiting for a start take the cold path
 
     async def close(self) -> None:
         """Remove every idle container, and wait for starts, resets and removals under way."""
@@ -232,6 +261,9 @@ class Pools:
     def _notify(self) -> None:
         """Something changed: the fill loop looks again, and whoever watches the pools is told."""
         self._wake.set()
+        self._tell_watchers()
+
+    def _tell_watchers(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
@@ -299,10 +331,11 @@ class Pools:
         for pool in self._pools.values():
             if now < pool.retry_at or not self._engine_ok(pool.key.runtime):
                 continue
-            while self._kept(pool) < pool.size and starting < _FILLS_AT_ONCE:
+            while self._kept(pool) < pool.size and starting < self._starts_at_once:
                 pool.starting += 1
                 starting += 1
                 self._spawn(self._start(pool), f"pool-start-{pool.key}")
+                self._tell_watchers()
 
     @staticmethod
     def _kept(pool: Pool) -> int:

@@ -24,6 +24,8 @@ class Pool:
     idle: deque[Slot] = field(default_factory=deque)
     busy: set[Slot] = field(default_factory=set)
     starting: int = 0
+    waiting: int = 0
+    """Jobs waiting for a container being started or reset."""
     served: int = 0
     hits: int = 0
     last_used: float = field(default_factory=time.monotonic)
