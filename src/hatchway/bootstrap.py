@@ -51,6 +51,7 @@ def build_worker(settings: Settings, store: JobStore | None = None) -> Worker:
         settings.data_dir / "bundles",
         max_download_bytes=settings.bundle_max_bytes,
         download_timeout_s=settings.bundle_timeout_s,
+        budget_bytes=settings.bundle_cache_bytes,
         url_allowed=functools.partial(url_matches, settings.bundle_allowed_urls),
     )
     return Worker(

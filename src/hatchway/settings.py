@@ -263,6 +263,12 @@ class Settings(BaseSettings):
         default=1024 * 1024 * 1024, ge=1, description="Largest a bundle may be once unpacked (and the job's disk)."
     )
     bundle_max_files: int = Field(default=20_000, ge=1, description="Most files a bundle may hold.")
+    bundle_cache_bytes: int = Field(
+        default=4 * 1024**3,
+        ge=0,
+        description="Disk budget for downloaded bundles and problem archives: beyond it the least recently used "
+        "are removed (checked every minute), except those used in the last 10 minutes.",
+    )
     image_cache_bytes: int = Field(
         default=20 * 1024**3, ge=0, description="Disk budget for images hatchway built or pulled (LRU)."
     )

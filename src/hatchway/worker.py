@@ -74,6 +74,7 @@ class Worker:
         self.store = store
         self.engines = engines
         self.images = images
+        self._bundles = bundles
         self.version = __version__
         self.health = EngineHealth(engines, worker_id=self.worker_id)
         self.policy = Policy.from_settings(
@@ -334,13 +335,17 @@ class Worker:
             await self._recovery.reap(set(self._controls) | pooled)
 
     async def _maintain(self) -> None:
-        """Now and then: expire old artifacts and events, keep the image cache in its budget, re-probe failed
-        engines."""
+        """Now and then: expire old artifacts and events, keep the image and bundle caches in their budgets,
+        re-probe failed engines."""
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), _MAINTENANCE_INTERVAL_S)
                 return
             await self.store.prune_events(self.settings.events_keep)
+            try:
+                await self._bundles.evict()
+            except OSError as exc:
+                log.warning("bundle eviction failed: %s", exc, extra={"event": "bundle_evict_failed"})
             expired = await asyncio.to_thread(self.artifacts.expire)
             if expired:
                 log.info("artifacts expired", extra={"event": "artifacts_expired", "count": len(expired)})

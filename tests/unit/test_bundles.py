@@ -7,12 +7,14 @@ import gzip
 import hashlib
 import http.server
 import io
+import json
 import os
 import socket
 import stat
 import struct
 import tarfile
 import threading
+import time
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -181,6 +183,27 @@ async def test_without_sha256_a_conditional_get_revalidates(server: Server, cach
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
         [first.sha256, changed.sha256, "index.json"]
     )
+
+
+async def test_the_cache_evicts_the_least_recently_used_beyond_its_budget_but_none_in_use(
+    server: Server, tmp_path: Path
+) -> None:
+    cache = BundleCache(tmp_path / "cache", max_download_bytes=LIMIT, download_timeout_s=10, budget_bytes=2500)
+    fetched = {}
+    for name in ("a", "b", "c"):
+        (server.root / name).write_bytes(name.encode() * 1000)
+        fetched[name] = await cache.fetch(f"{server.url}/{name}", None)
+    assert await cache.evict() == [], "all three were used just now"
+    hour_ago = time.time() - 3600
+    for age, name in enumerate(("b", "a", "c")):  # b least recently used, then a
+        os.utime(fetched[name].path, (hour_ago + age,) * 2)
+    again = await cache.fetch(f"{server.url}/b", fetched["b"].sha256)  # a hit is a use: b is the newest now
+    assert again.cached
+    assert await cache.evict() == [fetched["a"].sha256], "the least recently used go until 2500 bytes are left"
+    assert not fetched["a"].path.exists() and fetched["b"].path.exists() and fetched["c"].path.exists()
+    index = json.loads((tmp_path / "cache" / "index.json").read_text())["urls"]
+    assert sorted(index) == [f"{server.url}/b", f"{server.url}/c"], "the URLs that named it are forgotten"
+    assert not (await cache.fetch(f"{server.url}/a", None)).cached, "downloaded again when asked again"
 
 
 async def test_redirects_are_followed(server: Server, cache: BundleCache) -> None:

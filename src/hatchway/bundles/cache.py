@@ -8,11 +8,16 @@ Cache layout, all in ``cache_dir``:
 - ``index.json``: for URLs fetched without a hash, ``{"version": 1, "urls": {url: {"sha256", "etag",
   "last_modified"}}}``, so the next fetch can revalidate with a conditional GET instead of downloading again.
   It is a cache of a cache: a missing or unreadable index only costs a download.
+
+An archive's modification time is when it was last used. `evict` keeps the cache within its budget, least
+recently used first, and never removes one used in the last `IN_USE_S` (a fetched archive is unpacked within
+moments of its fetch; one already opened is read to the end even if removed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,6 +25,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -38,6 +44,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CHUNK_BYTES = 64 * 1024
 _MAX_REDIRECTS = 5
 _INDEX_NAME = "index.json"
+IN_USE_S = 600.0
+"""An archive used this recently is never evicted."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,7 @@ class _Validators:
 class BundleCache:
     """Downloads bundles once, keeps them by content hash (sha256) under `cache_dir`.
 
-    Concurrent fetches of the same (url, sha256) share one download. Nothing is ever evicted.
+    Concurrent fetches of the same (url, sha256) share one download. `evict` keeps it within `budget_bytes`.
     """
 
     def __init__(
@@ -70,9 +78,11 @@ class BundleCache:
         *,
         max_download_bytes: int,
         download_timeout_s: float,
+        budget_bytes: int | None = None,
         url_allowed: Callable[[str], bool] = lambda url: True,
     ) -> None:
         self._url_allowed = url_allowed
+        self._budget = budget_bytes
         self._dir = cache_dir
         self._max_bytes = max_download_bytes
         self._timeout_s = download_timeout_s
@@ -108,7 +118,7 @@ class BundleCache:
             task.exception()  # mark it retrieved: a failure nobody waited for any more is not worth a warning
 
     async def _fetch(self, url: str, expected: str | None) -> FetchedBundle:
-        if expected is not None and self._path(expected).is_file():
+        if expected is not None and _used(self._path(expected)):
             return FetchedBundle(self._path(expected), expected, cached=True)
         parts = _split(url)
         if parts.scheme == "file":
@@ -144,7 +154,7 @@ class BundleCache:
                     ) as client,
                     client.stream("GET", url, headers=headers) as response,
                 ):
-                    if response.status_code == 304 and known is not None:
+                    if response.status_code == 304 and known is not None and _used(self._path(known.sha256)):
                         return FetchedBundle(self._path(known.sha256), known.sha256, cached=True)
                     if not response.is_success:
                         raise BadBundle(f"download of {shown} failed: HTTP {response.status_code}")
@@ -193,10 +203,42 @@ class BundleCache:
         if expected is not None and digest != expected:
             raise BadBundle(f"sha256 mismatch: expected {expected}, got {digest}")
         path = self._path(digest)
-        existed = path.is_file()
+        existed = _used(path)
         if not existed:
             os.replace(part.path, path)
         return path, existed
+
+    async def evict(self) -> list[str]:
+        """Remove the least recently used archives until the cache is within its budget (none used in the last
+        `IN_USE_S`), and forget the URLs that named them; returns the hashes removed."""
+        if self._budget is None:
+            return []
+        removed = await asyncio.to_thread(self._evict, self._budget)
+        if removed:
+            gone = set(removed)
+            # In the loop, with no await in between, like `_remember`.
+            self._write_index({url: known for url, known in self._index().items() if known.sha256 not in gone})
+            log.info("bundles evicted", extra={"event": "bundles_evicted", "count": len(removed)})
+        return removed
+
+    def _evict(self, budget: int) -> list[str]:
+        archives = []
+        for entry in os.scandir(self._dir):
+            if _SHA256.fullmatch(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    info = entry.stat()
+                    archives.append((info.st_mtime, info.st_size, entry.name))
+        total = sum(size for _, size, _ in archives)
+        removed = []
+        recent = time.time() - IN_USE_S
+        for used_at, size, name in sorted(archives):
+            if total <= budget or used_at > recent:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                self._path(name).unlink()
+            total -= size
+            removed.append(name)
+        return removed
 
     def _path(self, digest: str) -> Path:
         return self._dir / digest
@@ -214,6 +256,9 @@ class BundleCache:
         # Read, change and write with no await in between, so tasks in this loop cannot lose each other's entries.
         index = self._index()
         index[url] = validators
+        self._write_index(index)
+
+    def _write_index(self, index: dict[str, _Validators]) -> None:
         document = {"version": 1, "urls": {key: asdict(value) for key, value in index.items()}}
         fd, name = tempfile.mkstemp(dir=self._dir, prefix=".index-")
         try:
@@ -256,6 +301,15 @@ class _Part:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._file.close()
         self.path.unlink(missing_ok=True)  # already gone when it was kept
+
+
+def _used(path: Path) -> bool:
+    """Mark an archive used now; False if it is not in the cache."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _validators(entry: object) -> _Validators | None:
