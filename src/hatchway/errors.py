@@ -167,6 +167,11 @@ class BadBundle(HatchwayError):
     """A job's bundle cannot be used: download failed or too large, checksum mismatch, or a hostile archive."""
 
 
+class DownloadUnavailable(BadBundle):
+    """A download failed in a way that may pass: the server could not be reached, timed out, or answered 5xx,
+    408 or 429. Worth trying again later; other BadBundles are not."""
+
+
 class PortsExhausted(EngineError):
     """No free host port is left in the configured range."""
 

@@ -28,7 +28,8 @@ def make_zip(files: Mapping[str, str | bytes]) -> bytes:
 class JudgeMaster(FakeMaster):
     """State of the fake: submissions to hand out, archives to serve, results received, and faults to inject.
 
-    Faults (`fail_every`, `garbage`, `refuse_reports`) apply to the master's API, not to the archive downloads."""
+    Faults (`fail_every`, `garbage`, `refuse_reports`) apply to the master's API; `downloads_failing` and
+    `downloads_refused` to the archive downloads."""
 
     submissions: list[dict[str, Any]] = field(default_factory=list)
     archives: dict[str, bytes] = field(default_factory=dict)
@@ -36,6 +37,10 @@ class JudgeMaster(FakeMaster):
     """(id, body) of each result, in the order they arrived and were accepted."""
     garbage: int = 0
     """Answer this many next requests for work with a body that is not JSON."""
+    downloads_failing: int = 0
+    """Answer this many next archive downloads with 503."""
+    downloads_refused: int = 0
+    """Answer this many next archive downloads with 403."""
     claimed: int = 0
     changed: threading.Condition = field(init=False)
     url: str = ""
@@ -100,6 +105,11 @@ def _handler(master: JudgeMaster) -> type[BaseHTTPRequestHandler]:
             name = self.path.removeprefix("/archives/").removesuffix(".zip")
             with master.lock:
                 data = master.archives.get(name)
+                status = 503 if master.downloads_failing else 403 if master.downloads_refused else 200
+                master.downloads_failing -= int(status == 503)
+                master.downloads_refused -= int(status == 403)
+            if status != 200:
+                return self.answer(status, {"error": "injected"})
             if not self.path.startswith("/archives/") or data is None:
                 return self.answer(404)
             return self.answer(200, raw=data)

@@ -101,6 +101,22 @@ async def test_a_master_failing_every_third_request_still_gets_one_report_each(m
     assert master.reported_ids() == [f"s{i}" for i in range(5)], "exactly one report per item"
 
 
+async def test_an_archive_download_that_fails_for_a_while_is_tried_again_and_one_refused_is_not(
+    master: JudgeMaster, start: Any
+) -> None:
+    master.downloads_failing = 2  # 503 twice: a master having a bad moment, not a bad submission
+    master.add("retried", "python", {"main.py": "print(1)\n"}, {"1": ("", "1\n")})
+    worker = await start(source={"poll_interval_s": 0.2})
+    got = await results(master, 1)
+    assert (got["retried"]["points"], got["retried"]["info"]) == (100, "AC"), got
+    assert worker.sources[0].status().errors == 2, "each failed try is counted"
+    master.downloads_refused = 1  # 403: trying again would not help
+    master.add("refused", "python", {"main.py": "print(1)\n"}, {"1": ("", "1\n")})
+    got = await results(master, 2)
+    assert got["refused"]["info"].startswith("IE\n") and "403" in got["refused"]["info"], got["refused"]
+    assert worker.sources[0].status().errors == 2
+
+
 async def test_a_wrong_api_key_is_retried_with_a_backoff_and_said_clearly(
     master: JudgeMaster, start: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -36,7 +36,7 @@ from typing import BinaryIO
 
 import httpx
 
-from hatchway.errors import BadBundle
+from hatchway.errors import BadBundle, DownloadUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class BundleCache:
             async with asyncio.timeout(self._timeout_s):
                 return await self._download(url, expected)
         except TimeoutError as exc:
-            raise BadBundle(f"download of {_shown(url)} took longer than {self._timeout_s:g} s") from exc
+            raise DownloadUnavailable(f"download of {_shown(url)} took longer than {self._timeout_s:g} s") from exc
 
     async def _download(self, url: str, expected: str | None) -> FetchedBundle:
         # Only a fetch without a hash revalidates: with one, the cache hit was already checked by name.
@@ -157,7 +157,8 @@ class BundleCache:
                     if response.status_code == 304 and known is not None and _used(self._path(known.sha256)):
                         return FetchedBundle(self._path(known.sha256), known.sha256, cached=True)
                     if not response.is_success:
-                        raise BadBundle(f"download of {shown} failed: HTTP {response.status_code}")
+                        failed = DownloadUnavailable if _may_pass(response.status_code) else BadBundle
+                        raise failed(f"download of {shown} failed: HTTP {response.status_code}")
                     length = response.headers.get("content-length", "")
                     if length.isdigit() and int(length) > self._max_bytes:
                         raise BadBundle(
@@ -168,9 +169,11 @@ class BundleCache:
                         part.write(chunk)
                     etag, last_modified = response.headers.get("etag"), response.headers.get("last-modified")
             except httpx.TimeoutException as exc:
-                raise BadBundle(f"download of {shown} timed out ({type(exc).__name__})") from exc
+                raise DownloadUnavailable(f"download of {shown} timed out ({type(exc).__name__})") from exc
             except httpx.ConnectError as exc:
-                raise BadBundle(f"cannot connect to download {shown}: {exc}") from exc
+                raise DownloadUnavailable(f"cannot connect to download {shown}: {exc}") from exc
+            except httpx.TransportError as exc:  # the connection broke: worth another try
+                raise DownloadUnavailable(f"download of {shown} failed: {type(exc).__name__}: {exc}") from exc
             except httpx.HTTPError as exc:
                 raise BadBundle(f"download of {shown} failed: {type(exc).__name__}: {exc}") from exc
             digest = await asyncio.to_thread(part.finish)
@@ -301,6 +304,11 @@ class _Part:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._file.close()
         self.path.unlink(missing_ok=True)  # already gone when it was kept
+
+
+def _may_pass(status: int) -> bool:
+    """An HTTP failure another try may not meet: the server's own trouble, or being told to come back later."""
+    return status >= 500 or status in (408, 429)
 
 
 def _used(path: Path) -> bool:

@@ -8,7 +8,8 @@ and what the master is told of a job that has ended. Everything else is here, on
   and slots are free, `poll_interval_s` when there is none, a backoff when the master cannot be reached;
 - reporting: a job's stored final state is its report, sent until the master answers 2xx, then marked reported,
   so a report survives any restart and is sent exactly once;
-- an item that cannot run is kept as a refused job, so its report is stored and sent like any other.
+- an item that cannot run is kept as a refused job, so its report is stored and sent like any other; one whose
+  files could not be downloaded for a reason that may pass (unreachable, 5xx) is tried again a few times first.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from hatchway.errors import HatchwayError, ShuttingDown
+from hatchway.errors import DownloadUnavailable, HatchwayError, ShuttingDown
 from hatchway.models import Job, utcnow
 from hatchway.service import JobService
 from hatchway.settings import SourceConfig
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 _GONE = (404, 409, 410)  # the master does not know the item, or has its result: nothing more to send
 _RESCAN_S = 5.0
 _EXTERNAL_ID_CHARS = 200  # what a label value may hold
+_DOWNLOAD_RETRY_S = (1.0, 2.0, 4.0, 8.0)
+"""Waits before the next tries of an item whose files could not be downloaded for a reason that may pass."""
 
 
 class MasterError(Exception):
@@ -125,7 +128,7 @@ class PulledSource(abc.ABC):
                 external_id,
                 extra={"event": "source_claim_resumed", "source": self.name},
             )
-            await self._take_up(jobs, external_id, json.loads(recorded))
+            await self._take_up(jobs, external_id, json.loads(recorded), stop)
         async with httpx.AsyncClient(base_url=self._config.url, timeout=self._config.request_timeout_s) as http:
             reporter = asyncio.create_task(self._report_loop(jobs, http), name=f"source-{self.name}-reports")
             claimer = asyncio.create_task(self._claim_loop(jobs, http, stop), name=f"source-{self.name}-claims")
@@ -168,7 +171,7 @@ class PulledSource(abc.ABC):
                     wait_s = 0.0
                     if item is not None:
                         got_work = True
-                        await self._claim(jobs, item)
+                        await self._claim(jobs, item, stop)
             if wait_s:
                 await pause(stop, wait_s)
             elif not got_work:
@@ -199,7 +202,7 @@ class PulledSource(abc.ABC):
             return None
         return item
 
-    async def _claim(self, jobs: JobService, item: dict[str, Any]) -> None:
+    async def _claim(self, jobs: JobService, item: dict[str, Any], stop: asyncio.Event) -> None:
         external_id = self._external_id(item)
         if external_id is None:
             self._note_error(f"a {self.item_name} without an id cannot be reported: {str(item)[:200]}")
@@ -207,18 +210,36 @@ class PulledSource(abc.ABC):
             return
         self._claims += 1
         await jobs.record_claim(self.name, external_id, json.dumps(item))
-        await self._take_up(jobs, external_id, item)
+        await self._take_up(jobs, external_id, item, stop)
 
-    async def _take_up(self, jobs: JobService, external_id: str, item: dict[str, Any]) -> None:
-        """Store a claimed item as a job, or refused as one; then its claim record can go."""
-        try:
-            job_id = await self._take(jobs, external_id, item)
-        except ShuttingDown:
-            return  # its claim stays: the next start takes it up
-        except (ItemRefused, HatchwayError) as exc:  # malformed, not allowed here, too large ...
-            await self._refuse(jobs, external_id, str(exc))
-            await jobs.forget_claim(self.name, external_id)
-            return
+    async def _take_up(self, jobs: JobService, external_id: str, item: dict[str, Any], stop: asyncio.Event) -> None:
+        """Store a claimed item as a job, or refused as one; then its claim record can go. A download that failed
+        for a reason that may pass is tried again a few times before the item is refused for it."""
+        retries = iter(_DOWNLOAD_RETRY_S)
+        while True:
+            try:
+                job_id = await self._take(jobs, external_id, item)
+                break
+            except ShuttingDown:
+                return  # its claim stays: the next start takes it up
+            except (ItemRefused, HatchwayError) as exc:  # malformed, not allowed here, too large ...
+                wait_s = next(retries, None) if _may_pass(exc) else None
+                if wait_s is None:
+                    await self._refuse(jobs, external_id, str(exc))
+                    await jobs.forget_claim(self.name, external_id)
+                    return
+                self._note_error(str(exc))
+                log.warning(
+                    "%s %s: %s; trying again in %.0f s",
+                    self.item_name,
+                    external_id,
+                    exc,
+                    wait_s,
+                    extra={"event": "source_download_retry", "source": self.name},
+                )
+                await pause(stop, wait_s)
+                if stop.is_set():
+                    return  # its claim stays: the next start takes it up
         await jobs.forget_claim(self.name, external_id)
         watcher = asyncio.create_task(self._watch(jobs, job_id), name=f"source-{self.name}-watch")
         self._watchers.add(watcher)
@@ -287,3 +308,13 @@ class PulledSource(abc.ABC):
             self._note_error(f"{self._config.url} answered {answer.status_code} to {asked}")
         self._report_backoff.failed(self._last_error or "", source=self.name)
         return False
+
+
+def _may_pass(error: BaseException) -> bool:
+    """Whether `error`, or what caused it, is a download failure another try may not meet."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, DownloadUnavailable):
+            return True
+        seen = seen.__cause__
+    return False
