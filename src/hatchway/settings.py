@@ -34,6 +34,8 @@ ENV_PREFIX = "HATCHWAY_"
 RuntimeName = Literal["docker", "gvisor"]
 RUNTIMES: tuple[RuntimeName, ...] = ("docker", "gvisor")
 TOKEN_MIN_LENGTH = 16
+API_SOURCE = "api"
+"""The HTTP API's name among the job sources (`GET /sources`); no configured source may take it."""
 
 
 def _default_data_dir() -> Path:
@@ -98,7 +100,10 @@ class SourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$", description="Its name: in labels, logs, /sources.")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$",
+        description="Its name: in labels, logs, /sources (not `api`: the HTTP API's, a source too).",
+    )
     kind: Literal["tasks", "submissions"] = Field(
         description="tasks: the queue-pull worker's queue service; submissions: the submission judge's master."
     )
@@ -120,6 +125,13 @@ class SourceConfig(BaseModel):
         description="submissions: limits for its gradings (grade_default_limits otherwise).",
     )
     request_timeout_s: float = Field(default=30.0, gt=0, description="Longest one request to the master may take.")
+
+    @field_validator("name")
+    @classmethod
+    def _not_the_api(cls, value: str) -> str:
+        if value == API_SOURCE:
+            raise ValueError(f"{API_SOURCE!r} is the HTTP API's name in /sources; give this source another")
+        return value
 
 
 class Role(StrEnum):

@@ -1,4 +1,5 @@
-"""The worker: composes store, engines, scheduler, runner and recovery; starts and stops them in order.
+"""The worker: composes store, engines, scheduler, runner and recovery; starts and stops them in order, its job
+sources among them (the HTTP API too, when it has one: `hatchway serve` adds it).
 
 Job sources talk to `worker.jobs` (the `JobService`) only; building a worker from settings is `bootstrap`'s.
 """
@@ -17,7 +18,7 @@ from hatchway.callbacks import CallbackSender
 from hatchway.control import RunControl
 from hatchway.controller import ControllerLink
 from hatchway.engines.base import Engine, Found, ImageService
-from hatchway.errors import EngineError
+from hatchway.errors import ConfigError, EngineError
 from hatchway.event_feed import EventFeed
 from hatchway.grading.admission import GradeAdmission
 from hatchway.grading.archive import ProblemArchives
@@ -53,6 +54,9 @@ _MAINTENANCE_INTERVAL_S = 60.0
 _CLEAN_UP_S = 90.0
 _MAX_SPARE_VOLUMES = 32
 _REPORT_GRACE_S = 10.0
+# How long a source clients push to may take to close once the drain is over (the HTTP API gives its open
+# connections 5 s).
+_PUSH_CLOSE_S = 10.0
 
 
 class Worker:
@@ -181,7 +185,10 @@ class Worker:
             scratch=settings.data_dir / "tmp",
         )
         self.sources: list[JobSource] = build_sources(settings.sources, worker_id=self.worker_id, grades=self.grades)
-        self._source_tasks: list[asyncio.Task[None]] = []
+        self._pulled_tasks: list[asyncio.Task[None]] = []
+        self._pushed_tasks: list[asyncio.Task[None]] = []
+        # Apart from the worker's stop, which pulled sources get: set once the drain is over.
+        self._pushed_stop = asyncio.Event()
         self._recovery = Recovery(
             store=store,
             engines=engines,
@@ -224,6 +231,14 @@ class Worker:
     def accepting(self) -> bool:
         return self.jobs.accepting
 
+    def add_source(self, source: JobSource) -> None:
+        """Take work from `source` too: for one built around this worker, as the HTTP API is (its app needs the
+        worker). Call before `start`. Sources clients push to are listed first, as they start first."""
+        if any(known.name == source.name for known in self.sources):
+            raise ConfigError(f"sources: two sources are named {source.name!r}; give one of them another name")
+        self.sources.append(source)
+        self.sources.sort(key=lambda known: not known.pushes)
+
     # Lifecycle
 
     async def start(self, on_fatal: Callable[[], None] | None = None, *, probe: bool = True) -> None:
@@ -239,12 +254,14 @@ class Worker:
         else:
             self.health.assume_working()
         await self.store.prune_events(self.settings.events_keep)
+        self.jobs.accepting = True
+        # Clients can push work from now on, while the last run is recovered too: it is queued meanwhile.
+        self._pushed_tasks = [self._run(source, self._pushed_stop) for source in self.sources if source.pushes]
         self.services.start("scheduler", self._schedule())
         if self.controller is not None:
             self.services.start("controller", self.controller.run(self._stop))
         self.services.start("maintenance", self._maintain())
         self._callbacks_task = self.services.start("callbacks", self.callbacks.run(self._callbacks_stop))
-        self.jobs.accepting = True
         log.info("worker started", extra={"event": "worker_started", "worker_id": self.worker_id})
 
     async def shutdown(self) -> None:
@@ -253,7 +270,8 @@ class Worker:
         await self.close()
 
     async def drain(self) -> None:
-        """Stop taking jobs, let running ones finish within the grace period, stop the rest, record all."""
+        """Stop taking jobs, let running ones finish within the grace period, stop the rest, record all; then
+        close the sources clients push to (the HTTP API), which answered until then."""
         if self._stop.is_set():
             return
         self.jobs.accepting = False
@@ -267,19 +285,27 @@ class Worker:
             control.kill(self.settings.kill_grace_s, reason=Reason.SHUTDOWN)
         if pending:
             await asyncio.wait(pending, timeout=self.settings.kill_grace_s + _CLEAN_UP_S)
-        if self._source_tasks:  # every job has ended: its result goes to its source now, if the source answers
-            await asyncio.wait(self._source_tasks, timeout=_REPORT_GRACE_S)
+        if self._pulled_tasks:  # every job has ended: its result goes to its source now, if the source answers
+            await asyncio.wait(self._pulled_tasks, timeout=_REPORT_GRACE_S)
         self._callbacks_stop.set()  # a last try for each pending callback; the rest wait in the store
         if self._callbacks_task is not None:
             await asyncio.wait([self._callbacks_task], timeout=_REPORT_GRACE_S)
         await self.pools.close()
         await asyncio.to_thread(self._volume_stock.clear)
+        # Every job is final and recorded, every report sent that could be: the clients of the HTTP API have seen
+        # their jobs end, and it may close.
+        self._pushed_stop.set()
+        if self._pushed_tasks:
+            await asyncio.wait(self._pushed_tasks, timeout=_PUSH_CLOSE_S)
         await self.services.stop()
         await self.health.settle()
         log.info("worker drained", extra={"event": "worker_drained", "worker_id": self.worker_id})
 
     async def close(self) -> None:
-        """Release the store and the engines; call after `drain`."""
+        """Release the store and the engines; call after `drain`. After a drain cut short (a second SIGTERM), the
+        background services still running, the HTTP API among them, are cancelled first; jobs' containers are
+        left to the next start's recovery."""
+        await self.services.stop()
         await self.store.close()
         for engine in self.engines.values():
             await engine.close()
@@ -303,10 +329,11 @@ class Worker:
                 await asyncio.sleep(_RECOVERY_RETRY_S)
         # Only now: recovery removes every labelled container and disk no job owns, a pool's new ones included.
         self.services.start("pools", self.pools.run(self._stop))
-        self._source_tasks = [
-            self.services.start(f"source-{source.name}", source.run(self.jobs, self._stop)) for source in self.sources
-        ]
+        self._pulled_tasks = [self._run(source, self._stop) for source in self.sources if not source.pushes]
         await self.scheduler.run(self._stop)
+
+    def _run(self, source: JobSource, stop: asyncio.Event) -> asyncio.Task[None]:
+        return self.services.start(f"source-{source.name}", source.run(self.jobs, stop))
 
     def _registration(self, profiles: list[str]) -> dict[str, object]:
         """What the controller is told of this worker when it registers."""

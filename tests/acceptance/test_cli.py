@@ -127,11 +127,12 @@ def test_sources_and_images_tables(start_server: ServerFactory) -> None:
     url = ["--url", server.url]
     table = hatchway("sources", *url)
     assert table.returncode == 0, table.stderr
-    header, row = table.stdout.splitlines()
+    header, api, row = table.stdout.splitlines()
     assert header.split()[:4] == ["NAME", "KIND", "URL", "LAST"]
-    assert row.startswith("queue  tasks  http://127.0.0.1:9  ")
-    assert header.index("KIND") == row.index("tasks")
-    assert json.loads(hatchway("sources", *url, "--json").stdout)[0]["name"] == "queue"
+    assert api.split() == ["api", "http", server.url, "-", "0", "-", "-", "-", "-", "-"]
+    assert row.startswith("queue  tasks  http://127.0.0.1:9")
+    assert header.index("KIND") == row.index("tasks") == api.index("http")
+    assert [source["name"] for source in json.loads(hatchway("sources", *url, "--json").stdout)] == ["api", "queue"]
     images = hatchway("images", *url)
     assert images.returncode == 0 and images.stdout.split()[:5] == ["NAME", "SOURCE", "SIZE", "LAST", "USED"]
     assert json.loads(hatchway("images", "list", *url, "--json").stdout) == []

@@ -48,7 +48,9 @@ def test_kill_9_with_gradings_running_and_results_pending_gives_one_result_each(
         assert time.monotonic() < deadline, f"claimed {master.claimed}, report attempts {master.report_attempts}"
         time.sleep(0.1)
     server.wait_state(source_job_id("judge", "slow"), "running")
-    pending = server.client.get("/sources").json()[0]
+    listed = server.client.get("/sources").json()
+    assert [source["name"] for source in listed] == ["api", "judge"]
+    pending = listed[1]
     assert (pending["name"], pending["kind"], pending["claims"], pending["reports_sent"]) == (
         "judge",
         "submissions",

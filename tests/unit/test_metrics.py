@@ -79,6 +79,17 @@ def test_sources_and_callbacks_count_as_they_keep_their_own_tallies() -> None:
     assert value(metrics, "hatchway_callback_deliveries_total", result="failed") == 0
 
 
+def test_the_http_api_counts_its_claims_only() -> None:
+    metrics = Metrics()
+    api = source().model_copy(update={"name": "api", "kind": "http", "pushes": True, "polls": 0, "claims": 5})
+    metrics.render(snapshot(sources=[api, source()]))
+    assert value(metrics, "hatchway_source_claims_total", source="api") == 5
+    assert value(metrics, "hatchway_source_claims_total", source="queue") == 3
+    for name in ("hatchway_source_polls_total", "hatchway_source_errors_total", "hatchway_source_reports_pending"):
+        assert value(metrics, name, source="api") is None, f"{name}: it polls nothing and sends no reports"
+        assert value(metrics, name, source="queue") is not None
+
+
 def ended(make_job: MakeJob, state: JobState, reason: Reason | None, **fields: Any) -> Job:
     job = make_job(**fields)
     started = job.created_at + timedelta(seconds=2)

@@ -168,6 +168,12 @@ def test_every_bad_key_is_named(write_config: WriteConfig) -> None:
     assert "kill_grace_s (HATCHWAY_KILL_GRACE_S)" in str(caught.value)
 
 
+def test_no_configured_source_may_take_the_http_api_s_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HATCHWAY_SOURCES", json.dumps([{"name": "api", "kind": "tasks", "url": "http://m:1"}]))
+    with pytest.raises(ConfigError, match=r"sources.0.name \(HATCHWAY_SOURCES\).*'api' is the HTTP API's name"):
+        load_settings()
+
+
 def test_an_unknown_key_in_the_file_is_rejected_by_name(write_config: WriteConfig) -> None:
     with pytest.raises(ConfigError, match="max_jobs"):
         load_settings(write_config("max_jobs: 3\n"))

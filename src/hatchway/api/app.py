@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI
 
 from hatchway import __version__
@@ -13,14 +15,16 @@ from hatchway.web import dashboard
 from hatchway.worker import Worker
 
 
-def create_app(worker: Worker) -> FastAPI:
-    """An app serving `worker`; starting and stopping the worker is the caller's business."""
+def create_app(worker: Worker, *, on_submit: Callable[[], None] = lambda: None) -> FastAPI:
+    """An app serving `worker`; starting and stopping the worker is the caller's business. `on_submit` is called
+    for each job or grading the app creates (not for one resubmitted with its id): the API source counts them."""
     app = FastAPI(
         title="hatchway",
         version=__version__,
         description="Runs jobs in isolated containers and reports exactly what happened.",
     )
     app.state.worker = worker
+    app.state.on_submit = on_submit
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(jobs.router)

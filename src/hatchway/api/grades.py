@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
-from hatchway.api.jobs import WaitFlag, WaitSeconds, WorkerDep, wait_bound
+from hatchway.api.jobs import OnSubmitDep, WaitFlag, WaitSeconds, WorkerDep, wait_bound
 from hatchway.grading.models import GradeRequest, GradeResult
 from hatchway.grading.profiles import TOOLS, Profile
 
@@ -33,13 +33,17 @@ async def create_grade(
     body: GradeRequest,
     response: Response,
     worker: WorkerDep,
+    *,
+    on_submit: OnSubmitDep,
     wait: WaitFlag = False,
     wait_s: WaitSeconds = None,
 ) -> GradeResult:
     """Queue a grading: compile once, run every test, judge each output. It is a job too (see /jobs)."""
     timeout_s = wait_bound(worker, wait_s)
     result, created = await worker.grades.submit(body)
-    if not created:
+    if created:
+        on_submit()
+    else:
         response.status_code = 200
     if wait:
         result = await worker.grades.wait_final(result.id, timeout_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -25,7 +26,14 @@ async def get_worker(request: Request) -> Worker:
     return worker
 
 
+async def get_on_submit(request: Request) -> Callable[[], None]:
+    on_submit: Callable[[], None] = request.app.state.on_submit
+    return on_submit
+
+
 WorkerDep = Annotated[Worker, Depends(get_worker)]
+OnSubmitDep = Annotated[Callable[[], None], Depends(get_on_submit)]
+"""What to call once a job or grading is created (`create_app`'s `on_submit`)."""
 WaitFlag = Annotated[bool, Query(description="Answer once it has ended.")]
 WaitSeconds = Annotated[float | None, Query(gt=0, description="Longest wait with `wait=true`.")]
 
@@ -47,13 +55,17 @@ async def create_job(
     body: JobRequest,
     response: Response,
     worker: WorkerDep,
+    *,
+    on_submit: OnSubmitDep,
     wait: WaitFlag = False,
     wait_s: WaitSeconds = None,
 ) -> Job:
     """Queue a job. Resubmitting an `id` returns the existing job (200) instead of creating another."""
     timeout_s = wait_bound(worker, wait_s)
     job, created = await worker.jobs.submit(body)
-    if not created:
+    if created:
+        on_submit()
+    else:
         response.status_code = 200
     if wait:
         job = await worker.jobs.wait_final(job.id, timeout_s)

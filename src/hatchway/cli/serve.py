@@ -1,48 +1,27 @@
-"""`hatchway serve`: the worker behind its HTTP API, until SIGTERM or SIGINT."""
+"""`hatchway serve`: the worker with its HTTP API as a job source, until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from types import FrameType
+import signal
 
-import uvicorn
-
-from hatchway.api import create_app
 from hatchway.bootstrap import build_worker
 from hatchway.settings import Settings, check_exposure, is_loopback
+from hatchway.sources.http_api import ApiSource
 from hatchway.worker import Worker
 
 log = logging.getLogger(__name__)
 
-
-class _Server(uvicorn.Server):
-    """uvicorn, but the first SIGTERM/SIGINT drains the worker before the HTTP side closes."""
-
-    def __init__(self, config: uvicorn.Config, worker: Worker) -> None:
-        super().__init__(config)
-        self._worker = worker
-        self._draining: asyncio.Task[None] | None = None
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._draining is None:
-            self.begin_drain()
-        else:  # a second signal: stop now
-            self.force_exit = True
-            self.should_exit = True
-
-    def begin_drain(self) -> None:
-        async def drain() -> None:
-            await self._worker.drain()
-            self.should_exit = True
-
-        self._draining = asyncio.get_running_loop().create_task(drain(), name="drain")
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 async def serve(settings: Settings) -> None:
     """Run the worker and its API until told to stop; every job's final state is recorded on the way out.
 
-    Raises ConfigError, before anything starts, for an open API on an address that is not loopback.
+    The first SIGTERM or SIGINT (or a background service that dies) drains the worker, the API answering until
+    the drain is over; a second signal stops at once. Raises ConfigError, before anything starts, for an open API
+    on an address that is not loopback, and after the drain if the API could not listen.
     """
     check_exposure(settings)
     if settings.api_tokens:
@@ -55,19 +34,50 @@ async def serve(settings: Settings) -> None:
             extra={"event": "api_unauthenticated"},
         )
     worker = build_worker(settings)
-    config = uvicorn.Config(
-        create_app(worker),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=5,
-    )
-    server = _Server(config, worker)
-    await worker.start(on_fatal=server.begin_drain)
+    api = ApiSource(worker, host=settings.host, port=settings.port)
+    worker.add_source(api)
+    stopping = _Stopping(worker)
+    loop = asyncio.get_running_loop()
+    for signum in _SIGNALS:
+        loop.add_signal_handler(signum, stopping.signalled)
     try:
-        await server.serve()
+        await worker.start(on_fatal=stopping.drain)
+        await stopping.done.wait()
     finally:
-        await worker.drain()
+        for signum in _SIGNALS:
+            loop.remove_signal_handler(signum)
+        stopping.cancel()
         await worker.close()
+    if api.failure is not None:
+        raise api.failure
+
+
+class _Stopping:
+    """The first signal drains the worker, then `done` is set; a second one sets `done` at once."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._draining: asyncio.Task[None] | None = None
+        self.done = asyncio.Event()
+
+    def signalled(self) -> None:
+        if self._draining is None:
+            self.drain()
+        else:
+            log.warning("stopping now, without waiting for jobs", extra={"event": "worker_stop_now"})
+            self.done.set()
+
+    def drain(self) -> None:
+        if self._draining is None:
+            self._draining = asyncio.get_running_loop().create_task(self._drain(), name="drain")
+
+    def cancel(self) -> None:
+        """Cut short a drain under way (after a second signal)."""
+        if self._draining is not None:
+            self._draining.cancel()
+
+    async def _drain(self) -> None:
+        try:
+            await self._worker.drain()
+        finally:
+            self.done.set()

@@ -168,8 +168,9 @@ class Metrics:
         )
         _replace(self._pool_served, (((pool.image, pool.runtime), pool.jobs_served) for pool in snapshot.pools))
         self._counted.snapshot = snapshot
-        _replace(self._reports_pending, ((source.name, source.reports_pending) for source in snapshot.sources))
-        _replace(self._source_backoff, ((source.name, source.backoff_s) for source in snapshot.sources))
+        pulled = [source for source in snapshot.sources if not source.pushes]
+        _replace(self._reports_pending, ((source.name, source.reports_pending) for source in pulled))
+        _replace(self._source_backoff, ((source.name, source.backoff_s) for source in pulled))
         return generate_latest(self.registry)
 
 
@@ -182,7 +183,8 @@ def _replace(gauge: Gauge, values: Iterable[tuple[str | tuple[str, ...], float]]
 
 class _CountedElsewhere(Collector):
     """Counters that sources and the callback sender keep themselves (since start-up, as counters go), read at
-    scrape time like the gauges."""
+    scrape time like the gauges. A source clients push to (the HTTP API) has claims only: it polls nothing and
+    sends no reports (its refusals are in `hatchway_http_requests_total`)."""
 
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
@@ -193,19 +195,27 @@ class _CountedElsewhere(Collector):
     def collect(self) -> Iterator[Metric]:
         snapshot = self.snapshot
         sources = snapshot.sources if snapshot is not None else []
-        for name, what, attribute in (
-            ("hatchway_source_polls", "Requests to a master for work, by source.", "polls"),
-            ("hatchway_source_claims", "Items taken from a master, by source.", "claims"),
-            ("hatchway_source_errors", "Failed requests to a master, by source.", "errors"),
-            ("hatchway_source_reports_sent", "Reports a master accepted, by source.", "reports_sent"),
+        pulled = [source for source in sources if not source.pushes]
+        for name, what, attribute, counted in (
+            ("hatchway_source_polls", "Requests to a master for work, by source.", "polls", pulled),
+            (
+                "hatchway_source_claims",
+                "Jobs and gradings a source brought in (items taken from a master, or created over the HTTP API "
+                "for source api), by source.",
+                "claims",
+                sources,
+            ),
+            ("hatchway_source_errors", "Failed requests to a master, by source.", "errors", pulled),
+            ("hatchway_source_reports_sent", "Reports a master accepted, by source.", "reports_sent", pulled),
             (
                 "hatchway_source_report_failures",
                 "Reports a master did not accept (each is retried), by source.",
                 "report_failures",
+                pulled,
             ),
         ):
             family = CounterMetricFamily(name, what, labels=["source"])
-            for source in sources:
+            for source in counted:
                 family.add_metric([source.name], getattr(source, attribute))
             yield family
         deliveries = CounterMetricFamily(

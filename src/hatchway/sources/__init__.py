@@ -1,5 +1,6 @@
-"""Job sources the worker pulls work from (the HTTP API pushes; these pull): `base` (the protocol, status,
-backoff), `pulled` (claiming and reporting, shared by every master) and one module per kind of master."""
+"""Job sources: `base` (the protocol, status, backoff), `http_api` (the HTTP API, which clients push work to),
+`pulled` (claiming and reporting, shared by every master the worker pulls from) and one module per kind of
+master. `http_api` is not imported here: it builds the API's app around a worker, which imports this package."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ __all__ = ["JobSource", "SourceStatus", "SubmissionsSource", "TasksSource", "bui
 
 
 def build_sources(configs: list[SourceConfig], *, worker_id: str, grades: GradeService) -> list[JobSource]:
-    """The configured sources; raises ConfigError for a profile that does not exist or a name used twice.
+    """The configured sources, masters to pull from; raises ConfigError for a profile that does not exist or a
+    name used twice.
 
     Sources get the job service when they run; one that grades (`submissions`) holds the grading facade too."""
     names = [config.name for config in configs]

@@ -1,5 +1,6 @@
 """The seam of job sources: the protocol the worker runs them by, their status, and the backoff and pause they
-wait with. What masters pulled from share beyond that (claiming, reporting) is `hatchway.sources.pulled`'s."""
+wait with. What masters pulled from share beyond that (claiming, reporting) is `hatchway.sources.pulled`'s; the
+HTTP API, the source clients push to, is `hatchway.sources.http_api`."""
 
 from __future__ import annotations
 
@@ -29,9 +30,17 @@ class SourceStatus(BaseModel):
     name: str
     kind: str
     url: str
-    last_poll_at: datetime | None = Field(description="When the master was last asked for work.")
+    pushes: bool = Field(
+        default=False,
+        description="True for the HTTP API, which clients push work to: it polls nothing and sends no reports "
+        "(its clients ask for their results).",
+    )
+    last_poll_at: datetime | None = Field(description="When the master was last asked for work (null: never).")
     polls: int = Field(default=0, description="Requests to the master for work since start-up.")
-    claims: int = Field(description="Items taken from the master since start-up.")
+    claims: int = Field(
+        description="Jobs and gradings it brought in since start-up: items taken from a master, or created over "
+        "the HTTP API."
+    )
     reports_sent: int
     report_failures: int = Field(default=0, description="Reports the master did not accept (each is retried).")
     reports_pending: int = Field(description="Results stored and not yet accepted by the master.")
@@ -41,13 +50,20 @@ class SourceStatus(BaseModel):
 
 
 class JobSource(Protocol):
-    """A source of work the worker pulls from. It talks to the job service facade only."""
+    """A source of jobs. It talks to the job service facade only.
+
+    Its lifecycle depends on which way the work comes. A source clients push work to (`pushes`: the HTTP API)
+    starts with the worker, before the last run is recovered, and is told to stop only once the drain is over,
+    every job final and every report sent, so that its clients see their jobs end. A source the worker pulls
+    from starts once recovery is done (what it claims can run at once) and is told to stop as the drain begins;
+    then it sends what reports it can and returns."""
 
     name: str
+    pushes: bool
 
     async def run(self, jobs: JobService, stop: asyncio.Event) -> None:
-        """Claim work while there are free slots and report every result, until `stop`; then send what reports
-        it can and return."""
+        """Take work until `stop`, then return: a pulled source claims while there are free slots and reports
+        every result; a pushed one serves its clients."""
         ...
 
     def status(self) -> SourceStatus:

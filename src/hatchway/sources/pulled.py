@@ -61,6 +61,7 @@ class PulledSource(abc.ABC):
     """A master the worker pulls items from, each reported exactly once. Subclasses speak one master's dialect."""
 
     kind: ClassVar[str]
+    pushes = False
     claim_method: ClassVar[str]
     claim_path: ClassVar[str]
     item_name: ClassVar[str] = "item"

@@ -107,23 +107,25 @@ function poolTable(pools) {
 }
 
 function sourceTable(sources) {
+  // The HTTP API (a source clients push to) polls nothing and sends no reports: only its claims mean something.
+  const pulled = (source, text) => (source.pushes ? "" : text);
   const rows = sources.map((source) =>
     h(
       "tr",
-      {},
+      { data: { source: source.name } },
       h("td", { text: source.name }),
       h("td", { text: source.kind }),
       h("td", { class: "mono", text: source.url }),
-      h("td", { title: when(source.last_poll_at), text: ago(source.last_poll_at) }),
+      h("td", { title: pulled(source, when(source.last_poll_at)), text: pulled(source, ago(source.last_poll_at)) }),
       h("td", { class: "num", text: source.claims }),
-      h("td", { class: "num", text: `${source.reports_sent} / ${source.reports_pending}` }),
-      h("td", { class: "num", text: source.errors }),
+      h("td", { class: "num", text: pulled(source, `${source.reports_sent} / ${source.reports_pending}`) }),
+      h("td", { class: "num", text: pulled(source, source.errors) }),
       h("td", { class: "num", text: source.backoff_s ? seconds(source.backoff_s) : "" }),
       h("td", { class: "error", text: source.last_error ?? "" }),
     ),
   );
   const headers = [["Name"], ["Kind"], ["URL"], ["Last poll"], ["Claims", "num"], ["Reports sent / pending", "num"], ["Errors", "num"], ["Backoff", "num"], ["Last error"]];
-  return table(headers, rows, { empty: "No sources: jobs come over the HTTP API only." });
+  return table(headers, rows, { empty: "No job sources." });
 }
 
 function controllerPanel(link) {
