@@ -12,6 +12,7 @@ gVisor has no host cgroups inside its sandbox: there the supervisor measures fro
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -75,10 +76,16 @@ def worker_parent(worker_id: str) -> str:
 
 def hierarchies(root: Path = ROOT) -> list[Path]:
     """Every cgroup hierarchy mounted under `root` (v1 has one per controller or group of them)."""
+    return list(_hierarchies(root))
+
+
+@functools.cache
+def _hierarchies(root: Path) -> tuple[Path, ...]:
+    # Read once: hierarchies are mounted at boot, and this is asked for every sandbox removed.
     try:
-        return sorted(path for path in root.iterdir() if (path / "cgroup.procs").is_file())
+        return tuple(sorted(path for path in root.iterdir() if (path / "cgroup.procs").is_file()))
     except OSError:
-        return []
+        return ()
 
 
 def sweep(worker_id: str, root: Path = ROOT) -> None:
@@ -94,12 +101,21 @@ def sweep(worker_id: str, root: Path = ROOT) -> None:
 
 
 def _remove_cgroup_tree(path: Path) -> None:
-    if not path.is_dir():
+    """Remove a cgroup and its sub-cgroups (a cgroup directory holds only control files, which rmdir takes with
+    it). Usually it has none left, and the first rmdir does it; a cgroup holding processes stays."""
+    try:
+        path.rmdir()
         return
-    # A cgroup directory holds only control files, which rmdir takes with it; sub-cgroups go first.
-    for child in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):
-            child.rmdir()
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass
+    try:
+        children = [entry.path for entry in os.scandir(path) if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    for child in children:
+        _remove_cgroup_tree(Path(child))
     with contextlib.suppress(OSError):
         path.rmdir()
 
