@@ -151,14 +151,15 @@ class JobService:
         return await self.wait_final(job_id, grace_s + 30)
 
     async def wait_final(self, job_id: str, timeout_s: float) -> Job:
-        """The job once it has ended, or as it is after `timeout_s`."""
+        """The job once it has ended, or as it is after `timeout_s`. Until then only its state is read at each
+        change: a whole job (spec, output) costs far more to load, and a job changes state several times."""
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
             with self.signals.watching(job_id) as changed:
-                job = await self.get(job_id)
+                state = await self.store.state_of(job_id)
                 remaining = deadline - asyncio.get_running_loop().time()
-                if job.state.is_final or remaining <= 0:
-                    return job
+                if state is None or state.is_final or remaining <= 0:
+                    return await self.get(job_id)
                 await self.signals.wait(changed, remaining)
 
     async def refuse(

@@ -68,6 +68,14 @@ async def test_get_of_an_unknown_id_is_none(store: JobStore) -> None:
     assert await store.get("nope") is None
 
 
+async def test_state_of_follows_the_job_and_is_none_for_an_unknown_id(store: JobStore, make_job: MakeJob) -> None:
+    assert await store.state_of("nope") is None
+    job, _ = await store.enqueue(make_job(id="a"))
+    assert await store.state_of(job.id) == JobState.QUEUED
+    claimed = await store.claim_next("w1")
+    assert claimed is not None and await store.state_of(job.id) == JobState.BUILDING
+
+
 async def test_claim_next_takes_highest_priority_first_then_oldest(store: JobStore, make_job: MakeJob) -> None:
     await enqueue_all(
         store,

@@ -47,6 +47,10 @@ class JobStore(Protocol):
         """The job with this id, or None."""
         ...
 
+    async def state_of(self, job_id: str) -> JobState | None:
+        """Only the state of the job with this id, or None: cheaper than `get` for who waits for its end."""
+        ...
+
     async def unreported(self, origin: str) -> list[Job]:
         """The outbox of a job source: its jobs that have ended and whose result it has not yet been told,
         oldest first."""

@@ -53,6 +53,10 @@ class MemoryStore:
     async def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
+    async def state_of(self, job_id: str) -> JobState | None:
+        job = self._jobs.get(job_id)
+        return None if job is None else job.state
+
     async def unreported(self, origin: str) -> list[Job]:
         return [
             job

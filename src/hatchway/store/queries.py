@@ -106,6 +106,7 @@ RETURNING *
 """
 
 GET = "SELECT * FROM jobs WHERE id = ?"
+GET_STATE = "SELECT state FROM jobs WHERE id = ?"
 
 CLAIM_NEXT = """
 UPDATE jobs SET state = 'building', worker_id = :worker_id, message = NULL

@@ -123,6 +123,10 @@ class SqliteStore:
         row = self._one(queries.GET, (job_id,))
         return None if row is None else _job(row)
 
+    async def state_of(self, job_id: str) -> JobState | None:
+        row = self._one(queries.GET_STATE, (job_id,))
+        return None if row is None else JobState(row["state"])
+
     async def find(self, query: JobQuery) -> JobPage:
         where: list[str] = []
         params: list[Any] = []
