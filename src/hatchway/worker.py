@@ -225,7 +225,8 @@ class Worker:
         self.services = Services(worker_id=self.worker_id)
         self._on_close = on_close
         self._stop = self.services.stopping
-        self.event_feed = EventFeed(store, self.signals, stopping=self._stop)
+        # Streams of events end with the HTTP API, once the drain is over: their readers see jobs stopped by it.
+        self.event_feed = EventFeed(store, self.signals, stopping=self._pushed_stop)
 
     @property
     def accepting(self) -> bool:

@@ -4,6 +4,7 @@ by `grep`, `since` and `until`, as a client meets them."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -98,6 +99,24 @@ def test_events_replay_after_last_event_id_then_follow_live_across_a_restart(sta
         (event, third["id"]) for event in ("job_queued", "job_building", "job_running", "job_finished")
     ]
     assert int(only_third[0]["id"]) == 9
+
+
+def test_a_live_stream_sees_the_jobs_a_drain_stops_then_ends(start_server: ServerFactory) -> None:
+    server = start_server(shutdown_grace_s=1, kill_grace_s=1)
+    sleeper = server.post_job(image=BUSYBOX, command=["sleep", "60"]).json()
+    server.wait_state(sleeper["id"], "running")
+    assert server.process is not None
+    with httpx.stream(
+        "GET", f"{server.url}/events", params={"job_id": sleeper["id"]}, headers={"Last-Event-ID": "3"}, timeout=60
+    ) as response:
+        lines = response.iter_lines()
+        assert next(lines) == "retry: 3000"
+        server.process.send_signal(signal.SIGTERM)
+        seen = list(_messages(lines))  # to the stream's end, which comes once the drain is over
+    assert [(m["event"], m["data"]["state"], m["data"]["reason"]) for m in seen] == [
+        ("job_finished", "killed", "shutdown")
+    ]
+    assert server.process.wait(60) == 0
 
 
 def test_bad_event_ids_are_refused(server: Server) -> None:
