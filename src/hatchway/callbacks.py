@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import email.utils
 import hashlib
 import hmac
 import logging
@@ -36,6 +37,9 @@ EVENT_HEADER = "X-Hatchway-Event"
 USER_AGENT = f"hatchway/{__version__}"
 FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 60.0
+MAX_RETRY_AFTER_S = 3600.0
+"""The longest wait a receiver's Retry-After is followed for (the delivery window, `callback_retry_s`, still
+ends it)."""
 _RETRIED_STATUSES = frozenset({408, 429})  # the receiver asks to be tried later; any other 4xx is final
 _RESULTS = {CallbackState.DELIVERED: "delivered", CallbackState.PENDING: "retry", CallbackState.FAILED: "failed"}
 _PARALLEL = 8  # attempts under way at once, so that one slow receiver does not hold up the others
@@ -55,6 +59,25 @@ def retry_delay_s(attempts: int, *, first_s: float = FIRST_RETRY_S, max_s: float
     that many deliveries failing together (a receiver down) do not all come back at the same instant."""
     step: float = min(first_s * 2.0 ** min(max(attempts - 1, 0), 32), max_s)
     return step * random.uniform(0.8, 1.0)
+
+
+def retry_after_s(value: str | None, *, now: datetime) -> float | None:
+    """The wait a `Retry-After` header asks for (seconds, or an HTTP date), at most `MAX_RETRY_AFTER_S`; None for
+    no header or one that cannot be read."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 def verdict(status: int) -> CallbackState:
@@ -179,6 +202,7 @@ class CallbackSender:
         attempts = callback.attempts + 1
         attempted_at = utcnow()
         status: int | None = None
+        asked_wait_s: float | None = None
         error: str | None
         try:
             answer = await http.post(callback.url, content=body, headers=headers)
@@ -189,6 +213,7 @@ class CallbackSender:
         else:
             status = answer.status_code
             state = verdict(status)
+            asked_wait_s = retry_after_s(answer.headers.get("retry-after"), now=utcnow())
             error = None if state == CallbackState.DELIVERED else f"the receiver answered {status}"
             if answer.is_redirect:
                 error = f"{error}; redirects are not followed"
@@ -196,6 +221,8 @@ class CallbackSender:
         next_attempt_at = None
         if state == CallbackState.PENDING:
             delay_s = retry_delay_s(attempts, first_s=self._first_retry_s, max_s=self._max_retry_s)
+            if asked_wait_s is not None:  # the receiver said when to come back (429, 503): not sooner
+                delay_s = max(delay_s, asked_wait_s)
             next_attempt_at = done + timedelta(seconds=delay_s)
             # The window runs from the job's end; a delivery that was pending across a restart gets one try more.
             if next_attempt_at > (job.finished_at or attempted_at) + timedelta(seconds=self._retry_s):

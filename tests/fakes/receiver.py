@@ -28,6 +28,8 @@ class Receiver:
 
     answers: list[int] = field(default_factory=list)
     then: int = 200
+    retry_after: str | None = None
+    """Sent as Retry-After with every answer but 2xx, when set."""
     received: list[Delivery] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     arrived: threading.Condition = field(init=False)
@@ -64,6 +66,8 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             if 300 <= status < 400:
                 self.send_header("Location", "/elsewhere")
+            if receiver.retry_after is not None and not 200 <= status < 300:
+                self.send_header("Retry-After", receiver.retry_after)
             self.send_header("Content-Length", "0")
             self.end_headers()
 

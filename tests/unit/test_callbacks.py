@@ -8,13 +8,13 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
-from hatchway.callbacks import CallbackSender, payload, retry_delay_s, sign, verdict
+from hatchway.callbacks import CallbackSender, payload, retry_after_s, retry_delay_s, sign, verdict
 from hatchway.grading.models import GradeReport, Verdict
 from hatchway.models import CallbackState, CallbackStatus, Job, JobState, utcnow
 from hatchway.store import MemoryStore
@@ -175,6 +175,37 @@ async def test_a_receiver_failing_twice_gets_it_on_the_third_attempt_with_the_sa
     assert len({item.body for item in receiver.received}) == 1, "every attempt sends the same bytes"
     assert callback.state == CallbackState.DELIVERED
     assert (callback.attempts, callback.last_status) == (3, 200)
+
+
+async def test_a_receiver_saying_when_to_come_back_is_not_tried_sooner(
+    store: MemoryStore, ended: Callable[..., Job], receiver: Receiver, start_sender: Callable[..., CallbackSender]
+) -> None:
+    receiver.answers, receiver.retry_after = [429], "2"
+    job, _ = await store.enqueue(ended())
+    sender = start_sender()
+    callback = await callback_when(sender, store, job.id, lambda item: item.attempts == 1)
+    assert callback.state == CallbackState.PENDING and callback.last_status == 429
+    assert callback.next_attempt_at is not None and callback.last_attempt_at is not None
+    assert callback.next_attempt_at - callback.last_attempt_at >= timedelta(seconds=2), "not the 10 ms backoff"
+    callback = await settled(sender, store, job.id)
+    assert callback.state == CallbackState.DELIVERED and callback.attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("120", 120.0),
+        ("Mon, 30 Nov 2026 12:01:00 GMT", 60.0),
+        ("Mon, 30 Nov 2026 11:00:00 GMT", 0.0),
+        ("999999", 3600.0),
+        ("soon", None),
+        (None, None),
+    ],
+    ids=["seconds", "date", "past-date", "capped", "unreadable", "absent"],
+)
+def test_retry_after_is_read_as_seconds_or_a_date(value: str | None, seconds: float | None) -> None:
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    assert retry_after_s(value, now=now) == seconds
 
 
 async def test_a_job_that_ends_wakes_the_sender(
