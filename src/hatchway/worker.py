@@ -48,6 +48,7 @@ from hatchway.volumes import LoopVolumes, Volumes, VolumeStock
 log = logging.getLogger(__name__)
 
 _RECOVERY_RETRY_S = 2.0
+_RECOVERY_SETTLE_S = 120.0  # the longest a drain waits for recovery under way (it reaps, sweeps and resumes)
 _MAINTENANCE_INTERVAL_S = 60.0
 # How long stopped jobs may take to be cleaned up at shutdown: removing a gVisor sandbox after a fork bomb has
 # been seen to take 35 s.
@@ -61,6 +62,9 @@ _PUSH_CLOSE_S = 10.0
 
 class Worker:
     """Accepts jobs, runs them under the concurrency limit, and recovers after a restart."""
+
+    _schedule_task: asyncio.Task[None] | None = None
+    """Recovery, then the scheduler: from `start` on."""
 
     def __init__(
         self,
@@ -199,6 +203,8 @@ class Worker:
             sweep_volumes=self.volumes.sweep,
         )
         self._recovered = False
+        self._recovery_over = asyncio.Event()
+        """Set once recovery has resumed every job it will (or given up, the worker stopping)."""
         self.health.on_back = self._after_outage
         self.controller: ControllerLink | None = None
         if settings.controller_url:
@@ -258,7 +264,7 @@ class Worker:
         self.jobs.accepting = True
         # Clients can push work from now on, while the last run is recovered too: it is queued meanwhile.
         self._pushed_tasks = [self._run(source, self._pushed_stop) for source in self.sources if source.pushes]
-        self.services.start("scheduler", self._schedule())
+        self._schedule_task = self.services.start("scheduler", self._schedule())
         if self.controller is not None:
             self.services.start("controller", self.controller.run(self._stop))
         self.services.start("maintenance", self._maintain())
@@ -279,6 +285,7 @@ class Worker:
         self._stop.set()
         self.scheduler.paused = True
         log.info("worker stopping", extra={"event": "worker_stopping", "worker_id": self.worker_id})
+        await self._recovery_settled()  # the jobs it resumes are this drain's to stop too
         pending = self.scheduler.tasks
         if pending:
             _, pending = await asyncio.wait(pending, timeout=self.settings.shutdown_grace_s)
@@ -316,18 +323,21 @@ class Worker:
     # Background services
 
     async def _schedule(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self._recovery.run()
-                self._recovered = True
-                break
-            except EngineError as exc:
-                log.error(
-                    "cannot recover jobs yet: %s",
-                    exc,
-                    extra={"event": "recovery_waiting", "worker_id": self.worker_id},
-                )
-                await asyncio.sleep(_RECOVERY_RETRY_S)
+        try:
+            while not self._stop.is_set():
+                try:
+                    await self._recovery.run()
+                    self._recovered = True
+                    break
+                except EngineError as exc:
+                    log.error(
+                        "cannot recover jobs yet: %s",
+                        exc,
+                        extra={"event": "recovery_waiting", "worker_id": self.worker_id},
+                    )
+                    await asyncio.sleep(_RECOVERY_RETRY_S)
+        finally:
+            self._recovery_over.set()
         # Only now: recovery removes every labelled container and disk no job owns, a pool's new ones included.
         self.services.start("pools", self.pools.run(self._stop))
         self._pulled_tasks = [self._run(source, self._stop) for source in self.sources if not source.pushes]
@@ -335,6 +345,15 @@ class Worker:
 
     def _run(self, source: JobSource, stop: asyncio.Event) -> asyncio.Task[None]:
         return self.services.start(f"source-{source.name}", source.run(self.jobs, stop))
+
+    async def _recovery_settled(self) -> None:
+        """Until recovery has resumed every job it will: a drain that began during it must not miss those."""
+        task = self._schedule_task
+        if task is None or task.done():
+            return
+        over = asyncio.ensure_future(self._recovery_over.wait())
+        await asyncio.wait([over, task], timeout=_RECOVERY_SETTLE_S, return_when=asyncio.FIRST_COMPLETED)
+        over.cancel()
 
     def _registration(self, profiles: list[str]) -> dict[str, object]:
         """What the controller is told of this worker when it registers."""

@@ -4,15 +4,17 @@ API) from before recovery until the drain is over, a pulled one from after recov
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from hatchway import worker as worker_module
+from hatchway.engines.base import Role
 from hatchway.engines.fake import FakeEngine, FakeProgram
 from hatchway.errors import ConfigError
-from hatchway.models import JobRequest, JobState, Reason
+from hatchway.models import Job, JobRequest, JobState, Reason, RunInfo, utcnow
 from hatchway.service import JobService
 from hatchway.sources.base import SourceStatus
 from hatchway.store.base import JobQuery
@@ -105,3 +107,30 @@ def test_two_sources_may_not_share_a_name(tmp_path: Path) -> None:
     worker.add_source(Recorder("api", pushes=True, log=[]))
     with pytest.raises(ConfigError, match="'api'"):
         worker.add_source(Recorder("api", pushes=False, log=[]))
+
+
+async def test_a_drain_begun_while_recovery_resumes_a_job_stops_that_job_too(
+    tmp_path: Path, make_job: Callable[..., Job], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = FakeEngine()
+    worker = fake_worker(tmp_path, engine)
+    await worker.store.enqueue(make_job(id="left"))
+    assert await worker.store.claim_next(worker.worker_id) is not None
+    await worker.store.mark_running("left", utcnow(), RunInfo(engine="docker"))
+    engine.plant("left", Role.JOB)  # its container outlived the last run of the worker
+    release, recover = asyncio.Event(), worker._recovery.run
+
+    async def slow_recovery() -> None:
+        await release.wait()
+        await recover()
+
+    monkeypatch.setattr(worker._recovery, "run", slow_recovery)
+    await worker.start(probe=False)
+    drain = asyncio.create_task(worker.drain())  # SIGTERM comes while recovery is still at work
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.wait_for(drain, 10)
+    job = await worker.jobs.get("left")
+    assert (job.state, job.reason) == (JobState.KILLED, Reason.SHUTDOWN), "the drain waited for it and stopped it"
+    assert engine.sandboxes == {}
+    await worker.close()
