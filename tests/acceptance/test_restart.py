@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import time
+
 import docker
 import pytest
 
@@ -78,3 +81,26 @@ def test_bad_configuration_stops_start_up_naming_the_key(tmp_path: pytest.TempPa
     )
     assert result.returncode == 2
     assert "HATCHWAY_MAX_CONCURRENT_JOBS" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_second_sigterm_stops_at_once_and_the_next_start_takes_up_the_job(start_server: ServerFactory) -> None:
+    server = start_server(shutdown_grace_s=60, kill_grace_s=1)
+    job = server.post_job(image=BUSYBOX, command=["sleep", "60"]).json()
+    server.wait_state(job["id"], "running")
+    assert server.process is not None
+    server.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while server.client.get("/health").status_code != 503:  # draining: it would give the job 60 s
+        assert time.monotonic() < deadline, "the first SIGTERM did not start the drain"
+        time.sleep(0.05)
+    stopped_at = time.monotonic()
+    assert server.stop(timeout_s=20) == 0
+    assert time.monotonic() - stopped_at < 10, "the second signal did not wait for the job's container"
+
+    server.env["HATCHWAY_SHUTDOWN_GRACE_S"] = "1"
+    server.start()
+    assert server.client.get(f"/jobs/{job['id']}").json()["state"] == "running", "its container outlived the stop"
+    assert server.stop(timeout_s=30) == 0
+    server.start()
+    ended = server.client.get(f"/jobs/{job['id']}").json()
+    assert (ended["state"], ended["reason"]) == ("killed", "shutdown")

@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
+    import logging
+    import os
 
     import uvloop
 
@@ -63,7 +65,11 @@ def _serve(args: argparse.Namespace) -> int:
     logconfig.configure(settings.log_level)
     # uvloop: the event loop does a job's bookkeeping (HTTP, store, thread hand-offs) at a fraction of the CPU.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(settings))
+        if runner.run(serve(settings)):
+            # Stopped at once (a second signal): threads still waiting on the engine for jobs' containers would
+            # hold the exit until those end. The store is closed; the containers are the next start's to take up.
+            logging.shutdown()
+            os._exit(Exit.OK)
     return Exit.OK
 
 

@@ -16,8 +16,9 @@ log = logging.getLogger(__name__)
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-async def serve(settings: Settings) -> None:
-    """Run the worker and its API until told to stop; every job's final state is recorded on the way out.
+async def serve(settings: Settings) -> bool:
+    """Run the worker and its API until told to stop; every job's final state is recorded on the way out. Returns
+    whether a second signal cut the drain short (jobs' containers are left to the next start's recovery then).
 
     The first SIGTERM or SIGINT (or a background service that dies) drains the worker, the API answering until
     the drain is over; a second signal stops at once. Raises ConfigError, before anything starts, for an open API
@@ -50,6 +51,7 @@ async def serve(settings: Settings) -> None:
         await worker.close()
     if api.failure is not None:
         raise api.failure
+    return stopping.forced
 
 
 class _Stopping:
@@ -59,12 +61,15 @@ class _Stopping:
         self._worker = worker
         self._draining: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
+        self.forced = False
+        """Whether a second signal cut the drain short."""
 
     def signalled(self) -> None:
         if self._draining is None:
             self.drain()
-        else:
+        elif not self.done.is_set():
             log.warning("stopping now, without waiting for jobs", extra={"event": "worker_stop_now"})
+            self.forced = True
             self.done.set()
 
     def drain(self) -> None:
