@@ -52,6 +52,12 @@ def build_worker(settings: Settings, store: JobStore | None = None) -> Worker:
         max_download_bytes=settings.bundle_max_bytes,
         download_timeout_s=settings.bundle_timeout_s,
         budget_bytes=settings.bundle_cache_bytes,
+        # A master's archives come from the master: they get its key, as its API does.
+        credentials={
+            source.url: {"X-API-Key": source.api_key.get_secret_value()}
+            for source in settings.sources
+            if source.api_key is not None
+        },
         url_allowed=functools.partial(url_matches, settings.bundle_allowed_urls),
     )
     return Worker(

@@ -41,6 +41,8 @@ class JudgeMaster(FakeMaster):
     """Answer this many next archive downloads with 503."""
     downloads_refused: int = 0
     """Answer this many next archive downloads with 403."""
+    archives_need_key: bool = False
+    """Serve archives only to requests carrying the API key, as the master's API does."""
     claimed: int = 0
     changed: threading.Condition = field(init=False)
     url: str = ""
@@ -105,6 +107,8 @@ def _handler(master: JudgeMaster) -> type[BaseHTTPRequestHandler]:
             name = self.path.removeprefix("/archives/").removesuffix(".zip")
             with master.lock:
                 data = master.archives.get(name)
+                if master.archives_need_key and self.headers.get("X-API-Key") != master.api_key:
+                    return self.answer(401, {"error": "bad key"})
                 status = 503 if master.downloads_failing else 403 if master.downloads_refused else 200
                 master.downloads_failing -= int(status == 503)
                 master.downloads_refused -= int(status == 403)

@@ -117,6 +117,16 @@ async def test_an_archive_download_that_fails_for_a_while_is_tried_again_and_one
     assert worker.sources[0].status().errors == 2
 
 
+async def test_archives_the_master_serves_only_with_its_key_are_fetched_with_it(
+    master: JudgeMaster, start: Any
+) -> None:
+    master.archives_need_key = True
+    master.add("keyed", "python", {"main.py": "print(1)\n"}, {"1": ("", "1\n")})
+    await start(source={"poll_interval_s": 0.2})
+    got = await results(master, 1)
+    assert (got["keyed"]["points"], got["keyed"]["info"]) == (100, "AC"), got
+
+
 async def test_a_wrong_api_key_is_retried_with_a_backoff_and_said_clearly(
     master: JudgeMaster, start: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

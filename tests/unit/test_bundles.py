@@ -25,6 +25,7 @@ import pytest
 
 from hatchway.bundles import BundleCache, FetchedBundle, unpack
 from hatchway.bundles.archive import _Kind, _Member, _Writer
+from hatchway.bundles.cache import origin_of
 from hatchway.errors import BadBundle
 
 LIMIT = 1 << 20
@@ -37,6 +38,7 @@ class Server:
     url: str
     hits: Counter[str]
     conditional: list[str]  # paths asked for with If-Modified-Since
+    keys: dict[str, str | None]  # the X-API-Key each path was last asked for with
 
 
 @pytest.fixture
@@ -45,6 +47,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     root.mkdir()
     hits: Counter[str] = Counter()
     conditional: list[str] = []
+    keys: dict[str, str | None] = {}
     release = threading.Event()
 
     class Handler(http.server.SimpleHTTPRequestHandler):
@@ -56,6 +59,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
         def do_GET(self) -> None:
             hits[self.path] += 1
+            keys[self.path] = self.headers.get("X-API-Key")
             if "If-Modified-Since" in self.headers:
                 conditional.append(self.path)
             if self.path == "/slow":
@@ -79,7 +83,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     httpd = Quiet(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})  # how soon shutdown() acts
     thread.start()
-    yield Server(root, f"http://127.0.0.1:{httpd.server_address[1]}", hits, conditional)
+    yield Server(root, f"http://127.0.0.1:{httpd.server_address[1]}", hits, conditional, keys)
     release.set()
     httpd.shutdown()
     httpd.server_close()
@@ -204,6 +208,32 @@ async def test_the_cache_evicts_the_least_recently_used_beyond_its_budget_but_no
     index = json.loads((tmp_path / "cache" / "index.json").read_text())["urls"]
     assert sorted(index) == [f"{server.url}/b", f"{server.url}/c"], "the URLs that named it are forgotten"
     assert not (await cache.fetch(f"{server.url}/a", None)).cached, "downloaded again when asked again"
+
+
+async def test_credentials_go_to_their_origin_only(server: Server, tmp_path: Path) -> None:
+    make_good(server.root / "b.tgz", "tar.gz")
+    keyed = BundleCache(
+        tmp_path / "keyed",
+        max_download_bytes=LIMIT,
+        download_timeout_s=10,
+        credentials={f"{server.url}/api": {"X-API-Key": "master-key"}},  # the master's URL: its origin counts
+    )
+    await keyed.fetch(f"{server.url}/redirect/b.tgz", None)
+    assert (server.keys["/redirect/b.tgz"], server.keys["/b.tgz"]) == ("master-key", "master-key")
+    elsewhere = BundleCache(
+        tmp_path / "elsewhere",
+        max_download_bytes=LIMIT,
+        download_timeout_s=10,
+        credentials={"http://127.0.0.1:1": {"X-API-Key": "other-key"}},
+    )
+    await elsewhere.fetch(f"{server.url}/b.tgz", None)
+    assert server.keys["/b.tgz"] is None, "another origin's key is not sent"
+
+
+def test_an_origin_is_scheme_host_and_port() -> None:
+    assert origin_of("http://Example.com/x") == origin_of("http://example.com:80/y") == "http://example.com:80"
+    assert origin_of("https://example.com") == "https://example.com:443"
+    assert origin_of("https://example.com:8443/a") != origin_of("https://example.com/a")
 
 
 async def test_redirects_are_followed(server: Server, cache: BundleCache) -> None:

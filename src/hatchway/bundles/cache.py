@@ -28,7 +28,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -80,8 +80,13 @@ class BundleCache:
         download_timeout_s: float,
         budget_bytes: int | None = None,
         url_allowed: Callable[[str], bool] = lambda url: True,
+        credentials: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self._url_allowed = url_allowed
+        # Headers sent to one origin only (a master's X-API-Key to the master that serves its archives): on a
+        # redirect elsewhere they are dropped.
+        self._credentials = {origin_of(origin): dict(headers) for origin, headers in (credentials or {}).items()}
+        self._credential_names = {name.lower() for headers in self._credentials.values() for name in headers}
         self._budget = budget_bytes
         self._dir = cache_dir
         self._max_bytes = max_download_bytes
@@ -93,6 +98,9 @@ class BundleCache:
         # Every request, redirects included, must go where policy lets bundles come from.
         if not self._url_allowed(str(request.url)):
             raise BadBundle(f"bundle download went to {_shown(str(request.url))}, which bundle_allowed_urls forbids")
+        for name in self._credential_names:
+            request.headers.pop(name, None)
+        request.headers.update(self._credentials.get(origin_of(str(request.url)), {}))
 
     async def fetch(self, url: str, sha256: str | None) -> FetchedBundle:
         """The archive at `url` (http, https or file:///abs/path), verified against `sha256` when given.
@@ -304,6 +312,17 @@ class _Part:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._file.close()
         self.path.unlink(missing_ok=True)  # already gone when it was kept
+
+
+def origin_of(url: str) -> str:
+    """`scheme://host:port` of a URL, the port always given: what credentials are kept by."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"http": 80, "https": 443}.get(parts.scheme, 0)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port or default}"
 
 
 def _may_pass(status: int) -> bool:
