@@ -14,7 +14,9 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from hatchway.models import JobState, utcnow
+from hatchway.observability.host import host_metrics
 from hatchway.service import JobService
+from hatchway.settings import Settings
 from hatchway.sources.base import Backoff, pause
 
 log = logging.getLogger(__name__)
@@ -128,3 +130,20 @@ class ControllerLink:
     def _note(self, error: str) -> None:
         self._errors += 1
         self._last_error = error
+
+
+def registration(settings: Settings, version: str, runtimes: list[str], profiles: list[str]) -> dict[str, object]:
+    """What the controller is told of a worker when it registers."""
+    host = host_metrics()
+    return {
+        "address": settings.advertise_url or f"http://{settings.host}:{settings.port}",
+        "version": version,
+        "resources": {
+            "cpus": host.cpu_count,
+            "memory_bytes": host.memory_total_bytes,
+            "runtimes": runtimes,
+            "profiles": profiles,
+            "max_concurrent_jobs": settings.max_concurrent_jobs,
+        },
+        "labels": settings.worker_labels,
+    }

@@ -7,7 +7,6 @@ Job sources talk to `worker.jobs` (the `JobService`) only; building a worker fro
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -16,7 +15,7 @@ from hatchway.artifacts import ArtifactStore
 from hatchway.bundles import BundleCache
 from hatchway.callbacks import CallbackSender
 from hatchway.control import RunControl
-from hatchway.controller import ControllerLink
+from hatchway.controller import ControllerLink, registration
 from hatchway.engines.base import Engine, Found, ImageService
 from hatchway.errors import ConfigError, EngineError
 from hatchway.event_feed import EventFeed
@@ -26,8 +25,8 @@ from hatchway.grading.profiles import resolve_profiles
 from hatchway.grading.runner import GradeRunner
 from hatchway.grading.service import GradeService
 from hatchway.health import EngineHealth
+from hatchway.maintenance import Maintenance
 from hatchway.models import Job, Reason
-from hatchway.observability.host import host_metrics
 from hatchway.observability.metrics import Metrics
 from hatchway.observability.stats import JobStats
 from hatchway.policy import Policy
@@ -49,7 +48,6 @@ log = logging.getLogger(__name__)
 
 _RECOVERY_RETRY_S = 2.0
 _RECOVERY_SETTLE_S = 120.0  # the longest a drain waits for recovery under way (it reaps, sweeps and resumes)
-_MAINTENANCE_INTERVAL_S = 60.0
 # How long stopped jobs may take to be cleaned up at shutdown: removing a gVisor sandbox after a fork bomb has
 # been seen to take 35 s.
 _CLEAN_UP_S = 90.0
@@ -82,7 +80,6 @@ class Worker:
         self.store = store
         self.engines = engines
         self.images = images
-        self._bundles = bundles
         self.version = __version__
         self.health = EngineHealth(engines, worker_id=self.worker_id)
         self.policy = Policy.from_settings(
@@ -211,7 +208,9 @@ class Worker:
             self.controller = ControllerLink(
                 url=settings.controller_url,
                 worker_id=self.worker_id,
-                registration=lambda: self._registration(sorted(profiles)),
+                registration=lambda: registration(
+                    settings, self.version, sorted(self.health.available_runtimes()), sorted(profiles)
+                ),
                 counts=store.counts,
                 jobs=self.jobs,
                 interval_s=settings.heartbeat_interval_s,
@@ -228,6 +227,14 @@ class Worker:
         # Apart from the worker's stop: jobs that end while it drains have callbacks to send too.
         self._callbacks_stop = asyncio.Event()
         self._callbacks_task: asyncio.Task[None] | None = None
+        self._maintenance = Maintenance(
+            store=store,
+            events_keep=settings.events_keep,
+            artifacts=self.artifacts,
+            images=images,
+            bundles=bundles,
+            health=self.health,
+        )
         self.services = Services(worker_id=self.worker_id)
         self._on_close = on_close
         self._stop = self.services.stopping
@@ -267,7 +274,7 @@ class Worker:
         self._schedule_task = self.services.start("scheduler", self._schedule())
         if self.controller is not None:
             self.services.start("controller", self.controller.run(self._stop))
-        self.services.start("maintenance", self._maintain())
+        self.services.start("maintenance", self._maintenance.run(self._stop))
         self._callbacks_task = self.services.start("callbacks", self.callbacks.run(self._callbacks_stop))
         log.info("worker started", extra={"event": "worker_started", "worker_id": self.worker_id})
 
@@ -355,23 +362,6 @@ class Worker:
         await asyncio.wait([over, task], timeout=_RECOVERY_SETTLE_S, return_when=asyncio.FIRST_COMPLETED)
         over.cancel()
 
-    def _registration(self, profiles: list[str]) -> dict[str, object]:
-        """What the controller is told of this worker when it registers."""
-        settings = self.settings
-        host = host_metrics()
-        return {
-            "address": settings.advertise_url or f"http://{settings.host}:{settings.port}",
-            "version": self.version,
-            "resources": {
-                "cpus": host.cpu_count,
-                "memory_bytes": host.memory_total_bytes,
-                "runtimes": sorted(self.health.available_runtimes()),
-                "profiles": profiles,
-                "max_concurrent_jobs": settings.max_concurrent_jobs,
-            },
-            "labels": settings.worker_labels,
-        }
-
     async def _after_outage(self) -> None:
         """The engine answers again: remove what the outage left that no active job owns (not before recovery
         has settled the last run's, which it does itself)."""
@@ -380,31 +370,6 @@ class Worker:
             # A job running in a pooled container owns it under the pool's name for it.
             pooled = {control.slot.name for control in self._controls.values() if control.slot is not None}
             await self._recovery.reap(set(self._controls) | pooled)
-
-    async def _maintain(self) -> None:
-        """Now and then: expire old artifacts and events, keep the image and bundle caches in their budgets,
-        re-probe failed engines."""
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), _MAINTENANCE_INTERVAL_S)
-                return
-            await self.store.prune_events(self.settings.events_keep)
-            try:
-                await self._bundles.evict()
-            except OSError as exc:
-                log.warning("bundle eviction failed: %s", exc, extra={"event": "bundle_evict_failed"})
-            expired = await asyncio.to_thread(self.artifacts.expire)
-            if expired:
-                log.info("artifacts expired", extra={"event": "artifacts_expired", "count": len(expired)})
-            try:
-                evicted = await self.images.evict()
-            except EngineError as exc:
-                log.warning("image eviction failed: %s", exc, extra={"event": "image_evict_failed"})
-            else:
-                if evicted:
-                    log.info("images evicted", extra={"event": "images_evicted", "images": evicted})
-            if not self.health.all_ok:
-                await self.health.probe()
 
     # Running
 
