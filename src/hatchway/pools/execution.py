@@ -18,7 +18,8 @@ from typing import Any
 from hatchway.engines.base import ExitStatus, Handle, OutputSink, Process
 from hatchway.errors import EngineError, HatchwayError, RunNeverStarted
 from hatchway.models import PROGRAM_STREAMS, ResolvedLimits, Resources, Stream
-from hatchway.pools.manager import IO_DIR, WORKDIR, Pools
+from hatchway.pools.containers import IO_DIR, WORKDIR
+from hatchway.pools.manager import Pools
 from hatchway.pools.slot import Slot
 from hatchway.sandbox.protocol import RunRequest, RunResult, RunStatus
 

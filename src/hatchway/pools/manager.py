@@ -18,21 +18,18 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from hatchway.engines.base import Engine, ImageService, Mount, Role, SandboxSpec
+from hatchway.engines.base import Engine, ImageService
 from hatchway.errors import HatchwayError
 from hatchway.models import Job, ResolvedLimits
+from hatchway.pools.containers import WORKDIR, PoolContainers
 from hatchway.pools.pool import Pool, PoolStatus, normalise_image
 from hatchway.pools.slot import PoolKey, Slot, SlotState
 from hatchway.prepare import numeric_owner
 from hatchway.settings import PoolConfig
-from hatchway.volumes import Volume, VolumeStock
+from hatchway.volumes import VolumeStock
 
 log = logging.getLogger(__name__)
 
-WORKDIR = "/workspace"
-"""Where a pooled container's working directory is; jobs asking for another take the cold path."""
-IO_DIR = "/.hatchway/io"
-"""Where a pooled job's stdin, stdout and stderr files are, in the container (root's only)."""
 _MIN_STARTS_AT_ONCE = 2
 _MAX_STARTS_AT_ONCE = 8
 """Container starts under way at once: as many as there are job slots (a one-use pool under load starts one a job),
@@ -69,15 +66,19 @@ class Pools:
         slots: int = _MIN_STARTS_AT_ONCE,
     ) -> None:
         self._engines = engines
-        self._volumes = volumes
+        self._containers = PoolContainers(
+            engines=engines,
+            volumes=volumes,
+            run_as_user=run_as_user,
+            default_limits=default_limits,
+            max_limits=max_limits,
+        )
         self._images = images
         self._warm_total = warm_total
         self._warm_size = warm_size
         self._warm_idle_s = warm_idle_s
-        self._user = run_as_user
         self._owner = numeric_owner(run_as_user)
         self._default_limits = default_limits
-        self._max_limits = max_limits
         self._worker_id = worker_id
         self._engine_ok = engine_ok
         self._starts_at_once = min(max(slots, _MIN_STARTS_AT_ONCE), _MAX_STARTS_AT_ONCE)
@@ -172,7 +173,7 @@ class Pools:
         client told the job ended finds it ready), or replace it in the background."""
         pool = self._pools.get(slot.key)
         if pool is None or slot not in pool.busy:  # taken up after a restart: removed like a cold job's container
-            await self._destroy(slot)
+            await self._containers.destroy(slot)
             return
         pool.busy.discard(slot)
         pool.served += 1
@@ -195,9 +196,7 @@ class Pools:
 
     async def limit_disk(self, slot: Slot, disk_mb: int) -> None:
         """Let the job in `slot` use `disk_mb` of the container's disk (unless that is the limit already)."""
-        if slot.limit_mb != disk_mb:
-            await asyncio.to_thread(self._volumes.volumes.limit, slot.volume, disk_mb)
-            slot.limit_mb = disk_mb
+        await self._containers.limit_disk(slot, disk_mb)
 
     def next_change(self) -> asyncio.Event:
         """An event set when a container next starts or is started, is claimed, comes back or goes; take it
@@ -343,15 +342,9 @@ class Pools:
         return len(pool.idle) + pool.starting + (len(pool.busy) if pool.reuse_jobs else 0)
 
     async def _start(self, pool: Pool) -> None:
-        name = f"pool-{self._prefix}-{next(self._names)}"
-        engine = self._engines[pool.key.runtime]
-        volume = None
         try:
-            volume = await asyncio.to_thread(self._volumes.take, name, pool.disk_mb)
-            handle = await engine.open(self._spec(pool, name, volume))
+            slot = await self._containers.start(pool, f"pool-{self._prefix}-{next(self._names)}")
         except HatchwayError as exc:
-            if volume is not None:
-                await asyncio.to_thread(self._volumes.give_back, volume, pool.disk_mb)
             pool.starting -= 1
             pool.failures += 1
             pool.last_error = str(exc)
@@ -363,48 +356,17 @@ class Pools:
             return
         pool.starting -= 1
         pool.failures, pool.last_error = 0, None
-        slot = Slot(
-            name=name,
-            key=pool.key,
-            engine=engine,
-            handle=handle,
-            volume=volume,
-            disk_mb=pool.disk_mb,
-            limit_mb=pool.disk_mb,  # as `take` made it
-            environment=engine.environment(handle),
-        )
         if self._pools.get(pool.key) is pool and self.running:
             pool.idle.append(slot)
         else:
-            await self._destroy(slot)
+            await self._containers.destroy(slot)
         self._notify()
-
-    def _spec(self, pool: Pool, name: str, volume: Volume) -> SandboxSpec:
-        limits = self._max_limits
-        return SandboxSpec(
-            owner=name,
-            role=Role.POOL,
-            image=pool.key.image,
-            user=self._user,
-            memory_mb=limits.memory_mb,
-            cpus=self._default_limits.cpus,
-            pids=limits.pids,
-            log_bytes=64 * 1024,
-            network="none",
-            workdir=WORKDIR,
-            mounts=(
-                Mount(volume.work, WORKDIR, read_only=False),
-                Mount(volume.tmp, "/tmp", read_only=False),
-                Mount(volume.io, IO_DIR, read_only=False),
-            ),
-            wipe=("/dev/shm", "/dev/mqueue"),
-        )
 
     async def _reset(self, pool: Pool, slot: Slot) -> None:
         """Make a used container as good as new: the supervisor already killed every process of the job;
         empty its working directory, /tmp and its output files."""
         try:
-            await asyncio.to_thread(self._volumes.volumes.wipe, slot.volume)
+            await self._containers.wipe(slot)
         except HatchwayError as exc:
             slot.anomaly = f"the wipe after a job failed: {exc}"
         pool.starting -= 1
@@ -413,27 +375,12 @@ class Pools:
             slot.state = SlotState.IDLE
             pool.idle.append(slot)
         else:
-            await self._destroy(slot)
+            await self._containers.destroy(slot)
         self._notify()
 
     def _discard(self, pool: Pool, slot: Slot) -> None:
-        self._spawn(self._destroy(slot), f"pool-remove-{slot.name}")
+        self._spawn(self._containers.destroy(slot), f"pool-remove-{slot.name}")
         self._notify()
-
-    async def _destroy(self, slot: Slot) -> None:
-        """Remove the container; its disk is kept as a spare only if the container is surely gone."""
-        removed = True
-        try:
-            await slot.engine.remove(slot.handle)
-        except HatchwayError:
-            removed = False
-        try:
-            if removed and slot.anomaly is None:
-                await asyncio.to_thread(self._volumes.give_back, slot.volume, slot.disk_mb)
-            else:
-                await asyncio.to_thread(self._volumes.volumes.remove, slot.volume)
-        except HatchwayError as exc:
-            log.error("a pool container's disk was not removed: %s", exc, extra={"event": "volume_remove_failed"})
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.ensure_future(work)
