@@ -24,6 +24,7 @@ import httpx
 from pydantic import SecretStr
 
 from hatchway import __version__
+from hatchway.errors import may_pass
 from hatchway.grading.service import result_of
 from hatchway.models import CallbackState, CallbackStatus, Job, utcnow
 from hatchway.sources.base import pause
@@ -40,7 +41,6 @@ MAX_RETRY_S = 60.0
 MAX_RETRY_AFTER_S = 3600.0
 """The longest wait a receiver's Retry-After is followed for (the delivery window, `callback_retry_s`, still
 ends it)."""
-_RETRIED_STATUSES = frozenset({408, 429})  # the receiver asks to be tried later; any other 4xx is final
 _RESULTS = {CallbackState.DELIVERED: "delivered", CallbackState.PENDING: "retry", CallbackState.FAILED: "failed"}
 _PARALLEL = 8  # attempts under way at once, so that one slow receiver does not hold up the others
 _RESCAN_S = 30.0  # a safety net: a job that ends wakes the sender
@@ -86,7 +86,7 @@ def verdict(status: int) -> CallbackState:
     since their target never passed the URL policy)."""
     if 200 <= status < 300:
         return CallbackState.DELIVERED
-    if status in _RETRIED_STATUSES or status >= 500:
+    if may_pass(status):
         return CallbackState.PENDING
     return CallbackState.FAILED
 

@@ -167,6 +167,12 @@ class BadBundle(HatchwayError):
     """A job's bundle cannot be used: download failed or too large, checksum mismatch, or a hostile archive."""
 
 
+def may_pass(status: int) -> bool:
+    """Whether an HTTP failure is one another try may not meet: the server's own trouble (5xx), or being told to
+    come back later (408, 429). Any other 4xx is final."""
+    return status >= 500 or status in (408, 429)
+
+
 class DownloadUnavailable(BadBundle):
     """A download failed in a way that may pass: the server could not be reached, timed out, or answered 5xx,
     408 or 429. Worth trying again later; other BadBundles are not."""

@@ -36,7 +36,7 @@ from typing import BinaryIO
 
 import httpx
 
-from hatchway.errors import BadBundle, DownloadUnavailable
+from hatchway.errors import BadBundle, DownloadUnavailable, may_pass
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class BundleCache:
                     if response.status_code == 304 and known is not None and _used(self._path(known.sha256)):
                         return FetchedBundle(self._path(known.sha256), known.sha256, cached=True)
                     if not response.is_success:
-                        failed = DownloadUnavailable if _may_pass(response.status_code) else BadBundle
+                        failed = DownloadUnavailable if may_pass(response.status_code) else BadBundle
                         raise failed(f"download of {shown} failed: HTTP {response.status_code}")
                     length = response.headers.get("content-length", "")
                     if length.isdigit() and int(length) > self._max_bytes:
@@ -323,11 +323,6 @@ def origin_of(url: str) -> str:
         port = None
     default = {"http": 80, "https": 443}.get(parts.scheme, 0)
     return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port or default}"
-
-
-def _may_pass(status: int) -> bool:
-    """An HTTP failure another try may not meet: the server's own trouble, or being told to come back later."""
-    return status >= 500 or status in (408, 429)
 
 
 def _used(path: Path) -> bool:

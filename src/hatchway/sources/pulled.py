@@ -224,7 +224,7 @@ class PulledSource(abc.ABC):
             except ShuttingDown:
                 return  # its claim stays: the next start takes it up
             except (ItemRefused, HatchwayError) as exc:  # malformed, not allowed here, too large ...
-                wait_s = next(retries, None) if _may_pass(exc) else None
+                wait_s = next(retries, None) if _download_may_pass(exc) else None
                 if wait_s is None:
                     await self._refuse(jobs, external_id, str(exc))
                     await jobs.forget_claim(self.name, external_id)
@@ -311,7 +311,7 @@ class PulledSource(abc.ABC):
         return False
 
 
-def _may_pass(error: BaseException) -> bool:
+def _download_may_pass(error: BaseException) -> bool:
     """Whether `error`, or what caused it, is a download failure another try may not meet."""
     seen: BaseException | None = error
     while seen is not None:
