@@ -218,7 +218,9 @@ class Pools:
                 self._expire_warm()
                 if time.monotonic() - checked >= _SWEEP_INTERVAL_S:
                     checked = time.monotonic()
-                    await self._check_idle()
+                    # A task of its own, which `close` waits for: a container out for its ping must not come
+                    # back to an idle list that `close` has already emptied.
+                    await asyncio.shield(self._spawn(self._check_idle(), "pool-check"))
                 self._fill()
                 waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
                 await asyncio.wait(waiters, timeout=_SWEEP_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED)
@@ -229,7 +231,8 @@ class Pools:
             self._notify()  # jobs waiting for a start take the cold path
 
     async def close(self) -> None:
-        """Remove every idle container, and wait for starts, resets and removals under way."""
+        """Remove every idle container, and wait for starts, resets, pings and removals under way."""
+        self.running = False  # from now on a container that comes back is removed, and none is started
         for pool in self._pools.values():
             while pool.idle:
                 self._discard(pool, pool.idle.popleft())
@@ -325,6 +328,8 @@ class Pools:
                 log.info("pool dropped", extra={"event": "pool_dropped", "image": key.image, "runtime": key.runtime})
 
     def _fill(self) -> None:
+        if not self.running:
+            return
         now = time.monotonic()
         starting = sum(pool.starting for pool in self._pools.values())
         for pool in self._pools.values():
@@ -382,8 +387,9 @@ class Pools:
         self._spawn(self._containers.destroy(slot), f"pool-remove-{slot.name}")
         self._notify()
 
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.ensure_future(work)
         task.set_name(name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
