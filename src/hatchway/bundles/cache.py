@@ -37,6 +37,7 @@ from typing import BinaryIO
 import httpx
 
 from hatchway.errors import BadBundle, DownloadUnavailable, may_pass
+from hatchway.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -271,13 +272,7 @@ class BundleCache:
 
     def _write_index(self, index: dict[str, _Validators]) -> None:
         document = {"version": 1, "urls": {key: asdict(value) for key, value in index.items()}}
-        fd, name = tempfile.mkstemp(dir=self._dir, prefix=".index-")
-        try:
-            with open(fd, "w") as out:
-                json.dump(document, out)
-            os.replace(name, self._dir / _INDEX_NAME)
-        finally:
-            Path(name).unlink(missing_ok=True)
+        write_atomically(self._dir / _INDEX_NAME, json.dumps(document).encode())
 
 
 class _Part:

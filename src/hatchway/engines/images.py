@@ -15,10 +15,8 @@ import io
 import json
 import logging
 import math
-import os
 import queue
 import tarfile
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -35,6 +33,7 @@ from docker.utils import parse_repository_tag
 
 from hatchway.dockerfile import dockerfile_bases
 from hatchway.errors import BuildFailed, EngineError, ImageNotFound, ImagePullFailed, NotAllowed
+from hatchway.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -353,18 +352,7 @@ class ImageManager:
     def _save(self) -> None:
         """Write the state atomically: a reader (or a crash) sees the old file or the new one, never half of one."""
         data = {"version": _STATE_VERSION, "images": [asdict(entry) for entry in self._entries.values()]}
-        self._state_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._state_path.parent, prefix=f".{self._state_path.name}.")
-        try:
-            with os.fdopen(fd, "w") as out:
-                json.dump(data, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self._state_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomically(self._state_path, json.dumps(data).encode(), durable=True)
 
 
 def normalize(image: str) -> str:

@@ -6,7 +6,6 @@ step for tests and as a fallback.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
@@ -15,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from hatchway.errors import SandboxUnavailable
+from hatchway.files import write_atomically
 
 SOURCE = Path(__file__).with_name("supervisor.c")
 """The supervisor's C source, shipped with the package."""
@@ -47,16 +47,7 @@ def installed_supervisor(directory: Path) -> Path:
     data = built.read_bytes()
     dest = directory / f"hatchway-supervisor-{hashlib.sha256(data).hexdigest()[:12]}"
     if not dest.is_file():
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.chmod(tmp_name, 0o755)
-            os.replace(tmp_name, dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_name)
+        write_atomically(dest, data, mode=0o755)
     return dest
 
 
