@@ -11,6 +11,7 @@ from hatchway.engines.docker import DockerEngine
 from hatchway.engines.docker_host import DockerHost
 from hatchway.engines.docker_images import DockerImages
 from hatchway.engines.images import ImageManager
+from hatchway.engines.offline_etc import write_offline_etc
 from hatchway.policy import image_matches, url_matches
 from hatchway.sandbox.binary import installed_supervisor
 from hatchway.settings import Settings
@@ -26,6 +27,7 @@ def build_worker(settings: Settings, store: JobStore | None = None) -> Worker:
     runtimes = {"docker": None, "gvisor": settings.gvisor_runtime}
     # Read and hashed once: every sandbox mounts the same copy.
     supervisor = functools.cache(functools.partial(installed_supervisor, settings.data_dir / "bin"))
+    offline_etc = functools.cache(functools.partial(write_offline_etc, settings.data_dir / "etc"))
     engines: dict[str, Engine] = {
         name: DockerEngine(
             host,
@@ -33,6 +35,7 @@ def build_worker(settings: Settings, store: JobStore | None = None) -> Worker:
             worker_id=settings.worker_id,
             runtime=runtimes[name],
             supervisor=supervisor,
+            offline_etc=offline_etc,
         )
         for name in settings.allowed_runtimes
     }

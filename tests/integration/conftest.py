@@ -17,6 +17,16 @@ from tests.conftest import BUSYBOX, containers_of, mounts_under
 
 RunJob = Callable[..., Awaitable[Job]]
 
+LOCALHOST_ECHO = """
+import socket
+server = socket.create_server(("localhost", 0))
+client = socket.create_connection(("localhost", server.getsockname()[1]))
+peer, _ = server.accept()
+client.sendall(b"over loopback")
+print(peer.recv(100).decode())
+"""
+"""A Python job that talks to itself through `localhost`: the name resolves and the loopback carries it."""
+
 
 def make_settings(tmp_path: Path, worker_id: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {

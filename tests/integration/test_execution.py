@@ -10,11 +10,12 @@ from typing import Any
 import docker
 import pytest
 
+from hatchway.engines import offline_etc
 from hatchway.models import Job, JobState, Reason
 from hatchway.settings import Settings
 from hatchway.worker import Worker
 from tests.conftest import BUSYBOX, PYTHON, containers_of
-from tests.integration.conftest import RunJob, make_settings, pools_ready
+from tests.integration.conftest import LOCALHOST_ECHO, RunJob, make_settings, pools_ready
 
 pytestmark = pytest.mark.docker
 
@@ -95,6 +96,17 @@ async def test_no_capabilities_and_no_new_privileges(run_job: RunJob) -> None:
 async def test_network_none_has_only_loopback(run_job: RunJob) -> None:
     job = await run_job("ip -o link | cut -d: -f2; ip -o -4 addr | awk '{print $4}'")
     assert job.stdout.split() == ["lo", "127.0.0.1/8"]
+
+
+async def test_network_none_has_dockers_etc_files_and_a_working_localhost(run_job: RunJob) -> None:
+    """Docker's network setup is skipped (`offline_etc`): the job still finds /etc/hosts and /etc/resolv.conf as
+    that setup writes them (not writable), and `localhost` names a loopback that works."""
+    job = await run_job(["python3", "-c", LOCALHOST_ECHO], image=PYTHON)
+    assert (job.state, job.stdout) == (JobState.SUCCEEDED, "over loopback\n"), job.stderr
+    files = await run_job("cat /etc/hosts; echo ---; cat /etc/resolv.conf; echo >> /etc/hosts || echo read-only")
+    hosts, _, rest = files.stdout.partition("---\n")
+    assert hosts == offline_etc.HOSTS
+    assert rest == offline_etc.container_resolv_conf() + "read-only\n"
 
 
 async def test_timeout_stops_the_job(run_job: RunJob) -> None:

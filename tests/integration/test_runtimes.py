@@ -8,11 +8,12 @@ import docker
 import pytest
 
 from hatchway.bootstrap import build_worker
+from hatchway.engines import offline_etc
 from hatchway.errors import NotAllowed, RuntimeUnavailable
 from hatchway.models import JobRequest, JobState
 from hatchway.worker import Worker
-from tests.conftest import BUSYBOX, containers_of
-from tests.integration.conftest import RunJob, make_settings
+from tests.conftest import BUSYBOX, PYTHON, containers_of
+from tests.integration.conftest import LOCALHOST_ECHO, RunJob, make_settings
 
 pytestmark = pytest.mark.docker
 
@@ -30,6 +31,13 @@ async def test_gvisor_job_really_runs_under_gvisor(run_job: RunJob) -> None:
     assert job.engine == "gvisor" and job.run.warnings == []
     plain = await run_job(GVISOR_KERNEL, runtime="docker")
     assert "gvisor-kernel" not in plain.stdout and plain.engine == "docker"
+
+
+async def test_gvisor_network_none_has_a_working_localhost(run_job: RunJob) -> None:
+    job = await run_job(["python3", "-c", LOCALHOST_ECHO], image=PYTHON, runtime="gvisor")
+    assert (job.state, job.engine, job.stdout) == (JobState.SUCCEEDED, "gvisor", "over loopback\n"), job.stderr
+    files = await run_job("cat /etc/hosts", runtime="gvisor")
+    assert files.stdout == offline_etc.HOSTS
 
 
 async def test_gvisor_job_keeps_the_same_limits(run_job: RunJob) -> None:

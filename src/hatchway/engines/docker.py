@@ -48,6 +48,7 @@ from hatchway.engines.base import (
 from hatchway.engines.cgroups import SandboxCgroup
 from hatchway.engines.docker_channel import SupervisorChannel
 from hatchway.engines.docker_host import FOREIGN_ERRORS, PROBE_COMMAND, DockerHost, explain
+from hatchway.engines.offline_etc import OfflineEtc, temporary_offline_etc
 from hatchway.errors import EngineError, ImageNotFound
 from hatchway.models import PROGRAM_STREAMS, Resources, Stream
 from hatchway.sandbox.binary import supervisor_path
@@ -105,12 +106,14 @@ class DockerEngine:
         worker_id: str,
         runtime: str | None = None,
         supervisor: Callable[[], Path] = supervisor_path,
+        offline_etc: Callable[[], OfflineEtc] = temporary_offline_etc,
     ) -> None:
         self.name = name
         self._host = host
         self._worker_id = worker_id
         self._runtime = runtime
         self._supervisor = supervisor
+        self._offline_etc = offline_etc
         # Host cgroups exist for runc only: gVisor's sandboxes see an emulated kernel of their own.
         self._cgroups = runtime is None and cgroups.available()
         self._live: dict[str, _Live] = {}
@@ -248,16 +251,24 @@ class DockerEngine:
         stdin: bool,
         **host_options: Any,
     ) -> dict[str, Any]:
+        binds: dict[str, Mapping[str, str]] = {
+            str(mount.source): {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
+            for mount in spec.mounts
+        }
+        offline = spec.network == "none"
+        if offline:
+            # Its network disabled, the container skips Docker's network hook (`offline_etc` says why); it gets
+            # the /etc files that hook would have written from hatchway instead.
+            etc = self._offline_etc()
+            binds[str(etc.hosts)] = {"bind": "/etc/hosts", "mode": "ro"}
+            binds[str(etc.resolv_conf)] = {"bind": "/etc/resolv.conf", "mode": "ro"}
         host_config = api.create_host_config(
             network_mode=spec.network,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             read_only=True,
             tmpfs={path: f"rw,nosuid,nodev,size={size_mb}m,mode=1777" for path, size_mb in spec.tmpfs.items()},
-            binds={
-                str(mount.source): {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
-                for mount in spec.mounts
-            },
+            binds=binds,
             mem_limit=spec.memory_mb * MIB,
             memswap_limit=spec.memory_mb * MIB,
             nano_cpus=int(spec.cpus * 1e9),
@@ -280,6 +291,7 @@ class DockerEngine:
             "working_dir": spec.workdir,
             "labels": self._labels(spec.owner, spec.role),
             "stdin_open": stdin,
+            "network_disabled": offline,
             "host_config": host_config,
         }
 
