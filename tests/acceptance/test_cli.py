@@ -6,12 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
+import docker
 import pytest
 
 from tests.acceptance.conftest import Server, ServerFactory, free_port
-from tests.conftest import BUSYBOX
+from tests.conftest import BUSYBOX, mounts_under
 
 pytestmark = pytest.mark.docker
 
@@ -141,3 +144,39 @@ def test_sources_and_images_tables(start_server: ServerFactory) -> None:
 def test_an_unreachable_worker_has_an_exit_code_of_its_own() -> None:
     gone = hatchway("list", "--url", f"http://127.0.0.1:{free_port()}")
     assert gone.returncode == 69 and gone.stderr.startswith("hatchway: cannot reach the worker at ")
+
+
+def test_run_cleans_up_after_a_run_killed_with_sigkill(tmp_path: Path) -> None:
+    """A `hatchway run` killed with -9 cannot remove its container or unmount the job's disk; the next run does."""
+    env = local_env(tmp_path)
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "hatchway.cli.main", "run", "--local", BUSYBOX, "--", "sleep", "120"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = docker.from_env()
+    try:
+        deadline = time.monotonic() + 60
+        while not (left := _run_containers(client, killed.pid)):
+            assert time.monotonic() < deadline and killed.poll() is None, "the run's container never started"
+            time.sleep(0.2)
+        killed.kill()
+        killed.wait()
+        dirs = list(Path(tempfile.gettempdir()).glob(f"hatchway-run-{killed.pid}-*"))
+        assert len(dirs) == 1 and mounts_under(dirs[0])  # what the run left: its container, its disk mounted
+        assert _run_containers(client, killed.pid) == left
+        after = hatchway("run", "--local", BUSYBOX, "--", "echo", "next", env=env)
+        assert (after.returncode, after.stdout) == (0, "next\n"), after.stderr
+        assert _run_containers(client, killed.pid) == []
+        assert not dirs[0].exists() and not mounts_under(dirs[0])
+    finally:
+        for container_id in _run_containers(client, killed.pid):
+            client.api.remove_container(container_id, force=True)
+        client.close()
+
+
+def _run_containers(client: docker.DockerClient, pid: int) -> list[str]:
+    return [
+        summary["Id"]
+        for summary in client.api.containers(all=True, filters={"label": "hatchway.worker_id"})
+        if summary["Labels"]["hatchway.worker_id"].endswith(f"-run-{pid}")
+    ]

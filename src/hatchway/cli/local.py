@@ -19,6 +19,9 @@ from hatchway.cli import output
 from hatchway.cli.exits import CommandError, Exit, job_ending
 from hatchway.cli.jobspec import add_job_options, job_request
 
+RUN_DIR_PREFIX = "hatchway-run-"
+"""A one-shot run's data directory, in the system's temporary directory, is named this, its process id and a dash."""
+
 if TYPE_CHECKING:
     from hatchway.models import Job, JobRequest, Stream
     from hatchway.settings import Settings
@@ -61,6 +64,60 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(run_locally(settings, request, as_json=args.json))
 
 
+def run_worker_id(settings: Settings, pid: int) -> str:
+    """The worker id of the one-shot worker of `hatchway run` process `pid`: its containers carry it."""
+    return f"{settings.worker_id}-run-{pid}"
+
+
+def reap_dead_runs(settings: Settings, temp_dir: Path) -> None:
+    """Remove what `hatchway run`s killed before their own clean-up (kill -9) left: their containers, then their
+    data directories with the job's disk still mounted. A run is known by its process id, in its worker id and
+    its directory's name; only runs whose process is gone are touched. Best effort: never fails this run."""
+    import re
+    import shutil
+
+    from hatchway.engines.base import WORKER_LABEL
+    from hatchway.engines.docker_host import FOREIGN_ERRORS, DockerHost
+    from hatchway.errors import HatchwayError
+    from hatchway.volumes import LoopVolumes
+
+    dirs: dict[int, list[Path]] = {}
+    for path in temp_dir.glob(f"{RUN_DIR_PREFIX}*"):
+        found = re.fullmatch(rf"{RUN_DIR_PREFIX}(\d+)-.*", path.name)
+        if found and path.is_dir():
+            dirs.setdefault(int(found.group(1)), []).append(path)
+    host = DockerHost(docker_url=settings.docker_url, max_concurrent_jobs=1)
+    try:
+        own = re.compile(rf"{re.escape(settings.worker_id)}-run-(\d+)")  # as `run_worker_id` makes them
+        containers: dict[int, list[str]] = {}
+        for summary in host.api().containers(all=True, filters={"label": WORKER_LABEL}):
+            found = own.fullmatch(summary["Labels"].get(WORKER_LABEL, ""))
+            if found:
+                containers.setdefault(int(found.group(1)), []).append(summary["Id"])
+        for pid in sorted(dirs.keys() | containers.keys()):
+            if _alive(pid):
+                continue
+            for container_id in containers.get(pid, []):  # first: they hold the disks' mounts
+                host.api().remove_container(container_id, force=True)
+            for path in dirs.get(pid, []):
+                LoopVolumes(path / "volumes", owner=None).sweep(set())
+                shutil.rmtree(path, ignore_errors=True)
+    except (HatchwayError, OSError, *FOREIGN_ERRORS):
+        pass  # the next run tries again
+    finally:
+        host.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
+
+
 def one_shot_settings(settings: Settings, request: JobRequest, data_dir: Path) -> Settings:
     """`settings` for a worker that runs `request` and nothing else."""
     needed = settings.default_runtime if request.runtime == "auto" else request.runtime
@@ -70,7 +127,7 @@ def one_shot_settings(settings: Settings, request: JobRequest, data_dir: Path) -
         runtimes = [needed]
     return settings.model_copy(
         update={
-            "worker_id": f"{settings.worker_id}-run-{os.getpid()}",
+            "worker_id": run_worker_id(settings, os.getpid()),
             "data_dir": data_dir,
             "max_concurrent_jobs": 1,
             "allowed_runtimes": runtimes,
@@ -93,10 +150,12 @@ async def run_locally(settings: Settings, request: JobRequest, *, as_json: bool 
     from hatchway.models import Stream
     from hatchway.store.memory import MemoryStore
 
-    with tempfile.TemporaryDirectory(prefix="hatchway-run-") as data_dir:
+    # Named for this process: a run killed before its clean-up is known by it (see `reap_dead_runs`).
+    with tempfile.TemporaryDirectory(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-") as data_dir:
         local = one_shot_settings(settings, request, Path(data_dir))
         worker = build_worker(local, store=MemoryStore())
         await worker.start(probe=len(local.allowed_runtimes) > 1)
+        reaping = asyncio.ensure_future(asyncio.to_thread(reap_dead_runs, settings, Path(data_dir).parent))
         job: Job | None = None
         try:
             try:
@@ -117,6 +176,7 @@ async def run_locally(settings: Settings, request: JobRequest, *, as_json: bool 
             final = await worker.jobs.get(job.id)
         finally:
             await worker.shutdown()
+            await reaping
     document = final.model_dump(mode="json")
     if as_json:
         output.print_json(document)
