@@ -6,7 +6,8 @@ every call runs in the host's thread pool; nothing above this package sees a doc
 Output is read from a socket attached *before* the container starts (a `logs --follow` started later can
 miss the last output of a short job), which also carries stdin. If the engine goes away mid-run (a restart with
 live-restore keeps the container running), the next `wait` reads the rest of the output from the engine's log,
-skipping the bytes the socket had delivered.
+skipping the bytes the socket had delivered. How a container is configured is `docker_config`'s; copying its
+attached stream, `docker_streams`'.
 """
 
 from __future__ import annotations
@@ -26,10 +27,9 @@ from typing import Any
 
 import docker
 import docker.errors
-from docker.types import LogConfig
-from docker.utils.socket import STDERR, STDOUT, frames_iter
 
 from hatchway.engines import cgroups
+from hatchway.engines import docker_streams as streams
 from hatchway.engines import docker_supervised as supervised
 from hatchway.engines.base import (
     ENGINE_LABEL,
@@ -47,6 +47,7 @@ from hatchway.engines.base import (
 )
 from hatchway.engines.cgroups import SandboxCgroup
 from hatchway.engines.docker_channel import SupervisorChannel
+from hatchway.engines.docker_config import container_config
 from hatchway.engines.docker_host import FOREIGN_ERRORS, PROBE_COMMAND, DockerHost, explain
 from hatchway.engines.offline_etc import OfflineEtc, temporary_offline_etc
 from hatchway.errors import EngineError, ImageNotFound
@@ -56,13 +57,11 @@ from hatchway.sandbox.protocol import RunRequest, RunResult
 
 log = logging.getLogger(__name__)
 
-MIB = 1024 * 1024
 _PROBE_TIMEOUT_S = 60
 # How the runtime says it could not exec the command: the job's fault, reported like a shell would.
 _NOT_FOUND_HINTS = ("executable file not found", "no such file or directory")
 _NOT_EXECUTABLE_HINTS = ("permission denied",)
 _SAMPLE_INTERVAL_S = 0.25
-_GVISOR_PIDS_HEADROOM = 1024
 
 
 @dataclass
@@ -81,18 +80,6 @@ class _Live:
     pids: int | None = None
     delivered: dict[Stream, int] = field(default_factory=lambda: dict.fromkeys(PROGRAM_STREAMS, 0))
     """Bytes of each stream delivered to the sink so far: where reading the engine's log back resumes."""
-
-
-class _Counted:
-    """An `OutputSink` that counts, per stream, what it passes on."""
-
-    def __init__(self, sink: OutputSink, delivered: dict[Stream, int]) -> None:
-        self._sink = sink
-        self._delivered = delivered
-
-    def write(self, stream: Stream, data: bytes) -> None:
-        self._delivered[stream] = self._delivered.get(stream, 0) + len(data)
-        self._sink.write(stream, data)
 
 
 class DockerEngine:
@@ -209,7 +196,7 @@ class DockerEngine:
 
     def _start(self, spec: SandboxSpec, process: Process, sink: OutputSink) -> Handle | CommandNotRunnable:
         api = self._api()
-        config = self._container_config(api, spec, list(process.argv), process.env, stdin=process.stdin is not None)
+        config = self._config(api, spec, list(process.argv), process.env, stdin=process.stdin is not None)
         container_id = self._create(api, spec, config)
         with_stdin = process.stdin is not None
         sock: Any = None
@@ -217,20 +204,20 @@ class DockerEngine:
             sock = api.attach_socket(
                 container_id, params={"stdin": int(with_stdin), "stdout": 1, "stderr": 1, "stream": 1}
             )
-            _raw(sock).settimeout(None)  # a job may stay silent for longer than any request timeout
+            streams.raw(sock).settimeout(None)  # a job may stay silent for longer than any request timeout
             api.start(container_id)
         except docker.errors.APIError as exc:
             if sock is not None:
-                _close(sock)
+                streams.close(sock)
             api.remove_container(container_id, force=True)
             not_runnable = _not_runnable(exc)
             if not_runnable is not None:
                 return not_runnable
             raise
         live = _Live(sock=sock)
-        live.pump = self._host.pool.submit(_pump, sock, _Counted(sink, live.delivered))
+        live.pump = self._host.pool.submit(streams.pump, sock, streams.Counted(sink, live.delivered))
         if process.stdin is not None:
-            self._host.pool.submit(_feed_stdin, sock, process.stdin)
+            self._host.pool.submit(streams.feed_stdin, sock, process.stdin)
         self._track(container_id, live)
         return Handle(job_id=spec.owner, ref=container_id, role=spec.role)
 
@@ -241,59 +228,13 @@ class DockerEngine:
             raise ImageNotFound(f"image {spec.image!r} is not on this worker") from exc
         return container_id
 
-    def _container_config(
-        self,
-        api: docker.APIClient,
-        spec: SandboxSpec,
-        command: list[str],
-        env: Mapping[str, str],
-        *,
-        stdin: bool,
-        **host_options: Any,
+    def _config(
+        self, api: docker.APIClient, spec: SandboxSpec, command: list[str], env: Mapping[str, str], **options: Any
     ) -> dict[str, Any]:
-        binds: dict[str, Mapping[str, str]] = {
-            str(mount.source): {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
-            for mount in spec.mounts
-        }
-        offline = spec.network == "none"
-        if offline:
-            # Its network disabled, the container skips Docker's network hook (`offline_etc` says why); it gets
-            # the /etc files that hook would have written from hatchway instead.
-            etc = self._offline_etc()
-            binds[str(etc.hosts)] = {"bind": "/etc/hosts", "mode": "ro"}
-            binds[str(etc.resolv_conf)] = {"bind": "/etc/resolv.conf", "mode": "ro"}
-        host_config = api.create_host_config(
-            network_mode=spec.network,
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            read_only=True,
-            tmpfs={path: f"rw,nosuid,nodev,size={size_mb}m,mode=1777" for path, size_mb in spec.tmpfs.items()},
-            binds=binds,
-            mem_limit=spec.memory_mb * MIB,
-            memswap_limit=spec.memory_mb * MIB,
-            nano_cpus=int(spec.cpus * 1e9),
-            # gVisor's host processes (the sentry's threads) count against the host limit too; inside, the
-            # supervisor limits each run itself.
-            pids_limit=spec.pids if self._runtime is None else spec.pids + _GVISOR_PIDS_HEADROOM,
-            # Docker's copy of the output is only read after a worker restart; keep it bounded.
-            log_config=LogConfig(
-                type="local",
-                config={"max-size": str(max(2 * spec.log_bytes, MIB)), "max-file": "1", "compress": "false"},
-            ),
-            runtime=self._runtime,
-            **{"init": True, **host_options},  # by default a real PID 1 forwards SIGTERM and reaps zombies
+        labels = self._labels(spec.owner, spec.role)
+        return container_config(
+            api, spec, command, env, labels=labels, runtime=self._runtime, offline_etc=self._offline_etc, **options
         )
-        return {
-            "image": spec.image,
-            "command": command,
-            "user": spec.user,
-            "environment": [f"{key}={value}" for key, value in env.items()],
-            "working_dir": spec.workdir,
-            "labels": self._labels(spec.owner, spec.role),
-            "stdin_open": stdin,
-            "network_disabled": offline,
-            "host_config": host_config,
-        }
 
     def _labels(self, owner: str, role: Role) -> dict[str, str]:
         return {JOB_LABEL: owner, WORKER_LABEL: self._worker_id, ENGINE_LABEL: self.name, ROLE_LABEL: role.value}
@@ -306,7 +247,7 @@ class DockerEngine:
             cgroup = SandboxCgroup.for_sandbox(self._worker_id, uuid.uuid4().hex[:16])
             cgroup.create(memory_mb=spec.memory_mb, pids=spec.pids)
         laid_out = supervised.layout(spec, binary=binary, cgroup=cgroup, gvisor=self._runtime is not None)
-        config = self._container_config(api, laid_out.spec, laid_out.command, {}, stdin=True, **laid_out.host_options)
+        config = self._config(api, laid_out.spec, laid_out.command, {}, stdin=True, **laid_out.host_options)
         try:
             container_id = self._create(api, spec, config)
         except BaseException:
@@ -356,7 +297,7 @@ class DockerEngine:
         else:
             # Found again after a worker restart or an engine outage: what it wrote (and was not delivered yet)
             # is in the engine's log, complete now it has exited.
-            _collect_logs(api, handle.ref, _Counted(sink, live.delivered), skip=dict(live.delivered))
+            streams.collect_logs(api, handle.ref, streams.Counted(sink, live.delivered), skip=dict(live.delivered))
         live.done.set()
         code = int(result["StatusCode"])
         oom_killed = code != 0 and bool(api.inspect_container(handle.ref)["State"].get("OOMKilled"))
@@ -367,12 +308,12 @@ class DockerEngine:
         engine's log, read back by the next wait) and wait for its pump, so nothing is delivered twice."""
         if live.sock is not None:
             with contextlib.suppress(OSError):
-                _raw(live.sock).shutdown(socket.SHUT_RDWR)  # wakes a pump blocked in recv, where close() may not
+                streams.raw(live.sock).shutdown(socket.SHUT_RDWR)  # wakes a pump blocked in recv, where close() may not
         if live.pump is not None:
             with contextlib.suppress(Exception):
                 live.pump.result(timeout=10)
         if live.sock is not None:
-            _close(live.sock)
+            streams.close(live.sock)
         live.sock, live.pump = None, None
 
     def _stop(self, container_id: str, grace_s: float) -> None:
@@ -411,7 +352,7 @@ class DockerEngine:
         if live is not None:
             live.done.set()
             if live.sock is not None:
-                _close(live.sock)
+                streams.close(live.sock)
             if live.channel is not None:
                 live.channel.close()
             cgroup = live.cgroup
@@ -470,48 +411,6 @@ def _record(live: _Live, stats: dict[str, Any]) -> None:
     pids = (stats.get("pids_stats") or {}).get("current")
     if pids:
         live.pids = int(pids)
-
-
-def _raw(sock: Any) -> socket.socket:
-    raw: socket.socket = getattr(sock, "_sock", sock)
-    return raw
-
-
-def _close(sock: Any) -> None:
-    # SocketIO.close() leaves the socket under it open.
-    _raw(sock).close()
-    sock.close()
-
-
-def _pump(sock: Any, sink: OutputSink) -> None:
-    """Copy the attached stdout/stderr frames to the sink until the container closes them."""
-    with contextlib.suppress(OSError):
-        for stream_id, data in frames_iter(sock, tty=False):  # type: ignore[no-untyped-call]
-            if stream_id == STDOUT:
-                sink.write(Stream.STDOUT, data)
-            elif stream_id == STDERR:
-                sink.write(Stream.STDERR, data)
-
-
-def _feed_stdin(sock: Any, data: bytes) -> None:
-    # A job may exit without reading all of its input; that is its business, not an error.
-    with contextlib.suppress(OSError):
-        _raw(sock).sendall(data)
-        _raw(sock).shutdown(socket.SHUT_WR)
-
-
-def _collect_logs(api: docker.APIClient, container_id: str, sink: OutputSink, skip: dict[Stream, int]) -> None:
-    """Deliver the container's output from the engine's log, less the first `skip` bytes of each stream. The
-    log keeps twice the job's output cap, and a job is stopped at the cap, so it holds all that counts."""
-    for stream in PROGRAM_STREAMS:
-        left = skip.get(stream, 0)
-        chunks = api.logs(container_id, stdout=stream is Stream.STDOUT, stderr=stream is Stream.STDERR, stream=True)
-        for chunk in chunks:
-            if left >= len(chunk):
-                left -= len(chunk)
-                continue
-            sink.write(stream, chunk[left:])
-            left = 0
 
 
 def _not_runnable(exc: docker.errors.APIError) -> CommandNotRunnable | None:
