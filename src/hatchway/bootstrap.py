@@ -11,7 +11,7 @@ from hatchway.engines.docker import DockerEngine
 from hatchway.engines.docker_host import DockerHost
 from hatchway.engines.docker_images import DockerImages
 from hatchway.engines.images import ImageManager
-from hatchway.engines.offline_etc import write_offline_etc
+from hatchway.engines.offline_etc import OfflineEtcFiles
 from hatchway.policy import image_matches, url_matches
 from hatchway.sandbox.binary import installed_supervisor
 from hatchway.settings import Settings
@@ -27,7 +27,7 @@ def build_worker(settings: Settings, store: JobStore | None = None) -> Worker:
     runtimes = {"docker": None, "gvisor": settings.gvisor_runtime}
     # Read and hashed once: every sandbox mounts the same copy.
     supervisor = functools.cache(functools.partial(installed_supervisor, settings.data_dir / "bin"))
-    offline_etc = functools.cache(functools.partial(write_offline_etc, settings.data_dir / "etc"))
+    offline_etc = OfflineEtcFiles(settings.data_dir / "etc")
     engines: dict[str, Engine] = {
         name: DockerEngine(
             host,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hatchway.engines import offline_etc
-from hatchway.engines.offline_etc import HOSTS, resolv_conf, write_offline_etc
+from hatchway.engines.offline_etc import HOSTS, OfflineEtcFiles, resolv_conf, write_offline_etc
 
 
 def test_the_hosts_nameservers_are_kept_with_search_and_options() -> None:
@@ -50,3 +50,16 @@ def test_files_are_written_once_in_a_folder_named_by_their_content(
     assert second.resolv_conf.parent != first.resolv_conf.parent
     assert first.resolv_conf.read_text() == "nameserver 192.0.2.1\n"
     assert second.resolv_conf.read_text() == "nameserver 192.0.2.2\n"
+
+
+def test_the_files_follow_the_hosts_resolv_conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = tmp_path / "resolv.conf"
+    host.write_text("nameserver 192.0.2.1\n")
+    monkeypatch.setattr(offline_etc, "HOST_RESOLV_CONF", host)
+    monkeypatch.setattr(offline_etc, "RESOLVED_RESOLV_CONF", tmp_path / "absent")
+    files = OfflineEtcFiles(tmp_path / "etc")
+    first = files()
+    assert files() is first  # nothing changed: not written again
+    host.write_text("nameserver 192.0.2.22\n")  # as DHCP would rewrite it
+    assert files().resolv_conf.read_text() == "nameserver 192.0.2.22\n"
+    assert first.resolv_conf.read_text() == "nameserver 192.0.2.1\n"  # what running containers mount stays

@@ -11,10 +11,10 @@ runtime (runc and runsc both do), its hostname. Only the two files Docker's netw
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import ipaddress
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +71,32 @@ def write_offline_etc(directory: Path) -> OfflineEtc:
     return OfflineEtc(hosts=folder / "hosts", resolv_conf=folder / "resolv.conf")
 
 
+class OfflineEtcFiles:
+    """The files under `directory`, written again when the host's resolv.conf changes (as Docker gives each new
+    container the host's current one): a call costs a stat of the host's files until then."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._seen: tuple[tuple[int, int, int] | None, ...] | None = None
+        self._files: OfflineEtc | None = None
+        self._lock = threading.Lock()  # called from the engine's threads
+
+    def __call__(self) -> OfflineEtc:
+        seen = (_stamp(HOST_RESOLV_CONF), _stamp(RESOLVED_RESOLV_CONF))
+        with self._lock:
+            if self._files is None or seen != self._seen:
+                self._files, self._seen = write_offline_etc(self._directory), seen
+            return self._files
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()  # through a symlink: /etc/resolv.conf often is one
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 def _nameservers(text: str) -> list[str]:
     return [fields[1] for fields in map(str.split, text.splitlines()) if len(fields) >= 2 and fields[0] == "nameserver"]
 
@@ -98,7 +124,5 @@ def _write_once(dest: Path, text: str) -> None:
         write_atomically(dest, text.encode())
 
 
-@functools.cache
-def temporary_offline_etc() -> OfflineEtc:
-    """The files under the system's temporary directory: for an engine made without a data directory (tests)."""
-    return write_offline_etc(Path(tempfile.gettempdir()) / "hatchway-etc")
+temporary_offline_etc = OfflineEtcFiles(Path(tempfile.gettempdir()) / "hatchway-etc")
+"""The files under the system's temporary directory: for an engine made without a data directory (tests)."""
