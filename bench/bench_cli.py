@@ -69,7 +69,7 @@ def main() -> int:
             ),
             "python -c pass": process([*python, "-c", "pass"], b""),
             "python: hatchway run's imports": process(
-                [*python, "-c", "import hatchway.cli.main, hatchway.bootstrap, hatchway.logs"], b"", env
+                [*python, "-c", "import hatchway.cli.main, hatchway.worker.bootstrap, hatchway.jobs.logs"], b"", env
             ),
         }
         for side in sides.values():  # warm-up: page cache, bytecode, the image's layers

@@ -12,7 +12,7 @@ import docker
 import pytest
 
 from hatchway.models import Job
-from hatchway.worker import Worker
+from hatchway.worker.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSYBOX = "hatchway-test/busybox:latest"

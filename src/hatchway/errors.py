@@ -29,7 +29,7 @@
         └── DiskUnavailable    a job's size-limited disk could not be made (needs root and loop devices)
 
 Grading adds two request errors where they are used: `UnknownProfile` (an InvalidRequest, in
-grading/profiles.py) and `GradeLimitTooHigh` (a LimitTooHigh, in grading/models.py).
+judge/profiles.py) and `GradeLimitTooHigh` (a LimitTooHigh, in judge/).
 """
 
 from __future__ import annotations

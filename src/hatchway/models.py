@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 if TYPE_CHECKING:
-    from hatchway.grading.models import GradeReport, GradeSpec
+    from hatchway.judge.models import GradeReport, GradeSpec
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$"
@@ -407,7 +407,7 @@ class Outcome(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     grade: GradeReport | None = None
     output_times: dict[Stream, list[int]] = Field(default_factory=dict)
-    """When each line was written, per stream: `LineTimes.encode()` (see output_times.py)."""
+    """When each line was written, per stream: `LineTimes.encode()` (see output/line_times.py)."""
 
 
 def utcnow() -> datetime:

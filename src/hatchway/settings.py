@@ -26,8 +26,8 @@ from pydantic_settings import (
 )
 
 from hatchway.errors import ConfigError
-from hatchway.grading.models import GradeLimits, RequestedGradeLimits
-from hatchway.grading.profiles import ProfileOverrides
+from hatchway.judge.models import GradeLimits, RequestedGradeLimits
+from hatchway.judge.profiles import ProfileOverrides
 from hatchway.models import Limits, ResolvedLimits
 
 ENV_PREFIX = "HATCHWAY_"

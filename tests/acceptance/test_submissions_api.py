@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hatchway.service import source_job_id
+from hatchway.jobs.service import source_job_id
 from tests.acceptance.conftest import ServerFactory
 from tests.fakes.judge_master import JudgeMaster, judge_master
 

@@ -9,10 +9,10 @@ from typing import Any
 import docker
 import pytest
 
-from hatchway.bootstrap import build_worker
 from hatchway.models import Job, JobRequest, JobState
 from hatchway.settings import Settings
-from hatchway.worker import Worker
+from hatchway.worker.bootstrap import build_worker
+from hatchway.worker.worker import Worker
 from tests.conftest import BUSYBOX, containers_of, mounts_under
 
 RunJob = Callable[..., Awaitable[Job]]

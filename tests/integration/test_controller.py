@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hatchway.bootstrap import build_worker
 from hatchway.models import JobRequest
+from hatchway.worker.bootstrap import build_worker
 from tests.conftest import BUSYBOX
 from tests.fakes.controller import controller
 from tests.integration.conftest import make_settings

@@ -14,7 +14,7 @@ import pytest
 
 from hatchway.models import Job, JobState
 from hatchway.settings import Settings
-from hatchway.worker import Worker
+from hatchway.worker.worker import Worker
 from tests.integration.conftest import RunJob, make_settings, wait_for_state
 
 pytestmark = pytest.mark.docker

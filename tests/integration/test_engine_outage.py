@@ -24,10 +24,10 @@ import httpx
 import pytest
 
 from hatchway.api.app import create_app
-from hatchway.bootstrap import build_worker
 from hatchway.models import Job, JobRequest, JobState, Reason, Stream
 from hatchway.store.base import JobQuery
-from hatchway.worker import Worker
+from hatchway.worker.bootstrap import build_worker
+from hatchway.worker.worker import Worker
 from tests.conftest import BUSYBOX, ROOT, job_when
 from tests.integration.conftest import make_settings, pools_ready, wait_for_state
 

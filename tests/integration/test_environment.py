@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from hatchway.models import JobRequest, JobState
-from hatchway.worker import Worker
+from hatchway.worker.worker import Worker
 from tests.conftest import BUSYBOX, PYTHON
 from tests.integration.conftest import RunJob, make_settings, wait_for_state
 

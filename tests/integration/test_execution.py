@@ -13,7 +13,7 @@ import pytest
 from hatchway.engines import offline_etc
 from hatchway.models import Job, JobState, Reason
 from hatchway.settings import Settings
-from hatchway.worker import Worker
+from hatchway.worker.worker import Worker
 from tests.conftest import BUSYBOX, PYTHON, containers_of
 from tests.integration.conftest import LOCALHOST_ECHO, RunJob, make_settings, pools_ready
 

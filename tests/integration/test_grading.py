@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from hatchway.errors import InvalidRequest
-from hatchway.grading.models import GradeRequest, GradeResult, TestResult
-from hatchway.grading.verdicts import Verdict
+from hatchway.judge.models import GradeRequest, GradeResult, TestResult
+from hatchway.judge.verdicts import Verdict
 from hatchway.models import JobState, Reason, Stream
 from hatchway.settings import Settings
-from hatchway.worker import Worker
+from hatchway.worker.worker import Worker
 from tests.integration.conftest import make_settings, wait_for_state
 
 pytestmark = pytest.mark.docker

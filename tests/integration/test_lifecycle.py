@@ -11,11 +11,11 @@ from pathlib import Path
 import docker
 import pytest
 
-from hatchway.bootstrap import build_worker
 from hatchway.engines.base import JOB_LABEL, WORKER_LABEL
 from hatchway.errors import JobAlreadyFinished, JobConflict
 from hatchway.models import JobRequest, JobState, Reason
-from hatchway.worker import Worker
+from hatchway.worker.bootstrap import build_worker
+from hatchway.worker.worker import Worker
 from tests.conftest import BUSYBOX, containers_of
 from tests.integration.conftest import make_settings, wait_for_state
 

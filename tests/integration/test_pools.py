@@ -13,10 +13,10 @@ import docker
 import docker.errors
 import pytest
 
-from hatchway.logs import job_logs
+from hatchway.jobs.logs import job_logs
 from hatchway.models import Job, JobState, Reason, Stream
 from hatchway.settings import Settings
-from hatchway.worker import Worker
+from hatchway.worker.worker import Worker
 from tests.conftest import BUSYBOX, PYTHON, containers_of
 from tests.integration.conftest import make_settings, pools_ready, wait_for_state
 

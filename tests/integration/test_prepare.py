@@ -16,10 +16,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from hatchway.bootstrap import build_worker
 from hatchway.errors import NotAllowed
 from hatchway.models import JobState, Reason
-from hatchway.worker import Worker
+from hatchway.worker.bootstrap import build_worker
+from hatchway.worker.worker import Worker
 from tests.conftest import BUSYBOX
 from tests.integration.conftest import RunJob, make_settings
 

@@ -16,8 +16,8 @@ import docker
 import pytest
 
 from hatchway.cli.main import main
-from hatchway.grading.images import build_profile_image, image_status
-from hatchway.grading.profiles import DEFAULT_PROFILES, Profile
+from hatchway.grading.profile_images import build_profile_image, image_status
+from hatchway.judge.profiles import DEFAULT_PROFILES, Profile
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1200)]  # a missing image takes minutes to build
 

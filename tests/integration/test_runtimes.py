@@ -7,11 +7,11 @@ from pathlib import Path
 import docker
 import pytest
 
-from hatchway.bootstrap import build_worker
 from hatchway.engines import offline_etc
 from hatchway.errors import NotAllowed, RuntimeUnavailable
 from hatchway.models import JobRequest, JobState
-from hatchway.worker import Worker
+from hatchway.worker.bootstrap import build_worker
+from hatchway.worker.worker import Worker
 from tests.conftest import BUSYBOX, PYTHON, containers_of
 from tests.integration.conftest import LOCALHOST_ECHO, RunJob, make_settings
 

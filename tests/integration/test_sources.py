@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from hatchway.bootstrap import build_worker
+from hatchway.jobs.service import source_job_id
 from hatchway.models import JobState
-from hatchway.service import source_job_id
 from hatchway.store.base import JobQuery
+from hatchway.worker.bootstrap import build_worker
 from tests.fakes.tasks_master import TasksMaster, tasks_master
 from tests.integration.conftest import make_settings, source_starter, wait_for_state
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from hatchway.jobs.policy import Policy
 from hatchway.models import Job, JobRequest, JobState, ResolvedLimits, utcnow
-from hatchway.policy import Policy
 
 DEFAULT_LIMITS = ResolvedLimits(timeout_s=60, memory_mb=256, cpus=1.0, pids=256, output_bytes=1024 * 1024)
 MAX_LIMITS = ResolvedLimits(timeout_s=3600, memory_mb=4096, cpus=4.0, pids=4096, output_bytes=64 * 1024 * 1024)

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hatchway.api.server import ApiSource
 from hatchway.engines.fake import FakeEngine, FakeProgram
 from hatchway.errors import ConfigError
-from hatchway.sources.http_api import ApiSource
 from tests.unit.test_runner import fake_worker
 
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from hatchway.callbacks import CallbackSender, payload, retry_after_s, retry_delay_s, sign, verdict
-from hatchway.grading.models import GradeReport, Verdict
+from hatchway.judge.models import GradeReport, Verdict
 from hatchway.models import CallbackState, CallbackStatus, Job, JobState, utcnow
 from hatchway.store import MemoryStore
+from hatchway.worker.callbacks import CallbackSender, payload, retry_after_s, retry_delay_s, sign, verdict
 from tests.fakes.receiver import Receiver, receiving
 
 SECRET = "a-callback-secret-of-the-tests"

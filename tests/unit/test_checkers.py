@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from hatchway.grading.checkers import check, normal_lines, parse_custom
-from hatchway.grading.models import (
+from hatchway.judge.checkers import check, normal_lines, parse_custom
+from hatchway.judge.models import (
     BuiltinChecker,
     CustomChecker,
     ExactChecker,
@@ -16,7 +16,7 @@ from hatchway.grading.models import (
     TokensChecker,
     UnorderedChecker,
 )
-from hatchway.grading.verdicts import CheckOutcome, Verdict
+from hatchway.judge.verdicts import CheckOutcome, Verdict
 
 EXACT, LINES, TOKENS, UNORDERED = ExactChecker(), LinesChecker(), TokensChecker(), UnorderedChecker()
 FLOAT = FloatChecker()

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from hatchway.event_feed import EventFeed, EventFilter, EventsMissed, FeedItem
-from hatchway.events import JobEvent
+from hatchway.jobs.event_feed import EventFeed, EventFilter, EventsMissed, FeedItem
+from hatchway.jobs.notify import JobSignals
 from hatchway.models import Job
-from hatchway.signals import JobSignals
+from hatchway.output.events import JobEvent
 from hatchway.store import MemoryStore
 
 MakeJob = Callable[..., Job]

@@ -9,10 +9,10 @@ import pytest
 
 from hatchway.errors import InputTooLarge, InvalidRequest, LimitTooHigh, NotAllowed
 from hatchway.grading.admission import GradeAdmission
-from hatchway.grading.models import GradeLimits, GradeRequest
-from hatchway.grading.profiles import DEFAULT_PROFILES, UnknownProfile
+from hatchway.jobs.policy import Policy
+from hatchway.judge.models import GradeLimits, GradeRequest
+from hatchway.judge.profiles import DEFAULT_PROFILES, UnknownProfile
 from hatchway.models import JobSpec
-from hatchway.policy import Policy
 from hatchway.settings import GradeMaxLimits
 
 MAXIMUMS = GradeLimits(time_limit_s=10, wall_limit_s=40, memory_mb=1024, processes=128)

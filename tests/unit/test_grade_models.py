@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from hatchway.errors import LimitTooHigh
-from hatchway.grading.models import (
+from hatchway.judge.models import (
     EXCERPT_CHARS,
     CustomChecker,
     FloatChecker,
@@ -25,7 +25,7 @@ from hatchway.grading.models import (
     limits_for_test,
     resolve_limits,
 )
-from hatchway.grading.verdicts import GroupResult, Verdict
+from hatchway.judge.verdicts import GroupResult, Verdict
 from hatchway.models import JobState
 
 MakeGrade = Callable[..., GradeRequest]

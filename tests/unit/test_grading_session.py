@@ -15,12 +15,15 @@ from typing import Any
 
 import pytest
 
-from hatchway.control import RunControl
 from hatchway.engines.base import Handle, Role
 from hatchway.engines.fake import FakeEngine, FakeProgram
 from hatchway.errors import EngineError
 from hatchway.grading.custom_checker import CheckerBroken
-from hatchway.grading.models import (
+from hatchway.grading.sandboxes import GradingKilled, Sandboxes
+from hatchway.grading.session import GradingSession
+from hatchway.grading.workspace import Workspace, write_tests
+from hatchway.jobs.control import RunControl
+from hatchway.judge.models import (
     CustomChecker,
     GradeLimits,
     GradeReport,
@@ -30,11 +33,8 @@ from hatchway.grading.models import (
     TestResult,
     TestSpec,
 )
-from hatchway.grading.profiles import Profile
-from hatchway.grading.sandboxes import GradingKilled, Sandboxes
-from hatchway.grading.session import GradingSession
-from hatchway.grading.verdicts import Verdict
-from hatchway.grading.workspace import Workspace, write_tests
+from hatchway.judge.profiles import Profile
+from hatchway.judge.verdicts import Verdict
 from hatchway.sandbox.protocol import RunRequest, RunResult, RunStatus
 
 MIB = 1024 * 1024

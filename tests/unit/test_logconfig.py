@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hatchway.logconfig import JsonFormatter, TextFormatter
+from hatchway.cli.logconfig import JsonFormatter, TextFormatter
 
 
 def make_record(

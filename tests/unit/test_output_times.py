@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hatchway.log_filter import compile_pattern, log_filter, parse_time
-from hatchway.output_times import LineClock, LineTimes, recovered
+from hatchway.output.line_times import LineClock, LineTimes, recovered
+from hatchway.output.log_filter import compile_pattern, log_filter, parse_time
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 NOW_MS = 1_714_564_800_000

@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from hatchway.errors import InputTooLarge, InvalidRequest, LimitTooHigh, NotAllowed
+from hatchway.jobs.policy import Policy
 from hatchway.models import JobRequest, Limits, ResolvedLimits
-from hatchway.policy import Policy
 
 MakePolicy = Callable[..., Policy]
 MakeRequest = Callable[..., JobRequest]
@@ -162,13 +162,13 @@ def test_the_spec_carries_the_request(policy: Policy, make_request: MakeRequest)
     ],
 )
 def test_bundle_urls_are_matched_on_where_they_really_lead(url: str, allowed: bool) -> None:
-    from hatchway.policy import url_matches
+    from hatchway.jobs.policy import url_matches
 
     assert url_matches(["http://127.0.0.1:*"], url) is allowed
 
 
 def test_file_urls_cannot_climb_out_of_an_allowed_folder() -> None:
-    from hatchway.policy import url_matches
+    from hatchway.jobs.policy import url_matches
 
     assert url_matches(["file:///srv/bundles/*"], "file:///srv/bundles/a.tar.gz")
     assert not url_matches(["file:///srv/bundles/*"], "file:///srv/bundles/../../etc/passwd")

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from hatchway.engines.fake import FakeEngine, FakeImages, run_result
+from hatchway.engines.volumes import DirectoryVolumes, VolumeStock
+from hatchway.jobs.policy import Policy
 from hatchway.models import Job, JobRequest, JobState, ResolvedLimits, utcnow
-from hatchway.policy import Policy
 from hatchway.pools import Pools
 from hatchway.pools.pool import normalise_image
 from hatchway.sandbox.protocol import RunResult, RunStatus
 from hatchway.settings import PoolConfig, Settings
-from hatchway.volumes import DirectoryVolumes, VolumeStock
 
 LIMITS = ResolvedLimits(timeout_s=10, memory_mb=64, cpus=1, pids=16, output_bytes=1024, disk_mb=64)
 

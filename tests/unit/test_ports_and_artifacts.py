@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hatchway.artifacts import ArtifactStore
 from hatchway.errors import ArtifactNotFound, PortsExhausted
-from hatchway.ports import PortAllocator
+from hatchway.jobs.ports import PortAllocator
+from hatchway.output.artifacts import ArtifactStore
 
 
 def test_ports_are_never_shared_and_come_back_on_release() -> None:

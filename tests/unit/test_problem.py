@@ -11,7 +11,7 @@ import pytest
 
 from hatchway.bundles.archive import unpack
 from hatchway.errors import HatchwayError, ProblemError
-from hatchway.grading.problem import ProblemTest, load_problem, natural_key
+from hatchway.judge.problem import ProblemTest, load_problem, natural_key
 
 
 def layout(root: Path, files: dict[str, str]) -> Path:

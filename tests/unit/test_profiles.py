@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from hatchway.errors import ConfigError, HatchwayError, InvalidRequest
-from hatchway.grading.images import IMAGE_ENV, import_command, mmdebstrap_command, recipe
-from hatchway.grading.profiles import (
+from hatchway.grading.profile_images import IMAGE_ENV, import_command, mmdebstrap_command, recipe
+from hatchway.judge.profiles import (
     DEFAULT_PROFILES,
     TOOLS,
     Profile,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from hatchway.engines.base import Found, Role
 from hatchway.engines.fake import FakeEngine
+from hatchway.jobs.notify import JobSignals
+from hatchway.jobs.recovery import Recovery
 from hatchway.models import Job, JobSpec, JobState, Reason, RunInfo
-from hatchway.recovery import Recovery
-from hatchway.signals import JobSignals
 from hatchway.store.memory import MemoryStore
 
 MakeJob = Callable[..., Job]

@@ -11,12 +11,12 @@ import pytest
 
 from hatchway.bundles import BundleCache
 from hatchway.engines.fake import FakeEngine, FakeImages, FakeProgram
+from hatchway.engines.volumes import DirectoryVolumes
 from hatchway.errors import EngineError
 from hatchway.models import Job, JobRequest, JobState, Reason, utcnow
 from hatchway.settings import Settings
 from hatchway.store.memory import MemoryStore
-from hatchway.volumes import DirectoryVolumes
-from hatchway.worker import Worker
+from hatchway.worker.worker import Worker
 from tests.conftest import job_when
 
 RunJob = Callable[..., Awaitable[Job]]

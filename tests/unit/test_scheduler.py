@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from hatchway.jobs.scheduler import Scheduler
 from hatchway.models import Job, JobState
-from hatchway.scheduler import Scheduler
 from hatchway.store import MemoryStore
 
 MakeJob = Callable[..., Job]

@@ -6,8 +6,8 @@ import asyncio
 import time
 
 from hatchway.engines.fake import FakeEngine
-from hatchway.health import EngineHealth
-from hatchway.services import Services
+from hatchway.engines.health import EngineHealth
+from hatchway.worker.loops import Services
 
 
 async def test_a_service_that_dies_asks_the_worker_to_stop() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hatchway.signals import JobSignals
+from hatchway.jobs.notify import JobSignals
 
 
 async def test_all_waiters_wake_and_nothing_is_kept_afterwards() -> None:

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from hatchway import worker as worker_module
 from hatchway.engines.base import Role
 from hatchway.engines.fake import FakeEngine, FakeProgram
 from hatchway.errors import ConfigError
+from hatchway.jobs.service import JobService
 from hatchway.models import Job, JobRequest, JobState, Reason, RunInfo, utcnow
-from hatchway.service import JobService
 from hatchway.sources.base import SourceStatus
 from hatchway.store.base import JobQuery
+from hatchway.worker import worker as worker_module
 from tests.conftest import job_when
 from tests.unit.test_runner import fake_worker
 

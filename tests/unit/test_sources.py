@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from hatchway.grading.models import CompileResult, GradeReport, TestResult
-from hatchway.grading.verdicts import Verdict
+from hatchway.judge.models import CompileResult, GradeReport, TestResult
+from hatchway.judge.verdicts import Verdict
 from hatchway.models import Job, JobState, Reason
 from hatchway.settings import SourceConfig
 from hatchway.sources.base import pause

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hatchway.events import EventType
 from hatchway.models import Job, JobState, Outcome, Reason, RunInfo, Stream
-from hatchway.output_times import LineTimes
+from hatchway.output.events import EventType
+from hatchway.output.line_times import LineTimes
 from hatchway.store import JobStore, MemoryStore, SqliteStore, queries
 
 MakeJob = Callable[..., Job]

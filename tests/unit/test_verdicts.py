@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from hatchway.grading.models import Group
-from hatchway.grading.verdicts import (
+from hatchway.judge.models import Group
+from hatchway.judge.verdicts import (
     CheckOutcome,
     Decision,
     GroupResult,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hatchway.volumes import MIB, LoopVolumes, Volume, VolumeStock, room_for_files
+from hatchway.engines.volumes import MIB, LoopVolumes, Volume, VolumeStock, room_for_files
 from tests.conftest import mounts_under
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")

@@ -12,7 +12,7 @@ from hatchway.api.auth import install_authentication
 from hatchway.api.errors import document_errors, install_error_handlers
 from hatchway.observability.metrics import MetricsMiddleware
 from hatchway.web import dashboard
-from hatchway.worker import Worker
+from hatchway.worker.worker import Worker
 
 
 def create_app(worker: Worker, *, on_submit: Callable[[], None] = lambda: None) -> FastAPI:

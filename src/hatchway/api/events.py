@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from hatchway.api.jobs import WorkerDep
 from hatchway.errors import InvalidRequest
-from hatchway.event_feed import EventFilter, EventsMissed, FeedItem
+from hatchway.jobs.event_feed import EventFilter, EventsMissed, FeedItem
 from hatchway.models import JobKind
 
 router = APIRouter(tags=["events"])

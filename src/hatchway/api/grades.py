@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from hatchway.api.jobs import OnSubmitDep, WaitFlag, WaitSeconds, WorkerDep, wait_bound
-from hatchway.grading.models import GradeRequest, GradeResult
-from hatchway.grading.profiles import TOOLS, Profile
+from hatchway.judge.models import GradeRequest, GradeResult
+from hatchway.judge.profiles import TOOLS, Profile
 
 router = APIRouter(tags=["grading"])
 

@@ -11,11 +11,11 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from hatchway.api.schemas import ArtifactInfo, JobList
 from hatchway.errors import InvalidRequest
-from hatchway.log_filter import MAX_PATTERN_CHARS, log_filter
-from hatchway.logs import job_logs
+from hatchway.jobs.logs import job_logs
 from hatchway.models import PROGRAM_STREAMS, Job, JobKind, JobRequest, JobState, Stream, label_key_ok
+from hatchway.output.log_filter import MAX_PATTERN_CHARS, log_filter
 from hatchway.store.base import JobQuery
-from hatchway.worker import Worker
+from hatchway.worker.worker import Worker
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from hatchway.controller import ControllerStatus
 from hatchway.models import Job, ResolvedLimits
 from hatchway.observability.host import HostMetrics
 from hatchway.pools.pool import PoolStatus
 from hatchway.sources.base import SourceStatus
+from hatchway.worker.registration import ControllerStatus
 
 
 class JobList(BaseModel):

@@ -15,7 +15,7 @@ from hatchway.observability.metrics import CONTENT_TYPE, Snapshot
 from hatchway.observability.stats import BUCKET_S, BUCKETS, Stats
 from hatchway.pools.pool import PoolStatus
 from hatchway.sources import SourceStatus
-from hatchway.worker import Worker
+from hatchway.worker.worker import Worker
 
 router = APIRouter(tags=["system"])
 

@@ -87,7 +87,7 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
     """The POST /grade body for the command line's files and tests."""
     from pydantic import ValidationError
 
-    from hatchway.grading.models import GradeRequest
+    from hatchway.judge.models import GradeRequest
 
     for path in args.files:
         if not path.is_file():
@@ -137,7 +137,7 @@ def read_tests(path: Path) -> list[dict[str, str]]:
 
 
 def _inline(root: Path) -> list[dict[str, str]]:
-    from hatchway.grading.problem import load_problem
+    from hatchway.judge.problem import load_problem
 
     return [
         {"name": test.name, "input": test.input_path.read_text(), "expected_output": test.expected_path.read_text()}

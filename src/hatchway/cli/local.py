@@ -25,7 +25,7 @@ RUN_DIR_PREFIX = "hatchway-run-"
 if TYPE_CHECKING:
     from hatchway.models import Job, JobRequest, Stream
     from hatchway.settings import Settings
-    from hatchway.worker import Worker
+    from hatchway.worker.worker import Worker
 
 
 def add_run_command(commands: Any, remote_options: argparse.ArgumentParser) -> None:
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if worker is not None:
         return run_attached(worker, args)
 
-    from hatchway import logconfig
+    from hatchway.cli import logconfig
     from hatchway.settings import load_settings
 
     request = job_request(args)
@@ -78,8 +78,8 @@ def reap_dead_runs(settings: Settings, temp_dir: Path) -> None:
 
     from hatchway.engines.base import WORKER_LABEL
     from hatchway.engines.docker_host import FOREIGN_ERRORS, DockerHost
+    from hatchway.engines.volumes import LoopVolumes
     from hatchway.errors import HatchwayError
-    from hatchway.volumes import LoopVolumes
 
     dirs: dict[int, list[Path]] = {}
     for path in temp_dir.glob(f"{RUN_DIR_PREFIX}*"):
@@ -145,10 +145,10 @@ async def run_locally(settings: Settings, request: JobRequest, *, as_json: bool 
     import asyncio
     import tempfile
 
-    from hatchway.bootstrap import build_worker
     from hatchway.errors import RequestError
     from hatchway.models import Stream
     from hatchway.store.memory import MemoryStore
+    from hatchway.worker.bootstrap import build_worker
 
     # Named for this process: a run killed before its clean-up is known by it (see `reap_dead_runs`).
     with tempfile.TemporaryDirectory(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-") as data_dir:
@@ -187,7 +187,7 @@ async def run_locally(settings: Settings, request: JobRequest, *, as_json: bool 
 
 
 async def _copy(worker: Worker, job_id: str, stream: Stream, out: IO[str], status: output.StatusLine) -> None:
-    from hatchway.logs import job_logs
+    from hatchway.jobs.logs import job_logs
 
     async for text in job_logs(worker, job_id, [stream], tail=None, follow=True):
         status.stop()

@@ -57,7 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvloop
 
-    from hatchway import logconfig
+    from hatchway.cli import logconfig
     from hatchway.cli.serve import serve
     from hatchway.settings import load_settings
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from hatchway.cli import output
 
 if TYPE_CHECKING:
-    from hatchway.grading.profiles import Profile
+    from hatchway.judge.profiles import Profile
 
 
 def add_profile_commands(commands: Any) -> None:
@@ -41,8 +41,8 @@ def _list_options(parser: argparse.ArgumentParser, default: Any = None) -> None:
 def list_profiles(config: Path | None, *, as_json: bool = False) -> int:
     """Print every profile: its image, whether that image is on this engine, and its size."""
     from hatchway.errors import HatchwayError
-    from hatchway.grading.images import image_status
-    from hatchway.grading.profiles import resolve_profiles
+    from hatchway.grading.profile_images import image_status
+    from hatchway.judge.profiles import resolve_profiles
     from hatchway.settings import load_settings
 
     settings = load_settings(config)
@@ -88,8 +88,8 @@ def build_profiles(config: Path | None, names: Sequence[str], force: bool) -> in
     the exit status is 1 if any failed.
     """
     from hatchway.errors import HatchwayError
-    from hatchway.grading.images import build_profile_image, image_status
-    from hatchway.grading.profiles import resolve_profiles
+    from hatchway.grading.profile_images import build_profile_image, image_status
+    from hatchway.judge.profiles import resolve_profiles
     from hatchway.settings import load_settings
 
     settings = load_settings(config)

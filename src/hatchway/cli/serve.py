@@ -6,10 +6,10 @@ import asyncio
 import logging
 import signal
 
-from hatchway.bootstrap import build_worker
+from hatchway.api.server import ApiSource
 from hatchway.settings import Settings, check_exposure, is_loopback
-from hatchway.sources.http_api import ApiSource
-from hatchway.worker import Worker
+from hatchway.worker.bootstrap import build_worker
+from hatchway.worker.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.utils import parse_repository_tag
 
-from hatchway.dockerfile import dockerfile_bases
+from hatchway.engines.dockerfile import dockerfile_bases
 from hatchway.errors import BuildFailed, EngineError, ImageNotFound, ImagePullFailed, NotAllowed
 from hatchway.files import write_atomically
 

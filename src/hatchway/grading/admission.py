@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hatchway.errors import InputTooLarge, InvalidRequest
-from hatchway.grading.models import CustomChecker, GradeLimits, GradeRequest, GradeSpec, resolve_limits
-from hatchway.grading.profiles import Profile, profile_for
+from hatchway.jobs.policy import Policy
+from hatchway.judge.models import CustomChecker, GradeLimits, GradeRequest, GradeSpec, resolve_limits
+from hatchway.judge.profiles import Profile, profile_for
 from hatchway.models import JobSpec, ResolvedLimits
-from hatchway.policy import Policy
 
 # A queued grading's overall time bound is its parts': the compile, then every test at its wall limit.
 _CHECKER_WALL_S = 20.0

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from hatchway.bundles import BundleCache, unpack
 from hatchway.errors import BadBundle, InvalidRequest, ProblemError
-from hatchway.grading.models import Group
-from hatchway.grading.problem import ProblemTest, load_problem
-from hatchway.grading.verdicts import check_groups
-from hatchway.prepare import BundleLimits
+from hatchway.jobs.prepare import BundleLimits
+from hatchway.judge.models import Group
+from hatchway.judge.problem import ProblemTest, load_problem
+from hatchway.judge.verdicts import check_groups
 
 
 class ProblemArchives:

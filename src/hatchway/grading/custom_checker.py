@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hatchway.engines.base import Handle, Mount, Role
-from hatchway.grading.checkers import parse_custom
-from hatchway.grading.models import CustomChecker, GradeSpec
-from hatchway.grading.profiles import Profile
 from hatchway.grading.sandboxes import IO, Sandboxes
-from hatchway.grading.verdicts import CheckOutcome
 from hatchway.grading.workspace import GradeTest, Workspace, read_file, show, write_owned
+from hatchway.judge.checkers import parse_custom
+from hatchway.judge.models import CustomChecker, GradeSpec
+from hatchway.judge.profiles import Profile
+from hatchway.judge.verdicts import CheckOutcome
 from hatchway.sandbox.protocol import RunRequest, RunStatus
 
 MIB = 1024 * 1024

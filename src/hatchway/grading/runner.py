@@ -12,22 +12,22 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from hatchway.control import RunControl
 from hatchway.engines.base import Engine, ImageService
+from hatchway.engines.health import EngineHealth
 from hatchway.errors import BadBundle, EngineError, HatchwayError, ImageNotFound, ImagePullFailed
 from hatchway.grading.archive import ProblemArchives
 from hatchway.grading.custom_checker import CheckerBroken
-from hatchway.grading.models import GradeReport, GradeSpec
 from hatchway.grading.sandboxes import GradingKilled, Sandboxes
 from hatchway.grading.session import GradingSession
-from hatchway.grading.verdicts import Verdict
 from hatchway.grading.workspace import GradeTest, Workspace, write_tests
-from hatchway.health import EngineHealth
+from hatchway.jobs.control import RunControl
+from hatchway.jobs.notify import JobSignals
+from hatchway.jobs.prepare import numeric_owner
+from hatchway.jobs.runner import JobRunner
+from hatchway.judge.models import GradeReport, GradeSpec
+from hatchway.judge.verdicts import Verdict
 from hatchway.models import Job, JobState, Outcome, Reason, RunInfo, Stream, utcnow
-from hatchway.output import OutputCapture
-from hatchway.prepare import numeric_owner
-from hatchway.runner import JobRunner
-from hatchway.signals import JobSignals
+from hatchway.output.capture import OutputCapture
 from hatchway.store.base import JobStore
 
 log = logging.getLogger(__name__)

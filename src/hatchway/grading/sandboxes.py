@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hatchway.control import RunControl
 from hatchway.engines.base import SCRATCH, Engine, Handle, Mount, Role, SandboxSpec
-from hatchway.grading.models import COMPILE_OUTPUT_CHARS, CompileResult
-from hatchway.grading.profiles import Profile
 from hatchway.grading.workspace import read_head
+from hatchway.jobs.control import RunControl
+from hatchway.judge.models import COMPILE_OUTPUT_CHARS, CompileResult
+from hatchway.judge.profiles import Profile
 from hatchway.sandbox.protocol import RunRequest, RunResult, RunStatus
 
 MIB = 1024 * 1024

@@ -8,10 +8,10 @@ from pathlib import Path
 from hatchway.errors import BadBundle, InvalidRequest, JobNotFound
 from hatchway.grading.admission import GradeAdmission
 from hatchway.grading.archive import ProblemArchives
-from hatchway.grading.models import GradeReport, GradeRequest, GradeResult
-from hatchway.grading.profiles import Profile
+from hatchway.jobs.service import JobService, source_job_id
+from hatchway.judge.models import GradeReport, GradeRequest, GradeResult
+from hatchway.judge.profiles import Profile
 from hatchway.models import Job
-from hatchway.service import JobService, source_job_id
 
 
 class GradeService:

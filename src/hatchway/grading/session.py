@@ -12,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hatchway.engines.base import Handle, Mount, Role
-from hatchway.grading.checkers import check
 from hatchway.grading.custom_checker import CustomCheckerSandbox, open_custom_checker
-from hatchway.grading.models import (
+from hatchway.grading.sandboxes import IO, TESTS, Sandboxes
+from hatchway.grading.workspace import INLINE_BYTES, GradeTest, Workspace, read_file
+from hatchway.judge.checkers import check
+from hatchway.judge.models import (
     CompileResult,
     CustomChecker,
     GradeReport,
@@ -24,8 +26,7 @@ from hatchway.grading.models import (
     excerpt,
     limits_for_test,
 )
-from hatchway.grading.sandboxes import IO, TESTS, Sandboxes
-from hatchway.grading.verdicts import (
+from hatchway.judge.verdicts import (
     CheckOutcome,
     Measured,
     TestScore,
@@ -35,7 +36,6 @@ from hatchway.grading.verdicts import (
     score,
     skipped_result,
 )
-from hatchway.grading.workspace import INLINE_BYTES, GradeTest, Workspace, read_file
 from hatchway.sandbox.protocol import RunRequest, RunResult, RunStatus
 
 MIB = 1024 * 1024

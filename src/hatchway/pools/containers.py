@@ -8,11 +8,11 @@ import logging
 from collections.abc import Mapping
 
 from hatchway.engines.base import Engine, Mount, Role, SandboxSpec
+from hatchway.engines.volumes import Volume, VolumeStock
 from hatchway.errors import HatchwayError
 from hatchway.models import ResolvedLimits
 from hatchway.pools.pool import Pool
 from hatchway.pools.slot import Slot
-from hatchway.volumes import Volume, VolumeStock
 
 log = logging.getLogger(__name__)
 

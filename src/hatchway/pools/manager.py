@@ -19,14 +19,14 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from hatchway.engines.base import Engine, ImageService
+from hatchway.engines.volumes import VolumeStock
 from hatchway.errors import HatchwayError
+from hatchway.jobs.prepare import numeric_owner
 from hatchway.models import Job, ResolvedLimits
 from hatchway.pools.containers import WORKDIR, PoolContainers
 from hatchway.pools.pool import Pool, PoolStatus, normalise_image
 from hatchway.pools.slot import PoolKey, Slot, SlotState
-from hatchway.prepare import numeric_owner
 from hatchway.settings import PoolConfig
-from hatchway.volumes import VolumeStock
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from hatchway.engines.base import Engine, Handle
+from hatchway.engines.volumes import Volume
 from hatchway.models import Stream
 from hatchway.sandbox.protocol import RunResult
-from hatchway.volumes import Volume
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""Job sources: `base` (the protocol, status, backoff), `http_api` (the HTTP API, which clients push work to),
-`pulled` (claiming and reporting, shared by every master the worker pulls from) and one module per kind of
-master. `http_api` is not imported here: it builds the API's app around a worker, which imports this package."""
+"""Job sources: `base` (the protocol, status, backoff), `pulled` (claiming and reporting, shared by every master
+the worker pulls from) and one module per kind of master. The HTTP API, the source clients push work to, is served
+by `hatchway.api.server`, beside the API it serves."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The seam of job sources: the protocol the worker runs them by, their status, and the backoff and pause they
 wait with. What masters pulled from share beyond that (claiming, reporting) is `hatchway.sources.pulled`'s; the
-HTTP API, the source clients push to, is `hatchway.sources.http_api`."""
+HTTP API, the source clients push to, is `hatchway.api.server`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hatchway.service import JobService
+from hatchway.jobs.service import JobService
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from typing import Any, ClassVar
 import httpx
 
 from hatchway.errors import DownloadUnavailable, HatchwayError, ShuttingDown
+from hatchway.jobs.service import JobService
 from hatchway.models import Job, utcnow
-from hatchway.service import JobService
 from hatchway.settings import SourceConfig
 from hatchway.sources.base import Backoff, SourceStatus, pause
 

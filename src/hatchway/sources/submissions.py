@@ -22,11 +22,11 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from hatchway.errors import HatchwayError, ShuttingDown
-from hatchway.grading.models import GradeReport, GradeRequest, TestResult
 from hatchway.grading.service import GradeService
-from hatchway.grading.verdicts import Verdict
+from hatchway.jobs.service import JobService
+from hatchway.judge.models import GradeReport, GradeRequest, TestResult
+from hatchway.judge.verdicts import Verdict
 from hatchway.models import Job
-from hatchway.service import JobService
 from hatchway.settings import SourceConfig
 from hatchway.sources.pulled import ItemRefused, PulledSource, Report
 

@@ -12,8 +12,8 @@ import logging
 from typing import Any
 
 from hatchway.errors import RuntimeUnavailable
+from hatchway.jobs.service import JobService
 from hatchway.models import Job, JobRequest, JobState, Reason
-from hatchway.service import JobService
 from hatchway.settings import SourceConfig
 from hatchway.sources.pulled import ItemRefused, PulledSource, Report
 

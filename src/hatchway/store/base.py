@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from hatchway.events import EventBatch
 from hatchway.models import CallbackStatus, Job, JobKind, JobState, Outcome, Resources, RunInfo, Stream
-from hatchway.output_times import LineTimes
+from hatchway.output.events import EventBatch
+from hatchway.output.line_times import LineTimes
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import bisect
 import heapq
 from datetime import UTC, datetime
 
-from hatchway.events import EventBatch, JobEvent, event_type
 from hatchway.models import (
     ACTIVE_STATES,
     CallbackState,
@@ -21,7 +20,8 @@ from hatchway.models import (
     Stream,
     utcnow,
 )
-from hatchway.output_times import LineTimes
+from hatchway.output.events import EventBatch, JobEvent, event_type
+from hatchway.output.line_times import LineTimes
 from hatchway.store.base import JobPage, JobQuery
 
 _LONG_AGO = datetime.fromtimestamp(0, UTC)  # a callback not tried yet is due as soon as its job ends

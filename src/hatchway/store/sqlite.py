@@ -15,8 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hatchway.events import EventBatch, EventType, JobEvent
-from hatchway.grading.models import GradeReport
+from hatchway.judge.models import GradeReport
 from hatchway.models import (
     CallbackState,
     CallbackStatus,
@@ -32,7 +31,8 @@ from hatchway.models import (
     from_epoch,
     to_epoch,
 )
-from hatchway.output_times import LineTimes
+from hatchway.output.events import EventBatch, EventType, JobEvent
+from hatchway.output.line_times import LineTimes
 from hatchway.store import queries
 from hatchway.store.base import JobPage, JobQuery
 

@@ -9,11 +9,11 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import BinaryIO
 
-from hatchway.log_filter import LogFilter
 from hatchway.models import Job, Stream
-from hatchway.output import OutputCapture
-from hatchway.output_times import LineTimes, now_ms
-from hatchway.worker import Worker
+from hatchway.output.capture import OutputCapture
+from hatchway.output.line_times import LineTimes, now_ms
+from hatchway.output.log_filter import LogFilter
+from hatchway.worker.worker import Worker
 
 _IDLE_CHECK_S = 1.0
 _READ_BYTES = 64 * 1024

@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from typing import assert_never
 
-from hatchway.grading.models import (
+from hatchway.judge.models import (
     BuiltinChecker,
     CustomChecker,
     ExactChecker,
@@ -21,7 +21,7 @@ from hatchway.grading.models import (
     TokensChecker,
     UnorderedChecker,
 )
-from hatchway.grading.verdicts import CheckOutcome
+from hatchway.judge.verdicts import CheckOutcome
 
 _WINDOW = 60  # bytes of a value shown in a message
 _BEFORE = 20  # of which before the first difference, when the value is cut

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from hatchway.models import PROGRAM_STREAMS, Stream
-from hatchway.output_times import LineClock, LineTimes, recovered
+from hatchway.output.line_times import LineClock, LineTimes, recovered
 
 
 class OutputCapture:

@@ -12,12 +12,12 @@ from hatchway.engines.docker_host import DockerHost
 from hatchway.engines.docker_images import DockerImages
 from hatchway.engines.images import ImageManager
 from hatchway.engines.offline_etc import OfflineEtcFiles
-from hatchway.policy import image_matches, url_matches
+from hatchway.jobs.policy import image_matches, url_matches
 from hatchway.sandbox.binary import installed_supervisor
 from hatchway.settings import Settings
 from hatchway.store.base import JobStore
 from hatchway.store.sqlite import SqliteStore
-from hatchway.worker import Worker
+from hatchway.worker.worker import Worker
 
 
 def build_worker(settings: Settings, store: JobStore | None = None) -> Worker:

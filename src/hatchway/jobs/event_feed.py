@@ -7,9 +7,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from hatchway.events import EventBatch, JobEvent
+from hatchway.jobs.notify import JobSignals
 from hatchway.models import JobKind
-from hatchway.signals import JobSignals
+from hatchway.output.events import EventBatch, JobEvent
 from hatchway.store.base import JobStore
 
 _BATCH = 500

@@ -8,11 +8,11 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from hatchway.artifacts import ArtifactStore
 from hatchway.bundles import BundleCache
 from hatchway.engines.base import ImageService
+from hatchway.engines.health import EngineHealth
 from hatchway.errors import EngineError
-from hatchway.health import EngineHealth
+from hatchway.output.artifacts import ArtifactStore
 from hatchway.store.base import JobStore
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from hatchway.artifacts import ArtifactStore, Collected
-from hatchway.control import RunControl
 from hatchway.engines.base import CommandNotRunnable, Engine, ExitStatus, Found
+from hatchway.engines.health import EngineHealth
+from hatchway.engines.volumes import Volume, VolumeStock
 from hatchway.errors import (
     BadBundle,
     BuildFailed,
@@ -29,17 +29,17 @@ from hatchway.errors import (
     NotAllowed,
     RunNeverStarted,
 )
-from hatchway.health import EngineHealth
+from hatchway.jobs.control import RunControl
+from hatchway.jobs.notify import JobSignals
+from hatchway.jobs.outcome import captured, cut_off, decide
+from hatchway.jobs.prepare import Prepared, Preparer, numeric_owner
 from hatchway.models import Job, JobState, Outcome, Reason, RunInfo, Stream, utcnow
 from hatchway.observability.metrics import Metrics
-from hatchway.outcome import captured, cut_off, decide
-from hatchway.output import OutputCapture
+from hatchway.output.artifacts import ArtifactStore, Collected
+from hatchway.output.capture import OutputCapture
 from hatchway.pools import PooledRuns, PoolKey, Pools, Slot
 from hatchway.pools.slot import SlotState
-from hatchway.prepare import Prepared, Preparer, numeric_owner
-from hatchway.signals import JobSignals
 from hatchway.store.base import JobStore
-from hatchway.volumes import Volume, VolumeStock
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hatchway.errors import LimitTooHigh
-from hatchway.grading.profiles import Profile
-from hatchway.grading.verdicts import GroupResult, Verdict, check_groups
+from hatchway.judge.profiles import Profile
+from hatchway.judge.verdicts import GroupResult, Verdict, check_groups
 from hatchway.models import (
     CallbackStatus,
     CallbackUrl,
@@ -258,7 +258,7 @@ class GradeRequest(BaseModel):
     """The body of POST /grade: a submission, the tests to judge it with, and how to judge.
 
     Tests come from exactly one of `tests`, `testCases` (a grader pool's spelling) and `problem_url` (an archive in
-    the judge's layout, see `hatchway.grading.problem`). A grader pool's `challengeId` is kept as the label
+    the judge's layout, see `hatchway.judge.problem`). A grader pool's `challengeId` is kept as the label
     `challenge`.
     """
 

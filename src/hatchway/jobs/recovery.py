@@ -10,8 +10,8 @@ from collections.abc import Callable, Container, Iterable, Mapping
 from pathlib import Path
 
 from hatchway.engines.base import Engine, Found, Handle, Role
+from hatchway.jobs.notify import JobSignals
 from hatchway.models import Job, JobState, Outcome, Reason, utcnow
-from hatchway.signals import JobSignals
 from hatchway.store.base import JobStore
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,10 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable
 
-from hatchway.control import RunControl
 from hatchway.errors import JobAlreadyFinished, JobConflict, JobNotFound, ShuttingDown
+from hatchway.jobs.control import RunControl
+from hatchway.jobs.notify import JobSignals
+from hatchway.jobs.policy import Policy
 from hatchway.models import (
     CallbackStatus,
     Job,
@@ -23,10 +25,8 @@ from hatchway.models import (
     new_job_id,
     utcnow,
 )
-from hatchway.output import OutputCapture
-from hatchway.output_times import LineTimes
-from hatchway.policy import Policy
-from hatchway.signals import JobSignals
+from hatchway.output.capture import OutputCapture
+from hatchway.output.line_times import LineTimes
 from hatchway.store.base import JobPage, JobQuery, JobStore
 
 log = logging.getLogger(__name__)

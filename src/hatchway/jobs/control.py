@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from hatchway.engines.base import ExitStatus, Handle, OutputSink
+from hatchway.engines.volumes import Volume
 from hatchway.models import Reason, Resources
-from hatchway.output import OutputCapture
+from hatchway.output.capture import OutputCapture
 from hatchway.pools.slot import Slot
-from hatchway.volumes import Volume
 
 
 class Running(Protocol):

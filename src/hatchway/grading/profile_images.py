@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hatchway.errors import BuildFailed, EngineError, EngineUnavailable
-from hatchway.grading.profiles import Profile
+from hatchway.judge.profiles import Profile
 
 log = logging.getLogger(__name__)
 

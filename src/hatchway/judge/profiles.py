@@ -13,7 +13,7 @@ submission's `main`, else `source_name`), and ``{source}``, the profile's `sourc
 limit for the runtime's own overhead (the JVM's), while the memory a result reports is still the real peak.
 
 The built-in profiles (`DEFAULT_PROFILES`) use local images, ``hatchway-profile/<name>:latest``, made from the Debian
-packages in `packages` by ``hatchway profiles build`` (see `hatchway.grading.images`); no registry is needed.
+packages in `packages` by ``hatchway profiles build`` (see `hatchway.grading.profile_images`); no registry is needed.
 The worker's settings can change any field of a built-in profile, or define a new profile, under ``profiles``::
 
     profiles:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from hatchway.dockerfile import dockerfile_bases
+from hatchway.engines.dockerfile import dockerfile_bases
 from hatchway.errors import (
     BuildFailed,
     InputTooLarge,

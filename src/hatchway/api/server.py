@@ -11,10 +11,10 @@ import uvicorn
 
 from hatchway.api import create_app
 from hatchway.errors import ConfigError
-from hatchway.service import JobService
+from hatchway.jobs.service import JobService
 from hatchway.settings import API_SOURCE
 from hatchway.sources.base import SourceStatus
-from hatchway.worker import Worker
+from hatchway.worker.worker import Worker
 
 _GRACEFUL_S = 5  # how long open connections (a followed log, an event stream) may take to end at the close
 

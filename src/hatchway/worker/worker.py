@@ -11,38 +11,38 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from hatchway import __version__
-from hatchway.artifacts import ArtifactStore
 from hatchway.bundles import BundleCache
-from hatchway.callbacks import CallbackSender
-from hatchway.control import RunControl
-from hatchway.controller import ControllerLink, registration
 from hatchway.engines.base import Engine, Found, ImageService
+from hatchway.engines.health import EngineHealth
+from hatchway.engines.volumes import LoopVolumes, Volumes, VolumeStock
 from hatchway.errors import ConfigError, EngineError
-from hatchway.event_feed import EventFeed
 from hatchway.grading.admission import GradeAdmission
 from hatchway.grading.archive import ProblemArchives
-from hatchway.grading.profiles import resolve_profiles
 from hatchway.grading.runner import GradeRunner
 from hatchway.grading.service import GradeService
-from hatchway.health import EngineHealth
-from hatchway.maintenance import Maintenance
+from hatchway.jobs.control import RunControl
+from hatchway.jobs.event_feed import EventFeed
+from hatchway.jobs.notify import JobSignals
+from hatchway.jobs.policy import Policy
+from hatchway.jobs.ports import PortAllocator
+from hatchway.jobs.prepare import BundleLimits, Preparer, numeric_owner
+from hatchway.jobs.recovery import Recovery
+from hatchway.jobs.runner import JobRunner
+from hatchway.jobs.scheduler import Scheduler
+from hatchway.jobs.service import JobService
+from hatchway.judge.profiles import resolve_profiles
 from hatchway.models import Job, Reason
 from hatchway.observability.metrics import Metrics
 from hatchway.observability.stats import JobStats
-from hatchway.policy import Policy
+from hatchway.output.artifacts import ArtifactStore
 from hatchway.pools import Pools
-from hatchway.ports import PortAllocator
-from hatchway.prepare import BundleLimits, Preparer, numeric_owner
-from hatchway.recovery import Recovery
-from hatchway.runner import JobRunner
-from hatchway.scheduler import Scheduler
-from hatchway.service import JobService
-from hatchway.services import Services
 from hatchway.settings import Settings
-from hatchway.signals import JobSignals
 from hatchway.sources import JobSource, build_sources
 from hatchway.store.base import JobStore
-from hatchway.volumes import LoopVolumes, Volumes, VolumeStock
+from hatchway.worker.callbacks import CallbackSender
+from hatchway.worker.loops import Services
+from hatchway.worker.maintenance import Maintenance
+from hatchway.worker.registration import ControllerLink, registration
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import TypedDict
 from hatchway.engines.base import ExitStatus
 from hatchway.errors import HatchwayError
 from hatchway.models import PROGRAM_STREAMS, JobState, Outcome, Reason, Stream
-from hatchway.output import OutputCapture
+from hatchway.output.capture import OutputCapture
 
 
 class CapturedOutput(TypedDict):

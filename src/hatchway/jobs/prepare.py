@@ -14,10 +14,10 @@ from pathlib import Path
 
 from hatchway.bundles import BundleCache, unpack
 from hatchway.engines.base import ImageService, Mount, Process, Role, SandboxSpec
+from hatchway.engines.volumes import Volume, room_for_files
 from hatchway.errors import BadBundle
+from hatchway.jobs.ports import PortAllocator
 from hatchway.models import RESERVED_ENV_PREFIX, Job, RunInfo
-from hatchway.ports import PortAllocator
-from hatchway.volumes import Volume, room_for_files
 
 
 @dataclass(frozen=True)

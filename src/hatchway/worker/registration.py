@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from hatchway.jobs.service import JobService
 from hatchway.models import JobState, utcnow
 from hatchway.observability.host import host_metrics
-from hatchway.service import JobService
 from hatchway.settings import Settings
 from hatchway.sources.base import Backoff, pause
 

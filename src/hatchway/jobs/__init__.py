@@ -1,0 +1,1 @@
+"""Running jobs: the job service, one job's life from preparation to outcome, scheduling, policy."""

@@ -1,0 +1,1 @@
+"""What jobs print and leave: capture, line times, log filters, lifecycle events, artifacts."""

@@ -1,0 +1,1 @@
+"""The worker: composition (bootstrap), start and drain, background loops, callbacks, registration."""
