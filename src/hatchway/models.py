@@ -6,20 +6,17 @@ Everything here is validated once, at the edge (HTTP, CLI); inside the service t
 from __future__ import annotations
 
 import posixpath
-import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
-if TYPE_CHECKING:
-    from hatchway.judge.models import GradeReport, GradeSpec
+from hatchway.fields import CallbackUrl, CleanStr, EnvName, JobId, LabelKey, LabelValue, PortName, RelativePath, Runtime
+from hatchway.judge.report import GradeReport
+from hatchway.judge.request import GradeSpec
 
-JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
-LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$"
-PORT_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
 RESERVED_ENV_PREFIX = "HATCHWAY_"
 _FORBIDDEN_WORKDIRS = ("/proc", "/sys", "/dev", "/tmp", "/.hatchway")
 
@@ -91,17 +88,6 @@ class Stream(StrEnum):
 PROGRAM_STREAMS = (Stream.STDOUT, Stream.STDERR)
 
 
-def _relative_path(value: str) -> str:
-    if not value or "\x00" in value:
-        raise ValueError("file paths must be non-empty and contain no NUL byte")
-    if value.startswith("/"):
-        raise ValueError(f"file path {value!r} must be relative to the working directory")
-    normal = posixpath.normpath(value)
-    if normal == "." or normal.startswith("../") or normal == "..":
-        raise ValueError(f"file path {value!r} must stay inside the working directory")
-    return normal
-
-
 def _workdir(value: str) -> str:
     if not value.startswith("/") or "\x00" in value:
         raise ValueError("workdir must be an absolute path")
@@ -109,26 +95,6 @@ def _workdir(value: str) -> str:
     if normal == "/" or any(normal == d or normal.startswith(d + "/") for d in _FORBIDDEN_WORKDIRS):
         raise ValueError(f"workdir {value!r} is reserved; use a directory such as /workspace")
     return normal
-
-
-def _env_name(value: str) -> str:
-    if not value or "=" in value or "\x00" in value:
-        raise ValueError(f"environment variable name {value!r} must be non-empty without '=' or NUL")
-    return value
-
-
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("strings passed to a container cannot contain a NUL byte")
-    return value
-
-
-RelativePath = Annotated[str, AfterValidator(_relative_path)]
-EnvName = Annotated[str, AfterValidator(_env_name)]
-CleanStr = Annotated[str, AfterValidator(_no_nul)]
-LabelKey = Annotated[str, Field(pattern=LABEL_KEY_PATTERN)]
-LabelValue = Annotated[str, Field(max_length=256)]
-JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
 
 
 class Limits(BaseModel):
@@ -167,10 +133,6 @@ class BuildSpec(BaseModel):
     files: dict[RelativePath, str] = Field(
         default_factory=dict, description="Build context: relative path -> text (a bundle's files are added too)."
     )
-
-
-Runtime = Literal["docker", "gvisor", "auto"]
-PortName = Annotated[str, Field(pattern=PORT_NAME_PATTERN)]
 
 
 class JobRequest(BaseModel):
@@ -247,7 +209,6 @@ class JobRequest(BaseModel):
 
 
 JobKind = Literal["job", "grade"]
-CallbackUrl = Annotated[str, Field(pattern=r"^https?://", max_length=4096)]
 
 
 class JobSpec(BaseModel):
@@ -428,11 +389,6 @@ def to_epoch(value: datetime | None) -> float | None:
 def new_job_id() -> str:
     """A fresh, unique job id."""
     return uuid.uuid4().hex
-
-
-def label_key_ok(key: str) -> bool:
-    """Whether `key` is a valid label key (used for query filters)."""
-    return re.fullmatch(LABEL_KEY_PATTERN, key) is not None
 
 
 # Grading's values are built from the values above; importing them here completes JobSpec, Job and Outcome.

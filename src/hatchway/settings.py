@@ -26,7 +26,7 @@ from pydantic_settings import (
 )
 
 from hatchway.errors import ConfigError
-from hatchway.judge.models import GradeLimits, RequestedGradeLimits
+from hatchway.judge.limits import GradeLimits, RequestedGradeLimits
 from hatchway.judge.profiles import ProfileOverrides
 from hatchway.models import Limits, ResolvedLimits
 

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from hatchway.errors import InvalidRequest
-from hatchway.judge.models import GradeRequest, GradeResult, TestResult
+from hatchway.grading.service import GradeResult
+from hatchway.judge.report import TestResult
+from hatchway.judge.request import GradeRequest
 from hatchway.judge.verdicts import Verdict
 from hatchway.models import JobState, Reason, Stream
 from hatchway.settings import Settings

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from hatchway.judge.models import GradeReport, Verdict
+from hatchway.judge.report import GradeReport
+from hatchway.judge.verdicts import Verdict
 from hatchway.models import CallbackState, CallbackStatus, Job, JobState, utcnow
 from hatchway.store import MemoryStore
 from hatchway.worker.callbacks import CallbackSender, payload, retry_after_s, retry_delay_s, sign, verdict

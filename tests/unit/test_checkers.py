@@ -7,7 +7,7 @@ import time
 import pytest
 
 from hatchway.judge.checkers import check, normal_lines, parse_custom
-from hatchway.judge.models import (
+from hatchway.judge.request import (
     BuiltinChecker,
     CustomChecker,
     ExactChecker,

@@ -10,8 +10,9 @@ import pytest
 from hatchway.errors import InputTooLarge, InvalidRequest, LimitTooHigh, NotAllowed
 from hatchway.grading.admission import GradeAdmission
 from hatchway.jobs.policy import Policy
-from hatchway.judge.models import GradeLimits, GradeRequest
+from hatchway.judge.limits import GradeLimits
 from hatchway.judge.profiles import DEFAULT_PROFILES, UnknownProfile
+from hatchway.judge.request import GradeRequest
 from hatchway.models import JobSpec
 from hatchway.settings import GradeMaxLimits
 

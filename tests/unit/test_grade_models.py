@@ -9,22 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from hatchway.errors import LimitTooHigh
-from hatchway.judge.models import (
-    EXCERPT_CHARS,
-    CustomChecker,
-    FloatChecker,
-    GradeLimits,
-    GradeLimitTooHigh,
-    GradeRequest,
-    GradeResult,
-    LinesChecker,
-    RequestedGradeLimits,
-    TestResult,
-    TestSpec,
-    excerpt,
-    limits_for_test,
-    resolve_limits,
-)
+from hatchway.grading.service import GradeResult
+from hatchway.judge.limits import GradeLimits, GradeLimitTooHigh, RequestedGradeLimits, limits_for_test, resolve_limits
+from hatchway.judge.report import EXCERPT_CHARS, TestResult, excerpt
+from hatchway.judge.request import CustomChecker, FloatChecker, GradeRequest, LinesChecker, TestSpec
 from hatchway.judge.verdicts import GroupResult, Verdict
 from hatchway.models import JobState
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from hatchway.engines.fake import FakeEngine, FakeImages, FakeProgram
 from hatchway.errors import EngineError, EngineUnavailable
-from hatchway.judge.models import GradeRequest, GradeResult
+from hatchway.grading.service import GradeResult
+from hatchway.judge.request import GradeRequest
 from hatchway.judge.verdicts import Verdict
 from hatchway.models import Job, JobState, Reason
 from tests.unit.test_runner import fake_worker

@@ -23,17 +23,10 @@ from hatchway.grading.sandboxes import GradingKilled, Sandboxes
 from hatchway.grading.session import GradingSession
 from hatchway.grading.workspace import Workspace, write_tests
 from hatchway.jobs.control import RunControl
-from hatchway.judge.models import (
-    CustomChecker,
-    GradeLimits,
-    GradeReport,
-    GradeSpec,
-    Group,
-    LinesChecker,
-    TestResult,
-    TestSpec,
-)
+from hatchway.judge.limits import GradeLimits
 from hatchway.judge.profiles import Profile
+from hatchway.judge.report import GradeReport, TestResult
+from hatchway.judge.request import CustomChecker, GradeSpec, Group, LinesChecker, TestSpec
 from hatchway.judge.verdicts import Verdict
 from hatchway.sandbox.protocol import RunRequest, RunResult, RunStatus
 

@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from hatchway.api.auth import install_authentication
-from hatchway.judge.models import GradeReport, TestResult, Verdict
+from hatchway.judge.report import GradeReport, TestResult
+from hatchway.judge.verdicts import Verdict
 from hatchway.models import Job, JobState, Reason
 from hatchway.observability.metrics import Metrics, MetricsMiddleware, Snapshot
 from hatchway.pools.pool import PoolStatus

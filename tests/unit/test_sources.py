@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from hatchway.judge.models import CompileResult, GradeReport, TestResult
+from hatchway.judge.report import CompileResult, GradeReport, TestResult
 from hatchway.judge.verdicts import Verdict
 from hatchway.models import Job, JobState, Reason
 from hatchway.settings import SourceConfig

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from hatchway.judge.models import Group
+from hatchway.judge.request import Group
 from hatchway.judge.verdicts import (
     CheckOutcome,
     Decision,

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from hatchway.api.jobs import OnSubmitDep, WaitFlag, WaitSeconds, WorkerDep, wait_bound
-from hatchway.judge.models import GradeRequest, GradeResult
+from hatchway.grading.service import GradeResult
 from hatchway.judge.profiles import TOOLS, Profile
+from hatchway.judge.request import GradeRequest
 
 router = APIRouter(tags=["grading"])
 

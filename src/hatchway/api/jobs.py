@@ -11,8 +11,9 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from hatchway.api.schemas import ArtifactInfo, JobList
 from hatchway.errors import InvalidRequest
+from hatchway.fields import label_key_ok
 from hatchway.jobs.logs import job_logs
-from hatchway.models import PROGRAM_STREAMS, Job, JobKind, JobRequest, JobState, Stream, label_key_ok
+from hatchway.models import PROGRAM_STREAMS, Job, JobKind, JobRequest, JobState, Stream
 from hatchway.output.log_filter import MAX_PATTERN_CHARS, log_filter
 from hatchway.store.base import JobQuery
 from hatchway.worker.worker import Worker

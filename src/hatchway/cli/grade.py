@@ -87,7 +87,7 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
     """The POST /grade body for the command line's files and tests."""
     from pydantic import ValidationError
 
-    from hatchway.judge.models import GradeRequest
+    from hatchway.judge.request import GradeRequest
 
     for path in args.files:
         if not path.is_file():

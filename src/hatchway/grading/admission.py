@@ -7,8 +7,9 @@ from collections.abc import Mapping
 
 from hatchway.errors import InputTooLarge, InvalidRequest
 from hatchway.jobs.policy import Policy
-from hatchway.judge.models import CustomChecker, GradeLimits, GradeRequest, GradeSpec, resolve_limits
+from hatchway.judge.limits import GradeLimits, resolve_limits
 from hatchway.judge.profiles import Profile, profile_for
+from hatchway.judge.request import CustomChecker, GradeRequest, GradeSpec
 from hatchway.models import JobSpec, ResolvedLimits
 
 # A queued grading's overall time bound is its parts': the compile, then every test at its wall limit.

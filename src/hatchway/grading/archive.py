@@ -14,8 +14,8 @@ from pathlib import Path
 from hatchway.bundles import BundleCache, unpack
 from hatchway.errors import BadBundle, InvalidRequest, ProblemError
 from hatchway.jobs.prepare import BundleLimits
-from hatchway.judge.models import Group
 from hatchway.judge.problem import ProblemTest, load_problem
+from hatchway.judge.request import Group
 from hatchway.judge.verdicts import check_groups
 
 

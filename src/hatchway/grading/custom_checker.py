@@ -11,8 +11,8 @@ from hatchway.engines.base import Handle, Mount, Role
 from hatchway.grading.sandboxes import IO, Sandboxes
 from hatchway.grading.workspace import GradeTest, Workspace, read_file, show, write_owned
 from hatchway.judge.checkers import parse_custom
-from hatchway.judge.models import CustomChecker, GradeSpec
 from hatchway.judge.profiles import Profile
+from hatchway.judge.request import CustomChecker, GradeSpec
 from hatchway.judge.verdicts import CheckOutcome
 from hatchway.sandbox.protocol import RunRequest, RunStatus
 

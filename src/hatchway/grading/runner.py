@@ -24,7 +24,8 @@ from hatchway.jobs.control import RunControl
 from hatchway.jobs.notify import JobSignals
 from hatchway.jobs.prepare import numeric_owner
 from hatchway.jobs.runner import JobRunner
-from hatchway.judge.models import GradeReport, GradeSpec
+from hatchway.judge.report import GradeReport
+from hatchway.judge.request import GradeSpec
 from hatchway.judge.verdicts import Verdict
 from hatchway.models import Job, JobState, Outcome, Reason, RunInfo, Stream, utcnow
 from hatchway.output.capture import OutputCapture

@@ -12,8 +12,8 @@ from pathlib import Path
 from hatchway.engines.base import SCRATCH, Engine, Handle, Mount, Role, SandboxSpec
 from hatchway.grading.workspace import read_head
 from hatchway.jobs.control import RunControl
-from hatchway.judge.models import COMPILE_OUTPUT_CHARS, CompileResult
 from hatchway.judge.profiles import Profile
+from hatchway.judge.report import COMPILE_OUTPUT_CHARS, CompileResult
 from hatchway.sandbox.protocol import RunRequest, RunResult, RunStatus
 
 MIB = 1024 * 1024

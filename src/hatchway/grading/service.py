@@ -5,13 +5,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from pydantic import Field
+
 from hatchway.errors import BadBundle, InvalidRequest, JobNotFound
 from hatchway.grading.admission import GradeAdmission
 from hatchway.grading.archive import ProblemArchives
 from hatchway.jobs.service import JobService, source_job_id
-from hatchway.judge.models import GradeReport, GradeRequest, GradeResult
 from hatchway.judge.profiles import Profile
-from hatchway.models import Job
+from hatchway.judge.report import GradeReport
+from hatchway.judge.request import GradeRequest
+from hatchway.models import CallbackStatus, Job, JobState
+
+
+class GradeResult(GradeReport):
+    """A grading as GET /grade/{id} returns it: its job's id and state, and its report."""
+
+    id: str
+    state: JobState
+    callback: CallbackStatus | None = Field(
+        default=None, description="The delivery of its result to `callback_url`, if it has one."
+    )
 
 
 class GradeService:

@@ -16,16 +16,9 @@ from hatchway.grading.custom_checker import CustomCheckerSandbox, open_custom_ch
 from hatchway.grading.sandboxes import IO, TESTS, Sandboxes
 from hatchway.grading.workspace import INLINE_BYTES, GradeTest, Workspace, read_file
 from hatchway.judge.checkers import check
-from hatchway.judge.models import (
-    CompileResult,
-    CustomChecker,
-    GradeReport,
-    GradeSpec,
-    Group,
-    TestResult,
-    excerpt,
-    limits_for_test,
-)
+from hatchway.judge.limits import limits_for_test
+from hatchway.judge.report import CompileResult, GradeReport, TestResult, excerpt
+from hatchway.judge.request import CustomChecker, GradeSpec, Group
 from hatchway.judge.verdicts import (
     CheckOutcome,
     Measured,

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hatchway.judge.models import TestSpec
+from hatchway.judge.request import TestSpec
 
 INLINE_BYTES = 256 * 1024
 """Files up to this size are read (and outputs checked) on the event loop: a thread hop would cost more."""

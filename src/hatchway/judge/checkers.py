@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from typing import assert_never
 
-from hatchway.judge.models import (
+from hatchway.judge.request import (
     BuiltinChecker,
     CustomChecker,
     ExactChecker,

@@ -24,7 +24,8 @@ from pydantic import ValidationError
 from hatchway.errors import HatchwayError, ShuttingDown
 from hatchway.grading.service import GradeService
 from hatchway.jobs.service import JobService
-from hatchway.judge.models import GradeReport, GradeRequest, TestResult
+from hatchway.judge.report import GradeReport, TestResult
+from hatchway.judge.request import GradeRequest
 from hatchway.judge.verdicts import Verdict
 from hatchway.models import Job
 from hatchway.settings import SourceConfig

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hatchway.judge.models import GradeReport
+from hatchway.judge.report import GradeReport
 from hatchway.models import (
     CallbackState,
     CallbackStatus,

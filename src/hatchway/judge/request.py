@@ -1,4 +1,5 @@
-"""Grading values: the body of POST /grade, its limits, and the result GET /grade/{id} returns.
+"""The grading request language: the body of POST /grade (including a grader pool's spellings), its tests,
+groups and checkers, and the admitted `GradeSpec` a grading runs with.
 
 Validated once, at the edge. What needs a problem archive's test names (groups naming tests) is checked here when
 the tests are inline, and again with `check_groups` once an archive is loaded.
@@ -12,30 +13,13 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hatchway.errors import LimitTooHigh
+from hatchway.fields import CallbackUrl, CleanStr, JobId, LabelKey, LabelValue, RelativePath, Runtime
+from hatchway.judge.limits import GradeLimits, RequestedGradeLimits
 from hatchway.judge.profiles import Profile
-from hatchway.judge.verdicts import GroupResult, Verdict, check_groups
-from hatchway.models import (
-    CallbackStatus,
-    CallbackUrl,
-    CleanStr,
-    JobId,
-    JobState,
-    LabelKey,
-    LabelValue,
-    RelativePath,
-    Runtime,
-)
+from hatchway.judge.verdicts import check_groups
 
 CHALLENGE_LABEL = "challenge"
 """The label a grader pool's `challengeId` is kept under."""
-COMPILE_OUTPUT_CHARS = 64 * 1024
-"""How much of the compiler's output a result keeps."""
-EXCERPT_CHARS = 4 * 1024
-"""How much of a test's output and stderr a result keeps."""
-MESSAGE_CHARS = 4 * 1024
-"""How much of a checker's message or a result's message a result keeps."""
-_TRUNCATED = "\n… (truncated)"
 
 
 def _not_blank(value: str) -> str:
@@ -46,13 +30,6 @@ def _not_blank(value: str) -> str:
 
 Name = Annotated[CleanStr, Field(min_length=1, max_length=128), AfterValidator(_not_blank)]
 """A language profile, build tool, test or group name."""
-
-
-class GradeLimitTooHigh(LimitTooHigh, ValueError):
-    """A grading limit (request-wide or one test's) is above the configured maximum; the message names each one.
-
-    A `LimitTooHigh`, so the API answers 422, and a `ValueError` for callers that validate values generically.
-    """
 
 
 class TestSpec(BaseModel):
@@ -146,108 +123,6 @@ Checker = Annotated[
     Field(discriminator="type"),
 ]
 BuiltinChecker = ExactChecker | LinesChecker | TokensChecker | FloatChecker | UnorderedChecker
-
-
-class RequestedGradeLimits(BaseModel):
-    """Limits a client may ask for; absent fields take the worker's defaults."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    time_limit_s: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="CPU seconds per test.")
-    wall_limit_s: float | None = Field(
-        default=None, gt=0, allow_inf_nan=False, description="Wall seconds per test; 3 x time_limit_s + 1 if absent."
-    )
-    memory_mb: int | None = Field(default=None, ge=6, description="Memory per test, in MB.")
-    output_bytes: int | None = Field(default=None, ge=0, description="Cap on what one test may print.")
-    processes: int | None = Field(default=None, ge=1, description="Processes and threads a test may have at once.")
-    compile_timeout_s: float | None = Field(
-        default=None, gt=0, allow_inf_nan=False, description="Wall-clock seconds the compile step may take."
-    )
-    compile_memory_mb: int | None = Field(default=None, ge=6, description="Memory for the compile step, in MB.")
-
-
-class GradeLimits(BaseModel):
-    """Grading limits with every value decided. The defaults are the documented ones.
-
-    A missing `wall_limit_s` is derived from `time_limit_s` as 3 x CPU + 1, so a program that waits or sleeps is
-    stopped without cutting short one that is merely slow.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    time_limit_s: float = Field(default=2.0, gt=0, allow_inf_nan=False, description="CPU seconds per test.")
-    wall_limit_s: float = Field(
-        default=7.0, gt=0, allow_inf_nan=False, description="Wall-clock seconds per test (3 x CPU + 1 if not given)."
-    )
-    memory_mb: int = Field(default=256, ge=6, description="Memory per test, in MB.")
-    output_bytes: int = Field(default=1024 * 1024, ge=0, description="Output a test may print.")
-    processes: int = Field(default=64, ge=1, description="Processes and threads a test may have at once.")
-    compile_timeout_s: float = Field(
-        default=30.0, gt=0, allow_inf_nan=False, description="Wall-clock seconds the compile step may take."
-    )
-    compile_memory_mb: int = Field(default=1024, ge=6, description="Memory for the compile step, in MB.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _derive_wall(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("wall_limit_s") is None and data.get("time_limit_s") is not None:
-            return {**data, "wall_limit_s": default_wall_s(data["time_limit_s"])}
-        return data
-
-
-def default_wall_s(time_limit_s: float) -> float:
-    """The wall limit that goes with a CPU limit when none is asked for: 3 x CPU + 1 seconds."""
-    return 3 * time_limit_s + 1
-
-
-def resolve_limits(
-    requested: RequestedGradeLimits,
-    defaults: GradeLimits,
-    maximums: GradeLimits,
-    *,
-    tests: Sequence[TestSpec] = (),
-) -> GradeLimits:
-    """The limits a grading runs with: what was asked for, else the defaults.
-
-    Raises `GradeLimitTooHigh` naming every requested value above its maximum, including the per-test
-    `time_limit_s` and `memory_mb` of `tests`. A wall limit derived from a requested CPU limit is capped at the
-    maximum wall limit instead of being refused, since the client did not ask for it.
-    """
-    asked = requested.model_dump(exclude_none=True)
-    too_high = [
-        f"limits.{name} = {value} is above the maximum {getattr(maximums, name)}"
-        for name, value in asked.items()
-        if value > getattr(maximums, name)
-    ]
-    for test in tests:
-        for name in ("time_limit_s", "memory_mb"):
-            value = getattr(test, name)
-            if value is not None and value > getattr(maximums, name):
-                too_high.append(f"test {test.name!r} {name} = {value} is above the maximum {getattr(maximums, name)}")
-    if too_high:
-        raise GradeLimitTooHigh("; ".join(too_high))
-    values = defaults.model_dump() | asked
-    if "wall_limit_s" not in asked and "time_limit_s" in asked:
-        values["wall_limit_s"] = min(default_wall_s(asked["time_limit_s"]), maximums.wall_limit_s)
-    return GradeLimits(**values)
-
-
-def limits_for_test(
-    limits: GradeLimits, maximums: GradeLimits, *, time_limit_s: float | None, memory_mb: int | None
-) -> GradeLimits:
-    """The limits one test runs with, given its own `time_limit_s` and `memory_mb` (None: the request's).
-
-    A test's own CPU limit also widens its wall limit to 3 x CPU + 1 when that is more, up to the maximum, so a
-    test given more CPU time is not cut short by the request-wide wall limit. The values must already have passed
-    `resolve_limits`.
-    """
-    update: dict[str, Any] = {}
-    if time_limit_s is not None:
-        wall = max(limits.wall_limit_s, min(default_wall_s(time_limit_s), maximums.wall_limit_s))
-        update |= {"time_limit_s": time_limit_s, "wall_limit_s": wall}
-    if memory_mb is not None:
-        update["memory_mb"] = memory_mb
-    return GradeLimits.model_validate(limits.model_dump() | update)
 
 
 ProblemUrl = Annotated[str, Field(pattern=r"^(https?|file)://", max_length=4096)]
@@ -365,89 +240,6 @@ def _listed(names: Sequence[str] | dict[str, str], most: int = 10) -> str:
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
-def _capped(limit: int) -> AfterValidator:
-    def cap(value: str) -> str:
-        return value if len(value) <= limit else value[: limit - len(_TRUNCATED)] + _TRUNCATED
-
-    return AfterValidator(cap)
-
-
-def excerpt(data: bytes, limit: int = EXCERPT_CHARS) -> str:
-    """Up to `limit` characters of `data` as text, marked when cut; reads no more than it keeps of a large output."""
-    text = data[: limit * 4].decode("utf-8", errors="replace")  # a UTF-8 character is at most 4 bytes
-    if len(text) <= limit and len(data) <= limit * 4:
-        return text
-    return text[: limit - len(_TRUNCATED)] + _TRUNCATED
-
-
-CompileOutput = Annotated[str, _capped(COMPILE_OUTPUT_CHARS)]
-Excerpt = Annotated[str, _capped(EXCERPT_CHARS)]
-Message = Annotated[str, _capped(MESSAGE_CHARS)]
-Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-
-
-class CompileResult(BaseModel):
-    """How building the submission went: the compiler's exit code, its output (capped), and its times."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    exit_code: int | None
-    output: CompileOutput = ""
-    time_s: Seconds | None = Field(default=None, description="CPU seconds.")
-    wall_s: Seconds | None = None
-
-
-class TestResult(BaseModel):
-    """How one test went.
-
-    `points` is what the test earned: its points times the fraction the checker awarded. With groups the score
-    counts the groups' points only, and the tests' points are for information. `output` and `stderr` are
-    excerpts of what the program printed.
-    """
-
-    __test__: ClassVar[bool] = False  # not a pytest test class
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    verdict: Verdict
-    points: float = 0.0
-    time_s: Seconds | None = Field(default=None, description="CPU seconds.")
-    wall_s: Seconds | None = None
-    memory_bytes: int | None = Field(default=None, description="Peak memory.")
-    exit_code: int | None = None
-    signal: int | None = None
-    checker_message: Message | None = None
-    output: Excerpt = ""
-    stderr: Excerpt = ""
-
-
-class GradeReport(BaseModel):
-    """What a grading found: stored with the job when it ends. `verdict` is null until then."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    verdict: Verdict | None = None
-    score: float = Field(default=0.0, allow_inf_nan=False)
-    max_score: float = Field(default=0.0, allow_inf_nan=False)
-    passed: int = Field(default=0, ge=0, description="Tests with verdict AC.")
-    total: int = Field(default=0, ge=0, description="Tests in the grading.")
-    compile: CompileResult | None = None
-    tests: list[TestResult] = Field(default_factory=list)
-    groups: list[GroupResult] = Field(default_factory=list)
-    message: Message | None = Field(default=None, description="Details of an internal error, for example.")
-
-
-class GradeResult(GradeReport):
-    """A grading as GET /grade/{id} returns it: its job's id and state, and its report."""
-
-    id: str
-    state: JobState
-    callback: CallbackStatus | None = Field(
-        default=None, description="The delivery of its result to `callback_url`, if it has one."
-    )
-
-
 class GradeSpec(BaseModel):
     """An admitted grading: everything it runs with, decided at submission (a profile changed in the config
     later does not change a queued grading)."""
@@ -466,15 +258,3 @@ class GradeSpec(BaseModel):
     max_limits: GradeLimits = Field(description="The worker's maximums, for per-test limits.")
     groups: list[Group] = Field(default_factory=list)
     stop_on_first_failure: bool = False
-
-
-def _complete_job_models() -> None:
-    # hatchway.models names these only for type checkers, as they are built from its own values.
-    from hatchway import models
-
-    namespace = {"GradeSpec": GradeSpec, "GradeReport": GradeReport}
-    for model in (models.JobSpec, models.Job, models.Outcome):
-        model.model_rebuild(_types_namespace=namespace)
-
-
-_complete_job_models()
