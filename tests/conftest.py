@@ -58,8 +58,8 @@ async def job_when(worker: Worker, job_id: str, what: Callable[[Job], bool], tim
     """The job once `what` holds for it (awaiting its change signals, not polling)."""
     async with asyncio.timeout(timeout_s):
         while True:
-            with worker.signals.watching(job_id) as changed:
+            with worker.parts.signals.watching(job_id) as changed:
                 job = await worker.jobs.get(job_id)
                 if what(job):
                     return job
-                await worker.signals.wait(changed, timeout_s)
+                await worker.parts.signals.wait(changed, timeout_s)

@@ -106,13 +106,13 @@ async def wait_for_state(worker: Worker, job_id: str, state: JobState, timeout_s
 
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        with worker.signals.watching(job_id) as changed:
+        with worker.parts.signals.watching(job_id) as changed:
             job = await worker.jobs.get(job_id)
             if job.state == state:
                 return job
             remaining = deadline - asyncio.get_running_loop().time()
             assert remaining > 0 and not job.state.is_final, f"job never reached {state}: {job}"
-            await worker.signals.wait(changed, remaining)
+            await worker.parts.signals.wait(changed, remaining)
 
 
 async def pools_ready(worker: Worker, timeout_s: float = 60) -> None:
@@ -121,7 +121,7 @@ async def pools_ready(worker: Worker, timeout_s: float = 60) -> None:
 
     async with asyncio.timeout(timeout_s):
         while True:
-            changed = worker.pools.next_change()
-            if all(pool.idle > 0 for pool in worker.pools.status()):
+            changed = worker.parts.pools.next_change()
+            if all(pool.idle > 0 for pool in worker.parts.pools.status()):
                 return
             await changed.wait()

@@ -28,7 +28,7 @@ async def test_register_heartbeat_and_register_again(tmp_path: Path, worker_id: 
         )
         worker = build_worker(settings)
         # The first registration is refused: the next comes after the 5 s backoff step.
-        worker.controller._backoff.failures = 0
+        worker.parts.controller._backoff.failures = 0
         await worker.start()
         try:
             [registration] = await asyncio.to_thread(fake.wait, "registrations", 1, 20)
@@ -49,6 +49,6 @@ async def test_register_heartbeat_and_register_again(tmp_path: Path, worker_id: 
             assert again[-1]["worker_id"] == worker_id
             beats = len(fake.heartbeats)
             await asyncio.to_thread(fake.wait, "heartbeats", beats + 1)  # and it beats again
-            assert worker.controller is not None and worker.controller.status().registered
+            assert worker.parts.controller is not None and worker.parts.controller.status().registered
         finally:
             await worker.shutdown()

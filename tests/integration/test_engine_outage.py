@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from hatchway.api.app import create_app
+from hatchway.api.deps import ApiServices
 from hatchway.models import Job, JobRequest, JobState, Reason, Stream
 from hatchway.store.base import JobQuery
 from hatchway.worker.bootstrap import build_worker
@@ -115,7 +116,7 @@ async def make_worker(engine: PrivateEngine, tmp_path: Path, worker_id: str) -> 
             **more,
         )
         worker = build_worker(settings)
-        worker.health.retry_s = (0.5, 2.0)  # notice the engine is back within a second or two
+        worker.parts.health.retry_s = (0.5, 2.0)  # notice the engine is back within a second or two
         await worker.start()
         started.append(worker)
         return worker
@@ -129,7 +130,7 @@ async def make_worker(engine: PrivateEngine, tmp_path: Path, worker_id: str) -> 
 
 
 async def health_status(worker: Worker) -> tuple[int, bool]:
-    transport = httpx.ASGITransport(app=create_app(worker))
+    transport = httpx.ASGITransport(app=create_app(ApiServices.of(worker.parts)))
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         response = await client.get("/health")
     return response.status_code, response.json()["engine_ok"]

@@ -66,9 +66,9 @@ async def test_artifacts_are_kept_listed_and_served(run_job: RunJob, worker: Wor
         " && ln -s /etc/passwd out/link && echo scratch > not-kept.txt"
     )
     assert job.state == JobState.SUCCEEDED, job.stderr
-    listed = worker.artifacts.listing(job.id)
+    listed = worker.parts.artifacts.listing(job.id)
     assert [(a.path, a.size) for a in listed] == [("report.txt", 7), ("sub/data.bin", 2)]
-    assert worker.artifacts.path(job.id, "sub/data.bin").read_bytes() == b"\x01\x02"
+    assert worker.parts.artifacts.path(job.id, "sub/data.bin").read_bytes() == b"\x01\x02"
 
 
 async def test_running_job_shows_live_resources(worker: Worker) -> None:

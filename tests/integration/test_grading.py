@@ -205,9 +205,9 @@ def worker_settings(tmp_path: Path, worker_id: str, request: pytest.FixtureReque
 
 async def grade(worker: Worker, **fields: Any) -> GradeResult:
     """Submit a grading and return it once it has ended."""
-    submitted, created = await worker.grades.submit(GradeRequest.model_validate(fields))
+    submitted, created = await worker.parts.grades.submit(GradeRequest.model_validate(fields))
     assert created
-    final = await worker.grades.wait_final(submitted.id, FINAL_S)
+    final = await worker.parts.grades.wait_final(submitted.id, FINAL_S)
     assert final.state.is_final, f"the grading did not end: {final}"
     return final
 
@@ -481,7 +481,7 @@ async def test_a_problem_archive_without_matching_pairs_is_refused_naming_the_fi
         tmp_path / "broken.zip", {"in/1.in": "1 1\n", "in/2.in": "2 2\n", "out/1.out": "2\n", "out/3.out": "6\n"}
     )
     with pytest.raises(InvalidRequest) as refused:
-        await worker.grades.submit(GradeRequest(language="python", code=PY_SUM, problem_url=url))
+        await worker.parts.grades.submit(GradeRequest(language="python", code=PY_SUM, problem_url=url))
     assert "in/2.in" in str(refused.value) and "out/3.out" in str(refused.value)
 
 
@@ -490,18 +490,18 @@ async def test_an_archive_broken_after_submission_fails_the_grading_as_bad_bundl
     worker: Worker, tmp_path: Path
 ) -> None:
     # One grading at a time: the archive is checked at submission, then broken while its grading waits in line.
-    blocker, _ = await worker.grades.submit(
+    blocker, _ = await worker.parts.grades.submit(
         GradeRequest(language="python", code=PY_SLOW, tests=[case("1", "60\n", "done\n")], limits={"wall_limit_s": 90})
     )
     await wait_for_state(worker, blocker.id, JobState.RUNNING)
     archive = tmp_path / "problem.zip"
     url = write_problem(archive, {"in/1.in": "1 1\n", "out/1.out": "2\n"})
-    queued, _ = await worker.grades.submit(GradeRequest(language="python", code=PY_SUM, problem_url=url))
+    queued, _ = await worker.parts.grades.submit(GradeRequest(language="python", code=PY_SUM, problem_url=url))
     assert queued.state is JobState.QUEUED
     write_problem(archive, {"in/1.in": "1 1\n", "in/2.in": "2 2\n", "out/1.out": "2\n", "out/3.out": "6\n"})
-    assert (await worker.grades.kill(blocker.id, 0)).state is JobState.KILLED
+    assert (await worker.parts.grades.kill(blocker.id, 0)).state is JobState.KILLED
 
-    failed = await worker.grades.wait_final(queued.id, FINAL_S)
+    failed = await worker.parts.grades.wait_final(queued.id, FINAL_S)
     assert (failed.state, failed.verdict) == (JobState.FAILED, Verdict.IE)
     assert failed.message is not None and "in/2.in" in failed.message and "out/3.out" in failed.message
     job = await worker.jobs.get(queued.id)
@@ -517,8 +517,8 @@ async def test_the_grader_pools_request_shape(worker: Worker) -> None:
             "testCases": [{"input": "1 2\n", "expectedOutput": "3\n"}, {"input": "5 5\n", "expectedOutput": "10\n"}],
         }
     )
-    submitted, _ = await worker.grades.submit(request)
-    result = await worker.grades.wait_final(submitted.id, FINAL_S)
+    submitted, _ = await worker.parts.grades.submit(request)
+    result = await worker.parts.grades.wait_final(submitted.id, FINAL_S)
     assert (result.state, result.verdict, result.passed, result.total) == (JobState.SUCCEEDED, Verdict.AC, 2, 2)
     assert [test.name for test in result.tests] == ["1", "2"]
     assert (await worker.jobs.get(submitted.id)).labels == {"challenge": "c-1"}
@@ -576,7 +576,7 @@ async def test_every_shipped_language_grades_a_plus_b(worker: Worker, language: 
     tests = [case("1", "1 2\n", "3\n"), case("2", "40 2\n", "42\n"), case("3", "-5 5\n", "0\n")]
     result = await grade(worker, language=language, code=SUMS[language], tests=tests)
     assert (result.state, result.verdict, result.passed) == (JobState.SUCCEEDED, Verdict.AC, 3), result
-    compiled = worker.grades.profiles[language].compile is not None
+    compiled = worker.parts.grades.profiles[language].compile is not None
     assert (result.compile is not None) == compiled
     if result.compile is not None:
         assert result.compile.exit_code == 0, result.compile.output
@@ -609,7 +609,7 @@ async def test_grading_on_gvisor_keeps_its_verdicts_and_limits(worker: Worker) -
 
 async def test_killing_a_grading_mid_test_stops_it(worker: Worker) -> None:
     tests = [case("quick", "0\n", "done\n"), case("slow", "60\n", "done\n"), case("slower", "60\n", "done\n")]
-    submitted, _ = await worker.grades.submit(
+    submitted, _ = await worker.parts.grades.submit(
         GradeRequest(language="python", code=PY_SLOW, tests=tests, limits={"wall_limit_s": 90})
     )
     await wait_for_state(worker, submitted.id, JobState.RUNNING)
@@ -623,7 +623,7 @@ async def test_killing_a_grading_mid_test_stops_it(worker: Worker) -> None:
                 break
             await changed.wait()
     began = asyncio.get_running_loop().time()
-    killed = await worker.grades.kill(submitted.id, 0)
+    killed = await worker.parts.grades.kill(submitted.id, 0)
     assert killed.state is JobState.KILLED
     assert asyncio.get_running_loop().time() - began < 15, "the sleeping test was stopped, not waited for"
     assert [(test.name, test.verdict) for test in killed.tests] == [("quick", Verdict.AC)]

@@ -110,7 +110,7 @@ async def test_concurrent_submits_and_kills_start_each_job_at_most_once(
         expected = 0 if job.reason == Reason.CANCELLED else 1
         assert starts[job_id] == expected, f"{job_id} ({job.state.value}, {job.reason}) started {starts[job_id]} times"
     assert sum(job.state == JobState.SUCCEEDED for job in finals.values()) >= 8
-    assert worker.signals.watched == 0, "waits that ended must not leave anything behind"
+    assert worker.parts.signals.watched == 0, "waits that ended must not leave anything behind"
 
 
 async def test_leftover_labelled_containers_are_reaped_at_start(

@@ -110,9 +110,9 @@ async def test_an_idle_container_that_dies_is_replaced(
             docker_client.containers.get(container_id).kill()
     deadline = asyncio.get_running_loop().time() + 30
     while not (set(containers_of(docker_client, worker.worker_id)) - before) or not all(
-        pool.idle for pool in worker.pools.status()
+        pool.idle for pool in worker.parts.pools.status()
     ):
-        assert asyncio.get_running_loop().time() < deadline, worker.pools.status()
+        assert asyncio.get_running_loop().time() < deadline, worker.parts.pools.status()
         await asyncio.sleep(0.1)
     job = await pooled(worker, submit, "echo fine")
     assert (job.state, job.stdout) == (JobState.SUCCEEDED, "fine\n")
@@ -159,7 +159,7 @@ async def test_a_gvisor_pool_runs_jobs_under_gvisor(worker: Worker, submit: Subm
 async def test_an_image_that_ran_recently_gets_a_warm_pool(worker: Worker, submit: Submit) -> None:
     first = await worker.jobs.wait_final((await submit("echo one")).id, 60)
     assert first.state == JobState.SUCCEEDED and not first.run.pooled
-    assert [(pool.image, pool.origin) for pool in worker.pools.status()] == [(BUSYBOX, "warm")]
+    assert [(pool.image, pool.origin) for pool in worker.parts.pools.status()] == [(BUSYBOX, "warm")]
     second = await pooled(worker, submit, "echo two")
     assert second.stdout == "two\n"
 
@@ -170,7 +170,7 @@ async def test_a_dockerfile_s_image_gets_a_warm_pool_once_built(worker: Worker, 
     first = await worker.jobs.wait_final((await submit("echo $BUILT", build=build)).id, 120)
     assert (first.state, first.stdout, first.run.pooled) == (JobState.SUCCEEDED, "yes\n", False), first
     second = await worker.jobs.wait_final((await submit("echo $BUILT", build=build)).id, 60)
-    assert second.state == JobState.SUCCEEDED and [pool.origin for pool in worker.pools.status()] == ["warm"]
+    assert second.state == JobState.SUCCEEDED and [pool.origin for pool in worker.parts.pools.status()] == ["warm"]
     third = await pooled(worker, submit, "echo $BUILT", build=build)
     assert (third.state, third.stdout) == (JobState.SUCCEEDED, "yes\n")
 
@@ -179,7 +179,7 @@ async def test_output_follows_live_from_a_pooled_job(worker: Worker, submit: Sub
     await pools_ready(worker)
     job = await submit("echo first; sleep 2; echo second")
     chunks: list[tuple[float, str]] = []
-    async for text in job_logs(worker, job.id, [Stream.STDOUT], tail=None, follow=True):
+    async for text in job_logs(worker.jobs, job.id, [Stream.STDOUT], tail=None, follow=True):
         chunks.append((asyncio.get_running_loop().time(), text))
     assert "".join(text for _, text in chunks) == "first\nsecond\n"
     first_at = next(at for at, text in chunks if "first" in text)

@@ -184,4 +184,4 @@ async def test_a_build_from_a_disallowed_base_is_refused_at_submission(tmp_path:
 
     worker = build_worker(make_settings(tmp_path, worker_id, allowed_images=["hatchway-test/*"]))
     with pytest.raises(NotAllowed, match="evil/base"):
-        worker.policy.admit(JobRequest(command=["true"], build={"dockerfile": "FROM evil/base\n"}))  # type: ignore[arg-type]
+        worker.parts.policy.admit(JobRequest(command=["true"], build={"dockerfile": "FROM evil/base\n"}))  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ GVISOR_KERNEL = "dmesg | grep -q gVisor && echo gvisor-kernel; uname -r"
 
 
 async def test_both_engines_are_detected(worker: Worker) -> None:
-    assert worker.health.ok == {"docker": True, "gvisor": True}
+    assert worker.parts.health.ok == {"docker": True, "gvisor": True}
 
 
 async def test_gvisor_job_really_runs_under_gvisor(run_job: RunJob) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hatchway.api.deps import ApiServices
 from hatchway.api.server import ApiSource
 from hatchway.engines.fake import FakeEngine, FakeProgram
 from hatchway.errors import ConfigError
@@ -38,7 +39,7 @@ async def test_it_serves_the_api_counts_what_it_creates_and_leaves_signals_alone
     engine = FakeEngine()
     engine.programs["ok"] = FakeProgram(stdout=b"hi")
     worker = fake_worker(tmp_path, engine)
-    api = ApiSource(worker, host="127.0.0.1", port=free_port())
+    api = ApiSource(ApiServices.of(worker.parts), host="127.0.0.1", port=free_port())
     worker.add_source(api)
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     await worker.start(probe=False)
@@ -85,7 +86,7 @@ async def test_a_port_it_cannot_listen_on_is_an_error_that_stops_the_worker(tmp_
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        api = ApiSource(worker, host="127.0.0.1", port=taken.getsockname()[1])
+        api = ApiSource(ApiServices.of(worker.parts), host="127.0.0.1", port=taken.getsockname()[1])
         worker.add_source(api)
         fatal = asyncio.Event()
         await worker.start(on_fatal=fatal.set, probe=False)

@@ -19,8 +19,8 @@ async def grade(tmp_path: Path, engine: FakeEngine, images: FakeImages | None = 
     worker = fake_worker(tmp_path, engine, images, run_as_user="65534:65534")
     await worker.start()
     try:
-        submitted, _ = await worker.grades.submit(GradeRequest.model_validate(REQUEST))
-        result = await worker.grades.wait_final(submitted.id, 10)
+        submitted, _ = await worker.parts.grades.submit(GradeRequest.model_validate(REQUEST))
+        result = await worker.parts.grades.wait_final(submitted.id, 10)
         job = await worker.jobs.get(submitted.id)
     finally:
         await worker.shutdown()

@@ -48,7 +48,9 @@ print(json.dumps(failures))
 
 def all_modules() -> list[str]:
     return sorted(
-        info.name for info in pkgutil.walk_packages(hatchway.__path__, "hatchway.") if not info.name.endswith("__main__")
+        info.name
+        for info in pkgutil.walk_packages(hatchway.__path__, "hatchway.")
+        if not info.name.endswith("__main__")
     )
 
 

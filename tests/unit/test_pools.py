@@ -11,19 +11,19 @@ import pytest
 
 from hatchway.engines.fake import FakeEngine, FakeImages, run_result
 from hatchway.engines.volumes import DirectoryVolumes, VolumeStock
-from hatchway.jobs.policy import Policy
 from hatchway.models import Job, JobRequest, JobState, ResolvedLimits, utcnow
 from hatchway.pools import Pools
 from hatchway.pools.pool import normalise_image
 from hatchway.sandbox.protocol import RunResult, RunStatus
 from hatchway.settings import PoolConfig, Settings
+from hatchway.worker.bootstrap import policy_from_settings
 
 LIMITS = ResolvedLimits(timeout_s=10, memory_mb=64, cpus=1, pids=16, output_bytes=1024, disk_mb=64)
 
 
 def make_job(**fields: Any) -> Job:
     settings = Settings(allow_host_network=True, default_limits=LIMITS.model_dump())
-    policy = Policy.from_settings(settings, allowed_runtimes=["docker"], available_runtimes=lambda: {"docker"})
+    policy = policy_from_settings(settings, allowed_runtimes=["docker"], available_runtimes=lambda: {"docker"})
     spec = policy.admit(JobRequest(image=fields.pop("image", "img"), command=["true"], **fields)).spec
     return Job(
         id="job-1", state=JobState.BUILDING, created_at=utcnow(), spec=spec, image=spec.image, labels={}, priority=0

@@ -16,6 +16,7 @@ from hatchway.errors import EngineError
 from hatchway.models import Job, JobRequest, JobState, Reason, utcnow
 from hatchway.settings import Settings
 from hatchway.store.memory import MemoryStore
+from hatchway.worker.bootstrap import assemble
 from hatchway.worker.worker import Worker
 from tests.conftest import job_when
 
@@ -35,15 +36,15 @@ def fake_worker(tmp_path: Path, engine: FakeEngine, images: FakeImages | None = 
         "pool_warm_total": 0,
     }
     values.update(settings)
-    worker = Worker(
-        settings=Settings(**values),
+    worker = assemble(
+        Settings(**values),
         store=MemoryStore(),
         engines={"docker": engine},
         images=images or FakeImages(),
         bundles=BundleCache(tmp_path / "bundles", max_download_bytes=1024, download_timeout_s=1, url_allowed=bool),
         volumes=DirectoryVolumes(tmp_path / "volumes", owner=None),
     )
-    worker.health.retry_s = (0.01, 0.05)  # an engine that went away is pinged again at once
+    worker.parts.health.retry_s = (0.01, 0.05)  # an engine that went away is pinged again at once
     return worker
 
 
@@ -161,7 +162,7 @@ async def test_shutdown_stops_a_job_that_outlives_the_grace_period(tmp_path: Pat
     job, _ = await worker.jobs.submit(JobRequest(image="img", command=["forever"]))
     await asyncio.wait_for(engine.started(job.id), 5)
     await worker.drain()
-    final = await worker.store.get(job.id)
+    final = await worker.parts.store.get(job.id)
     await worker.close()
     assert final is not None and (final.state, final.reason) == (JobState.KILLED, Reason.SHUTDOWN)
 
@@ -174,7 +175,7 @@ async def test_jobs_that_meet_an_outage_before_they_start_wait_in_the_queue(engi
     assert queued.state == JobState.QUEUED and queued.worker_id is None
     assert queued.message is not None
     assert "stopped answering" in queued.message and "waits in the queue" in queued.message
-    assert not worker.health.answering.is_set(), "the worker knows the engine is down"
+    assert not worker.parts.health.answering.is_set(), "the worker knows the engine is down"
     second, _ = await worker.jobs.submit(JobRequest(image="img", command=["ok"]))
     assert (await worker.jobs.get(second.id)).state == JobState.QUEUED
 
@@ -227,7 +228,7 @@ async def test_the_time_limit_holds_while_the_engine_is_down(engine: FakeEngine,
     assert final.message is not None and "time ran out" in final.message
     assert engine.sandboxes, "its container could not be removed while the engine was down"
     engine.come_back()
-    await asyncio.wait_for(worker.health.answering.wait(), 5)
+    await asyncio.wait_for(worker.parts.health.answering.wait(), 5)
     assert engine.sandboxes == {}, "removed once the engine answers again, before work goes on"
 
 

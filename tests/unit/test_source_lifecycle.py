@@ -114,17 +114,17 @@ async def test_a_drain_begun_while_recovery_resumes_a_job_stops_that_job_too(
 ) -> None:
     engine = FakeEngine()
     worker = fake_worker(tmp_path, engine)
-    await worker.store.enqueue(make_job(id="left"))
-    assert await worker.store.claim_next(worker.worker_id) is not None
-    await worker.store.mark_running("left", utcnow(), RunInfo(engine="docker"))
+    await worker.parts.store.enqueue(make_job(id="left"))
+    assert await worker.parts.store.claim_next(worker.worker_id) is not None
+    await worker.parts.store.mark_running("left", utcnow(), RunInfo(engine="docker"))
     engine.plant("left", Role.JOB)  # its container outlived the last run of the worker
-    release, recover = asyncio.Event(), worker._recovery.run
+    release, recover = asyncio.Event(), worker.parts.recovery.run
 
     async def slow_recovery() -> None:
         await release.wait()
         await recover()
 
-    monkeypatch.setattr(worker._recovery, "run", slow_recovery)
+    monkeypatch.setattr(worker.parts.recovery, "run", slow_recovery)
     await worker.start(probe=False)
     drain = asyncio.create_task(worker.drain())  # SIGTERM comes while recovery is still at work
     await asyncio.sleep(0.05)

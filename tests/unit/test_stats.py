@@ -114,7 +114,7 @@ async def test_get_stats_answers_the_window_and_refuses_a_bad_one(stats: JobStat
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(system.router)
-    app.state.worker = SimpleNamespace(stats=stats)  # the one thing /stats reads
+    app.state.services = SimpleNamespace(system=SimpleNamespace(stats=stats))  # the one thing /stats reads
     stats.job_finished(ended(make_job, at=NOW))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:

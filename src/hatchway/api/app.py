@@ -9,21 +9,22 @@ from fastapi import FastAPI
 from hatchway import __version__
 from hatchway.api import events, grades, images, jobs, system
 from hatchway.api.auth import install_authentication
+from hatchway.api.deps import ApiServices
 from hatchway.api.errors import document_errors, install_error_handlers
 from hatchway.observability.metrics import MetricsMiddleware
 from hatchway.web import dashboard
-from hatchway.worker.worker import Worker
 
 
-def create_app(worker: Worker, *, on_submit: Callable[[], None] = lambda: None) -> FastAPI:
-    """An app serving `worker`; starting and stopping the worker is the caller's business. `on_submit` is called
-    for each job or grading the app creates (not for one resubmitted with its id): the API source counts them."""
+def create_app(services: ApiServices, *, on_submit: Callable[[], None] = lambda: None) -> FastAPI:
+    """An app serving a worker's `services`; starting and stopping the worker is the caller's business.
+    `on_submit` is called for each job or grading the app creates (not for one resubmitted with its id): the API
+    source counts them."""
     app = FastAPI(
         title="hatchway",
         version=__version__,
         description="Runs jobs in isolated containers and reports exactly what happened.",
     )
-    app.state.worker = worker
+    app.state.services = services
     app.state.on_submit = on_submit
     install_error_handlers(app)
     app.include_router(system.router)
@@ -32,8 +33,8 @@ def create_app(worker: Worker, *, on_submit: Callable[[], None] = lambda: None) 
     app.include_router(grades.router)
     app.include_router(dashboard.router)
     app.include_router(events.router)
-    install_authentication(app, worker.settings.api_tokens)
+    install_authentication(app, services.settings.api_tokens)
     document_errors(app)
     # Outermost, so that refused requests are counted too.
-    app.add_middleware(MetricsMiddleware, metrics=worker.metrics)
+    app.add_middleware(MetricsMiddleware, metrics=services.system.metrics)
     return app

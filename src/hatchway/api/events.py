@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
-from hatchway.api.jobs import WorkerDep
+from hatchway.api.deps import EventsDep
 from hatchway.errors import InvalidRequest
 from hatchway.jobs.event_feed import EventFilter, EventsMissed, FeedItem
 from hatchway.models import JobKind
@@ -26,7 +26,7 @@ _RETRY_MS = 3000  # how long an EventSource waits before it reconnects (after a 
     responses={200: {"content": {"text/event-stream": {}}, "description": "An endless stream of events."}},
 )
 async def events(
-    worker: WorkerDep,
+    feed: EventsDep,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     last_event_id: Annotated[
         int | None, Query(ge=0, description="Resume after this event id (for clients that cannot set the header).")
@@ -42,9 +42,9 @@ async def events(
         if not last_event_id_header.strip().isdigit():
             raise InvalidRequest(f"Last-Event-ID {last_event_id_header!r} is not an event id (a whole number)")
         after = int(last_event_id_header)
-    feed = worker.event_feed.follow(after, EventFilter(job_id=job_id, kind=kind), idle_s=KEEP_ALIVE_S)
+    followed = feed.follow(after, EventFilter(job_id=job_id, kind=kind), idle_s=KEEP_ALIVE_S)
     return StreamingResponse(
-        _sse(feed),
+        _sse(followed),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

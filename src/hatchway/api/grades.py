@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
-from hatchway.api.jobs import OnSubmitDep, WaitFlag, WaitSeconds, WorkerDep, wait_bound
+from hatchway.api.deps import GradesDep, ImagesDep, OnSubmitDep, SettingsDep
+from hatchway.api.jobs import WaitFlag, WaitSeconds, wait_bound
 from hatchway.grading.service import GradeResult
 from hatchway.judge.profiles import TOOLS, Profile
 from hatchway.judge.request import GradeRequest
@@ -33,45 +34,47 @@ class ProfileInfo(BaseModel):
 async def create_grade(
     body: GradeRequest,
     response: Response,
-    worker: WorkerDep,
+    grades: GradesDep,
+    settings: SettingsDep,
     *,
     on_submit: OnSubmitDep,
     wait: WaitFlag = False,
     wait_s: WaitSeconds = None,
 ) -> GradeResult:
     """Queue a grading: compile once, run every test, judge each output. It is a job too (see /jobs)."""
-    timeout_s = wait_bound(worker, wait_s)
-    result, created = await worker.grades.submit(body)
+    timeout_s = wait_bound(settings, wait_s)
+    result, created = await grades.submit(body)
     if created:
         on_submit()
     else:
         response.status_code = 200
     if wait:
-        result = await worker.grades.wait_final(result.id, timeout_s)
+        result = await grades.wait_final(result.id, timeout_s)
     return result
 
 
 @router.get("/grade/{job_id}", response_model=GradeResult)
-async def get_grade(job_id: str, worker: WorkerDep) -> GradeResult:
+async def get_grade(job_id: str, grades: GradesDep) -> GradeResult:
     """A grading's state and, once it has ended, its verdicts."""
-    return await worker.grades.get(job_id)
+    return await grades.get(job_id)
 
 
 @router.delete("/grade/{job_id}", response_model=GradeResult)
 async def kill_grade(
     job_id: str,
-    worker: WorkerDep,
+    grades: GradesDep,
+    settings: SettingsDep,
     grace_s: Annotated[float | None, Query(ge=0, le=3600)] = None,
 ) -> GradeResult:
     """Cancel a queued grading or stop a running one; 409 if it had ended."""
-    return await worker.grades.kill(job_id, worker.settings.kill_grace_s if grace_s is None else grace_s)
+    return await grades.kill(job_id, settings.kill_grace_s if grace_s is None else grace_s)
 
 
 @router.get("/profiles", response_model=list[ProfileInfo])
-async def list_profiles(worker: WorkerDep) -> list[ProfileInfo]:
+async def list_profiles(grades: GradesDep, images: ImagesDep) -> list[ProfileInfo]:
     """The language profiles gradings may name, with the build tools that map to each."""
-    profiles = list(worker.grades.profiles.values())
-    present = await asyncio.gather(*(worker.images.present(profile.image) for profile in profiles))
+    profiles = list(grades.profiles.values())
+    present = await asyncio.gather(*(images.present(profile.image) for profile in profiles))
     return [
         ProfileInfo(
             profile=profile,

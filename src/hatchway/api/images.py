@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from hatchway.api.jobs import WorkerDep
+from hatchway.api.deps import ImagesDep, SettingsDep
 from hatchway.api.schemas import ImageInfo
 from hatchway.errors import InvalidRequest
 
@@ -23,25 +23,26 @@ _CHUNK = 1024 * 1024
 
 
 @router.get("", response_model=list[ImageInfo])
-async def list_images(worker: WorkerDep) -> list[ImageInfo]:
+async def list_images(images: ImagesDep) -> list[ImageInfo]:
     """Images hatchway built, pulled or imported: size, last use, and how many jobs use them now."""
-    return [ImageInfo(**vars(image)) for image in await worker.images.managed()]
+    return [ImageInfo(**vars(image)) for image in await images.managed()]
 
 
 @router.post("/import", response_model=ImageInfo, status_code=201)
 async def import_image(
     request: Request,
-    worker: WorkerDep,
+    images: ImagesDep,
+    settings: SettingsDep,
     name: Annotated[str, Query(description="The image name to create, e.g. tools/python:3.11")],
 ) -> ImageInfo:
     """Create an image from a root filesystem tar sent as the request body (application/x-tar)."""
     if not _REFERENCE.match(name):
         raise InvalidRequest(f"{name!r} is not a valid image name (e.g. tools/python:3.11)")
-    scratch = worker.settings.data_dir / "tmp"
+    scratch = settings.data_dir / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=scratch, suffix=".tar") as upload:
         async for chunk in request.stream():
             upload.write(chunk)
         upload.flush()
-        imported = await worker.images.import_rootfs(name, Path(upload.name))
+        imported = await images.import_rootfs(name, Path(upload.name))
     return ImageInfo(**vars(imported))

@@ -3,47 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
+from hatchway.api.deps import ArtifactsDep, JobsDep, OnSubmitDep, SettingsDep
 from hatchway.api.schemas import ArtifactInfo, JobList
 from hatchway.errors import InvalidRequest
 from hatchway.fields import label_key_ok
 from hatchway.jobs.logs import job_logs
 from hatchway.models import PROGRAM_STREAMS, Job, JobKind, JobRequest, JobState, Stream
 from hatchway.output.log_filter import MAX_PATTERN_CHARS, log_filter
+from hatchway.settings import Settings
 from hatchway.store.base import JobQuery
-from hatchway.worker.worker import Worker
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-async def get_worker(request: Request) -> Worker:
-    # async, so FastAPI does not hop to a thread for it on every request
-    worker: Worker = request.app.state.worker
-    return worker
-
-
-async def get_on_submit(request: Request) -> Callable[[], None]:
-    on_submit: Callable[[], None] = request.app.state.on_submit
-    return on_submit
-
-
-WorkerDep = Annotated[Worker, Depends(get_worker)]
-OnSubmitDep = Annotated[Callable[[], None], Depends(get_on_submit)]
-"""What to call once a job or grading is created (`create_app`'s `on_submit`)."""
 WaitFlag = Annotated[bool, Query(description="Answer once it has ended.")]
 WaitSeconds = Annotated[float | None, Query(gt=0, description="Longest wait with `wait=true`.")]
 
 
-def wait_bound(worker: Worker, wait_s: float | None) -> float:
+def wait_bound(settings: Settings, wait_s: float | None) -> float:
     """How long a `wait=true` request waits: `wait_s`, at most the configured `max_wait_s`."""
-    if wait_s is not None and wait_s > worker.settings.max_wait_s:
-        raise InvalidRequest(f"wait_s may be at most {worker.settings.max_wait_s}")
-    return wait_s or worker.settings.max_wait_s
+    if wait_s is not None and wait_s > settings.max_wait_s:
+        raise InvalidRequest(f"wait_s may be at most {settings.max_wait_s}")
+    return wait_s or settings.max_wait_s
 
 
 @router.post(
@@ -55,27 +41,28 @@ def wait_bound(worker: Worker, wait_s: float | None) -> float:
 async def create_job(
     body: JobRequest,
     response: Response,
-    worker: WorkerDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
     *,
     on_submit: OnSubmitDep,
     wait: WaitFlag = False,
     wait_s: WaitSeconds = None,
 ) -> Job:
     """Queue a job. Resubmitting an `id` returns the existing job (200) instead of creating another."""
-    timeout_s = wait_bound(worker, wait_s)
-    job, created = await worker.jobs.submit(body)
+    timeout_s = wait_bound(settings, wait_s)
+    job, created = await jobs.submit(body)
     if created:
         on_submit()
     else:
         response.status_code = 200
     if wait:
-        job = await worker.jobs.wait_final(job.id, timeout_s)
+        job = await jobs.wait_final(job.id, timeout_s)
     return job
 
 
 @router.get("", response_model=JobList)
 async def list_jobs(
-    worker: WorkerDep,
+    jobs: JobsDep,
     *,
     state: JobState | None = None,
     kind: JobKind | None = None,
@@ -91,32 +78,33 @@ async def list_jobs(
             raise InvalidRequest(f"label filter {item!r} must look like key:value")
         labels[key] = value
     try:
-        page = await worker.jobs.find(JobQuery(state=state, kind=kind, labels=labels, limit=limit, cursor=cursor))
+        page = await jobs.find(JobQuery(state=state, kind=kind, labels=labels, limit=limit, cursor=cursor))
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
     return JobList(jobs=page.jobs, next_cursor=page.next_cursor)
 
 
 @router.get("/{job_id}", response_model=Job)
-async def get_job(job_id: str, worker: WorkerDep) -> Job:
+async def get_job(job_id: str, jobs: JobsDep) -> Job:
     """One job, with live figures while it runs."""
-    return await worker.jobs.get(job_id)
+    return await jobs.get(job_id)
 
 
 @router.delete("/{job_id}", response_model=Job)
 async def kill_job(
     job_id: str,
-    worker: WorkerDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
     grace_s: Annotated[float | None, Query(ge=0, le=3600, description="SIGTERM-to-SIGKILL delay.")] = None,
 ) -> Job:
     """Cancel a queued job, or stop a running one and answer once it has ended. 409 if it had ended."""
-    return await worker.jobs.kill(job_id, worker.settings.kill_grace_s if grace_s is None else grace_s)
+    return await jobs.kill(job_id, settings.kill_grace_s if grace_s is None else grace_s)
 
 
 @router.get("/{job_id}/logs", response_class=StreamingResponse, responses={200: {"content": {"text/plain": {}}}})
 async def job_output(
     job_id: str,
-    worker: WorkerDep,
+    jobs: JobsDep,
     *,
     stream: Literal["stdout", "stderr", "both", "build"] = "both",
     tail: Annotated[int | None, Query(ge=0, description="Only the last N lines of each stream.")] = None,
@@ -136,22 +124,22 @@ async def job_output(
         only = log_filter(grep, since, until)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
-    await worker.jobs.get(job_id)  # a 404 now, not halfway through a stream
+    await jobs.get(job_id)  # a 404 now, not halfway through a stream
     streams = list(PROGRAM_STREAMS) if stream == "both" else [Stream(stream)]
-    chunks = job_logs(worker, job_id, streams, tail=tail, follow=follow, only=only)
+    chunks = job_logs(jobs, job_id, streams, tail=tail, follow=follow, only=only)
     return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactInfo])
-async def list_artifacts(job_id: str, worker: WorkerDep) -> list[ArtifactInfo]:
+async def list_artifacts(job_id: str, jobs: JobsDep, artifacts: ArtifactsDep) -> list[ArtifactInfo]:
     """The files the job left under out/ in its working directory."""
-    await worker.jobs.get(job_id)
-    found = await asyncio.to_thread(worker.artifacts.listing, job_id)
+    await jobs.get(job_id)
+    found = await asyncio.to_thread(artifacts.listing, job_id)
     return [ArtifactInfo(path=item.path, size=item.size) for item in found]
 
 
 @router.get("/{job_id}/artifacts/{path:path}", response_class=FileResponse)
-async def get_artifact(job_id: str, path: str, worker: WorkerDep) -> FileResponse:
+async def get_artifact(job_id: str, path: str, jobs: JobsDep, artifacts: ArtifactsDep) -> FileResponse:
     """One artifact's bytes."""
-    await worker.jobs.get(job_id)
-    return FileResponse(worker.artifacts.path(job_id, path), media_type="application/octet-stream")
+    await jobs.get(job_id)
+    return FileResponse(artifacts.path(job_id, path), media_type="application/octet-stream")

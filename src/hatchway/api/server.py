@@ -10,23 +10,22 @@ from collections.abc import Iterator
 import uvicorn
 
 from hatchway.api import create_app
+from hatchway.api.deps import ApiServices
 from hatchway.errors import ConfigError
 from hatchway.jobs.service import JobService
 from hatchway.settings import API_SOURCE
 from hatchway.sources.base import SourceStatus
-from hatchway.worker.worker import Worker
 
 _GRACEFUL_S = 5  # how long open connections (a followed log, an event stream) may take to end at the close
 
 
 class ApiSource:
-    """The worker's HTTP API (`hatchway.api`) on `host`:`port`. It holds the worker only to build the app around
-    it; the app's handlers call the worker's facades."""
+    """The worker's HTTP API (`hatchway.api`) on `host`:`port`, serving the worker's `services`."""
 
     kind = "http"
     pushes = True
 
-    def __init__(self, worker: Worker, *, host: str, port: int) -> None:
+    def __init__(self, services: ApiServices, *, host: str, port: int) -> None:
         self.name = API_SOURCE
         self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         self._claims = 0
@@ -35,7 +34,7 @@ class ApiSource:
         """Why it could not serve, if it could not (the worker drains then, as for any background service that
         dies)."""
         self._config = uvicorn.Config(
-            create_app(worker, on_submit=self._submitted),
+            create_app(services, on_submit=self._submitted),
             host=host,
             port=port,
             log_config=None,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from hatchway.api.jobs import WorkerDep
+from hatchway.api.deps import SettingsDep, SystemDep, WorkerView
 from hatchway.api.schemas import EngineStatus, Health, Info, WorkersStatus
 from hatchway.engines.base import Engine
 from hatchway.models import JobState
@@ -15,26 +15,25 @@ from hatchway.observability.metrics import CONTENT_TYPE, Snapshot
 from hatchway.observability.stats import BUCKET_S, BUCKETS, Stats
 from hatchway.pools.pool import PoolStatus
 from hatchway.sources import SourceStatus
-from hatchway.worker.worker import Worker
 
 router = APIRouter(tags=["system"])
 
 
 @router.get("/health", response_model=Health)
-async def health(worker: WorkerDep, response: Response) -> Health:
+async def health(worker: SystemDep, settings: SettingsDep, response: Response) -> Health:
     """Liveness and load. 503 while the engine does not answer or the worker is stopping."""
     engine_ok = await _any(worker).ping()
-    counts = await worker.store.counts()
-    healthy = engine_ok and worker.accepting
+    counts = await worker.counts()
+    healthy = engine_ok and worker.accepting()
     if not healthy:
         response.status_code = 503
     return Health(
         status="ok" if healthy else "degraded",
         worker_id=worker.worker_id,
-        accepting=worker.accepting,
+        accepting=worker.accepting(),
         running=counts[JobState.RUNNING] + counts[JobState.BUILDING],
         queued=counts[JobState.QUEUED],
-        max_concurrent_jobs=worker.settings.max_concurrent_jobs,
+        max_concurrent_jobs=settings.max_concurrent_jobs,
         engine_ok=engine_ok,
         engines=_engines(worker),
         pools=worker.pools.status(),
@@ -45,28 +44,28 @@ async def health(worker: WorkerDep, response: Response) -> Health:
 
 
 @router.get("/sources", response_model=list[SourceStatus])
-async def sources(worker: WorkerDep) -> list[SourceStatus]:
+async def sources(worker: SystemDep) -> list[SourceStatus]:
     """Every job source the worker pulls from: last poll, claims, reports sent and pending, errors, backoff."""
     return [source.status() for source in worker.sources]
 
 
 @router.get("/pools", response_model=list[PoolStatus])
-async def pools(worker: WorkerDep) -> list[PoolStatus]:
+async def pools(worker: SystemDep) -> list[PoolStatus]:
     """Every pool of started containers: idle, busy and starting containers, and jobs served."""
     return worker.pools.status()
 
 
 @router.get("/workers/status", response_model=WorkersStatus)
-async def workers_status(worker: WorkerDep) -> WorkersStatus:
+async def workers_status(worker: SystemDep, settings: SettingsDep) -> WorkersStatus:
     """Slots, busy and idle, started containers per pool, and health (the grader worker pool's question)."""
     engine_ok = await _any(worker).ping()
-    counts = await worker.store.counts()
+    counts = await worker.counts()
     busy = counts[JobState.RUNNING] + counts[JobState.BUILDING]
-    slots = worker.settings.max_concurrent_jobs
+    slots = settings.max_concurrent_jobs
     pools = worker.pools.status()
     return WorkersStatus(
         worker_id=worker.worker_id,
-        healthy=engine_ok and worker.accepting,
+        healthy=engine_ok and worker.accepting(),
         max_workers=slots,
         busy=busy,
         idle=max(slots - busy, 0),
@@ -82,11 +81,11 @@ async def workers_status(worker: WorkerDep) -> WorkersStatus:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
 )
-async def metrics(worker: WorkerDep) -> Response:
+async def metrics(worker: SystemDep, settings: SettingsDep) -> Response:
     """Counters, histograms and gauges in the Prometheus text format (see README, "Metrics")."""
     snapshot = Snapshot(
-        jobs_by_state=await worker.store.counts(),
-        max_concurrent_jobs=worker.settings.max_concurrent_jobs,
+        jobs_by_state=await worker.counts(),
+        max_concurrent_jobs=settings.max_concurrent_jobs,
         engines=dict(worker.health.ok),
         pools=worker.pools.status(),
         sources=[source.status() for source in worker.sources],
@@ -97,7 +96,7 @@ async def metrics(worker: WorkerDep) -> Response:
 
 @router.get("/stats", response_model=Stats)
 async def stats(
-    worker: WorkerDep,
+    worker: SystemDep,
     window_s: Annotated[int, Query(ge=BUCKET_S, le=BUCKET_S * BUCKETS, description="How far back to look.")] = 3600,
 ) -> Stats:
     """Jobs finished per minute, with their duration and queue-wait percentiles, over the last `window_s`
@@ -106,9 +105,8 @@ async def stats(
 
 
 @router.get("/info", response_model=Info)
-async def info(worker: WorkerDep) -> Info:
+async def info(worker: SystemDep, settings: SettingsDep) -> Info:
     """Who this worker is, what it runs and what it allows."""
-    settings = worker.settings
     return Info(
         worker_id=worker.worker_id,
         version=worker.version,
@@ -125,9 +123,9 @@ async def info(worker: WorkerDep) -> Info:
     )
 
 
-def _engines(worker: Worker) -> list[EngineStatus]:
+def _engines(worker: WorkerView) -> list[EngineStatus]:
     return [EngineStatus(name=name, available=ok) for name, ok in worker.health.ok.items()]
 
 
-def _any(worker: Worker) -> Engine:
+def _any(worker: WorkerView) -> Engine:
     return next(iter(worker.engines.values()))

@@ -189,7 +189,7 @@ async def run_locally(settings: Settings, request: JobRequest, *, as_json: bool 
 async def _copy(worker: Worker, job_id: str, stream: Stream, out: IO[str], status: output.StatusLine) -> None:
     from hatchway.jobs.logs import job_logs
 
-    async for text in job_logs(worker, job_id, [stream], tail=None, follow=True):
+    async for text in job_logs(worker.jobs, job_id, [stream], tail=None, follow=True):
         status.stop()
         out.write(text)
         out.flush()

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+from hatchway.api.deps import ApiServices
 from hatchway.api.server import ApiSource
 from hatchway.settings import Settings, check_exposure, is_loopback
 from hatchway.worker.bootstrap import build_worker
@@ -35,7 +36,7 @@ async def serve(settings: Settings) -> bool:
             extra={"event": "api_unauthenticated"},
         )
     worker = build_worker(settings)
-    api = ApiSource(worker, host=settings.host, port=settings.port)
+    api = ApiSource(ApiServices.of(worker.parts), host=settings.host, port=settings.port)
     worker.add_source(api)
     stopping = _Stopping(worker)
     loop = asyncio.get_running_loop()

@@ -376,3 +376,11 @@ class VolumeStock:
         for volume in spares:
             with contextlib.suppress(DiskUnavailable):
                 self.volumes.remove(volume)
+
+
+def numeric_owner(user: str) -> tuple[int, int] | None:
+    """`uid:gid` as numbers; None for a user given by name."""
+    uid, _, gid = user.partition(":")
+    if uid.isdigit() and (gid.isdigit() or not gid):
+        return int(uid), int(gid or uid)
+    return None

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hatchway.engines.base import Engine, ImageService
 from hatchway.engines.health import EngineHealth
+from hatchway.engines.volumes import numeric_owner
 from hatchway.errors import BadBundle, EngineError, HatchwayError, ImageNotFound, ImagePullFailed
 from hatchway.grading.archive import ProblemArchives
 from hatchway.grading.custom_checker import CheckerBroken
@@ -22,7 +23,6 @@ from hatchway.grading.session import GradingSession
 from hatchway.grading.workspace import GradeTest, Workspace, write_tests
 from hatchway.jobs.control import RunControl
 from hatchway.jobs.notify import JobSignals
-from hatchway.jobs.prepare import numeric_owner
 from hatchway.jobs.runner import JobRunner
 from hatchway.judge.report import GradeReport
 from hatchway.judge.request import GradeSpec

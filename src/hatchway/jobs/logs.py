@@ -9,18 +9,18 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import BinaryIO
 
+from hatchway.jobs.service import JobService
 from hatchway.models import Job, Stream
 from hatchway.output.capture import OutputCapture
 from hatchway.output.line_times import LineTimes, now_ms
 from hatchway.output.log_filter import LogFilter
-from hatchway.worker.worker import Worker
 
 _IDLE_CHECK_S = 1.0
 _READ_BYTES = 64 * 1024
 
 
 async def job_logs(
-    worker: Worker,
+    jobs: JobService,
     job_id: str,
     streams: list[Stream],
     *,
@@ -34,9 +34,9 @@ async def job_logs(
     Raises JobNotFound before yielding anything if there is no such job.
     """
     while True:
-        with worker.jobs.signals.watching(job_id) as changed:
-            job = await worker.jobs.get(job_id)
-            capture = worker.jobs.capture(job_id)
+        with jobs.signals.watching(job_id) as changed:
+            job = await jobs.get(job_id)
+            capture = jobs.capture(job_id)
             files = _open(capture, streams) if capture is not None and not job.state.is_final else None
             if files is not None:
                 break
@@ -44,10 +44,10 @@ async def job_logs(
                 if only is None:
                     yield _stored(job, streams, tail)
                 else:
-                    times = await worker.jobs.output_times(job_id) if job.state.is_final else {}
+                    times = await jobs.output_times(job_id) if job.state.is_final else {}
                     yield _stored_lines(job, times, streams, tail, only)
                 return
-            await worker.jobs.signals.wait(changed, _IDLE_CHECK_S)  # queued: wait for it to start
+            await jobs.signals.wait(changed, _IDLE_CHECK_S)  # queued: wait for it to start
     assert capture is not None
     try:
         live = (

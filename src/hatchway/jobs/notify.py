@@ -27,6 +27,14 @@ class JobSignals:
         """Called with the id of every job that changes (e.g. to tell a controller)."""
         self.end_listeners: list[Callable[[Job], None]] = []
         """Called once with every job that reaches its final state, as stored (e.g. to count it)."""
+        self.start_listeners: list[Callable[..., None]] = []
+        """Called as `listener(engine, pooled=..., seconds=...)` each time a job's container has started: on
+        `engine`, a pool's (`pooled`) or a fresh one, `seconds` after the job asked for it (e.g. to time it)."""
+
+    def container_started(self, engine: str, *, pooled: bool, seconds: float) -> None:
+        """A job's container has started (see `start_listeners`)."""
+        for listener in self.start_listeners:
+            listener(engine, pooled=pooled, seconds=seconds)
 
     def ended(self, job: Job) -> None:
         """`job` has just been stored in its final state, by whoever ended it (each job ends once)."""

@@ -18,7 +18,6 @@ from hatchway.errors import (
     RuntimeUnavailable,
 )
 from hatchway.models import JobRequest, JobSpec, ResolvedLimits
-from hatchway.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -58,25 +57,6 @@ class Policy:
         self.bundle_allowed_urls = bundle_allowed_urls
         self.callback_allowed_urls = callback_allowed_urls
         self._available = available_runtimes
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, allowed_runtimes: Collection[str], available_runtimes: Callable[[], Collection[str]]
-    ) -> Policy:
-        """The policy `settings` describe, for a worker with these engines."""
-        return cls(
-            allowed_images=settings.allowed_images,
-            allow_host_network=settings.allow_host_network,
-            default_limits=settings.default_limits,
-            max_limits=settings.max_limits,
-            max_input_bytes=settings.max_input_bytes,
-            default_runtime=settings.default_runtime,
-            allowed_runtimes=allowed_runtimes,
-            gvisor_fallback=settings.gvisor_fallback,
-            bundle_allowed_urls=settings.bundle_allowed_urls,
-            callback_allowed_urls=settings.callback_allowed_urls,
-            available_runtimes=available_runtimes,
-        )
 
     def image_allowed(self, image: str) -> bool:
         return image_matches(self.allowed_images, image)

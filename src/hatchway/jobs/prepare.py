@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hatchway.bundles import BundleCache, unpack
 from hatchway.engines.base import ImageService, Mount, Process, Role, SandboxSpec
-from hatchway.engines.volumes import Volume, room_for_files
+from hatchway.engines.volumes import Volume, numeric_owner, room_for_files
 from hatchway.errors import BadBundle
 from hatchway.jobs.ports import PortAllocator
 from hatchway.models import RESERVED_ENV_PREFIX, Job, RunInfo
@@ -194,11 +194,3 @@ def _read_tree(root: Path) -> dict[str, bytes]:
         for path in sorted(root.rglob("*"))
         if path.is_file() and not path.is_symlink()
     }
-
-
-def numeric_owner(user: str) -> tuple[int, int] | None:
-    """`uid:gid` as numbers; None for a user given by name."""
-    uid, _, gid = user.partition(":")
-    if uid.isdigit() and (gid.isdigit() or not gid):
-        return int(uid), int(gid or uid)
-    return None

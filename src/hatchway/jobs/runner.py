@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hatchway.engines.base import CommandNotRunnable, Engine, ExitStatus, Found
 from hatchway.engines.health import EngineHealth
-from hatchway.engines.volumes import Volume, VolumeStock
+from hatchway.engines.volumes import Volume, VolumeStock, numeric_owner
 from hatchway.errors import (
     BadBundle,
     BuildFailed,
@@ -32,9 +32,8 @@ from hatchway.errors import (
 from hatchway.jobs.control import RunControl
 from hatchway.jobs.notify import JobSignals
 from hatchway.jobs.outcome import captured, cut_off, decide
-from hatchway.jobs.prepare import Prepared, Preparer, numeric_owner
+from hatchway.jobs.prepare import Prepared, Preparer
 from hatchway.models import Job, JobState, Outcome, Reason, RunInfo, Stream, utcnow
-from hatchway.observability.metrics import Metrics
 from hatchway.output.artifacts import ArtifactStore, Collected
 from hatchway.output.capture import OutputCapture
 from hatchway.pools import PooledRuns, PoolKey, Pools, Slot
@@ -70,7 +69,6 @@ class JobRunner:
         worker_id: str,
         choose_runtime: Callable[[str], tuple[str, list[str]]],
         health: EngineHealth,
-        metrics: Metrics,
     ) -> None:
         self._store = store
         self._engines = engines
@@ -85,7 +83,6 @@ class JobRunner:
         self._worker_id = worker_id
         self._choose_runtime = choose_runtime
         self._health = health
-        self._metrics = metrics
 
     async def run(self, job: Job, control: RunControl) -> Job:
         """Prepare, start and supervise a job that this worker has claimed (state `building`)."""
@@ -117,7 +114,7 @@ class JobRunner:
             if control.slot is not None:
                 return await self._run_pooled(job, control, control.slot, prepared, capture, began=began)
             started = await engine.start(prepared.sandbox, prepared.process, capture)
-            self._metrics.container_started(runtime, pooled=False, seconds=time.perf_counter() - began)
+            self._signals.container_started(runtime, pooled=False, seconds=time.perf_counter() - began)
             if isinstance(started, CommandNotRunnable):
                 outcome = Outcome(
                     state=JobState.FAILED, reason=Reason.EXIT_CODE, exit_code=started.exit_code, message=started.message
@@ -144,7 +141,7 @@ class JobRunner:
         assert self._pooled is not None and self._owner is not None
         uid, gid = self._owner
         handle = await self._pooled.start(slot, prepared.process, job.spec.limits, capture, uid=uid, gid=gid)
-        self._metrics.container_started(slot.key.runtime, pooled=True, seconds=time.perf_counter() - began)
+        self._signals.container_started(slot.key.runtime, pooled=True, seconds=time.perf_counter() - began)
         control.engine, control.handle = self._pooled, handle
         run = prepared.run.model_copy(update={"pooled": True, "sandbox": slot.name})
         running = await self._store.mark_running(job.id, utcnow(), run)

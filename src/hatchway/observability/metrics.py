@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
@@ -20,10 +19,8 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hatchway.models import Job, JobState
-
-if TYPE_CHECKING:  # the runner counts starts here, and sources import the runner's world
-    from hatchway.pools.pool import PoolStatus
-    from hatchway.sources.base import SourceStatus
+from hatchway.pools.pool import PoolStatus
+from hatchway.sources.base import SourceStatus
 
 __all__ = ["CONTENT_TYPE", "Metrics", "MetricsMiddleware", "Snapshot"]
 

@@ -19,9 +19,8 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from hatchway.engines.base import Engine, ImageService
-from hatchway.engines.volumes import VolumeStock
+from hatchway.engines.volumes import VolumeStock, numeric_owner
 from hatchway.errors import HatchwayError
-from hatchway.jobs.prepare import numeric_owner
 from hatchway.models import Job, ResolvedLimits
 from hatchway.pools.containers import WORKDIR, PoolContainers
 from hatchway.pools.pool import Pool, PoolStatus, normalise_image

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hatchway.judge.report import GradeReport
 from hatchway.models import (
     CallbackState,
     CallbackStatus,
@@ -276,7 +275,7 @@ def _job(row: sqlite3.Row) -> Job:
         labels=json.loads(row["labels"]),
         priority=row["priority"],
         resources=Resources.model_validate_json(row["resources"]),
-        grade=None if row["grade"] is None else GradeReport.model_validate_json(row["grade"]),
+        grade=None if row["grade"] is None else json.loads(row["grade"]),  # the job model reads its report
         origin=row["origin"],
         external_id=row["external_id"],
         reported_at=from_epoch(row["reported_at"]),

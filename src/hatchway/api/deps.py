@@ -1,0 +1,134 @@
+"""What the API's routes are handed: each route declares the few services it uses (FastAPI dependencies), never
+the whole worker. `ApiServices.of` picks them out of a worker's parts."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from hatchway import __version__
+from hatchway.engines.base import Engine, ImageService
+from hatchway.engines.health import EngineHealth
+from hatchway.grading.service import GradeService
+from hatchway.jobs.event_feed import EventFeed
+from hatchway.jobs.service import JobService
+from hatchway.models import JobState
+from hatchway.observability.metrics import Metrics
+from hatchway.observability.stats import JobStats
+from hatchway.output.artifacts import ArtifactStore
+from hatchway.pools import Pools
+from hatchway.settings import Settings
+from hatchway.sources import JobSource
+from hatchway.worker.callbacks import CallbackSender
+from hatchway.worker.parts import Parts
+from hatchway.worker.registration import ControllerLink
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerView:
+    """What the system routes (/health, /info, /metrics, /stats, /sources, /pools, /workers/status) read."""
+
+    worker_id: str
+    version: str
+    accepting: Callable[[], bool]
+    counts: Callable[[], Awaitable[dict[JobState, int]]]
+    engines: Mapping[str, Engine]
+    health: EngineHealth
+    pools: Pools
+    sources: Sequence[JobSource]
+    controller: ControllerLink | None
+    callbacks: CallbackSender
+    metrics: Metrics
+    stats: JobStats
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiServices:
+    """Every service the API uses, each handed to the routes that need it."""
+
+    settings: Settings
+    jobs: JobService
+    grades: GradeService
+    artifacts: ArtifactStore
+    images: ImageService
+    events: EventFeed
+    system: WorkerView
+
+    @classmethod
+    def of(cls, parts: Parts) -> ApiServices:
+        jobs = parts.jobs
+        return cls(
+            settings=parts.settings,
+            jobs=jobs,
+            grades=parts.grades,
+            artifacts=parts.artifacts,
+            images=parts.images,
+            events=parts.event_feed,
+            system=WorkerView(
+                worker_id=parts.worker_id,
+                version=__version__,
+                accepting=lambda: jobs.accepting,
+                counts=parts.store.counts,
+                engines=parts.engines,
+                health=parts.health,
+                pools=parts.pools,
+                sources=parts.sources,
+                controller=parts.controller,
+                callbacks=parts.callbacks,
+                metrics=parts.metrics,
+                stats=parts.stats,
+            ),
+        )
+
+
+# Each is async, so FastAPI does not hop to a thread for it on every request.
+def _services(request: Request) -> ApiServices:
+    services: ApiServices = request.app.state.services
+    return services
+
+
+async def _settings(request: Request) -> Settings:
+    return _services(request).settings
+
+
+async def _jobs(request: Request) -> JobService:
+    return _services(request).jobs
+
+
+async def _grades(request: Request) -> GradeService:
+    return _services(request).grades
+
+
+async def _artifacts(request: Request) -> ArtifactStore:
+    return _services(request).artifacts
+
+
+async def _images(request: Request) -> ImageService:
+    return _services(request).images
+
+
+async def _events(request: Request) -> EventFeed:
+    return _services(request).events
+
+
+async def _system(request: Request) -> WorkerView:
+    return _services(request).system
+
+
+async def _on_submit(request: Request) -> Callable[[], None]:
+    on_submit: Callable[[], None] = request.app.state.on_submit
+    return on_submit
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+JobsDep = Annotated[JobService, Depends(_jobs)]
+GradesDep = Annotated[GradeService, Depends(_grades)]
+ArtifactsDep = Annotated[ArtifactStore, Depends(_artifacts)]
+ImagesDep = Annotated[ImageService, Depends(_images)]
+EventsDep = Annotated[EventFeed, Depends(_events)]
+SystemDep = Annotated[WorkerView, Depends(_system)]
+OnSubmitDep = Annotated[Callable[[], None], Depends(_on_submit)]
+"""What to call once a job or grading is created (`create_app`'s `on_submit`)."""
