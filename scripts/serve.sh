@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/test-images.sh busybox      # what the README's first job runs in
 scripts/profile-images.sh python c  # what the README's grading example needs; `hatchway profiles build` for more
 exec .venv/bin/hatchway serve "$@"

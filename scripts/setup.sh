@@ -16,9 +16,10 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)  # language profiles' local images
 command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)     # each job's size-limited disk
 command -v losetup >/dev/null 2>&1 || need+=(mount)
+command -v file >/dev/null 2>&1 || need+=(file)
+# hatchway-test/busybox (scripts/test-images.sh): the README's first job and the tests run in it
+[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q static || need+=(busybox-static)
 if $dev; then
-  [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q static || need+=(busybox-static)
-  command -v file >/dev/null 2>&1 || need+=(file)
   command -v curl >/dev/null 2>&1 || need+=(curl)
   command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)  # a real registry for pull tests
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # checks the service unit (deploy/)

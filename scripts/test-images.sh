@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the small local images the tests use (no registry is needed); reuse them when present.
+# Build the small local images the tests and the README's first job use (no registry is needed); reuse them
+# when present. With names (busybox, python), only those.
 #   hatchway-test/busybox:latest  Debian's busybox-static with every applet linked
 #   hatchway-test/python:latest   a minimal Debian bookworm with python3, made by mmdebstrap
 set -euo pipefail
@@ -33,5 +34,7 @@ build_python() {
   echo "built $tag"
 }
 
-build_busybox
-build_python
+# With names (busybox, python), only those.
+for name in "${@:-busybox python}"; do
+  for one in $name; do "build_$one"; done
+done

@@ -171,7 +171,8 @@ class JobRequest(BaseModel):
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="Higher runs first.")
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
     callback_url: CallbackUrl | None = Field(
-        default=None, description="POSTed the job's JSON once it has ended (http or https; see README, Callbacks)."
+        default=None,
+        description="POSTed the job's JSON once it has ended (http or https; see docs/jobs.md, Callbacks).",
     )
 
     @field_validator("command")

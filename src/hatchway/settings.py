@@ -96,7 +96,7 @@ class PoolConfig(BaseModel):
 
 
 class SourceConfig(BaseModel):
-    """A master hatchway pulls work from (see README, "Job sources")."""
+    """A master hatchway pulls work from (see docs/sources.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -218,7 +218,8 @@ class Settings(BaseSettings):
     )
     docker_url: str | None = Field(default=None, description="Docker Engine address; DOCKER_HOST if unset.")
     api_tokens: list[ApiToken] = Field(
-        default_factory=list, description="Bearer tokens the API accepts; with none, the API is open (see README)."
+        default_factory=list,
+        description="Bearer tokens the API accepts; with none, the API is open (see docs/security.md).",
     )
     allow_unauthenticated: bool = Field(
         default=False, description="Serve without api_tokens on an address that is not loopback."
@@ -307,8 +308,12 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(default=5.0, gt=0, description="Scheduler's safety-net wake-up.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL (logs are JSON lines).")
 
-    pools: list[PoolConfig] = Field(default_factory=list, description="Pools of started containers (see README).")
-    sources: list[SourceConfig] = Field(default_factory=list, description="Masters to pull work from (see README).")
+    pools: list[PoolConfig] = Field(
+        default_factory=list, description="Pools of started containers (see docs/operations.md)."
+    )
+    sources: list[SourceConfig] = Field(
+        default_factory=list, description="Masters to pull work from (see docs/sources.md)."
+    )
     pool_warm_total: int = Field(
         default=4, ge=0, description="Started containers kept in total for images that ran recently (0: none)."
     )

@@ -82,7 +82,7 @@ async def workers_status(worker: SystemDep, settings: SettingsDep) -> WorkersSta
     responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
 )
 async def metrics(worker: SystemDep, settings: SettingsDep) -> Response:
-    """Counters, histograms and gauges in the Prometheus text format (see README, "Metrics")."""
+    """Counters, histograms and gauges in the Prometheus text format (see docs/operations.md, "Metrics")."""
     snapshot = Snapshot(
         jobs_by_state=await worker.counts(),
         max_concurrent_jobs=settings.max_concurrent_jobs,

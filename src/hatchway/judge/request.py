@@ -158,7 +158,7 @@ class GradeRequest(BaseModel):
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
     runtime: Runtime = Field(default="auto", description="docker (runc), gvisor (runsc), or auto.")
     callback_url: CallbackUrl | None = Field(
-        default=None, description="POSTed the grading's JSON once it has ended (see README, Callbacks)."
+        default=None, description="POSTed the grading's JSON once it has ended (see docs/jobs.md, Callbacks)."
     )
 
     @model_validator(mode="before")

@@ -7,7 +7,7 @@ is graded in the profile its language maps to, and its result goes to `PUT {url}
 as `{"points", "info", "test_results": [...]}`. Claiming and reporting are `PulledSource`'s.
 
 What the master is told (the reference worker's master documents no scale, so these are hatchway's choices,
-written down in the README): `points` is the score in percent of the maximum (0 to 100); `info` is the overall
+written down in docs/sources.md): `points` is the score in percent of the maximum (0 to 100); `info` is the overall
 verdict (AC, WA, TLE, MLE, OLE, RE, CE, IE), followed on the next lines by the compiler's output for CE and by
 the reason for IE; each test's `time` is CPU seconds, `memory` its peak in KiB, and `ret_code` its exit code, or
 128 + the signal that killed it.
