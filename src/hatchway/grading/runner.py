@@ -22,8 +22,8 @@ from hatchway.grading.sandboxes import GradingKilled, Sandboxes
 from hatchway.grading.session import GradingSession
 from hatchway.grading.workspace import GradeTest, Workspace, write_tests
 from hatchway.jobs.control import RunControl
+from hatchway.jobs.lifecycle import JobLifecycle
 from hatchway.jobs.notify import JobSignals
-from hatchway.jobs.runner import JobRunner
 from hatchway.judge.report import GradeReport
 from hatchway.judge.request import GradeSpec
 from hatchway.judge.verdicts import Verdict
@@ -50,7 +50,7 @@ class GradeRunner:
         engines: Mapping[str, Engine],
         images: ImageService,
         problems: ProblemArchives,
-        jobs: JobRunner,
+        lifecycle: JobLifecycle,
         signals: JobSignals,
         work_dir: Path,
         run_as_user: str,
@@ -62,7 +62,7 @@ class GradeRunner:
         self._engines = engines
         self._images = images
         self._problems = problems
-        self._jobs = jobs
+        self._lifecycle = lifecycle
         self._signals = signals
         self._work_dir = work_dir
         self._user = run_as_user
@@ -73,7 +73,7 @@ class GradeRunner:
 
     async def run(self, job: Job, control: RunControl) -> Job:
         """Grade a job this worker has claimed (state `building`)."""
-        capture = self._jobs.capture(job, control)
+        capture = self._lifecycle.capture(job, control)
         workspace = self._workspace(job.id)
         held: list[str] = []
         sandboxes: list[Sandboxes] = []
@@ -83,7 +83,7 @@ class GradeRunner:
             )
             if isinstance(ended, Job):
                 return ended
-            return await self._jobs.finish(
+            return await self._lifecycle.finish(
                 job, ended.model_copy(update={"stdout": capture.text(Stream.STDOUT)}), capture
             )
         finally:
@@ -113,7 +113,7 @@ class GradeRunner:
         session: GradingSession | None = None
         try:
             if control.kill_requested.is_set():
-                return await self._jobs.stop_before_start(job, control)
+                return await self._lifecycle.stop_before_start(job, control)
             if self._owner is None or 0 in self._owner:
                 raise HatchwayError(f"grading needs run_as_user as a numeric, non-root uid:gid, not {self._user!r}")
             uid, gid = self._owner
@@ -125,7 +125,7 @@ class GradeRunner:
             tests, bundle_cached = await self._tests(spec, workspace)
             await asyncio.to_thread(_write_submission, workspace.box, spec.files, uid, gid)
             if control.kill_requested.is_set():
-                return await self._jobs.stop_before_start(job, control)
+                return await self._lifecycle.stop_before_start(job, control)
             run = RunInfo(
                 engine=runtime,
                 image=spec.profile.image,
@@ -160,9 +160,9 @@ class GradeRunner:
         except CheckerBroken as exc:
             return _internal_error(JobState.SUCCEEDED, None, str(exc))
         except HatchwayError as exc:
-            if await self._jobs.outage(exc):
+            if await self._lifecycle.outage(exc):
                 # Grading has no side effects: started or not, it runs again from scratch once the engine is back.
-                return await self._jobs.wait_in_queue(job, exc, started_too=True)
+                return await self._lifecycle.wait_in_queue(job, exc, started_too=True)
             return self._failed(job, exc)
         except OSError as exc:
             log.exception("grade failed on the worker", extra={"event": "grade_error", "job_id": job.id})

@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from hatchway.engines.base import CommandNotRunnable, Engine, ExitStatus, Found
 from hatchway.engines.health import EngineHealth
@@ -30,6 +29,7 @@ from hatchway.errors import (
     RunNeverStarted,
 )
 from hatchway.jobs.control import RunControl
+from hatchway.jobs.lifecycle import JobLifecycle
 from hatchway.jobs.notify import JobSignals
 from hatchway.jobs.outcome import captured, cut_off, decide
 from hatchway.jobs.prepare import Prepared, Preparer
@@ -65,12 +65,13 @@ class JobRunner:
         pools: Pools | None,
         artifacts: ArtifactStore,
         signals: JobSignals,
-        output_dir: Path,
+        lifecycle: JobLifecycle,
         worker_id: str,
         choose_runtime: Callable[[str], tuple[str, list[str]]],
         health: EngineHealth,
     ) -> None:
         self._store = store
+        self._lifecycle = lifecycle
         self._engines = engines
         self._preparer = preparer
         self._volumes = volumes
@@ -79,19 +80,18 @@ class JobRunner:
         self._owner = numeric_owner(preparer.user)
         self._artifacts = artifacts
         self._signals = signals
-        self._output_dir = output_dir
         self._worker_id = worker_id
         self._choose_runtime = choose_runtime
         self._health = health
 
     async def run(self, job: Job, control: RunControl) -> Job:
         """Prepare, start and supervise a job that this worker has claimed (state `building`)."""
-        self._log("job_building", job.id)
+        self._lifecycle.log("job_building", job.id)
         began = time.perf_counter()  # from the claim to the command handed to its container
-        capture = self.capture(job, control)
+        capture = self._lifecycle.capture(job, control)
         try:
             if control.kill_requested.is_set():
-                return await self.stop_before_start(job, control)
+                return await self._lifecycle.stop_before_start(job, control)
             runtime, warnings = self._choose_runtime(job.spec.runtime)
             engine = self._engines[runtime]
             pools = self._pools
@@ -110,7 +110,7 @@ class JobRunner:
                 image_present=control.slot is not None,
             )
             if control.kill_requested.is_set():
-                return await self.stop_before_start(job, control)
+                return await self._lifecycle.stop_before_start(job, control)
             if control.slot is not None:
                 return await self._run_pooled(job, control, control.slot, prepared, capture, began=began)
             started = await engine.start(prepared.sandbox, prepared.process, capture)
@@ -119,18 +119,18 @@ class JobRunner:
                 outcome = Outcome(
                     state=JobState.FAILED, reason=Reason.EXIT_CODE, exit_code=started.exit_code, message=started.message
                 )
-                return await self.finish(job, outcome, capture)
+                return await self._lifecycle.finish(job, outcome, capture)
             control.engine, control.handle = engine, started
             running = await self._store.mark_running(job.id, utcnow(), prepared.run)
             self._signals.notify(job.id)
-            self._log("job_running", job.id, engine=runtime)
+            self._lifecycle.log("job_running", job.id, engine=runtime)
             return await self._supervise(running or job, control, capture)
         except HatchwayError as exc:
-            if control.handle is None and await self.outage(exc):
-                return await self.wait_in_queue(job, exc)
+            if control.handle is None and await self._lifecycle.outage(exc):
+                return await self._lifecycle.wait_in_queue(job, exc)
             return await self._failed(job, exc, capture)
         except OSError as exc:
-            log.exception("job failed on the worker", extra=self._extra("job_engine_error", job.id))
+            log.exception("job failed on the worker", extra=self._lifecycle.extra("job_engine_error", job.id))
             return await self._failed(job, EngineError(str(exc)), capture)
         finally:
             await self._clean_up(job, control, capture)
@@ -146,13 +146,13 @@ class JobRunner:
         run = prepared.run.model_copy(update={"pooled": True, "sandbox": slot.name})
         running = await self._store.mark_running(job.id, utcnow(), run)
         self._signals.notify(job.id)
-        self._log("job_running", job.id, engine=slot.key.runtime, pooled=True)
+        self._lifecycle.log("job_running", job.id, engine=slot.key.runtime, pooled=True)
         return await self._supervise(running or job, control, capture)
 
     async def resume(self, job: Job, found: Found, control: RunControl) -> Job:
         """Pick up a job whose container outlived a worker restart, as if nothing had happened."""
-        self._log("job_reattached", job.id)
-        capture = self.capture(job, control, recovered=True)
+        self._lifecycle.log("job_reattached", job.id)
+        capture = self._lifecycle.capture(job, control, recovered=True)
         control.engine, control.handle = self._engines[found.engine], found.handle
         control.volume = self._volumes.volumes.find(job.id)
         if job.run.sandbox is not None and self._pooled is not None:
@@ -170,7 +170,7 @@ class JobRunner:
             return await self._supervise(running, control, capture)
         except RunNeverStarted as exc:
             requeued = await self._store.requeue_lost(job.id)
-            self._log("job_requeued", job.id, why=str(exc))
+            self._lifecycle.log("job_requeued", job.id, why=str(exc))
             return requeued or job
         except HatchwayError as exc:
             return await self._failed(job, exc, capture)
@@ -193,36 +193,6 @@ class JobRunner:
             anomaly="taken up after a worker restart",
         )
 
-    async def stop_before_start(self, job: Job, control: RunControl) -> Job:
-        """End a job killed before anything started: cancelled, or queued again if the worker is stopping."""
-        if control.kill_reason == Reason.SHUTDOWN:
-            # It never ran: keep it queued for the next start instead of failing it.
-            requeued = await self._store.requeue_lost(job.id)
-            self._log("job_requeued", job.id)
-            return requeued or job
-        return await self.finish(job, Outcome(state=JobState.KILLED, reason=Reason.CANCELLED), None)
-
-    async def outage(self, exc: HatchwayError) -> bool:
-        """Whether `exc` means the engine went away, rather than a failure of the job or of the engine."""
-        if isinstance(exc, EngineUnavailable):
-            return True
-        # A sandbox's stream that ends as the daemon stops says only "ended": ask the engine.
-        return isinstance(exc, EngineError) and not await self._health.ping()
-
-    async def wait_in_queue(self, job: Job, exc: HatchwayError, *, started_too: bool = False) -> Job:
-        """The engine went away before the job started (or, with `started_too`, a job that may run again from
-        scratch): queue it again, in its place, instead of failing it. The scheduler claims nothing until the
-        engine answers again."""
-        self._health.lost(exc)
-        message = f"{exc}; the job waits in the queue until it answers again"
-        requeued = await self._store.requeue_unstarted(job.id, message)
-        if requeued is None and started_too:
-            requeued = await self._store.requeue_lost(job.id)
-        if requeued is None:
-            return await self._store.get(job.id) or job
-        self._log("job_requeued", job.id, why=str(exc))
-        return requeued
-
     async def _supervise(self, job: Job, control: RunControl, capture: OutputCapture) -> Job:
         assert control.engine is not None and control.handle is not None
         engine, handle = control.engine, control.handle
@@ -239,7 +209,7 @@ class JobRunner:
                 status = await exited
                 break
             except HatchwayError as exc:
-                if not await self.outage(exc):
+                if not await self._lifecycle.outage(exc):
                     if lost is not None:
                         raise EngineError(
                             f"{lost}; when it answered again the job could not be picked up: {exc}"
@@ -249,13 +219,13 @@ class JobRunner:
             # The engine went away: what the job printed so far is kept; wait for the engine, within the job's
             # time limit, then wait for its container again (the rest of its output comes from the engine's log).
             self._health.lost(lost)
-            self._log("job_waiting_for_engine", job.id, why=str(lost))
+            self._lifecycle.log("job_waiting_for_engine", job.id, why=str(lost))
             if stopped_for is None:
                 stopped_for = await _engine_back(self._health.answering, control, _left_s(deadline))
             if not self._health.answering.is_set():
                 assert stopped_for is not None
-                return await self.finish(job, cut_off(stopped_for, lost, capture), capture)
-            self._log("job_reattaching", job.id)
+                return await self._lifecycle.finish(job, cut_off(stopped_for, lost, capture), capture)
+            self._lifecycle.log("job_reattaching", job.id)
             if stopped_for is not None:  # the stop may not have reached the container before the outage
                 await self._stop(job, control, stopped_for)
         assert control.volume is not None
@@ -265,7 +235,9 @@ class JobRunner:
             outcome = outcome.model_copy(update={"message": status.message})
         if collected.truncated:
             outcome = outcome.model_copy(update={"message": "some files under out/ were over the artifact limit"})
-        return await self.finish(job, outcome.model_copy(update={"resources": engine.resources(handle)}), capture)
+        return await self._lifecycle.finish(
+            job, outcome.model_copy(update={"resources": engine.resources(handle)}), capture
+        )
 
     def _collect(self, job_id: str, volume: Volume) -> tuple[Collected, bool]:
         """The job's artifacts, and whether it filled its disk (blocking)."""
@@ -274,7 +246,7 @@ class JobRunner:
     async def _stop(self, job: Job, control: RunControl, reason: Reason) -> None:
         assert control.engine is not None and control.handle is not None
         grace_s = control.kill_grace_s if reason in (Reason.KILLED, Reason.SHUTDOWN) else 0.0
-        self._log("job_stopping", job.id, reason=reason.value)
+        self._lifecycle.log("job_stopping", job.id, reason=reason.value)
         # If the engine went away, the wait meets the outage too, and the stop is sent again once it is back.
         with contextlib.suppress(EngineUnavailable):
             await control.engine.stop(control.handle, grace_s)
@@ -283,43 +255,11 @@ class JobRunner:
         reason = next((reason for kind, reason in _PREPARE_FAILURES if isinstance(exc, kind)), None)
         if reason is None:
             reason = Reason.ENGINE_ERROR
-            log.error("job failed in the engine: %s", exc, extra=self._extra("job_engine_error", job.id))
+            log.error("job failed in the engine: %s", exc, extra=self._lifecycle.extra("job_engine_error", job.id))
             self._health.recheck()
         # What it printed before the failure is kept.
         outcome = Outcome(state=JobState.FAILED, reason=reason, message=str(exc), **captured(capture))
-        return await self.finish(job, outcome, capture)
-
-    async def finish(self, job: Job, outcome: Outcome, capture: OutputCapture | None) -> Job:
-        """Store how the job ended, once; if someone else ended it first, theirs is the true record."""
-        if capture is not None:
-            times = {stream: line_times.encode() for stream, line_times in capture.times().items() if line_times}
-            outcome = outcome.model_copy(update={"build_output": capture.text(Stream.BUILD), "output_times": times})
-        finished = await self._store.finish(job.id, outcome, utcnow())
-        self._log(
-            "job_finished",
-            job.id,
-            state=outcome.state.value,
-            reason=outcome.reason.value if outcome.reason else None,
-            exit_code=outcome.exit_code,
-        )
-        if finished is None:  # someone else ended it first; theirs is the true record
-            return await self._store.get(job.id) or job
-        self._signals.ended(finished)
-        return finished
-
-    def capture(self, job: Job, control: RunControl, *, recovered: bool = False) -> OutputCapture:
-        """The job's live output, capped per stream, visible to followers through `control`; `recovered`: the job
-        is taken up after a restart, and the times the last worker recorded for its output are kept."""
-        capture = OutputCapture(
-            self._output_dir / job.id,
-            cap_bytes=job.spec.limits.output_bytes,
-            loop=asyncio.get_running_loop(),
-            on_limit=control.output_limit.set,
-            build=job.spec.kind == "grade" or job.spec.build is not None,
-            recovered=recovered,
-        )
-        control.capture = capture
-        return capture
+        return await self._lifecycle.finish(job, outcome, capture)
 
     async def _clean_up(self, job: Job, control: RunControl, capture: OutputCapture) -> None:
         """Remove what the job used; waiters wake only now, so an ended job is also a cleaned-up one."""
@@ -341,14 +281,12 @@ class JobRunner:
                 else:
                     await asyncio.to_thread(self._volumes.volumes.remove, control.volume)
             except HatchwayError as exc:
-                log.error("the job's disk was not removed: %s", exc, extra=self._extra("volume_remove_failed", job_id))
+                log.error(
+                    "the job's disk was not removed: %s",
+                    exc,
+                    extra=self._lifecycle.extra("volume_remove_failed", job_id),
+                )
         self._signals.notify(job_id)
-
-    def _log(self, event: str, job_id: str, **fields: object) -> None:
-        log.info(event.replace("_", " "), extra={**self._extra(event, job_id), **fields})
-
-    def _extra(self, event: str, job_id: str) -> dict[str, object]:
-        return {"event": event, "job_id": job_id, "worker_id": self._worker_id}
 
 
 def _left_s(deadline: datetime) -> float:

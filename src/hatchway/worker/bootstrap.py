@@ -27,6 +27,7 @@ from hatchway.grading.service import GradeService
 from hatchway.jobs.control import RunControl
 from hatchway.jobs.dispatch import Dispatcher
 from hatchway.jobs.event_feed import EventFeed
+from hatchway.jobs.lifecycle import JobLifecycle
 from hatchway.jobs.notify import JobSignals
 from hatchway.jobs.policy import Policy, image_matches, url_matches
 from hatchway.jobs.ports import PortAllocator
@@ -202,6 +203,9 @@ def parts(
         engine_ok=lambda runtime: health.answering.is_set() and health.ok.get(runtime, False),
         slots=settings.max_concurrent_jobs,
     )
+    lifecycle = JobLifecycle(
+        store=store, signals=signals, health=health, output_dir=settings.data_dir / "output", worker_id=worker_id
+    )
     runner = JobRunner(
         store=store,
         engines=engines,
@@ -210,7 +214,7 @@ def parts(
         pools=pools,
         artifacts=artifacts,
         signals=signals,
-        output_dir=settings.data_dir / "output",
+        lifecycle=lifecycle,
         worker_id=worker_id,
         choose_runtime=policy.choose_runtime,
         health=health,
@@ -221,7 +225,7 @@ def parts(
         engines=engines,
         images=images,
         problems=problems,
-        jobs=runner,
+        lifecycle=lifecycle,
         signals=signals,
         work_dir=settings.data_dir / "work",
         run_as_user=settings.run_as_user,
