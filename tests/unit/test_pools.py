@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from hatchway.engines.base import image_name
 from hatchway.engines.fake import FakeEngine, FakeImages, run_result
 from hatchway.engines.volumes import DirectoryVolumes, VolumeStock
 from hatchway.models import Job, JobRequest, JobState, ResolvedLimits, utcnow
 from hatchway.pools import Pools
-from hatchway.pools.pool import normalise_image
 from hatchway.sandbox.protocol import RunResult, RunStatus
 from hatchway.settings import PoolConfig, Settings
 from hatchway.worker.bootstrap import policy_from_settings
@@ -78,10 +78,10 @@ async def filled(pools: Pools, idle: int) -> None:
 
 
 def test_image_names_are_normalised() -> None:
-    assert normalise_image("busybox") == "busybox:latest"
-    assert normalise_image("registry:5000/team/app") == "registry:5000/team/app:latest"
-    assert normalise_image("app:1.2") == "app:1.2"
-    assert normalise_image("app@sha256:abc") == "app@sha256:abc"
+    assert image_name("busybox") == "busybox:latest"
+    assert image_name("registry:5000/team/app") == "registry:5000/team/app:latest"
+    assert image_name("app:1.2") == "app:1.2"
+    assert image_name("app@sha256:abc") == "app@sha256:abc"
 
 
 @pytest.mark.parametrize(

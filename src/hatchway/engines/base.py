@@ -9,7 +9,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from hatchway.engines.images import ManagedImage
 from hatchway.models import Resources, Stream
 
 if TYPE_CHECKING:
@@ -19,6 +18,29 @@ JOB_LABEL = "hatchway.job_id"
 WORKER_LABEL = "hatchway.worker_id"
 ENGINE_LABEL = "hatchway.engine"
 ROLE_LABEL = "hatchway.role"
+
+
+ImageSource = Literal["built", "pulled", "imported"]
+
+
+@dataclass(frozen=True)
+class ManagedImage:
+    """An image hatchway pulled, built or imported, as `GET /images` lists it."""
+
+    name: str
+    source: ImageSource
+    size_bytes: int
+    last_used: float
+    in_use: int
+
+
+def image_name(image: str) -> str:
+    """The name the engine stores for `image`: `busybox` and `busybox:latest` are one image, so a name with
+    neither a tag nor a digest gets `:latest`."""
+    last = image.rsplit("/", 1)[-1]
+    if "@" in image or ":" in last:
+        return image
+    return f"{image}:latest"
 
 
 class Role(StrEnum):

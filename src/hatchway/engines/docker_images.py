@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from hatchway.engines.base import ManagedImage
 from hatchway.engines.docker_host import DockerHost
-from hatchway.engines.images import ImageManager, ManagedImage, build_tag
+from hatchway.engines.images import ImageManager, build_tag
 
 
 class DockerImages:

@@ -20,12 +20,12 @@ from hatchway.engines.base import (
     ExitStatus,
     Found,
     Handle,
+    ManagedImage,
     OutputSink,
     Process,
     Role,
     SandboxSpec,
 )
-from hatchway.engines.images import ManagedImage
 from hatchway.errors import EngineError, EngineUnavailable, ImageNotFound
 from hatchway.models import Resources, Stream, utcnow
 from hatchway.sandbox.protocol import RunRequest, RunResult, RunStatus

@@ -1,10 +1,10 @@
 """The image side of the Docker engine: pull, build and import images, and keep what hatchway made in a bounded cache.
 
 Every method blocks; the engine calls them from its thread pool. Images hatchway pulled or built are recorded in a
-small JSON file so that a size budget can be enforced across restarts, least recently used first; images it did not
-make itself (and imported root filesystems) are never removed. Pulls and builds are streamed from a helper thread,
-so a caller gets its answer at the deadline even when the engine has gone quiet; giving up on a build closes its
-connection, which makes the engine cancel it.
+ledger (`image_ledger`) so that a size budget can be enforced across restarts, least recently used first; images
+it did not make itself (and imported root filesystems) are never removed. Pulls and builds are streamed from a
+helper thread, so a caller gets its answer at the deadline even when the engine has gone quiet; giving up on a
+build closes its connection, which makes the engine cancel it.
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ import queue
 import tarfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import docker
 import docker.errors
@@ -31,45 +29,23 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.utils import parse_repository_tag
 
+from hatchway.engines.base import ImageSource, ManagedImage, image_name
 from hatchway.engines.dockerfile import dockerfile_bases
+from hatchway.engines.image_ledger import ImageLedger
 from hatchway.errors import BuildFailed, EngineError, ImageNotFound, ImagePullFailed, NotAllowed
-from hatchway.files import write_atomically
 
 log = logging.getLogger(__name__)
 
-Source = Literal["built", "pulled", "imported"]
 MANAGED_LABEL = "hatchway.managed"
 BUILD_REPOSITORY = "hatchway-build"
 # Bump when the way images are built changes, so that old cached tags are not taken for new builds.
 _BUILD_RECIPE = b"hatchway-build/1"
-_STATE_VERSION = 1
 # What registries say when the image does not exist (or, for Docker Hub, may exist but is not ours to see).
 _NOT_FOUND_HINTS = ("manifest unknown", "not found", "repository does not exist", "pull access denied")
 # A streamed response that times out raises urllib3's error, not requests'.
 _FOREIGN_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, urllib3.exceptions.HTTPError)
 # How the engine's Dockerfile parser splits words (not Python's wider idea of whitespace).
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class ManagedImage:
-    """An image hatchway pulled, built or imported, as `GET /images` lists it."""
-
-    name: str
-    source: Source
-    size_bytes: int
-    last_used: float
-    in_use: int
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """What the state file keeps for one managed image (use counts live only in this process)."""
-
-    name: str
-    source: Source
-    size_bytes: int
-    last_used: float
 
 
 class ImageManager:
@@ -86,24 +62,21 @@ class ImageManager:
         image_allowed: Callable[[str], bool],
     ) -> None:
         self._api = api
-        self._state_path = state_path
+        self._ledger = ImageLedger(state_path)
         self._pull_timeout_s = pull_timeout_s
         self._build_timeout_s = build_timeout_s
         self._cache_budget_bytes = cache_budget_bytes
         self._image_allowed = image_allowed
-        self._lock = threading.Lock()  # guards _entries, _in_use and the state file
-        self._entries = self._load()
-        self._in_use: Counter[str] = Counter()
         self._flights_lock = threading.Lock()
         self._flights: dict[str, tuple[threading.Lock, int]] = {}
 
     def present(self, image: str) -> bool:
         """Whether `image` is on the engine now (nothing is pulled)."""
-        return self._inspect(normalize(image)) is not None
+        return self._inspect(image_name(image)) is not None
 
     def ensure(self, image: str) -> bool:
         """Make `image` present; True if it already was, False if it had to be pulled (recorded as managed)."""
-        name = normalize(image)
+        name = image_name(image)
         with self._single_flight(name):
             if self._inspect(name) is not None:
                 return True
@@ -137,7 +110,7 @@ class ImageManager:
 
     def import_rootfs(self, name: str, tarball: Path) -> ManagedImage:
         """Make image `name` from a root filesystem tarball (`docker import`); it is never evicted automatically."""
-        name = normalize(name)
+        name = image_name(name)
         repository, tag = parse_repository_tag(name)
         if not tarball.is_file():
             # The SDK would take the path for a URL and let the engine try to download it.
@@ -154,67 +127,40 @@ class ImageManager:
                 item = json.loads(line)
                 if isinstance(item, dict) and item.get("error"):
                     raise EngineError(f"importing {tarball} as image {name!r} failed: {item['error']}")
-        entry = self._record(name, "imported")
-        return self._as_managed(entry)
+        return self._record(name, "imported")
 
     def acquire(self, image: str) -> None:
         """Mark `image` as used by a job (it will not be evicted) and as just used."""
-        name = normalize(image)
-        with self._lock:
-            self._in_use[name] += 1
-            entry = self._entries.get(name)
-            if entry is not None:
-                self._entries[name] = replace(entry, last_used=time.time())
-                self._save()
+        self._ledger.acquire(image_name(image))
 
     def release(self, image: str) -> None:
         """Undo one `acquire`."""
-        name = normalize(image)
-        with self._lock:
-            if self._in_use[name] <= 1:
-                del self._in_use[name]
-            else:
-                self._in_use[name] -= 1
+        self._ledger.release(image_name(image))
 
     def evict(self) -> list[str]:
         """Remove unused built and pulled images, least recently used first, until they fit the budget."""
         self._drop_vanished()
-        removed: list[str] = []
-        skipped: set[str] = set()
-        while True:
-            # Choose and remove under the lock, so no acquire() can take the victim in between.
-            with self._lock:
-                cached = [e for e in self._entries.values() if e.source != "imported"]
-                if sum(e.size_bytes for e in cached) <= self._cache_budget_bytes:
-                    return removed
-                candidates = [e for e in cached if not self._in_use[e.name] and e.name not in skipped]
-                if not candidates:
-                    return removed
-                victim = min(candidates, key=lambda e: e.last_used)
-                try:
-                    self._api().remove_image(victim.name)
-                except docker.errors.NotFound:
-                    pass  # gone already: it no longer counts either way
-                except docker.errors.APIError as exc:
-                    if exc.status_code != 409:
-                        raise EngineError(f"removing image {victim.name!r} failed: {_explain(exc)}") from exc
-                    # A container (maybe a stopped one) still uses it: leave it for a later round.
-                    skipped.add(victim.name)
-                    continue
-                except _FOREIGN_ERRORS as exc:
-                    raise EngineError(f"removing image {victim.name!r} failed: {_explain(exc)}") from exc
-                else:
-                    removed.append(victim.name)
-                    log.info("image evicted", extra={"event": "image_evict", "image": victim.name})
-                del self._entries[victim.name]
-                self._save()
+        return self._ledger.evict(self._cache_budget_bytes, self._remove)
 
     def managed(self) -> list[ManagedImage]:
         """Every image hatchway manages that is still on the engine, least recently used first."""
         self._drop_vanished()
-        with self._lock:
-            entries = sorted(self._entries.values(), key=lambda e: e.last_used)
-            return [self._as_managed(entry) for entry in entries]
+        return self._ledger.managed()
+
+    def _remove(self, name: str) -> bool:
+        """Remove image `name` from the engine; False if a container (maybe a stopped one) still uses it."""
+        try:
+            self._api().remove_image(name)
+        except docker.errors.NotFound:
+            return True  # gone already: it no longer counts either way
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise EngineError(f"removing image {name!r} failed: {_explain(exc)}") from exc
+            return False
+        except _FOREIGN_ERRORS as exc:
+            raise EngineError(f"removing image {name!r} failed: {_explain(exc)}") from exc
+        log.info("image evicted", extra={"event": "image_evict", "image": name})
+        return True
 
     # Engine calls.
 
@@ -310,57 +256,14 @@ class ImageManager:
                 else:
                     self._flights[key] = (lock, users - 1)
 
-    def _record(self, name: str, source: Source, *, keep_existing: bool = False) -> _Entry:
+    def _record(self, name: str, source: ImageSource, *, keep_existing: bool = False) -> ManagedImage:
         size = int((self._inspect(name) or {}).get("Size") or 0)
-        with self._lock:
-            entry = self._entries.get(name)
-            if entry is None or not keep_existing:
-                entry = _Entry(name=name, source=source, size_bytes=size, last_used=time.time())
-                self._entries[name] = entry
-                self._save()
-            return entry
+        return self._ledger.record(name, source, size, keep_existing=keep_existing)
 
     def _drop_vanished(self) -> None:
-        with self._lock:
-            seen = list(self._entries.values())
-        gone = [entry for entry in seen if self._inspect(entry.name) is None]
+        gone = [entry for entry in self._ledger.entries() if self._inspect(entry.name) is None]
         if gone:
-            with self._lock:
-                for entry in gone:
-                    # Only if nothing re-recorded it while we were asking the engine.
-                    if self._entries.get(entry.name) == entry:
-                        del self._entries[entry.name]
-                self._save()
-
-    def _as_managed(self, entry: _Entry) -> ManagedImage:
-        return ManagedImage(in_use=self._in_use.get(entry.name, 0), **asdict(entry))
-
-    def _load(self) -> dict[str, _Entry]:
-        try:
-            data = json.loads(self._state_path.read_text())
-            return {item["name"]: _Entry(**item) for item in data["images"]}
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            # Forgetting is the safe direction: an image nobody remembers is never evicted.
-            log.warning(
-                "image state unreadable; starting empty",
-                extra={"event": "image_state_unreadable", "path": str(self._state_path), "error": str(exc)},
-            )
-            return {}
-
-    def _save(self) -> None:
-        """Write the state atomically: a reader (or a crash) sees the old file or the new one, never half of one."""
-        data = {"version": _STATE_VERSION, "images": [asdict(entry) for entry in self._entries.values()]}
-        write_atomically(self._state_path, json.dumps(data).encode(), durable=True)
-
-
-def normalize(image: str) -> str:
-    """The name the engine stores for `image`: with `:latest` when it names neither a tag nor a digest."""
-    repository, tag = parse_repository_tag(image)
-    if tag is None:
-        return f"{repository}:latest"
-    return image
+            self._ledger.forget(gone)
 
 
 def build_tag(dockerfile: str, files: dict[str, bytes], extra_inputs: str = "") -> str:

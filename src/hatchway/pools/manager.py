@@ -18,12 +18,12 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from hatchway.engines.base import Engine, ImageService
+from hatchway.engines.base import Engine, ImageService, image_name
 from hatchway.engines.volumes import VolumeStock, numeric_owner
 from hatchway.errors import HatchwayError
 from hatchway.models import Job, ResolvedLimits
 from hatchway.pools.containers import WORKDIR, PoolContainers
-from hatchway.pools.pool import Pool, PoolStatus, normalise_image
+from hatchway.pools.pool import Pool, PoolStatus
 from hatchway.pools.slot import PoolKey, Slot, SlotState
 from hatchway.settings import PoolConfig
 
@@ -83,7 +83,7 @@ class Pools:
         self._starts_at_once = min(max(slots, _MIN_STARTS_AT_ONCE), _MAX_STARTS_AT_ONCE)
         self._pools: dict[PoolKey, Pool] = {}
         for config in configs:
-            key = PoolKey(normalise_image(config.image), config.runtime)
+            key = PoolKey(image_name(config.image), config.runtime)
             if config.runtime in engines:
                 self._add(key, config.size, config.reuse_jobs, config.disk_mb, configured=True)
         self._wake = asyncio.Event()
@@ -165,7 +165,7 @@ class Pools:
             or spec.limits.cpus != self._default_limits.cpus
         ):
             return None
-        return PoolKey(normalise_image(image), runtime)
+        return PoolKey(image_name(image), runtime)
 
     async def release(self, slot: Slot) -> None:
         """The job is over (its result stored): reset the container for the next job before returning (so that a

@@ -65,11 +65,3 @@ class PoolStatus(BaseModel):
     starting: int = Field(description="Containers being started or reset for it now.")
     jobs_served: int
     last_error: str | None = Field(description="Why its last container failed to start, if it did.")
-
-
-def normalise_image(image: str) -> str:
-    """`busybox` and `busybox:latest` are one image: a name without a tag or digest gets `:latest`."""
-    last = image.rsplit("/", 1)[-1]
-    if "@" in image or ":" in last:
-        return image
-    return f"{image}:latest"
