@@ -148,7 +148,7 @@ static struct {
     int stop_signal; /* hatchway asked to stop the run in flight: SIGTERM to pass on, or SIGKILL (it sent SIGUSR1) */
     char *shm; /* shared with zygotes, which read their request here */
     size_t shm_size;
-} G = {.scratch_fd = -1, .cg_root = {-1, -1, -1}};
+} Supervisor = {.scratch_fd = -1, .cg_root = {-1, -1, -1}};
 
 /* ---------------------------------------------------------------- small helpers */
 
@@ -824,7 +824,7 @@ static const char *parse_run(char *begin, char *end, struct request *rq, char *m
         return "cpu_ms or wall_ms is too large";
     if (rq->procs > MAX_PROCS)
         return "procs is too large";
-    if (rq->scratch && G.scratch_fd < 0)
+    if (rq->scratch && Supervisor.scratch_fd < 0)
         return "scratch=1 but the supervisor was started without --scratch";
     if (rq->scratch && rq->cwd)
         return "cwd= and scratch=1 exclude each other: with scratch=1 the scratch directory is the cwd";
@@ -1041,7 +1041,7 @@ static void child_enter(const struct run *r)
     setsid();
 
     /* Join the cgroups while still root: the cgroup files are root's, and afterwards nothing can leave them. */
-    if (G.cgroup_mode)
+    if (Supervisor.cgroup_mode)
         for (int i = 0; i < CG_COUNT; i++) {
             int e = write_file_at(r->cg[i], "cgroup.procs", "0");
             if (e)
@@ -1055,7 +1055,7 @@ static void child_enter(const struct run *r)
     if (set_rlimit(RLIMIT_CORE, 0, 0) < 0)
         child_fail(r->report[1], STAGE_RLIMIT, errno);
     /* Dropping the bounding set needs CAP_SETPCAP, which the container does not grant; it is only extra. */
-    if (G.can_drop_bounding_set)
+    if (Supervisor.can_drop_bounding_set)
         for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
             prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
@@ -1088,7 +1088,7 @@ static void child_exec(const struct request *rq, const struct run *r)
     if (rq->fsize_bytes && set_rlimit(RLIMIT_FSIZE, (rlim_t)rq->fsize_bytes, (rlim_t)rq->fsize_bytes) < 0)
         child_fail(rep, STAGE_RLIMIT, errno);
     /* Set before setuid: the kernel compares the new user's process count with it when the uid changes. */
-    if (!G.cgroup_mode && rq->procs && set_rlimit(RLIMIT_NPROC, (rlim_t)rq->procs, (rlim_t)rq->procs) < 0)
+    if (!Supervisor.cgroup_mode && rq->procs && set_rlimit(RLIMIT_NPROC, (rlim_t)rq->procs, (rlim_t)rq->procs) < 0)
         child_fail(rep, STAGE_RLIMIT, errno);
 
     if (setgroups(0, NULL) < 0)
@@ -1120,7 +1120,7 @@ static void child_exec(const struct request *rq, const struct run *r)
     /* Set after setuid because a credential change clears it. If the supervisor dies (it is not PID 1 in unit
      * tests), the run must not live on. */
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    if (getppid() != G.self)
+    if (getppid() != Supervisor.self)
         _exit(125);
 
     /* As the run's user, so that the cwd is one it may enter. */
@@ -1138,11 +1138,11 @@ static void child_exec(const struct request *rq, const struct run *r)
 
 /* --- the zygote: the next run's process, made while the supervisor waits for the request */
 
-/* The supervisor's order to its zygote. The request's fields are in G.shm; the run's stdin, stdout and stderr,
+/* The supervisor's order to its zygote. The request's fields are in Supervisor.shm; the run's stdin, stdout and stderr,
  * opened by the supervisor, come along as SCM_RIGHTS. */
 struct zygote_order {
     uint32_t magic;
-    uint32_t len; /* bytes in G.shm: the fields after the verb and the empty field that closes them */
+    uint32_t len; /* bytes in Supervisor.shm: the fields after the verb and the empty field that closes them */
 };
 #define ZYGOTE_MAGIC 0x7a79676fu
 
@@ -1174,7 +1174,7 @@ static void zygote_main(int sock, struct run *r)
     /* It must not outlive the supervisor (it is not PID 1 in unit tests); child_exec sets this again after
      * setuid, which clears it. */
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    if (getppid() != G.self)
+    if (getppid() != Supervisor.self)
         _exit(0);
     prctl(PR_SET_NAME, "hatchway-zygote", 0, 0, 0);
     child_enter(r);
@@ -1196,9 +1196,9 @@ static void zygote_main(int sock, struct run *r)
     if (n < 0)
         child_fail(r->report[1], STAGE_ORDER, errno);
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    if (n != (ssize_t)sizeof order || order.magic != ZYGOTE_MAGIC || order.len < 1 || order.len > G.shm_size || !c ||
-        c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(3 * sizeof(int)) ||
-        (mh.msg_flags & MSG_CTRUNC))
+    if (n != (ssize_t)sizeof order || order.magic != ZYGOTE_MAGIC || order.len < 1 ||
+        order.len > Supervisor.shm_size || !c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+        c->cmsg_len != CMSG_LEN(3 * sizeof(int)) || (mh.msg_flags & MSG_CTRUNC))
         child_fail(r->report[1], STAGE_ORDER, EPROTO);
     int fds[3];
     memcpy(fds, CMSG_DATA(c), sizeof fds);
@@ -1208,7 +1208,7 @@ static void zygote_main(int sock, struct run *r)
     close(sock);
 
     /* The supervisor validated the same bytes; parsing them again here is simpler than any other encoding. */
-    char *fields = G.shm, *end = G.shm + order.len - 1;
+    char *fields = Supervisor.shm, *end = Supervisor.shm + order.len - 1;
     struct request rq;
     char msg[200];
     if (*end != '\0' || (end > fields && end[-1] != '\0') || parse_run(fields, end, &rq, msg, sizeof msg))
@@ -1236,10 +1236,10 @@ static void wait_sigchld(uint64_t timeout_ns)
         struct timespec ts = {(time_t)(timeout_ns / NS_PER_S), (long)(timeout_ns % NS_PER_S)};
         sig = sigtimedwait(&set, NULL, &ts);
     }
-    if (sig == SIGTERM && G.stop_signal != SIGKILL)
-        G.stop_signal = SIGTERM;
+    if (sig == SIGTERM && Supervisor.stop_signal != SIGKILL)
+        Supervisor.stop_signal = SIGTERM;
     else if (sig == SIGUSR1)
-        G.stop_signal = SIGKILL;
+        Supervisor.stop_signal = SIGKILL;
 }
 
 /* Reap every child that has ended, so no zombie is left behind; only the main child's status is kept. __WALL
@@ -1331,7 +1331,7 @@ static void scan_procs(void)
         if (e->d_name[0] < '1' || e->d_name[0] > '9')
             continue;
         struct proc_entry pe = {.pid = (pid_t)atoi(e->d_name)};
-        if (pe.pid == G.self)
+        if (pe.pid == Supervisor.self)
             continue;
         char path[64], buf[1024];
         snprintf(path, sizeof path, "/proc/%d/stat", pe.pid);
@@ -1346,14 +1346,14 @@ static void scan_procs(void)
         Procs.v[Procs.n++] = pe;
     }
     closedir(d);
-    if (G.pid1) {
+    if (Supervisor.pid1) {
         for (size_t i = 0; i < Procs.n; i++)
             Procs.v[i].mine = true;
         return;
     }
     qsort(Procs.v, Procs.n, sizeof *Procs.v, cmp_pid);
     for (size_t i = 0; i < Procs.n; i++)
-        Procs.v[i].mine = Procs.v[i].ppid == G.self;
+        Procs.v[i].mine = Procs.v[i].ppid == Supervisor.self;
     for (bool changed = true; changed;) {
         changed = false;
         for (size_t i = 0; i < Procs.n; i++) {
@@ -1408,7 +1408,7 @@ static size_t signal_cgroup(const struct run *r, int sig)
         long pid = strtol(p, &end, 10);
         if (end == p)
             break;
-        if (pid > 1 && pid != G.self) {
+        if (pid > 1 && pid != Supervisor.self) {
             kill((pid_t)pid, sig);
             n++;
         }
@@ -1427,9 +1427,9 @@ static bool kill_run(struct run *r)
         kill(r->pid, SIGKILL);
     /* The group the child made with setsid(); one call ends it atomically with respect to fork. */
     kill(-r->pid, SIGKILL);
-    if (G.cgroup_mode)
+    if (Supervisor.cgroup_mode)
         return signal_cgroup(r, SIGKILL) > 0;
-    if (G.pid1) {
+    if (Supervisor.pid1) {
         /* Everything in the pid namespace but PID 1 itself, atomically: a fork bomb cannot outrun it. */
         kill(-1, SIGKILL);
     } else if (has_children()) {
@@ -1444,9 +1444,9 @@ static void terminate_run(const struct run *r)
 {
     kill(r->pid, SIGTERM);
     kill(-r->pid, SIGTERM);
-    if (G.cgroup_mode)
+    if (Supervisor.cgroup_mode)
         signal_cgroup(r, SIGTERM);
-    else if (G.pid1)
+    else if (Supervisor.pid1)
         kill(-1, SIGTERM);
 }
 
@@ -1468,7 +1468,7 @@ static uint64_t reaped_cpu_us(const struct run *r)
 /* CPU time of the run so far, in ns. */
 static uint64_t cpu_so_far(const struct run *r, bool scanned)
 {
-    if (G.cgroup_mode) {
+    if (Supervisor.cgroup_mode) {
         uint64_t ns = 0;
         read_counter_u64(r->cg, r->counter, CT_CPU, &ns);
         return ns;
@@ -1480,7 +1480,7 @@ static uint64_t cpu_so_far(const struct run *r, bool scanned)
     for (size_t i = 0; i < Procs.n; i++)
         if (Procs.v[i].mine)
             ticks += Procs.v[i].ticks;
-    return reaped_cpu_us(r) * 1000 + ticks * (NS_PER_S / (uint64_t)G.clk_tck);
+    return reaped_cpu_us(r) * 1000 + ticks * (NS_PER_S / (uint64_t)Supervisor.clk_tck);
 }
 
 static uint64_t rss_so_far(void)
@@ -1489,7 +1489,7 @@ static uint64_t rss_so_far(void)
     for (size_t i = 0; i < Procs.n; i++)
         if (Procs.v[i].mine)
             pages += Procs.v[i].rss_pages;
-    return pages * (uint64_t)G.page_size;
+    return pages * (uint64_t)Supervisor.page_size;
 }
 
 /* Wait for the main child, enforcing the wall and CPU limits (and proc mode's memory limit) meanwhile. The CPU
@@ -1498,19 +1498,20 @@ static void watch(struct run *r, const struct request *rq)
 {
     uint64_t wall_deadline = rq->wall_ms ? r->t0 + rq->wall_ms * NS_PER_MS : UINT64_MAX;
     uint64_t cpu_limit_ns = rq->cpu_ms * NS_PER_MS;
-    uint64_t next_cpu = rq->cpu_ms ? r->t0 + max_u64(MIN_CPU_CHECK_NS, cpu_limit_ns / (uint64_t)G.ncpu) : UINT64_MAX;
-    uint64_t next_mem = !G.cgroup_mode && rq->mem_bytes ? r->t0 + MEM_SAMPLE_NS : UINT64_MAX;
+    uint64_t next_cpu =
+        rq->cpu_ms ? r->t0 + max_u64(MIN_CPU_CHECK_NS, cpu_limit_ns / (uint64_t)Supervisor.ncpu) : UINT64_MAX;
+    uint64_t next_mem = !Supervisor.cgroup_mode && rq->mem_bytes ? r->t0 + MEM_SAMPLE_NS : UINT64_MAX;
     uint64_t next_kill = UINT64_MAX;
     for (;;) {
         reap(r);
         if (r->reaped)
             return;
         uint64_t now = now_ns();
-        if (G.stop_signal == SIGTERM) {
-            G.stop_signal = 0;
+        if (Supervisor.stop_signal == SIGTERM) {
+            Supervisor.stop_signal = 0;
             terminate_run(r);
-        } else if (G.stop_signal == SIGKILL && !r->killed) {
-            G.stop_signal = 0;
+        } else if (Supervisor.stop_signal == SIGKILL && !r->killed) {
+            Supervisor.stop_signal = 0;
             r->killed = true;
             kill_run(r);
             next_kill = now + REKILL_NS;
@@ -1538,7 +1539,7 @@ static void watch(struct run *r, const struct request *rq)
                 if (used > cpu_limit_ns)
                     r->cpu_exceeded = true;
                 else
-                    next_cpu = now + max_u64(MIN_CPU_CHECK_NS, (cpu_limit_ns - used) / (uint64_t)G.ncpu);
+                    next_cpu = now + max_u64(MIN_CPU_CHECK_NS, (cpu_limit_ns - used) / (uint64_t)Supervisor.ncpu);
             }
         }
         if (!r->killed && (r->wall_exceeded || r->cpu_exceeded || r->oom_killed)) {
@@ -1587,7 +1588,7 @@ static void end_leftovers(struct run *r)
     for (;;) {
         bool listed = kill_run(r);
         reap(r);
-        bool left = G.cgroup_mode ? listed : has_children();
+        bool left = Supervisor.cgroup_mode ? listed : has_children();
         if (!left)
             return;
         if (now_ns() > give_up) {
@@ -1636,19 +1637,19 @@ static int open_stdio(struct run *r, const struct request *rq)
 /* mkdir the scratch directory name, 0700 and root's until the run's user is known. Returns 0 or an errno. */
 static int make_scratch_dir(const char *name)
 {
-    if (mkdirat(G.scratch_fd, name, 0700) < 0) {
+    if (mkdirat(Supervisor.scratch_fd, name, 0700) < 0) {
         /* Left by an earlier supervisor that used the same directory: it is no run's any more. */
         int e = errno;
         char err[256];
-        if (e != EEXIST || remove_tree_at(G.scratch_fd, name, err, sizeof err) < 0)
+        if (e != EEXIST || remove_tree_at(Supervisor.scratch_fd, name, err, sizeof err) < 0)
             return e;
-        if (mkdirat(G.scratch_fd, name, 0700) < 0)
+        if (mkdirat(Supervisor.scratch_fd, name, 0700) < 0)
             return errno;
     }
     /* The umask may have taken bits away; the mode is exactly 0700. */
-    if (fchmodat(G.scratch_fd, name, 0700, 0) < 0) {
+    if (fchmodat(Supervisor.scratch_fd, name, 0700, 0) < 0) {
         int e = errno;
-        unlinkat(G.scratch_fd, name, AT_REMOVEDIR);
+        unlinkat(Supervisor.scratch_fd, name, AT_REMOVEDIR);
         return e;
     }
     return 0;
@@ -1665,7 +1666,7 @@ static int make_scratch(struct run *r, struct request *rq, bool made_ahead)
         }
         r->scratch_made = true;
     }
-    if (fchownat(G.scratch_fd, r->name, rq->uid, rq->gid, AT_SYMLINK_NOFOLLOW) < 0) {
+    if (fchownat(Supervisor.scratch_fd, r->name, rq->uid, rq->gid, AT_SYMLINK_NOFOLLOW) < 0) {
         set_errno_error(r, "hand the scratch directory to the run's user", errno);
         return -1;
     }
@@ -1683,7 +1684,7 @@ static void remove_cgroup_dirs(const char *name, int cg[CG_COUNT])
         cg[i] = -1;
         /* Removal can lag the death of the last task by a moment. */
         for (int attempt = 0; attempt < 100; attempt++) {
-            if (unlinkat(G.cg_root[i], name, AT_REMOVEDIR) == 0 || errno == ENOENT)
+            if (unlinkat(Supervisor.cg_root[i], name, AT_REMOVEDIR) == 0 || errno == ENOENT)
                 break;
             if (errno != EBUSY) {
                 fprintf(stderr, "hatchway-supervisor: rmdir %s/%s: %s\n", cg_names[i], name, strerror(errno));
@@ -1701,15 +1702,15 @@ static int make_cgroup_dirs(const char *name, int cg[CG_COUNT], const char **fai
     for (int i = 0; i < CG_COUNT; i++) {
         /* An existing directory was left by an earlier supervisor; reusing it would mix its counters in. */
         int e = 0;
-        if (mkdirat(G.cg_root[i], name, 0755) < 0 &&
-            (errno != EEXIST || unlinkat(G.cg_root[i], name, AT_REMOVEDIR) < 0 ||
-             mkdirat(G.cg_root[i], name, 0755) < 0))
+        if (mkdirat(Supervisor.cg_root[i], name, 0755) < 0 &&
+            (errno != EEXIST || unlinkat(Supervisor.cg_root[i], name, AT_REMOVEDIR) < 0 ||
+             mkdirat(Supervisor.cg_root[i], name, 0755) < 0))
             e = errno;
         if (!e) {
-            cg[i] = openat(G.cg_root[i], name, O_PATH | O_DIRECTORY | O_CLOEXEC);
+            cg[i] = openat(Supervisor.cg_root[i], name, O_PATH | O_DIRECTORY | O_CLOEXEC);
             if (cg[i] < 0) {
                 e = errno;
-                unlinkat(G.cg_root[i], name, AT_REMOVEDIR);
+                unlinkat(Supervisor.cg_root[i], name, AT_REMOVEDIR);
             }
         }
         if (e) {
@@ -1733,11 +1734,11 @@ static int set_memory_limit(int memcg, uint64_t from, uint64_t to, const char **
     snprintf(value, sizeof value, to ? "%llu" : "-1", (unsigned long long)to);
     bool raising = to == 0 || (from != 0 && to > from);
     int e = 0;
-    if (raising && G.has_memsw)
+    if (raising && Supervisor.has_memsw)
         e = write_file_at(memcg, *file = "memory.memsw.limit_in_bytes", value);
     if (!e)
         e = write_file_at(memcg, *file = "memory.limit_in_bytes", value);
-    if (!e && !raising && G.has_memsw)
+    if (!e && !raising && Supervisor.has_memsw)
         e = write_file_at(memcg, *file = "memory.memsw.limit_in_bytes", value);
     return e;
 }
@@ -1768,8 +1769,8 @@ static void name_next(void)
 {
     if (Next.name[0])
         return;
-    run_name(Next.name, sizeof Next.name, G.runs + 1);
-    if (G.scratch_dir && (asprintf(&Next.scratch_path, "%s/%s", G.scratch_dir, Next.name) < 0 ||
+    run_name(Next.name, sizeof Next.name, Supervisor.runs + 1);
+    if (Supervisor.scratch_dir && (asprintf(&Next.scratch_path, "%s/%s", Supervisor.scratch_dir, Next.name) < 0 ||
                           asprintf(&Next.tmpdir_env, "TMPDIR=%s", Next.scratch_path) < 0))
         die("out of memory");
 }
@@ -1781,18 +1782,18 @@ static int make_next_cgroups(const char **failed)
     if (e)
         return e;
     *failed = "memory";
-    if (G.reenable_oom_killer)
+    if (Supervisor.reenable_oom_killer)
         e = write_file_at(Next.cg[CG_MEMORY], "memory.oom_control", "0");
     if (!e)
-        e = set_memory_limit(Next.cg[CG_MEMORY], 0, G.last_mem_bytes, failed);
+        e = set_memory_limit(Next.cg[CG_MEMORY], 0, Supervisor.last_mem_bytes, failed);
     if (!e)
-        e = set_pids_limit(Next.cg[CG_PIDS], 0, G.last_procs, failed);
+        e = set_pids_limit(Next.cg[CG_PIDS], 0, Supervisor.last_procs, failed);
     if (e) {
         remove_cgroup_dirs(Next.name, Next.cg);
         return e;
     }
-    Next.mem_bytes = G.last_mem_bytes;
-    Next.procs = G.last_procs;
+    Next.mem_bytes = Supervisor.last_mem_bytes;
+    Next.procs = Supervisor.last_procs;
     open_counters(Next.cg, Next.counter);
     Next.cg_ready = true;
     return 0;
@@ -1857,11 +1858,11 @@ static void prepare_next(void)
 {
     name_next();
     const char *ignored;
-    if (G.cgroup_mode && !Next.cg_ready)
+    if (Supervisor.cgroup_mode && !Next.cg_ready)
         make_next_cgroups(&ignored);
-    if (G.scratch_fd >= 0 && !Next.scratch_made)
+    if (Supervisor.scratch_fd >= 0 && !Next.scratch_made)
         Next.scratch_made = make_scratch_dir(Next.name) == 0;
-    if (G.shm && Zygote.pid == 0 && (!G.cgroup_mode || Next.cg_ready)) {
+    if (Supervisor.shm && Zygote.pid == 0 && (!Supervisor.cgroup_mode || Next.cg_ready)) {
         discard_zygote(); /* the descriptors of one that died */
         spawn_zygote();
     }
@@ -1882,7 +1883,7 @@ static int make_cgroups(struct run *r, const struct request *rq, bool made_ahead
             return -1;
         }
         mem_bytes = procs = 0; /* a fresh cgroup has no limits */
-        if (G.reenable_oom_killer)
+        if (Supervisor.reenable_oom_killer)
             e = write_file_at(r->cg[CG_MEMORY], file = "memory.oom_control", "0");
     }
     if (!e)
@@ -1901,7 +1902,7 @@ static int make_cgroups(struct run *r, const struct request *rq, bool made_ahead
 /* Peak memory, CPU time and the OOM verdict, once every process of the run is gone. */
 static void measure(struct run *r, uint64_t *cpu_us, uint64_t *memory_bytes)
 {
-    if (G.cgroup_mode) {
+    if (Supervisor.cgroup_mode) {
         uint64_t ns = 0, peak = 0, ooms = 0, failcnt = 0;
         read_counter_u64(r->cg, r->counter, CT_CPU, &ns);
         read_counter_u64(r->cg, r->counter, CT_PEAK, &peak);
@@ -1984,16 +1985,16 @@ static struct {
 static void clean_up(const char *scratch, bool wipe)
 {
     char err[300];
-    if (scratch && remove_tree_at(G.scratch_fd, scratch, err, sizeof err) < 0) {
+    if (scratch && remove_tree_at(Supervisor.scratch_fd, scratch, err, sizeof err) < 0) {
         snprintf(Dirty.scratch, sizeof Dirty.scratch, "%s", scratch);
         if (!Dirty.error[0])
             snprintf(Dirty.error, sizeof Dirty.error, "remove the scratch directory %.32s: %.300s", scratch, err);
     }
-    for (size_t i = 0; wipe && i < G.nwipe; i++)
-        if (empty_dir(G.wipe_fd[i], err, sizeof err) < 0) {
+    for (size_t i = 0; wipe && i < Supervisor.nwipe; i++)
+        if (empty_dir(Supervisor.wipe_fd[i], err, sizeof err) < 0) {
             Dirty.wipe = true;
             if (!Dirty.error[0])
-                snprintf(Dirty.error, sizeof Dirty.error, "wipe %.80s: %.300s", G.wipe_path[i], err);
+                snprintf(Dirty.error, sizeof Dirty.error, "wipe %.80s: %.300s", Supervisor.wipe_path[i], err);
         }
 }
 
@@ -2027,9 +2028,9 @@ static void let_the_answer_go(void)
 static bool order_zygote(struct run *r, const char *fields, const char *end)
 {
     size_t len = (size_t)(end - fields) + 1;
-    if (Zygote.pid <= 0 || strcmp(Zygote.name, r->name) != 0 || len > G.shm_size)
+    if (Zygote.pid <= 0 || strcmp(Zygote.name, r->name) != 0 || len > Supervisor.shm_size)
         return false;
-    memcpy(G.shm, fields, len);
+    memcpy(Supervisor.shm, fields, len);
     struct zygote_order order = {ZYGOTE_MAGIC, (uint32_t)len};
     int fds[3] = {r->in_fd, r->out_fd, r->err_fd};
     union {
@@ -2072,7 +2073,7 @@ static void handle_run(struct request *rq, const char *fields, const char *end)
         r.counter[i] = -1;
 
     /* Take what was made ahead for this run; whatever the run does not use goes with it afterwards. */
-    G.runs++;
+    Supervisor.runs++;
     name_next();
     snprintf(r.name, sizeof r.name, "%s", Next.name);
     r.scratch_path = Next.scratch_path;
@@ -2089,8 +2090,8 @@ static void handle_run(struct request *rq, const char *fields, const char *end)
         Next.cg[i] = -1;
     for (int i = 0; i < CT_COUNT; i++)
         Next.counter[i] = -1;
-    G.last_mem_bytes = rq->mem_bytes;
-    G.last_procs = rq->procs;
+    Supervisor.last_mem_bytes = rq->mem_bytes;
+    Supervisor.last_procs = rq->procs;
 
     char earlier[400] = "", note[500] = "";
     bool usable = true;
@@ -2106,7 +2107,7 @@ static void handle_run(struct request *rq, const char *fields, const char *end)
     bool forked = false;
     uint64_t cpu_us = 0, wall_us = 0, mem = 0;
     if (!usable || open_stdio(&r, rq) < 0 || (rq->scratch && make_scratch(&r, rq, r.scratch_made) < 0) ||
-        (G.cgroup_mode && make_cgroups(&r, rq, cg_ahead, mem_ahead, procs_ahead) < 0)) {
+        (Supervisor.cgroup_mode && make_cgroups(&r, rq, cg_ahead, mem_ahead, procs_ahead) < 0)) {
         r.failure = FAIL_SETUP;
     } else {
         getrusage(RUSAGE_CHILDREN, &r.children_before);
@@ -2186,13 +2187,13 @@ static void handle_run(struct request *rq, const char *fields, const char *end)
             close(fds[i]);
     clean_up(r.scratch_made ? r.name : NULL, forked);
     close_counters(r.counter);
-    if (G.cgroup_mode)
+    if (Supervisor.cgroup_mode)
         remove_cgroup_dirs(r.name, r.cg);
     free(r.scratch_path);
     free(r.tmpdir_env);
     size_t len = (size_t)(end - fields) + 1;
-    if (len > (1u << 20) && len <= G.shm_size)
-        madvise(G.shm, len, MADV_REMOVE); /* a huge request's copy need not stay in memory */
+    if (len > (1u << 20) && len <= Supervisor.shm_size)
+        madvise(Supervisor.shm, len, MADV_REMOVE); /* a huge request's copy need not stay in memory */
     prepare_next();
 }
 
@@ -2220,8 +2221,8 @@ static void setup_cgroups(const char *dir)
 {
     int root = open_dir(dir, "--cgroup");
     for (int i = 0; i < CG_COUNT; i++) {
-        G.cg_root[i] = openat(root, cg_names[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (G.cg_root[i] < 0)
+        Supervisor.cg_root[i] = openat(root, cg_names[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (Supervisor.cg_root[i] < 0)
             die("--cgroup %s/%s: %s", dir, cg_names[i], strerror(errno));
     }
     close(root);
@@ -2234,15 +2235,16 @@ static void setup_cgroups(const char *dir)
         {CG_CPUACCT, "cpuacct.usage"},
     };
     for (size_t i = 0; i < sizeof required / sizeof *required; i++)
-        if (faccessat(G.cg_root[required[i].ctrl], required[i].file, F_OK, 0) < 0)
+        if (faccessat(Supervisor.cg_root[required[i].ctrl], required[i].file, F_OK, 0) < 0)
             die("--cgroup %s/%s/%s: %s (a cgroup v1 directory is needed)", dir, cg_names[required[i].ctrl],
                 required[i].file, strerror(errno));
-    G.has_memsw = faccessat(G.cg_root[CG_MEMORY], "memory.memsw.limit_in_bytes", F_OK, 0) == 0;
+    Supervisor.has_memsw = faccessat(Supervisor.cg_root[CG_MEMORY], "memory.memsw.limit_in_bytes", F_OK, 0) == 0;
     char text[512];
     uint64_t disabled = 0;
-    G.reenable_oom_killer = read_file_at(G.cg_root[CG_MEMORY], "memory.oom_control", text, sizeof text) > 0 &&
-                            find_key_u64(text, "oom_kill_disable", &disabled) && disabled;
-    G.cgroup_mode = true;
+    Supervisor.reenable_oom_killer =
+        read_file_at(Supervisor.cg_root[CG_MEMORY], "memory.oom_control", text, sizeof text) > 0 &&
+        find_key_u64(text, "oom_kill_disable", &disabled) && disabled;
+    Supervisor.cgroup_mode = true;
 }
 
 static void on_sigchld(int sig) { (void)sig; }
@@ -2255,41 +2257,41 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     const char *cgroup_dir = NULL;
-    G.self = getpid();
-    G.pid1 = G.self == 1;
+    Supervisor.self = getpid();
+    Supervisor.pid1 = Supervisor.self == 1;
     /* Our stdin and stdout are the result channel: no program may inherit them. */
     for (int fd = 0; fd <= 2; fd++)
         fcntl(fd, F_SETFD, FD_CLOEXEC);
-    G.wipe_path = calloc((size_t)argc, sizeof *G.wipe_path);
-    G.wipe_fd = calloc((size_t)argc, sizeof *G.wipe_fd);
-    if (!G.wipe_path || !G.wipe_fd)
+    Supervisor.wipe_path = calloc((size_t)argc, sizeof *Supervisor.wipe_path);
+    Supervisor.wipe_fd = calloc((size_t)argc, sizeof *Supervisor.wipe_fd);
+    if (!Supervisor.wipe_path || !Supervisor.wipe_fd)
         die("out of memory");
     for (int i = 1; i < argc; i++) {
         const char *opt = argv[i];
         if (i + 1 >= argc)
             usage();
         const char *val = argv[++i];
-        if (strcmp(opt, "--cgroup") == 0 && !G.cgroup_mode) {
+        if (strcmp(opt, "--cgroup") == 0 && !Supervisor.cgroup_mode) {
             cgroup_dir = val;
             setup_cgroups(val);
-        } else if (strcmp(opt, "--scratch") == 0 && G.scratch_fd < 0) {
-            G.scratch_dir = val;
-            G.scratch_fd = open_dir(val, "--scratch");
+        } else if (strcmp(opt, "--scratch") == 0 && Supervisor.scratch_fd < 0) {
+            Supervisor.scratch_dir = val;
+            Supervisor.scratch_fd = open_dir(val, "--scratch");
         } else if (strcmp(opt, "--wipe") == 0) {
             /* A directory this sandbox lacks (gVisor has no /dev/mqueue) has nothing to wipe. */
             int fd = open(val, O_PATH | O_DIRECTORY | O_CLOEXEC);
             if (fd < 0 && errno != ENOENT)
                 die("--wipe %s: %s", val, strerror(errno));
             if (fd >= 0) {
-                G.wipe_path[G.nwipe] = val;
-                G.wipe_fd[G.nwipe++] = fd;
+                Supervisor.wipe_path[Supervisor.nwipe] = val;
+                Supervisor.wipe_fd[Supervisor.nwipe++] = fd;
             }
         } else {
             usage();
         }
     }
     /* Orphaned daemons of a run come back to us, so we can reap them and count their CPU time. */
-    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 && !G.pid1)
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 && !Supervisor.pid1)
         die("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
     /* SIGCHLD stays blocked and is only collected with sigtimedwait. It must not be SIG_IGN, or the kernel would
      * reap children before we read their status; a (never run) handler rather than SIG_DFL so that no kernel,
@@ -2314,34 +2316,36 @@ int main(int argc, char **argv)
 
     struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
     struct __user_cap_data_struct caps[2];
-    G.can_drop_bounding_set = syscall(SYS_capget, &hdr, caps) == 0 && (caps[0].effective & (1u << CAP_SETPCAP));
+    Supervisor.can_drop_bounding_set =
+        syscall(SYS_capget, &hdr, caps) == 0 && (caps[0].effective & (1u << CAP_SETPCAP));
 
     cpu_set_t set;
-    G.ncpu = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
-    if (G.ncpu < 1)
-        G.ncpu = 1;
-    G.clk_tck = sysconf(_SC_CLK_TCK);
-    if (G.clk_tck < 1)
-        G.clk_tck = 100;
-    G.page_size = sysconf(_SC_PAGESIZE);
+    Supervisor.ncpu = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
+    if (Supervisor.ncpu < 1)
+        Supervisor.ncpu = 1;
+    Supervisor.clk_tck = sysconf(_SC_CLK_TCK);
+    if (Supervisor.clk_tck < 1)
+        Supervisor.clk_tck = 100;
+    Supervisor.page_size = sysconf(_SC_PAGESIZE);
 
     /* Making the first run's cgroups now also proves that the cgroup directories are usable, before saying ready. */
     name_next();
-    if (G.cgroup_mode) {
+    if (Supervisor.cgroup_mode) {
         const char *controller = "";
         int e = make_next_cgroups(&controller);
         if (e)
             die("cannot make cgroups in --cgroup %s/%s: %s", cgroup_dir, controller, strerror(e));
     }
     /* Zygotes read their request here. Without it there are none, and every run forks its child on request. */
-    G.shm_size = MAX_REQUEST_BYTES + (1u << 20);
-    G.shm = mmap(NULL, G.shm_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (G.shm == MAP_FAILED)
-        G.shm = NULL;
+    Supervisor.shm_size = MAX_REQUEST_BYTES + (1u << 20);
+    Supervisor.shm =
+        mmap(NULL, Supervisor.shm_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (Supervisor.shm == MAP_FAILED)
+        Supervisor.shm = NULL;
 
     struct sbuf out = {0};
     sb_printf(&out, "{\"ready\":true,\"version\":%d,\"mode\":\"%s\"}", PROTOCOL_VERSION,
-              G.cgroup_mode ? "cgroup" : "proc");
+              Supervisor.cgroup_mode ? "cgroup" : "proc");
     emit(&out);
     prepare_next();
 
@@ -2391,11 +2395,11 @@ int main(int argc, char **argv)
     if (Next.cg_ready)
         remove_cgroup_dirs(Next.name, Next.cg);
     char err[300];
-    if (Next.scratch_made && remove_tree_at(G.scratch_fd, Next.name, err, sizeof err) < 0)
+    if (Next.scratch_made && remove_tree_at(Supervisor.scratch_fd, Next.name, err, sizeof err) < 0)
         fprintf(stderr, "hatchway-supervisor: remove the scratch directory %s: %s\n", Next.name, err);
     if (Dirty.error[0] && !clean_up_again(err, sizeof err))
         fprintf(stderr, "hatchway-supervisor: clean-up after the last run: %s\n", Dirty.error);
-    if (G.pid1)
+    if (Supervisor.pid1)
         kill(-1, SIGKILL);
     return 0;
 }
