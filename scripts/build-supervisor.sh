@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Build the sandbox supervisor, a static binary, into src/hatchway/sandbox/bin/hatchway-supervisor.
-# Idempotent: does nothing when the binary is newer than supervisor.c. Installs a C compiler and the static C
-# library with apt-get when they are missing (as root on Debian/Ubuntu).
+# Idempotent: does nothing when the binary is newer than every file in sandbox/supervisor/. Installs a C compiler
+# and the static C library with apt-get when they are missing (as root on Debian/Ubuntu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-src=src/hatchway/sandbox/supervisor.c
+src=src/hatchway/sandbox/supervisor
 out=src/hatchway/sandbox/bin/hatchway-supervisor
 
-if [ -x "$out" ] && [ "$out" -nt "$src" ]; then
+if [ -x "$out" ] && [ -z "$(find "$src" -newer "$out" -print -quit)" ]; then
   exit 0
 fi
 
@@ -28,7 +28,7 @@ fi
 mkdir -p "$(dirname "$out")"
 tmp=$(mktemp "$(dirname "$out")/.hatchway-supervisor.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
-cc -static -O2 -Wall -Wextra -Werror -o "$tmp" "$src"
+cc -static -O2 -Wall -Wextra -Werror -o "$tmp" "$src"/*.c
 chmod 755 "$tmp"
 mv -f "$tmp" "$out"
 trap - EXIT

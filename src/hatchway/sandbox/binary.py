@@ -1,4 +1,4 @@
-"""Where the supervisor binary is, and how to build it from `supervisor.c`.
+"""Where the supervisor binary is, and how to build it from its sources in `supervisor/`.
 
 `scripts/build-supervisor.sh` builds it into `sandbox/bin/` at set-up time; `build_supervisor` is the same compile
 step for tests and as a fallback.
@@ -16,8 +16,25 @@ from pathlib import Path
 from hatchway.errors import SandboxUnavailable
 from hatchway.files import write_atomically
 
-SOURCE = Path(__file__).with_name("supervisor.c")
-"""The supervisor's C source, shipped with the package."""
+SOURCE_DIR = Path(__file__).with_name("supervisor")
+"""The supervisor's C sources, shipped with the package: a shared header and one file per concern."""
+
+SOURCES = tuple(
+    SOURCE_DIR / name
+    for name in (
+        "main.c",
+        "protocol.c",
+        "run.c",
+        "exec.c",
+        "zygote.c",
+        "reap.c",
+        "cgroups.c",
+        "next_run.c",
+        "cleanup.c",
+        "util.c",
+    )
+)
+"""The files compiled, in the order given to the compiler."""
 
 BINARY = Path(__file__).parent / "bin" / "hatchway-supervisor"
 """Where `scripts/build-supervisor.sh` puts the built binary."""
@@ -52,7 +69,7 @@ def installed_supervisor(directory: Path) -> Path:
 
 
 def build_supervisor(dest: Path, *, cc: str = "cc") -> Path:
-    """Compile `supervisor.c` into `dest` (replaced atomically) and return `dest`.
+    """Compile the supervisor's sources into `dest` (replaced atomically) and return `dest`.
 
     Raises SandboxUnavailable with the compiler's output when there is no compiler or no static C library.
     """
@@ -67,7 +84,7 @@ def build_supervisor(dest: Path, *, cc: str = "cc") -> Path:
     try:
         try:
             subprocess.run(
-                [compiler, *COMPILE_FLAGS, "-o", str(tmp), str(SOURCE)],
+                [compiler, *COMPILE_FLAGS, "-o", str(tmp), *map(str, SOURCES)],
                 check=True,
                 capture_output=True,
                 text=True,
