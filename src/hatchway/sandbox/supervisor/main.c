@@ -66,7 +66,7 @@ int main(int argc, char **argv)
      * reap children before we read their status; a (never run) handler rather than SIG_DFL so that no kernel,
      * gVisor's included, may discard it as ignored. */
     for (int sig = 1; sig < NSIG; sig++)
-        signal(sig, SIG_DFL); /* whatever our parent ignored, a program must not inherit (see child_main) */
+        signal(sig, SIG_DFL); /* whatever our parent ignored, a program must not inherit (see child_enter) */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigchld;
