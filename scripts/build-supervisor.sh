@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Build the sandbox supervisor, a static binary, into src/hatchway/sandbox/bin/hatchway-supervisor.
-# Idempotent: does nothing when the binary is newer than supervisor.c. Installs a C compiler and the static C
-# library with apt-get when they are missing (as root on Debian/Ubuntu).
+# Build the sandbox supervisor, a static binary, into src/hatchway/sandbox/bin/hatchway-supervisor, with the one
+# recipe in src/hatchway/sandbox/binary.py (which the package build uses too). Idempotent: does nothing while the
+# binary is fresh, i.e. built from the sources in sandbox/supervisor/ as they are, with the current flags. Installs a
+# C compiler and the static C library with apt-get when a build is needed and they are missing (as root on
+# Debian/Ubuntu). Extra arguments go to the recipe: --force builds even a fresh binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-src=src/hatchway/sandbox/supervisor.c
-out=src/hatchway/sandbox/bin/hatchway-supervisor
+# The recipe needs only the standard library and hatchway's own errors and files modules: the system's python3
+# runs it from the source tree, before any virtualenv exists.
+python=${PYTHON:-python3}
+recipe() { PYTHONPATH=src "$python" -m hatchway.sandbox.binary "$@"; }
 
-if [ -x "$out" ] && [ "$out" -nt "$src" ]; then
+if [ $# -eq 0 ] && recipe check; then
   exit 0
 fi
 
@@ -25,11 +29,4 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-mkdir -p "$(dirname "$out")"
-tmp=$(mktemp "$(dirname "$out")/.hatchway-supervisor.XXXXXX")
-trap 'rm -f "$tmp"' EXIT
-cc -static -O2 -Wall -Wextra -Werror -o "$tmp" "$src"
-chmod 755 "$tmp"
-mv -f "$tmp" "$out"
-trap - EXIT
-echo "built $out"
+recipe build "$@"

@@ -1,5 +1,5 @@
-"""The wire protocol of the sandbox supervisor (`supervisor.c`): requests hatchway writes to its stdin, result lines it
-writes to its stdout.
+"""The wire protocol of the sandbox supervisor (`supervisor/`, C): requests hatchway writes to its stdin, result lines
+it writes to its stdout.
 
 A request is a sequence of NUL-terminated fields ended by an empty field (so ``b"\\0\\0"`` closes the last one). The
 first field is the verb:
