@@ -14,6 +14,7 @@ from hatchway.engines.fake import FakeEngine, FakeImages, FakeProgram
 from hatchway.engines.volumes import DirectoryVolumes
 from hatchway.errors import EngineError
 from hatchway.models import Job, JobRequest, JobState, Reason, utcnow
+from hatchway.sandbox.binary import supervisor_path
 from hatchway.settings import Settings
 from hatchway.store.memory import MemoryStore
 from hatchway.worker.bootstrap import assemble
@@ -23,7 +24,13 @@ from tests.conftest import job_when
 RunJob = Callable[..., Awaitable[Job]]
 
 
-def fake_worker(tmp_path: Path, engine: FakeEngine, images: FakeImages | None = None, **settings: Any) -> Worker:
+def fake_worker(
+    tmp_path: Path,
+    engine: FakeEngine,
+    images: FakeImages | None = None,
+    supervisor: Callable[[], Path] = supervisor_path,
+    **settings: Any,
+) -> Worker:
     values: dict[str, Any] = {
         "data_dir": tmp_path,
         "worker_id": "unit",
@@ -43,6 +50,7 @@ def fake_worker(tmp_path: Path, engine: FakeEngine, images: FakeImages | None = 
         images=images or FakeImages(),
         bundles=BundleCache(tmp_path / "bundles", max_download_bytes=1024, download_timeout_s=1, url_allowed=bool),
         volumes=DirectoryVolumes(tmp_path / "volumes", owner=None),
+        supervisor=supervisor,
     )
     worker.parts.health.retry_s = (0.01, 0.05)  # an engine that went away is pinged again at once
     return worker

@@ -43,6 +43,8 @@ class WorkerView:
     callbacks: CallbackSender
     metrics: Metrics
     stats: JobStats
+    problems: Sequence[str]
+    """What the worker lacks though it takes jobs (the sandbox supervisor, say)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +82,7 @@ class ApiServices:
                 callbacks=parts.callbacks,
                 metrics=parts.metrics,
                 stats=parts.stats,
+                problems=parts.problems,
             ),
         )
 

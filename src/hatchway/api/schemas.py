@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from hatchway.models import Job, ResolvedLimits
 from hatchway.observability.host import HostMetrics
@@ -57,6 +57,11 @@ class Health(BaseModel):
     sources: list[SourceStatus]
     controller: ControllerStatus | None
     host: HostMetrics
+    problems: list[str] = Field(
+        default_factory=list,
+        description="What the worker lacks though it takes jobs (the sandbox supervisor, say): `status` is then "
+        "`degraded`, with 200 while it accepts jobs and the engine answers.",
+    )
 
 
 class WorkersStatus(BaseModel):
@@ -91,3 +96,4 @@ class Info(BaseModel):
     default_limits: ResolvedLimits
     max_limits: ResolvedLimits
     kill_grace_s: float
+    problems: list[str] = Field(default_factory=list, description="What the worker lacks, as /health says.")

@@ -28,7 +28,7 @@ async def health(worker: SystemDep, settings: SettingsDep, response: Response) -
     if not healthy:
         response.status_code = 503
     return Health(
-        status="ok" if healthy else "degraded",
+        status="ok" if healthy and not worker.problems else "degraded",
         worker_id=worker.worker_id,
         accepting=worker.accepting(),
         running=counts[JobState.RUNNING] + counts[JobState.BUILDING],
@@ -40,6 +40,7 @@ async def health(worker: SystemDep, settings: SettingsDep, response: Response) -
         sources=[source.status() for source in worker.sources],
         controller=None if worker.controller is None else worker.controller.status(),
         host=host_metrics(),
+        problems=list(worker.problems),
     )
 
 
@@ -120,6 +121,7 @@ async def info(worker: SystemDep, settings: SettingsDep) -> Info:
         default_limits=settings.default_limits,
         max_limits=settings.max_limits,
         kill_grace_s=settings.kill_grace_s,
+        problems=list(worker.problems),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
 
 from hatchway import __version__
 from hatchway.bundles import BundleCache
@@ -41,7 +42,7 @@ from hatchway.observability.metrics import Metrics
 from hatchway.observability.stats import JobStats
 from hatchway.output.artifacts import ArtifactStore
 from hatchway.pools import Pools
-from hatchway.sandbox.binary import installed_supervisor
+from hatchway.sandbox.binary import installed_supervisor, supervisor_path
 from hatchway.settings import Settings
 from hatchway.sources import build_sources
 from hatchway.store.base import JobStore
@@ -106,6 +107,7 @@ def build_worker(settings: Settings, store: JobStore | None = None) -> Worker:
         images=images,
         bundles=bundles,
         on_close=host.close,
+        supervisor=supervisor,
     )
 
 
@@ -137,10 +139,20 @@ def assemble(
     bundles: BundleCache,
     volumes: Volumes | None = None,
     on_close: Callable[[], None] = lambda: None,
+    supervisor: Callable[[], Path] = supervisor_path,
 ) -> Worker:
-    """A worker of every part wired around these engines, images, bundles, store and volumes."""
+    """A worker of every part wired around these engines, images, bundles, store and volumes; `supervisor` finds
+    the sandbox supervisor's binary (the package's own by default)."""
     return Worker(
-        parts(settings, store=store, engines=engines, images=images, bundles=bundles, volumes=volumes),
+        parts(
+            settings,
+            store=store,
+            engines=engines,
+            images=images,
+            bundles=bundles,
+            volumes=volumes,
+            supervisor=supervisor,
+        ),
         on_close=on_close,
     )
 
@@ -153,6 +165,7 @@ def parts(
     images: ImageService,
     bundles: BundleCache,
     volumes: Volumes | None = None,
+    supervisor: Callable[[], Path] = supervisor_path,
 ) -> Parts:
     """Every part of a worker, wired."""
     worker_id = settings.worker_id
@@ -330,4 +343,6 @@ def parts(
         # Streams of events end with the HTTP API, once the drain is over: their readers see jobs stopped by it.
         event_feed=EventFeed(store, signals, stopping=pushed_stop),
         pushed_stop=pushed_stop,
+        supervisor=supervisor,
+        problems=[],
     )

@@ -4,8 +4,9 @@ the command line are handed the few they use."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from hatchway.bundles import BundleCache
 from hatchway.engines.base import Engine, ImageService
@@ -63,6 +64,10 @@ class Parts:
     services: Services
     event_feed: EventFeed
     pushed_stop: asyncio.Event
+    supervisor: Callable[[], Path]
+    """The sandbox supervisor's binary as sandboxes mount it; raises SandboxUnavailable if it is not built."""
+    problems: list[str]
+    """What the worker lacks though it takes jobs, found at its start (`/health` and `/info` say so)."""
     """Set once the drain is over: sources clients push to (the HTTP API) close then, and event streams end."""
 
     @property

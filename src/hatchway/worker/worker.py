@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from hatchway.errors import ConfigError, EngineError
+from hatchway.errors import ConfigError, EngineError, SandboxUnavailable
 from hatchway.models import Reason
 from hatchway.sources import JobSource
 from hatchway.worker.parts import Parts
@@ -78,6 +78,7 @@ class Worker:
         """
         if on_fatal is not None:
             self.services.on_fatal = on_fatal
+        self._check_supervisor()
         if probe:
             await self.parts.health.probe()
         else:
@@ -92,6 +93,16 @@ class Worker:
         self.services.start("maintenance", self.parts.maintenance.run(self._stop))
         self._callbacks_task = self.services.start("callbacks", self.parts.callbacks.run(self._callbacks_stop))
         log.info("worker started", extra={"event": "worker_started", "worker_id": self.worker_id})
+
+    def _check_supervisor(self) -> None:
+        """Without its supervisor the worker still runs jobs, but every pooled job runs cold and no grading can
+        run: say so loudly, once, at the start, and keep saying so in `/health` and `/info`."""
+        try:
+            self.parts.supervisor()
+        except SandboxUnavailable as exc:
+            problem = f"{exc}; pooled jobs run in fresh containers and gradings fail until it is built"
+            self.parts.problems.append(problem)
+            log.error(problem, extra={"event": "supervisor_missing", "worker_id": self.worker_id})
 
     async def shutdown(self) -> None:
         """Drain, then close."""
