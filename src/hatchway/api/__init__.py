@@ -1,4 +1,4 @@
-"""The HTTP API: a thin layer that validates, calls the worker and serialises."""
+"""The HTTP API: a thin layer that validates, calls the services it is handed (`deps`) and serialises."""
 
 from hatchway.api.app import create_app
 

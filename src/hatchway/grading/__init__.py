@@ -1,6 +1,4 @@
-"""Grading: run a submission against tests and say how well it did.
-
-The pure logic lives here, free of Docker and I/O: the request and result values (`models`), the built-in output
-checkers and the parsing of a custom checker's answer (`checkers`), deciding one test's verdict and scoring tests
-and groups (`verdicts`), and reading an unpacked problem archive (`problem`).
+"""Grading at run time: admit a grading, fetch its problem archive, compile once in a prepared sandbox, run every
+test and judge it (`runner`, `session`, `sandboxes`, `workspace`, `custom_checker`), and the facade job sources
+talk to (`service`). The pure logic it judges with, free of Docker and I/O, is `hatchway.judge`.
 """
