@@ -17,7 +17,7 @@ from hatchway.models import Job, JobRequest, JobState, Reason, utcnow
 from hatchway.sandbox.binary import supervisor_path
 from hatchway.settings import Settings
 from hatchway.store.memory import MemoryStore
-from hatchway.worker.bootstrap import assemble
+from hatchway.worker.bootstrap import parts
 from hatchway.worker.worker import Worker
 from tests.conftest import job_when
 
@@ -43,14 +43,16 @@ def fake_worker(
         "pool_warm_total": 0,
     }
     values.update(settings)
-    worker = assemble(
-        Settings(**values),
-        store=MemoryStore(),
-        engines={"docker": engine},
-        images=images or FakeImages(),
-        bundles=BundleCache(tmp_path / "bundles", max_download_bytes=1024, download_timeout_s=1, url_allowed=bool),
-        volumes=DirectoryVolumes(tmp_path / "volumes", owner=None),
-        supervisor=supervisor,
+    worker = Worker(
+        parts(
+            Settings(**values),
+            store=MemoryStore(),
+            engines={"docker": engine},
+            images=images or FakeImages(),
+            bundles=BundleCache(tmp_path / "bundles", max_download_bytes=1024, download_timeout_s=1, url_allowed=bool),
+            volumes=DirectoryVolumes(tmp_path / "volumes", owner=None),
+            supervisor=supervisor,
+        )
     )
     worker.parts.health.retry_s = (0.01, 0.05)  # an engine that went away is pinged again at once
     return worker

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 
@@ -25,6 +25,8 @@ from hatchway.sources import JobSource
 from hatchway.worker.callbacks import CallbackSender
 from hatchway.worker.parts import Parts
 from hatchway.worker.registration import ControllerLink
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,38 +89,14 @@ class ApiServices:
         )
 
 
-# Each is async, so FastAPI does not hop to a thread for it on every request.
-def _services(request: Request) -> ApiServices:
-    services: ApiServices = request.app.state.services
-    return services
+def _picked(pick: Callable[[ApiServices], _T]) -> Callable[[Request], Awaitable[_T]]:
+    """A dependency handing a route one of the app's services; async, so FastAPI does not hop to a thread for it
+    on every request."""
 
+    async def dependency(request: Request) -> _T:
+        return pick(request.app.state.services)
 
-async def _settings(request: Request) -> Settings:
-    return _services(request).settings
-
-
-async def _jobs(request: Request) -> JobService:
-    return _services(request).jobs
-
-
-async def _grades(request: Request) -> GradeService:
-    return _services(request).grades
-
-
-async def _artifacts(request: Request) -> ArtifactStore:
-    return _services(request).artifacts
-
-
-async def _images(request: Request) -> ImageService:
-    return _services(request).images
-
-
-async def _events(request: Request) -> EventFeed:
-    return _services(request).events
-
-
-async def _system(request: Request) -> WorkerView:
-    return _services(request).system
+    return dependency
 
 
 async def _on_submit(request: Request) -> Callable[[], None]:
@@ -126,12 +104,12 @@ async def _on_submit(request: Request) -> Callable[[], None]:
     return on_submit
 
 
-SettingsDep = Annotated[Settings, Depends(_settings)]
-JobsDep = Annotated[JobService, Depends(_jobs)]
-GradesDep = Annotated[GradeService, Depends(_grades)]
-ArtifactsDep = Annotated[ArtifactStore, Depends(_artifacts)]
-ImagesDep = Annotated[ImageService, Depends(_images)]
-EventsDep = Annotated[EventFeed, Depends(_events)]
-SystemDep = Annotated[WorkerView, Depends(_system)]
+SettingsDep = Annotated[Settings, Depends(_picked(lambda services: services.settings))]
+JobsDep = Annotated[JobService, Depends(_picked(lambda services: services.jobs))]
+GradesDep = Annotated[GradeService, Depends(_picked(lambda services: services.grades))]
+ArtifactsDep = Annotated[ArtifactStore, Depends(_picked(lambda services: services.artifacts))]
+ImagesDep = Annotated[ImageService, Depends(_picked(lambda services: services.images))]
+EventsDep = Annotated[EventFeed, Depends(_picked(lambda services: services.events))]
+SystemDep = Annotated[WorkerView, Depends(_picked(lambda services: services.system))]
 OnSubmitDep = Annotated[Callable[[], None], Depends(_on_submit)]
 """What to call once a job or grading is created (`create_app`'s `on_submit`)."""

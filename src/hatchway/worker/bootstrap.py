@@ -1,8 +1,8 @@
 """Building a worker from settings, in one place: the embedded defaults are SQLite under the data directory and the
 local Docker engine, with runc as `docker` and gVisor's runsc as `gvisor` where policy allows them.
 
-`build_worker` makes the Docker engines, image service and bundle cache; `assemble` wires every other part around
-whatever engines, images, store and volumes it is given (the unit tests give it fakes)."""
+`build_worker` makes the Docker engines, image service and bundle cache; `parts` wires every other part around
+whatever engines, images, store and volumes it is given (the unit tests give it fakes), and a `Worker` runs them."""
 
 from __future__ import annotations
 
@@ -100,15 +100,15 @@ def build_worker(settings: Settings, store: JobStore | None = None) -> Worker:
         },
         url_allowed=functools.partial(url_matches, settings.bundle_allowed_urls),
     )
-    return assemble(
+    built = parts(
         settings,
         store=store or SqliteStore(settings.data_dir / "hatchway.db"),
         engines=engines,
         images=images,
         bundles=bundles,
-        on_close=host.close,
         supervisor=supervisor,
     )
+    return Worker(built, on_close=host.close)
 
 
 def policy_from_settings(
@@ -130,33 +130,6 @@ def policy_from_settings(
     )
 
 
-def assemble(
-    settings: Settings,
-    *,
-    store: JobStore,
-    engines: Mapping[str, Engine],
-    images: ImageService,
-    bundles: BundleCache,
-    volumes: Volumes | None = None,
-    on_close: Callable[[], None] = lambda: None,
-    supervisor: Callable[[], Path] = supervisor_path,
-) -> Worker:
-    """A worker of every part wired around these engines, images, bundles, store and volumes; `supervisor` finds
-    the sandbox supervisor's binary (the package's own by default)."""
-    return Worker(
-        parts(
-            settings,
-            store=store,
-            engines=engines,
-            images=images,
-            bundles=bundles,
-            volumes=volumes,
-            supervisor=supervisor,
-        ),
-        on_close=on_close,
-    )
-
-
 def parts(
     settings: Settings,
     *,
@@ -167,7 +140,8 @@ def parts(
     volumes: Volumes | None = None,
     supervisor: Callable[[], Path] = supervisor_path,
 ) -> Parts:
-    """Every part of a worker, wired."""
+    """Every part of a worker, wired around these engines, images, bundles, store and volumes (the unit tests give
+    fakes); `supervisor` finds the sandbox supervisor's binary (the package's own by default)."""
     worker_id = settings.worker_id
     health = EngineHealth(engines, worker_id=worker_id)
     policy = policy_from_settings(

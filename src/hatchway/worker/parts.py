@@ -35,7 +35,7 @@ from hatchway.worker.registration import ControllerLink
 
 @dataclass(frozen=True, kw_only=True)
 class Parts:
-    """Every part of one worker, as `bootstrap.assemble` wired them."""
+    """Every part of one worker, as `bootstrap.parts` wired them."""
 
     settings: Settings
     store: JobStore
