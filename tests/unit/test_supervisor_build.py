@@ -2,10 +2,14 @@
 
 A stand-in compiler records its calls and writes a dummy binary, so these tests count builds without compiling;
 the real compile is test_supervisor.py's fixture and the package build's test.
+
+The sources' layering: the C files call each other's functions one way, in the order of supervisor.h's file map.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 import shutil
 import subprocess
 import sys
@@ -171,3 +175,112 @@ def test_the_recipe_imports_only_the_standard_library_and_hatchway() -> None:
         timeout=60,
     ).stdout.split()
     assert out == ["hatchway"]
+
+
+# ---------------------------------------------------------------- the files' layering
+
+# Comments, string and character literals, and preprocessor lines: nothing in them is a call.
+_NOT_CODE = re.compile(
+    r"/\*.*?\*/|//[^\n]*|\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\n])*'|^[ \t]*#[^\n]*(?:\\\n[^\n]*)*",
+    re.DOTALL | re.MULTILINE,
+)
+# At the top level, with every {...} block emptied: `name(parameters) {` is a definition, its prefix says if static.
+_DEFINITION = re.compile(r"(?:^|[;}])([^;{}]*?)\b([A-Za-z_]\w*)\s*\((?:[^()]|\([^()]*\))*\)\s*\{")
+_CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
+
+
+def _code(text: str) -> str:
+    return _NOT_CODE.sub(" ", text)
+
+
+def _top_level(code: str) -> str:
+    out, depth = [], 0
+    for ch in code:
+        if ch == "}":
+            depth -= 1
+        if depth == 0:
+            out.append(ch)
+        if ch == "{":
+            depth += 1
+    return "".join(out)
+
+
+def supervisor_call_graph(source_dir: Path = SOURCE_DIR) -> dict[str, dict[str, set[str]]]:
+    """For each .c file, the other files whose functions it calls, each with the functions called."""
+    code = {path.name: _code(path.read_text()) for path in sorted(source_dir.glob("*.c"))}
+    defined: dict[str, set[str]] = {}
+    owner: dict[str, str] = {}  # a function other files can call -> the file that defines it
+    for name, text in code.items():
+        defined[name] = set()
+        for prefix, function in _DEFINITION.findall(_top_level(text)):
+            defined[name].add(function)
+            if not re.search(r"\bstatic\b", prefix):
+                assert owner.setdefault(function, name) == name, (
+                    f"{function} is defined in {owner[function]} and {name}"
+                )
+    graph: dict[str, dict[str, set[str]]] = {name: {} for name in code}
+    for name, text in code.items():
+        for function in set(_CALL.findall(text)) - defined[name]:
+            if function in owner:
+                graph[name].setdefault(owner[function], set()).add(function)
+    return graph
+
+
+def find_cycle(graph: dict[str, dict[str, set[str]]]) -> list[str]:
+    """Files that call each other in a circle, as [a, b, ..., a]; [] if the calls run one way."""
+    state: dict[str, str] = {}  # "open" while on the path, "done" once all it reaches is known to be acyclic
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = "open"
+        path.append(node)
+        for callee in sorted(graph[node]):
+            if state.get(callee) == "open":
+                return [*path[path.index(callee) :], callee]
+            if callee not in state and (cycle := visit(callee)):
+                return cycle
+        state[node] = "done"
+        path.pop()
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return []
+
+
+def test_the_call_graph_finds_calls_between_files_and_circles(tmp_path: Path) -> None:
+    graph = supervisor_call_graph()
+    assert sorted(graph) == sorted(SOURCE_FILES)
+    assert graph["main.c"]["run.c"] == {"handle_run"}, "the parser sees main() call handle_run"
+    (tmp_path / "a.c").write_text(
+        '#include "x.h"\n/* c_one() */\nstatic int local(void) { return b_one(); }\n'
+        "int a_one(int (*f)(void), char c) {\n    return f() + local() + (c == '{');\n}\n"
+    )
+    (tmp_path / "b.c").write_text('int b_one(void)\n{\n    const char *s = "a_one()";\n    return c_one();\n}\n')
+    (tmp_path / "c.c").write_text("static int local(void) { return 0; }\nint c_one(void) { return a_one(0, 0); }\n")
+    assert supervisor_call_graph(tmp_path) == {
+        "a.c": {"b.c": {"b_one"}},
+        "b.c": {"c.c": {"c_one"}},
+        "c.c": {"a.c": {"a_one"}},
+    }
+    assert find_cycle(supervisor_call_graph(tmp_path)) == ["a.c", "b.c", "c.c", "a.c"]
+
+
+def test_the_supervisor_files_call_each_other_one_way() -> None:
+    # The layering in supervisor.h's file map: a file calls functions of the files below it only, so that each
+    # file can be read knowing only those. A call upward is a function in the wrong file: move it down.
+    graph = supervisor_call_graph()
+    cycle = find_cycle(graph)
+    calls = [f"{a} -> {b}: {', '.join(sorted(graph[a][b]))}" for a, b in itertools.pairwise(cycle)]
+    assert not cycle, "files that call each other in a circle:\n" + "\n".join(calls)
+    header = (SOURCE_DIR / "supervisor.h").read_text()
+    layers = re.findall(r"^ \*   (\w+\.c) ", header, re.MULTILINE)
+    assert sorted(layers) == sorted(SOURCE_FILES), "supervisor.h's file map names every file once"
+    upward = [
+        f"{caller} -> {callee}: {', '.join(sorted(functions))}"
+        for caller, callees in graph.items()
+        for callee, functions in callees.items()
+        if layers.index(callee) < layers.index(caller)
+    ]
+    assert not upward, "calls to a file above the caller in supervisor.h's file map:\n" + "\n".join(upward)

@@ -1,5 +1,6 @@
-/* The protocol's half in C: reading requests from stdin, parsing a run request, and writing the one-line JSON
- * answers to stdout (protocol.py is the other half and documents both). */
+/* The protocol's half in C: reading requests from stdin, parsing a run request (and giving it TMPDIR), and writing
+ * the one-line JSON answers to stdout, each built in a growable buffer; die answers a fatal error the same way
+ * (protocol.py is the other half and documents both). The lowest layer: it calls no other file (supervisor.h). */
 #include "supervisor.h"
 
 #include <errno.h>
@@ -11,6 +12,47 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+/* ---------------------------------------------------------------- the buffer answers are built in */
+
+static void sb_reserve(struct sbuf *b, size_t extra)
+{
+    if (b->len + extra + 1 <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 512;
+    while (cap < b->len + extra + 1)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p)
+        die("out of memory");
+    b->p = p;
+    b->cap = cap;
+}
+
+void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+    sb_reserve(b, n);
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void sb_puts(struct sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
+
+void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    sb_reserve(b, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
 
 /* ---------------------------------------------------------------- answers */
 
@@ -401,4 +443,16 @@ const char *parse_run(char *begin, char *end, struct request *rq, char *msg, siz
     if (rq->scratch && rq->cwd)
         return "cwd= and scratch=1 exclude each other: with scratch=1 the scratch directory is the cwd";
     return NULL;
+}
+
+/* Give a request the scratch directory as TMPDIR, instead of any of its own; env has a spare slot for it. */
+void set_tmpdir(struct request *rq, char *tmpdir_env)
+{
+    size_t i;
+    for (i = 0; i < rq->nenv; i++)
+        if (strncmp(rq->env[i], "TMPDIR=", 7) == 0)
+            break;
+    rq->env[i] = tmpdir_env;
+    if (i == rq->nenv)
+        rq->nenv++;
 }

@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,40 +14,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-void set_error(struct run *r, const char *fmt, ...)
-{
-    if (r->error[0])
-        return; /* the first failure is the one that explains the others */
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->error, sizeof r->error, fmt, ap);
-    va_end(ap);
-}
-
-void set_errno_error(struct run *r, const char *what, int e)
-{
-    char d[128];
-    describe_errno(d, sizeof d, e);
-    set_error(r, "%s: %s", what, d);
-}
-
 /* Add a note after whatever error the run has. */
 static void append_error(struct run *r, const char *note)
 {
     size_t n = strlen(r->error);
     snprintf(r->error + n, sizeof r->error - n, "%s%s", n ? "; " : "", note);
-}
-
-/* Give a request the scratch directory as TMPDIR, instead of any of its own; env has a spare slot for it. */
-void set_tmpdir(struct request *rq, char *tmpdir_env)
-{
-    size_t i;
-    for (i = 0; i < rq->nenv; i++)
-        if (strncmp(rq->env[i], "TMPDIR=", 7) == 0)
-            break;
-    rq->env[i] = tmpdir_env;
-    if (i == rq->nenv)
-        rq->nenv++;
 }
 
 static int open_stdio(struct run *r, const struct request *rq)

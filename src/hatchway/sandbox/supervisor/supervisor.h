@@ -54,17 +54,20 @@
  *
  * Built static (cc -static) so the same binary runs in Debian, Alpine/musl and scratch images.
  *
- * The files, one concern each:
+ * The files, one concern each, in layers from the top: a file calls functions of the files listed below it only,
+ * never of one above it, so no two files call each other, not even through others
+ * (tests/unit/test_supervisor_build.py checks it):
  *   main.c      start-up (options, signals, the cgroup check) and the request loop
- *   protocol.c  reading requests, parsing a run request, writing the JSON answers
  *   run.c       one run from request to answer: its files, scratch directory, process, limits and measurements
- *   exec.c      the run's process between fork and exec: session, cgroups, rlimits, user, capabilities, exec
- *   zygote.c    the next run's process, made ahead, and the order that hands it a request
- *   reap.c      reaping, killing every process of a run, and accounting (CPU, memory) in both modes
- *   cgroups.c   the --cgroup directories, each run's cgroups and limits, and their counters
  *   next_run.c  idle work between runs: the next run's name, cgroups, scratch directory and zygote
+ *   reap.c      reaping, killing every process of a run, and accounting (CPU, memory) in both modes
+ *   zygote.c    the next run's process, made ahead, and the order that hands it a request
+ *   exec.c      the run's process between fork and exec: session, cgroups, rlimits, user, capabilities, exec
+ *   cgroups.c   the --cgroup directories, each run's cgroups and limits, and their counters
  *   cleanup.c   removing a run's files without following links, and trying again what failed
- *   util.c      the clock, errno names, a growable buffer, small files read and written whole
+ *   util.c      the clock, errno names, a run's error message, small files read and written whole
+ *   protocol.c  reading requests, parsing a run request (and giving it TMPDIR), writing the JSON answers (built in
+ *               a growable buffer), and die, which answers a fatal error the same way
  * State that more than one file needs is one of three structs declared here: Supervisor (fixed at start-up, with
  * a few counters), Next (made ahead for the next run) and Dirty (clean-up left to try again); the rest is
  * static in the one file that uses it.
@@ -221,12 +224,9 @@ struct run {
     char error[900];
 };
 
-/* ---------------------------------------------------------------- util.c */
+/* The functions each file offers the others, lowest layer first (the file map above). */
 
-uint64_t now_ns(void);
-static inline uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
-static inline uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
-void describe_errno(char *out, size_t size, int e);
+/* ---------------------------------------------------------------- protocol.c */
 
 /* A growable byte buffer; results are built in one and written with a single write(2). */
 struct sbuf {
@@ -237,16 +237,6 @@ void sb_add(struct sbuf *b, const char *s, size_t n);
 void sb_puts(struct sbuf *b, const char *s);
 void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-ssize_t read_open_file(int fd, char *buf, size_t size);
-ssize_t read_file_at(int dirfd, const char *name, char *buf, size_t size);
-bool parse_u64_text(const char *buf, uint64_t *out);
-bool read_u64_at(int dirfd, const char *name, uint64_t *out);
-int write_file_at(int dirfd, const char *name, const char *value);
-bool find_key_u64(const char *text, const char *key, uint64_t *out);
-int open_dir(const char *path, const char *what);
-
-/* ---------------------------------------------------------------- protocol.c */
-
 void emit(struct sbuf *b);
 void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void emit_error(const char *msg);
@@ -255,13 +245,41 @@ enum read_result read_request(char **begin, char **end);
 void let_the_answer_go(void);
 void free_request(struct request *rq);
 const char *parse_run(char *begin, char *end, struct request *rq, char *msg, size_t msglen);
+void set_tmpdir(struct request *rq, char *tmpdir_env);
 
-/* ---------------------------------------------------------------- run.c */
+/* ---------------------------------------------------------------- util.c */
 
+uint64_t now_ns(void);
+static inline uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+static inline uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+void describe_errno(char *out, size_t size, int e);
 void set_error(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void set_errno_error(struct run *r, const char *what, int e);
-void set_tmpdir(struct request *rq, char *tmpdir_env);
-void handle_run(struct request *rq, const char *fields, const char *end);
+
+ssize_t read_open_file(int fd, char *buf, size_t size);
+ssize_t read_file_at(int dirfd, const char *name, char *buf, size_t size);
+bool parse_u64_text(const char *buf, uint64_t *out);
+bool read_u64_at(int dirfd, const char *name, uint64_t *out);
+int write_file_at(int dirfd, const char *name, const char *value);
+bool find_key_u64(const char *text, const char *key, uint64_t *out);
+int open_dir(const char *path, const char *what);
+
+/* ---------------------------------------------------------------- cleanup.c */
+
+int remove_tree_at(int dirfd, const char *name, char *err, size_t errlen);
+void clean_up(const char *scratch, bool wipe);
+bool clean_up_again(char *first_error, size_t size);
+
+/* ---------------------------------------------------------------- cgroups.c */
+
+void setup_cgroups(const char *dir);
+void close_counters(int counter[CT_COUNT]);
+ssize_t read_counter(const int cg[CG_COUNT], const int counter[CT_COUNT], int which, char *buf, size_t size);
+bool read_counter_u64(const int cg[CG_COUNT], const int counter[CT_COUNT], int which, uint64_t *out);
+void remove_cgroup_dirs(const char *name, int cg[CG_COUNT]);
+int make_next_cgroups(const char **failed);
+int make_cgroups(struct run *r, const struct request *rq, bool made_ahead, uint64_t mem_bytes, uint64_t procs);
+size_t signal_cgroup(const struct run *r, int sig);
 
 /* ---------------------------------------------------------------- exec.c */
 
@@ -290,27 +308,14 @@ uint64_t rss_so_far(void);
 void end_leftovers(struct run *r);
 void measure(struct run *r, uint64_t *cpu_us, uint64_t *memory_bytes);
 
-/* ---------------------------------------------------------------- cgroups.c */
-
-void setup_cgroups(const char *dir);
-void close_counters(int counter[CT_COUNT]);
-ssize_t read_counter(const int cg[CG_COUNT], const int counter[CT_COUNT], int which, char *buf, size_t size);
-bool read_counter_u64(const int cg[CG_COUNT], const int counter[CT_COUNT], int which, uint64_t *out);
-void remove_cgroup_dirs(const char *name, int cg[CG_COUNT]);
-int make_next_cgroups(const char **failed);
-int make_cgroups(struct run *r, const struct request *rq, bool made_ahead, uint64_t mem_bytes, uint64_t procs);
-size_t signal_cgroup(const struct run *r, int sig);
-
 /* ---------------------------------------------------------------- next_run.c */
 
 void name_next(void);
 int make_scratch_dir(const char *name);
 void prepare_next(void);
 
-/* ---------------------------------------------------------------- cleanup.c */
+/* ---------------------------------------------------------------- run.c */
 
-int remove_tree_at(int dirfd, const char *name, char *err, size_t errlen);
-void clean_up(const char *scratch, bool wipe);
-bool clean_up_again(char *first_error, size_t size);
+void handle_run(struct request *rq, const char *fields, const char *end);
 
 #endif

@@ -1,4 +1,5 @@
-/* Small helpers: the clock, errno names, a growable buffer, and small files read and written whole. */
+/* Small helpers: the clock, errno names, a run's error message, and small files read and written whole. They call
+ * only protocol.c (die); see the layering in supervisor.h. */
 #include "supervisor.h"
 
 #include <errno.h>
@@ -71,43 +72,21 @@ void describe_errno(char *out, size_t size, int e)
         snprintf(out, size, "errno %d (%s)", e, strerror(e));
 }
 
-static void sb_reserve(struct sbuf *b, size_t extra)
+void set_error(struct run *r, const char *fmt, ...)
 {
-    if (b->len + extra + 1 <= b->cap)
-        return;
-    size_t cap = b->cap ? b->cap : 512;
-    while (cap < b->len + extra + 1)
-        cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p)
-        die("out of memory");
-    b->p = p;
-    b->cap = cap;
-}
-
-void sb_add(struct sbuf *b, const char *s, size_t n)
-{
-    sb_reserve(b, n);
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-void sb_puts(struct sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
-
-void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
+    if (r->error[0])
+        return; /* the first failure is the one that explains the others */
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    vsnprintf(r->error, sizeof r->error, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return;
-    sb_reserve(b, (size_t)n);
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
+}
+
+void set_errno_error(struct run *r, const char *what, int e)
+{
+    char d[128];
+    describe_errno(d, sizeof d, e);
+    set_error(r, "%s: %s", what, d);
 }
 
 /* Read an open small file from its start, as a string; returns bytes read or -1 with errno set. A cgroup file
