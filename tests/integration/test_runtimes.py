@@ -69,7 +69,7 @@ async def broken_gvisor_worker(tmp_path: Path, worker_id: str, request: pytest.F
 
 
 async def test_unavailable_gvisor_is_refused_by_default(broken_gvisor_worker: Worker) -> None:
-    assert broken_gvisor_worker.health.ok == {"docker": True, "gvisor": False}
+    assert broken_gvisor_worker.parts.health.ok == {"docker": True, "gvisor": False}
     with pytest.raises(RuntimeUnavailable, match="gvisor"):
         await broken_gvisor_worker.jobs.submit(JobRequest(image=BUSYBOX, command=["true"], runtime="gvisor"))
 
