@@ -40,6 +40,7 @@ from hatchway.sandbox.protocol import (
     parse_ready,
     parse_result,
 )
+from tests.host.conftest import require
 
 NOBODY = 65534
 CONTROLLERS = ("memory", "pids", "cpuacct")
@@ -47,11 +48,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 PYTHON = "/usr/bin/python3"  # the system interpreter: readable by nobody, unlike a pyenv or venv one
 MB = 1 << 20
 
-pytestmark = [
-    pytest.mark.timeout(60),
-    pytest.mark.skipif(os.geteuid() != 0, reason="the supervisor changes uid and makes cgroups: needs root"),
-]
-HAVE_CGROUP_V1 = all((CGROUP_ROOT / c / "cgroup.procs").exists() for c in CONTROLLERS)
+pytestmark = [pytest.mark.host, pytest.mark.timeout(60)]
 
 
 class Supervisor:
@@ -132,11 +129,13 @@ class Supervisor:
 
 @pytest.fixture(scope="session")
 def supervisor_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require("cc")
     return build_supervisor(tmp_path_factory.mktemp("supervisor") / "hatchway-supervisor")
 
 
 @pytest.fixture
 def start_supervisor(supervisor_binary: Path) -> Iterator[Callable[..., Supervisor]]:
+    require("system python")  # programs run as nobody: a venv's interpreter may be out of its reach
     started: list[Supervisor] = []
 
     def start(*args: str) -> Supervisor:
@@ -180,8 +179,7 @@ def _remove_cgroup(path: Path) -> None:
 @pytest.fixture
 def cgroup_dir(tmp_path: Path) -> Iterator[Path]:
     """A --cgroup DIR: symlinks memory, pids and cpuacct to fresh cgroups, removed (with any leftovers) after."""
-    if not HAVE_CGROUP_V1:
-        pytest.skip("needs cgroup v1 memory, pids and cpuacct hierarchies")
+    require("cgroup v1")
     name = f"hatchway-unit-{uuid.uuid4().hex[:12]}"
     links = tmp_path / "cgroup"
     links.mkdir()
@@ -842,6 +840,7 @@ def test_a_clean_up_failure_is_reported_in_the_next_answer(
     wipe.chmod(0o1777)
     sv = start_supervisor("--wipe", str(wipe))
     # A mount point cannot be removed: the wipe after the first run fails, after its answer.
+    require("disk tools")
     mount = wipe / "mnt"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "hatchway-unit", str(mount)], check=True)
