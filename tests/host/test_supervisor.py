@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import tempfile
 import time
@@ -866,38 +865,7 @@ def test_a_clean_up_failure_is_reported_in_the_next_answer(
     assert list(wipe.iterdir()) == []
 
 
-# ---------------------------------------------------------------- cost
-
-
-def test_overhead_per_run(cgroup_supervisor: Supervisor, proc_supervisor: Supervisor, capsys: Any) -> None:
-    """Measured and printed, not asserted: the host's load decides the numbers."""
-    runs, batch = 200, 20
-    request = RunRequest(argv=("/bin/true",), uid=NOBODY, gid=NOBODY).encode()
-
-    def spawn() -> None:
-        pid = os.posix_spawn("/bin/true", ["/bin/true"], {})
-        os.waitpid(pid, 0)
-
-    ways: dict[str, Callable[[], object]] = {
-        "supervisor, cgroup mode": lambda: parse_result(cgroup_supervisor.send(request)),
-        "supervisor, proc mode": lambda: parse_result(proc_supervisor.send(request)),
-        "Python posix_spawn": spawn,
-        "Python subprocess.run": lambda: subprocess.run(["/bin/true"], check=True),
-    }
-    times: dict[str, list[float]] = {name: [] for name in ways}
-    # Interleaved batches and medians: on a shared host, load comes and goes during the measurement.
-    for _ in range(runs // batch):
-        for name, action in ways.items():
-            for _ in range(batch):
-                started = time.perf_counter()
-                action()
-                times[name].append(time.perf_counter() - started)
-    median_ms = {name: statistics.median(values) * 1e3 for name, values in times.items()}
-    base = median_ms["Python posix_spawn"]
-    with capsys.disabled():
-        print(f"\n/bin/true, {runs} runs each, median per run:")
-        for name, ms in median_ms.items():
-            print(f"  {name:24} {ms:.2f} ms  ({ms - base:+.2f} ms over posix_spawn)")
+# ---------------------------------------------------------------- the installed copy
 
 
 def test_sandboxes_mount_a_copy_under_the_data_directory_named_by_its_content(tmp_path: Path) -> None:
