@@ -21,7 +21,7 @@ from hatchway.engines.docker_channel import SupervisorChannel
 from hatchway.engines.docker_host import DockerHost
 from hatchway.errors import EngineError, RunNeverStarted
 from hatchway.sandbox.protocol import RunRequest, RunStatus
-from tests.conftest import PYTHON, containers_of
+from tests.conftest import PYTHON, containers_of, until
 
 pytestmark = pytest.mark.docker
 
@@ -68,14 +68,6 @@ def request(*argv: str, **limits: float | int) -> RunRequest:
         processes=32,
         file_size_bytes=2**20,
     )
-
-
-async def until(check: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
-    """Return once check() holds; fail saying `what` did not happen within `timeout_s`."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.01)
 
 
 def says(path: Path, text: str) -> Callable[[], bool]:
