@@ -9,6 +9,7 @@ from typing import Any
 import docker
 import pytest
 
+from hatchway.errors import JobNotFound
 from hatchway.models import Job, JobRequest, JobState
 from hatchway.settings import Settings
 from hatchway.worker.bootstrap import build_worker
@@ -101,17 +102,21 @@ def run_job(worker: Worker, submit: Callable[..., Awaitable[Job]]) -> RunJob:
 
 
 async def wait_for_state(worker: Worker, job_id: str, state: JobState, timeout_s: float = 30) -> Job:
-    """The job once it has reached `state` (awaiting its change signals, not polling)."""
+    """The job once it has reached `state` (awaiting its change signals, not polling); a job not stored yet is
+    waited for too (storing it signals it)."""
     import asyncio
 
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         with worker.signals.watching(job_id) as changed:
-            job = await worker.jobs.get(job_id)
-            if job.state == state:
+            try:
+                job: Job | None = await worker.jobs.get(job_id)
+            except JobNotFound:
+                job = None
+            if job is not None and job.state == state:
                 return job
             remaining = deadline - asyncio.get_running_loop().time()
-            assert remaining > 0 and not job.state.is_final, f"job never reached {state}: {job}"
+            assert remaining > 0 and (job is None or not job.state.is_final), f"job never reached {state}: {job}"
             await worker.signals.wait(changed, remaining)
 
 
