@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
+import termios
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -294,13 +297,19 @@ def test_a_malformed_request_gets_an_error_and_the_next_one_still_works(proc_sup
 
 def test_a_request_may_arrive_in_pieces(proc_supervisor: Supervisor) -> None:
     request = RunRequest(argv=("/bin/sh", "-c", "exit 9"), uid=NOBODY, gid=NOBODY, id="pieces").encode()
-    # Cut inside a field, right after a field's NUL, and between the last NUL and the closing one.
+    # Cut inside a field, right after a field's NUL, and between the last NUL and the closing one. Each piece is
+    # read by the supervisor (the pipe is empty again) before the next is written, so each is a read of its own.
     for piece in (request[:7], request[7:20], request[20:-1]):
         proc_supervisor.stdin.write(piece)
         proc_supervisor.stdin.flush()
-        time.sleep(0.02)
+        _eventually(lambda: _unread(proc_supervisor.stdin) == 0, "the supervisor did not read the piece")
     result = parse_result(proc_supervisor.send(request[-1:]))
     assert (result.id, result.exit_code) == ("pieces", 9)
+
+
+def _unread(pipe: IO[bytes]) -> int:
+    """Bytes written to the pipe and not read yet (FIONREAD works on either end of a Linux pipe)."""
+    return struct.unpack("i", fcntl.ioctl(pipe.fileno(), termios.FIONREAD, b"\0" * 4))[0]  # type: ignore[no-any-return]
 
 
 def test_an_oversized_request_is_refused_and_skipped(proc_supervisor: Supervisor) -> None:
@@ -455,15 +464,27 @@ def test_wall_limit(both_paths: Supervisor) -> None:
     assert result.cpu_s < 0.2
 
 
+def _run_handles_sigterm(supervisor: Supervisor) -> bool:
+    """Whether a process of the run (nobody's, under the supervisor) catches or ignores SIGTERM."""
+    bit = 1 << (signal.SIGTERM - 1)
+    for child in psutil.Process(supervisor.proc.pid).children(recursive=True):
+        try:
+            if child.uids().real != NOBODY:
+                continue
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{child.pid}/status").read_text().splitlines())
+        except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+            continue  # it ended meanwhile
+        if (int(status["SigCgt"], 16) | int(status["SigIgn"], 16)) & bit:
+            return True
+    return False
+
+
 def _run_then_signal(supervisor: Supervisor, sig: int, *argv: str) -> RunResult:
     """Start argv, signal the supervisor as hatchway does from outside once the run has begun, and read the answer."""
     supervisor.stdin.write(RunRequest(argv=argv, uid=NOBODY, gid=NOBODY, id="stopped", wall_time_s=20).encode())
     supervisor.stdin.flush()
-    _eventually(
-        lambda: any(c.uids().real == NOBODY for c in psutil.Process(supervisor.proc.pid).children(recursive=True)),
-        "the run did not start",
-    )
-    time.sleep(0.2)  # let the shell set its trap
+    # The run has begun and its shell has set its trap: one of its processes catches or ignores SIGTERM.
+    _eventually(lambda: _run_handles_sigterm(supervisor), "the run did not start, or never set its trap")
     os.kill(supervisor.proc.pid, sig)
     return parse_result(supervisor.stdout.readline())
 
