@@ -753,14 +753,21 @@ def test_a_zygote_killed_in_its_cgroup_is_replaced(cgroup_supervisor: Supervisor
     assert_gone(pid)
 
 
-@pytest.mark.parametrize("mode", ["cgroup", "proc"])
+@pytest.fixture(params=["cgroup", "proc"])
+def mode_args(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The supervisor's arguments for cgroup or proc mode. Asked for before start_supervisor, so that the
+    cgroups are removed after the supervisor has ended (not while it still makes the next run's)."""
+    if request.param == "cgroup":
+        return ("--cgroup", str(request.getfixturevalue("cgroup_dir")))
+    return ()
+
+
 def test_zygote_and_fork_give_the_same_results(
-    mode: str, start_supervisor: Callable[..., Supervisor], shared_dir: Path, request: pytest.FixtureRequest
+    mode_args: tuple[str, ...], start_supervisor: Callable[..., Supervisor], shared_dir: Path
 ) -> None:
     scratch = shared_dir / "scratch"
     scratch.mkdir(mode=0o711)
-    cgroup = ("--cgroup", str(request.getfixturevalue("cgroup_dir"))) if mode == "cgroup" else ()
-    sv = start_supervisor(*cgroup, "--scratch", str(scratch))
+    sv = start_supervisor(*mode_args, "--scratch", str(scratch))
     out, err = shared_dir / "out", shared_dir / "err"
     (shared_dir / "in").write_text("from stdin\n")
     probe = (
@@ -778,7 +785,7 @@ def test_zygote_and_fork_give_the_same_results(
         (("sh", "-c", 'echo "$TMPDIR"; pwd; ls -A; stat -c %u:%a .; touch mine'), {"scratch": True}),
         (("/bin/true",), {"cwd": str(shared_dir / "missing")}),
     ]
-    if mode == "cgroup":
+    if mode_args:
         cases.append(((PYTHON, "-c", "b = b'x' * (200 << 20)"), {"memory_bytes": 50 * MB}))
 
     def outcome(result: RunResult) -> tuple[Any, ...]:
