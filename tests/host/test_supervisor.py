@@ -260,6 +260,14 @@ def _wait_for_cgroup(pid: int, controller: str, suffix: str) -> None:
     _eventually(lambda: _cgroup_of(pid, controller).endswith(suffix), f"{pid} never joined {controller}{suffix}")
 
 
+def _dead(pid: int) -> bool:
+    """Whether the process has ended (a zombie not reaped yet, or gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def assert_gone(pid: int) -> None:
     """The process no longer exists (not even as a zombie)."""
     assert not Path(f"/proc/{pid}").exists(), f"process {pid} survived its run"
@@ -745,8 +753,7 @@ def test_a_zygote_killed_in_its_cgroup_is_replaced(cgroup_supervisor: Supervisor
     _eventually(lambda: procs.read_text() != "", "the zygote never joined the next run's cgroup")
     (pid,) = (int(p) for p in procs.read_text().split())
     os.kill(pid, signal.SIGKILL)
-    while Path(f"/proc/{pid}").exists() and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-        time.sleep(0.001)
+    _eventually(lambda: _dead(pid), "the zygote survived SIGKILL")
     result = sv.run(PYTHON, "-c", "b = b'x' * (20 << 20)", memory_bytes=64 * MB, processes=5)
     assert (result.status, result.exit_code, result.error) == (RunStatus.EXITED, 0, None)
     assert 20 * MB <= result.memory_bytes < 64 * MB
