@@ -54,6 +54,16 @@ def mounts_under(path: Path) -> list[str]:
     return [point for point in points if point == str(path) or point.startswith(f"{path}/")]
 
 
+async def until(check: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
+    """Return once check() holds, looking every 10 ms; fail saying `what` did not happen within `timeout_s`. For a
+    condition nothing signals (a file a sandboxed program writes, a flag a task sets); await a signal where one
+    exists."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.01)
+
+
 async def job_when(worker: Worker, job_id: str, what: Callable[[Job], bool], timeout_s: float = 30) -> Job:
     """The job once `what` holds for it (awaiting its change signals, not polling)."""
     async with asyncio.timeout(timeout_s):

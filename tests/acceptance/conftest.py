@@ -94,6 +94,17 @@ class Server:
 ServerFactory = Callable[..., Server]
 
 
+def all_reported(server: Server, source: str, timeout_s: float = 30) -> list[dict[str, Any]]:
+    """The jobs of `source`, polled over HTTP until each has its report recorded (just after the master's answer)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        jobs: list[dict[str, Any]] = server.client.get("/jobs", params={"label": f"source:{source}"}).json()["jobs"]
+        if jobs and all(job["reported_at"] is not None for job in jobs):
+            return jobs
+        assert time.monotonic() < deadline, f"reports never recorded: {jobs}"
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def start_server(tmp_path: Path, worker_id: str, docker_client: docker.DockerClient) -> Iterator[ServerFactory]:
     """Start servers for one test; every one is stopped and must leave no container behind."""

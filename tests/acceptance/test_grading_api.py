@@ -196,8 +196,13 @@ def test_a_grading_cut_off_by_kill_9_is_graded_again_from_scratch(
     tests = [{"input": "0.5\n", "expected_output": "done\n"} for _ in range(8)]
     grade = server.client.post("/grade", json={"language": "python", "code": PY_SLOW, "tests": tests}).json()
     wait_grade(server, grade["id"], "running")
-    time.sleep(1)  # let it get some tests in, so the restart really cuts it off mid-way
+    # Some tests are graded (their result lines are in its log), not all: the restart really cuts it off mid-way.
+    deadline = time.monotonic() + 60
+    while ": AC " not in (log := server.client.get(f"/jobs/{grade['id']}/logs").text):
+        assert time.monotonic() < deadline, "no test of the grading was ever graded"
+        time.sleep(0.05)
     server.kill9()
+    assert log.count(": AC ") < len(tests), f"the grading was over before the restart: {log}"
     assert containers_of(docker_client, server.worker_id), "the cut-off grading's sandboxes outlive the worker"
 
     server.start()

@@ -3,6 +3,7 @@ with idle and busy pool containers loses no job and leaves no container."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -57,6 +58,17 @@ def test_pools_are_shown_and_serve_jobs(start_server: ServerFactory) -> None:
     assert status["started_containers"] >= 1 and status["pools"][0]["image"] == BUSYBOX
 
 
+def answered_in_a_log(client: docker.DockerClient, containers: list[str], run_id: str) -> bool:
+    """Whether a sandbox's supervisor wrote its answer to run `run_id` (one JSON line on its stdout)."""
+    for container in containers:
+        for line in client.api.logs(container, stdout=True, stderr=False).splitlines():
+            with contextlib.suppress(ValueError):
+                answer = json.loads(line)
+                if isinstance(answer, dict) and answer.get("id") == run_id:
+                    return True
+    return False
+
+
 def test_kill_9_with_idle_and_busy_pool_containers_loses_no_job_and_leaves_no_container(
     start_server: ServerFactory, docker_client: docker.DockerClient
 ) -> None:
@@ -77,7 +89,11 @@ def test_kill_9_with_idle_and_busy_pool_containers_loses_no_job_and_leaves_no_co
     server.kill9()
     left = containers_of(docker_client, server.worker_id)
     assert len(left) >= 3, "the idle and the busy pool containers outlived the worker"
-    time.sleep(2)  # the short job ends meanwhile
+    # The short job ends while the worker is down: its supervisor's answer is in its container's log.
+    deadline = time.monotonic() + 30
+    while not answered_in_a_log(docker_client, left, short["id"]):
+        assert time.monotonic() < deadline, "the short job never ended while the worker was down"
+        time.sleep(0.05)
 
     server.start()
     ended = server.wait_state(short["id"], "failed", "succeeded")

@@ -9,7 +9,8 @@ from typing import Any
 import docker
 import pytest
 
-from hatchway.models import Job, JobRequest, JobState
+from hatchway.errors import JobNotFound
+from hatchway.models import Job, JobRequest, JobState, Stream
 from hatchway.settings import Settings
 from hatchway.worker.bootstrap import build_worker
 from hatchway.worker.worker import Worker
@@ -101,18 +102,36 @@ def run_job(worker: Worker, submit: Callable[..., Awaitable[Job]]) -> RunJob:
 
 
 async def wait_for_state(worker: Worker, job_id: str, state: JobState, timeout_s: float = 30) -> Job:
-    """The job once it has reached `state` (awaiting its change signals, not polling)."""
+    """The job once it has reached `state` (awaiting its change signals, not polling); a job not stored yet is
+    waited for too (storing it signals it)."""
     import asyncio
 
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         with worker.parts.signals.watching(job_id) as changed:
-            job = await worker.jobs.get(job_id)
-            if job.state == state:
+            try:
+                job: Job | None = await worker.jobs.get(job_id)
+            except JobNotFound:
+                job = None
+            if job is not None and job.state == state:
                 return job
             remaining = deadline - asyncio.get_running_loop().time()
-            assert remaining > 0 and not job.state.is_final, f"job never reached {state}: {job}"
+            assert remaining > 0 and (job is None or not job.state.is_final), f"job never reached {state}: {job}"
             await worker.parts.signals.wait(changed, remaining)
+
+
+async def printed(worker: Worker, job_id: str, text: str, timeout_s: float = 30) -> None:
+    """Return once the running job's stdout holds `text` (awaiting its output as it comes, not polling)."""
+    import asyncio
+
+    capture = worker.jobs.capture(job_id)
+    assert capture is not None, f"job {job_id} has no live output: it is not running"
+    async with asyncio.timeout(timeout_s):
+        while True:
+            changed = capture.next_change()
+            if text in capture.text(Stream.STDOUT):
+                return
+            await changed.wait()
 
 
 async def pools_ready(worker: Worker, timeout_s: float = 60) -> None:

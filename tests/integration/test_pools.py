@@ -18,7 +18,7 @@ from hatchway.models import Job, JobState, Reason, Stream
 from hatchway.settings import Settings
 from hatchway.worker.worker import Worker
 from tests.conftest import BUSYBOX, PYTHON, containers_of
-from tests.integration.conftest import make_settings, pools_ready, wait_for_state
+from tests.integration.conftest import make_settings, pools_ready, printed, wait_for_state
 
 pytestmark = pytest.mark.docker
 Submit = Callable[..., Awaitable[Job]]
@@ -82,9 +82,9 @@ async def test_a_reused_container_shows_a_job_nothing_of_the_job_before(worker: 
 
 async def test_a_killed_pooled_job_gets_sigterm_then_its_container_is_replaced(worker: Worker, submit: Submit) -> None:
     await pools_ready(worker)
-    job = await submit(f"{HOST}; trap 'echo got-term; exit 5' TERM; sleep 30 & wait")
+    job = await submit(f"{HOST}; trap 'echo got-term; exit 5' TERM; echo trapped; sleep 30 & wait")
     await wait_for_state(worker, job.id, JobState.RUNNING)
-    await asyncio.sleep(0.5)
+    await printed(worker, job.id, "trapped\n")  # its trap is set: SIGTERM is its to handle
     killed = await worker.jobs.kill(job.id, grace_s=5)
     assert (killed.state, killed.reason) == (JobState.KILLED, Reason.KILLED)
     assert killed.run.pooled and "got-term" in killed.stdout and killed.exit_code == 5

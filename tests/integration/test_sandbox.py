@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,10 +17,11 @@ import pytest
 from hatchway.engines import cgroups
 from hatchway.engines.base import Mount, Role, SandboxSpec
 from hatchway.engines.docker import DockerEngine
+from hatchway.engines.docker_channel import SupervisorChannel
 from hatchway.engines.docker_host import DockerHost
 from hatchway.errors import EngineError, RunNeverStarted
 from hatchway.sandbox.protocol import RunRequest, RunStatus
-from tests.conftest import PYTHON, containers_of
+from tests.conftest import PYTHON, containers_of, until
 
 pytestmark = pytest.mark.docker
 
@@ -66,6 +70,15 @@ def request(*argv: str, **limits: float | int) -> RunRequest:
     )
 
 
+def says(path: Path, text: str) -> Callable[[], bool]:
+    """Whether the file at `path` (a run's output) holds exactly `text` yet."""
+    return lambda: path.is_file() and path.read_text() == text
+
+
+# A run that says it has started, then waits (polling inside the sandbox) until the test lets it end.
+WAIT_FOR_GO = "echo started; while [ ! -e /.hatchway/io/go ]; do sleep 0.01; done"
+
+
 def sandbox_cgroups(worker_id: str) -> list[str]:
     """The worker's sandbox cgroups in every hierarchy, as `hierarchy/sandbox` (runc makes a sandbox's path in
     the hierarchies hatchway does not use too)."""
@@ -111,8 +124,13 @@ async def test_a_stopped_sandbox_fails_its_run_as_an_engine_error(
     sandboxes = engine(host, worker_id, None)
     handle = await sandboxes.open(spec(worker_id, tmp_path))
     try:
-        running = asyncio.ensure_future(sandboxes.run(handle, request("sleep", "30", wall_s=60)))
-        await asyncio.sleep(0.5)
+        running = asyncio.ensure_future(
+            sandboxes.run(handle, request("sh", "-c", "echo started; exec sleep 30", wall_s=60))
+        )
+        # The run is under way inside the sandbox (the supervisor read the request and the program wrote): the
+        # stop cuts off a run, not a request still on its way.
+        await until(says(tmp_path / "out", "started\n"), "the run never started in its sandbox")
+        assert not running.done()
         await sandboxes.stop(handle, 0)
         with pytest.raises(EngineError, match="sandbox ended"):
             await running
@@ -137,31 +155,71 @@ async def test_a_sandbox_left_by_an_earlier_run_is_removed_with_its_cgroups(
 
 
 async def test_reattach_finds_a_run_s_answer_before_and_after_it_and_a_run_that_never_started(
-    host: DockerHost, worker_id: str, tmp_path: Path
+    host: DockerHost,
+    worker_id: str,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The worker dies (its channel closes) with one sandbox running a request, one that answered meanwhile and one
     whose request never reached it: a new worker gets the first answer over a new attach, the second from the log,
     and learns at once, instead of waiting for ever, that the third never ran."""
-    for n in range(3):
-        (tmp_path / str(n)).mkdir(mode=0o777)
-        (tmp_path / str(n)).chmod(0o777)
+    io = [tmp_path / str(n) for n in range(3)]
+    for path in io:
+        path.mkdir()
+        path.chmod(0o777)
     before = engine(host, worker_id, None)
-    handles = [await before.open(spec(worker_id, tmp_path / str(n))) for n in range(3)]
+    handles = [await before.open(spec(worker_id, path)) for path in io]
     sent = [
-        asyncio.ensure_future(before.run(handle, replace(request("sleep", "2" if n == 0 else "0"), id=f"run-{n}")))
+        asyncio.ensure_future(before.run(handle, replace(request("sh", "-c", WAIT_FOR_GO), id=f"run-{n}")))
         for n, handle in enumerate(handles[:2])
     ]
-    await asyncio.sleep(0.5)
-    await before.close()  # the old worker's channels close: each supervisor reads the end of its stdin
-    await asyncio.sleep(1)
+    # Wait for the new worker's read of a new attach: the one place reattach waits without a time limit.
+    waiting_on_attach = threading.Event()
+    read_line = SupervisorChannel.read_line
+
+    def spied(channel: SupervisorChannel, timeout_s: float | None) -> bytes:
+        if timeout_s is None:
+            waiting_on_attach.set()
+        return read_line(channel, timeout_s)
+
+    monkeypatch.setattr(SupervisorChannel, "read_line", spied)
+    # When a worker process dies, the kernel closes its sockets even where a thread is blocked reading one; a
+    # close() in-process would leave those open (and the reading threads blocked), so the old worker's end shuts
+    # its sockets down first.
+    close = SupervisorChannel.close
+
+    def dies(channel: SupervisorChannel) -> None:
+        with contextlib.suppress(OSError):
+            channel._raw.shutdown(socket.SHUT_RDWR)
+        close(channel)
+
+    monkeypatch.setattr(SupervisorChannel, "close", dies)
     after = engine(host, worker_id, None)
     try:
-        late, early = await asyncio.gather(after.reattach(handles[0], "run-0"), after.reattach(handles[1], "run-1"))
-        assert (late.id, late.status, late.wall_s >= 1.9) == ("run-0", RunStatus.EXITED, True)
-        assert (early.id, early.status) == ("run-1", RunStatus.EXITED)
+        for n in (0, 1):
+            await until(says(io[n] / "out", "started\n"), f"run-{n} never started in its sandbox")
+        await before.close()  # the old worker's channels close: each supervisor reads the end of its stdin
+        monkeypatch.setattr(SupervisorChannel, "close", close)
+        (io[1] / "go").touch()  # run-1 answers now, with nobody attached: its answer is only in the log
+        for n in (1, 2):  # it answered and read the end of its input, or read only that: either way it ended
+            ended = await asyncio.to_thread(docker_client.api.wait, handles[n].ref, timeout=20)
+            assert ended["StatusCode"] == 0, f"sandbox {n}'s supervisor did not end cleanly at the end of its input"
+        assert not sent[0].done() or sent[0].exception() is not None, "run-0 cannot have answered the old worker"
+        early = await after.reattach(handles[1], "run-1")
+        assert (early.id, early.status, early.exit_code) == ("run-1", RunStatus.EXITED, 0)
         with pytest.raises(RunNeverStarted):
             await asyncio.wait_for(after.reattach(handles[2], "run-2"), 10)
+        # run-0 still waits, so its answer is in no log: the reattach must wait for it on its new attach.
+        reattached = asyncio.ensure_future(after.reattach(handles[0], "run-0"))
+        assert await asyncio.to_thread(waiting_on_attach.wait, 20), "the reattach never waited on a new attach"
+        assert not reattached.done()
+        (io[0] / "go").touch()
+        late = await asyncio.wait_for(reattached, 20)
+        assert (late.id, late.status, late.exit_code) == ("run-0", RunStatus.EXITED, 0)
     finally:
+        for path in io:
+            (path / "go").touch()  # whatever failed, no run waits for ever
         await asyncio.gather(*sent, return_exceptions=True)  # the old worker's side of the runs: cut off
         for handle in handles:
             await after.remove(handle)

@@ -14,6 +14,7 @@ from hatchway.jobs.service import source_job_id
 from hatchway.models import JobState
 from hatchway.store.base import JobQuery
 from hatchway.worker.bootstrap import build_worker
+from tests.conftest import until
 from tests.fakes.tasks_master import TasksMaster, tasks_master
 from tests.integration.conftest import make_settings, source_starter, wait_for_state
 
@@ -56,7 +57,7 @@ async def test_tasks_run_and_each_gets_one_report(master: TasksMaster, start: An
     assert got["slow"][0] == "fail" and got["slow"][1]["reason"] == "timeout"
     assert got["no-code"][0] == "fail" and "code" in got["no-code"][1]["error"]
     assert got["odd-engine"][0] == "fail" and "vmware" in got["odd-engine"][1]["error"]
-    await asyncio.sleep(1)
+    await worker.drain()  # after which it sends nothing more: every report it would ever send is in
     assert len(master.reports) == 6, "exactly one report per item"
     jobs = (await worker.jobs.find(JobQuery(labels={"source": "queue"}))).jobs
     assert {job.external_id for job in jobs} == {"ok", "exits", "crash", "slow", "no-code", "odd-engine"}
@@ -72,10 +73,10 @@ async def test_a_master_failing_every_third_request_still_gets_one_report_each(m
     master.fail_every = 3
     for i in range(6):
         master.add(f"t{i}", f"print({i})")
-    await start(source={"poll_interval_s": 0.2})
+    worker = await start(source={"poll_interval_s": 0.2})
     got = await reports(master, 6)
     assert {eval_id: body["output"] for eval_id, (_, body) in got.items()} == {f"t{i}": f"{i}\n" for i in range(6)}
-    await asyncio.sleep(1)
+    await worker.drain()  # after which it sends nothing more
     assert sorted(eval_id for eval_id, _, _ in master.reports) == sorted(f"t{i}" for i in range(6))
 
 
@@ -100,8 +101,10 @@ async def test_a_wrong_api_key_is_retried_with_a_backoff_and_said_clearly(
 ) -> None:
     master.add("t", "print(1)")
     worker = await start(source={"api_key": "wrong-key-of-the-test"})
-    await asyncio.sleep(1)  # the first request is refused at once; the next comes only after the backoff
+    # The first request is refused at once; the next comes only after the backoff (5 s).
+    await until(lambda: worker.sources[0].status().errors > 0, "the master's refusal was never seen")
     status = worker.sources[0].status()
+    assert status.errors == 1, "no second request before the backoff"
     assert status.backoff_s == 5 and status.last_error is not None and "api_key" in status.last_error
     assert "refused the API key" in caplog.text and "wrong-key-of-the-test" not in caplog.text
     assert master.tasks, "nothing was taken"
@@ -111,9 +114,8 @@ async def test_sigterm_sends_the_reports_of_jobs_that_end_in_the_grace(master: T
     master.add("t", "import time; time.sleep(1); print('done')")
     worker = await start(shutdown_grace_s=10, source={"poll_interval_s": 0.1})
     await asyncio.to_thread(master.wait_claimed, 1)
-    await asyncio.sleep(0.5)  # taken by the worker: it queues the job at once
     job_id = source_job_id("queue", "t")
-    await wait_for_state(worker, job_id, JobState.RUNNING)
+    await wait_for_state(worker, job_id, JobState.RUNNING)  # taken by the worker, queued at once, then started
     await worker.drain()  # as at SIGTERM: no more claims, the running item ends in the grace, its report is sent
     verb, body = master.by_id()["t"]
     assert (verb, body["output"]) == ("complete", "done\n")
@@ -162,13 +164,12 @@ async def test_an_item_claimed_before_a_crash_and_never_stored_is_taken_up_and_r
     it out again, so the worker takes it up from its claim record."""
     worker = await start(source={"poll_interval_s": 0.2})
     # Its start, and its look for old claims, are over once it has polled (a status has no event to wait on).
-    while worker.sources[0].status().last_poll_at is None:  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
+    await until(lambda: worker.sources[0].status().last_poll_at is not None, "the worker never polled")
     await worker.jobs.record_claim("queue", "orphan", '{"eval_id": "orphan", "code": "print(7)", "engine": "docker"}')
     await worker.shutdown()  # as if it had died there: the claim is in the store, no job for it
     again = await start(source={"poll_interval_s": 0.2})
     got = await reports(master, 1)
     assert got["orphan"][0] == "complete" and got["orphan"][1]["output"] == "7\n", got
-    await asyncio.sleep(1)
+    await again.drain()  # after which it sends nothing more
     assert len(master.reports) == 1 and master.claimed == 0, "one report, and nothing claimed from the master"
     assert await again.jobs.claims("queue") == []

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from hatchway.store.base import JobQuery
+from tests.conftest import until
 from tests.fakes.judge_master import JudgeMaster, judge_master
 from tests.integration.conftest import source_starter
 
@@ -76,7 +77,7 @@ async def test_submissions_are_graded_and_each_gets_one_report(master: JudgeMast
         assert got[refused]["info"].startswith("IE\n") and says in got[refused]["info"], got[refused]
     assert "outside" in got["traversal"]["info"] or ".." in got["traversal"]["info"], got["traversal"]
 
-    await asyncio.sleep(1)
+    await worker.drain()  # after which it sends nothing more: every report it would ever send is in
     assert len(master.results) == 7, "exactly one report per item"
     status = worker.sources[0].status()
     assert (status.kind, status.claims, status.reports_sent, status.reports_pending) == ("submissions", 7, 7, 0)
@@ -92,12 +93,12 @@ async def test_a_master_failing_every_third_request_still_gets_one_report_each(m
     master.fail_every = 3
     for i in range(5):
         master.add(f"s{i}", "python", {"main.py": f"input()\nprint({i})\n"}, {"1": ("x\n", f"{i}\n")})
-    await start(source={"poll_interval_s": 0.2})
+    worker = await start(source={"poll_interval_s": 0.2})
     got = await results(master, 5)
     assert {sid: (body["points"], body["info"]) for sid, body in got.items()} == {
         f"s{i}": (100, "AC") for i in range(5)
     }
-    await asyncio.sleep(1)
+    await worker.drain()  # after which it sends nothing more
     assert master.reported_ids() == [f"s{i}" for i in range(5)], "exactly one report per item"
 
 
@@ -132,8 +133,10 @@ async def test_a_wrong_api_key_is_retried_with_a_backoff_and_said_clearly(
 ) -> None:
     master.add("s", "python", {"main.py": "print(1)\n"}, {"1": ("", "1\n")})
     worker = await start(source={"api_key": "wrong-key-of-the-test"})
-    await asyncio.sleep(1)  # the first request is refused at once; the next comes only after the backoff
+    # The first request is refused at once; the next comes only after the backoff (5 s).
+    await until(lambda: worker.sources[0].status().errors > 0, "the master's refusal was never seen")
     status = worker.sources[0].status()
+    assert status.errors == 1, "no second request before the backoff"
     assert status.backoff_s == 5 and status.last_error is not None and "api_key" in status.last_error
     assert "refused the API key (401)" in caplog.text and "wrong-key-of-the-test" not in caplog.text
     assert master.claimed == 0 and master.submissions, "nothing was taken"

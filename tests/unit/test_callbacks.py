@@ -210,12 +210,29 @@ def test_retry_after_is_read_as_seconds_or_a_date(value: str | None, seconds: fl
 
 
 async def test_a_job_that_ends_wakes_the_sender(
-    store: MemoryStore, ended: Callable[..., Job], receiver: Receiver, start_sender: Callable[..., CallbackSender]
+    store: MemoryStore,
+    ended: Callable[..., Job],
+    receiver: Receiver,
+    start_sender: Callable[..., CallbackSender],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     first, _ = await store.enqueue(ended("first"))
+    # Once the first is delivered, the sender looks once more, finds nothing due, and waits: its safety net is
+    # 30 s away. It asks the store when the next is due last before it waits, without pausing in between.
+    idle, next_callback_at = asyncio.Event(), store.next_callback_at
+
+    async def spied(after: datetime) -> datetime | None:
+        found = await next_callback_at(after)
+        stored = await store.get(first.id)
+        callback = stored.callback if stored is not None else None
+        if found is None and callback is not None and callback.state == CallbackState.DELIVERED:
+            idle.set()
+        return found
+
+    monkeypatch.setattr(store, "next_callback_at", spied)
     sender = start_sender()
     await settled(sender, store, first.id)
-    await asyncio.sleep(0.2)  # it looks once more, finds nothing due, and waits: its safety net is 30 s away
+    await asyncio.wait_for(idle.wait(), 5)
     job, _ = await store.enqueue(ended("second"))
     sender.ended(job)
     callback = await callback_when(sender, store, job.id, lambda item: item.state != CallbackState.PENDING, 10)

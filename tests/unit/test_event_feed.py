@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from hatchway.jobs import event_feed
 from hatchway.jobs.event_feed import EventFeed, EventFilter, EventsMissed, FeedItem
 from hatchway.jobs.notify import JobSignals
 from hatchway.models import Job
@@ -24,6 +25,8 @@ class Fixture:
         self.signals = JobSignals()
         self.stopping = asyncio.Event()
         self.feed = EventFeed(self.store, self.signals, stopping=self.stopping)
+        self.caught_up = asyncio.Event()
+        """Set when a follower has nothing more to give and waits for a notification, the stop or its time."""
 
     async def enqueue(self, job: Job) -> None:
         await self.store.enqueue(job)
@@ -31,8 +34,16 @@ class Fixture:
 
 
 @pytest.fixture
-def world() -> Fixture:
-    return Fixture()
+def world(monkeypatch: pytest.MonkeyPatch) -> Fixture:
+    made = Fixture()
+    first = event_feed._first
+
+    async def waits(*events: asyncio.Event, timeout_s: float) -> None:
+        made.caught_up.set()
+        await first(*events, timeout_s=timeout_s)
+
+    monkeypatch.setattr(event_feed, "_first", waits)
+    return made
 
 
 async def take(items: AsyncIterator[FeedItem], count: int) -> list[FeedItem]:
@@ -48,8 +59,9 @@ async def test_replays_after_an_id_then_follows_live(world: Fixture, make_job: M
         await world.enqueue(make_job(id=f"old{number}"))
     items = world.feed.follow(1, EventFilter())
     assert ids(await take(items, 2)) == [2, 3]
+    world.caught_up.clear()
     waiting = asyncio.ensure_future(anext(items))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(world.caught_up.wait(), 2)  # it waits for a notification now
     assert not waiting.done(), "nothing new yet"
     await world.enqueue(make_job(id="new"))
     event = await asyncio.wait_for(waiting, 2)  # woken by the notification, well before the 5 s re-check
@@ -61,7 +73,7 @@ async def test_without_an_id_only_new_events_come(world: Fixture, make_job: Make
     await world.enqueue(make_job(id="before"))
     items = world.feed.follow(None, EventFilter())
     waiting = asyncio.ensure_future(anext(items))
-    await asyncio.sleep(0)
+    await asyncio.wait_for(world.caught_up.wait(), 2)  # it has begun, from now on, and waits
     await world.enqueue(make_job(id="after"))
     event = await asyncio.wait_for(waiting, 2)
     assert isinstance(event, JobEvent) and event.job_id == "after"
@@ -103,8 +115,9 @@ async def test_the_stream_ends_once_the_worker_stops(world: Fixture, make_job: M
     await world.enqueue(make_job(id="a"))
     items = world.feed.follow(0, EventFilter())
     assert ids(await take(items, 1)) == [1]
+    world.caught_up.clear()
     waiting = asyncio.ensure_future(anext(items))
-    await asyncio.sleep(0)
+    await asyncio.wait_for(world.caught_up.wait(), 2)  # it waits for a notification, or the stop
     world.stopping.set()
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(waiting, 2)

@@ -17,6 +17,7 @@ from hatchway.pools import Pools
 from hatchway.sandbox.protocol import RunResult, RunStatus
 from hatchway.settings import PoolConfig, Settings
 from hatchway.worker.bootstrap import policy_from_settings
+from tests.conftest import until
 
 LIMITS = ResolvedLimits(timeout_s=10, memory_mb=64, cpus=1, pids=16, output_bytes=1024, disk_mb=64)
 
@@ -184,7 +185,7 @@ async def test_a_job_finding_none_idle_waits_for_a_start_no_other_job_waits_for(
         engine.opening = asyncio.Event()
         await _starting(pools)
         first = asyncio.create_task(pools.claim(make_job(), "docker"))
-        await asyncio.sleep(0.05)
+        await until(lambda: _waiting(pools) == 1, "the job never waited for the start under way")
         assert not first.done(), "it waits for the start under way"
         assert await pools.claim(make_job(), "docker") is None, "no start is left for a second job"
         engine.opening.set()
@@ -206,8 +207,8 @@ async def test_a_job_waiting_for_a_start_goes_cold_when_the_pools_stop(
     engine.opening = asyncio.Event()
     await _starting(pools)
     waiting = asyncio.create_task(pools.claim(make_job(), "docker"))
-    await asyncio.sleep(0.05)
-    stop.set()
+    await until(lambda: _waiting(pools) == 1, "the job never waited for the start under way")
+    stop.set()  # while it waits: it must give up and go cold
     await task
     assert await asyncio.wait_for(waiting, 5) is None
     engine.opening.set()
@@ -223,6 +224,11 @@ async def _starting(pools: Pools) -> None:
             if pools.status()[0].starting:
                 return
             await changed.wait()
+
+
+def _waiting(pools: Pools) -> int:
+    """How many claims wait for a container being started."""
+    return sum(pool.waiting for pool in pools._pools.values())
 
 
 def _idle(pools: Pools) -> list[Any]:

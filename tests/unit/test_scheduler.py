@@ -6,12 +6,14 @@ import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pytest
 
 from hatchway.jobs.scheduler import Scheduler
 from hatchway.models import Job, JobState
 from hatchway.store import MemoryStore
+from tests.conftest import until
 
 MakeJob = Callable[..., Job]
 WAIT_S = 5  # a bound on waits for events that should come at once, so a failure is quick and clear
@@ -164,8 +166,21 @@ async def test_a_crashed_launch_frees_its_slot_and_is_logged(
     assert crashes[0].exc_info is not None and "boom" in str(crashes[0].exc_info[1])
 
 
+class RoundCounter(asyncio.Event):
+    """The engine's readiness, counting the scheduler's waits on it: it waits on it once a round while it is down,
+    after the round's (refused) chance to claim."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    async def wait(self) -> Literal[True]:
+        self.waits += 1
+        return await super().wait()
+
+
 async def test_nothing_is_claimed_while_the_engine_is_down(make_job: MakeJob) -> None:
-    store, launch, ready, stop = MemoryStore(), FakeLaunch(), asyncio.Event(), asyncio.Event()
+    store, launch, ready, stop = MemoryStore(), FakeLaunch(), RoundCounter(), asyncio.Event()
     scheduler = Scheduler(
         store=store, worker_id="w1", max_concurrent_jobs=2, poll_interval_s=0.01, launch=launch, ready=ready
     )
@@ -174,8 +189,9 @@ async def test_nothing_is_claimed_while_the_engine_is_down(make_job: MakeJob) ->
         await store.enqueue(make_job(id="a"))
         await store.enqueue(make_job(id="b"))
         for _ in range(5):  # wake-ups and poll rounds alike claim nothing while it is down
+            seen = ready.waits
             scheduler.wake()
-            await asyncio.sleep(0.02)
+            await until(lambda seen=seen: ready.waits > seen, "the scheduler did not go round again")
         assert launch.started == []
         assert await store.counts() == {JobState.QUEUED: 2, JobState.BUILDING: 0, JobState.RUNNING: 0}
         ready.set()  # the engine answers again: that alone wakes the scheduler

@@ -5,19 +5,22 @@ from __future__ import annotations
 import asyncio
 
 from hatchway.jobs.notify import JobSignals
+from tests.conftest import until
 
 
 async def test_all_waiters_wake_and_nothing_is_kept_afterwards() -> None:
     signals = JobSignals()
     woke: list[int] = []
+    watching: list[int] = []
 
     async def waiter(n: int) -> None:
         with signals.watching("job") as changed:
+            watching.append(n)  # and it waits next, without a pause in between
             if await signals.wait(changed, 5):
                 woke.append(n)
 
     waiters = [asyncio.create_task(waiter(n)) for n in range(3)]
-    await asyncio.sleep(0)  # let them all start watching
+    await until(lambda: len(watching) == 3, "the waiters never began to watch")
     signals.notify("job")
     await asyncio.gather(*waiters)
     assert sorted(woke) == [0, 1, 2]

@@ -18,7 +18,7 @@ from hatchway.models import Job, JobRequest, JobState, Reason, RunInfo, utcnow
 from hatchway.sources.base import SourceStatus
 from hatchway.store.base import JobQuery
 from hatchway.worker import worker as worker_module
-from tests.conftest import job_when
+from tests.conftest import job_when, until
 from tests.unit.test_runner import fake_worker
 
 
@@ -118,16 +118,20 @@ async def test_a_drain_begun_while_recovery_resumes_a_job_stops_that_job_too(
     assert await worker.parts.store.claim_next(worker.worker_id) is not None
     await worker.parts.store.mark_running("left", utcnow(), RunInfo(engine="docker"))
     engine.plant("left", Role.JOB)  # its container outlived the last run of the worker
-    release, recover = asyncio.Event(), worker.parts.recovery.run
+    recovering, release, recover = asyncio.Event(), asyncio.Event(), worker.parts.recovery.run
 
     async def slow_recovery() -> None:
+        recovering.set()
         await release.wait()
         await recover()
 
     monkeypatch.setattr(worker.parts.recovery, "run", slow_recovery)
     await worker.start(probe=False)
+    await asyncio.wait_for(recovering.wait(), 5)
     drain = asyncio.create_task(worker.drain())  # SIGTERM comes while recovery is still at work
-    await asyncio.sleep(0.05)
+    # The drain has begun (it refuses new jobs from its first step on) and has not ended: recovery holds it.
+    await until(lambda: not worker.jobs.accepting, "the drain never began")
+    assert not drain.done()
     release.set()
     await asyncio.wait_for(drain, 10)
     job = await worker.jobs.get("left")

@@ -1,4 +1,5 @@
-"""A job's disk: loop-mounted ext4 volumes, their exact limit, wipe, fullness and sweep (needs root)."""
+"""A job's disk: loop-mounted ext4 volumes, their exact limit, wipe, fullness and sweep (host tier: root, loop
+devices, mkfs.ext4)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import pytest
 
 from hatchway.engines.volumes import MIB, LoopVolumes, Volume, VolumeStock, room_for_files
 from tests.conftest import mounts_under
+from tests.host.conftest import require
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+pytestmark = pytest.mark.host
 NOBODY = (65534, 65534)
 
 
 @pytest.fixture
 def volumes(tmp_path: Path) -> Iterator[LoopVolumes]:
+    require("loop devices", "disk tools")
     made = LoopVolumes(tmp_path / "volumes", owner=NOBODY)
     yield made
     made.sweep(set())

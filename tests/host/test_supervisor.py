@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import shutil
 import signal
-import statistics
+import struct
 import subprocess
 import tempfile
+import termios
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,6 +42,7 @@ from hatchway.sandbox.protocol import (
     parse_ready,
     parse_result,
 )
+from tests.host.conftest import require
 
 NOBODY = 65534
 CONTROLLERS = ("memory", "pids", "cpuacct")
@@ -47,11 +50,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 PYTHON = "/usr/bin/python3"  # the system interpreter: readable by nobody, unlike a pyenv or venv one
 MB = 1 << 20
 
-pytestmark = [
-    pytest.mark.timeout(60),
-    pytest.mark.skipif(os.geteuid() != 0, reason="the supervisor changes uid and makes cgroups: needs root"),
-]
-HAVE_CGROUP_V1 = all((CGROUP_ROOT / c / "cgroup.procs").exists() for c in CONTROLLERS)
+pytestmark = [pytest.mark.host, pytest.mark.timeout(60)]
 
 
 class Supervisor:
@@ -132,11 +131,13 @@ class Supervisor:
 
 @pytest.fixture(scope="session")
 def supervisor_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require("cc")
     return build_supervisor(tmp_path_factory.mktemp("supervisor") / "hatchway-supervisor")
 
 
 @pytest.fixture
 def start_supervisor(supervisor_binary: Path) -> Iterator[Callable[..., Supervisor]]:
+    require("system python")  # programs run as nobody: a venv's interpreter may be out of its reach
     started: list[Supervisor] = []
 
     def start(*args: str) -> Supervisor:
@@ -180,8 +181,7 @@ def _remove_cgroup(path: Path) -> None:
 @pytest.fixture
 def cgroup_dir(tmp_path: Path) -> Iterator[Path]:
     """A --cgroup DIR: symlinks memory, pids and cpuacct to fresh cgroups, removed (with any leftovers) after."""
-    if not HAVE_CGROUP_V1:
-        pytest.skip("needs cgroup v1 memory, pids and cpuacct hierarchies")
+    require("cgroup v1")
     name = f"hatchway-unit-{uuid.uuid4().hex[:12]}"
     links = tmp_path / "cgroup"
     links.mkdir()
@@ -260,6 +260,14 @@ def _wait_for_cgroup(pid: int, controller: str, suffix: str) -> None:
     _eventually(lambda: _cgroup_of(pid, controller).endswith(suffix), f"{pid} never joined {controller}{suffix}")
 
 
+def _dead(pid: int) -> bool:
+    """Whether the process has ended (a zombie not reaped yet, or gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def assert_gone(pid: int) -> None:
     """The process no longer exists (not even as a zombie)."""
     assert not Path(f"/proc/{pid}").exists(), f"process {pid} survived its run"
@@ -297,13 +305,19 @@ def test_a_malformed_request_gets_an_error_and_the_next_one_still_works(proc_sup
 
 def test_a_request_may_arrive_in_pieces(proc_supervisor: Supervisor) -> None:
     request = RunRequest(argv=("/bin/sh", "-c", "exit 9"), uid=NOBODY, gid=NOBODY, id="pieces").encode()
-    # Cut inside a field, right after a field's NUL, and between the last NUL and the closing one.
+    # Cut inside a field, right after a field's NUL, and between the last NUL and the closing one. Each piece is
+    # read by the supervisor (the pipe is empty again) before the next is written, so each is a read of its own.
     for piece in (request[:7], request[7:20], request[20:-1]):
         proc_supervisor.stdin.write(piece)
         proc_supervisor.stdin.flush()
-        time.sleep(0.02)
+        _eventually(lambda: _unread(proc_supervisor.stdin) == 0, "the supervisor did not read the piece")
     result = parse_result(proc_supervisor.send(request[-1:]))
     assert (result.id, result.exit_code) == ("pieces", 9)
+
+
+def _unread(pipe: IO[bytes]) -> int:
+    """Bytes written to the pipe and not read yet (FIONREAD works on either end of a Linux pipe)."""
+    return struct.unpack("i", fcntl.ioctl(pipe.fileno(), termios.FIONREAD, b"\0" * 4))[0]  # type: ignore[no-any-return]
 
 
 def test_an_oversized_request_is_refused_and_skipped(proc_supervisor: Supervisor) -> None:
@@ -458,15 +472,27 @@ def test_wall_limit(both_paths: Supervisor) -> None:
     assert result.cpu_s < 0.2
 
 
+def _run_handles_sigterm(supervisor: Supervisor) -> bool:
+    """Whether a process of the run (nobody's, under the supervisor) catches or ignores SIGTERM."""
+    bit = 1 << (signal.SIGTERM - 1)
+    for child in psutil.Process(supervisor.proc.pid).children(recursive=True):
+        try:
+            if child.uids().real != NOBODY:
+                continue
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{child.pid}/status").read_text().splitlines())
+        except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+            continue  # it ended meanwhile
+        if (int(status["SigCgt"], 16) | int(status["SigIgn"], 16)) & bit:
+            return True
+    return False
+
+
 def _run_then_signal(supervisor: Supervisor, sig: int, *argv: str) -> RunResult:
     """Start argv, signal the supervisor as hatchway does from outside once the run has begun, and read the answer."""
     supervisor.stdin.write(RunRequest(argv=argv, uid=NOBODY, gid=NOBODY, id="stopped", wall_time_s=20).encode())
     supervisor.stdin.flush()
-    _eventually(
-        lambda: any(c.uids().real == NOBODY for c in psutil.Process(supervisor.proc.pid).children(recursive=True)),
-        "the run did not start",
-    )
-    time.sleep(0.2)  # let the shell set its trap
+    # The run has begun and its shell has set its trap: one of its processes catches or ignores SIGTERM.
+    _eventually(lambda: _run_handles_sigterm(supervisor), "the run did not start, or never set its trap")
     os.kill(supervisor.proc.pid, sig)
     return parse_result(supervisor.stdout.readline())
 
@@ -727,22 +753,28 @@ def test_a_zygote_killed_in_its_cgroup_is_replaced(cgroup_supervisor: Supervisor
     _eventually(lambda: procs.read_text() != "", "the zygote never joined the next run's cgroup")
     (pid,) = (int(p) for p in procs.read_text().split())
     os.kill(pid, signal.SIGKILL)
-    while Path(f"/proc/{pid}").exists() and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-        time.sleep(0.001)
+    _eventually(lambda: _dead(pid), "the zygote survived SIGKILL")
     result = sv.run(PYTHON, "-c", "b = b'x' * (20 << 20)", memory_bytes=64 * MB, processes=5)
     assert (result.status, result.exit_code, result.error) == (RunStatus.EXITED, 0, None)
     assert 20 * MB <= result.memory_bytes < 64 * MB
     assert_gone(pid)
 
 
-@pytest.mark.parametrize("mode", ["cgroup", "proc"])
+@pytest.fixture(params=["cgroup", "proc"])
+def mode_args(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The supervisor's arguments for cgroup or proc mode. Asked for before start_supervisor, so that the
+    cgroups are removed after the supervisor has ended (not while it still makes the next run's)."""
+    if request.param == "cgroup":
+        return ("--cgroup", str(request.getfixturevalue("cgroup_dir")))
+    return ()
+
+
 def test_zygote_and_fork_give_the_same_results(
-    mode: str, start_supervisor: Callable[..., Supervisor], shared_dir: Path, request: pytest.FixtureRequest
+    mode_args: tuple[str, ...], start_supervisor: Callable[..., Supervisor], shared_dir: Path
 ) -> None:
     scratch = shared_dir / "scratch"
     scratch.mkdir(mode=0o711)
-    cgroup = ("--cgroup", str(request.getfixturevalue("cgroup_dir"))) if mode == "cgroup" else ()
-    sv = start_supervisor(*cgroup, "--scratch", str(scratch))
+    sv = start_supervisor(*mode_args, "--scratch", str(scratch))
     out, err = shared_dir / "out", shared_dir / "err"
     (shared_dir / "in").write_text("from stdin\n")
     probe = (
@@ -760,7 +792,7 @@ def test_zygote_and_fork_give_the_same_results(
         (("sh", "-c", 'echo "$TMPDIR"; pwd; ls -A; stat -c %u:%a .; touch mine'), {"scratch": True}),
         (("/bin/true",), {"cwd": str(shared_dir / "missing")}),
     ]
-    if mode == "cgroup":
+    if mode_args:
         cases.append(((PYTHON, "-c", "b = b'x' * (200 << 20)"), {"memory_bytes": 50 * MB}))
 
     def outcome(result: RunResult) -> tuple[Any, ...]:
@@ -842,6 +874,7 @@ def test_a_clean_up_failure_is_reported_in_the_next_answer(
     wipe.chmod(0o1777)
     sv = start_supervisor("--wipe", str(wipe))
     # A mount point cannot be removed: the wipe after the first run fails, after its answer.
+    require("disk tools")
     mount = wipe / "mnt"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "hatchway-unit", str(mount)], check=True)
@@ -867,38 +900,7 @@ def test_a_clean_up_failure_is_reported_in_the_next_answer(
     assert list(wipe.iterdir()) == []
 
 
-# ---------------------------------------------------------------- cost
-
-
-def test_overhead_per_run(cgroup_supervisor: Supervisor, proc_supervisor: Supervisor, capsys: Any) -> None:
-    """Measured and printed, not asserted: the host's load decides the numbers."""
-    runs, batch = 200, 20
-    request = RunRequest(argv=("/bin/true",), uid=NOBODY, gid=NOBODY).encode()
-
-    def spawn() -> None:
-        pid = os.posix_spawn("/bin/true", ["/bin/true"], {})
-        os.waitpid(pid, 0)
-
-    ways: dict[str, Callable[[], object]] = {
-        "supervisor, cgroup mode": lambda: parse_result(cgroup_supervisor.send(request)),
-        "supervisor, proc mode": lambda: parse_result(proc_supervisor.send(request)),
-        "Python posix_spawn": spawn,
-        "Python subprocess.run": lambda: subprocess.run(["/bin/true"], check=True),
-    }
-    times: dict[str, list[float]] = {name: [] for name in ways}
-    # Interleaved batches and medians: on a shared host, load comes and goes during the measurement.
-    for _ in range(runs // batch):
-        for name, action in ways.items():
-            for _ in range(batch):
-                started = time.perf_counter()
-                action()
-                times[name].append(time.perf_counter() - started)
-    median_ms = {name: statistics.median(values) * 1e3 for name, values in times.items()}
-    base = median_ms["Python posix_spawn"]
-    with capsys.disabled():
-        print(f"\n/bin/true, {runs} runs each, median per run:")
-        for name, ms in median_ms.items():
-            print(f"  {name:24} {ms:.2f} ms  ({ms - base:+.2f} ms over posix_spawn)")
+# ---------------------------------------------------------------- the installed copy
 
 
 def test_sandboxes_mount_a_copy_under_the_data_directory_named_by_its_content(tmp_path: Path) -> None:
