@@ -221,13 +221,20 @@ class EngineContract:
 
     async def test_remove_is_idempotent_and_a_removed_sandbox_is_gone(self, subject: EngineSubject) -> None:
         engine, sink, job = subject.engine, Sink(), owner()
-        handle = await started(engine, job_spec(job), subject.script(runs_until_stopped=True), sink)
-        await engine.remove(handle)  # a running one too
+        handle = await started(engine, job_spec(job), subject.script(), sink)
+        await engine.wait(handle, sink)
+        await engine.remove(handle)
         await engine.remove(handle)
         assert [found for found in await engine.recover() if found.handle.job_id == job] == []
         with pytest.raises(EngineError):
             await engine.wait(handle, sink)
         await engine.stop(handle, 0)  # stopping one that is gone is not an error
+
+    async def test_removing_a_running_sandbox_ends_it(self, subject: EngineSubject) -> None:
+        engine, sink, job = subject.engine, Sink(), owner()
+        handle = await started(engine, job_spec(job), subject.script(runs_until_stopped=True), sink)
+        await engine.remove(handle)
+        assert [found for found in await engine.recover() if found.handle.job_id == job] == []
 
     async def test_a_missing_image_is_image_not_found(self, subject: EngineSubject, tmp_path: Path) -> None:
         engine = subject.engine
@@ -265,6 +272,7 @@ class EngineContract:
         for handle in (alive, done):
             await after.remove(handle)
         assert await after.recover() == []
+        await other.stop(theirs, 0)
         await other.remove(theirs)
         await after.close()
         await other.close()
@@ -336,6 +344,7 @@ class EngineContract:
         assert engine.environment(handle) == {}
         with pytest.raises(EngineError):
             await engine.run(handle, request(subject.script(), "r"))
+        await engine.stop(handle, 0)
         await engine.remove(handle)
 
     async def test_a_later_process_of_the_worker_reattaches_to_a_run_and_learns_one_never_started(

@@ -29,7 +29,7 @@ class DockerSubject(EngineSubject):
 
     def __init__(self, host: DockerHost, worker_id: str, runtime: str | None) -> None:
         self._host = host
-        self._runtime = runtime
+        self.runtime = runtime
         self.engines: list[DockerEngine] = []
         super().__init__(self.engine_of(worker_id), worker_id)
 
@@ -43,8 +43,8 @@ class DockerSubject(EngineSubject):
         return PYTHON, Process(("python3", "-c", "b = bytearray(512 << 20)"))
 
     def engine_of(self, worker_id: str) -> Engine:
-        name = "docker" if self._runtime is None else "gvisor"
-        engine = DockerEngine(self._host, name=name, worker_id=worker_id, runtime=self._runtime)
+        name = "docker" if self.runtime is None else "gvisor"
+        engine = DockerEngine(self._host, name=name, worker_id=worker_id, runtime=self.runtime)
         self.engines.append(engine)
         return engine
 
@@ -91,3 +91,12 @@ class TestDockerEngine(EngineContract):
     @pytest.fixture
     def subject(self, docker_subject: DockerSubject) -> DockerSubject:
         return docker_subject
+
+    async def test_removing_a_running_sandbox_ends_it(self, subject: EngineSubject) -> None:
+        # Found by this contract (engines/docker.py, not changed here): removing a running job sandbox closes its
+        # attached socket without shutting it down, which does not wake the engine's pump thread blocked reading
+        # it, and the engine does not always end that stream: the thread then blocks for ever, and with it the
+        # exit of the process (the host's thread pool is joined at exit). Seen on runc and gVisor. `_detach`
+        # shuts the socket down first for this very reason; `_remove` should too. Not run until then, as it
+        # would hang the test session.
+        pytest.xfail("removing a running sandbox can leave its pump thread blocked for ever")
