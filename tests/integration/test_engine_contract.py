@@ -11,11 +11,11 @@ import docker
 import pytest
 
 from hatchway.engines import docker_streams as streams
-from hatchway.engines.base import Engine, Process
+from hatchway.engines.base import ENGINE_LABEL, JOB_LABEL, ROLE_LABEL, WORKER_LABEL, Engine, Process, Role
 from hatchway.engines.docker import DockerEngine
 from hatchway.engines.docker_host import DockerHost
 from tests.conftest import PYTHON, containers_of
-from tests.contracts.engine import EngineContract, EngineSubject
+from tests.contracts.engine import EngineContract, EngineSubject, Sink, job_spec, started
 
 pytestmark = pytest.mark.docker
 
@@ -100,3 +100,19 @@ class TestDockerEngine(EngineContract):
         # shuts the socket down first for this very reason; `_remove` should too. Not run until then, as it
         # would hang the test session.
         pytest.xfail("removing a running sandbox can leave its pump thread blocked for ever")
+
+    async def test_what_recover_reads_back_is_the_container_s_labels(
+        self, subject: EngineSubject, docker_client: docker.DockerClient
+    ) -> None:
+        """Docker's side of the fake's bookkeeping: owner, worker, engine and role are labels on the container."""
+        engine, sink = subject.engine, Sink()
+        handle = await started(engine, job_spec("job-labelled", role=Role.COMPILE), subject.script(), sink)
+        await engine.wait(handle, sink)
+        labels = docker_client.api.inspect_container(handle.ref)["Config"]["Labels"]
+        assert {key: labels.get(key) for key in (JOB_LABEL, WORKER_LABEL, ENGINE_LABEL, ROLE_LABEL)} == {
+            JOB_LABEL: "job-labelled",
+            WORKER_LABEL: subject.worker_id,
+            ENGINE_LABEL: engine.name,
+            ROLE_LABEL: "compile",
+        }
+        await engine.remove(handle)
