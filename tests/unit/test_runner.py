@@ -143,7 +143,8 @@ async def test_kill_of_a_running_job_stops_it_with_grace(engine: FakeEngine, wor
 async def test_a_command_that_cannot_start_fails_like_a_shell_would(run_job: RunJob) -> None:
     job = await run_job("no-such-program")
     assert (job.state, job.reason, job.exit_code) == (JobState.FAILED, Reason.EXIT_CODE, 127)
-    assert job.message is not None and "not found" in job.message
+    # As on Docker, whose init execs the command: the sandbox starts, and the failed exec is on stderr.
+    assert "no-such-program failed: No such file or directory" in job.stderr
 
 
 async def test_an_engine_failure_is_engine_error_and_triggers_a_probe(engine: FakeEngine, run_job: RunJob) -> None:

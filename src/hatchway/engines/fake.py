@@ -4,31 +4,50 @@ Processes are scripted, not run: a process's `argv[0]` names a `FakeProgram` reg
 says what it prints, how it exits, or that it runs until stopped. Everything the engine is asked to do is
 recorded in `events`, so tests can count starts per job. `go_down` and `come_back` simulate an outage of the
 engine: while it is down every call raises EngineUnavailable (waits under way too), and sandboxes keep running.
+
+Both fakes keep the contract the real ones keep (`tests/contracts`); where a fake cannot, a capability flag on
+its class says so, and the contract tests check the flag.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 from hatchway.engines.base import (
     CommandNotRunnable,
     ExitStatus,
     Found,
     Handle,
+    ImageSource,
     ManagedImage,
     OutputSink,
     Process,
     Role,
     SandboxSpec,
+    image_name,
 )
-from hatchway.errors import EngineError, EngineUnavailable, ImageNotFound
+from hatchway.engines.dockerfile import dockerfile_bases
+from hatchway.engines.images import build_tag
+from hatchway.errors import (
+    EngineError,
+    EngineUnavailable,
+    ImageNotFound,
+    ImagePullFailed,
+    NotAllowed,
+    RunNeverStarted,
+)
 from hatchway.models import Resources, Stream, utcnow
 from hatchway.sandbox.protocol import RunRequest, RunResult, RunStatus
+
+_SIGNALS = {"SIGHUP": 1, "SIGINT": 2, "SIGKILL": 9, "SIGUSR1": 10, "SIGTERM": 15}
+_refs = itertools.count(1)  # one numbering for every fake engine, as sandboxes of one host share it
 
 
 @dataclass(frozen=True)
@@ -41,7 +60,7 @@ class FakeProgram:
     oom_killed: bool = False
     runs_until_stopped: bool = False
     result: RunResult | None = None
-    """What `run` reports for it in a supervised sandbox (default: exited with `exit_code`)."""
+    """What `run` reports for it in a supervised sandbox (default: exited with `exit_code`), under the request's id."""
 
 
 @dataclass
@@ -49,27 +68,58 @@ class _Sandbox:
     spec: SandboxSpec
     handle: Handle
     process: Process | None
+    worker_id: str
+    engine: str
+    """The name of the engine that made it, as its label says."""
     started_at: datetime | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     status: ExitStatus | None = None
     supervised: bool = False
     signalled: asyncio.Event = field(default_factory=asyncio.Event)
-    pending: dict[Stream, bytes] = field(default_factory=dict)
-    """Output written after the start, delivered by the next wait once the process has exited."""
+    signal: int = 9
+    """The signal that ended the run in flight, once `signalled` is set."""
+    output: list[tuple[Stream, bytes]] = field(default_factory=list)
+    """Everything its process wrote, as the engine's own log keeps it: what a wait has not delivered yet."""
+    answers: dict[str, asyncio.Future[RunResult]] = field(default_factory=dict)
+    """Each supervised run by its id, as the supervisor's answers stay in the container's log."""
+    in_flight: int = 0
+    orphaned: bool = False
+    """Its supervisor lost the worker's connection: it ends (exit code 0) once no run is in flight."""
 
 
 class FakeEngine:
-    """An `Engine` in memory. `fail_next` makes the next start or open raise; `programs` scripts processes."""
+    """An `Engine` in memory. `fail_next` makes the next start or open raise; `programs` scripts processes.
 
-    def __init__(self, name: str = "docker", *, images: set[str] | None = None) -> None:
+    Engines given the same `sandboxes` share a host, as Docker engines of one daemon do: `recover` finds the
+    sandboxes of its own `worker_id` whichever engine made them, and an engine made afresh for that worker (after a
+    restart) finds what an earlier one left, reads a found sandbox's output from the start, and cannot run in an
+    open sandbox until it has reattached.
+    """
+
+    runs_code: ClassVar[bool] = False
+    """No code runs: a process's stdin, environment and files reach nothing, and what it prints and how it ends
+    (an OOM kill included) are what its `FakeProgram` says, whatever the spec's limits."""
+
+    def __init__(
+        self,
+        name: str = "docker",
+        *,
+        images: set[str] | None = None,
+        worker_id: str = "unit",
+        sandboxes: dict[str, _Sandbox] | None = None,
+    ) -> None:
         self.name = name
+        self.worker_id = worker_id
         self.programs: dict[str, FakeProgram] = {}
-        self.images = images
+        self.images = None if images is None else {image_name(image) for image in images}
         """Images the engine has; None means every image."""
-        self.sandboxes: dict[str, _Sandbox] = {}
+        self.sandboxes: dict[str, _Sandbox] = {} if sandboxes is None else sandboxes
         self.events: list[tuple[str, str, str]] = []
         """(what, owner, role) for every create, start, run, stop and remove."""
         self._started: dict[str, asyncio.Event] = {}
+        self._attached: dict[str, int] = {}
+        """The sandboxes this engine follows (started, opened, waited for or reattached), with how many of their
+        output chunks it has delivered."""
         self.fail_next: Exception | None = None
         self.opening: asyncio.Event | None = None
         """When set to an event, `open` waits for it before the sandbox exists (a slow container start)."""
@@ -78,7 +128,6 @@ class FakeEngine:
         self.wait_cut = asyncio.Event()
         """Set once a wait under way met an outage."""
         self._down = asyncio.Event()
-        self._ids = itertools.count(1)
 
     async def ping(self) -> bool:
         self.pings += 1
@@ -101,27 +150,35 @@ class FakeEngine:
         """The running process of `owner` writes `stdout` and exits on its own."""
         for sandbox in self.sandboxes.values():
             if sandbox.spec.owner == owner and not sandbox.exited.is_set():
-                sandbox.pending[Stream.STDOUT] = sandbox.pending.get(Stream.STDOUT, b"") + stdout
+                if stdout:
+                    sandbox.output.append((Stream.STDOUT, stdout))
                 self._exit(sandbox, ExitStatus(exit_code=exit_code, oom_killed=False))
 
     async def start(self, spec: SandboxSpec, process: Process, sink: OutputSink) -> Handle | CommandNotRunnable:
         self._answer()
         sandbox = self._create(spec, process)
-        program = self.programs.get(process.argv[0])
-        if program is None:
-            del self.sandboxes[sandbox.handle.ref]
-            return CommandNotRunnable(exit_code=127, message=f"{process.argv[0]}: executable file not found")
         self._event("start", sandbox)
         sandbox.started_at = utcnow()
-        sink.write(Stream.STDOUT, program.stdout)
-        sink.write(Stream.STDERR, program.stderr)
+        program = self.programs.get(process.argv[0])
+        if program is None:
+            # As on Docker, where the container's init execs the command: the sandbox starts, and its init
+            # reports the failed exec and exits as a shell would.
+            failed = f"exec {process.argv[0]} failed: No such file or directory\n"
+            program = FakeProgram(stderr=failed.encode(), exit_code=127)
+        for stream, data in ((Stream.STDOUT, program.stdout), (Stream.STDERR, program.stderr)):
+            if data:
+                sandbox.output.append((stream, data))
+        self._attached[sandbox.handle.ref] = 0
+        self._deliver(sandbox, sink)
         if not program.runs_until_stopped:
-            self._exit(sandbox, ExitStatus(exit_code=program.exit_code, oom_killed=program.oom_killed))
+            oom_killed = program.oom_killed and program.exit_code != 0
+            self._exit(sandbox, ExitStatus(exit_code=program.exit_code, oom_killed=oom_killed))
         return sandbox.handle
 
     async def wait(self, handle: Handle, sink: OutputSink) -> ExitStatus:
         self._answer()
         sandbox = self._get(handle)
+        self._attached.setdefault(handle.ref, 0)  # found again: its output is read from the engine's log
         exited = asyncio.ensure_future(sandbox.exited.wait())
         down = asyncio.ensure_future(self._down.wait())
         try:
@@ -132,9 +189,7 @@ class FakeEngine:
         if not self.works:
             self.wait_cut.set()
         self._answer()
-        for stream, data in sandbox.pending.items():
-            sink.write(stream, data)
-        sandbox.pending.clear()
+        self._deliver(sandbox, sink)
         assert sandbox.status is not None
         return sandbox.status
 
@@ -145,21 +200,48 @@ class FakeEngine:
         sandbox = self._create(spec, None)
         sandbox.supervised = True
         sandbox.started_at = utcnow()
+        self._attached[sandbox.handle.ref] = 0
         self._event("open", sandbox)
         return sandbox.handle
 
     def environment(self, handle: Handle) -> dict[str, str]:
+        sandbox = self.sandboxes.get(handle.ref)
+        if sandbox is None or not sandbox.supervised or handle.ref not in self._attached:
+            return {}
         return {"PATH": "/usr/bin:/bin"}
 
     async def run(self, handle: Handle, request: RunRequest) -> RunResult:
         self._answer()
         sandbox = self._get(handle)
-        if not sandbox.supervised or sandbox.exited.is_set():
-            raise EngineError(f"sandbox {handle.ref} is not a running supervised sandbox")
+        if not sandbox.supervised or sandbox.exited.is_set() or handle.ref not in self._attached:
+            raise EngineError(f"sandbox {handle.ref} is not an open supervised sandbox")
         self._event("run", sandbox)
+        answer = sandbox.answers[request.id] = asyncio.get_running_loop().create_future()
+        sandbox.in_flight += 1
+        try:
+            result = await self._run(sandbox, request)
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                answer.set_exception(exc)
+                answer.exception()  # retrieved: a reattach may never ask
+            raise
+        finally:
+            sandbox.in_flight -= 1
+            if sandbox.orphaned and not sandbox.in_flight and not sandbox.exited.is_set():
+                self._exit(sandbox, ExitStatus(exit_code=0, oom_killed=False))
+        answer.set_result(result)
+        return result
+
+    async def _run(self, sandbox: _Sandbox, request: RunRequest) -> RunResult:
         program = self.programs.get(request.argv[0])
         if program is None:
             return run_result(request.id, RunStatus.EXEC_FAILED, 127, error=f"{request.argv[0]}: not found")
+        # What it prints goes where the supervisor would put it: the request's files, through the mounts. (A
+        # program scripted to print nothing leaves them as they are, so a test may write them itself.)
+        for path, data in ((request.stdout_path, program.stdout), (request.stderr_path, program.stderr)):
+            target = _on_host(sandbox.spec, path)
+            if data and target is not None:
+                target.write_bytes(data)
         if program.runs_until_stopped:
             sandbox.signalled.clear()
             ended = asyncio.ensure_future(sandbox.exited.wait())
@@ -169,34 +251,60 @@ class FakeEngine:
             signalled.cancel()
             if sandbox.exited.is_set():
                 raise EngineError("the sandbox ended (its supervisor's stream closed)")
-            return run_result(request.id, RunStatus.SIGNALED, 0, signal=9)
-        # What it prints goes where the supervisor would put it: the request's files, through the mounts.
-        for path, data in ((request.stdout_path, program.stdout), (request.stderr_path, program.stderr)):
-            target = _on_host(sandbox.spec, path)
-            if data and target is not None:
-                with target.open("ab") as file:
-                    file.write(data)
+            return run_result(request.id, RunStatus.SIGNALED, 0, signal=sandbox.signal)
         if program.result is not None:
-            return program.result
+            return dataclasses.replace(program.result, id=request.id)
         return run_result(request.id, RunStatus.EXITED, program.exit_code)
 
     def resources(self, handle: Handle) -> Resources:
+        sandbox = self.sandboxes.get(handle.ref)
+        if sandbox is None or sandbox.supervised or handle.ref not in self._attached:
+            return Resources()  # as Docker's engine: figures only for a sandbox it follows; each run measures itself
         return Resources(memory_bytes=1024, peak_memory_bytes=2048, cpu_s=0.01, pids=1)
 
     async def reattach(self, handle: Handle, run_id: str) -> RunResult:
+        self._answer()
         sandbox = self._get(handle)
-        if sandbox.exited.is_set():
-            raise EngineError(f"sandbox {handle.ref} has ended")
-        return run_result(run_id, RunStatus.EXITED, 0)
+        if not sandbox.supervised:
+            raise EngineError(f"sandbox {handle.ref} is not a supervised sandbox")
+        self._attached.setdefault(handle.ref, 0)
+        answer = sandbox.answers.get(run_id)
+        if answer is None:
+            await sandbox.exited.wait()  # the answer can only come from a run still to be sent, or never
+            assert sandbox.status is not None
+            if sandbox.status.exit_code == 0:
+                raise RunNeverStarted(
+                    "the worker stopped before the job's command reached its sandbox, which then ended; "
+                    "the command never ran"
+                )
+            raise EngineError(
+                f"the job's sandbox ended (exit code {sandbox.status.exit_code}) without answering for its run"
+            )
+        return await asyncio.shield(answer)
 
     async def check(self, handle: Handle) -> bool:
         sandbox = self.sandboxes.get(handle.ref)
-        return sandbox is not None and sandbox.supervised and not sandbox.exited.is_set()
+        return (
+            sandbox is not None
+            and sandbox.supervised
+            and not sandbox.exited.is_set()
+            and handle.ref in self._attached
+            and self.works
+        )
 
     async def signal(self, handle: Handle, signal: str) -> None:
+        self._answer()
         sandbox = self.sandboxes.get(handle.ref)
-        if sandbox is not None:
-            self._event(f"signal {signal}", sandbox)
+        if sandbox is None or sandbox.exited.is_set():
+            return
+        self._event(f"signal {signal}", sandbox)
+        number = _SIGNALS.get(signal, 15)
+        if not sandbox.supervised or number == 9:
+            # The sandbox's first process gets it: a job's command (through its init), or the supervisor itself.
+            self._exit(sandbox, ExitStatus(exit_code=128 + number, oom_killed=False))
+        else:
+            # The supervisor passes SIGTERM on to the run in flight, and kills it for SIGUSR1.
+            sandbox.signal = 9 if signal == "SIGUSR1" else number
             sandbox.signalled.set()
 
     async def stop(self, handle: Handle, grace_s: float) -> None:
@@ -210,6 +318,7 @@ class FakeEngine:
     async def remove(self, handle: Handle) -> None:
         self._answer()
         sandbox = self.sandboxes.pop(handle.ref, None)
+        self._attached.pop(handle.ref, None)
         if sandbox is not None:
             self._event("remove", sandbox)
             if not sandbox.exited.is_set():
@@ -218,17 +327,26 @@ class FakeEngine:
     async def recover(self) -> list[Found]:
         self._answer()
         return [
-            Found(handle=sandbox.handle, engine=self.name, started_at=sandbox.started_at)
+            Found(handle=sandbox.handle, engine=sandbox.engine, started_at=sandbox.started_at)
             for sandbox in self.sandboxes.values()
+            if sandbox.worker_id == self.worker_id
         ]
 
     async def close(self) -> None:
-        return None
+        """Let go of every sandbox: an open one's supervisor, its connection closed, ends once its run is done
+        (as Docker's does); a job's sandbox runs on, for a later engine to find."""
+        for ref in list(self._attached):
+            sandbox = self.sandboxes.get(ref)
+            if sandbox is not None and sandbox.supervised and not sandbox.exited.is_set():
+                sandbox.orphaned = True
+                if not sandbox.in_flight:
+                    self._exit(sandbox, ExitStatus(exit_code=0, oom_killed=False))
+        self._attached.clear()
 
     def plant(self, owner: str, role: Role, *, started: bool = True) -> Handle:
         """A sandbox as an earlier run of the worker left it (for recovery tests); it runs until stopped."""
         spec = SandboxSpec(owner=owner, role=role, image="img", user="1:1", memory_mb=64, cpus=1, pids=8, log_bytes=0)
-        sandbox = self._create(spec, None)
+        sandbox = self._create(spec, None, check_image=False)
         sandbox.started_at = utcnow() if started else None
         return sandbox.handle
 
@@ -240,17 +358,25 @@ class FakeEngine:
         """How many processes were started for `owner` (sandbox starts and supervised runs)."""
         return sum(1 for what, who, _ in self.events if who == owner and what in ("start", "run"))
 
-    def _create(self, spec: SandboxSpec, process: Process | None) -> _Sandbox:
+    def _create(self, spec: SandboxSpec, process: Process | None, *, check_image: bool = True) -> _Sandbox:
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
-        if self.images is not None and spec.image not in self.images:
+        if check_image and self.images is not None and image_name(spec.image) not in self.images:
             raise ImageNotFound(f"image {spec.image!r} is not on this worker")
-        ref = f"fake-{next(self._ids)}"
-        sandbox = _Sandbox(spec=spec, handle=Handle(job_id=spec.owner, ref=ref, role=spec.role), process=process)
+        ref = f"fake-{next(_refs)}"
+        handle = Handle(job_id=spec.owner, ref=ref, role=spec.role)
+        sandbox = _Sandbox(spec=spec, handle=handle, process=process, worker_id=self.worker_id, engine=self.name)
         self.sandboxes[ref] = sandbox
         self._event("create", sandbox)
         return sandbox
+
+    def _deliver(self, sandbox: _Sandbox, sink: OutputSink) -> None:
+        """Pass on the output this engine has not delivered yet."""
+        delivered = self._attached.get(sandbox.handle.ref, 0)
+        for stream, data in sandbox.output[delivered:]:
+            sink.write(stream, data)
+        self._attached[sandbox.handle.ref] = len(sandbox.output)
 
     def _answer(self) -> None:
         if not self.works:
@@ -259,7 +385,7 @@ class FakeEngine:
     def _get(self, handle: Handle) -> _Sandbox:
         sandbox = self.sandboxes.get(handle.ref)
         if sandbox is None:
-            raise EngineError(f"no such container: {handle.ref}")
+            raise EngineError(f"the container or image is gone (no such container: {handle.ref})")
         return sandbox
 
     def _exit(self, sandbox: _Sandbox, status: ExitStatus) -> None:
@@ -301,42 +427,101 @@ def run_result(
 
 
 class FakeImages:
-    """An `ImageService` that has every image (or those in `present`) and builds nothing."""
+    """An `ImageService` in memory: it has every image, or those in `present`; pulls those in `registry` (a
+    registry whose host is in `unreachable` fails the pull, any other does not have the image); builds and imports
+    without running anything, refusing what the Docker one refuses; and manages what it pulled, built or imported."""
 
-    def __init__(self, present: set[str] | None = None) -> None:
-        self.present_images = present
+    runs_builds: ClassVar[bool] = False
+    """A build runs nothing: its Dockerfile's instructions never fail, so BuildFailed never comes."""
+    evicts: ClassVar[bool] = False
+    """It has no cache budget: `evict` removes nothing."""
+
+    def __init__(
+        self,
+        present: set[str] | None = None,
+        *,
+        registry: set[str] | None = None,
+        unreachable: set[str] | None = None,
+        image_allowed: Callable[[str], bool] = lambda _: True,
+    ) -> None:
+        self.present_images = None if present is None else {image_name(image) for image in present}
+        self.registry = {image_name(image) for image in registry or ()}
+        self.unreachable = unreachable or set()
+        self.image_allowed = image_allowed
         self.held: dict[str, int] = {}
+        self._managed: dict[str, tuple[ImageSource, int, float]] = {}
+        self._clock = itertools.count(1)
 
     async def present(self, image: str) -> bool:
-        return self.present_images is None or image in self.present_images
+        return self.present_images is None or image_name(image) in self.present_images
 
     async def ensure(self, image: str) -> bool:
-        if self.present_images is not None and image not in self.present_images:
-            raise ImageNotFound(f"image {image!r} does not exist")
-        return True
+        name = image_name(image)
+        if await self.present(name):
+            return True
+        if name.split("/")[0] in self.unreachable:
+            raise ImagePullFailed(f"pulling image {name!r} failed: its registry does not answer")
+        if name not in self.registry:
+            raise ImageNotFound(f"image {name!r} does not exist in its registry: manifest unknown")
+        self._add(name, "pulled")
+        return False
 
     async def build(
         self, dockerfile: str, files: dict[str, bytes], on_output: Callable[[str], None], extra_inputs: str
     ) -> tuple[str, bool]:
-        on_output("built\n")
-        return self.build_name(dockerfile, files, extra_inputs), False
+        bases = dockerfile_bases(dockerfile)
+        for base in bases:
+            if not self.image_allowed(base):
+                raise NotAllowed(f"the Dockerfile's base image {base!r} is not in the worker's allowed images")
+        tag = self.build_name(dockerfile, files, extra_inputs)
+        if tag in self._managed:
+            return tag, True
+        for base in bases:
+            await self.ensure(base)
+        on_output(f"Successfully tagged {tag}")  # a line as the engine's build output gives it: no newline
+        self._add(tag, "built")
+        return tag, False
 
     def build_name(self, dockerfile: str, files: dict[str, bytes], extra_inputs: str) -> str:
-        return f"hatchway-build:{abs(hash((dockerfile, extra_inputs))):x}"
+        return build_tag(dockerfile, files, extra_inputs)
 
     def acquire(self, image: str) -> None:
-        self.held[image] = self.held.get(image, 0) + 1
+        name = image_name(image)
+        self.held[name] = self.held.get(name, 0) + 1
+        if name in self._managed:
+            source, size, _ = self._managed[name]
+            self._managed[name] = (source, size, next(self._clock))
 
     def release(self, image: str) -> None:
-        self.held[image] -= 1
-        if not self.held[image]:
-            del self.held[image]
+        name = image_name(image)
+        if self.held.get(name, 0) <= 1:
+            self.held.pop(name, None)
+        else:
+            self.held[name] -= 1
 
     async def import_rootfs(self, name: str, tarball: Path) -> ManagedImage:
-        raise EngineError("the fake image service imports nothing")
+        name = image_name(name)
+        size = await asyncio.to_thread(_file_size, tarball)
+        if size is None:
+            raise EngineError(f"cannot import image {name!r}: {tarball} is not a file")
+        self._add(name, "imported", size)
+        return self._as_managed(name)
 
     async def managed(self) -> list[ManagedImage]:
-        return []
+        return [self._as_managed(name) for name in sorted(self._managed, key=lambda name: self._managed[name][2])]
 
     async def evict(self) -> list[str]:
         return []
+
+    def _add(self, name: str, source: ImageSource, size_bytes: int = 1024) -> None:
+        if self.present_images is not None:
+            self.present_images.add(name)
+        self._managed[name] = (source, size_bytes, next(self._clock))
+
+    def _as_managed(self, name: str) -> ManagedImage:
+        source, size, used = self._managed[name]
+        return ManagedImage(name=name, source=source, size_bytes=size, last_used=used, in_use=self.held.get(name, 0))
+
+
+def _file_size(path: Path) -> int | None:
+    return path.stat().st_size if path.is_file() else None

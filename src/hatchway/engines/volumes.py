@@ -31,7 +31,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from hatchway.errors import DiskUnavailable
 
@@ -218,6 +218,9 @@ class LoopVolumes:
 class DirectoryVolumes:
     """Plain directories with no size limit: for unit tests on the in-memory engine, never for real jobs."""
 
+    enforces_size: ClassVar[bool] = False
+    """A job may write past its `disk_mb`: `limit` changes nothing and a volume is never `full`."""
+
     def __init__(self, base: Path, *, owner: tuple[int, int] | None) -> None:
         self._base = base
         self._owner = owner
@@ -250,7 +253,12 @@ class DirectoryVolumes:
         return renamed
 
     def used_bytes(self, volume: Volume) -> int:
-        return 0
+        used = 0
+        for directory, _, files in os.walk(volume.root):
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):
+                    used += os.lstat(os.path.join(directory, name)).st_blocks * 512
+        return used
 
     def trim(self, volume: Volume) -> None:
         return None
