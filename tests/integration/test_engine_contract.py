@@ -92,15 +92,6 @@ class TestDockerEngine(EngineContract, CodeRunningEngineContract):
     def subject(self, docker_subject: DockerSubject) -> DockerSubject:
         return docker_subject
 
-    async def test_removing_a_running_sandbox_ends_it(self, subject: EngineSubject) -> None:
-        # Found by this contract (engines/docker.py, not changed here): removing a running job sandbox closes its
-        # attached socket without shutting it down, which does not wake the engine's pump thread blocked reading
-        # it, and the engine does not always end that stream: the thread then blocks for ever, and with it the
-        # exit of the process (the host's thread pool is joined at exit). Seen on runc and gVisor. `_detach`
-        # shuts the socket down first for this very reason; `_remove` should too. Not run until then, as it
-        # would hang the test session.
-        pytest.xfail("removing a running sandbox can leave its pump thread blocked for ever")
-
     async def test_what_recover_reads_back_is_the_container_s_labels(
         self, subject: EngineSubject, docker_client: docker.DockerClient
     ) -> None:

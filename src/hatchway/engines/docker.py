@@ -352,6 +352,9 @@ class DockerEngine:
         if live is not None:
             live.done.set()
             if live.sock is not None:
+                with contextlib.suppress(OSError):
+                    # A job removed while it runs: its pump may be blocked in recv, which close() alone may not wake.
+                    streams.raw(live.sock).shutdown(socket.SHUT_RDWR)
                 streams.close(live.sock)
             if live.channel is not None:
                 live.channel.close()

@@ -8,6 +8,7 @@ their standard streams are files the supervisor opened, and they cannot touch th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import struct
@@ -62,6 +63,9 @@ class SupervisorChannel:
             return self.read_line(timeout_s)
 
     def close(self) -> None:
+        """End the channel; a thread blocked reading it wakes (a close alone may not wake it)."""
+        with contextlib.suppress(OSError):  # not connected any more
+            self._raw.shutdown(socket.SHUT_RDWR)
         self._raw.close()
         self._sock.close()
 
