@@ -15,7 +15,6 @@ import pytest
 from hatchway.engines.docker_host import DockerHost
 from hatchway.engines.docker_images import DockerImages
 from hatchway.engines.images import ImageManager
-from hatchway.errors import EngineUnavailable
 from tests.conftest import BUSYBOX, ROOT
 from tests.contracts.images import DISALLOWED, BuildingImagesContract, ImagesContract, ImagesSubject
 
@@ -77,13 +76,3 @@ class TestDockerImages(ImagesContract, BuildingImagesContract):
             with contextlib.suppress(docker.errors.NotFound):
                 docker_client.api.remove_image(name, force=True)
         host.close()
-
-    # Found by this contract: the daemon answers a pull from a registry that refuses connections with a 500 saying
-    # "connection refused", which DockerHost.call (docker_host.unavailable) takes for the daemon itself being down,
-    # so the pull's ImagePullFailed becomes EngineUnavailable and the job waits in the queue as in an engine outage
-    # instead of failing with image_pull_failed. Strict: once that is fixed, this passes and the mark must go.
-    @pytest.mark.xfail(strict=True, raises=EngineUnavailable, reason="a registry's refusal is taken for the engine's")
-    async def test_ensure_from_a_registry_that_does_not_answer_is_image_pull_failed(
-        self, subject: ImagesSubject
-    ) -> None:
-        await super().test_ensure_from_a_registry_that_does_not_answer_is_image_pull_failed(subject)

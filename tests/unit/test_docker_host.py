@@ -19,6 +19,8 @@ from hatchway.engines.docker_host import DockerHost, explain, translate, unavail
 from hatchway.errors import EngineError, EngineUnavailable, ImagePullFailed
 
 URL = "unix:///run/hatchway-test/docker.sock"
+REGISTRY_REFUSED = 'Get "http://127.0.0.1:9/v2/": dial tcp 127.0.0.1:9: connect: connection refused'
+"""What the daemon answers for a pull from a registry that refuses connections: the daemon itself is up."""
 CONTAINERD_DOWN = (
     'connection error: desc = "transport: Error while dialing dial unix /run/containerd/containerd.sock: '
     'connect: connection refused"'
@@ -84,8 +86,9 @@ def test_an_engine_that_does_not_answer_is_unavailable_in_a_sentence(
         (api_error(500, "OCI runtime create failed: no such file or directory"), "OCI runtime create failed"),
         (api_error(409, "conflict: unable to remove repository reference"), "conflict"),
         (requests.exceptions.ReadTimeout("Read timed out. (read timeout=60)"), f"no answer in time from {URL}"),
+        (api_error(500, REGISTRY_REFUSED), "dial tcp 127.0.0.1:9"),
     ],
-    ids=["runtime-failure", "conflict", "slow-answer"],
+    ids=["runtime-failure", "conflict", "slow-answer", "registry-refused"],
 )
 def test_an_engine_that_answers_with_a_failure_is_an_engine_error(exc: BaseException, words: str) -> None:
     assert not unavailable(exc)

@@ -37,6 +37,9 @@ _T = TypeVar("_T")
 FOREIGN_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, urllib3.exceptions.HTTPError)
 DEFAULT_URL = "unix:///var/run/docker.sock"
 # How a daemon that is up says that what it needs is not (its containerd, say), or that it is going away.
+# How the daemon words a failure to reach a registry (`Get "https://host/v2/": dial tcp host: connect: connection
+# refused`): the same words as an engine part that is down, but the daemon answered, so it is the pull that failed.
+_REMOTE_HINTS = ("dial tcp ", '/v2/"')
 _DOWN_HINTS = (
     "connection refused",
     "error while dialing",
@@ -172,6 +175,8 @@ def unavailable(exc: BaseException) -> bool:
     if isinstance(exc, docker.errors.APIError):
         status = exc.status_code or 0
         text = _explanation(exc).lower()
+        if any(hint in text for hint in _REMOTE_HINTS):
+            return False  # the daemon answered: what it could not reach was a registry, over the network
         return status in (502, 503, 504) or (status >= 500 and any(hint in text for hint in _DOWN_HINTS))
     if isinstance(exc, requests.exceptions.Timeout) and not isinstance(exc, requests.exceptions.ConnectTimeout):
         return False
