@@ -22,6 +22,8 @@ class TasksMaster(FakeMaster):
     """(eval_id, "complete" | "fail", body), in the order they arrived and were accepted."""
     garbage: int = 0
     """Answer this many next GETs for work with a body that is not JSON."""
+    hostile: list[bytes] = field(default_factory=list)
+    """Bodies to answer the next GETs for work with (200, application/json), one each, before any task."""
     polls: list[float] = field(default_factory=list)
     """When each GET for work arrived (time.monotonic())."""
     claimed: int = 0
@@ -65,6 +67,8 @@ def _handler(master: TasksMaster) -> type[BaseHTTPRequestHandler]:
                 if master.garbage:
                     master.garbage -= 1
                     return self.answer(200, raw=b"<html>oh!")
+                if master.hostile:
+                    return self.answer(200, raw=master.hostile.pop(0))
                 if not master.tasks:
                     return self.answer(204)
                 task = master.tasks.pop(0)

@@ -36,6 +36,10 @@ _GONE = (404, 409, 410)  # the master does not know the item, or has its result:
 _RESCAN_S = 5.0
 _EXTERNAL_ID_CHARS = 200  # what a label value may hold
 _DOWNLOAD_RETRY_S = (1.0, 2.0, 4.0, 8.0)
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+"""The most a master's answer to a claim may hold: an item, with the files it carries inline."""
+MAX_ID_CHARS = 256
+"""The longest item id a source takes (the id goes into the item's job id, labels and report URL)."""
 """Waits before the next tries of an item whose files could not be downloaded for a reason that may pass."""
 
 
@@ -183,31 +187,52 @@ class PulledSource(abc.ABC):
         self._last_poll_at = utcnow()
         self._polls += 1
         asked = f"{self.claim_method} {self.claim_path}"
-        try:
-            answer = await http.request(self.claim_method, self.claim_path, headers=self._headers)
-        except httpx.HTTPError as exc:
-            raise MasterError(f"{self._config.url} cannot be reached: {exc!r}") from exc
-        if answer.status_code in (204, 404) or (answer.status_code == 200 and not answer.content.strip()):
+        status, body = await self._ask(http, asked)
+        if status in (204, 404) or (status == 200 and not body.strip()):
             return None
-        if answer.status_code in (401, 403):
-            raise MasterError(f"{self._config.url} refused the API key ({answer.status_code}): check api_key")
-        if answer.status_code != 200:
-            raise MasterError(f"{self._config.url} answered {answer.status_code} to {asked}")
+        if status in (401, 403):
+            raise MasterError(f"{self._config.url} refused the API key ({status}): check api_key")
+        if status != 200:
+            raise MasterError(f"{self._config.url} answered {status} to {asked}")
         try:
-            item = answer.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            item = json.loads(body)
+        # Whatever a master sends costs at most its one answer: not JSON, nested past the parser's depth, a number
+        # of more digits than Python converts.
+        except (ValueError, UnicodeDecodeError, RecursionError):
             item = None
         if not isinstance(item, dict):
-            self._note_error(f"{self._config.url} answered {asked} with something that is not a JSON object")
-            log.warning("%s", self._last_error, extra={"event": "source_bad_item", "source": self.name})
+            self._bad_item(f"{self._config.url} answered {asked} with something that is not a JSON object")
             return None
         return item
 
+    async def _ask(self, http: httpx.AsyncClient, asked: str) -> tuple[int, bytes]:
+        """The master's answer to a claim: its status and body, read within `request_timeout_s` in all (a body
+        that trickles in does not hold the source up for longer) and up to `MAX_ANSWER_BYTES`."""
+        try:
+            async with asyncio.timeout(self._config.request_timeout_s):
+                async with http.stream(self.claim_method, self.claim_path, headers=self._headers) as answer:
+                    body = bytearray()
+                    async for chunk in answer.aiter_bytes():
+                        body += chunk
+                        if len(body) > MAX_ANSWER_BYTES:
+                            raise MasterError(f"{self._config.url} answered {asked} with over {MAX_ANSWER_BYTES} bytes")
+                    return answer.status_code, bytes(body)
+        except httpx.HTTPError as exc:
+            raise MasterError(f"{self._config.url} cannot be reached: {exc!r}") from exc
+        except TimeoutError as exc:
+            raise MasterError(
+                f"{self._config.url} took over {self._config.request_timeout_s:g} s to answer {asked}"
+            ) from exc
+
+    def _bad_item(self, error: str) -> None:
+        self._note_error(error)
+        log.warning("%s", error, extra={"event": "source_bad_item", "source": self.name})
+
     async def _claim(self, jobs: JobService, item: dict[str, Any], stop: asyncio.Event) -> None:
         external_id = self._external_id(item)
-        if external_id is None:
-            self._note_error(f"a {self.item_name} without an id cannot be reported: {str(item)[:200]}")
-            log.warning("%s", self._last_error, extra={"event": "source_bad_item", "source": self.name})
+        if external_id is None or len(external_id) > MAX_ID_CHARS or not external_id.isprintable():
+            shown = repr(item)[:200] if external_id is None else repr(external_id[:100])
+            self._bad_item(f"a {self.item_name} without a usable id cannot be reported: {shown}")
             return
         self._claims += 1
         await jobs.record_claim(self.name, external_id, json.dumps(item))
@@ -223,7 +248,18 @@ class PulledSource(abc.ABC):
                 break
             except ShuttingDown:
                 return  # its claim stays: the next start takes it up
-            except (ItemRefused, HatchwayError) as exc:  # malformed, not allowed here, too large ...
+            except (ItemRefused, HatchwayError, ValueError, TypeError, LookupError, RecursionError) as exc:
+                # Malformed, not allowed here, too large, of types the dialect did not expect: the one item is
+                # refused, and the source goes on.
+                if not isinstance(exc, ItemRefused | HatchwayError):
+                    log.warning(
+                        "%s %s could not be read",
+                        self.item_name,
+                        external_id,
+                        exc_info=exc,
+                        extra={"event": "source_bad_item", "source": self.name},
+                    )
+                    exc = ItemRefused(f"the {self.item_name} could not be read: {str(exc)[:500]}")
                 wait_s = next(retries, None) if _download_may_pass(exc) else None
                 if wait_s is None:
                     await self._refuse(jobs, external_id, str(exc))
