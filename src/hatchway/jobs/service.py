@@ -7,9 +7,9 @@ import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
-from hatchway.errors import JobAlreadyFinished, JobConflict, JobNotFound, ShuttingDown
+from hatchway.errors import InvalidRequest, JobAlreadyFinished, JobConflict, JobNotFound, ShuttingDown
 from hatchway.jobs.control import RunControl
 from hatchway.jobs.notify import JobSignals
 from hatchway.jobs.policy import Policy
@@ -38,7 +38,12 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 def source_job_id(origin: str, external_id: str) -> str:
     """The job id of item `external_id` of source `origin`: readable, valid, and the same every time."""
     digest = hashlib.sha256(f"{origin}\0{external_id}".encode()).hexdigest()[:12]
-    return f"{_UNSAFE.sub('-', origin)[:40]}.{_UNSAFE.sub('-', external_id)[:60]}.{digest}"
+    return f"{source_id_prefix(origin)}{_UNSAFE.sub('-', external_id)[:60]}.{digest}"
+
+
+def source_id_prefix(origin: str) -> str:
+    """How every job id of source `origin` begins: ids so begun are that source's alone."""
+    return f"{_UNSAFE.sub('-', origin)[:40]}."
 
 
 def _new_callback(spec: JobSpec) -> CallbackStatus | None:
@@ -64,6 +69,7 @@ class JobService:
         worker_id: str,
         max_concurrent_jobs: Callable[[], int] = lambda: 1,
         next_free_slot: Callable[[], asyncio.Event] = asyncio.Event,
+        sources: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.policy = policy
@@ -74,6 +80,7 @@ class JobService:
         self._max_jobs = max_concurrent_jobs
         self._next_free_slot = next_free_slot
         self._reserved = 0
+        self._source_prefixes = tuple(source_id_prefix(name) for name in sources)
         self.accepting = False
 
     async def submit(
@@ -98,6 +105,13 @@ class JobService:
         """Queue an admitted spec (a job or a grade); an existing `job_id` with the same spec is returned as is."""
         if not self.accepting:
             raise ShuttingDown("the worker is shutting down and takes no new jobs")
+        if origin is None and job_id is not None and job_id.startswith(self._source_prefixes):
+            # Else a client could take the id a source's next item will get: that item would collide with the
+            # client's job and never be reported.
+            raise InvalidRequest(
+                f"id {job_id!r} is in the namespace of a job source (ids beginning {job_id.split('.')[0]}. are "
+                "its items'): choose another id"
+            )
         job = Job(
             id=job_id or new_job_id(),
             state=JobState.QUEUED,

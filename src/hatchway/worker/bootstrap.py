@@ -238,6 +238,7 @@ def parts(
         worker_id=worker_id,
         max_concurrent_jobs=lambda: scheduler.max_concurrent_jobs,
         next_free_slot=scheduler.next_free_slot,
+        sources=[source.name for source in settings.sources],
     )
     grades = GradeService(
         jobs=jobs,
