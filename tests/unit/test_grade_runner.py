@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hatchway.engines.fake import FakeEngine, FakeImages, FakeProgram
+from hatchway.engines.fake import FakeEngine, FakeProgram
+from hatchway.engines.fake_images import FakeImages
 from hatchway.errors import EngineError, EngineUnavailable
 from hatchway.grading.service import GradeResult
 from hatchway.judge.request import GradeRequest

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hatchway.engines.fake import FakeImages
+from hatchway.engines.fake_images import FakeImages
 from tests.conftest import BUSYBOX, PYTHON
 from tests.contracts.images import DISALLOWED, UNREACHABLE, ImagesContract, ImagesSubject
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from hatchway.engines.base import image_name
-from hatchway.engines.fake import FakeEngine, FakeImages, run_result
+from hatchway.engines.fake import FakeEngine, run_result
+from hatchway.engines.fake_images import FakeImages
 from hatchway.engines.volumes import DirectoryVolumes, VolumeStock
 from hatchway.models import Job, JobRequest, JobState, ResolvedLimits, utcnow
 from hatchway.pools import Pools

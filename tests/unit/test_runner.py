@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from hatchway.bundles import BundleCache
-from hatchway.engines.fake import FakeEngine, FakeImages, FakeProgram
+from hatchway.engines.fake import FakeEngine, FakeProgram
+from hatchway.engines.fake_images import FakeImages
 from hatchway.engines.volumes import DirectoryVolumes
 from hatchway.errors import EngineError
 from hatchway.models import Job, JobRequest, JobState, Reason, utcnow
