@@ -49,7 +49,8 @@ class FakeMaster:
 
     api_key: str = "key-of-the-test"
     fail_every: int = 0
-    """Answer 500 to every n-th request (0: never)."""
+    """Answer 500 to every n-th request for work and every n-th report, counted apart (0: never). Counted apart so
+    that a report's retries cannot fall in step with the polls and fail again and again."""
     refuse_reports: bool = False
     """Answer 503 to every report (to leave them pending)."""
     report_attempts: int = 0
@@ -66,7 +67,8 @@ class FakeMaster:
             self.report_attempts += int(report)
             self.requests += 1
             refused = report and self.refuse_reports
-            faulty = bool(self.fail_every) and self.requests % self.fail_every == 0
+            counted = self.report_attempts if report else self.requests - self.report_attempts
+            faulty = bool(self.fail_every) and counted % self.fail_every == 0
         if refused or faulty:
             handler.answer(503 if refused else 500, {"error": "not now" if refused else "injected"})
             return True
