@@ -11,7 +11,8 @@ from hatchway.judge.verdicts import Verdict
 from hatchway.models import Job, JobState, Reason
 from hatchway.settings import SourceConfig
 from hatchway.sources.base import pause
-from hatchway.sources.submissions import language_map, result_of
+from hatchway.sources.languages import language_map
+from hatchway.sources.submissions import result_of
 
 
 async def test_a_pause_with_nothing_to_wake_it_waits_its_time() -> None:

@@ -8,7 +8,8 @@ from hatchway.errors import ConfigError
 from hatchway.grading.service import GradeService
 from hatchway.settings import SourceConfig
 from hatchway.sources.base import JobSource, SourceStatus
-from hatchway.sources.submissions import SubmissionsSource, language_map
+from hatchway.sources.languages import language_map
+from hatchway.sources.submissions import SubmissionsSource
 from hatchway.sources.tasks import TasksSource
 
 __all__ = ["JobSource", "SourceStatus", "SubmissionsSource", "TasksSource", "build_sources"]

@@ -16,8 +16,7 @@ the reason for IE; each test's `time` is CPU seconds, `memory` its peak in KiB, 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Any, Final
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -31,36 +30,8 @@ from hatchway.models import Job
 from hatchway.settings import SourceConfig
 from hatchway.sources.pulled import ItemRefused, PulledSource, Report
 
-DEFAULT_LANGUAGES: Final[Mapping[str, str]] = MappingProxyType(
-    {
-        "c": "c",
-        "gcc": "c",
-        "cpp": "cpp",
-        "cxx": "cpp",
-        "c++": "cpp",
-        "g++": "cpp",
-        "py": "python",
-        "python": "python",
-        "python3": "python",
-        "java": "java",
-        "js": "javascript",
-        "javascript": "javascript",
-        "node": "javascript",
-        "rust": "rust",
-        "rs": "rust",
-        "go": "go",
-        "golang": "go",
-    }
-)
-"""A master's language names -> language profiles; a source's `languages` are laid over these."""
-
 SOURCE_FOLDER = "src"
 """Where the submission's files are in its archive."""
-
-
-def language_map(config: SourceConfig) -> dict[str, str]:
-    """The source's language names (lower case) -> profile names: the built-in map with its own over it."""
-    return {**DEFAULT_LANGUAGES, **{name.lower(): profile for name, profile in config.languages.items()}}
 
 
 class SubmissionsSource(PulledSource):
