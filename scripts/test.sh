@@ -7,6 +7,7 @@ scripts/setup.sh --dev
 scripts/test-images.sh
 scripts/profile-images.sh  # every language profile: the tests grade in each
 scripts/test-registry.sh
+scripts/test-redis.sh  # a real Redis for the queue-pull dialect's events (tests/redis_bus.py)
 echo "== ruff"
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench

@@ -95,6 +95,16 @@ class PoolConfig(BaseModel):
     )
 
 
+RedisUrl = Annotated[
+    str,
+    Field(
+        pattern=r"^(redis|rediss|unix)://",
+        max_length=4096,
+        description="redis://[:password@]host:port/db, rediss:// (TLS) or unix:///path.",
+    ),
+]
+
+
 class SourceConfig(BaseModel):
     """A master hatchway pulls work from (see docs/sources.md)."""
 
@@ -110,7 +120,9 @@ class SourceConfig(BaseModel):
     url: str = Field(pattern=r"^https?://", description="The master's base URL.")
     api_key: SecretStr | None = Field(default=None, description="Sent as X-API-Key.")
     poll_interval_s: float = Field(default=2.0, gt=0, description="How long to wait when the master has no work.")
-    profile: str = Field(default="python", description="tasks: the language profile whose image runs a task's code.")
+    profile: str = Field(
+        default="python", description="tasks: the language profile that runs a task's code when it names no language."
+    )
     runtime: Literal["docker", "gvisor"] = Field(default="docker", description="For items that name no engine.")
     gvisor_fallback: bool = Field(
         default=False, description="Run an item that asks for gVisor on docker when gVisor does not work here."
@@ -118,13 +130,25 @@ class SourceConfig(BaseModel):
     limits: Limits = Field(default_factory=Limits, description="Limits for the jobs it brings (defaults otherwise).")
     languages: dict[Annotated[str, Field(min_length=1, max_length=64)], str] = Field(
         default_factory=dict,
-        description="submissions: a submission's `lang` (or `compiler`) -> language profile, over the built-in map.",
+        description="A submission's `lang` (or `compiler`), a task's `language` -> language profile, over the "
+        "built-in map.",
     )
     grade_limits: RequestedGradeLimits = Field(
         default_factory=RequestedGradeLimits,
         description="submissions: limits for its gradings (grade_default_limits otherwise).",
     )
     request_timeout_s: float = Field(default=30.0, gt=0, description="Longest one request to the master may take.")
+    redis_url: RedisUrl | None = Field(
+        default=None,
+        description="tasks: the queue-pull platform's event bus (Redis pub/sub), where each task's lifecycle and "
+        "output are published (the worker's redis_url otherwise; neither: none are).",
+    )
+
+    @model_validator(mode="after")
+    def _redis_for_tasks(self) -> SourceConfig:
+        if self.redis_url is not None and self.kind != "tasks":
+            raise ValueError(f"redis_url: only a tasks source publishes events; {self.name!r} is {self.kind}")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -244,6 +268,10 @@ class Settings(BaseSettings):
         default=False, description="Run a job that asked for gvisor on docker when gvisor is unavailable."
     )
     gvisor_runtime: str = Field(default="runsc", description="The Docker runtime name gVisor is registered as.")
+    redis_url: RedisUrl | None = Field(
+        default=None,
+        description="The queue-pull platform's event bus (Redis pub/sub) for every tasks source that names none.",
+    )
     controller_url: str | None = Field(
         default=None, description="A controller to register with and heartbeat to; injected into jobs too."
     )

@@ -56,6 +56,7 @@ def test_the_http_api_is_a_source_that_counts_its_jobs_and_answers_until_the_dra
         "errors": 0,
         "backoff_s": 0.0,
         "last_error": None,
+        "events": None,
     }
     sleeper = {"id": "api-source-sleeper", "image": BUSYBOX, "command": ["sleep", "60"]}
     assert server.post_job(**sleeper).status_code == 201
@@ -110,8 +111,10 @@ def test_kill_9_with_items_running_and_reports_pending_gives_one_report_each(
     assert server.stop() == 0  # drained: it sends nothing more, so every report it would send is in
     assert sorted(eval_id for eval_id, _, _ in master.reports) == ["long", "quick"], master.reports
     got = master.by_id()
-    assert got["quick"][0] == "complete" and got["quick"][1]["output"] == "quick\n"
-    assert got["long"][0] == "complete" and got["long"][1]["output"] == "long\nend\n", "taken up after the restart"
+    assert got["quick"][0] == "complete" and got["quick"][1]["output"]["output"] == "quick\n"
+    assert got["long"][0] == "complete" and got["long"][1]["output"]["output"] == "long\nend\n", (
+        "taken up after the restart"
+    )
     assert master.claimed == 2, "nothing was claimed twice"
     assert len(reports) == 2
     assert sorted(job["external_id"] for job in listed) == ["long", "quick"]

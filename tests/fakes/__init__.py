@@ -30,11 +30,12 @@ class JsonHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
 
-    def answer(self, status: int, body: Any = None, raw: bytes | None = None) -> None:
+    def answer(self, status: int, body: Any = None, raw: bytes | None = None, content_type: str | None = None) -> None:
         data = raw if raw is not None else b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("Content-Type", "application/octet-stream" if raw is not None else "application/json")
+        kind = content_type or ("application/octet-stream" if raw is not None else "application/json")
+        self.send_header("Content-Type", kind)
         self.end_headers()
         self.wfile.write(data)
 
@@ -57,10 +58,10 @@ class FakeMaster:
     requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def turned_away(self, handler: JsonHandler, *, report: bool = False) -> bool:
-        """Answer a request the master does not serve (a wrong key, a refused report, an injected fault); True if
-        it was answered so."""
-        if handler.headers.get("X-API-Key") != self.api_key:
+    def turned_away(self, handler: JsonHandler, *, report: bool = False, check_key: bool = True) -> bool:
+        """Answer a request the master does not serve (a wrong key, unless `check_key` is False, a refused report,
+        an injected fault); True if it was answered so."""
+        if check_key and handler.headers.get("X-API-Key") != self.api_key:
             handler.answer(401, {"error": "bad key"})
             return True
         with self.lock:

@@ -39,7 +39,7 @@ def test_a_master_s_hostile_answers_cost_one_item_each_and_the_worker_goes_on(
     server = start_server(sources=json.dumps([source]), allowed_images="hatchway-test/*,hatchway-profile/*")
     reports = master.wait_reports(1)
     assert reports == [("after", "complete", reports[0][2])], "only the real task was taken, and it ran"
-    assert reports[0][2]["output"] == "still here\n"
+    assert reports[0][2]["output"]["output"] == "still here\n"
     assert master.hostile == [], "every hostile answer was read"
     assert server.process is not None and server.process.poll() is None, "the worker is still up"
     queue = next(item for item in server.client.get("/sources").json() if item["name"] == "queue")

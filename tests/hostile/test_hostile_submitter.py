@@ -40,6 +40,6 @@ def test_a_submitter_cannot_squat_the_id_of_a_source_s_next_item(
     )
     master.add("next", "print('the real item')")
     reports = master.wait_reports(1)
-    assert reports == [("next", "complete", reports[0][2])] and reports[0][2]["output"] == "the real item\n"
+    assert reports == [("next", "complete", reports[0][2])] and reports[0][2]["output"]["output"] == "the real item\n"
     assert server.client.get(f"/jobs/{squatted}").json()["origin"] == "queue"
     assert server.stop() == 0

@@ -1,5 +1,6 @@
-"""Pulled work (`kind: tasks`) end to end against a fake queue service on 127.0.0.1 and the real Docker engine:
-results, failures, faults of the master, and how many items the worker takes at once."""
+"""Pulled work (`kind: tasks`) end to end against the double of the queue-pull platform's queue service on
+127.0.0.1 and the real Docker engine: faults of the master, the API key, restarts, and how many items the worker
+takes at once. What each kind of task is reported as, and its events, are tests/integration/test_queue_dropin.py's."""
 
 from __future__ import annotations
 
@@ -41,43 +42,18 @@ async def reports(master: TasksMaster, count: int) -> dict[str, tuple[str, dict[
     return master.by_id()
 
 
-async def test_tasks_run_and_each_gets_one_report(master: TasksMaster, start: Any) -> None:
-    master.add("ok", "print(6 * 7)")
-    master.add("exits", "import sys; print('partial'); sys.exit(3)")
-    master.add("crash", "raise ValueError('boom')")
-    master.add("slow", "while True: pass")
-    master.add("no-code", None)
-    master.add("odd-engine", "print(1)", engine="vmware")
-    worker = await start(source={"limits": {"timeout_s": 2}, "poll_interval_s": 0.2})
-    got = await reports(master, 6)
-    assert got["ok"][0] == "complete" and got["ok"][1]["output"] == "42\n" and got["ok"][1]["exit_code"] == 0
-    assert got["ok"][1]["engine"] == "docker" and got["ok"][1]["worker_id"] == worker.worker_id
-    assert got["exits"][0] == "complete" and got["exits"][1]["exit_code"] == 3
-    assert got["crash"][0] == "complete" and "ValueError: boom" in got["crash"][1]["stderr"]
-    assert got["slow"][0] == "fail" and got["slow"][1]["reason"] == "timeout"
-    assert got["no-code"][0] == "fail" and "code" in got["no-code"][1]["error"]
-    assert got["odd-engine"][0] == "fail" and "vmware" in got["odd-engine"][1]["error"]
-    await worker.drain()  # after which it sends nothing more: every report it would ever send is in
-    assert len(master.reports) == 6, "exactly one report per item"
-    jobs = (await worker.jobs.find(JobQuery(labels={"source": "queue"}))).jobs
-    assert {job.external_id for job in jobs} == {"ok", "exits", "crash", "slow", "no-code", "odd-engine"}
-    assert all(job.reported_at is not None and job.origin == "queue" for job in jobs)
-    refused = {job.external_id: job for job in jobs if job.reason == "refused"}
-    assert set(refused) == {"no-code", "odd-engine"}, "an item that cannot run is kept, failed, like any other"
-    assert got["no-code"][1]["reason"] == "refused"
-    status = worker.sources[0].status()
-    assert (status.claims, status.reports_sent, status.reports_pending) == (6, 6, 0)
-
-
 async def test_a_master_failing_every_third_request_still_gets_one_report_each(master: TasksMaster, start: Any) -> None:
     master.fail_every = 3
     for i in range(6):
         master.add(f"t{i}", f"print({i})")
     worker = await start(source={"poll_interval_s": 0.2})
     got = await reports(master, 6)
-    assert {eval_id: body["output"] for eval_id, (_, body) in got.items()} == {f"t{i}": f"{i}\n" for i in range(6)}
+    assert {eval_id: body["output"]["output"] for eval_id, (_, body) in got.items()} == {
+        f"t{i}": f"{i}\n" for i in range(6)
+    }
     await worker.drain()  # after which it sends nothing more
     assert sorted(eval_id for eval_id, _, _ in master.reports) == sorted(f"t{i}" for i in range(6))
+    assert master.unknown_reports == [], "no report was sent twice"
 
 
 async def test_claims_never_exceed_free_slots(master: TasksMaster, start: Any) -> None:
@@ -96,18 +72,21 @@ async def test_claims_never_exceed_free_slots(master: TasksMaster, start: Any) -
     assert most <= 2, events
 
 
-async def test_a_wrong_api_key_is_retried_with_a_backoff_and_said_clearly(
-    master: TasksMaster, start: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_the_api_key_goes_with_every_request_and_none_without_one(master: TasksMaster, start: Any) -> None:
+    """The real queue service checks the key only when a task is enqueued, so a worker that forgot it would go
+    unnoticed there: the double records what each request carried."""
     master.add("t", "print(1)")
-    worker = await start(source={"api_key": "wrong-key-of-the-test"})
-    # The first request is refused at once; the next comes only after the backoff (5 s).
-    await until(lambda: worker.sources[0].status().errors > 0, "the master's refusal was never seen")
-    status = worker.sources[0].status()
-    assert status.errors == 1, "no second request before the backoff"
-    assert status.backoff_s == 5 and status.last_error is not None and "api_key" in status.last_error
-    assert "refused the API key" in caplog.text and "wrong-key-of-the-test" not in caplog.text
-    assert master.tasks, "nothing was taken"
+    worker = await start(source={"poll_interval_s": 0.1})
+    await reports(master, 1)
+    await until(lambda: master.null_answers >= 2, "the worker did not poll the empty queue")
+    await worker.shutdown()
+    assert master.keys and set(master.keys) == {master.api_key}, "every poll and report carried the key"
+    count = len(master.keys)
+    master.add("u", "print(2)")
+    again = await start(source={"poll_interval_s": 0.1, "api_key": None})
+    await reports(master, 2)
+    await again.drain()
+    assert master.keys[count:] and set(master.keys[count:]) == {None}, "no key configured, none sent"
 
 
 async def test_sigterm_sends_the_reports_of_jobs_that_end_in_the_grace(master: TasksMaster, start: Any) -> None:
@@ -118,7 +97,7 @@ async def test_sigterm_sends_the_reports_of_jobs_that_end_in_the_grace(master: T
     await wait_for_state(worker, job_id, JobState.RUNNING)  # taken by the worker, queued at once, then started
     await worker.drain()  # as at SIGTERM: no more claims, the running item ends in the grace, its report is sent
     verb, body = master.by_id()["t"]
-    assert (verb, body["output"]) == ("complete", "done\n")
+    assert (verb, body["output"]["status"], body["output"]["output"]) == ("complete", "completed", "done\n")
     job = (await worker.jobs.find(JobQuery(labels={"source": "queue"}))).jobs[0]
     assert job.state == JobState.SUCCEEDED and job.reported_at is not None
 
@@ -128,7 +107,7 @@ async def test_garbage_from_the_master_is_skipped_and_work_goes_on(master: Tasks
     master.add("after", "print('fine')")
     worker = await start(source={"poll_interval_s": 0.1})
     got = await reports(master, 1)
-    assert got["after"][0] == "complete" and got["after"][1]["output"] == "fine\n"
+    assert got["after"][0] == "complete" and got["after"][1]["output"]["output"] == "fine\n"
     status = worker.sources[0].status()
     assert status.errors >= 2 and status.last_error is not None and "not a JSON object" in status.last_error
 
@@ -150,7 +129,7 @@ async def test_the_master_down_for_a_while_then_back_loses_nothing(tmp_path: Pat
         master.add("t", "print('late')")
         with tasks_master(port=port, master=master):
             got = await reports(master, 1)
-            assert got["t"][0] == "complete" and got["t"][1]["output"] == "late\n"
+            assert got["t"][0] == "complete" and got["t"][1]["output"]["output"] == "late\n"
             assert master.polls, "asked again once back"
         assert worker.sources[0].status().backoff_s == 0
     finally:
@@ -165,11 +144,12 @@ async def test_an_item_claimed_before_a_crash_and_never_stored_is_taken_up_and_r
     worker = await start(source={"poll_interval_s": 0.2})
     # Its start, and its look for old claims, are over once it has polled (a status has no event to wait on).
     await until(lambda: worker.sources[0].status().last_poll_at is not None, "the worker never polled")
+    master.handed_out("orphan", "print(7)")  # the queue service handed it out: it holds it as running
     await worker.jobs.record_claim("queue", "orphan", '{"eval_id": "orphan", "code": "print(7)", "engine": "docker"}')
     await worker.shutdown()  # as if it had died there: the claim is in the store, no job for it
     again = await start(source={"poll_interval_s": 0.2})
     got = await reports(master, 1)
-    assert got["orphan"][0] == "complete" and got["orphan"][1]["output"] == "7\n", got
+    assert got["orphan"][0] == "complete" and got["orphan"][1]["output"]["output"] == "7\n", got
     await again.drain()  # after which it sends nothing more
     assert len(master.reports) == 1 and master.claimed == 0, "one report, and nothing claimed from the master"
     assert await again.jobs.claims("queue") == []

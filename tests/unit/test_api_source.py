@@ -62,6 +62,7 @@ async def test_it_serves_the_api_counts_what_it_creates_and_leaves_signals_alone
                 "errors": 0,
                 "backoff_s": 0.0,
                 "last_error": None,
+                "events": None,
             }
         ]
         job = {"id": "once", "image": "img", "command": ["ok"]}

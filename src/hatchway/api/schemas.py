@@ -55,6 +55,11 @@ class Health(BaseModel):
     engines: list[EngineStatus]
     pools: list[PoolStatus]
     sources: list[SourceStatus]
+    queue_url: str | None = Field(
+        default=None,
+        description="The queue service a tasks source pulls from (the first, if several), as the queue-pull "
+        "worker's own /health says it; null without one.",
+    )
     controller: ControllerStatus | None
     host: HostMetrics
     problems: list[str] = Field(

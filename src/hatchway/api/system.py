@@ -27,6 +27,7 @@ async def health(worker: SystemDep, settings: SettingsDep, response: Response) -
     healthy = engine_ok and worker.accepting()
     if not healthy:
         response.status_code = 503
+    sources = [source.status() for source in worker.sources]
     return Health(
         status="ok" if healthy and not worker.problems else "degraded",
         worker_id=worker.worker_id,
@@ -37,7 +38,8 @@ async def health(worker: SystemDep, settings: SettingsDep, response: Response) -
         engine_ok=engine_ok,
         engines=_engines(worker),
         pools=worker.pools.status(),
-        sources=[source.status() for source in worker.sources],
+        sources=sources,
+        queue_url=next((source.url for source in sources if source.kind == "tasks"), None),
         controller=None if worker.controller is None else worker.controller.status(),
         host=host_metrics(),
         problems=list(worker.problems),

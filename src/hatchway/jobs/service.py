@@ -271,6 +271,11 @@ class JobService:
         control = self._controls.get(job_id)
         return None if control is None else control.capture
 
+    def container(self, job_id: str) -> str | None:
+        """The engine's reference to an active job's sandbox (a Docker container id), once it has started."""
+        control = self._controls.get(job_id)
+        return None if control is None or control.handle is None else control.handle.ref
+
     def _log(self, event: str, job_id: str, **fields: object) -> None:
         log.info(
             event.replace("_", " "),

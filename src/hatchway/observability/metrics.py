@@ -215,6 +215,19 @@ class _CountedElsewhere(Collector):
             for source in counted:
                 family.add_metric([source.name], getattr(source, attribute))
             yield family
+        for name, what, attribute in (
+            ("hatchway_source_events_published", "Task events the event bus (Redis) accepted, by source.", "published"),
+            (
+                "hatchway_source_events_dropped",
+                "Task events lost because the event bus (Redis) was down, slow or too far behind, by source.",
+                "dropped",
+            ),
+        ):
+            family = CounterMetricFamily(name, what, labels=["source"])
+            for source in sources:
+                if source.events is not None:
+                    family.add_metric([source.name], getattr(source.events, attribute))
+            yield family
         deliveries = CounterMetricFamily(
             "hatchway_callback_deliveries",
             "Attempts to deliver a job's result to its callback_url, by result (delivered, retry, failed).",

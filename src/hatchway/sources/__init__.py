@@ -10,14 +10,17 @@ from hatchway.settings import SourceConfig
 from hatchway.sources.base import JobSource, SourceStatus
 from hatchway.sources.languages import language_map
 from hatchway.sources.submissions import SubmissionsSource
+from hatchway.sources.task_events import EventBus, TaskEvents
 from hatchway.sources.tasks import TasksSource
 
 __all__ = ["JobSource", "SourceStatus", "SubmissionsSource", "TasksSource", "build_sources"]
 
 
-def build_sources(configs: list[SourceConfig], *, worker_id: str, grades: GradeService) -> list[JobSource]:
+def build_sources(
+    configs: list[SourceConfig], *, worker_id: str, grades: GradeService, redis_url: str | None = None
+) -> list[JobSource]:
     """The configured sources, masters to pull from; raises ConfigError for a profile that does not exist or a
-    name used twice.
+    name used twice. A tasks source publishes its tasks' events on its `redis_url`, else on the worker's.
 
     Sources get the job service when they run; one that grades (`submissions`) holds the grading facade too."""
     names = [config.name for config in configs]
@@ -26,19 +29,20 @@ def build_sources(configs: list[SourceConfig], *, worker_id: str, grades: GradeS
     profiles = grades.profiles
     built: list[JobSource] = []
     for config in configs:
+        unknown = {lang: name for lang, name in config.languages.items() if name not in profiles}
+        if unknown:
+            raise ConfigError(
+                f"sources.{config.name}.languages: no profile for {unknown}; this worker has: "
+                + ", ".join(sorted(profiles))
+            )
+        # Built-in names whose profile this worker lacks are left out: such an item is refused clearly.
+        languages = {lang: name for lang, name in language_map(config).items() if name in profiles}
         if config.kind == "submissions":
-            unknown = {lang: name for lang, name in config.languages.items() if name not in profiles}
-            if unknown:
-                raise ConfigError(
-                    f"sources.{config.name}.languages: no profile for {unknown}; this worker has: "
-                    + ", ".join(sorted(profiles))
-                )
-            # Built-in names whose profile this worker lacks are left out: such a submission is refused clearly.
-            languages = {lang: name for lang, name in language_map(config).items() if name in profiles}
             built.append(SubmissionsSource(config, worker_id=worker_id, grades=grades, languages=languages))
             continue
-        profile = profiles.get(config.profile)
-        if profile is None:
+        if config.profile not in profiles:
             raise ConfigError(f"sources.{config.name}.profile: no profile {config.profile!r}; see GET /profiles")
-        built.append(TasksSource(config, worker_id=worker_id, image=profile.image))
+        bus_url = config.redis_url or redis_url
+        events = None if bus_url is None else TaskEvents(EventBus(bus_url, source=config.name), executor_id=worker_id)
+        built.append(TasksSource(config, worker_id=worker_id, profiles=profiles, languages=languages, events=events))
     return built

@@ -22,6 +22,17 @@ BACKOFF_STEP_S = 5.0
 BACKOFF_MAX_S = 30.0
 
 
+class EventsStatus(BaseModel):
+    """Where a source's event bus stands: a tasks source's Redis (see docs/sources.md)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str = Field(description="The Redis it publishes to (without its password).")
+    published: int = Field(description="Events Redis accepted since start-up.")
+    dropped: int = Field(description="Events lost since start-up: Redis down, slow, or too far behind.")
+    connected: bool = Field(description="False while the last attempt to publish failed.")
+
+
 class SourceStatus(BaseModel):
     """One source as `GET /sources` and `/health` show it."""
 
@@ -47,6 +58,9 @@ class SourceStatus(BaseModel):
     errors: int = Field(description="Failed requests to the master since start-up.")
     backoff_s: float = Field(description="How long the source waits before it asks again after failures (0: none).")
     last_error: str | None
+    events: EventsStatus | None = Field(
+        default=None, description="A tasks source's event bus, if it publishes its tasks' events (null: none)."
+    )
 
 
 class JobSource(Protocol):

@@ -36,11 +36,12 @@ _GONE = (404, 409, 410)  # the master does not know the item, or has its result:
 _RESCAN_S = 5.0
 _EXTERNAL_ID_CHARS = 200  # what a label value may hold
 _DOWNLOAD_RETRY_S = (1.0, 2.0, 4.0, 8.0)
+"""Waits before the next tries of an item whose files could not be downloaded for a reason that may pass."""
+_NOT_JSON = object()  # what an answer that is not JSON reads as (None is JSON's null)
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 """The most a master's answer to a claim may hold: an item, with the files it carries inline."""
 MAX_ID_CHARS = 256
 """The longest item id a source takes (the id goes into the item's job id, labels and report URL)."""
-"""Waits before the next tries of an item whose files could not be downloaded for a reason that may pass."""
 
 
 class MasterError(Exception):
@@ -84,6 +85,7 @@ class PulledSource(abc.ABC):
         self._claims = self._sent = self._errors = self._pending = self._polls = self._report_failures = 0
         self._last_error: str | None = None
         self._watchers: set[asyncio.Task[None]] = set()
+        self._seen_ended: set[str] = set()
 
     # The dialect
 
@@ -102,6 +104,11 @@ class PulledSource(abc.ABC):
 
     def _refused_image(self) -> str | None:
         """The image a refused item's job names, for the reader of GET /jobs; None when none applies."""
+        return None
+
+    def _job_ended(self, job: Job) -> None:
+        """Called once per run of the worker for each ended job of this source whose report is not sent yet (also
+        those found so after a restart), before its report goes; it must not wait. Nothing by default."""
         return None
 
     # What every source does
@@ -183,7 +190,8 @@ class PulledSource(abc.ABC):
                 await pause(stop, self._config.poll_interval_s)
 
     async def _next(self, http: httpx.AsyncClient) -> dict[str, Any] | None:
-        """The next item, or None when the master has none (or handed out something that is not an item)."""
+        """The next item, or None when the master has none (204, 404, an empty body or JSON `null`) or handed out
+        something that is not an item."""
         self._last_poll_at = utcnow()
         self._polls += 1
         asked = f"{self.claim_method} {self.claim_path}"
@@ -199,7 +207,9 @@ class PulledSource(abc.ABC):
         # Whatever a master sends costs at most its one answer: not JSON, nested past the parser's depth, a number
         # of more digits than Python converts.
         except (ValueError, UnicodeDecodeError, RecursionError):
-            item = None
+            item = _NOT_JSON
+        if item is None:  # JSON `null`: how the queue-pull worker's queue service says it has nothing
+            return None
         if not isinstance(item, dict):
             self._bad_item(f"{self._config.url} answered {asked} with something that is not a JSON object")
             return None
@@ -306,6 +316,10 @@ class PulledSource(abc.ABC):
             self._ended.clear()
             pending = await jobs.unreported(self.name)
             self._pending = len(pending)
+            for job in pending:
+                if job.id not in self._seen_ended:
+                    self._seen_ended.add(job.id)
+                    self._job_ended(job)
             failed = False
             for job in pending:
                 if not await self._send(http, self._report(job)):
@@ -313,6 +327,7 @@ class PulledSource(abc.ABC):
                     failed = True
                     break
                 await jobs.mark_reported(job.id)
+                self._seen_ended.discard(job.id)
                 self._sent += 1
                 self._pending -= 1
             if self._done_claiming.is_set() and not self._pending and not self._watchers:
@@ -330,10 +345,11 @@ class PulledSource(abc.ABC):
             self._report_backoff.failed(self._last_error or "", source=self.name)
             return False
         if answer.is_success or answer.status_code in _GONE:
-            if not answer.is_success:
+            if not answer.is_success or _not_found(answer):
                 log.warning(
-                    "the master answered %s to %s; the report is dropped",
+                    "the master answered %s %s to %s: it does not know the item; the report is dropped",
                     answer.status_code,
+                    answer.text[:200],
                     asked,
                     extra={"event": "source_report_dropped", "source": self.name},
                 )
@@ -345,6 +361,16 @@ class PulledSource(abc.ABC):
             self._note_error(f"{self._config.url} answered {answer.status_code} to {asked}")
         self._report_backoff.failed(self._last_error or "", source=self.name)
         return False
+
+
+def _not_found(answer: httpx.Response) -> bool:
+    """Whether a 2xx answer to a report says `{"status": "not_found"}`: how the queue-pull worker's queue service
+    answers a failure for a task it does not know (it is done, or was never handed out): nothing more to send."""
+    try:
+        said = answer.json()
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(said, dict) and said.get("status") == "not_found"
 
 
 def _download_may_pass(error: BaseException) -> bool:

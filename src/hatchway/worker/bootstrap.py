@@ -303,7 +303,7 @@ def parts(
         recovery=recovery,
         jobs=jobs,
         grades=grades,
-        sources=build_sources(settings.sources, worker_id=worker_id, grades=grades),
+        sources=build_sources(settings.sources, worker_id=worker_id, grades=grades, redis_url=settings.redis_url),
         controller=controller,
         callbacks=callbacks,
         maintenance=Maintenance(
