@@ -3,6 +3,8 @@
 # when present. With names (busybox, python), only those.
 #   hatchway-test/busybox:latest  Debian's busybox-static with every applet linked
 #   hatchway-test/python:latest   a minimal Debian bookworm with python3, made by mmdebstrap
+#   hatchway-test/own-command:latest  busybox with a command of its own (CMD, WORKDIR /app): prints its working
+#                                 directory, then its stdin (for jobs that run an image's own command)
 set -euo pipefail
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
@@ -34,7 +36,19 @@ build_python() {
   echo "built $tag"
 }
 
-# With names (busybox, python), only those.
-for name in "${@:-busybox python}"; do
+build_own_command() {
+  local tag=hatchway-test/own-command:latest context
+  have_image "$tag" && return 0
+  build_busybox
+  context=$(mktemp -d)
+  printf 'pwd\ncat\n' > "$context/run.sh"
+  printf 'FROM hatchway-test/busybox:latest\nWORKDIR /app\nCOPY run.sh run.sh\nCMD ["sh", "run.sh"]\n' > "$context/Dockerfile"
+  docker build --quiet --tag "$tag" "$context" >/dev/null
+  rm -rf "$context"
+  echo "built $tag"
+}
+
+# With names (busybox, python, own_command), only those.
+for name in "${@:-busybox python own_command}"; do
   for one in $name; do "build_$one"; done
 done

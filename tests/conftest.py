@@ -17,6 +17,9 @@ from hatchway.worker.worker import Worker
 ROOT = Path(__file__).resolve().parent.parent
 BUSYBOX = "hatchway-test/busybox:latest"
 PYTHON = "hatchway-test/python:latest"
+OWN_COMMAND = "hatchway-test/own-command:latest"
+"""An image with a command of its own (CMD `sh run.sh` in WORKDIR /app): prints its working directory, then its
+stdin."""
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +27,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
     """The real engine. If it does not answer, the tests that need it fail: they are never skipped."""
     client = docker.from_env()
     client.ping()
-    for image in (BUSYBOX, PYTHON):
+    for image in (BUSYBOX, PYTHON, OWN_COMMAND):
         try:
             client.images.get(image)
         except docker.errors.ImageNotFound:

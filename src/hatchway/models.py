@@ -221,6 +221,12 @@ class JobSpec(BaseModel):
     image: str | None
     build: BuildSpec | None = None
     command: list[str]
+    image_defaults: bool = Field(
+        default=False,
+        description="Run as `docker run IMAGE [command]` does: an empty command is the image's own (ENTRYPOINT and "
+        "CMD), the working directory is the image's WORKDIR (the job's writable directory is still mounted at "
+        "`workdir`), and never in a pool. The worker-agent protocol's jobs are so.",
+    )
     env: dict[str, str]
     stdin: str | None
     files: dict[str, str]

@@ -57,6 +57,11 @@ class EngineSubject(ABC):
         """An image and a process in it that uses far more than 64 MiB of memory."""
 
     @abstractmethod
+    def own_command(self, stdin: bytes) -> str:
+        """An image with a command of its own, which prints its working directory (its WORKDIR, /app), then
+        `stdin`."""
+
+    @abstractmethod
     def engine_of(self, worker_id: str) -> Engine:
         """Another engine on the same host: a later process of the same worker, or another worker's."""
 
@@ -162,6 +167,24 @@ class EngineContract:
         assert await engine.wait(handle, sink) == ExitStatus(exit_code=127, oom_killed=False)
         assert "no-such-program failed: No such file or directory" in sink.text(Stream.STDERR)
         await engine.remove(handle)
+
+    async def test_a_process_without_argv_runs_the_image_s_own_command_in_its_own_workdir(
+        self, subject: EngineSubject
+    ) -> None:
+        """As `docker run IMAGE` does: the worker-agent protocol's jobs rely on it (a job's `image_defaults`)."""
+        engine, sink = subject.engine, Sink()
+        spec = replace(job_spec(owner(), image=subject.own_command(b"from stdin\n")), workdir=None)
+        handle = await started(engine, spec, Process((), stdin=b"from stdin\n"), sink)
+        assert await engine.wait(handle, sink) == ExitStatus(exit_code=0, oom_killed=False)
+        assert sink.text(Stream.STDOUT) == "/app\nfrom stdin\n"
+        await engine.remove(handle)
+
+    async def test_a_process_without_argv_in_an_image_without_a_command_is_an_engine_error(
+        self, subject: EngineSubject
+    ) -> None:
+        with pytest.raises(EngineError, match="No command specified"):
+            await subject.engine.start(replace(job_spec(owner()), workdir=None), Process(()), Sink())
+        assert await subject.engine.recover() == []
 
     async def test_a_process_over_its_memory_limit_is_reported_oom_killed(self, subject: EngineSubject) -> None:
         engine, sink = subject.engine, Sink()

@@ -14,7 +14,7 @@ from hatchway.engines import docker_streams as streams
 from hatchway.engines.base import ENGINE_LABEL, JOB_LABEL, ROLE_LABEL, WORKER_LABEL, Engine, Process, Role
 from hatchway.engines.docker import DockerEngine
 from hatchway.engines.docker_host import DockerHost
-from tests.conftest import PYTHON, containers_of
+from tests.conftest import OWN_COMMAND, PYTHON, containers_of
 from tests.contracts.engine import CodeRunningEngineContract, EngineContract, EngineSubject, Sink, job_spec, started
 
 pytestmark = pytest.mark.docker
@@ -41,6 +41,9 @@ class DockerSubject(EngineSubject):
 
     def memory_hog(self) -> tuple[str, Process]:
         return PYTHON, Process(("python3", "-c", "b = bytearray(512 << 20)"))
+
+    def own_command(self, stdin: bytes) -> str:
+        return OWN_COMMAND  # scripts/test-images.sh: WORKDIR /app, CMD `sh run.sh` (pwd; cat)
 
     def engine_of(self, worker_id: str) -> Engine:
         name = "docker" if self.runtime is None else "gvisor"

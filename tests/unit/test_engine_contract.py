@@ -9,7 +9,7 @@ import pytest
 
 from hatchway.engines.base import Engine, Process
 from hatchway.engines.fake import FakeEngine, FakeProgram
-from tests.conftest import BUSYBOX, PYTHON
+from tests.conftest import BUSYBOX, OWN_COMMAND, PYTHON
 from tests.contracts.engine import EngineContract, EngineSubject
 
 
@@ -36,8 +36,12 @@ class FakeSubject(EngineSubject):
         # Scripted: the fake enforces no limit (runs_code is False), it only reports an OOM kill as Docker does.
         return PYTHON, self._program(FakeProgram(exit_code=137, oom_killed=True))
 
+    def own_command(self, stdin: bytes) -> str:
+        self._programs[OWN_COMMAND] = FakeProgram(stdout=b"/app\n" + stdin)  # what the image's CMD prints
+        return OWN_COMMAND
+
     def engine_of(self, worker_id: str) -> Engine:
-        engine = FakeEngine(images={BUSYBOX, PYTHON}, worker_id=worker_id, sandboxes=self._host)
+        engine = FakeEngine(images={BUSYBOX, PYTHON, OWN_COMMAND}, worker_id=worker_id, sandboxes=self._host)
         engine.programs = self._programs
         return engine
 

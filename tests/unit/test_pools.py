@@ -104,6 +104,17 @@ def test_jobs_a_pool_cannot_serve_as_a_fresh_container_would_take_the_cold_path(
     assert pools.key_for(make_job(), "docker") is not None
 
 
+def test_a_job_run_as_its_image_runs_it_takes_the_cold_path(
+    tmp_path: Path, engine: FakeEngine, images: FakeImages
+) -> None:
+    """A pooled container's supervisor runs argv as given, in the pool's working directory: not the image's own
+    command nor its WORKDIR, which a job with `image_defaults` (the worker-agent protocol's) runs as."""
+    pools = make_pools(tmp_path, engine, images)
+    job = make_job()
+    as_its_image = job.model_copy(update={"spec": job.spec.model_copy(update={"image_defaults": True})})
+    assert pools.key_for(as_its_image, "docker") is None
+
+
 async def test_a_pool_fills_to_its_size_and_holds_its_image(running: Pools, images: FakeImages) -> None:
     await filled(running, 2)
     status = running.status()[0]

@@ -98,7 +98,8 @@ class SandboxSpec:
     log_bytes: int
     """How much output the engine's own copy keeps (read back only after a worker restart)."""
     network: Literal["none", "host"] = "none"
-    workdir: str = "/"
+    workdir: str | None = "/"
+    """The process's working directory; None: the image's own (its WORKDIR)."""
     mounts: tuple[Mount, ...] = ()
     tmpfs: Mapping[str, int] = field(default_factory=dict)
     wipe: tuple[str, ...] = ()

@@ -2,7 +2,8 @@
 `fake_images.py`).
 
 Processes are scripted, not run: a process's `argv[0]` names a `FakeProgram` registered on the engine, which
-says what it prints, how it exits, or that it runs until stopped. Everything the engine is asked to do is
+says what it prints, how it exits, or that it runs until stopped; a process without argv runs the image's own
+command, the program registered under the image's name. Everything the engine is asked to do is
 recorded in `events`, so tests can count starts per job. `go_down` and `come_back` simulate an outage of the
 engine: while it is down every call raises EngineUnavailable (waits under way too), and sandboxes keep running.
 
@@ -153,7 +154,7 @@ class FakeEngine:
         sandbox = self._create(spec, process)
         self._event("start", sandbox)
         sandbox.started_at = utcnow()
-        program = self.programs.get(process.argv[0])
+        program = self.programs.get(process.argv[0] if process.argv else image_name(spec.image))
         if program is None:
             # As on Docker, where the container's init execs the command: the sandbox starts, and its init
             # reports the failed exec and exits as a shell would.
@@ -358,6 +359,8 @@ class FakeEngine:
             raise error
         if check_image and self.images is not None and image_name(spec.image) not in self.images:
             raise ImageNotFound(f"image {spec.image!r} is not on this worker")
+        if process is not None and not process.argv and image_name(spec.image) not in self.programs:
+            raise EngineError("the Docker engine failed: No command specified")  # as Docker refuses to create it
         ref = f"fake-{next(_refs)}"
         handle = Handle(job_id=spec.owner, ref=ref, role=spec.role)
         sandbox = _Sandbox(spec=spec, handle=handle, process=process, worker_id=self.worker_id, engine=self.name)

@@ -121,7 +121,7 @@ class Preparer:
                 pids=limits.pids,
                 log_bytes=limits.output_bytes,
                 network=spec.network,
-                workdir=spec.workdir,
+                workdir=None if spec.image_defaults else spec.workdir,
                 mounts=(Mount(workspace, spec.workdir, read_only=False), Mount(volume.tmp, "/tmp", read_only=False)),
             ),
             process=Process(

@@ -161,6 +161,7 @@ class Pools:
             or spec.network != "none"
             or spec.ports
             or spec.workdir != WORKDIR
+            or spec.image_defaults  # a pooled container runs argv as given, in its own working directory
             or self._owner is None
             or spec.limits.cpus != self._default_limits.cpus
         ):
