@@ -29,7 +29,8 @@
         └── DiskUnavailable    a job's size-limited disk could not be made (needs root and loop devices)
 
 Grading adds two request errors where they are used: `UnknownProfile` (an InvalidRequest, in
-judge/profiles.py) and `GradeLimitTooHigh` (a LimitTooHigh, in judge/).
+judge/profiles.py) and `GradeLimitTooHigh` (a LimitTooHigh, in judge/). The worker-agent protocol adds `Rejected`
+(400, with the protocol's own code, in api/agent_jobs.py).
 """
 
 from __future__ import annotations

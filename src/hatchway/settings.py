@@ -36,6 +36,9 @@ RUNTIMES: tuple[RuntimeName, ...] = ("docker", "gvisor")
 TOKEN_MIN_LENGTH = 16
 API_SOURCE = "api"
 """The HTTP API's name among the job sources (`GET /sources`); no configured source may take it."""
+AGENT_SOURCE = "agent"
+"""The origin of the jobs a master of the worker-agent system posts in its Job Protocol (api/agent_protocol.py):
+their ids are `agent.<the master's job_id>.<digest>`, a namespace no configured source may take."""
 
 
 def _default_data_dir() -> Path:
@@ -155,6 +158,8 @@ class SourceConfig(BaseModel):
     def _not_the_api(cls, value: str) -> str:
         if value == API_SOURCE:
             raise ValueError(f"{API_SOURCE!r} is the HTTP API's name in /sources; give this source another")
+        if value == AGENT_SOURCE:
+            raise ValueError(f"{AGENT_SOURCE!r} names the worker-agent protocol's jobs; give this source another")
         return value
 
 

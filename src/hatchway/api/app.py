@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from hatchway import __version__
 from hatchway.api import events, grades, images, jobs, system
+from hatchway.api.agent_protocol import install_agent_protocol
 from hatchway.api.auth import install_authentication
 from hatchway.api.deps import ApiServices
 from hatchway.api.errors import document_errors, install_error_handlers
@@ -33,6 +34,7 @@ def create_app(services: ApiServices, *, on_submit: Callable[[], None] = lambda:
     app.include_router(grades.router)
     app.include_router(dashboard.router)
     app.include_router(events.router)
+    install_agent_protocol(app, services, on_submit)  # inside the token check: it reads bodies
     install_authentication(app, services.settings.api_tokens)
     document_errors(app)
     # Outermost, so that refused requests are counted too.

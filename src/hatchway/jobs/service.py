@@ -46,6 +46,11 @@ def source_id_prefix(origin: str) -> str:
     return f"{_UNSAFE.sub('-', origin)[:40]}."
 
 
+def job_not_found(job_id: str) -> JobNotFound:
+    """What asking for an id no job has gets."""
+    return JobNotFound(f"no job has id {job_id!r}")
+
+
 def _new_callback(spec: JobSpec) -> CallbackStatus | None:
     """A job's callback, pending from its submission on: its delivery is then due the moment the store records
     the job's final state, in the same write."""
@@ -138,10 +143,14 @@ class JobService:
         """The job; while it runs, with live resource figures from its sandbox."""
         job = await self.store.get(job_id)
         if job is None:
-            raise JobNotFound(f"no job has id {job_id!r}")
+            raise job_not_found(job_id)
         control = self._controls.get(job_id)
         live = control.resources() if control is not None and not job.state.is_final else None
         return job if live is None else job.model_copy(update={"resources": live})
+
+    async def state_of(self, job_id: str) -> JobState | None:
+        """The job's state alone, without loading the job (its output may be large); None: no job has that id."""
+        return await self.store.state_of(job_id)
 
     async def find(self, query: JobQuery) -> JobPage:
         return await self.store.find(query)

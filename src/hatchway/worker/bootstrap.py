@@ -43,7 +43,7 @@ from hatchway.observability.stats import JobStats
 from hatchway.output.artifacts import ArtifactStore
 from hatchway.pools import Pools
 from hatchway.sandbox.binary import installed_supervisor, supervisor_path
-from hatchway.settings import Settings
+from hatchway.settings import AGENT_SOURCE, Settings
 from hatchway.sources import build_sources
 from hatchway.store.base import JobStore
 from hatchway.store.sqlite import SqliteStore
@@ -238,7 +238,7 @@ def parts(
         worker_id=worker_id,
         max_concurrent_jobs=lambda: scheduler.max_concurrent_jobs,
         next_free_slot=scheduler.next_free_slot,
-        sources=[source.name for source in settings.sources],
+        sources=[*(source.name for source in settings.sources), AGENT_SOURCE],
     )
     grades = GradeService(
         jobs=jobs,
