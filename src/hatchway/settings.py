@@ -39,6 +39,7 @@ API_SOURCE = "api"
 AGENT_SOURCE = "agent"
 """The origin of the jobs a master of the worker-agent system posts in its Job Protocol (api/agent_protocol.py):
 their ids are `agent.<the master's job_id>.<digest>`, a namespace no configured source may take."""
+_ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9a-f:.]+\](:[0-9]{1,5})?$")
 
 
 def _default_data_dir() -> Path:
@@ -253,6 +254,11 @@ class Settings(BaseSettings):
     allow_unauthenticated: bool = Field(
         default=False, description="Serve without api_tokens on an address that is not loopback."
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Web origins (`http://host:port`, comma-separated; `*`: any) whose pages may call the API from "
+        "a browser, such as the worker-agent dashboard's (see docs/security.md); none by default.",
+    )
 
     max_concurrent_jobs: int = Field(default=4, ge=1, le=1024, description="Jobs and gradings running at once.")
     allowed_images: Annotated[list[str], NoDecode] = Field(
@@ -363,6 +369,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _web_origins(cls, value: Any) -> Any:
+        """Origins as a browser writes them in `Origin` (lower case, no path, no final slash), or `*`."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            return value
+        origins = [str(item).strip().rstrip("/").lower() for item in value]
+        bad = [origin for origin in origins if origin != "*" and not _ORIGIN.match(origin)]
+        if bad:
+            raise ValueError(f"{bad}: an origin is scheme://host[:port] (http or https, no path), or *")
+        return origins
 
     @field_validator("log_level")
     @classmethod

@@ -10,6 +10,7 @@ from hatchway import __version__
 from hatchway.api import events, grades, images, jobs, system
 from hatchway.api.agent_protocol import install_agent_protocol
 from hatchway.api.auth import install_authentication
+from hatchway.api.cors import install_cors
 from hatchway.api.deps import ApiServices
 from hatchway.api.errors import document_errors, install_error_handlers
 from hatchway.observability.metrics import MetricsMiddleware
@@ -37,6 +38,7 @@ def create_app(services: ApiServices, *, on_submit: Callable[[], None] = lambda:
     install_agent_protocol(app, services, on_submit)  # inside the token check: it reads bodies
     install_authentication(app, services.settings.api_tokens)
     document_errors(app)
+    install_cors(app, services.settings.cors_origins)  # outside the token check: preflights carry no token
     # Outermost, so that refused requests are counted too.
     app.add_middleware(MetricsMiddleware, metrics=services.system.metrics)
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from hatchway.models import Job, ResolvedLimits
-from hatchway.observability.host import HostMetrics
+from hatchway.observability.host import HostFacts, HostMetrics
 from hatchway.pools.pool import PoolStatus
 from hatchway.sources.base import SourceStatus
 from hatchway.worker.registration import ControllerStatus
@@ -67,6 +67,14 @@ class Health(BaseModel):
         description="What the worker lacks though it takes jobs (the sandbox supervisor, say): `status` is then "
         "`degraded`, with 200 while it accepts jobs and the engine answers.",
     )
+    # As the worker-agent system's workers say them, for its dashboard (docs/compatibility.md).
+    uptime_seconds: int = Field(description="Seconds since the worker's process started.")
+    load_average: list[float] = Field(description="The host's load over 1, 5 and 15 minutes.")
+    running_jobs: int = Field(description="The same as `running`.")
+    temperature_c: float | None = Field(description="The host's hottest sensor; null without one.")
+    memory_total_mb: int
+    memory_available_mb: int
+    cpu_threads: int
 
 
 class WorkersStatus(BaseModel):
@@ -86,8 +94,9 @@ class WorkersStatus(BaseModel):
     engines: list[EngineStatus]
 
 
-class Info(BaseModel):
-    """What this worker is and what it allows."""
+class Info(HostFacts):
+    """What this worker is and what it allows; the host's facts and `protocol_version` and `labels` as the
+    worker-agent system's workers say them, for its dashboard (docs/compatibility.md)."""
 
     worker_id: str
     version: str
@@ -102,3 +111,5 @@ class Info(BaseModel):
     max_limits: ResolvedLimits
     kill_grace_s: float
     problems: list[str] = Field(default_factory=list, description="What the worker lacks, as /health says.")
+    protocol_version: int = Field(description="The worker-agent system's Job Protocol this worker speaks (1).")
+    labels: list[str] = Field(description="`worker_labels` as `key=value` (`key` alone for an empty value).")

@@ -6,11 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from hatchway.api.agent_jobs import PROTOCOL_VERSION
 from hatchway.api.deps import SettingsDep, SystemDep, WorkerView
 from hatchway.api.schemas import EngineStatus, Health, Info, WorkersStatus
 from hatchway.engines.base import Engine
 from hatchway.models import JobState
-from hatchway.observability.host import host_metrics
+from hatchway.observability.host import MIB, host_facts, host_metrics, uptime_s
 from hatchway.observability.metrics import CONTENT_TYPE, Snapshot
 from hatchway.observability.stats import BUCKET_S, BUCKETS, Stats
 from hatchway.pools.pool import PoolStatus
@@ -28,11 +29,13 @@ async def health(worker: SystemDep, settings: SettingsDep, response: Response) -
     if not healthy:
         response.status_code = 503
     sources = [source.status() for source in worker.sources]
+    host = host_metrics()
+    running = counts[JobState.RUNNING] + counts[JobState.BUILDING]
     return Health(
         status="ok" if healthy and not worker.problems else "degraded",
         worker_id=worker.worker_id,
         accepting=worker.accepting(),
-        running=counts[JobState.RUNNING] + counts[JobState.BUILDING],
+        running=running,
         queued=counts[JobState.QUEUED],
         max_concurrent_jobs=settings.max_concurrent_jobs,
         engine_ok=engine_ok,
@@ -41,8 +44,15 @@ async def health(worker: SystemDep, settings: SettingsDep, response: Response) -
         sources=sources,
         queue_url=next((source.url for source in sources if source.kind == "tasks"), None),
         controller=None if worker.controller is None else worker.controller.status(),
-        host=host_metrics(),
+        host=host,
         problems=list(worker.problems),
+        uptime_seconds=uptime_s(),
+        load_average=list(host.load_average),
+        running_jobs=running,
+        temperature_c=host.temperature_c,
+        memory_total_mb=round(host.memory_total_bytes / MIB),
+        memory_available_mb=round((host.memory_total_bytes - host.memory_used_bytes) / MIB),
+        cpu_threads=host.cpu_count,
     )
 
 
@@ -124,6 +134,9 @@ async def info(worker: SystemDep, settings: SettingsDep) -> Info:
         max_limits=settings.max_limits,
         kill_grace_s=settings.kill_grace_s,
         problems=list(worker.problems),
+        **host_facts().model_dump(),
+        protocol_version=PROTOCOL_VERSION,
+        labels=[f"{key}={value}" if value else key for key, value in settings.worker_labels.items()],
     )
 
 
