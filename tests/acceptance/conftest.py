@@ -27,10 +27,12 @@ def free_port() -> int:
 
 
 class Server:
-    """One worker process; `start` can be called again after `stop` or `kill9` (same data, same id)."""
+    """One worker process; `start` can be called again after `stop` or `kill9` (same data, same id). It listens on
+    a free port, unless `port` names one (a client that hard-codes the worker's port, such as the worker-agent
+    system's dashboard)."""
 
-    def __init__(self, data_dir: Path, worker_id: str, **settings: Any) -> None:
-        self.port = free_port()
+    def __init__(self, data_dir: Path, worker_id: str, port: int | None = None, **settings: Any) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.worker_id = worker_id
         self.log_path = data_dir / "server.log"
