@@ -77,6 +77,7 @@ class GradeMaxLimits(GradeLimits):
     processes: int = Field(default=1024, ge=1)
     compile_timeout_s: float = Field(default=300.0, gt=0)
     compile_memory_mb: int = Field(default=8192, ge=6)
+    compile_disk_mb: int = Field(default=8192, ge=8)
 
 
 class PoolConfig(BaseModel):

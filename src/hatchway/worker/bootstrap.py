@@ -211,6 +211,7 @@ def parts(
         store=store,
         engines=engines,
         images=images,
+        volumes=volume_stock,
         problems=problems,
         lifecycle=lifecycle,
         signals=signals,
