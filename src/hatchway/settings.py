@@ -288,6 +288,9 @@ class Settings(BaseSettings):
     )
     build_timeout_s: float = Field(default=600.0, gt=0, description="Longest building a job's image may take.")
     artifacts_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="Per job, from out/.")
+    artifacts_max_files: int = Field(
+        default=1000, ge=0, description="Per job, from out/: the files and directories kept (each an inode for days)."
+    )
     artifacts_retention_s: float = Field(
         default=7 * 24 * 3600.0, gt=0, description="How long a job's artifacts are kept after it ends."
     )

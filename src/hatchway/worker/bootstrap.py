@@ -155,6 +155,7 @@ def parts(
     artifacts = ArtifactStore(
         settings.data_dir / "artifacts",
         max_bytes=settings.artifacts_max_bytes,
+        max_files=settings.artifacts_max_files,
         retention_s=settings.artifacts_retention_s,
     )
     ports = PortAllocator(*settings.port_range)
