@@ -277,6 +277,11 @@ class Settings(BaseSettings):
         default=1024 * 1024 * 1024, ge=1, description="Largest a bundle may be once unpacked (and the job's disk)."
     )
     bundle_max_files: int = Field(default=20_000, ge=1, description="Most files a bundle may hold.")
+    build_context_max_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=1,
+        description="Largest a bundle may unpack to when it is a build's context (held in memory, twice, to build).",
+    )
     bundle_cache_bytes: int = Field(
         default=4 * 1024**3,
         ge=0,

@@ -165,7 +165,9 @@ def parts(
     volume_stock = VolumeStock(volumes, spares=spares)
     controls: dict[str, RunControl] = {}
     bundle_limits = BundleLimits(
-        max_unpacked_bytes=settings.bundle_max_unpacked_bytes, max_files=settings.bundle_max_files
+        max_unpacked_bytes=settings.bundle_max_unpacked_bytes,
+        max_files=settings.bundle_max_files,
+        max_build_context_bytes=settings.build_context_max_bytes,
     )
     preparer = Preparer(
         images=images,
