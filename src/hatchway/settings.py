@@ -225,6 +225,11 @@ class Settings(BaseSettings):
     allow_unauthenticated: bool = Field(
         default=False, description="Serve without api_tokens on an address that is not loopback."
     )
+    api_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names (comma-separated) the API answers besides loopback ones, its listen address and "
+        "advertise_url's host; checked without api_tokens, or with them once given; `*`: any (see docs/api.md).",
+    )
 
     max_concurrent_jobs: int = Field(default=4, ge=1, le=1024, description="Jobs and gradings running at once.")
     allowed_images: Annotated[list[str], NoDecode] = Field(
@@ -332,7 +337,12 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "allowed_images", "allowed_runtimes", "bundle_allowed_urls", "callback_allowed_urls", mode="before"
+        "allowed_images",
+        "allowed_runtimes",
+        "bundle_allowed_urls",
+        "callback_allowed_urls",
+        "api_allowed_hosts",
+        mode="before",
     )
     @classmethod
     def _split_patterns(cls, value: Any) -> Any:
