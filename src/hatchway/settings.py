@@ -77,6 +77,7 @@ class GradeMaxLimits(GradeLimits):
     processes: int = Field(default=1024, ge=1)
     compile_timeout_s: float = Field(default=300.0, gt=0)
     compile_memory_mb: int = Field(default=8192, ge=6)
+    compile_disk_mb: int = Field(default=8192, ge=8)
 
 
 class PoolConfig(BaseModel):
@@ -248,6 +249,11 @@ class Settings(BaseSettings):
     allow_unauthenticated: bool = Field(
         default=False, description="Serve without api_tokens on an address that is not loopback."
     )
+    api_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names (comma-separated) the API answers besides loopback ones, its listen address and "
+        "advertise_url's host; checked without api_tokens, or with them once given; `*`: any (see docs/api.md).",
+    )
 
     max_concurrent_jobs: int = Field(default=4, ge=1, le=1024, description="Jobs and gradings running at once.")
     allowed_images: Annotated[list[str], NoDecode] = Field(
@@ -304,6 +310,11 @@ class Settings(BaseSettings):
         default=1024 * 1024 * 1024, ge=1, description="Largest a bundle may be once unpacked (and the job's disk)."
     )
     bundle_max_files: int = Field(default=20_000, ge=1, description="Most files a bundle may hold.")
+    build_context_max_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=1,
+        description="Largest a bundle may unpack to when it is a build's context (held in memory, twice, to build).",
+    )
     bundle_cache_bytes: int = Field(
         default=4 * 1024**3,
         ge=0,
@@ -315,6 +326,9 @@ class Settings(BaseSettings):
     )
     build_timeout_s: float = Field(default=600.0, gt=0, description="Longest building a job's image may take.")
     artifacts_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="Per job, from out/.")
+    artifacts_max_files: int = Field(
+        default=1000, ge=0, description="Per job, from out/: the files and directories kept (each an inode for days)."
+    )
     artifacts_retention_s: float = Field(
         default=7 * 24 * 3600.0, gt=0, description="How long a job's artifacts are kept after it ends."
     )
@@ -351,7 +365,12 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "allowed_images", "allowed_runtimes", "bundle_allowed_urls", "callback_allowed_urls", mode="before"
+        "allowed_images",
+        "allowed_runtimes",
+        "bundle_allowed_urls",
+        "callback_allowed_urls",
+        "api_allowed_hosts",
+        mode="before",
     )
     @classmethod
     def _split_patterns(cls, value: Any) -> Any:

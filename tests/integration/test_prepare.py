@@ -25,6 +25,8 @@ from tests.integration.conftest import RunJob, make_settings
 
 pytestmark = pytest.mark.docker
 
+CONTEXT_LIMIT = 1024 * 1024
+
 
 class BundleServer:
     """Serves files from a folder on 127.0.0.1 and counts the requests per path."""
@@ -84,7 +86,11 @@ def bundles(tmp_path: Path) -> Iterator[BundleServer]:
 @pytest.fixture
 def worker_settings(tmp_path: Path, worker_id: str):  # type: ignore[no-untyped-def]
     return make_settings(
-        tmp_path, worker_id, allowed_images=["hatchway-test/*"], bundle_allowed_urls=["http://127.0.0.1:*"]
+        tmp_path,
+        worker_id,
+        allowed_images=["hatchway-test/*"],
+        bundle_allowed_urls=["http://127.0.0.1:*"],
+        build_context_max_bytes=CONTEXT_LIMIT,
     )
 
 
@@ -170,6 +176,18 @@ async def test_a_bundle_is_part_of_the_build_context(
     built_images.append(job.run.image or "")
     assert job.state == JobState.SUCCEEDED, job.build_output
     assert job.stdout.startswith("echo tool") is False and job.stdout.startswith("tool ")
+
+
+async def test_a_bundle_past_the_build_context_limit_is_refused_before_it_is_read(
+    run_job: RunJob, bundles: BundleServer
+) -> None:
+    url, sha = bundles.publish("big.tar.gz", {"blob": b"\0" * (2 * CONTEXT_LIMIT)})
+    dockerfile = "FROM hatchway-test/busybox:latest\nCOPY blob /blob\n"
+    job = await run_job("true", build={"dockerfile": dockerfile}, bundle_url=url, bundle_sha256=sha)
+    assert (job.state, job.reason) == (JobState.FAILED, Reason.BAD_BUNDLE), job.message
+    assert f"build context limit (build_context_max_bytes) of {CONTEXT_LIMIT} bytes" in (job.message or "")
+    plain = await run_job("wc -c < blob", bundle_url=url, bundle_sha256=sha)
+    assert plain.stdout.strip() == str(2 * CONTEXT_LIMIT), "a job that builds nothing is not held to it"
 
 
 async def test_a_failing_build_fails_the_job_with_its_log(run_job: RunJob) -> None:

@@ -155,6 +155,7 @@ def parts(
     artifacts = ArtifactStore(
         settings.data_dir / "artifacts",
         max_bytes=settings.artifacts_max_bytes,
+        max_files=settings.artifacts_max_files,
         retention_s=settings.artifacts_retention_s,
     )
     ports = PortAllocator(*settings.port_range)
@@ -164,7 +165,9 @@ def parts(
     volume_stock = VolumeStock(volumes, spares=spares)
     controls: dict[str, RunControl] = {}
     bundle_limits = BundleLimits(
-        max_unpacked_bytes=settings.bundle_max_unpacked_bytes, max_files=settings.bundle_max_files
+        max_unpacked_bytes=settings.bundle_max_unpacked_bytes,
+        max_files=settings.bundle_max_files,
+        max_build_context_bytes=settings.build_context_max_bytes,
     )
     preparer = Preparer(
         images=images,
@@ -211,6 +214,7 @@ def parts(
         store=store,
         engines=engines,
         images=images,
+        volumes=volume_stock,
         problems=problems,
         lifecycle=lifecycle,
         signals=signals,
