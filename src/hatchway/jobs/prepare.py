@@ -79,7 +79,8 @@ class Preparer:
         bundle_cached: bool | None = None
         bundle_sha256 = ""
         if spec.bundle_url is not None:
-            fetched = await self._bundles.fetch(spec.bundle_url, spec.bundle_sha256)
+            # A source's item may use its master's origin and credentials, and its archives are its own.
+            fetched = await self._bundles.fetch(spec.bundle_url, spec.bundle_sha256, source=job.origin)
             bundle_cached, bundle_sha256 = fetched.cached, fetched.sha256
             disk_bytes = room_for_files(spec.limits.disk_mb)
             await asyncio.to_thread(
