@@ -55,12 +55,16 @@ class FakeMaster:
     """Answer 503 to every report (to leave them pending)."""
     report_attempts: int = 0
     requests: int = 0
+    unkeyed: list[str] = field(default_factory=list)
+    """The paths of requests to the API that came without the key (and were answered 401)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def turned_away(self, handler: JsonHandler, *, report: bool = False) -> bool:
         """Answer a request the master does not serve (a wrong key, a refused report, an injected fault); True if
         it was answered so."""
         if handler.headers.get("X-API-Key") != self.api_key:
+            with self.lock:
+                self.unkeyed.append(handler.path)
             handler.answer(401, {"error": "bad key"})
             return True
         with self.lock:
