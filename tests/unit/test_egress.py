@@ -4,9 +4,14 @@ to the address judged."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import ipaddress
 import socket
+import ssl
+import subprocess
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -124,11 +129,8 @@ def answering() -> Iterator[tuple[str, list[str]]]:
         yield url, hosts
 
 
-async def test_a_name_is_resolved_once_and_the_address_judged_is_the_one_connected_to(
-    answering: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    url, hosts = answering
-    port = int(url.rpartition(":")[2])
+def resolving_to_loopback(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make every name resolve to 127.0.0.1 in this event loop; returns the names looked up."""
     lookups: list[str] = []
 
     async def resolver(host: str, port: int, **_: Any) -> list[tuple[Any, ...]]:
@@ -136,6 +138,15 @@ async def test_a_name_is_resolved_once_and_the_address_judged_is_the_one_connect
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
 
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolver)
+    return lookups
+
+
+async def test_a_name_is_resolved_once_and_the_address_judged_is_the_one_connected_to(
+    answering: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, hosts = answering
+    port = int(url.rpartition(":")[2])
+    lookups = resolving_to_loopback(monkeypatch)
     allowed = GuardedTransport(AddressPolicy.of(["127.0.0.0/8"]))
     async with httpx.AsyncClient(transport=allowed, trust_env=False) as client:
         answer = await client.get(f"http://rebinding.test:{port}/x")
@@ -155,3 +166,43 @@ async def test_an_allowed_origin_goes_out_unchecked_and_no_other(answering: tupl
         with pytest.raises(Refused):
             await client.get(f"http://localhost:{url.rpartition(':')[2]}/a")
     assert len(hosts) == 1
+
+
+@pytest.fixture
+def tls_site(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """An https server on 127.0.0.1 whose certificate is for example.test (made by openssl, which must be
+    installed); yields its port and the certificate, to trust."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=example.test",
+         "-addext", "subjectAltName=DNS:example.test", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+
+    class Handler(JsonHandler):
+        def do_GET(self) -> None:
+            self.answer(200, {"host": self.headers["Host"]})
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], cert
+    server.shutdown()
+    server.server_close()
+
+
+async def test_tls_to_a_pinned_address_is_checked_against_the_url_s_host_name(
+    tls_site: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, cert = tls_site
+    resolving_to_loopback(monkeypatch)
+    transport = GuardedTransport(AddressPolicy.of(["127.0.0.0/8"]), verify=ssl.create_default_context(cafile=cert))
+    async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
+        answer = await client.get(f"https://example.test:{port}/")
+        assert answer.json() == {"host": f"example.test:{port}"}
+        with pytest.raises(httpx.ConnectError, match="Hostname mismatch"):  # the same server, another name
+            await client.get(f"https://other.test:{port}/")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 
 import httpx
 
@@ -33,22 +34,22 @@ class GuardedTransport(httpx.AsyncBaseTransport):
     """Sends each request to a checked address of its host (see the module's docstring).
 
     Origins in `trusted` (a job source's own master, for that source's requests) and those the policy allows by
-    name go out unchecked, resolved as usual: the operator named them."""
+    name go out unchecked, resolved as usual: the operator named them. `verify` is how TLS certificates are checked
+    (httpx's default: the system's trusted authorities)."""
 
-    def __init__(self, policy: AddressPolicy, *, trusted: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, policy: AddressPolicy, *, trusted: frozenset[str] = frozenset(), verify: ssl.SSLContext | bool = True
+    ) -> None:
         self._policy = policy
         self._trusted = trusted
-        # One connection pool per origin as the URL names it: two host names on one address never share a
-        # connection, whose TLS session was checked for one of them.
-        self._inner: dict[str, httpx.AsyncHTTPTransport] = {}
+        # No connection is kept for another request: the pool knows a pinned connection by its address only, and
+        # two host names on one address must not share one whose TLS session was checked for the other. These
+        # requests are few (a download and its redirects, one callback), so nothing is lost.
+        self._inner = httpx.AsyncHTTPTransport(verify=verify, limits=httpx.Limits(max_keepalive_connections=0))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        origin = origin_of(str(request.url))
-        inner = self._inner.get(origin)
-        if inner is None:
-            inner = self._inner[origin] = httpx.AsyncHTTPTransport()
-        if origin in self._trusted or self._policy.allows_origin(str(request.url)):
-            return await inner.handle_async_request(request)
+        if origin_of(str(request.url)) in self._trusted or self._policy.allows_origin(str(request.url)):
+            return await self._inner.handle_async_request(request)
         addresses = await _resolve(request.url)
         refused = [address for address in addresses if not self._policy.allows(address)]
         if refused:
@@ -59,15 +60,14 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         failed: httpx.ConnectError | None = None
         for address in addresses:  # in the resolver's order, as a client would try them
             try:
-                return await inner.handle_async_request(_pinned(request, address))
+                return await self._inner.handle_async_request(_pinned(request, address))
             except httpx.ConnectError as exc:
                 failed = exc
         assert failed is not None, "a host resolves to at least one address"
         raise failed
 
     async def aclose(self) -> None:
-        for inner in self._inner.values():
-            await inner.aclose()
+        await self._inner.aclose()
 
 
 async def _resolve(url: httpx.URL) -> list[IPAddress]:
