@@ -296,6 +296,16 @@ class Settings(BaseSettings):
         default_factory=lambda: ["https://*", "http://*"],
         description="Glob patterns a callback_url must match (http and https only).",
     )
+    allowed_private_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Networks (CIDRs, comma-separated) bundle, problem and callback URLs may reach although not "
+        "public: loopback, private, link-local, CGNAT ... are refused otherwise (see docs/security.md).",
+    )
+    allowed_private_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins (`scheme://host:port`, comma-separated) bundle, problem and callback URLs may reach "
+        "whatever address they resolve to; redirects elsewhere are checked again.",
+    )
     callback_secret: SecretStr | None = Field(
         default=None,
         description="Signs every callback (X-Hatchway-Signature), 16 characters or more; without it they go unsigned.",
@@ -370,12 +380,32 @@ class Settings(BaseSettings):
         "bundle_allowed_urls",
         "callback_allowed_urls",
         "api_allowed_hosts",
+        "allowed_private_networks",
+        "allowed_private_origins",
         mode="before",
     )
     @classmethod
     def _split_patterns(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_private_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for index, network in enumerate(value):
+            try:
+                ipaddress.ip_network(network)
+            except ValueError as exc:
+                raise ValueError(f"entry {index}, {network!r}, is not a network such as 10.0.0.0/8: {exc}") from None
+        return value
+
+    @field_validator("allowed_private_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for index, origin in enumerate(value):
+            if not re.fullmatch(r"https?://[^/?#@\s]+/?", origin):
+                raise ValueError(f"entry {index}, {origin!r}, is not an origin such as http://10.0.0.5:8000")
         return value
 
     @field_validator("log_level")

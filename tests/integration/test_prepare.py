@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import tarfile
 import threading
 import uuid
@@ -16,7 +17,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from hatchway.errors import NotAllowed
+from hatchway.errors import FetchFailed, NotAllowed
 from hatchway.models import JobState, Reason
 from hatchway.worker.bootstrap import build_worker
 from hatchway.worker.worker import Worker
@@ -133,12 +134,15 @@ async def test_a_hostile_bundle_is_refused_and_writes_nothing_outside(
     assert not list(worker.settings.data_dir.parent.rglob(marker)), "nothing may be written outside the workspace"
 
 
-async def test_a_redirect_to_a_forbidden_host_is_not_followed(run_job: RunJob, bundles: BundleServer) -> None:
+async def test_a_redirect_to_a_forbidden_host_is_not_followed(
+    run_job: RunJob, bundles: BundleServer, caplog: pytest.LogCaptureFixture
+) -> None:
     url, _ = bundles.publish("app.tar.gz", {"a.txt": b"a"})
     bundles.redirects["/jump"] = url.replace("127.0.0.1", "localhost")  # same server, a host policy does not allow
-    job = await run_job(["true"], bundle_url=f"{bundles.url}/jump")
-    assert (job.state, job.reason) == (JobState.FAILED, Reason.BAD_BUNDLE)
-    assert "bundle_allowed_urls" in (job.message or "")
+    with caplog.at_level(logging.WARNING, logger="hatchway.bundles.cache"):
+        job = await run_job(["true"], bundle_url=f"{bundles.url}/jump")
+    assert (job.state, job.reason, job.message) == (JobState.FAILED, Reason.BAD_BUNDLE, FetchFailed.MESSAGE)
+    assert "localhost" in caplog.text and "does not match bundle_allowed_urls" in caplog.text, "the log says why"
     assert bundles.requests["/app.tar.gz"] == 0
 
 

@@ -36,9 +36,9 @@ class GradeAdmission:
         self._maximums = GradeLimits.model_validate(max_limits.model_dump())
         self._max_input_bytes = max_input_bytes
 
-    def admit(self, request: GradeRequest) -> tuple[JobSpec, list[str]]:
-        """The spec and any warnings. Raises UnknownProfile, NotAllowed, GradeLimitTooHigh, InputTooLarge,
-        InvalidRequest or RuntimeUnavailable."""
+    def admit(self, request: GradeRequest, *, source: str | None = None) -> tuple[JobSpec, list[str]]:
+        """The spec and any warnings for `request` (an item of job source `source`, or a client's). Raises
+        UnknownProfile, NotAllowed, GradeLimitTooHigh, InputTooLarge, InvalidRequest or RuntimeUnavailable."""
         profile = profile_for(request.language, request.tool, self.profiles)
         self._policy.require_image(profile.image)
         checker_profile = None
@@ -46,7 +46,7 @@ class GradeAdmission:
             checker_profile = profile_for(request.checker.language, None, self.profiles)
             self._policy.require_image(checker_profile.image)
         if request.problem_url is not None:
-            self._policy.require_url(request.problem_url, "problem_url")
+            self._policy.require_url(request.problem_url, "problem_url", source=source)
         if request.callback_url is not None:
             self._policy.require_callback_url(request.callback_url)
         runtime, warnings = self._policy.choose_runtime(request.runtime)

@@ -132,7 +132,7 @@ class GradeRunner:
             image_cached = await self._hold_images(spec, held)
             await asyncio.to_thread(_make_workspace, workspace)
             workspace = await self._take_disks(job.id, spec, workspace, disks)
-            tests, bundle_cached = await self._tests(spec, workspace)
+            tests, bundle_cached = await self._tests(spec, workspace, job.origin)
             await asyncio.to_thread(_write_submission, workspace.box, spec.files, uid, gid)
             if control.kill_requested.is_set():
                 return await self._lifecycle.stop_before_start(job, control)
@@ -230,14 +230,17 @@ class GradeRunner:
             cached = await self._images.ensure(image) and cached
         return cached
 
-    async def _tests(self, spec: GradeSpec, workspace: Workspace) -> tuple[list[GradeTest], bool | None]:
-        """The tests as files: inline ones written out, or the problem archive fetched and unpacked."""
+    async def _tests(
+        self, spec: GradeSpec, workspace: Workspace, origin: str | None
+    ) -> tuple[list[GradeTest], bool | None]:
+        """The tests as files: inline ones written out, or the problem archive fetched and unpacked (for job source
+        `origin`'s item, on its shelf)."""
         if spec.tests is not None:
             tests = await asyncio.to_thread(write_tests, workspace, spec.tests)
             return tests, None
         assert spec.problem_url is not None
         found, cached = await self._problems.load(
-            spec.problem_url, spec.problem_sha256, workspace.root / "problem", spec.groups
+            spec.problem_url, spec.problem_sha256, workspace.root / "problem", spec.groups, source=origin
         )
         inputs = {test.input_path.parent for test in found}
         assert len(inputs) == 1, "a problem's inputs are all in its in/ folder"

@@ -81,7 +81,8 @@ class Preparer:
         bundle_cached: bool | None = None
         bundle_sha256 = ""
         if spec.bundle_url is not None:
-            fetched = await self._bundles.fetch(spec.bundle_url, spec.bundle_sha256)
+            # A source's item may use its master's origin and credentials, and its archives are its own.
+            fetched = await self._bundles.fetch(spec.bundle_url, spec.bundle_sha256, source=job.origin)
             bundle_cached, bundle_sha256 = fetched.cached, fetched.sha256
             limit_bytes, limit_name = self._unpack_limit(spec.limits.disk_mb, building=spec.build is not None)
             await asyncio.to_thread(
