@@ -268,7 +268,9 @@ def main() -> int:
             mb = (Path(tmp) / "same.tar.gz").stat().st_size / MIB
             with (
                 file_server(Path(tmp)) as base_url,
-                hatchway_server(4, leftovers, bundle_allowed_urls="http://127.0.0.1:*") as server,
+                hatchway_server(
+                    4, leftovers, bundle_allowed_urls="http://127.0.0.1:*", allowed_private_networks="127.0.0.0/8"
+                ) as server,
                 httpx.Client(base_url=server.url, timeout=600) as client,
             ):
                 jobs = {name: Jobs(client) for name in ("runtimes", "bundles", "builds")}

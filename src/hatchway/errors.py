@@ -18,6 +18,8 @@
     │   └── JobAlreadyFinished 409: the job has ended; it cannot be killed
     ├── ShuttingDown           the worker is stopping and takes no new jobs
     ├── BadBundle              a job's bundle is unusable (download, checksum, hostile or broken archive)
+    │   ├── FetchFailed        it could not be fetched (refused or failed); the client is told no more
+    │   │   └── DownloadUnavailable  ... for a reason that may pass (unreachable, 5xx)
     │   └── ProblemError       a grading's problem archive is not in the judge's in/ out/ layout
     └── EngineError            the container engine failed
         ├── EngineUnavailable  the engine does not answer at all
@@ -174,7 +176,20 @@ def may_pass(status: int) -> bool:
     return status >= 500 or status in (408, 429)
 
 
-class DownloadUnavailable(BadBundle):
+class FetchFailed(BadBundle):
+    """An archive could not be fetched: its URL, or an address or redirect it led to, is one policy refuses, or the
+    download failed (unreachable, an HTTP error, too large, too slow). Whoever asked is told only that, in the same
+    words whatever happened, so that the worker cannot be used to probe what its networks hold (is that port open,
+    does that file exist); `detail` says what happened, for the worker's log."""
+
+    MESSAGE = "the archive could not be fetched (refused or failed; the worker's log says why)"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(self.MESSAGE)
+        self.detail = detail
+
+
+class DownloadUnavailable(FetchFailed):
     """A download failed in a way that may pass: the server could not be reached, timed out, or answered 5xx,
     408 or 429. Worth trying again later; other BadBundles are not."""
 

@@ -27,6 +27,18 @@ def _relative_path(value: str) -> str:
     return normal
 
 
+def _source_path(value: str) -> str:
+    """A submission's file name: a relative path no component of which a compiler could read as an option (`-`)
+    or an options file (`@`), since profiles pass it on a command line."""
+    for part in value.split("/"):
+        if part.startswith(("-", "@")):
+            raise ValueError(
+                f"file path {value!r} has a component starting with {part[0]!r}: a compiler would take it for an "
+                "option; rename it"
+            )
+    return value
+
+
 def _env_name(value: str) -> str:
     if not value or "=" in value or "\x00" in value:
         raise ValueError(f"environment variable name {value!r} must be non-empty without '=' or NUL")
@@ -40,6 +52,8 @@ def _no_nul(value: str) -> str:
 
 
 RelativePath = Annotated[str, AfterValidator(_relative_path)]
+SourcePath = Annotated[str, AfterValidator(_relative_path), AfterValidator(_source_path)]
+"""A path in a grading's submission: relative, and never read as a compiler's option (see `_source_path`)."""
 EnvName = Annotated[str, AfterValidator(_env_name)]
 CleanStr = Annotated[str, AfterValidator(_no_nul)]
 LabelKey = Annotated[str, Field(pattern=LABEL_KEY_PATTERN)]

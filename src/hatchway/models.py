@@ -297,8 +297,9 @@ class CallbackStatus(BaseModel):
     delivered_at: datetime | None = None
 
 
-class Job(BaseModel):
-    """A job as the store keeps it and every endpoint returns it."""
+class JobSummary(BaseModel):
+    """A job without its output: what a listing returns (`GET /jobs`), since a job's stdout, stderr and build
+    output may each hold up to tens of MiB, and a page holds up to 500 jobs."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -307,11 +308,8 @@ class Job(BaseModel):
     reason: Reason | None = None
     message: str | None = Field(default=None, description="Human-readable detail on how the job ended.")
     exit_code: int | None = None
-    stdout: str = ""
-    stderr: str = ""
     stdout_truncated: bool = False
     stderr_truncated: bool = False
-    build_output: str = Field(default="", description="What building the job's image printed (logs stream `build`).")
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -356,6 +354,18 @@ class Job(BaseModel):
             return None
         end = self.finished_at or datetime.now(UTC)
         return round((end - self.started_at).total_seconds(), 3)
+
+
+class Job(JobSummary):
+    """A job as the store keeps it and every endpoint but the listing returns it: with its output."""
+
+    stdout: str = ""
+    stderr: str = ""
+    build_output: str = Field(default="", description="What building the job's image printed (logs stream `build`).")
+
+    def summary(self) -> JobSummary:
+        """The job without its output."""
+        return JobSummary(**{name: getattr(self, name) for name in JobSummary.model_fields})
 
 
 class Outcome(BaseModel):

@@ -81,6 +81,7 @@ class GradeMaxLimits(GradeLimits):
     processes: int = Field(default=1024, ge=1)
     compile_timeout_s: float = Field(default=300.0, gt=0)
     compile_memory_mb: int = Field(default=8192, ge=6)
+    compile_disk_mb: int = Field(default=8192, ge=8)
 
 
 class PoolConfig(BaseModel):
@@ -254,6 +255,11 @@ class Settings(BaseSettings):
     allow_unauthenticated: bool = Field(
         default=False, description="Serve without api_tokens on an address that is not loopback."
     )
+    api_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names (comma-separated) the API answers besides loopback ones, its listen address and "
+        "advertise_url's host; checked without api_tokens, or with them once given; `*`: any (see docs/api.md).",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Web origins (`http://host:port`, comma-separated; `*`: any) whose pages may call the API from "
@@ -301,6 +307,16 @@ class Settings(BaseSettings):
         default_factory=lambda: ["https://*", "http://*"],
         description="Glob patterns a callback_url must match (http and https only).",
     )
+    allowed_private_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Networks (CIDRs, comma-separated) bundle, problem and callback URLs may reach although not "
+        "public: loopback, private, link-local, CGNAT ... are refused otherwise (see docs/security.md).",
+    )
+    allowed_private_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins (`scheme://host:port`, comma-separated) bundle, problem and callback URLs may reach "
+        "whatever address they resolve to; redirects elsewhere are checked again.",
+    )
     callback_secret: SecretStr | None = Field(
         default=None,
         description="Signs every callback (X-Hatchway-Signature), 16 characters or more; without it they go unsigned.",
@@ -315,6 +331,11 @@ class Settings(BaseSettings):
         default=1024 * 1024 * 1024, ge=1, description="Largest a bundle may be once unpacked (and the job's disk)."
     )
     bundle_max_files: int = Field(default=20_000, ge=1, description="Most files a bundle may hold.")
+    build_context_max_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=1,
+        description="Largest a bundle may unpack to when it is a build's context (held in memory, twice, to build).",
+    )
     bundle_cache_bytes: int = Field(
         default=4 * 1024**3,
         ge=0,
@@ -326,6 +347,9 @@ class Settings(BaseSettings):
     )
     build_timeout_s: float = Field(default=600.0, gt=0, description="Longest building a job's image may take.")
     artifacts_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="Per job, from out/.")
+    artifacts_max_files: int = Field(
+        default=1000, ge=0, description="Per job, from out/: the files and directories kept (each an inode for days)."
+    )
     artifacts_retention_s: float = Field(
         default=7 * 24 * 3600.0, gt=0, description="How long a job's artifacts are kept after it ends."
     )
@@ -362,7 +386,14 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "allowed_images", "allowed_runtimes", "bundle_allowed_urls", "callback_allowed_urls", mode="before"
+        "allowed_images",
+        "allowed_runtimes",
+        "bundle_allowed_urls",
+        "callback_allowed_urls",
+        "api_allowed_hosts",
+        "allowed_private_networks",
+        "allowed_private_origins",
+        mode="before",
     )
     @classmethod
     def _split_patterns(cls, value: Any) -> Any:
@@ -383,6 +414,24 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"{bad}: an origin is scheme://host[:port] (http or https, no path), or *")
         return origins
+
+    @field_validator("allowed_private_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for index, network in enumerate(value):
+            try:
+                ipaddress.ip_network(network)
+            except ValueError as exc:
+                raise ValueError(f"entry {index}, {network!r}, is not a network such as 10.0.0.0/8: {exc}") from None
+        return value
+
+    @field_validator("allowed_private_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for index, origin in enumerate(value):
+            if not re.fullmatch(r"https?://[^/?#@\s]+/?", origin):
+                raise ValueError(f"entry {index}, {origin!r}, is not an origin such as http://10.0.0.5:8000")
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -43,6 +43,9 @@ class Server:
             HATCHWAY_HOST="127.0.0.1",
             HATCHWAY_PORT=str(self.port),
             HATCHWAY_ALLOWED_IMAGES="hatchway-test/*",
+            # The fake masters, archive servers and callback receivers listen on loopback, which a worker reaches
+            # for someone else only when told to. Hostile tests set it back to "" (none).
+            HATCHWAY_ALLOWED_PRIVATE_NETWORKS="127.0.0.0/8",
             HATCHWAY_KILL_GRACE_S="1",
             HATCHWAY_SHUTDOWN_GRACE_S="2",
         )

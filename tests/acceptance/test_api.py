@@ -57,6 +57,9 @@ def test_create_with_wait_returns_the_finished_job(server: Server) -> None:
     assert job["spec"]["command"] == ["/bin/sh", "-c", "echo hi; echo there >&2"]
     assert job["spec"]["limits"]["timeout_s"] > 0 and job["labels"] == {"team": "a"}
     assert server.client.get(f"/jobs/{job['id']}").json()["stdout"] == "hi\n"
+    (listed,) = server.client.get("/jobs", params={"label": "team:a", "limit": 1}).json()["jobs"]
+    assert listed["id"] == job["id"] and listed["state"] == "succeeded", "a listing holds the job..."
+    assert not {"stdout", "stderr", "build_output"} & listed.keys(), "...but not its output"
 
 
 def test_resubmitting_an_id_returns_the_existing_job(server: Server) -> None:

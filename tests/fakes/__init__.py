@@ -56,14 +56,20 @@ class FakeMaster:
     """Answer 503 to every report (to leave them pending)."""
     report_attempts: int = 0
     requests: int = 0
+    unkeyed: list[str] = field(default_factory=list)
+    """The paths of requests to the API that came without the key (answered 401 where the master checks it)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def turned_away(self, handler: JsonHandler, *, report: bool = False, check_key: bool = True) -> bool:
         """Answer a request the master does not serve (a wrong key, unless `check_key` is False, a refused report,
-        an injected fault); True if it was answered so."""
-        if check_key and handler.headers.get("X-API-Key") != self.api_key:
-            handler.answer(401, {"error": "bad key"})
-            return True
+        an injected fault); True if it was answered so. A request without the key is recorded in `unkeyed` either
+        way."""
+        if handler.headers.get("X-API-Key") != self.api_key:
+            with self.lock:
+                self.unkeyed.append(handler.path)
+            if check_key:
+                handler.answer(401, {"error": "bad key"})
+                return True
         with self.lock:
             self.report_attempts += int(report)
             self.requests += 1

@@ -43,6 +43,8 @@ class JudgeMaster(FakeMaster):
     """Answer this many next archive downloads with 403."""
     archives_need_key: bool = False
     """Serve archives only to requests carrying the API key, as the master's API does."""
+    downloads: list[tuple[str, bool]] = field(default_factory=list)
+    """(path, whether it carried the key) of every archive download asked for."""
     claimed: int = 0
     changed: threading.Condition = field(init=False)
     url: str = ""
@@ -106,6 +108,7 @@ def _handler(master: JudgeMaster) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             name = self.path.removeprefix("/archives/").removesuffix(".zip")
             with master.lock:
+                master.downloads.append((self.path, self.headers.get("X-API-Key") == master.api_key))
                 data = master.archives.get(name)
                 if master.archives_need_key and self.headers.get("X-API-Key") != master.api_key:
                     return self.answer(401, {"error": "bad key"})

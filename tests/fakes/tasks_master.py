@@ -46,6 +46,9 @@ class TasksMaster(FakeMaster):
     """(eval_id, "complete" | "fail", status answered) of the reports for tasks it did not hold."""
     keys: list[str | None] = field(default_factory=list)
     """The X-API-Key of every request for work and every report, in order (None: none sent)."""
+    claims_need_key: bool = False
+    """Answer 401 to a request for work or a report without the key. The real service checks the key only when a
+    task is enqueued; this models a queue that guards its claims too."""
     garbage: int = 0
     """Answer this many next GETs for work with a body that is not JSON."""
     hostile: list[bytes] = field(default_factory=list)
@@ -189,7 +192,7 @@ def _handler(master: TasksMaster) -> type[BaseHTTPRequestHandler]:
 
         def claim(self) -> None:
             master.keys.append(self.headers.get("X-API-Key"))
-            if master.turned_away(self, check_key=False):
+            if master.turned_away(self, check_key=master.claims_need_key):
                 return None
             with master.lock:
                 master.polls.append(time.monotonic())
@@ -210,7 +213,7 @@ def _handler(master: TasksMaster) -> type[BaseHTTPRequestHandler]:
             if len(parts) != 3 or parts[0] != "tasks" or parts[2] not in ("complete", "fail"):
                 return self.answer(404, {"detail": "Not Found"})
             master.keys.append(self.headers.get("X-API-Key"))
-            if master.turned_away(self, report=True, check_key=False):
+            if master.turned_away(self, report=True, check_key=master.claims_need_key):
                 return None
             body = self.json_body()
             if not isinstance(body, dict):

@@ -39,6 +39,9 @@ def make_settings(tmp_path: Path, worker_id: str, **overrides: Any) -> Settings:
         "poll_interval_s": 0.5,
         # Jobs take the cold path unless a test asks for pools (warm ones would make containers of their own).
         "pool_warm_total": 0,
+        # The tests' archive servers and callback receivers listen on loopback, which a worker reaches for someone
+        # else only when told to.
+        "allowed_private_networks": ["127.0.0.0/8"],
     }
     values.update(overrides)
     return Settings(**values)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import tarfile
 import threading
 import uuid
@@ -16,7 +17,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from hatchway.errors import NotAllowed
+from hatchway.errors import FetchFailed, NotAllowed
 from hatchway.models import JobState, Reason
 from hatchway.worker.bootstrap import build_worker
 from hatchway.worker.worker import Worker
@@ -24,6 +25,8 @@ from tests.conftest import BUSYBOX
 from tests.integration.conftest import RunJob, make_settings
 
 pytestmark = pytest.mark.docker
+
+CONTEXT_LIMIT = 1024 * 1024
 
 
 class BundleServer:
@@ -84,7 +87,11 @@ def bundles(tmp_path: Path) -> Iterator[BundleServer]:
 @pytest.fixture
 def worker_settings(tmp_path: Path, worker_id: str):  # type: ignore[no-untyped-def]
     return make_settings(
-        tmp_path, worker_id, allowed_images=["hatchway-test/*"], bundle_allowed_urls=["http://127.0.0.1:*"]
+        tmp_path,
+        worker_id,
+        allowed_images=["hatchway-test/*"],
+        bundle_allowed_urls=["http://127.0.0.1:*"],
+        build_context_max_bytes=CONTEXT_LIMIT,
     )
 
 
@@ -127,12 +134,15 @@ async def test_a_hostile_bundle_is_refused_and_writes_nothing_outside(
     assert not list(worker.settings.data_dir.parent.rglob(marker)), "nothing may be written outside the workspace"
 
 
-async def test_a_redirect_to_a_forbidden_host_is_not_followed(run_job: RunJob, bundles: BundleServer) -> None:
+async def test_a_redirect_to_a_forbidden_host_is_not_followed(
+    run_job: RunJob, bundles: BundleServer, caplog: pytest.LogCaptureFixture
+) -> None:
     url, _ = bundles.publish("app.tar.gz", {"a.txt": b"a"})
     bundles.redirects["/jump"] = url.replace("127.0.0.1", "localhost")  # same server, a host policy does not allow
-    job = await run_job(["true"], bundle_url=f"{bundles.url}/jump")
-    assert (job.state, job.reason) == (JobState.FAILED, Reason.BAD_BUNDLE)
-    assert "bundle_allowed_urls" in (job.message or "")
+    with caplog.at_level(logging.WARNING, logger="hatchway.bundles.cache"):
+        job = await run_job(["true"], bundle_url=f"{bundles.url}/jump")
+    assert (job.state, job.reason, job.message) == (JobState.FAILED, Reason.BAD_BUNDLE, FetchFailed.MESSAGE)
+    assert "localhost" in caplog.text and "does not match bundle_allowed_urls" in caplog.text, "the log says why"
     assert bundles.requests["/app.tar.gz"] == 0
 
 
@@ -170,6 +180,18 @@ async def test_a_bundle_is_part_of_the_build_context(
     built_images.append(job.run.image or "")
     assert job.state == JobState.SUCCEEDED, job.build_output
     assert job.stdout.startswith("echo tool") is False and job.stdout.startswith("tool ")
+
+
+async def test_a_bundle_past_the_build_context_limit_is_refused_before_it_is_read(
+    run_job: RunJob, bundles: BundleServer
+) -> None:
+    url, sha = bundles.publish("big.tar.gz", {"blob": b"\0" * (2 * CONTEXT_LIMIT)})
+    dockerfile = "FROM hatchway-test/busybox:latest\nCOPY blob /blob\n"
+    job = await run_job("true", build={"dockerfile": dockerfile}, bundle_url=url, bundle_sha256=sha)
+    assert (job.state, job.reason) == (JobState.FAILED, Reason.BAD_BUNDLE), job.message
+    assert f"build context limit (build_context_max_bytes) of {CONTEXT_LIMIT} bytes" in (job.message or "")
+    plain = await run_job("wc -c < blob", bundle_url=url, bundle_sha256=sha)
+    assert plain.stdout.strip() == str(2 * CONTEXT_LIMIT), "a job that builds nothing is not held to it"
 
 
 async def test_a_failing_build_fails_the_job_with_its_log(run_job: RunJob) -> None:

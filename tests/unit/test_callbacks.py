@@ -14,14 +14,25 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from hatchway.egress import AddressPolicy
 from hatchway.judge.report import GradeReport
 from hatchway.judge.verdicts import Verdict
 from hatchway.models import CallbackState, CallbackStatus, Job, JobState, utcnow
 from hatchway.store import MemoryStore
-from hatchway.worker.callbacks import CallbackSender, payload, retry_after_s, retry_delay_s, sign, verdict
+from hatchway.worker.callbacks import (
+    UNREACHABLE,
+    CallbackSender,
+    payload,
+    retry_after_s,
+    retry_delay_s,
+    sign,
+    verdict,
+)
 from tests.fakes.receiver import Receiver, receiving
 
 SECRET = "a-callback-secret-of-the-tests"
+LOOPBACK = AddressPolicy.of(["127.0.0.0/8"])
+"""The fake receivers are on loopback, which callbacks reach only when told to."""
 MakeJob = Callable[..., Job]
 
 
@@ -108,6 +119,7 @@ async def start_sender(store: MemoryStore) -> AsyncIterator[Callable[..., Callba
             "worker_id": "w1",
             "first_retry_s": 0.01,
             "max_retry_s": 0.05,
+            "addresses": LOOPBACK,
         }
         values.update(options)
         sender = CallbackSender(**values)
@@ -282,11 +294,22 @@ async def test_a_receiver_that_cannot_be_reached_is_tried_again(
     sender = start_sender()
     tried = await callback_when(sender, store, job.id, lambda callback: callback.attempts >= 2)
     assert tried.state == CallbackState.PENDING and tried.last_status is None
-    assert "cannot be reached" in (tried.last_error or "")
+    assert tried.last_error == UNREACHABLE
     port = int(url.rsplit(":", 1)[1])
     with receiving(port, later):
         callback = await settled(sender, store, job.id)
     assert callback.state == CallbackState.DELIVERED and len(later.received) == 1
+
+
+async def test_an_address_that_is_not_public_is_refused_and_nothing_is_sent(
+    store: MemoryStore, ended: Callable[..., Job], receiver: Receiver, start_sender: Callable[..., CallbackSender]
+) -> None:
+    job, _ = await store.enqueue(ended())
+    sender = start_sender(addresses=AddressPolicy())
+    tried = await callback_when(sender, store, job.id, lambda callback: callback.attempts >= 2)
+    # Just as a receiver that does not answer: the same words, and tried again.
+    assert (tried.state, tried.last_status, tried.last_error) == (CallbackState.PENDING, None, UNREACHABLE)
+    assert receiver.received == []
 
 
 async def test_without_a_secret_a_delivery_goes_unsigned(
@@ -346,7 +369,14 @@ async def test_at_shutdown_a_pending_delivery_gets_one_last_try_and_stays_pendin
     receiver.then = 503
     job, _ = await store.enqueue(ended())
     sender = CallbackSender(
-        store=store, secret=None, retry_s=3600, timeout_s=5, worker_id="w1", first_retry_s=3600, max_retry_s=3600
+        store=store,
+        secret=None,
+        retry_s=3600,
+        timeout_s=5,
+        worker_id="w1",
+        first_retry_s=3600,
+        max_retry_s=3600,
+        addresses=LOOPBACK,
     )
     stop = asyncio.Event()
     running = asyncio.create_task(sender.run(stop))

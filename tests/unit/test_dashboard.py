@@ -17,7 +17,7 @@ from hatchway.api.app import create_app
 from hatchway.api.auth import install_authentication, required_role
 from hatchway.api.errors import install_error_handlers
 from hatchway.observability.metrics import Metrics
-from hatchway.settings import ApiToken, Role
+from hatchway.settings import ApiToken, Role, Settings
 from hatchway.web import dashboard
 from hatchway.web.dashboard import CONTENT_SECURITY_POLICY, STATIC_FILES
 
@@ -82,9 +82,7 @@ async def test_a_file_the_browser_has_is_answered_304(client: httpx.AsyncClient)
 def test_the_shell_is_the_only_open_thing_besides_health() -> None:
     """Every route of the real app (its OpenAPI document, and the routes it leaves out): the open ones are the
     shell and /health, and nothing else lives under /ui/, since auth.py opens `/ui/{name}` as a template."""
-    fake = SimpleNamespace(
-        settings=SimpleNamespace(api_tokens=[], cors_origins=[]), system=SimpleNamespace(metrics=Metrics())
-    )
+    fake = SimpleNamespace(settings=Settings(), system=SimpleNamespace(metrics=Metrics()))
     app = create_app(fake)  # type: ignore[arg-type]  # routes only: no request reaches the worker here
     documented = {(method.upper(), path) for path, ops in app.openapi()["paths"].items() for method in ops}
     undocumented = {

@@ -108,3 +108,11 @@ def test_a_spec_survives_the_store_unchanged_so_a_resubmission_matches(make_poli
     )
     spec, _ = admission.admit(GradeRequest.model_validate({"language": "c", "code": "x", "tests": TESTS}))
     assert JobSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+def test_the_submission_must_leave_room_on_its_compile_disk(admit: Callable[..., Any]) -> None:
+    code = "/*" + "x" * 5 * 2**20 + "*/ int main(){}"
+    with pytest.raises(InputTooLarge, match=r"half its compile disk \(limits.compile_disk_mb = 8\)"):
+        admit(code=code, max_input_bytes=2**30, limits={"compile_disk_mb": 8})
+    spec, _ = admit(code=code, max_input_bytes=2**30, limits={"compile_disk_mb": 16})
+    assert spec.grade.limits.compile_disk_mb == 16

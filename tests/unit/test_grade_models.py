@@ -111,6 +111,25 @@ def test_files_with_main(make_grade: MakeGrade) -> None:
     refused(make_grade, code=None, files={"../escape.py": "x"})
 
 
+@pytest.mark.parametrize(
+    ("files", "main", "field"),
+    [
+        ({"@o": "", "o": "-wrapper /bin/sh,-c,id x.c", "x.c": "int main(){}"}, "@o", "files"),
+        ({"main.js": "", "--require=./e.js": ""}, None, "files"),
+        ({"src/-x/a.py": ""}, None, "files"),
+        ({"a.py": ""}, "-a.py", "main"),
+    ],
+)
+def test_no_file_name_or_main_a_compiler_would_read_as_an_option(
+    make_grade: MakeGrade, files: dict[str, str], main: str | None, field: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        make_grade(code=None, files=files, main=main)
+    assert caught.value.errors()[0]["loc"][0] == field
+    assert "a compiler would take it for an option" in str(caught.value)
+    assert make_grade(code=None, files={"a-b/c@d.py": "x"}).files == {"a-b/c@d.py": "x"}
+
+
 def test_grader_pool_shape(make_grade: MakeGrade) -> None:
     request = make_grade(
         tests=None,

@@ -9,6 +9,7 @@ the test put in the grading's io/out file (nothing: empty output).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from hatchway.errors import EngineError
 from hatchway.grading.custom_checker import CheckerBroken
 from hatchway.grading.sandboxes import GradingKilled, Sandboxes
 from hatchway.grading.session import GradingSession
-from hatchway.grading.workspace import Workspace, write_tests
+from hatchway.grading.workspace import CompileDisk, Workspace, write_tests
 from hatchway.jobs.control import RunControl
 from hatchway.judge.limits import GradeLimits
 from hatchway.judge.profiles import Profile
@@ -292,6 +293,16 @@ async def test_a_compile_past_its_timeout_is_stopped_and_ce(harness: Harness) ->
     assert "took longer than 0.05 s" in report.compile.output
     compile_request = harness.engine.requests[0]
     assert (compile_request.cpu_time_s, compile_request.wall_time_s, compile_request.cwd) == (0.05, 0.05, "/box")
+
+
+async def test_a_compile_that_filled_its_disk_says_so(harness: Harness) -> None:
+    harness.engine.programs["cc"] = FakeProgram(exit_code=1, stderr=b"ld: final link failed: No space left\n")
+    root = harness.workspace.root
+    full = CompileDisk(box=root / "box", io=root / "compile-io", disk_mb=64, full=lambda: True)
+    harness.workspace = dataclasses.replace(harness.workspace, disk=full)
+    report = await harness.grade(cases("1"), profile=COMPILED)
+    assert report.verdict is Verdict.CE and report.compile is not None
+    assert report.compile.output.endswith("the compile step filled its disk (limits.compile_disk_mb = 64)\n")
 
 
 async def test_a_compiled_submission_runs_its_tests_after_one_compile(harness: Harness) -> None:

@@ -171,7 +171,23 @@ def test_file_urls_cannot_climb_out_of_an_allowed_folder() -> None:
     from hatchway.jobs.policy import url_matches
 
     assert url_matches(["file:///srv/bundles/*"], "file:///srv/bundles/a.tar.gz")
-    assert not url_matches(["file:///srv/bundles/*"], "file:///srv/bundles/../../etc/passwd")
+    assert url_matches(["file:///srv/bundles/*"], "file:///srv/bundles/x/../a.tar.gz")
+    for climbing in ("../../etc/passwd", "%2e%2e/%2e%2e/etc/passwd", "%2E%2E/secret.zip", "..%2fsecret.zip"):
+        assert not url_matches(["file:///srv/bundles/*"], f"file:///srv/bundles/{climbing}"), climbing
+    assert not url_matches(["https://cdn.example/bundles/*"], "https://cdn.example/bundles/%2e%2e/admin")
+
+
+def test_a_source_s_item_may_name_its_master_s_origin_and_nobody_else_s(make_policy: MakePolicy) -> None:
+    from hatchway.egress import SourceGrant
+
+    grant = SourceGrant.of("judge", "http://10.0.0.5:8000/api", {"X-API-Key": "k"})
+    policy = make_policy(bundle_allowed_urls=["https://*"], grants={"judge": grant})
+    policy.require_url("http://10.0.0.5:8000/archives/t.zip", "problem_url", source="judge")
+    for source in (None, "other"):
+        with pytest.raises(NotAllowed, match="problem_url is not allowed"):
+            policy.require_url("http://10.0.0.5:8000/archives/t.zip", "problem_url", source=source)
+    with pytest.raises(NotAllowed, match="problem_url is not allowed"):
+        policy.require_url("file:///etc/shadow", "problem_url", source="judge")
 
 
 def test_a_callback_url_passes_the_callback_policy_into_the_spec(

@@ -257,3 +257,26 @@ def test_a_dockerfile_job_is_keyed_by_the_name_its_image_gets(
     pools = make_pools(tmp_path, engine, images)
     key = pools.key_for(make_job(image=None, build={"dockerfile": "FROM img"}), "docker")
     assert key is not None and key.image == images.build_name("FROM img", {}, "")
+
+
+async def test_a_start_that_raises_anything_fails_clearly_and_the_pool_fills_again(
+    tmp_path: Path, engine: FakeEngine, images: FakeImages
+) -> None:
+    """An error no one translated (tarfile's KeyError for an image whose /etc/passwd was a symlink) left the pool's
+    start counted for ever: the pool never filled again and said nothing."""
+    engine.fail_next = KeyError("linkname '/nonexistent/passwd' not found")
+    pools = make_pools(tmp_path, engine, images, configs=[PoolConfig(image="img", size=1)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(pools.run(stop))
+    try:
+        await until(lambda: pools.status()[0].last_error is not None, "the failed start was never reported")
+        status = pools.status()[0]
+        assert status.starting == 0 and "unexpectedly: KeyError" in (status.last_error or "")
+        left = [path.name for path in (tmp_path / "volumes").iterdir()]
+        assert all(name.startswith("spare-") for name in left), f"the failed start's disk was kept: {left}"
+        await filled(pools, 1)  # after the first back-off (1 s)
+        assert pools.status()[0].starting == 0 and pools.status()[0].last_error is None
+    finally:
+        stop.set()
+        await task
+        await pools.close()

@@ -61,7 +61,7 @@ def workspace(tmp_path: Path) -> Path:
 
 
 def test_collect_keeps_regular_files_under_out_only(tmp_path: Path, workspace: Path) -> None:
-    store = ArtifactStore(tmp_path / "kept", max_bytes=100, retention_s=60)
+    store = ArtifactStore(tmp_path / "kept", max_bytes=100, max_files=100, retention_s=60)
     collected = store.collect("job", workspace)
     assert (collected.files, collected.bytes, collected.truncated) == (2, 6, False)
     assert [(a.path, a.size) for a in store.listing("job")] == [("a.txt", 4), ("sub/b.txt", 2)]
@@ -69,21 +69,38 @@ def test_collect_keeps_regular_files_under_out_only(tmp_path: Path, workspace: P
 
 
 def test_collect_stops_at_the_cap(tmp_path: Path, workspace: Path) -> None:
-    store = ArtifactStore(tmp_path / "kept", max_bytes=5, retention_s=60)
+    store = ArtifactStore(tmp_path / "kept", max_bytes=5, max_files=100, retention_s=60)
     collected = store.collect("job", workspace)
-    assert collected.truncated and collected.bytes <= 5
+    assert collected.truncated and collected.over_bytes and not collected.over_files and collected.bytes <= 5
+    assert "artifacts_max_bytes = 5" in store.left_out(collected)
+
+
+def test_collect_keeps_at_most_max_files_files_and_directories(tmp_path: Path) -> None:
+    out = tmp_path / "ws" / "out"
+    (out / "deep" / "er").mkdir(parents=True)
+    for index in range(500):
+        (out / f"{index:03}").touch()
+        (out / "deep" / "er" / f"{index:03}").touch()
+    store = ArtifactStore(tmp_path / "kept", max_bytes=100, max_files=10, retention_s=60)
+    collected = store.collect("job", tmp_path / "ws")
+    kept = list((tmp_path / "kept" / "job").rglob("*"))
+    assert len(kept) == 10 and collected.files == len([path for path in kept if path.is_file()])
+    assert collected.over_files and not collected.over_bytes
+    assert store.left_out(collected).startswith(
+        "some files under out/ were not kept, over the artifact limits (artifacts_max_files = 10)"
+    )
 
 
 @pytest.mark.parametrize("bad", ["../kept2/x", "../../etc/passwd", "/etc/passwd", "missing.txt", "sub"])
 def test_paths_outside_a_jobs_artifacts_are_not_found(tmp_path: Path, workspace: Path, bad: str) -> None:
-    store = ArtifactStore(tmp_path / "kept", max_bytes=100, retention_s=60)
+    store = ArtifactStore(tmp_path / "kept", max_bytes=100, max_files=100, retention_s=60)
     store.collect("job", workspace)
     with pytest.raises(ArtifactNotFound):
         store.path("job", bad)
 
 
 def test_expire_removes_only_artifacts_past_retention(tmp_path: Path, workspace: Path) -> None:
-    store = ArtifactStore(tmp_path / "kept", max_bytes=100, retention_s=3600)
+    store = ArtifactStore(tmp_path / "kept", max_bytes=100, max_files=100, retention_s=3600)
     store.collect("old", workspace)
     store.collect("new", workspace)
     two_hours_ago = time.time() - 7200

@@ -33,9 +33,9 @@ def test_the_built_in_profiles_cover_seven_languages_with_local_images() -> None
 
 
 def test_interpreted_languages_check_their_syntax_and_run_the_source_from_box() -> None:
-    assert DEFAULT_PROFILES["python"].compile_argv() == ["python3", "-m", "py_compile", "main.py"]
+    assert DEFAULT_PROFILES["python"].compile_argv() == ["python3", "-m", "py_compile", "--", "main.py"]
     assert DEFAULT_PROFILES["python"].run_argv() == ["python3", "/box/main.py"]
-    assert DEFAULT_PROFILES["javascript"].compile_argv() == ["node", "--check", "main.js"]
+    assert DEFAULT_PROFILES["javascript"].compile_argv() == ["node", "--check", "--", "main.js"]
     assert DEFAULT_PROFILES["javascript"].run_argv() == ["node", "/box/main.js"]
 
 
@@ -98,6 +98,19 @@ def test_source_placeholder_is_the_profile_source_name_whatever_main_is() -> Non
 def test_main_must_stay_inside_box(main: str) -> None:
     with pytest.raises(ValueError, match="inside /box"):
         DEFAULT_PROFILES["c"].compile_argv(main)
+
+
+@pytest.mark.parametrize("main", ["-wrapper", "@o", "src/-x.c", "@dir/main.c", "./-o", "a/../@b"])
+def test_main_is_never_read_as_an_option(main: str) -> None:
+    for profile in DEFAULT_PROFILES.values():
+        with pytest.raises(ValueError, match="starting with '-' or '@'"):
+            profile.compile_argv(main)
+
+
+@pytest.mark.parametrize("name", ["python", "javascript", "rust", "go"])
+def test_tools_that_take_double_dash_get_main_after_it(name: str) -> None:
+    argv = DEFAULT_PROFILES[name].compile_argv("src/x")
+    assert argv is not None and argv[argv.index("src/x") - 1] == "--"
 
 
 def test_profiles_are_frozen_and_validate_their_fields() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -105,6 +106,36 @@ def test_a_variable_overrides_the_file(monkeypatch: pytest.MonkeyPatch, write_co
 def test_allowed_images_split_on_commas(monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig) -> None:
     monkeypatch.setenv("HATCHWAY_ALLOWED_IMAGES", "a/*, b ,,c:1")
     assert load_settings(write_config("allowed_images: [x]\n")).allowed_images == ["a/*", "b", "c:1"]
+
+
+def test_private_networks_and_origins_are_allowed_only_when_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (load_settings().allowed_private_networks, load_settings().allowed_private_origins) == ([], [])
+    monkeypatch.setenv("HATCHWAY_ALLOWED_PRIVATE_NETWORKS", "127.0.0.0/8, fd00::/8")
+    monkeypatch.setenv("HATCHWAY_ALLOWED_PRIVATE_ORIGINS", "http://10.0.0.5:8000,https://judge.internal")
+    settings = load_settings()
+    assert settings.allowed_private_networks == ["127.0.0.0/8", "fd00::/8"]
+    assert settings.allowed_private_origins == ["http://10.0.0.5:8000", "https://judge.internal"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        (
+            "HATCHWAY_ALLOWED_PRIVATE_NETWORKS",
+            "10.0.0.1/8",
+            "10.0.0.1/8 has host bits set",
+        ),
+        ("HATCHWAY_ALLOWED_PRIVATE_NETWORKS", "localhost", "entry 0, 'localhost', is not a network"),
+        ("HATCHWAY_ALLOWED_PRIVATE_ORIGINS", "http://10.0.0.5:8000/path", "not an origin such as"),
+        ("HATCHWAY_ALLOWED_PRIVATE_ORIGINS", "10.0.0.5", "not an origin such as"),
+    ],
+)
+def test_a_private_network_or_origin_that_is_not_one_is_named(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, words: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_settings()
 
 
 @pytest.mark.parametrize(("value", "expected"), [("true", True), ("1", True), ("false", False), ("0", False)])

@@ -12,7 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from hatchway.models import CallbackState, CallbackStatus, Job, JobState, Outcome, Reason, Resources, RunInfo
+from hatchway.models import (
+    CallbackState,
+    CallbackStatus,
+    Job,
+    JobState,
+    JobSummary,
+    Outcome,
+    Reason,
+    Resources,
+    RunInfo,
+)
 from hatchway.store import JobQuery, JobStore, MemoryStore, SqliteStore
 
 MakeJob = Callable[..., Job]
@@ -278,6 +288,21 @@ async def test_find_lists_newest_first(store: JobStore, make_job: MakeJob) -> No
     page = await store.find(JobQuery())
     assert [job.id for job in page.jobs] == ["j4", "j3", "j2", "j1", "j0"]
     assert page.next_cursor is None
+
+
+async def test_find_lists_jobs_without_their_output_and_get_keeps_it(store: JobStore, make_job: MakeJob) -> None:
+    await store.enqueue(make_job(id="a", labels={"k": "v"}))
+    await store.claim_next("w1")
+    await store.mark_running("a", T0, RunInfo(engine="docker"))
+    big = "x" * 1_000_000
+    outcome = Outcome(state=JobState.SUCCEEDED, stdout=big, stderr="err", build_output="built", stdout_truncated=True)
+    await store.finish("a", outcome, T1)
+    full = await fetch(store, "a")
+    assert (full.stdout, full.stderr, full.build_output) == (big, "err", "built")
+    (listed,) = (await store.find(JobQuery())).jobs
+    assert type(listed) is JobSummary and not {"stdout", "stderr", "build_output"} & set(listed.model_dump())
+    assert listed == full.summary()
+    assert listed.stdout_truncated and listed.labels == {"k": "v"} and listed.run.engine == "docker"
 
 
 async def test_find_filters_by_state(store: JobStore, make_job: MakeJob) -> None:

@@ -74,10 +74,10 @@ def test_a_task_s_code_is_compiled_or_checked_then_run_as_its_profile_says() -> 
     assert _command(DEFAULT_PROFILES["python"]) == [
         "/bin/sh",
         "-c",
-        "python3 -m py_compile main.py && exec python3 /box/main.py",
+        "python3 -m py_compile -- main.py && exec python3 /box/main.py",
     ]
     go = _command(DEFAULT_PROFILES["go"])[2]
-    assert go.startswith("env CGO_ENABLED=0 ") and go.endswith(" go build -o main main.go && exec /box/main")
+    assert go.startswith("env CGO_ENABLED=0 ") and go.endswith(" go build -o main -- main.go && exec /box/main")
     java = DEFAULT_PROFILES["java"].model_copy(update={"compile": None})
     assert _command(java) == DEFAULT_PROFILES["java"].run_argv(), "no compile step: the run command alone"
 

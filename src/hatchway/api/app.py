@@ -13,6 +13,7 @@ from hatchway.api.auth import install_authentication
 from hatchway.api.cors import install_cors
 from hatchway.api.deps import ApiServices
 from hatchway.api.errors import document_errors, install_error_handlers
+from hatchway.api.hosts import install_host_check
 from hatchway.observability.metrics import MetricsMiddleware
 from hatchway.web import dashboard
 
@@ -37,8 +38,9 @@ def create_app(services: ApiServices, *, on_submit: Callable[[], None] = lambda:
     app.include_router(events.router)
     install_agent_protocol(app, services, on_submit)  # inside the token check: it reads bodies
     install_authentication(app, services.settings.api_tokens)
+    install_host_check(app, services.settings)  # outside the token check: a refused Host is refused first
     document_errors(app)
-    install_cors(app, services.settings.cors_origins)  # outside the token check: preflights carry no token
+    install_cors(app, services.settings.cors_origins)  # outside the token and Host checks: it answers preflights
     # Outermost, so that refused requests are counted too.
     app.add_middleware(MetricsMiddleware, metrics=services.system.metrics)
     return app

@@ -2,8 +2,8 @@
 
 A page served from another origin (the worker-agent system's dashboard, on its own port) may read the API's
 answers, and send what needs a preflight (JSON bodies, a token), only where this worker names its origin. None is
-named by default. The middleware sits outside the token check: a preflight carries no token and is answered here,
-and a refusal (401, 403) carries the CORS headers, so that the page can read why.
+named by default. The middleware sits outside the token and Host checks: a preflight carries no token and is
+answered here, and a refusal (401, 403, 421) carries the CORS headers, so that the page can read why.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ class ErrorResponse(BaseModel):
 
 # Every operation may answer these, and always with an ErrorResponse: a malformed body (400), no or an unknown
 # token (401), a role or a policy that says no (403), an unknown id (404), a conflict with the job's state (409),
-# input too large (413), invalid fields (422), and a worker that is stopping (503).
+# input too large (413), a Host the worker does not answer (421), invalid fields (422), and a worker that is
+# stopping (503).
 _ERROR_STATUSES = {
     "400": "Malformed request body",
     "401": "No API token, or an unknown one",
@@ -37,6 +38,7 @@ _ERROR_STATUSES = {
     "404": "No such job, file or route",
     "409": "Conflicts with the job's state",
     "413": "Input too large",
+    "421": "A Host this worker does not answer (see api_allowed_hosts)",
     "422": "Invalid fields",
     "503": "The worker is stopping",
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from hatchway.models import Job, ResolvedLimits
+from hatchway.models import JobSummary, ResolvedLimits
 from hatchway.observability.host import HostFacts, HostMetrics
 from hatchway.pools.pool import PoolStatus
 from hatchway.sources.base import SourceStatus
@@ -12,9 +12,10 @@ from hatchway.worker.registration import ControllerStatus
 
 
 class JobList(BaseModel):
-    """A page of jobs, newest first; pass `next_cursor` as `cursor` for the next page."""
+    """A page of jobs, newest first, without their output (`GET /jobs/{id}` has it); pass `next_cursor` as
+    `cursor` for the next page."""
 
-    jobs: list[Job]
+    jobs: list[JobSummary]
     next_cursor: str | None
 
 

@@ -3,7 +3,8 @@
 Two passes. The first reads every member's header and refuses the whole archive, before anything is written,
 if a member is absolute or climbs with '..', is a hard link, a device, a FIFO or another special file, is a
 symlink whose target is absolute or leaves the bundle, would be written through a symlink or over another
-member, or if the members are too many or declare too many bytes. The second writes the members itself (never
+member, or if the members are too many or declare too many bytes (a zip's count and directory size are checked
+from its end record before zipfile reads the directory: `zip_directory`). The second writes the members itself (never
 ``tarfile.extractall``) through directory descriptors opened with O_NOFOLLOW and files created with O_EXCL, so
 no path is ever followed through a link even if a check above were wrong, and it counts the bytes it actually
 writes, because a zip's sizes are only claims.
@@ -26,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
+from hatchway.bundles.zip_directory import check_zip_directory
 from hatchway.errors import BadBundle
 
 _CHUNK_BYTES = 64 * 1024
@@ -97,6 +99,7 @@ def _members(archive: Path, *, max_total_bytes: int, max_files: int) -> Iterator
     with archive.open("rb") as probe:
         magic = probe.read(4)
     if magic in (b"PK\x03\x04", b"PK\x05\x06") and zipfile.is_zipfile(archive):
+        check_zip_directory(archive, max_files=max_files)  # before zipfile parses every entry of it
         with zipfile.ZipFile(archive) as zip_file:
             yield _zip_members(zip_file)
         return

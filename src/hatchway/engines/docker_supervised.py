@@ -120,18 +120,38 @@ def process_environment(
 
 def _home_of(api: docker.APIClient, container_id: str, uid: str) -> str:
     try:
-        stream, _ = api.get_archive(container_id, "/etc/passwd")
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
-            member = archive.next()
-            data = archive.extractfile(member) if member is not None else None
-            text = data.read(1 << 20).decode(errors="replace") if data is not None else ""
+        text = _passwd(api, container_id)
     except (docker.errors.APIError, tarfile.TarError):
-        return "/"
-    for line in text.splitlines():
+        text = None
+    for line in (text or "").splitlines():
         fields = line.split(":")
         if len(fields) >= 6 and (fields[2] == uid or fields[0] == uid):
             return fields[5] or "/"
     return "/"
+
+
+_PASSWD = "/etc/passwd"
+_PASSWD_MAX_BYTES = 1 << 20
+_MAX_LINKS = 8
+
+
+def _passwd(api: docker.APIClient, container_id: str) -> str | None:
+    """The text of the container's /etc/passwd, through symlinks (the engine's archive holds a link itself, and
+    tarfile cannot open a link whose target is not in the archive: it raised KeyError); None where Docker itself
+    finds no passwd: a link that leads nowhere, a link loop, or something else than a file."""
+    path = _PASSWD
+    for _ in range(_MAX_LINKS):
+        stream, stat = api.get_archive(container_id, path)
+        archived = b"".join(stream)  # read whole: it frees the engine's connection (a link's archive is tiny)
+        link = (stat or {}).get("linkTarget") or ""
+        if link:
+            path = link  # the engine resolves it, relative links included, within the container
+            continue
+        with tarfile.open(fileobj=io.BytesIO(archived)) as archive:
+            member = archive.next()
+            data = archive.extractfile(member) if member is not None and member.isreg() else None
+            return data.read(_PASSWD_MAX_BYTES).decode(errors="replace") if data is not None else None
+    return None
 
 
 def reattach(api: docker.APIClient, container_id: str, run_id: str) -> tuple[SupervisorChannel, RunResult]:

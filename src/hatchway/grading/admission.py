@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from hatchway.engines.volumes import room_for_files
 from hatchway.errors import InputTooLarge, InvalidRequest
 from hatchway.jobs.policy import Policy
 from hatchway.judge.limits import GradeLimits, resolve_limits
@@ -35,9 +36,9 @@ class GradeAdmission:
         self._maximums = GradeLimits.model_validate(max_limits.model_dump())
         self._max_input_bytes = max_input_bytes
 
-    def admit(self, request: GradeRequest) -> tuple[JobSpec, list[str]]:
-        """The spec and any warnings. Raises UnknownProfile, NotAllowed, GradeLimitTooHigh, InputTooLarge,
-        InvalidRequest or RuntimeUnavailable."""
+    def admit(self, request: GradeRequest, *, source: str | None = None) -> tuple[JobSpec, list[str]]:
+        """The spec and any warnings for `request` (an item of job source `source`, or a client's). Raises
+        UnknownProfile, NotAllowed, GradeLimitTooHigh, InputTooLarge, InvalidRequest or RuntimeUnavailable."""
         profile = profile_for(request.language, request.tool, self.profiles)
         self._policy.require_image(profile.image)
         checker_profile = None
@@ -45,7 +46,7 @@ class GradeAdmission:
             checker_profile = profile_for(request.checker.language, None, self.profiles)
             self._policy.require_image(checker_profile.image)
         if request.problem_url is not None:
-            self._policy.require_url(request.problem_url, "problem_url")
+            self._policy.require_url(request.problem_url, "problem_url", source=source)
         if request.callback_url is not None:
             self._policy.require_callback_url(request.callback_url)
         runtime, warnings = self._policy.choose_runtime(request.runtime)
@@ -53,6 +54,7 @@ class GradeAdmission:
         limits = resolve_limits(request.limits, self._defaults, self._maximums, tests=cases or ())
         files, main = _submission(request, profile)
         self._check_size(request, files)
+        _check_fits(files, limits.compile_disk_mb)
         tests_bound_s = (
             sum(max(limits.wall_limit_s, 3 * (test.time_limit_s or 0) + 1) for test in cases or ())
             or limits.wall_limit_s * 1000
@@ -104,6 +106,16 @@ class GradeAdmission:
                 f"the submission and tests add up to {size} bytes; this worker takes at most {self._max_input_bytes}"
                 " (put large tests in a problem archive: problem_url)"
             )
+
+
+def _check_fits(files: Mapping[str, str], disk_mb: int) -> None:
+    """The submission is written to the compile step's disk: it must leave room there."""
+    size = sum(len(text.encode()) for text in files.values())
+    if size > room_for_files(disk_mb) // 2:
+        raise InputTooLarge(
+            f"the submission's files take {size} bytes, more than half its compile disk "
+            f"(limits.compile_disk_mb = {disk_mb}); ask for a larger compile_disk_mb"
+        )
 
 
 def _submission(request: GradeRequest, profile: Profile) -> tuple[dict[str, str], str]:

@@ -27,11 +27,12 @@ class ProblemArchives:
         self._limits = limits
 
     async def load(
-        self, url: str, sha256: str | None, dest: Path, groups: Sequence[Group]
+        self, url: str, sha256: str | None, dest: Path, groups: Sequence[Group], *, source: str | None = None
     ) -> tuple[list[ProblemTest], bool]:
-        """The problem's tests, unpacked into `dest`, and whether the download was cached. Raises BadBundle for a
-        download or a hostile archive, ProblemError for one not in the judge's layout or not fitting `groups`."""
-        fetched = await self._bundles.fetch(url, sha256)
+        """The problem's tests, unpacked into `dest`, and whether the download was cached; `source` is the job
+        source whose item it is (None: a client's). Raises BadBundle for a download or a hostile archive,
+        ProblemError for one not in the judge's layout or not fitting `groups`."""
+        fetched = await self._bundles.fetch(url, sha256, source=source)
         await asyncio.to_thread(
             unpack,
             fetched.path,
@@ -46,13 +47,13 @@ class ProblemArchives:
             raise ProblemError(f"the groups do not fit the problem's tests: {exc}") from exc
         return tests, fetched.cached
 
-    async def source_files(self, url: str, folder: str, scratch: Path) -> dict[str, str]:
+    async def source_files(self, url: str, folder: str, scratch: Path, *, source: str | None) -> dict[str, str]:
         """The files under `folder` (at the top) of the archive at `url`, as text, keyed by their path inside
         `folder`. Raises BadBundle for a download or a hostile archive, and for one whose `folder` is missing or
         holds something other than UTF-8 text files."""
         dest = Path(await asyncio.to_thread(_scratch_dir, scratch))
         try:
-            fetched = await self._bundles.fetch(url, None)
+            fetched = await self._bundles.fetch(url, None, source=source)
             await asyncio.to_thread(
                 unpack,
                 fetched.path,
@@ -64,11 +65,13 @@ class ProblemArchives:
         finally:
             await asyncio.to_thread(shutil.rmtree, dest, ignore_errors=True)
 
-    async def check(self, url: str, sha256: str | None, groups: Sequence[Group], scratch: Path) -> None:
+    async def check(
+        self, url: str, sha256: str | None, groups: Sequence[Group], scratch: Path, *, source: str | None = None
+    ) -> None:
         """Raise InvalidRequest, naming the problem, unless the archive at `url` is a usable problem."""
         dest = Path(await asyncio.to_thread(_scratch_dir, scratch))
         try:
-            await self.load(url, sha256, dest / "problem", groups)
+            await self.load(url, sha256, dest / "problem", groups, source=source)
         except BadBundle as exc:
             raise InvalidRequest(f"problem_url: {exc}") from exc
         finally:

@@ -90,8 +90,7 @@ async def open_custom_checker(
     compiled = await sandboxes.compile(
         role=Role.CHECKER,
         profile=profile,
-        box=workspace.checker_box,
-        io=workspace.compile_io,
+        disk=workspace.checker_compile_disk,
         main=profile.source_name,
         uid=uid,
         gid=gid,

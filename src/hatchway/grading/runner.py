@@ -5,6 +5,8 @@ verdicts); the judge's own failures are `failed` with the reason, and a report w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -14,18 +16,18 @@ from pathlib import Path
 
 from hatchway.engines.base import Engine, ImageService
 from hatchway.engines.health import EngineHealth
-from hatchway.engines.volumes import numeric_owner
+from hatchway.engines.volumes import Volume, VolumeStock, numeric_owner
 from hatchway.errors import BadBundle, EngineError, HatchwayError, ImageNotFound, ImagePullFailed
 from hatchway.grading.archive import ProblemArchives
 from hatchway.grading.custom_checker import CheckerBroken
 from hatchway.grading.sandboxes import GradingKilled, Sandboxes
 from hatchway.grading.session import GradingSession
-from hatchway.grading.workspace import GradeTest, Workspace, write_tests
+from hatchway.grading.workspace import CompileDisk, GradeTest, Workspace, write_tests
 from hatchway.jobs.control import RunControl
 from hatchway.jobs.lifecycle import JobLifecycle
 from hatchway.jobs.notify import JobSignals
 from hatchway.judge.report import GradeReport
-from hatchway.judge.request import GradeSpec
+from hatchway.judge.request import CustomChecker, GradeSpec
 from hatchway.judge.verdicts import Verdict
 from hatchway.models import Job, JobState, Outcome, Reason, RunInfo, Stream, utcnow
 from hatchway.output.capture import OutputCapture
@@ -49,6 +51,7 @@ class GradeRunner:
         store: JobStore,
         engines: Mapping[str, Engine],
         images: ImageService,
+        volumes: VolumeStock,
         problems: ProblemArchives,
         lifecycle: JobLifecycle,
         signals: JobSignals,
@@ -61,6 +64,7 @@ class GradeRunner:
         self._store = store
         self._engines = engines
         self._images = images
+        self._volumes = volumes
         self._problems = problems
         self._lifecycle = lifecycle
         self._signals = signals
@@ -77,9 +81,10 @@ class GradeRunner:
         workspace = self._workspace(job.id)
         held: list[str] = []
         sandboxes: list[Sandboxes] = []
+        disks: list[tuple[Volume, int]] = []
         try:
             ended = await self._grade(
-                job, control, capture=capture, workspace=workspace, held=held, sandboxes=sandboxes
+                job, control, capture=capture, workspace=workspace, held=held, sandboxes=sandboxes, disks=disks
             )
             if isinstance(ended, Job):
                 return ended
@@ -91,8 +96,11 @@ class GradeRunner:
             self._signals.notify(job.id)
             # Removing containers takes a while and changes nothing the client sees: the job is stored and its
             # waiters woken first. What a crash here leaves, restart recovery reaps.
+            removed = True
             for opened in sandboxes:
-                await opened.close()
+                removed = await opened.close() and removed
+            for volume, disk_mb in disks:
+                await self._give_back(job.id, volume, disk_mb, removed=removed)
             for image in held:
                 self._images.release(image)
             await asyncio.to_thread(shutil.rmtree, workspace.root, ignore_errors=True)
@@ -106,6 +114,7 @@ class GradeRunner:
         workspace: Workspace,
         held: list[str],
         sandboxes: list[Sandboxes],
+        disks: list[tuple[Volume, int]],
     ) -> Outcome | Job:
         """How the grading ended, or the job itself if it ended before anything ran."""
         spec = job.spec.grade
@@ -121,8 +130,9 @@ class GradeRunner:
             runtime, warnings = self._choose_runtime(job.spec.runtime)
             engine = self._engines[runtime]
             image_cached = await self._hold_images(spec, held)
-            await asyncio.to_thread(_make_workspace, workspace, uid, gid)
-            tests, bundle_cached = await self._tests(spec, workspace)
+            await asyncio.to_thread(_make_workspace, workspace)
+            workspace = await self._take_disks(job.id, spec, workspace, disks)
+            tests, bundle_cached = await self._tests(spec, workspace, job.origin)
             await asyncio.to_thread(_write_submission, workspace.box, spec.files, uid, gid)
             if control.kill_requested.is_set():
                 return await self._lifecycle.stop_before_start(job, control)
@@ -180,6 +190,34 @@ class GradeRunner:
         root = self._work_dir / job_id
         return Workspace(root=root, inputs=root / "inputs")
 
+    async def _take_disks(
+        self, job_id: str, spec: GradeSpec, workspace: Workspace, disks: list[tuple[Volume, int]]
+    ) -> Workspace:
+        """The workspace with a disk of `compile_disk_mb` for each compile step (the submission's, and the custom
+        checker's if it has one), so that no compiler can write more to the host than that. Each disk taken is
+        added to `disks` at once, for the caller to give back whatever happens. Raises DiskUnavailable."""
+        disk_mb = spec.limits.compile_disk_mb
+        made: list[CompileDisk] = []
+        # '+' is in no job id: these names never meet a job's own volume (named by its id).
+        for purpose in ("box", "checker") if isinstance(spec.checker, CustomChecker) else ("box",):
+            volume = await asyncio.to_thread(self._volumes.take, f"{job_id}+{purpose}", disk_mb)
+            disks.append((volume, disk_mb))
+            volumes = self._volumes.volumes
+            full = functools.partial(volumes.full, volume)
+            made.append(CompileDisk(box=volume.work, io=volume.io, disk_mb=disk_mb, full=full))
+        return dataclasses.replace(workspace, disk=made[0], checker_disk=made[1] if len(made) > 1 else None)
+
+    async def _give_back(self, job_id: str, volume: Volume, disk_mb: int, *, removed: bool) -> None:
+        """Keep a compile disk as a spare once no sandbox of the grading can write to it; else remove it."""
+        try:
+            if removed:
+                await asyncio.to_thread(self._volumes.give_back, volume, disk_mb)
+            else:
+                await asyncio.to_thread(self._volumes.volumes.remove, volume)
+        except HatchwayError as exc:
+            extra = {"event": "volume_remove_failed", "job_id": job_id}
+            log.error("a compile disk was not removed: %s", exc, extra=extra)
+
     async def _hold_images(self, spec: GradeSpec, held: list[str]) -> bool:
         """Hold (against eviction) and make sure of the profile's and the checker's images."""
         images = {spec.profile.image}
@@ -192,14 +230,17 @@ class GradeRunner:
             cached = await self._images.ensure(image) and cached
         return cached
 
-    async def _tests(self, spec: GradeSpec, workspace: Workspace) -> tuple[list[GradeTest], bool | None]:
-        """The tests as files: inline ones written out, or the problem archive fetched and unpacked."""
+    async def _tests(
+        self, spec: GradeSpec, workspace: Workspace, origin: str | None
+    ) -> tuple[list[GradeTest], bool | None]:
+        """The tests as files: inline ones written out, or the problem archive fetched and unpacked (for job source
+        `origin`'s item, on its shelf)."""
         if spec.tests is not None:
             tests = await asyncio.to_thread(write_tests, workspace, spec.tests)
             return tests, None
         assert spec.problem_url is not None
         found, cached = await self._problems.load(
-            spec.problem_url, spec.problem_sha256, workspace.root / "problem", spec.groups
+            spec.problem_url, spec.problem_sha256, workspace.root / "problem", spec.groups, source=origin
         )
         inputs = {test.input_path.parent for test in found}
         assert len(inputs) == 1, "a problem's inputs are all in its in/ folder"
@@ -231,16 +272,13 @@ def _summary(report: GradeReport) -> str:
     return f"{verdict}: {report.passed}/{report.total} tests passed, score {report.score:g}/{report.max_score:g}"
 
 
-def _make_workspace(workspace: Workspace, uid: int, gid: int) -> None:
+def _make_workspace(workspace: Workspace) -> None:
     shutil.rmtree(workspace.root, ignore_errors=True)
     workspace.root.mkdir(parents=True, mode=0o700)
     # The runs' own I/O and the tests' inputs are root's: a run sees only the descriptors the supervisor gives it.
-    for private in (workspace.io, workspace.checker_io, workspace.compile_io):
+    # What compilers write into is on the disks of `_take_disks`; what the custom checker reads, readable by anyone.
+    for private in (workspace.io, workspace.checker_io):
         private.mkdir(mode=0o700)
-    # What compilers write into, as the job's user; what the custom checker reads, readable by anyone.
-    for owned in (workspace.box, workspace.checker_box):
-        owned.mkdir()
-        os.chown(owned, uid, gid)
     workspace.check.mkdir(mode=0o755)
 
 

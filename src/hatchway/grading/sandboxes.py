@@ -7,10 +7,9 @@ import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from hatchway.engines.base import SCRATCH, Engine, Handle, Mount, Role, SandboxSpec
-from hatchway.grading.workspace import read_head
+from hatchway.grading.workspace import CompileDisk, read_head
 from hatchway.jobs.control import RunControl
 from hatchway.judge.profiles import Profile
 from hatchway.judge.report import COMPILE_OUTPUT_CHARS, CompileResult
@@ -92,8 +91,7 @@ class Sandboxes:
         *,
         role: Role,
         profile: Profile,
-        box: Path,
-        io: Path,
+        disk: CompileDisk,
         main: str,
         uid: int,
         gid: int,
@@ -101,9 +99,9 @@ class Sandboxes:
         memory_mb: int,
         processes: int,
     ) -> CompileResult | None:
-        """Compile in a fresh sandbox of its own, with `box` writable at /box, through the supervisor (so its CPU
-        time and memory are measured like a test's); None for a profile that compiles nothing. A compile that
-        fails, runs out of time or memory, or cannot start has a non-zero `exit_code` and says why."""
+        """Compile in a fresh sandbox of its own, with `disk.box` writable at /box, through the supervisor (so its
+        CPU time and memory are measured like a test's); None for a profile that compiles nothing. A compile that
+        fails, runs out of time, memory or disk, or cannot start has a non-zero `exit_code` and says why."""
         argv = profile.compile_argv(main)
         if argv is None:
             return None
@@ -114,7 +112,7 @@ class Sandboxes:
             image=profile.image,
             memory_mb=memory_mb,
             processes=processes,
-            mounts=(Mount(box, BOX, read_only=False), Mount(io, IO, read_only=False)),
+            mounts=(Mount(disk.box, BOX, read_only=False), Mount(disk.io, IO, read_only=False)),
         )
         run = await self.run(
             handle,
@@ -135,10 +133,14 @@ class Sandboxes:
             ),
         )
         self._discard(handle)
-        output = await asyncio.to_thread(read_head, io / _COMPILE_OUTPUT, COMPILE_OUTPUT_CHARS * 4)
+        output = await asyncio.to_thread(read_head, disk.io / _COMPILE_OUTPUT, COMPILE_OUTPUT_CHARS * 4)
+        exit_code = _compile_exit_code(run)
+        note = _compile_note(run, timeout_s=timeout_s, memory_mb=memory_mb)
+        if exit_code != 0 and not note and await asyncio.to_thread(disk.full):
+            note = f"\n[hatchway] the compile step filled its disk (limits.compile_disk_mb = {disk.disk_mb})\n"
         return CompileResult(
-            exit_code=_compile_exit_code(run),
-            output=output.decode(errors="replace") + _compile_note(run, timeout_s=timeout_s, memory_mb=memory_mb),
+            exit_code=exit_code,
+            output=output.decode(errors="replace") + note,
             time_s=round(run.cpu_s, 6),
             wall_s=round(time.monotonic() - began, 3),
         )
@@ -148,14 +150,19 @@ class Sandboxes:
         self.handles.remove(handle)
         self._removals.append(asyncio.ensure_future(self.engine.remove(handle)))
 
-    async def close(self) -> None:
-        """Remove every sandbox; one already gone is no error."""
+    async def close(self) -> bool:
+        """Remove every sandbox; one already gone is no error. Whether all of them are surely gone (a sandbox
+        that could not be removed may still write to what it mounts)."""
+        removed = True
         for handle in self.handles:
-            with contextlib.suppress(Exception):
+            try:
                 await self.engine.remove(handle)
+            except Exception:  # whatever the engine raised, the others are still removed
+                removed = False
         self.handles.clear()
-        await asyncio.gather(*self._removals, return_exceptions=True)
+        outcomes = await asyncio.gather(*self._removals, return_exceptions=True)
         self._removals.clear()
+        return removed and not any(isinstance(outcome, BaseException) for outcome in outcomes)
 
 
 def _compile_exit_code(run: RunResult) -> int:

@@ -47,19 +47,22 @@ class GradeService:
     ) -> tuple[GradeResult, bool]:
         """Queue a grading; with a known `id` and the same request, return the existing one and False. A job
         source gives its name and the item's id (`origin`, `external_id`) instead of an `id`, as for a job."""
-        spec, warnings = self._admission.admit(request)
+        spec, warnings = self._admission.admit(request, source=origin)
         if request.problem_url is not None:
-            await self._problems.check(request.problem_url, request.problem_sha256, request.groups, self._scratch)
+            await self._problems.check(
+                request.problem_url, request.problem_sha256, request.groups, self._scratch, source=origin
+            )
         job_id = request.id if origin is None else source_job_id(origin, external_id or "")
         job, created = await self._jobs.enqueue(job_id, spec, warnings, origin=origin, external_id=external_id)
         return result_of(job), created
 
-    async def source_files(self, url: str, folder: str, field: str) -> dict[str, str]:
-        """A submission's files from the archive at `url` (its `folder`), fetched and unpacked as bundles are: the
-        same URL policy, size limits and refusal of anything that would land outside. Raises InvalidRequest, its
-        message starting with `field`."""
+    async def source_files(self, url: str, folder: str, field: str, *, source: str) -> dict[str, str]:
+        """A submission's files from the archive at `url` (its `folder`), for an item of job source `source`,
+        fetched and unpacked as bundles are: the same URL policy (the source's master's own origin aside), size
+        limits and refusal of anything that would land outside. Raises InvalidRequest, its message starting with
+        `field`."""
         try:
-            return await self._problems.source_files(url, folder, self._scratch)
+            return await self._problems.source_files(url, folder, self._scratch, source=source)
         except BadBundle as exc:
             raise InvalidRequest(f"{field}: {exc}") from exc
 

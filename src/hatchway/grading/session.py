@@ -99,8 +99,7 @@ class GradingSession:
             self._sandboxes.compile(
                 role=Role.COMPILE,
                 profile=profile,
-                box=self._workspace.box,
-                io=self._workspace.compile_io,
+                disk=self._workspace.compile_disk,
                 main=spec.main,
                 uid=self._uid,
                 gid=self._gid,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,28 +27,55 @@ class GradeTest:
     memory_mb: int | None = None
 
 
+def _never_full() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class CompileDisk:
+    """Where a compile step writes: `box` (its /box, the job user's) and `io` (root's: the compiler's messages).
+
+    The grade runner gives each compile a size-limited volume (`engines.volumes`), so that a compiler, or whatever
+    a profile's compile command runs, can write no more than `disk_mb`; `full` says whether it used it all.
+    """
+
+    box: Path
+    io: Path
+    disk_mb: int | None = None
+    """None: a plain directory with no limit (the unit tests' harness)."""
+    full: Callable[[], bool] = _never_full
+
+
 @dataclass(frozen=True)
 class Workspace:
-    """The host directories of one grading."""
+    """The host directories of one grading: the tests and runs' I/O under `root`, and the compile steps' disks."""
 
     root: Path
     inputs: Path
+    disk: CompileDisk | None = None
+    """The submission's /box; None: `root/box` (and `root/compile-io`), a plain directory."""
+    checker_disk: CompileDisk | None = None
+    """The custom checker's /box; None: `root/checker-box` (and `root/compile-io`)."""
+
+    @property
+    def compile_disk(self) -> CompileDisk:
+        return self.disk or CompileDisk(self.root / "box", self.root / "compile-io")
+
+    @property
+    def checker_compile_disk(self) -> CompileDisk:
+        return self.checker_disk or CompileDisk(self.root / "checker-box", self.root / "compile-io")
 
     @property
     def box(self) -> Path:
-        return self.root / "box"
+        return self.compile_disk.box
 
     @property
     def io(self) -> Path:
         return self.root / "io"
 
     @property
-    def compile_io(self) -> Path:
-        return self.root / "compile-io"
-
-    @property
     def checker_box(self) -> Path:
-        return self.root / "checker-box"
+        return self.checker_compile_disk.box
 
     @property
     def checker_io(self) -> Path:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import httpx
 
+from hatchway.egress import SourceGrant, normalise
 from hatchway.engines.dockerfile import dockerfile_bases
 from hatchway.errors import (
     BuildFailed,
@@ -45,6 +46,7 @@ class Policy:
         bundle_allowed_urls: Collection[str] = ("https://*", "http://*"),
         callback_allowed_urls: Collection[str] = ("https://*", "http://*"),
         available_runtimes: Callable[[], Collection[str]] = lambda: ("docker", "gvisor"),
+        grants: Mapping[str, SourceGrant] | None = None,
     ) -> None:
         self.allowed_images = allowed_images
         self.allow_host_network = allow_host_network
@@ -57,6 +59,7 @@ class Policy:
         self.bundle_allowed_urls = bundle_allowed_urls
         self.callback_allowed_urls = callback_allowed_urls
         self._available = available_runtimes
+        self._grants = dict(grants or {})
 
     def image_allowed(self, image: str) -> bool:
         return image_matches(self.allowed_images, image)
@@ -69,8 +72,12 @@ class Policy:
                 f"allowed patterns: {', '.join(self.allowed_images) or '(none)'}"
             )
 
-    def require_url(self, url: str, field: str) -> None:
-        """Raises NotAllowed unless `url` (a bundle or problem archive) matches the allowed patterns."""
+    def require_url(self, url: str, field: str, *, source: str | None = None) -> None:
+        """Raises NotAllowed unless `url` (a bundle or problem archive) matches the allowed patterns, or is on the
+        master's origin of job source `source`, for an item of that source."""
+        grant = self._grants.get(source or "")
+        if grant is not None and grant.covers(url):
+            return
         if not url_matches(self.bundle_allowed_urls, url):
             raise NotAllowed(
                 f"{field} is not allowed on this worker (no credentials in it, and it must match one of: "
@@ -92,8 +99,9 @@ class Policy:
                 "one of: " + (", ".join(self.callback_allowed_urls) or "(none)") + ")"
             )
 
-    def admit(self, request: JobRequest) -> Admitted:
-        """The normalised spec for `request`. Raises NotAllowed, LimitTooHigh, InputTooLarge, RuntimeUnavailable."""
+    def admit(self, request: JobRequest, *, source: str | None = None) -> Admitted:
+        """The normalised spec for `request` (an item of job source `source`, or a client's). Raises NotAllowed,
+        LimitTooHigh, InputTooLarge, RuntimeUnavailable."""
         images = [request.image] if request.image is not None else []
         if request.build is not None:
             try:
@@ -103,7 +111,7 @@ class Policy:
         for image in images:
             self.require_image(image)
         if request.bundle_url is not None:
-            self.require_url(request.bundle_url, "bundle_url")
+            self.require_url(request.bundle_url, "bundle_url", source=source)
         if request.callback_url is not None:
             self.require_callback_url(request.callback_url)
         if request.network == "host" and not self.allow_host_network:
@@ -173,15 +181,15 @@ def image_matches(patterns: Collection[str], image: str) -> bool:
 def url_matches(patterns: Collection[str], url: str) -> bool:
     """Whether `url` matches one of the glob `patterns`, judged on where it really leads.
 
-    The URL is matched in the form the HTTP client connects to (`scheme://host:port/path?query`), so text
-    such as `http://allowed@elsewhere/` cannot pass for `allowed`; a URL with credentials never matches.
+    The URL is matched normalised, in the form it is fetched in (`hatchway.egress.normalise`: `scheme://host:port`,
+    escapes of unreserved characters decoded and dot segments removed, a file URL's path too), so neither
+    `http://allowed@elsewhere/` nor `file:///allowed/%2e%2e/etc/passwd` can pass for what they are not; a URL with
+    credentials never matches.
     """
     try:
-        parsed = httpx.URL(url)
+        if httpx.URL(url).userinfo:
+            return False
+        canonical = normalise(url)
     except (httpx.InvalidURL, ValueError):
         return False
-    if parsed.userinfo:
-        return False
-    port = f":{parsed.port}" if parsed.port is not None else ""
-    canonical = f"{parsed.scheme}://{parsed.host}{port}{parsed.raw_path.decode('ascii', 'replace')}"
     return any(fnmatch.fnmatchcase(canonical, pattern) for pattern in patterns)

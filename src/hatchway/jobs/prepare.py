@@ -22,10 +22,12 @@ from hatchway.models import RESERVED_ENV_PREFIX, Job, RunInfo
 
 @dataclass(frozen=True)
 class BundleLimits:
-    """How much a bundle may unpack to."""
+    """How much a bundle may unpack to, and how much of it a build may take as its context (which the image
+    service holds in memory, twice: the files, then the tar of them)."""
 
     max_unpacked_bytes: int
     max_files: int
+    max_build_context_bytes: int = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -79,24 +81,22 @@ class Preparer:
         bundle_cached: bool | None = None
         bundle_sha256 = ""
         if spec.bundle_url is not None:
-            fetched = await self._bundles.fetch(spec.bundle_url, spec.bundle_sha256)
+            # A source's item may use its master's origin and credentials, and its archives are its own.
+            fetched = await self._bundles.fetch(spec.bundle_url, spec.bundle_sha256, source=job.origin)
             bundle_cached, bundle_sha256 = fetched.cached, fetched.sha256
-            disk_bytes = room_for_files(spec.limits.disk_mb)
+            limit_bytes, limit_name = self._unpack_limit(spec.limits.disk_mb, building=spec.build is not None)
             await asyncio.to_thread(
                 unpack,
                 fetched.path,
                 workspace,
-                max_total_bytes=min(self._bundle_limits.max_unpacked_bytes, disk_bytes),
+                max_total_bytes=limit_bytes,
                 max_files=self._bundle_limits.max_files,
-                limit_name=(
-                    f"job's disk limit ({spec.limits.disk_mb} MB)"
-                    if disk_bytes < self._bundle_limits.max_unpacked_bytes
-                    else "unpacked-size limit"
-                ),
+                limit_name=limit_name,
             )
         # Each image is held before it is pulled or built, so eviction can never take it from under the job.
         if spec.build is not None:
-            context = await asyncio.to_thread(_read_tree, workspace) if spec.bundle_url else {}
+            limit = self._bundle_limits.max_build_context_bytes
+            context = await asyncio.to_thread(_read_tree, workspace, limit) if spec.bundle_url else {}
             context.update({path: text.encode() for path, text in spec.build.files.items()})
             self._hold(job.id, self._images.build_name(spec.build.dockerfile, context, bundle_sha256))
             image, image_cached = await self._images.build(
@@ -151,6 +151,18 @@ class Preparer:
             env[f"HATCHWAY_PORT_{name.upper()}"] = str(port)
         return env
 
+    def _unpack_limit(self, disk_mb: int, *, building: bool) -> tuple[int, str]:
+        """The most a job's bundle may unpack to, and that limit's name for messages: the job's disk, the bundle
+        limit, and for a build (whose context is read into memory) the build context limit, whichever is least."""
+        limits = self._bundle_limits
+        candidates = [
+            (room_for_files(disk_mb), f"job's disk limit ({disk_mb} MB)"),
+            (limits.max_unpacked_bytes, "unpacked-size limit"),
+        ]
+        if building:
+            candidates.append((limits.max_build_context_bytes, "build context limit (build_context_max_bytes)"))
+        return min(candidates, key=lambda candidate: candidate[0])
+
     def release(self, job_id: str) -> None:
         """Give back what the job held: its image and its ports."""
         image = self._held_images.pop(job_id, None)
@@ -187,10 +199,11 @@ def _write_files(workspace: Path, files: dict[str, str]) -> None:
         target.write_text(text)
 
 
-def _read_tree(root: Path) -> dict[str, bytes]:
-    """The regular files under `root`, for a build context."""
-    return {
-        path.relative_to(root).as_posix(): path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and not path.is_symlink()
-    }
+def _read_tree(root: Path, limit: int) -> dict[str, bytes]:
+    """The regular files under `root`, for a build context; BadBundle if they hold more than `limit` bytes (the
+    unpacker keeps a bundle for a build within it: this only makes sure nothing else is read into memory)."""
+    files = [path for path in sorted(root.rglob("*")) if path.is_file() and not path.is_symlink()]
+    total = sum(path.stat().st_size for path in files)
+    if total > limit:
+        raise BadBundle(f"the build context holds {total} bytes, past the build context limit of {limit} bytes")
+    return {path.relative_to(root).as_posix(): path.read_bytes() for path in files}

@@ -234,7 +234,7 @@ class JobRunner:
         if status.message and outcome.reason == Reason.EXIT_CODE and not outcome.message:
             outcome = outcome.model_copy(update={"message": status.message})
         if collected.truncated:
-            outcome = outcome.model_copy(update={"message": "some files under out/ were over the artifact limit"})
+            outcome = outcome.model_copy(update={"message": self._artifacts.left_out(collected)})
         return await self._lifecycle.finish(
             job, outcome.model_copy(update={"resources": engine.resources(handle)}), capture
         )

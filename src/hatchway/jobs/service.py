@@ -94,7 +94,7 @@ class JobService:
         """Queue a job; with a known `id`, return the existing job and False instead of a second one. A job
         source gives its name and the item's id there (`origin`, `external_id`): the job's id is then made from
         them, so an item handed out twice becomes one job."""
-        admitted = self.policy.admit(request)
+        admitted = self.policy.admit(request, source=origin)
         job_id = request.id if origin is None else source_job_id(origin, external_id or "")
         return await self.enqueue(job_id, admitted.spec, admitted.warnings, origin=origin, external_id=external_id)
 

@@ -45,6 +45,9 @@ class RequestedGradeLimits(BaseModel):
         default=None, gt=0, allow_inf_nan=False, description="Wall-clock seconds the compile step may take."
     )
     compile_memory_mb: int | None = Field(default=None, ge=6, description="Memory for the compile step, in MB.")
+    compile_disk_mb: int | None = Field(
+        default=None, ge=8, description="Disk for the compile step (the submission and what it writes), in MB."
+    )
 
 
 class GradeLimits(BaseModel):
@@ -67,6 +70,9 @@ class GradeLimits(BaseModel):
         default=30.0, gt=0, allow_inf_nan=False, description="Wall-clock seconds the compile step may take."
     )
     compile_memory_mb: int = Field(default=1024, ge=6, description="Memory for the compile step, in MB.")
+    compile_disk_mb: int = Field(
+        default=256, ge=8, description="Disk for the compile step (the submission and what it writes), in MB."
+    )
 
     @model_validator(mode="before")
     @classmethod

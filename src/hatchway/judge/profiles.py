@@ -7,7 +7,10 @@ must leave in `/box` whatever `run` needs. `run` runs once per test in a fresh, 
 compiler and runtime is pointed at `/tmp` for its home and caches (`env`, `compile_env`).
 
 Two placeholders may appear in either command: ``{main}``, the entry point's path relative to `/box` (a `files`
-submission's `main`, else `source_name`), and ``{source}``, the profile's `source_name`.
+submission's `main`, else `source_name`), and ``{source}``, the profile's `source_name`. No component of ``{main}``
+starts with `-` or `@`, so no tool reads it as an option or an options file (gcc's and javac's `@file`); a command
+also puts it after `--` where its tool takes that as the end of options (python's py_compile, node, rustc, go; gcc,
+g++ and javac do not, and the names rule alone protects them).
 
 `time_factor` multiplies the CPU and wall-clock limits for slow runtimes; `extra_memory_mb` is added to the memory
 limit for the runtime's own overhead (the JVM's), while the memory a result reports is still the real peak.
@@ -129,10 +132,13 @@ class Profile(BaseModel):
 
 
 def _relative(path: str) -> str:
-    """`path` if it names a file inside /box; the submission's edge validates it, this only guards the commands."""
+    """`path` if it names a file inside /box that no tool reads as an option; the submission's edge validates it
+    (`SourcePath`), this only guards the commands."""
     normal = posixpath.normpath(path)
     if not path or path.startswith("/") or normal in (".", "..") or normal.startswith("../") or "\x00" in path:
         raise ValueError(f"main {path!r} must be a relative path inside /box")
+    if any(part.startswith(("-", "@")) for part in normal.split("/")):
+        raise ValueError(f"main {path!r} has a component starting with '-' or '@', which a tool reads as an option")
     return normal
 
 
@@ -177,7 +183,7 @@ DEFAULT_PROFILES: Final[Mapping[str, Profile]] = MappingProxyType(
                 "python",
                 source_name="main.py",
                 # Compiling to bytecode finds syntax errors before any test runs: CE, as for compiled languages.
-                compile=("python3", "-m", "py_compile", "{main}"),
+                compile=("python3", "-m", "py_compile", "--", "{main}"),
                 run=("python3", "/box/{main}"),
                 # /box is read-only when the program runs: no __pycache__ to write.
                 env={**_HOME, "PYTHONDONTWRITEBYTECODE": "1"},
@@ -203,7 +209,7 @@ DEFAULT_PROFILES: Final[Mapping[str, Profile]] = MappingProxyType(
             _builtin(
                 "javascript",
                 source_name="main.js",
-                compile=("node", "--check", "{main}"),  # a syntax check: CE before any test runs
+                compile=("node", "--check", "--", "{main}"),  # a syntax check: CE before any test runs
                 run=("node", "/box/{main}"),
                 extra_memory_mb=64,  # V8's heap and code space before the program allocates anything
                 env=_HOME,
@@ -225,6 +231,7 @@ DEFAULT_PROFILES: Final[Mapping[str, Profile]] = MappingProxyType(
                     "strip=debuginfo",
                     "-o",
                     "main",
+                    "--",
                     "{main}",
                 ),
                 run=("/box/main",),
@@ -257,7 +264,7 @@ DEFAULT_PROFILES: Final[Mapping[str, Profile]] = MappingProxyType(
             _builtin(
                 "go",
                 source_name="main.go",
-                compile=("go", "build", "-o", "main", "{main}"),
+                compile=("go", "build", "-o", "main", "--", "{main}"),
                 run=("/box/main",),
                 env=_HOME,
                 # No cgo (no C compiler in the image; a static binary); caches in /tmp; never the network.

@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hatchway.fields import CallbackUrl, CleanStr, JobId, LabelKey, LabelValue, RelativePath, Runtime
+from hatchway.fields import CallbackUrl, CleanStr, JobId, LabelKey, LabelValue, Runtime, SourcePath
 from hatchway.judge.limits import GradeLimits, RequestedGradeLimits
 from hatchway.judge.profiles import Profile
 from hatchway.judge.verdicts import check_groups
@@ -143,8 +143,10 @@ class GradeRequest(BaseModel):
     language: Name | None = Field(default=None, description="A language profile name.")
     tool: Name | None = Field(default=None, description="A build tool name, mapped to a language profile.")
     code: str | None = Field(default=None, min_length=1, description="One source file.")
-    files: dict[RelativePath, str] | None = Field(default=None, description="Relative path -> text.")
-    main: RelativePath | None = Field(default=None, description="The entry point: one of `files`.")
+    files: dict[SourcePath, str] | None = Field(
+        default=None, description="Relative path -> text; no path component may start with '-' or '@'."
+    )
+    main: SourcePath | None = Field(default=None, description="The entry point: one of `files`.")
     tests: list[TestSpec] | None = None
     test_cases: list[TestSpec] | None = Field(default=None, alias="testCases", description="A grader pool's tests.")
     problem_url: ProblemUrl | None = Field(default=None, description="A .zip or .tar(.gz) with in/ and out/.")

@@ -41,13 +41,14 @@ class PoolContainers:
         self._max_limits = max_limits
 
     async def start(self, pool: Pool, name: str) -> Slot:
-        """A started, idle container `name` for `pool`; raises HatchwayError (its disk given back) if it fails."""
+        """A started, idle container `name` for `pool`; raises HatchwayError (or, for a bug, whatever it met: its
+        disk given back either way) if it fails."""
         engine = self._engines[pool.key.runtime]
         volume = None
         try:
             volume = await asyncio.to_thread(self._volumes.take, name, pool.disk_mb)
             handle = await engine.open(self._spec(pool, name, volume))
-        except HatchwayError:
+        except Exception:  # not a cancellation: an engine removes the container it could not open before raising
             if volume is not None:
                 await asyncio.to_thread(self._volumes.give_back, volume, pool.disk_mb)
             raise

@@ -350,14 +350,13 @@ class Pools:
         try:
             slot = await self._containers.start(pool, f"pool-{self._prefix}-{next(self._names)}")
         except HatchwayError as exc:
-            pool.starting -= 1
-            pool.failures += 1
-            pool.last_error = str(exc)
-            pool.retry_at = time.monotonic() + _BACKOFF_S[min(pool.failures, len(_BACKOFF_S)) - 1]
-            log.warning(
-                "pool container did not start: %s", exc, extra={"event": "pool_start_failed", "image": pool.key.image}
-            )
-            self._notify()
+            self._start_failed(pool, str(exc))
+            return
+        except Exception as exc:
+            # A bug or an error nothing translated: the pool still counts right (a start that never ends its count
+            # stops the pool from ever filling) and says what happened.
+            log.exception("pool container start raised", extra={"event": "pool_start_error", "image": pool.key.image})
+            self._start_failed(pool, f"starting a container failed unexpectedly: {exc!r}")
             return
         pool.starting -= 1
         pool.failures, pool.last_error = 0, None
@@ -367,6 +366,16 @@ class Pools:
             await self._containers.destroy(slot)
         self._notify()
 
+    def _start_failed(self, pool: Pool, error: str) -> None:
+        pool.starting -= 1
+        pool.failures += 1
+        pool.last_error = error
+        pool.retry_at = time.monotonic() + _BACKOFF_S[min(pool.failures, len(_BACKOFF_S)) - 1]
+        log.warning(
+            "pool container did not start: %s", error, extra={"event": "pool_start_failed", "image": pool.key.image}
+        )
+        self._notify()
+
     async def _reset(self, pool: Pool, slot: Slot) -> None:
         """Make a used container as good as new: the supervisor already killed every process of the job;
         empty its working directory, /tmp and its output files."""
@@ -374,6 +383,9 @@ class Pools:
             await self._containers.wipe(slot)
         except HatchwayError as exc:
             slot.anomaly = f"the wipe after a job failed: {exc}"
+        except Exception as exc:  # as in _start: the count must stay right whatever went wrong
+            log.exception("pool container wipe raised", extra={"event": "pool_wipe_error", "image": pool.key.image})
+            slot.anomaly = f"the wipe after a job failed unexpectedly: {exc!r}"
         pool.starting -= 1
         slot.checked_at = time.monotonic()  # it just served a job: alive
         if slot.anomaly is None and self.running and self._pools.get(pool.key) is pool:

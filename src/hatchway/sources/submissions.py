@@ -62,7 +62,7 @@ class SubmissionsSource(PulledSource):
         main = item.get("mainfile")
         if main is not None and not isinstance(main, str):
             raise ItemRefused(f"mainfile must be a file name, not {main!r}")
-        files = await self._grades.source_files(submissions_url, SOURCE_FOLDER, "submissions_url")
+        files = await self._grades.source_files(submissions_url, SOURCE_FOLDER, "submissions_url", source=self.name)
         if main:
             main = main.removeprefix(f"{SOURCE_FOLDER}/")
             if main not in files:

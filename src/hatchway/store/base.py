@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from hatchway.models import CallbackStatus, Job, JobKind, JobState, Outcome, Resources, RunInfo, Stream
+from hatchway.models import CallbackStatus, Job, JobKind, JobState, JobSummary, Outcome, Resources, RunInfo, Stream
 from hatchway.output.events import EventBatch
 from hatchway.output.line_times import LineTimes
 
@@ -24,9 +24,9 @@ class JobQuery:
 
 @dataclass(frozen=True)
 class JobPage:
-    """One page of a listing; pass `next_cursor` back to get the next (older) page."""
+    """One page of a listing, without the jobs' output; pass `next_cursor` back to get the next (older) page."""
 
-    jobs: list[Job]
+    jobs: list[JobSummary]
     next_cursor: str | None
 
 
@@ -88,7 +88,8 @@ class JobStore(Protocol):
         ...
 
     async def find(self, query: JobQuery) -> JobPage:
-        """Jobs matching `query`, newest first. Raises ValueError for a malformed cursor."""
+        """Jobs matching `query`, newest first, without their output (`get` has it): a page of them is bounded by
+        its length, not by what the jobs printed. Raises ValueError for a malformed cursor."""
         ...
 
     async def claim_next(self, worker_id: str) -> Job | None:

@@ -13,6 +13,7 @@ from hatchway.models import (
     Job,
     JobKind,
     JobState,
+    JobSummary,
     Outcome,
     Reason,
     Resources,
@@ -103,7 +104,7 @@ class MemoryStore:
         if query.cursor is not None and not query.cursor.isdigit():
             raise ValueError(f"cursor {query.cursor!r} is not one this worker handed out")
         before = int(query.cursor) if query.cursor is not None else None
-        found: list[Job] = []
+        found: list[JobSummary] = []
         for job_id in sorted(self._jobs, key=self._seq.__getitem__, reverse=True):
             job = self._jobs[job_id]
             if before is not None and self._seq[job_id] >= before:
@@ -114,7 +115,7 @@ class MemoryStore:
                 continue
             if any(job.labels.get(key) != value for key, value in query.labels.items()):
                 continue
-            found.append(job)
+            found.append(job.summary())
             if len(found) == query.limit:
                 return JobPage(jobs=found, next_cursor=str(self._seq[job_id]))
         return JobPage(jobs=found, next_cursor=None)

@@ -192,7 +192,12 @@ ACTIVE = "SELECT * FROM jobs WHERE state IN ('building', 'running') AND worker_i
 COUNTS = "SELECT state, count(*) FROM jobs WHERE state IN ('queued', 'building', 'running') GROUP BY state"
 
 # LIST is assembled from these pieces: the filters present are AND-ed together.
-LIST_SELECT = "SELECT * FROM jobs"
+# Every column but the output (stdout, stderr, build_output and its line times): a listing never reads it.
+LIST_SELECT = (
+    "SELECT seq, id, state, priority, created_at, started_at, finished_at, worker_id, reason, message, exit_code,"
+    " stdout_truncated, stderr_truncated, resources, labels, spec, run, grade, origin, external_id, reported_at,"
+    " callback FROM jobs"
+)
 LIST_STATE = "state = ?"
 LIST_KIND = "coalesce(json_extract(spec, '$.kind'), 'job') = ?"  # specs stored before grading have no kind
 LIST_LABEL = "json_extract(labels, ?) = ?"

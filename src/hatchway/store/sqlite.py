@@ -22,6 +22,7 @@ from hatchway.models import (
     JobKind,
     JobSpec,
     JobState,
+    JobSummary,
     Outcome,
     Reason,
     Resources,
@@ -144,7 +145,7 @@ class SqliteStore:
         sql = queries.LIST_SELECT + (" WHERE " + " AND ".join(where) if where else "") + queries.LIST_ORDER
         rows = self._db.execute(sql, [*params, query.limit]).fetchall()
         cursor = str(rows[-1]["seq"]) if len(rows) == query.limit else None
-        return JobPage(jobs=[_job(row) for row in rows], next_cursor=cursor)
+        return JobPage(jobs=[JobSummary(**_summary_fields(row)) for row in rows], next_cursor=cursor)
 
     async def claim_next(self, worker_id: str) -> Job | None:
         row = self._one(queries.CLAIM_NEXT, {"worker_id": worker_id})
@@ -254,31 +255,33 @@ def _event(row: sqlite3.Row) -> JobEvent:
 
 
 def _job(row: sqlite3.Row) -> Job:
+    return Job(**_summary_fields(row), stdout=row["stdout"], stderr=row["stderr"], build_output=row["build_output"])
+
+
+def _summary_fields(row: sqlite3.Row) -> dict[str, Any]:
+    """A job's fields but its output, from a row of `queries.LIST_SELECT`'s columns (or more)."""
     spec = JobSpec.model_validate_json(row["spec"])
-    return Job(
-        id=row["id"],
-        state=JobState(row["state"]),
-        reason=row["reason"],
-        message=row["message"],
-        exit_code=row["exit_code"],
-        stdout=row["stdout"],
-        stderr=row["stderr"],
-        stdout_truncated=bool(row["stdout_truncated"]),
-        stderr_truncated=bool(row["stderr_truncated"]),
-        created_at=from_epoch(row["created_at"]),
-        started_at=from_epoch(row["started_at"]),
-        finished_at=from_epoch(row["finished_at"]),
-        worker_id=row["worker_id"],
-        image=spec.image,
-        build_output=row["build_output"],
-        run=RunInfo.model_validate_json(row["run"]),
-        labels=json.loads(row["labels"]),
-        priority=row["priority"],
-        resources=Resources.model_validate_json(row["resources"]),
-        grade=None if row["grade"] is None else json.loads(row["grade"]),  # the job model reads its report
-        origin=row["origin"],
-        external_id=row["external_id"],
-        reported_at=from_epoch(row["reported_at"]),
-        callback=None if row["callback"] is None else CallbackStatus.model_validate_json(row["callback"]),
-        spec=spec,
-    )
+    return {
+        "id": row["id"],
+        "state": JobState(row["state"]),
+        "reason": row["reason"],
+        "message": row["message"],
+        "exit_code": row["exit_code"],
+        "stdout_truncated": bool(row["stdout_truncated"]),
+        "stderr_truncated": bool(row["stderr_truncated"]),
+        "created_at": from_epoch(row["created_at"]),
+        "started_at": from_epoch(row["started_at"]),
+        "finished_at": from_epoch(row["finished_at"]),
+        "worker_id": row["worker_id"],
+        "image": spec.image,
+        "run": RunInfo.model_validate_json(row["run"]),
+        "labels": json.loads(row["labels"]),
+        "priority": row["priority"],
+        "resources": Resources.model_validate_json(row["resources"]),
+        "grade": None if row["grade"] is None else json.loads(row["grade"]),  # the job model reads its report
+        "origin": row["origin"],
+        "external_id": row["external_id"],
+        "reported_at": from_epoch(row["reported_at"]),
+        "callback": None if row["callback"] is None else CallbackStatus.model_validate_json(row["callback"]),
+        "spec": spec,
+    }

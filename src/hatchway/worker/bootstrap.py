@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hatchway import __version__
 from hatchway.bundles import BundleCache
+from hatchway.egress import AddressPolicy, SourceGrant
 from hatchway.engines.base import Engine, ImageService
 from hatchway.engines.docker import DockerEngine
 from hatchway.engines.docker_host import DockerHost
@@ -92,13 +93,9 @@ def build_worker(settings: Settings, store: JobStore | None = None) -> Worker:
         max_download_bytes=settings.bundle_max_bytes,
         download_timeout_s=settings.bundle_timeout_s,
         budget_bytes=settings.bundle_cache_bytes,
-        # A master's archives come from the master: they get its key, as its API does.
-        credentials={
-            source.url: {"X-API-Key": source.api_key.get_secret_value()}
-            for source in settings.sources
-            if source.api_key is not None
-        },
         url_allowed=functools.partial(url_matches, settings.bundle_allowed_urls),
+        addresses=address_policy(settings),
+        grants=source_grants(settings),
     )
     built = parts(
         settings,
@@ -109,6 +106,23 @@ def build_worker(settings: Settings, store: JobStore | None = None) -> Worker:
         supervisor=supervisor,
     )
     return Worker(built, on_close=host.close)
+
+
+def address_policy(settings: Settings) -> AddressPolicy:
+    """What addresses URLs given by clients and masters may reach (public ones, and what the operator allows)."""
+    return AddressPolicy.of(settings.allowed_private_networks, settings.allowed_private_origins)
+
+
+def source_grants(settings: Settings) -> dict[str, SourceGrant]:
+    """Each job source's grant: its own items, and only they, reach its master's origin, with its key."""
+    return {
+        source.name: SourceGrant.of(
+            source.name,
+            source.url,
+            {} if source.api_key is None else {"X-API-Key": source.api_key.get_secret_value()},
+        )
+        for source in settings.sources
+    }
 
 
 def policy_from_settings(
@@ -127,6 +141,7 @@ def policy_from_settings(
         bundle_allowed_urls=settings.bundle_allowed_urls,
         callback_allowed_urls=settings.callback_allowed_urls,
         available_runtimes=available_runtimes,
+        grants=source_grants(settings),
     )
 
 
@@ -155,6 +170,7 @@ def parts(
     artifacts = ArtifactStore(
         settings.data_dir / "artifacts",
         max_bytes=settings.artifacts_max_bytes,
+        max_files=settings.artifacts_max_files,
         retention_s=settings.artifacts_retention_s,
     )
     ports = PortAllocator(*settings.port_range)
@@ -164,7 +180,9 @@ def parts(
     volume_stock = VolumeStock(volumes, spares=spares)
     controls: dict[str, RunControl] = {}
     bundle_limits = BundleLimits(
-        max_unpacked_bytes=settings.bundle_max_unpacked_bytes, max_files=settings.bundle_max_files
+        max_unpacked_bytes=settings.bundle_max_unpacked_bytes,
+        max_files=settings.bundle_max_files,
+        max_build_context_bytes=settings.build_context_max_bytes,
     )
     preparer = Preparer(
         images=images,
@@ -211,6 +229,7 @@ def parts(
         store=store,
         engines=engines,
         images=images,
+        volumes=volume_stock,
         problems=problems,
         lifecycle=lifecycle,
         signals=signals,
@@ -280,6 +299,7 @@ def parts(
         retry_s=settings.callback_retry_s,
         timeout_s=settings.callback_timeout_s,
         worker_id=worker_id,
+        addresses=address_policy(settings),
     )
     signals.end_listeners.append(callbacks.ended)
     pushed_stop = asyncio.Event()

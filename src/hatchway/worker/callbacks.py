@@ -24,6 +24,7 @@ import httpx
 from pydantic import SecretStr
 
 from hatchway import __version__
+from hatchway.egress import AddressPolicy, GuardedTransport, Refused, shown
 from hatchway.errors import may_pass
 from hatchway.grading.service import result_of
 from hatchway.models import CallbackState, CallbackStatus, Job, utcnow
@@ -47,6 +48,9 @@ _RESCAN_S = 30.0  # a safety net: a job that ends wakes the sender
 _DRAIN_S = 10.0
 _DRAIN_MAX = 1000  # deliveries given a last try at shutdown
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+UNREACHABLE = "the receiver could not be reached (refused or failed; the worker's log says why)"
+"""What a delivery that got no answer records, whatever the cause: its address refused by policy, unresolvable,
+closed, or silent. Told apart, they would let a client map the worker's networks; the log tells them apart."""
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -113,8 +117,10 @@ class CallbackSender:
         worker_id: str,
         first_retry_s: float = FIRST_RETRY_S,
         max_retry_s: float = MAX_RETRY_S,
+        addresses: AddressPolicy | None = None,
     ) -> None:
         self._store = store
+        self._addresses = addresses or AddressPolicy()
         self._secret = secret
         self._retry_s = retry_s
         self._timeout_s = timeout_s
@@ -141,7 +147,12 @@ class CallbackSender:
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop`; then try each pending delivery once more, briefly, and leave what is still
         pending in the store for the next start."""
-        async with httpx.AsyncClient(timeout=self._timeout_s, headers={"User-Agent": USER_AGENT}) as http:
+        async with httpx.AsyncClient(
+            timeout=self._timeout_s,
+            headers={"User-Agent": USER_AGENT},
+            transport=GuardedTransport(self._addresses),
+            trust_env=False,
+        ) as http:
             try:
                 while not stop.is_set():
                     self._wake.clear()
@@ -206,10 +217,16 @@ class CallbackSender:
         error: str | None
         try:
             answer = await http.post(callback.url, content=body, headers=headers)
-        except httpx.TimeoutException:
-            state, error = CallbackState.PENDING, f"no answer within callback_timeout_s ({self._timeout_s:g} s)"
-        except httpx.HTTPError as exc:
-            state, error = CallbackState.PENDING, f"cannot be reached: {exc!r}"
+        except (Refused, httpx.HTTPError) as exc:
+            # Refused by policy too is tried again, as a receiver that did not answer is: were it given up at once,
+            # the delivery's state would tell which names resolve to the worker's own networks.
+            state, error = CallbackState.PENDING, UNREACHABLE
+            log.warning(
+                "callback to %s got no answer: %s",
+                shown(callback.url),
+                exc if isinstance(exc, Refused) else f"{type(exc).__name__}: {exc}",
+                extra={"event": "callback_unreachable", "job_id": job.id, "worker_id": self._worker_id},
+            )
         else:
             status = answer.status_code
             state = verdict(status)
