@@ -84,8 +84,8 @@ class AgentProtocol:
         if method == "POST" and scope["path"] == "/jobs":
             await self._post(scope, receive, send)
             return
-        one = _ONE_JOB.match(scope.get("raw_path") or scope["path"].encode())
-        if method in ("GET", "DELETE") and one is not None:
+        one = _ONE_JOB.match(scope.get("raw_path") or scope["path"].encode()) if method in ("GET", "DELETE") else None
+        if one is not None:
             # From the raw path, so that a master's id holding a `/` (sent as %2F) is found too.
             job_id = unquote(one.group(1).decode("latin-1"))
             job = await self._job_of_master(job_id)
