@@ -46,7 +46,7 @@ def worker(tmp_path: Path, docker_client: docker.DockerClient, **settings: Any) 
 
 SETTINGS = {"ipPrefix": "127.0.0.", "ipStart": 1, "ipEnd": 3, "probeTimeoutMs": 1000, "pollIntervalMs": 500}
 """As the page keeps them: it starts scanning as it loads, so a first visit would scan its default range,
-192.168.1.1-254 (where this machine has something answering); the tests talk to 127.0.0.1 only."""
+192.168.1.1-254, a private range no test may reach; the tests talk to 127.0.0.1 only."""
 
 
 def scan(page: Page, url: str) -> None:
