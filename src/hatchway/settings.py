@@ -365,6 +365,11 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=30.0, ge=0, description="How long running jobs may finish.")
     image_pull_timeout_s: float = Field(default=300.0, gt=0, description="Longest pulling an image may take.")
     max_wait_s: float = Field(default=3600.0, gt=0, description="Longest ?wait=true a client may ask.")
+    grader_pool_worker: bool = Field(
+        default=False,
+        description="Serve as a worker of the grader pool's orchestrator: POST /grade in its dialect answers with "
+        "the result once graded, as its workers do (see docs/compatibility.md).",
+    )
     events_keep: int = Field(
         default=100_000, ge=1, description="Lifecycle events kept for GET /events to replay (the newest)."
     )

@@ -13,6 +13,7 @@ from hatchway.api.auth import install_authentication
 from hatchway.api.cors import install_cors
 from hatchway.api.deps import ApiServices
 from hatchway.api.errors import document_errors, install_error_handlers
+from hatchway.api.grader_pool import install_grader_pool
 from hatchway.api.hosts import install_host_check
 from hatchway.observability.metrics import MetricsMiddleware
 from hatchway.web import dashboard
@@ -36,6 +37,7 @@ def create_app(services: ApiServices, *, on_submit: Callable[[], None] = lambda:
     app.include_router(grades.router)
     app.include_router(dashboard.router)
     app.include_router(events.router)
+    install_grader_pool(app)  # before the token check, which must see the path asked for
     install_agent_protocol(app, services, on_submit)  # inside the token check: it reads bodies
     install_authentication(app, services.settings.api_tokens)
     install_host_check(app, services.settings)  # outside the token check: a refused Host is refused first

@@ -37,6 +37,9 @@ POLICY: Mapping[tuple[str, str], Role | None] = {
     ("GET", "/events"): Role.READ,
     ("POST", "/jobs"): Role.SUBMIT,
     ("POST", "/grade"): Role.SUBMIT,
+    ("POST", "/submit"): Role.SUBMIT,  # the grader pool's spelling of POST /grade (api/grader_pool.py)
+    ("POST", "/grade/batch"): Role.SUBMIT,
+    ("POST", "/grader-pool/grade"): Role.SUBMIT,
     ("DELETE", "/jobs/{job_id}"): Role.ADMIN,
     ("DELETE", "/grade/{job_id}"): Role.ADMIN,
     ("POST", "/images/import"): Role.ADMIN,

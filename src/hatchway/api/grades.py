@@ -6,11 +6,13 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from hatchway.api.deps import GradesDep, ImagesDep, OnSubmitDep, SettingsDep
 from hatchway.api.jobs import WaitFlag, WaitSeconds, wait_bound
-from hatchway.grading.service import GradeResult
+from hatchway.grading import grader_pool
+from hatchway.grading.service import GradeResult, result_of
 from hatchway.judge.profiles import TOOLS, Profile
 from hatchway.judge.request import GradeRequest
 
@@ -54,9 +56,13 @@ async def create_grade(
 
 
 @router.get("/grade/{job_id}", response_model=GradeResult)
-async def get_grade(job_id: str, grades: GradesDep) -> GradeResult:
-    """A grading's state and, once it has ended, its verdicts."""
-    return await grades.get(job_id)
+async def get_grade(job_id: str, grades: GradesDep) -> GradeResult | JSONResponse:
+    """A grading's state and, once it has ended, its verdicts; for one submitted in the grader pool's dialect,
+    with the pool's fields beside (api/grader_pool.py)."""
+    job = await grades.job(job_id)
+    if grader_pool.speaks_pool(job):
+        return JSONResponse(grader_pool.answer(job))
+    return result_of(job)
 
 
 @router.delete("/grade/{job_id}", response_model=GradeResult)

@@ -78,6 +78,36 @@ class Health(BaseModel):
     cpu_threads: int
 
 
+class PoolStats(BaseModel):
+    """The grader pool's worker counts: `total`, and by type and status (`ready`, `busy`)."""
+
+    total: int
+    by_type: dict[str, int] = Field(alias="byType")
+    by_status: dict[str, int] = Field(alias="byStatus")
+
+
+class PoolWorker(BaseModel):
+    """One slot of this worker, as the grader pool lists a worker."""
+
+    id: str
+    type: str
+    status: str
+    endpoint: str | None
+    created_at: str | None = Field(alias="createdAt")
+    last_used_at: str | None = Field(alias="lastUsedAt")
+    capabilities: list[str]
+
+
+class PoolConfig(BaseModel):
+    """The grader pool's `config`, answered with this worker's values."""
+
+    max_workers: int = Field(alias="maxWorkers")
+    worker_timeout: float = Field(alias="workerTimeout", description="Seconds a grading may wait to be answered.")
+    health_check_interval: int | None = Field(alias="healthCheckInterval")
+    docker_image: str | None = Field(alias="dockerImage")
+    firecracker_enabled: bool = Field(alias="firecrackerEnabled")
+
+
 class WorkersStatus(BaseModel):
     """The grader worker pool's `GET /workers/status`, answered from this worker's slots and started containers."""
 
@@ -93,6 +123,9 @@ class WorkersStatus(BaseModel):
     """Containers started ahead in pools, idle or serving a job."""
     pools: list[PoolStatus]
     engines: list[EngineStatus]
+    stats: PoolStats | None = Field(default=None, description="The grader pool's own answer, from these slots.")
+    workers: list[PoolWorker] = Field(default_factory=list)
+    config: PoolConfig | None = None
 
 
 class Info(HostFacts):

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from hatchway.api.agent_jobs import PROTOCOL_VERSION
-from hatchway.api.deps import SettingsDep, SystemDep, WorkerView
+from hatchway.api.deps import GradesDep, SettingsDep, SystemDep, WorkerView
+from hatchway.api.grader_pool import pool_view
 from hatchway.api.schemas import EngineStatus, Health, Info, WorkersStatus
 from hatchway.engines.base import Engine
 from hatchway.models import JobState
@@ -69,8 +70,9 @@ async def pools(worker: SystemDep) -> list[PoolStatus]:
 
 
 @router.get("/workers/status", response_model=WorkersStatus)
-async def workers_status(worker: SystemDep, settings: SettingsDep) -> WorkersStatus:
-    """Slots, busy and idle, started containers per pool, and health (the grader worker pool's question)."""
+async def workers_status(worker: SystemDep, settings: SettingsDep, grades: GradesDep) -> WorkersStatus:
+    """Slots, busy and idle, started containers per pool, and health; and the grader worker pool's own answer
+    (`stats`, `workers`, `config`) from them."""
     engine_ok = await _any(worker).ping()
     counts = await worker.counts()
     busy = counts[JobState.RUNNING] + counts[JobState.BUILDING]
@@ -86,6 +88,14 @@ async def workers_status(worker: SystemDep, settings: SettingsDep) -> WorkersSta
         started_containers=sum(pool.idle + pool.busy for pool in pools),
         pools=pools,
         engines=_engines(worker),
+        **pool_view(
+            worker_id=worker.worker_id,
+            slots=slots,
+            busy=busy,
+            endpoint=settings.advertise_url or f"http://{settings.host}:{settings.port}",
+            capabilities=sorted(grades.profiles),
+            settings=settings,
+        ),
     )
 
 

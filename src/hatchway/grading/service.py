@@ -13,7 +13,7 @@ from hatchway.grading.archive import ProblemArchives
 from hatchway.jobs.service import JobService, source_job_id
 from hatchway.judge.profiles import Profile
 from hatchway.judge.report import GradeReport
-from hatchway.judge.request import GradeRequest
+from hatchway.judge.request import Dialect, GradeRequest
 from hatchway.models import CallbackStatus, Job, JobState
 
 
@@ -43,11 +43,19 @@ class GradeService:
         return self._admission.profiles
 
     async def submit(
-        self, request: GradeRequest, *, origin: str | None = None, external_id: str | None = None
+        self,
+        request: GradeRequest,
+        *,
+        origin: str | None = None,
+        external_id: str | None = None,
+        dialect: Dialect = "hatchway",
     ) -> tuple[GradeResult, bool]:
         """Queue a grading; with a known `id` and the same request, return the existing one and False. A job
-        source gives its name and the item's id (`origin`, `external_id`) instead of an `id`, as for a job."""
+        source gives its name and the item's id (`origin`, `external_id`) instead of an `id`, as for a job.
+        `dialect` records whose answers its client reads (see GradeSpec)."""
         spec, warnings = self._admission.admit(request, source=origin)
+        if spec.grade is not None and dialect != spec.grade.dialect:
+            spec = spec.model_copy(update={"grade": spec.grade.model_copy(update={"dialect": dialect})})
         if request.problem_url is not None:
             await self._problems.check(
                 request.problem_url, request.problem_sha256, request.groups, self._scratch, source=origin
@@ -68,6 +76,10 @@ class GradeService:
 
     async def get(self, job_id: str) -> GradeResult:
         return result_of(await self._grade_job(job_id))
+
+    async def job(self, job_id: str) -> Job:
+        """The grading's job, whole (its spec, times and report); JobNotFound if it is no grading."""
+        return await self._grade_job(job_id)
 
     async def wait_final(self, job_id: str, timeout_s: float) -> GradeResult:
         await self._grade_job(job_id)

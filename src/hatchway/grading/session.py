@@ -205,9 +205,9 @@ class GradingSession:
             memory_bytes=run.memory_bytes,
             exit_code=run.exit_code,
             signal=run.signal,
-            checker_message=decision.message,
-            output=excerpt(output),
-            stderr=excerpt(stderr),
+            checker_message=None if test.hidden else decision.message,
+            output="" if test.hidden else excerpt(output),
+            stderr="" if test.hidden else excerpt(stderr),
         )
         return result, scored
 

@@ -25,6 +25,8 @@ class GradeTest:
     expected_path: Path
     time_limit_s: float | None = None
     memory_mb: int | None = None
+    hidden: bool = False
+    """Its result keeps no output, stderr or checker message (which could show its input or expected output)."""
 
 
 def _never_full() -> bool:
@@ -151,6 +153,7 @@ def write_tests(workspace: Workspace, specs: list[TestSpec]) -> list[GradeTest]:
                 expected_path=expected_path,
                 time_limit_s=test.time_limit_s,
                 memory_mb=test.memory_mb,
+                hidden=test.hidden,
             )
         )
     return tests

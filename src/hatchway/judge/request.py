@@ -11,7 +11,17 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from hatchway.fields import CallbackUrl, CleanStr, JobId, LabelKey, LabelValue, Runtime, SourcePath
 from hatchway.judge.limits import GradeLimits, RequestedGradeLimits
@@ -20,6 +30,9 @@ from hatchway.judge.verdicts import check_groups
 
 CHALLENGE_LABEL = "challenge"
 """The label a grader pool's `challengeId` is kept under."""
+WITH_HIDDEN_TESTS = "with_hidden_tests"
+"""The serialization context key (`{WITH_HIDDEN_TESTS: True}`) that keeps hidden tests' inputs and expected
+outputs in a dump: only the job store passes it. Every other dump (an answer, a callback) withholds them."""
 
 
 def _not_blank(value: str) -> str:
@@ -37,6 +50,10 @@ class TestSpec(BaseModel):
 
     Also accepts a grader pool's spelling, `expectedOutput`. A missing `name` defaults to the test's position,
     "1", "2", ..., when the test is part of a request.
+
+    A `hidden` test's input and expected output are serialized as "" unless the context holds
+    `WITH_HIDDEN_TESTS` (the job store's dump), so that no answer or callback carrying the job's spec shows them;
+    its result keeps no output, stderr or checker message (see grading/session.py) for the same reason.
     """
 
     __test__: ClassVar[bool] = False  # not a pytest test class
@@ -49,6 +66,15 @@ class TestSpec(BaseModel):
     points: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     time_limit_s: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="CPU seconds.")
     memory_mb: int | None = Field(default=None, ge=6)
+    hidden: bool = Field(
+        default=False, description="Judged, but its input, expected output and the program's output never shown."
+    )
+
+    @field_serializer("input", "expected_output")
+    def _withheld(self, value: str, info: SerializationInfo) -> str:
+        if self.hidden and not (info.context or {}).get(WITH_HIDDEN_TESTS):
+            return ""
+        return value
 
 
 class Group(BaseModel):
@@ -242,6 +268,10 @@ def _listed(names: Sequence[str] | dict[str, str], most: int = 10) -> str:
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
+Dialect = Literal["hatchway", "grader-pool"]
+"""Whose answers a grading's client reads: hatchway's own, or the grader pool's beside them."""
+
+
 class GradeSpec(BaseModel):
     """An admitted grading: everything it runs with, decided at submission (a profile changed in the config
     later does not change a queued grading)."""
@@ -260,3 +290,8 @@ class GradeSpec(BaseModel):
     max_limits: GradeLimits = Field(description="The worker's maximums, for per-test limits.")
     groups: list[Group] = Field(default_factory=list)
     stop_on_first_failure: bool = False
+    dialect: Dialect = Field(
+        default="hatchway",
+        description="How it was asked for, and so how GET /grade/{id} answers: hatchway's fields, or the grader "
+        "pool's beside them (docs/compatibility.md).",
+    )

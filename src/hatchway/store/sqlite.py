@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hatchway.judge.request import WITH_HIDDEN_TESTS
 from hatchway.models import (
     CallbackState,
     CallbackStatus,
@@ -71,7 +72,7 @@ class SqliteStore:
                 "priority": job.priority,
                 "created_at": to_epoch(job.created_at),
                 "labels": json.dumps(job.labels),
-                "spec": job.spec.model_dump_json(),
+                "spec": job.spec.model_dump_json(context={WITH_HIDDEN_TESTS: True}),
                 "run": job.run.model_dump_json(),
                 "origin": job.origin,
                 "external_id": job.external_id,
