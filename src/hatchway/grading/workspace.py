@@ -25,6 +25,7 @@ class GradeTest:
     expected_path: Path
     time_limit_s: float | None = None
     memory_mb: int | None = None
+    stack_mb: int | None = None
 
 
 def _never_full() -> bool:
@@ -151,6 +152,7 @@ def write_tests(workspace: Workspace, specs: list[TestSpec]) -> list[GradeTest]:
                 expected_path=expected_path,
                 time_limit_s=test.time_limit_s,
                 memory_mb=test.memory_mb,
+                stack_mb=test.stack_mb,
             )
         )
     return tests
