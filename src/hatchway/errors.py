@@ -194,6 +194,20 @@ class DownloadUnavailable(FetchFailed):
     408 or 429. Worth trying again later; other BadBundles are not."""
 
 
+def download_may_pass(error: BaseException) -> bool:
+    """Whether `error`, or what caused it, is a download failure another try may not meet (`DownloadUnavailable`)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, DownloadUnavailable):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+DOWNLOAD_RETRY_S = (1.0, 2.0, 4.0, 8.0)
+"""Waits before the next tries of a download that failed for a reason that may pass (a claim's, a grading's)."""
+
+
 class PortsExhausted(EngineError):
     """No free host port is left in the configured range."""
 

@@ -143,6 +143,11 @@ class SourceConfig(BaseModel):
         description="submissions: limits for its gradings (grade_default_limits otherwise).",
     )
     request_timeout_s: float = Field(default=30.0, gt=0, description="Longest one request to the master may take.")
+    points: Literal["passed", "percent"] = Field(
+        default="passed",
+        description="submissions: what a result's `points` counts: passed (the tests passed, as the submission "
+        "judge's own worker counts) or percent (the score in percent of the maximum, 0 to 100).",
+    )
     redis_url: RedisUrl | None = Field(
         default=None,
         description="tasks: the queue-pull platform's event bus (Redis pub/sub), where each task's lifecycle and "
@@ -153,6 +158,8 @@ class SourceConfig(BaseModel):
     def _redis_for_tasks(self) -> SourceConfig:
         if self.redis_url is not None and self.kind != "tasks":
             raise ValueError(f"redis_url: only a tasks source publishes events; {self.name!r} is {self.kind}")
+        if self.points != "passed" and self.kind != "submissions":
+            raise ValueError(f"points: only a submissions source reports points; {self.name!r} is {self.kind}")
         return self
 
     @field_validator("name")

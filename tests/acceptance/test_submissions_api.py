@@ -1,5 +1,6 @@
-"""Pulled submissions across a real `hatchway serve` process: kill -9 with gradings running and results pending,
-then a restart, still gives exactly one result per submission; GET /sources and GET /jobs show them."""
+"""Pulled submissions from a double of the submission judge's master across a real `hatchway serve` process: kill -9
+with gradings running and results pending, then a restart, still gives exactly one result per submission, each
+accepted (204) the first time it reaches the master; GET /sources and GET /jobs show them."""
 
 from __future__ import annotations
 
@@ -37,9 +38,9 @@ def test_kill_9_with_gradings_running_and_results_pending_gives_one_result_each(
     start_server: ServerFactory, master: JudgeMaster
 ) -> None:
     master.refuse_reports = True
-    master.add("quick", "python3", {"main.py": "print(int(input()) * 2)\n"}, {"1": ("21\n", "42\n")})
+    master.add("quick", "python", {"main.py": "print(int(input()) * 2)\n"}, {"1": ("21\n", "42\n")})
     slow = "import time\ntime.sleep(4)\nprint(input())\n"  # sleeps in wall time, well inside the wall limit
-    master.add("slow", "python3", {"main.py": slow}, {"1": ("x\n", "x\n")})
+    master.add("slow", "python", {"main.py": slow}, {"1": ("x\n", "x\n")})
     server = start_server(
         sources=sources_setting(master), max_concurrent_jobs=2, allowed_images="hatchway-test/*,hatchway-profile/*"
     )
@@ -66,7 +67,8 @@ def test_kill_9_with_gradings_running_and_results_pending_gives_one_result_each(
     listed = all_reported(server, "judge")
     assert server.stop() == 0  # drained: it sends nothing more, so every report it would send is in
     assert master.reported_ids() == ["quick", "slow"], master.results
-    assert (got["quick"]["points"], got["quick"]["info"]) == (100, "AC")
-    assert (got["slow"]["points"], got["slow"]["info"]) == (100, "AC"), "graded again from scratch after the restart"
+    assert (got["quick"]["points"], got["quick"]["info"]) == (1, "AC")
+    assert (got["slow"]["points"], got["slow"]["info"]) == (1, "AC"), "graded again from scratch after the restart"
     assert master.claimed == 2, "nothing was claimed twice"
+    assert master.answers == [(sid, 204) for sid, _ in master.results], "no result the master refused"
     assert sorted(job["external_id"] for job in listed) == ["quick", "slow"]

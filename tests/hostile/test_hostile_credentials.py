@@ -76,14 +76,14 @@ def test_a_client_gets_neither_a_judge_s_archives_nor_what_the_source_fetched_wi
     judge.add("s1", "python", {"main.py": "print(int(input()) * 2)\n"}, {"1": ("21\n", "42\n")})
     server = start_server(sources=source(judge, "submissions", poll_interval_s=0.2), allowed_images=IMAGES)
     result = judge.wait_results(1)["s1"]
-    assert (result["points"], result["info"]) == (100, "AC"), "the source's own items get its key"
+    assert (result["points"], result["info"]) == (1, "AC"), "the source's own items get its key"
     all_reported(server, "m")
     hidden = f"{judge.url}/archives/task-s1.zip"
     with judge.lock:
         sha = hashlib.sha256(judge.archives["task-s1"]).hexdigest()
         judge.downloads.clear()
     # The master's archive by its URL: fetched without the key, so refused by the master.
-    job = server.post_job(wait=True, image=BUSYBOX, command="cat out/1.out", bundle_url=hidden).json()
+    job = server.post_job(wait=True, image=BUSYBOX, command="cat 1.out", bundle_url=hidden).json()
     assert (job["state"], job["reason"]) == ("failed", "bad_bundle") and "42" not in (job["stdout"] or "")
     with judge.lock:
         assert judge.downloads == [("/archives/task-s1.zip", False)], "asked for without the key"
@@ -91,7 +91,7 @@ def test_a_client_gets_neither_a_judge_s_archives_nor_what_the_source_fetched_wi
     with site({}) as own:
         nothing = f"{own.url}/nothing.zip"
         job = server.post_job(
-            wait=True, image=BUSYBOX, command="cat out/1.out", bundle_url=nothing, bundle_sha256=sha
+            wait=True, image=BUSYBOX, command="cat 1.out", bundle_url=nothing, bundle_sha256=sha
         ).json()
         assert (job["state"], job["reason"]) == ("failed", "bad_bundle") and "42" not in (job["stdout"] or "")
         graded = server.client.post(

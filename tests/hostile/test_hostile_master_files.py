@@ -40,10 +40,10 @@ def test_a_master_s_urls_off_its_origin_obey_the_policy_and_every_refusal_reads_
             "missing": (tmp_path / "missing").as_uri(),
         }
         hostile = {**files, "loopback": f"{elsewhere.url}/submission.zip"}
-        judge.put({"id": "ok", "task_url": task, "submissions_url": submission, "lang": "py"})
+        judge.put({"id": "ok", "task_url": task, "submission_url": submission, "lang": "py"})
         for name, url in hostile.items():
-            judge.put({"id": name, "task_url": task, "submissions_url": url, "lang": "py"})
-            judge.put({"id": f"task-{name}", "task_url": url, "submissions_url": submission, "lang": "py"})
+            judge.put({"id": name, "task_url": task, "submission_url": url, "lang": "py"})
+            judge.put({"id": f"task-{name}", "task_url": url, "submission_url": submission, "lang": "py"})
         config = {"name": "judge", "kind": "submissions", "url": judge.url, "api_key": judge.api_key}
         start_server(
             sources=json.dumps([{**config, "poll_interval_s": 0.2}]),
@@ -53,8 +53,8 @@ def test_a_master_s_urls_off_its_origin_obey_the_policy_and_every_refusal_reads_
         results = judge.wait_results(1 + 2 * len(hostile))
         assert not watch.touched(), "the worker opened the file the master named"
         assert elsewhere.requests() == [], "nor did it reach the other server"
-    assert (results["ok"]["points"], results["ok"]["info"]) == (100, "AC"), "the master's own archives are fetched"
-    for prefix, field in (("", "submissions_url"), ("task-", "problem_url")):
+    assert (results["ok"]["points"], results["ok"]["info"]) == (1, "AC"), "the master's own archives are fetched"
+    for prefix, field in (("", "submission_url"), ("task-", "problem_url")):
         told = {name: results[prefix + name]["info"] for name in files}
         assert len(set(told.values())) == 1, f"the reports tell the files apart: {told}"
         for name in hostile:

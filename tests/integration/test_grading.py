@@ -8,6 +8,7 @@ many cases; independent gradings run concurrently.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from hatchway.grading.service import GradeResult
 from hatchway.judge.report import TestResult
 from hatchway.judge.request import GradeRequest
 from hatchway.judge.verdicts import Verdict
-from hatchway.models import JobState, Reason, Stream
+from hatchway.models import JobState, Stream
 from hatchway.settings import Settings
 from hatchway.worker.worker import Worker
 from tests.integration.conftest import make_settings, wait_for_state
@@ -487,26 +488,27 @@ async def test_a_problem_archive_without_matching_pairs_is_refused_naming_the_fi
 
 
 @pytest.mark.parametrize("worker_settings", [{"max_concurrent_jobs": 1}], indirect=True)
-async def test_an_archive_broken_after_submission_fails_the_grading_as_bad_bundle(
-    worker: Worker, tmp_path: Path
-) -> None:
-    # One grading at a time: the archive is checked at submission, then broken while its grading waits in line.
+async def test_an_archive_changed_after_submission_is_graded_as_it_was_checked(worker: Worker, tmp_path: Path) -> None:
+    # One grading at a time: the archive is checked at submission, then broken while its grading waits in line. The
+    # grading runs with what was checked (pinned by its sha256, from the cache), without fetching the URL again.
     blocker, _ = await worker.parts.grades.submit(
         GradeRequest(language="python", code=PY_SLOW, tests=[case("1", "60\n", "done\n")], limits={"wall_limit_s": 90})
     )
     await wait_for_state(worker, blocker.id, JobState.RUNNING)
     archive = tmp_path / "problem.zip"
     url = write_problem(archive, {"in/1.in": "1 1\n", "out/1.out": "2\n"})
+    checked = hashlib.sha256(archive.read_bytes()).hexdigest()
     queued, _ = await worker.parts.grades.submit(GradeRequest(language="python", code=PY_SUM, problem_url=url))
     assert queued.state is JobState.QUEUED
     write_problem(archive, {"in/1.in": "1 1\n", "in/2.in": "2 2\n", "out/1.out": "2\n", "out/3.out": "6\n"})
     assert (await worker.parts.grades.kill(blocker.id, 0)).state is JobState.KILLED
 
-    failed = await worker.parts.grades.wait_final(queued.id, FINAL_S)
-    assert (failed.state, failed.verdict) == (JobState.FAILED, Verdict.IE)
-    assert failed.message is not None and "in/2.in" in failed.message and "out/3.out" in failed.message
+    graded = await worker.parts.grades.wait_final(queued.id, FINAL_S)
+    assert (graded.state, graded.verdict) == (JobState.SUCCEEDED, Verdict.AC)
+    assert [test.name for test in graded.tests] == ["1"]
     job = await worker.jobs.get(queued.id)
-    assert job.reason is Reason.BAD_BUNDLE
+    assert job.spec.grade is not None and job.spec.grade.problem_sha256 == checked
+    assert job.run.bundle_cached is True, "taken from the cache, not fetched again"
 
 
 async def test_the_grader_pools_request_shape(worker: Worker) -> None:

@@ -170,6 +170,24 @@ def test_a_problem_archive_instead_of_tests(make_grade: MakeGrade) -> None:
     assert "problem_sha256 needs problem_url" in refused(make_grade, problem_sha256="a" * 64)
 
 
+def test_per_test_limits_of_a_problem_archive(make_grade: MakeGrade) -> None:
+    url = "https://example.com/p.zip"
+    request = make_grade(tests=None, problem_url=url, test_limits=[{"name": "3", "time_limit_s": 0.5, "stack_mb": 1}])
+    assert [(t.name, t.time_limit_s, t.memory_mb, t.stack_mb) for t in request.test_limits] == [("3", 0.5, None, 1)]
+    assert "an inline test carries its own limits" in refused(make_grade, test_limits=[{"name": "1"}])
+    twice = [{"name": "1", "memory_mb": 64}, {"name": "1", "time_limit_s": 1}]
+    assert "repeated: '1'" in refused(make_grade, tests=None, problem_url=url, test_limits=twice)
+    refused(make_grade, tests=None, problem_url=url, test_limits=[{"name": "1", "stack_mb": 0}])
+    too_long = [{"name": "1", "time_limit_s": 99}]
+    with pytest.raises(GradeLimitTooHigh, match=r"test '1' time_limit_s = 99.0 is above the maximum 10.0"):
+        resolve_limits(
+            RequestedGradeLimits(),
+            GradeLimits(),
+            GradeLimits(time_limit_s=10),
+            tests=[make_grade(tests=None, problem_url=url, test_limits=too_long).test_limits[0]],
+        )
+
+
 def test_checkers_are_chosen_by_type(make_grade: MakeGrade) -> None:
     assert make_grade(checker={"type": "float", "abs_tol": 0.01}).checker == FloatChecker(abs_tol=0.01, rel_tol=1e-6)
     custom = make_grade(checker={"type": "custom", "language": "cpp", "code": "int main(){}"}).checker

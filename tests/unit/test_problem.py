@@ -1,4 +1,5 @@
-"""Reading an unpacked problem archive: in/NAME.in with out/NAME.out, in natural order."""
+"""Reading an unpacked problem archive: in/NAME.in with out/NAME.out, or NAME.in beside NAME.out, in natural
+order."""
 
 from __future__ import annotations
 
@@ -77,15 +78,15 @@ def test_no_tests_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "files",
     [
-        {"tests/1.in": "", "tests/1.out": ""},
-        {"in/1.in": ""},
+        {"tests/a/1.in": "", "tests/a/1.out": ""},
+        {"README": "", "1.out": ""},
         {"a/in/1.in": "", "a/out/1.out": "", "b/in/1.in": "", "b/out/1.out": ""},
         {},
     ],
-    ids=["wrong-folders", "no-out", "two-top-level-folders", "empty"],
+    ids=["too-deep", "outputs-only", "two-top-level-folders", "empty"],
 )
 def test_a_wrong_layout_is_explained(tmp_path: Path, files: dict[str, str]) -> None:
-    with pytest.raises(ProblemError, match=r"no in/ and out/ folders; expected in/NAME\.in and out/NAME\.out"):
+    with pytest.raises(ProblemError, match=r"no tests: expected in/NAME\.in and out/NAME\.out, or NAME\.in and"):
         load_problem(layout(tmp_path, files))
 
 
@@ -134,3 +135,24 @@ def test_an_archive_unpacked_by_the_bundle_unpacker(tmp_path: Path) -> None:
     (tmp_path / "p.zip").write_bytes(buffer.getvalue())
     unpack(tmp_path / "p.zip", tmp_path / "p", max_total_bytes=1 << 20, max_files=100)
     assert [test.name for test in load_problem(tmp_path / "p")] == ["1", "2", "10"]
+
+
+def test_a_flat_archive_pairs_its_files_side_by_side(tmp_path: Path) -> None:
+    # The submission judge's master zips its tests flat: NAME.in beside NAME.out, and maybe other files.
+    files = {"10.in": "i10", "10.out": "o10", "2.in": "i2", "2.out": "o2", "script.txt": "x", "a.in.txt": ""}
+    root = layout(tmp_path, files)
+    tests = load_problem(root)
+    assert tests == [ProblemTest(n, root / f"{n}.in", root / f"{n}.out") for n in ("2", "10")]
+
+
+def test_a_flat_archive_in_one_folder_and_its_unmatched_files(tmp_path: Path) -> None:
+    assert [t.name for t in load_problem(layout(tmp_path / "a", {"tests/1.in": "", "tests/1.out": ""}))] == ["1"]
+    with pytest.raises(ProblemError, match=r"^inputs without an expected output: 2\.in$"):
+        load_problem(layout(tmp_path / "b", {"1.in": "", "1.out": "", "2.in": ""}))
+
+
+def test_a_flat_archive_s_link_is_refused(tmp_path: Path) -> None:
+    root = layout(tmp_path, {"1.in": ""})
+    (root / "1.out").symlink_to("/etc/passwd")
+    with pytest.raises(ProblemError, match=r"1\.out is not a regular file"):
+        load_problem(root)

@@ -63,6 +63,7 @@ def test_a_full_request_encodes_every_field_once_and_ends_with_an_empty_field() 
         memory_bytes=256 << 20,
         processes=32,
         file_size_bytes=1 << 20,
+        stack_bytes=64 << 20,
         stdin_path="/in",
         stdout_path="/out",
         stderr_path="/err",
@@ -78,6 +79,7 @@ def test_a_full_request_encodes_every_field_once_and_ends_with_an_empty_field() 
         f"mem_bytes={256 << 20}",
         "procs=32",
         f"fsize_bytes={1 << 20}",
+        f"stack_bytes={64 << 20}",
         "stdin=/in",
         "stdout=/out",
         "stderr=/err",
@@ -101,6 +103,7 @@ def test_absent_limits_are_sent_as_zero_and_absent_paths_are_left_out() -> None:
         "mem_bytes=0",
         "procs=0",
         "fsize_bytes=0",
+        "stack_bytes=0",
         "cwd=/work",
         "arg=prog",
     ]

@@ -51,7 +51,9 @@ class GradeAdmission:
             self._policy.require_callback_url(request.callback_url)
         runtime, warnings = self._policy.choose_runtime(request.runtime)
         cases = request.cases
-        limits = resolve_limits(request.limits, self._defaults, self._maximums, tests=cases or ())
+        limits = resolve_limits(
+            request.limits, self._defaults, self._maximums, tests=[*(cases or ()), *request.test_limits]
+        )
         files, main = _submission(request, profile)
         self._check_size(request, files)
         _check_fits(files, limits.compile_disk_mb)
@@ -86,6 +88,7 @@ class GradeAdmission:
                 tests=cases,
                 problem_url=request.problem_url,
                 problem_sha256=request.problem_sha256,
+                test_limits=request.test_limits,
                 checker=request.checker,
                 checker_profile=checker_profile,
                 limits=limits,

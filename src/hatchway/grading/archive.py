@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from hatchway.bundles import BundleCache, unpack
+from hatchway.bundles import BundleCache, FetchedBundle, unpack
 from hatchway.errors import BadBundle, InvalidRequest, ProblemError
 from hatchway.jobs.prepare import BundleLimits
 from hatchway.judge.problem import ProblemTest, load_problem
@@ -32,6 +32,12 @@ class ProblemArchives:
         """The problem's tests, unpacked into `dest`, and whether the download was cached; `source` is the job
         source whose item it is (None: a client's). Raises BadBundle for a download or a hostile archive,
         ProblemError for one not in the judge's layout or not fitting `groups`."""
+        tests, fetched = await self._load(url, sha256, dest, groups, source=source)
+        return tests, fetched.cached
+
+    async def _load(
+        self, url: str, sha256: str | None, dest: Path, groups: Sequence[Group], *, source: str | None
+    ) -> tuple[list[ProblemTest], FetchedBundle]:
         fetched = await self._bundles.fetch(url, sha256, source=source)
         await asyncio.to_thread(
             unpack,
@@ -45,12 +51,12 @@ class ProblemArchives:
             check_groups([test.name for test in tests], groups)
         except ValueError as exc:
             raise ProblemError(f"the groups do not fit the problem's tests: {exc}") from exc
-        return tests, fetched.cached
+        return tests, fetched
 
     async def source_files(self, url: str, folder: str, scratch: Path, *, source: str | None) -> dict[str, str]:
-        """The files under `folder` (at the top) of the archive at `url`, as text, keyed by their path inside
-        `folder`. Raises BadBundle for a download or a hostile archive, and for one whose `folder` is missing or
-        holds something other than UTF-8 text files."""
+        """The files of the archive at `url`, as text, keyed by their path: inside `folder` if that folder is all
+        the archive holds at its top, else the archive's own (flat). Raises BadBundle for a download or a hostile
+        archive, and for one that holds no files or something other than UTF-8 text files."""
         dest = Path(await asyncio.to_thread(_scratch_dir, scratch))
         try:
             fetched = await self._bundles.fetch(url, None, source=source)
@@ -67,11 +73,13 @@ class ProblemArchives:
 
     async def check(
         self, url: str, sha256: str | None, groups: Sequence[Group], scratch: Path, *, source: str | None = None
-    ) -> None:
-        """Raise InvalidRequest, naming the problem, unless the archive at `url` is a usable problem."""
+    ) -> str:
+        """The sha256 of the archive at `url` once checked to be a usable problem; raises InvalidRequest, naming
+        the problem, if it is not."""
         dest = Path(await asyncio.to_thread(_scratch_dir, scratch))
         try:
-            await self.load(url, sha256, dest / "problem", groups, source=source)
+            _, fetched = await self._load(url, sha256, dest / "problem", groups, source=source)
+            return fetched.sha256
         except BadBundle as exc:
             raise InvalidRequest(f"problem_url: {exc}") from exc
         finally:
@@ -85,19 +93,20 @@ def _scratch_dir(parent: Path) -> str:
 
 def _read_folder(root: Path, folder: str) -> dict[str, str]:
     base = root / folder
-    if base.is_symlink() or not base.is_dir():
-        raise BadBundle(f"the archive has no {folder}/ folder at its top")
+    inside = [entry.name for entry in root.iterdir()] == [folder] and base.is_dir() and not base.is_symlink()
+    if not inside:
+        base, folder = root, ""
     files: dict[str, str] = {}
     for path in sorted(base.rglob("*")):
         name = path.relative_to(base).as_posix()
         if path.is_symlink():
-            raise BadBundle(f"{folder}/{name} is a symbolic link; give regular files only")
+            raise BadBundle(f"{folder}/{name}".lstrip("/") + " is a symbolic link; give regular files only")
         if not path.is_file():
             continue
         try:
             files[name] = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
-            raise BadBundle(f"{folder}/{name} is not UTF-8 text") from exc
+            raise BadBundle(f"{folder}/{name}".lstrip("/") + " is not UTF-8 text") from exc
     if not files:
-        raise BadBundle(f"the archive's {folder}/ folder holds no files")
+        raise BadBundle(f"the archive's {folder}/ folder holds no files" if folder else "the archive holds no files")
     return files

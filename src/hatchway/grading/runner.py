@@ -5,6 +5,7 @@ verdicts); the judge's own failures are `failed` with the reason, and a report w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -17,7 +18,15 @@ from pathlib import Path
 from hatchway.engines.base import Engine, ImageService
 from hatchway.engines.health import EngineHealth
 from hatchway.engines.volumes import Volume, VolumeStock, numeric_owner
-from hatchway.errors import BadBundle, EngineError, HatchwayError, ImageNotFound, ImagePullFailed
+from hatchway.errors import (
+    DOWNLOAD_RETRY_S,
+    BadBundle,
+    EngineError,
+    HatchwayError,
+    ImageNotFound,
+    ImagePullFailed,
+    download_may_pass,
+)
 from hatchway.grading.archive import ProblemArchives
 from hatchway.grading.custom_checker import CheckerBroken
 from hatchway.grading.sandboxes import GradingKilled, Sandboxes
@@ -132,7 +141,7 @@ class GradeRunner:
             image_cached = await self._hold_images(spec, held)
             await asyncio.to_thread(_make_workspace, workspace)
             workspace = await self._take_disks(job.id, spec, workspace, disks)
-            tests, bundle_cached = await self._tests(spec, workspace, job.origin)
+            tests, bundle_cached = await self._tests(spec, workspace, job, control)
             await asyncio.to_thread(_write_submission, workspace.box, spec.files, uid, gid)
             if control.kill_requested.is_set():
                 return await self._lifecycle.stop_before_start(job, control)
@@ -231,30 +240,55 @@ class GradeRunner:
         return cached
 
     async def _tests(
-        self, spec: GradeSpec, workspace: Workspace, origin: str | None
+        self, spec: GradeSpec, workspace: Workspace, job: Job, control: RunControl
     ) -> tuple[list[GradeTest], bool | None]:
-        """The tests as files: inline ones written out, or the problem archive fetched and unpacked (for job source
-        `origin`'s item, on its shelf)."""
+        """The tests as files: inline ones written out, or the problem archive fetched and unpacked (for the job's
+        source's item, on its shelf)."""
         if spec.tests is not None:
             tests = await asyncio.to_thread(write_tests, workspace, spec.tests)
             return tests, None
         assert spec.problem_url is not None
-        found, cached = await self._problems.load(
-            spec.problem_url, spec.problem_sha256, workspace.root / "problem", spec.groups, source=origin
-        )
-        inputs = {test.input_path.parent for test in found}
-        assert len(inputs) == 1, "a problem's inputs are all in its in/ folder"
-        await asyncio.to_thread(os.replace, inputs.pop(), workspace.inputs)
-        await asyncio.to_thread(workspace.inputs.chmod, 0o700)
-        return [
-            GradeTest(
-                name=test.name,
-                points=1.0,
-                input_path=workspace.inputs / test.input_path.name,
-                expected_path=test.expected_path,
+        retries = iter(DOWNLOAD_RETRY_S)
+        while True:
+            problem = workspace.root / "problem"
+            try:
+                found, cached = await self._problems.load(
+                    spec.problem_url, spec.problem_sha256, problem, spec.groups, source=job.origin
+                )
+                break
+            except BadBundle as exc:
+                # As a source's claim does: a download that may pass (5xx, unreachable) is tried a few times.
+                wait_s = next(retries, None) if download_may_pass(exc) else None
+                if wait_s is None:
+                    raise
+                log.warning(
+                    "the problem archive could not be fetched: %s; trying again in %.0f s",
+                    exc,
+                    wait_s,
+                    extra={"event": "grade_download_retry", "job_id": job.id},
+                )
+                await asyncio.to_thread(shutil.rmtree, problem, ignore_errors=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(control.kill_requested.wait(), wait_s)
+                if control.kill_requested.is_set():
+                    raise GradingKilled from exc
+        own = {limits.name: limits for limits in spec.test_limits}
+        await asyncio.to_thread(_move_inputs, [test.input_path for test in found], workspace.inputs)
+        tests = []
+        for test in found:
+            limits = own.get(test.name)
+            tests.append(
+                GradeTest(
+                    name=test.name,
+                    points=1.0,
+                    input_path=workspace.inputs / test.input_path.name,
+                    expected_path=test.expected_path,
+                    time_limit_s=None if limits is None else limits.time_limit_s,
+                    memory_mb=None if limits is None else limits.memory_mb,
+                    stack_mb=None if limits is None else limits.stack_mb,
+                )
             )
-            for test in found
-        ], cached
+        return tests, cached
 
     def _log(self, event: str, job_id: str, **fields: object) -> None:
         log.info(
@@ -280,6 +314,14 @@ def _make_workspace(workspace: Workspace) -> None:
     for private in (workspace.io, workspace.checker_io):
         private.mkdir(mode=0o700)
     workspace.check.mkdir(mode=0o755)
+
+
+def _move_inputs(inputs: list[Path], folder: Path) -> None:
+    """Move the tests' inputs, and nothing else, into the folder the runs see: in a flat archive the expected
+    outputs lie beside them."""
+    folder.mkdir(mode=0o700)
+    for path in inputs:
+        os.replace(path, folder / path.name)
 
 
 def _write_submission(box: Path, files: Mapping[str, str], uid: int, gid: int) -> None:

@@ -56,10 +56,13 @@ class GradeService:
         spec, warnings = self._admission.admit(request, source=origin)
         if spec.grade is not None and dialect != spec.grade.dialect:
             spec = spec.model_copy(update={"grade": spec.grade.model_copy(update={"dialect": dialect})})
-        if request.problem_url is not None:
-            await self._problems.check(
+        if request.problem_url is not None and spec.grade is not None:
+            checked = await self._problems.check(
                 request.problem_url, request.problem_sha256, request.groups, self._scratch, source=origin
             )
+            # The grading runs with the archive checked here, from the cache, whatever the URL serves by then (and
+            # without asking it again: a master having a bad moment then does not fail the grading).
+            spec = spec.model_copy(update={"grade": spec.grade.model_copy(update={"problem_sha256": checked})})
         job_id = request.id if origin is None else source_job_id(origin, external_id or "")
         job, created = await self._jobs.enqueue(job_id, spec, warnings, origin=origin, external_id=external_id)
         return result_of(job), created

@@ -180,6 +180,7 @@ class GradingSession:
                 cpu_time_s=limits.cpu_s,
                 wall_time_s=limits.wall_s,
                 memory_bytes=profile.memory_limit_mb(limits.memory_mb) * MIB,
+                stack_bytes=None if test.stack_mb is None else test.stack_mb * MIB,
                 processes=limits.processes,
                 file_size_bytes=max(limits.output_bytes, 1),
                 stdin_path=f"{TESTS}/{test.input_path.name}",

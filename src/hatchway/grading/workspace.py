@@ -27,6 +27,7 @@ class GradeTest:
     memory_mb: int | None = None
     hidden: bool = False
     """Its result keeps no output, stderr or checker message (which could show its input or expected output)."""
+    stack_mb: int | None = None
 
 
 def _never_full() -> bool:
@@ -154,6 +155,7 @@ def write_tests(workspace: Workspace, specs: list[TestSpec]) -> list[GradeTest]:
                 time_limit_s=test.time_limit_s,
                 memory_mb=test.memory_mb,
                 hidden=test.hidden,
+                stack_mb=test.stack_mb,
             )
         )
     return tests

@@ -66,6 +66,9 @@ class TestSpec(BaseModel):
     points: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     time_limit_s: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="CPU seconds.")
     memory_mb: int | None = Field(default=None, ge=6)
+    stack_mb: int | None = Field(
+        default=None, ge=1, le=1024 * 1024, description="Stack size; None: the image's default (8 MB)."
+    )
     hidden: bool = Field(
         default=False, description="Judged, but its input, expected output and the program's output never shown."
     )
@@ -75,6 +78,25 @@ class TestSpec(BaseModel):
         if self.hidden and not (info.context or {}).get(WITH_HIDDEN_TESTS):
             return ""
         return value
+
+
+class TestLimitsSpec(BaseModel):
+    """One test's own limits, for a test of `problem_url` named `name` (an inline test carries them itself).
+
+    A limit left out is the grading's; one test's limits are checked against the worker's maximums as the
+    grading's are. A name the archive does not have is ignored, as the submission judge's worker ignores it.
+    """
+
+    __test__: ClassVar[bool] = False  # not a pytest test class
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    time_limit_s: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="CPU seconds.")
+    memory_mb: int | None = Field(default=None, ge=6)
+    stack_mb: int | None = Field(
+        default=None, ge=1, le=1024 * 1024, description="Stack size; None: the image's default (8 MB)."
+    )
 
 
 class Group(BaseModel):
@@ -177,6 +199,9 @@ class GradeRequest(BaseModel):
     test_cases: list[TestSpec] | None = Field(default=None, alias="testCases", description="A grader pool's tests.")
     problem_url: ProblemUrl | None = Field(default=None, description="A .zip or .tar(.gz) with in/ and out/.")
     problem_sha256: Sha256 | None = None
+    test_limits: list[TestLimitsSpec] = Field(
+        default_factory=list, description="Limits of tests of `problem_url`, by name (others: `limits`)."
+    )
     challenge_id: str | int | None = Field(default=None, alias="challengeId", description="Kept as label `challenge`.")
     checker: Checker = Field(default_factory=LinesChecker)
     limits: RequestedGradeLimits = Field(default_factory=RequestedGradeLimits)
@@ -252,6 +277,11 @@ class GradeRequest(BaseModel):
             raise ValueError("give exactly one of `tests`, `testCases` and `problem_url`")
         if self.problem_sha256 is not None and self.problem_url is None:
             raise ValueError("problem_sha256 needs problem_url")
+        if self.test_limits and self.problem_url is None:
+            raise ValueError("test_limits are for the tests of problem_url; an inline test carries its own limits")
+        repeated = [name for name, count in Counter(t.name for t in self.test_limits).items() if count > 1]
+        if repeated:
+            raise ValueError("test_limits name each test once; repeated: " + ", ".join(map(repr, repeated)))
         cases = self.cases
         check_groups(None if cases is None else {test.name for test in cases}, self.groups)
         return self
@@ -284,6 +314,7 @@ class GradeSpec(BaseModel):
     tests: list[TestSpec] | None = Field(description="Inline tests; None when they come from problem_url.")
     problem_url: str | None = None
     problem_sha256: str | None = None
+    test_limits: list[TestLimitsSpec] = Field(default_factory=list, description="Limits of `problem_url`'s tests.")
     checker: Checker
     checker_profile: Profile | None = Field(default=None, description="The custom checker's language.")
     limits: GradeLimits

@@ -5,11 +5,12 @@ A request is a sequence of NUL-terminated fields ended by an empty field (so ``b
 first field is the verb:
 
 - ``ping`` is answered with ``{"pong":true}``.
-- ``run`` takes ``key=value`` fields: ``id``, ``cpu_ms``, ``wall_ms``, ``mem_bytes``, ``procs``, ``fsize_bytes``
-  (0 or absent means no limit), ``uid`` and ``gid`` (required, never 0), ``stdin``, ``stdout``, ``stderr`` (paths
-  inside the container; /dev/null by default), ``cwd`` or ``scratch=1`` (a fresh private directory as cwd and
-  ``TMPDIR``), ``env=NAME=VALUE`` (repeated; the program gets exactly these) and ``arg=...`` (repeated; argv, the
-  first is the program, looked up in the request's ``PATH`` or ``/usr/local/bin:/usr/bin:/bin``).
+- ``run`` takes ``key=value`` fields: ``id``, ``cpu_ms``, ``wall_ms``, ``mem_bytes``, ``procs``, ``fsize_bytes``,
+  ``stack_bytes`` (0 or absent means no limit; for the stack, the limit the container started with), ``uid`` and
+  ``gid`` (required, never 0), ``stdin``, ``stdout``, ``stderr`` (paths inside the container; /dev/null by
+  default), ``cwd`` or ``scratch=1`` (a fresh private directory as cwd and ``TMPDIR``), ``env=NAME=VALUE``
+  (repeated; the program gets exactly these) and ``arg=...`` (repeated; argv, the first is the program, looked up
+  in the request's ``PATH`` or ``/usr/local/bin:/usr/bin:/bin``).
 
 Output files are created (truncated) by the supervisor, mode 0600, before it drops privileges; the program never
 runs as root, has no capabilities and inherits no descriptor but 0, 1 and 2.
@@ -115,6 +116,8 @@ class RunRequest:
     memory_bytes: int | None = None
     processes: int | None = None
     file_size_bytes: int | None = None
+    stack_bytes: int | None = None
+    """None: the stack limit the container starts with."""
     stdin_path: str | None = None
     stdout_path: str | None = None
     stderr_path: str | None = None
@@ -155,6 +158,7 @@ class RunRequest:
         _positive(self.memory_bytes, "memory_bytes")
         _positive(self.processes, "processes")
         _positive(self.file_size_bytes, "file_size_bytes")
+        _positive(self.stack_bytes, "stack_bytes")
 
     def encode(self) -> bytes:
         """The request as the supervisor reads it: NUL-terminated fields, closed by an empty field."""
@@ -168,6 +172,7 @@ class RunRequest:
             f"mem_bytes={_positive(self.memory_bytes, 'memory_bytes')}",
             f"procs={_positive(self.processes, 'processes')}",
             f"fsize_bytes={_positive(self.file_size_bytes, 'file_size_bytes')}",
+            f"stack_bytes={_positive(self.stack_bytes, 'stack_bytes')}",
         ]
         for key, path in (
             ("stdin", self.stdin_path),

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from hatchway.errors import DownloadUnavailable, HatchwayError, ShuttingDown
+from hatchway.errors import DOWNLOAD_RETRY_S, HatchwayError, ShuttingDown, download_may_pass
 from hatchway.jobs.service import JobService
 from hatchway.models import Job, utcnow
 from hatchway.settings import SourceConfig
@@ -32,11 +32,8 @@ from hatchway.sources.base import Backoff, SourceStatus, pause
 
 log = logging.getLogger(__name__)
 
-_GONE = (404, 409, 410)  # the master does not know the item, or has its result: nothing more to send
 _RESCAN_S = 5.0
 _EXTERNAL_ID_CHARS = 200  # what a label value may hold
-_DOWNLOAD_RETRY_S = (1.0, 2.0, 4.0, 8.0)
-"""Waits before the next tries of an item whose files could not be downloaded for a reason that may pass."""
 _NOT_JSON = object()  # what an answer that is not JSON reads as (None is JSON's null)
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 """The most a master's answer to a claim may hold: an item, with the files it carries inline."""
@@ -71,6 +68,9 @@ class PulledSource(abc.ABC):
     claim_path: ClassVar[str]
     item_name: ClassVar[str] = "item"
     """What the master calls an item, for logs."""
+    gone: ClassVar[tuple[int, ...]] = (404, 409, 410)
+    """Answers to a report that mean the master wants no result for the item (it does not know it, or has its
+    result): the report is dropped, not sent again."""
 
     def __init__(self, config: SourceConfig, *, worker_id: str) -> None:
         self.name = config.name
@@ -251,7 +251,7 @@ class PulledSource(abc.ABC):
     async def _take_up(self, jobs: JobService, external_id: str, item: dict[str, Any], stop: asyncio.Event) -> None:
         """Store a claimed item as a job, or refused as one; then its claim record can go. A download that failed
         for a reason that may pass is tried again a few times before the item is refused for it."""
-        retries = iter(_DOWNLOAD_RETRY_S)
+        retries = iter(DOWNLOAD_RETRY_S)
         while True:
             try:
                 job_id = await self._take(jobs, external_id, item)
@@ -270,7 +270,7 @@ class PulledSource(abc.ABC):
                         extra={"event": "source_bad_item", "source": self.name},
                     )
                     exc = ItemRefused(f"the {self.item_name} could not be read: {str(exc)[:500]}")
-                wait_s = next(retries, None) if _download_may_pass(exc) else None
+                wait_s = next(retries, None) if download_may_pass(exc) else None
                 if wait_s is None:
                     await self._refuse(jobs, external_id, str(exc))
                     await jobs.forget_claim(self.name, external_id)
@@ -344,7 +344,7 @@ class PulledSource(abc.ABC):
             self._note_error(f"{self._config.url} cannot be reached: {exc!r}")
             self._report_backoff.failed(self._last_error or "", source=self.name)
             return False
-        if answer.is_success or answer.status_code in _GONE:
+        if answer.is_success or answer.status_code in self.gone:
             if not answer.is_success or _not_found(answer):
                 log.warning(
                     "the master answered %s %s to %s: it does not know the item; the report is dropped",
@@ -371,13 +371,3 @@ def _not_found(answer: httpx.Response) -> bool:
     except (ValueError, RecursionError):
         return False
     return isinstance(said, dict) and said.get("status") == "not_found"
-
-
-def _download_may_pass(error: BaseException) -> bool:
-    """Whether `error`, or what caused it, is a download failure another try may not meet."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, DownloadUnavailable):
-            return True
-        seen = seen.__cause__
-    return False

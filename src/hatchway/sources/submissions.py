@@ -1,28 +1,33 @@
-"""`kind: submissions`: the submission judge's master.
+"""`kind: submissions`: the submission judge's master (Stos), as its own worker speaks to it.
 
-`POST {url}/worker/submission` hands out `{"id", "task_url", "submissions_url", "lang" (or "compiler"),
-"mainfile", "problem_specification"}` (or 204 or 404: nothing to do). The archive at `submissions_url` holds the
-submission under `src/`; the one at `task_url` holds the tests, `in/NAME.in` and `out/NAME.out`. The submission
-is graded in the profile its language maps to, and its result goes to `PUT {url}/worker/submissions/{id}/result`
-as `{"points", "info", "test_results": [...]}`. Claiming and reporting are `PulledSource`'s.
+`POST {url}/worker/submission` (with `X-API-Key`) hands out the oldest pending submission, `{"id", "task_url",
+"submission_url", "lang", "mainfile", "problem_specification"}`, and marks it running; 404 `{"detail": "No pending
+submissions."}` means there is none, 403 a wrong key. The archive at `task_url` holds the tests (flat `NAME.in` and
+`NAME.out`, or hatchway's `in/` and `out/`), the one at `submission_url` the source files (flat, or under `src/`):
+each layout is told by what the archive holds. `mainfile` names the entry point (null: the first file, in natural
+order). `problem_specification.tests` gives named tests their own time, memory and stack limits; the others take
+the source's `grade_limits`.
 
-What the master is told (the reference worker's master documents no scale, so these are hatchway's choices,
-written down in docs/sources.md): `points` is the score in percent of the maximum (0 to 100); `info` is the overall
-verdict (AC, WA, TLE, MLE, OLE, RE, CE, IE), followed on the next lines by the compiler's output for CE and by
-the reason for IE; each test's `time` is CPU seconds, `memory` its peak in KiB, and `ret_code` its exit code, or
-128 + the signal that killed it.
+The result goes to `PUT {url}/worker/submissions/{id}/result` as the master's worker sends it: `points` is the
+number of tests passed (or, with the source's `points: percent`, the score in percent); `info` is the compiler's
+output on CE (at most `INFO_CHARS` characters, as the master's worker caps it), the reason on IE, else the verdict;
+each test's `time` is CPU seconds, `memory` its peak in KiB, and `ret_code` its exit code, or minus the signal that
+killed it (as Python's `returncode` says it). The master answers 204; 400 (not running) and 404 (unknown) mean it
+wants no result for that id: the report is dropped, not sent again.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hatchway.errors import HatchwayError, ShuttingDown
 from hatchway.grading.service import GradeService
 from hatchway.jobs.service import JobService
+from hatchway.judge.problem import natural_key
 from hatchway.judge.report import GradeReport, TestResult
 from hatchway.judge.request import GradeRequest
 from hatchway.judge.verdicts import Verdict
@@ -31,7 +36,42 @@ from hatchway.settings import SourceConfig
 from hatchway.sources.pulled import ItemRefused, PulledSource, Report
 
 SOURCE_FOLDER = "src"
-"""Where the submission's files are in its archive."""
+"""Where hatchway's own layout keeps a submission's files in its archive (the master's is flat)."""
+INFO_CHARS = 10_000
+"""The most of the compiler's output `info` carries, as the master's worker reads it."""
+_MIB = 1024 * 1024
+
+
+class TestSpecification(BaseModel):
+    """One test of `problem_specification`, with the master's defaults."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class
+
+    model_config = ConfigDict(frozen=True)
+
+    test_name: str = Field(min_length=1, max_length=128)
+    time_limit: float = Field(default=2, gt=0, allow_inf_nan=False, description="Seconds.")
+    total_memory_limit: int = Field(default=256 * _MIB, gt=0, description="Bytes.")
+    stack_size_limit: int | None = Field(default=None, gt=0, description="Bytes; null: the image's default.")
+
+
+class ProblemSpecification(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str | None = None
+    tests: list[TestSpecification] = Field(default_factory=list)
+
+
+class Submission(BaseModel):
+    """A submission as the master hands it out."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_url: str = Field(min_length=1)
+    submission_url: str = Field(min_length=1)
+    lang: str = Field(min_length=1)
+    mainfile: str | None = None
+    problem_specification: ProblemSpecification | None = None
 
 
 class SubmissionsSource(PulledSource):
@@ -41,6 +81,7 @@ class SubmissionsSource(PulledSource):
     claim_method = "POST"
     claim_path = "/worker/submission"
     item_name = "submission"
+    gone = (400, 404, 409, 410)
 
     def __init__(
         self, config: SourceConfig, *, worker_id: str, grades: GradeService, languages: Mapping[str, str]
@@ -56,32 +97,36 @@ class SubmissionsSource(PulledSource):
         return str(submission_id) or None
 
     async def _take(self, jobs: JobService, external_id: str, item: dict[str, Any]) -> str:
-        task_url = _text(item, "task_url", "the URL of the task's tests")
-        submissions_url = _text(item, "submissions_url", "the URL of the submission's files")
-        profile = self._profile(item)
-        main = item.get("mainfile")
-        if main is not None and not isinstance(main, str):
-            raise ItemRefused(f"mainfile must be a file name, not {main!r}")
-        files = await self._grades.source_files(submissions_url, SOURCE_FOLDER, "submissions_url", source=self.name)
+        try:
+            submission = Submission.model_validate(item)
+        except ValidationError as exc:
+            raise ItemRefused(f"the submission cannot be read: {_problems(exc)}") from exc
+        profile = self._profile(submission.lang)
+        files = await self._grades.source_files(
+            submission.submission_url, SOURCE_FOLDER, "submission_url", source=self.name
+        )
+        main = submission.mainfile
         if main:
             main = main.removeprefix(f"{SOURCE_FOLDER}/")
             if main not in files:
                 raise ItemRefused(f"mainfile {main!r} is not among the submission's files: {', '.join(sorted(files))}")
+        else:
+            main = min(files, key=natural_key)  # the first file, as the master's worker picks one
         try:
             request = GradeRequest.model_validate(
                 {
                     "language": profile,
                     "files": files,
-                    "main": main or None,
-                    "problem_url": task_url,
+                    "main": main,
+                    "problem_url": submission.task_url,
+                    "test_limits": _test_limits(submission.problem_specification),
                     "limits": self._config.grade_limits.model_dump(exclude_none=True),
                     "runtime": self._config.runtime,
                     "labels": self._labels(external_id),
                 }
             )
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'submission'}: {e['msg']}" for e in exc.errors())
-            raise ItemRefused(f"the submission cannot be graded: {problems}") from exc
+            raise ItemRefused(f"the submission cannot be graded: {_problems(exc)}") from exc
         try:
             grade, _ = await self._grades.submit(request, origin=self.name, external_id=external_id)
         except ShuttingDown:
@@ -90,43 +135,61 @@ class SubmissionsSource(PulledSource):
             raise ItemRefused(f"the submission cannot be graded: {exc}") from exc
         return grade.id
 
-    def _profile(self, item: dict[str, Any]) -> str:
-        lang = item.get("lang") or item.get("compiler")
-        if not isinstance(lang, str) or not lang.strip():
-            raise ItemRefused("the submission names no language (lang or compiler)")
+    def _profile(self, lang: str) -> str:
         profile = self._languages.get(lang.strip().lower())
         if profile is None:
             raise ItemRefused(f"unknown language {lang!r}; this worker knows: {', '.join(sorted(self._languages))}")
         return profile
 
     def _report(self, job: Job) -> Report:
-        return Report("PUT", f"/worker/submissions/{job.external_id or ''}/result", result_of(job))
+        body = result_of(job, percent=self._config.points == "percent")
+        return Report("PUT", f"/worker/submissions/{job.external_id or ''}/result", body)
 
 
-def result_of(job: Job) -> dict[str, Any]:
-    """The result the master is told of an ended grade job of this source (or of an item refused)."""
+def _test_limits(specification: ProblemSpecification | None) -> list[dict[str, Any]]:
+    """`problem_specification`'s tests as hatchway's per-test limits (bytes rounded up to whole MiB)."""
+    tests = [] if specification is None else specification.tests
+    return [
+        {
+            "name": test.test_name,
+            "time_limit_s": test.time_limit,
+            "memory_mb": math.ceil(test.total_memory_limit / _MIB),
+            "stack_mb": None if test.stack_size_limit is None else math.ceil(test.stack_size_limit / _MIB),
+        }
+        for test in tests
+    ]
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'submission'}: {e['msg']}" for e in exc.errors())
+
+
+def result_of(job: Job, *, percent: bool = False) -> dict[str, Any]:
+    """The result the master is told of an ended grade job of this source (or of an item refused). `points` is
+    the number of tests passed, or with `percent` the score in percent of the maximum, rounded to a whole."""
     report = job.grade
     if report is None or report.verdict is None:
         why = job.message or f"the grading ended {job.state.value}" + (f": {job.reason.value}" if job.reason else "")
         tests = [] if report is None else report.tests
         return {"points": 0, "info": f"{Verdict.IE.value}\n{why}", "test_results": [_test(test) for test in tests]}
     return {
-        "points": _percent(report),
+        "points": _percent(report) if percent else report.passed,
         "info": _info(report, job.message),
         "test_results": [_test(test) for test in report.tests],
     }
 
 
-def _percent(report: GradeReport) -> float:
+def _percent(report: GradeReport) -> int:
     if report.max_score <= 0:
         return 0
-    return round(100 * report.score / report.max_score, 2)
+    return round(100 * report.score / report.max_score)
 
 
 def _info(report: GradeReport, message: str | None) -> str:
     verdict = report.verdict or Verdict.IE
-    if verdict is Verdict.CE and report.compile is not None:
-        return f"{verdict.value}\n{report.compile.output}".rstrip("\n")
+    if verdict is Verdict.CE and report.compile is not None and report.compile.output.strip():
+        output = report.compile.output
+        return output if len(output) <= INFO_CHARS else output[:INFO_CHARS] + "..."
     if verdict is Verdict.IE:
         return f"{verdict.value}\n{report.message or message or 'the judge failed'}"
     return verdict.value
@@ -134,21 +197,14 @@ def _info(report: GradeReport, message: str | None) -> str:
 
 def _test(test: TestResult) -> dict[str, Any]:
     ret_code = test.exit_code
-    if ret_code is None and test.signal is not None:
-        ret_code = 128 + test.signal
+    if ret_code is None:
+        ret_code = 0 if test.signal is None else -test.signal
     info = test.verdict.value if not test.checker_message else f"{test.verdict.value}: {test.checker_message}"
     return {
         "test_name": test.name,
         "grade": test.verdict is Verdict.AC,
         "ret_code": ret_code,
-        "time": test.time_s,
-        "memory": None if test.memory_bytes is None else test.memory_bytes // 1024,
+        "time": float(test.time_s or 0.0),
+        "memory": 0.0 if test.memory_bytes is None else test.memory_bytes / 1024,
         "info": info,
     }
-
-
-def _text(item: dict[str, Any], field: str, what: str) -> str:
-    value = item.get(field)
-    if not isinstance(value, str) or not value.strip():
-        raise ItemRefused(f"the submission has no {field} ({what})")
-    return value

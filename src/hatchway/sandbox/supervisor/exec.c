@@ -206,6 +206,9 @@ void child_exec(const struct request *rq, const struct run *r)
     }
     if (rq->fsize_bytes && set_rlimit(RLIMIT_FSIZE, (rlim_t)rq->fsize_bytes, (rlim_t)rq->fsize_bytes) < 0)
         child_fail(rep, STAGE_RLIMIT, errno);
+    /* The stack the program's main thread may grow to; the memory limit still bounds it with everything else. */
+    if (rq->stack_bytes && set_rlimit(RLIMIT_STACK, (rlim_t)rq->stack_bytes, (rlim_t)rq->stack_bytes) < 0)
+        child_fail(rep, STAGE_RLIMIT, errno);
     /* Set before setuid: the kernel compares the new user's process count with it when the uid changes. */
     if (!Supervisor.cgroup_mode && rq->procs && set_rlimit(RLIMIT_NPROC, (rlim_t)rq->procs, (rlim_t)rq->procs) < 0)
         child_fail(rep, STAGE_RLIMIT, errno);

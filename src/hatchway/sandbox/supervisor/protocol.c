@@ -295,6 +295,7 @@ enum key {
     KEY_MEM_BYTES,
     KEY_PROCS,
     KEY_FSIZE_BYTES,
+    KEY_STACK_BYTES,
     KEY_UID,
     KEY_GID, /* the numeric keys are KEY_CPU_MS..KEY_GID */
     KEY_STDIN,
@@ -305,9 +306,9 @@ enum key {
     KEY_COUNT,
 };
 
-static const char *const key_names[KEY_COUNT] = {"id",  "cpu_ms", "wall_ms", "mem_bytes", "procs",  "fsize_bytes",
-                                                 "uid", "gid",    "stdin",   "stdout",    "stderr", "cwd",
-                                                 "scratch"};
+static const char *const key_names[KEY_COUNT] = {"id",     "cpu_ms",      "wall_ms", "mem_bytes", "procs",
+                                                 "fsize_bytes", "stack_bytes", "uid",  "gid",     "stdin",
+                                                 "stdout",      "stderr",      "cwd",  "scratch"};
 
 static bool parse_u64(const char *s, uint64_t *out)
 {
@@ -403,6 +404,7 @@ const char *parse_run(char *begin, char *end, struct request *rq, char *msg, siz
         case KEY_MEM_BYTES: rq->mem_bytes = n; break;
         case KEY_PROCS: rq->procs = n; break;
         case KEY_FSIZE_BYTES: rq->fsize_bytes = n; break;
+        case KEY_STACK_BYTES: rq->stack_bytes = n; break;
         case KEY_UID:
             rq->uid = (uid_t)n;
             have_uid = n <= MAX_ID;

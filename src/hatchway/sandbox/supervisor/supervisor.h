@@ -163,7 +163,7 @@ enum read_result { REQ_OK, REQ_TOO_LARGE, REQ_EOF };
 
 struct request {
     const char *id;
-    uint64_t cpu_ms, wall_ms, mem_bytes, procs, fsize_bytes;
+    uint64_t cpu_ms, wall_ms, mem_bytes, procs, fsize_bytes, stack_bytes; /* 0: no limit (the stack: as inherited) */
     uid_t uid;
     gid_t gid;
     const char *stdin_path, *stdout_path, *stderr_path, *cwd;
