@@ -127,8 +127,9 @@ def test_correct_wrong_and_timing_out_submissions_score_as_the_pools_clients_rea
     assert [test["verdict"] for test in wrong["tests"]] == ["WA", "WA", "WA"], wrong["tests"][0]
     assert (spinning["status"], spinning["score"], spinning["passedTests"]) == ("completed", 0, 0), spinning
     assert [test["verdict"] for test in spinning["tests"]] == ["TLE", "TLE", "TLE"]
-    # metadata.timeLimit (1 s) is each test's CPU limit, not hatchway's default of 2 s.
-    assert all(0.9 <= test["time_s"] < 1.8 for test in spinning["tests"]), spinning["tests"]
+    # metadata.timeLimit (1 s) is each test's CPU limit, not hatchway's default of 2 s. (On a loaded host the wall
+    # clock limit may end a spinning test before its CPU second is spent: no lower bound here.)
+    assert all(test["time_s"] < 1.8 for test in spinning["tests"]), spinning["tests"]
 
     # The public tests say what went wrong; the hidden one only its verdict, wherever one looks.
     public = wrong["tests"][0]
