@@ -7,6 +7,7 @@ the tests' files from inside its sandbox."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -206,3 +207,29 @@ def test_as_a_pool_worker_the_orchestrators_call_is_answered_with_the_result(sta
         "/grade", json={"language": "python", "code": SUM, "tests": [{"input": "1 2\n", "expected_output": "3\n"}]}
     )
     assert own.status_code == 201 and own.json()["state"] == "queued" and "jobId" not in own.json(), own.text
+
+
+def test_kill_9_in_the_middle_of_a_submission_gives_its_client_one_complete_result(
+    start_server: ServerFactory,
+) -> None:
+    """The orchestrator kept its jobs in memory: a crash lost them. hatchway grades a submission caught by `kill -9`
+    again from scratch after the restart, and the client polling it sees it end once, complete."""
+    server = start_server(allowed_images=IMAGES)
+    client = PoolClient(server.url)
+    slow_sum = "import time\ntime.sleep(0.6)\n" + SUM  # sleeps, so the kill lands while its tests run
+    answer = client.submit(submission(slow_sum))
+    assert answer.status_code == 201, answer.text
+    job_id = answer.json()["jobId"]
+    deadline = time.monotonic() + 60
+    while client.result(job_id)["status"] != "processing":
+        assert time.monotonic() < deadline, client.result(job_id)
+        time.sleep(0.05)  # polling the client's view of the job, as the pool's clients do
+    server.kill9()
+    server.start()
+    done = client.wait_done(job_id)
+    assert (done["status"], done["score"], done["passedTests"], done["totalTests"]) == ("completed", 100, 3, 3), done
+    assert [test["verdict"] for test in done["tests"]] == ["AC", "AC", "AC"], done["tests"]
+    assert client.result(job_id) == done, "its result, once complete, does not change"
+    listed = server.client.get("/jobs", params={"label": "challenge:challenge-123"}).json()["jobs"]
+    assert [job["id"] for job in listed] == [job_id], "one grading, not a second one made by the restart"
+    assert server.stop() == 0
