@@ -15,13 +15,11 @@ import io
 import json
 import logging
 import math
-import queue
 import tarfile
 import threading
-import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import docker
 import docker.errors
@@ -30,6 +28,7 @@ import urllib3.exceptions
 from docker.utils import parse_repository_tag
 
 from hatchway.engines.base import ImageSource, ManagedImage, image_name
+from hatchway.engines.docker_streams import within
 from hatchway.engines.dockerfile import dockerfile_bases
 from hatchway.engines.image_ledger import ImageLedger
 from hatchway.errors import BuildFailed, EngineError, ImageNotFound, ImagePullFailed, NotAllowed
@@ -44,8 +43,6 @@ _BUILD_RECIPE = b"hatchway-build/1"
 _NOT_FOUND_HINTS = ("manifest unknown", "not found", "repository does not exist", "pull access denied")
 # A streamed response that times out raises urllib3's error, not requests'.
 _FOREIGN_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, urllib3.exceptions.HTTPError)
-# How the engine's Dockerfile parser splits words (not Python's wider idea of whitespace).
-_T = TypeVar("_T")
 
 
 class ImageManager:
@@ -181,7 +178,7 @@ class ImageManager:
         repository, tag = parse_repository_tag(name)
         log.info("pulling image", extra={"event": "image_pull", "image": name})
         api = self._api()
-        stream = _within(lambda: api.pull(repository, tag=tag, stream=True, decode=True), self._pull_timeout_s)
+        stream = within(lambda: api.pull(repository, tag=tag, stream=True, decode=True), self._pull_timeout_s)
         try:
             with contextlib.closing(stream):
                 for item in stream:
@@ -218,7 +215,7 @@ class ImageManager:
                 ),
             )
 
-        stream = _within(start, self._build_timeout_s)
+        stream = within(start, self._build_timeout_s)
         try:
             with contextlib.closing(stream):
                 for item in stream:
@@ -301,56 +298,6 @@ def _context_tar(dockerfile: str, files: dict[str, bytes]) -> io.BytesIO:
             tar.addfile(info, io.BytesIO(members[path]))
     buffer.seek(0)
     return buffer
-
-
-class _Failed:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-_END = object()
-
-
-def _within(start: Callable[[], Iterator[_T]], timeout_s: float) -> Generator[_T, None, None]:
-    """Iterate a blocking stream from a helper thread, raising TimeoutError once `timeout_s` has passed.
-
-    When the caller stops (deadline, error or just done), the helper closes the stream at its next item, which
-    closes the connection; a stream that stays silent is left to its own read timeout.
-    """
-    items: queue.Queue[object] = queue.Queue()
-    stop = threading.Event()
-
-    def pump() -> None:
-        try:
-            stream = start()
-            try:
-                for item in stream:
-                    if stop.is_set():
-                        break
-                    items.put(item)
-            finally:
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()
-            items.put(_END)
-        except BaseException as exc:
-            items.put(_Failed(exc))
-
-    threading.Thread(target=pump, name="images-stream", daemon=True).start()
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            try:
-                item = items.get(timeout=max(deadline - time.monotonic(), 0))
-            except queue.Empty:
-                raise TimeoutError from None
-            if item is _END:
-                return
-            if isinstance(item, _Failed):
-                raise item.exc
-            yield cast(_T, item)
-    finally:
-        stop.set()
 
 
 def _pull_error(name: str, text: str, status: int | None = None) -> EngineError:
