@@ -106,7 +106,7 @@ class JobRunner:
                 volume=control.volume,
                 engine=runtime,
                 warnings=[*job.run.warnings, *warnings],
-                on_build_output=lambda line: capture.write(Stream.BUILD, line.encode()),
+                on_build_output=lambda line: capture.write(Stream.BUILD, line.encode() + b"\n"),
                 image_present=control.slot is not None,
             )
             if control.kill_requested.is_set():
