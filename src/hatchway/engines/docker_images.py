@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from hatchway.engines.base import ManagedImage
+from hatchway.engines.base import BuildSandbox, ManagedImage
 from hatchway.engines.docker_host import DockerHost
-from hatchway.engines.images import ImageManager, build_tag
+from hatchway.engines.images import ImageManager
 
 
 class DockerImages:
@@ -24,9 +24,14 @@ class DockerImages:
         return await self._host.call(self._manager.ensure, image)
 
     async def build(
-        self, dockerfile: str, files: dict[str, bytes], on_output: Callable[[str], None], extra_inputs: str
+        self,
+        dockerfile: str,
+        files: dict[str, bytes],
+        on_output: Callable[[str], None],
+        extra_inputs: str,
+        sandbox: BuildSandbox,
     ) -> tuple[str, bool]:
-        return await self._host.call(self._manager.build, dockerfile, files, on_output, extra_inputs)
+        return await self._host.call(self._manager.build, dockerfile, files, on_output, extra_inputs, sandbox)
 
     async def import_rootfs(self, name: str, tarball: Path) -> ManagedImage:
         return await self._host.call(self._manager.import_rootfs, name, tarball)
@@ -37,8 +42,8 @@ class DockerImages:
     async def evict(self) -> list[str]:
         return await self._host.call(self._manager.evict)
 
-    def build_name(self, dockerfile: str, files: dict[str, bytes], extra_inputs: str) -> str:
-        return build_tag(dockerfile, files, extra_inputs)
+    def build_name(self, dockerfile: str, files: dict[str, bytes], extra_inputs: str, runtime: str) -> str:
+        return self._manager.build_name(dockerfile, files, extra_inputs, runtime)
 
     def acquire(self, image: str) -> None:
         self._manager.acquire(image)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hatchway.bundles import BundleCache, unpack
-from hatchway.engines.base import ImageService, Mount, Process, Role, SandboxSpec
+from hatchway.engines.base import BuildSandbox, ImageService, Mount, Process, Role, SandboxSpec
 from hatchway.engines.volumes import Volume, numeric_owner, room_for_files
 from hatchway.errors import BadBundle
 from hatchway.jobs.ports import PortAllocator
@@ -98,9 +98,19 @@ class Preparer:
             limit = self._bundle_limits.max_build_context_bytes
             context = await asyncio.to_thread(_read_tree, workspace, limit) if spec.bundle_url else {}
             context.update({path: text.encode() for path, text in spec.build.files.items()})
-            self._hold(job.id, self._images.build_name(spec.build.dockerfile, context, bundle_sha256))
+            self._hold(job.id, self._images.build_name(spec.build.dockerfile, context, bundle_sha256, engine))
+            limits = spec.limits
+            sandbox = BuildSandbox(
+                owner=job.id,
+                runtime=engine,
+                memory_mb=limits.memory_mb,
+                cpus=limits.cpus,
+                pids=limits.pids,
+                disk_mb=limits.disk_mb,
+                timeout_s=limits.timeout_s,
+            )
             image, image_cached = await self._images.build(
-                spec.build.dockerfile, context, on_build_output, bundle_sha256
+                spec.build.dockerfile, context, on_build_output, bundle_sha256, sandbox
             )
         else:
             assert spec.image is not None, "a spec has an image or a build"
