@@ -275,7 +275,8 @@ class ImageService(Protocol):
         sandbox: BuildSandbox,
     ) -> tuple[str, bool]:
         """Build (or reuse) the image for these inputs, its steps run under `sandbox`; its tag, and whether it
-        came from cache. Raises BuildFailed, NotAllowed, ImageNotFound or ImagePullFailed.
+        came from cache. Cancelling the call stops the build. Raises BuildFailed, NotAllowed, ImageNotFound or
+        ImagePullFailed.
         """
         ...
 

@@ -19,6 +19,7 @@ import logging
 import math
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any, cast
@@ -43,6 +44,7 @@ _LINE_BYTES = 64 * 1024
 _SPOOL_BYTES = 8 * MIB
 _STOP_WAIT_S = 30
 _DIRECTORY_BIT = 1 << 31  # Go's os.ModeDir, in the engine's stat of a path
+_STOPPED = "the build was stopped: its job was killed, or the worker is stopping"
 
 
 class BuildSteps:
@@ -62,8 +64,10 @@ class BuildSteps:
         deadline: float,
         limit_s: float,
         on_output: Callable[[str], None],
+        stop: threading.Event | None = None,
     ) -> None:
         self.api = api
+        self._stop = stop or threading.Event()
         self.sandbox = sandbox
         self._runtime = runtime
         self._capabilities = list(capabilities)
@@ -132,11 +136,15 @@ class BuildSteps:
                 api.start(container_id)
             except docker.errors.APIError as exc:
                 raise BuildFailed(f"The command {describe!r} could not be started: {explain(exc)}") from exc
-            frames = streams.within(lambda: frames_iter(sock, tty=False), self.remaining())  # type: ignore[no-untyped-call]
+            frames = streams.within(lambda: frames_iter(sock, tty=False), self.remaining(), self._stop)  # type: ignore[no-untyped-call]
             for _, data in frames:
                 lines.write(data)
             lines.flush()
             result = api.wait(container_id, timeout=max(math.ceil(self.remaining()), 1))
+        except InterruptedError as exc:
+            lines.flush()
+            self._kill(container_id)
+            raise BuildFailed(_STOPPED) from exc
         except (TimeoutError, *FOREIGN_ERRORS) as exc:
             lines.flush()
             if self.remaining() > 0 and not isinstance(exc, TimeoutError):
@@ -259,6 +267,9 @@ class BuildSteps:
         return max(self._deadline - time.monotonic(), 0.0)
 
     def check_deadline(self) -> None:
+        """Raise BuildFailed if the build's time is up, or it was stopped."""
+        if self._stop.is_set():
+            raise BuildFailed(_STOPPED)
         if self.remaining() <= 0:
             raise BuildFailed(f"building the image timed out after {self._limit_s:g} s")
 

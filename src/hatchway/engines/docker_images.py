@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +34,13 @@ class DockerImages:
         extra_inputs: str,
         sandbox: BuildSandbox,
     ) -> tuple[str, bool]:
-        return await self._host.call(self._manager.build, dockerfile, files, on_output, extra_inputs, sandbox)
+        stop = threading.Event()
+        try:
+            build = functools.partial(self._manager.build, stop=stop)
+            return await self._host.call(build, dockerfile, files, on_output, extra_inputs, sandbox)
+        except asyncio.CancelledError:
+            stop.set()  # the build's thread stops its step and cleans up, rather than run on to its deadline
+            raise
 
     async def import_rootfs(self, name: str, tarball: Path) -> ManagedImage:
         return await self._host.call(self._manager.import_rootfs, name, tarball)

@@ -19,6 +19,7 @@ from hatchway.engines.base import OutputSink
 from hatchway.models import PROGRAM_STREAMS, Stream
 
 _T = TypeVar("_T")
+_CANCEL_CHECK_S = 0.25
 
 
 class Counted:
@@ -84,8 +85,11 @@ class _Failed:
 _END = object()
 
 
-def within(start: Callable[[], Iterator[_T]], timeout_s: float) -> Generator[_T, None, None]:
-    """Iterate a blocking stream from a helper thread, raising TimeoutError once `timeout_s` has passed.
+def within(
+    start: Callable[[], Iterator[_T]], timeout_s: float, cancel: threading.Event | None = None
+) -> Generator[_T, None, None]:
+    """Iterate a blocking stream from a helper thread, raising TimeoutError once `timeout_s` has passed, or
+    InterruptedError soon after `cancel` is set.
 
     When the caller stops (deadline, error or just done), the helper closes the stream at its next item, which
     closes the connection; a stream that stays silent is left to its own read timeout.
@@ -113,9 +117,14 @@ def within(start: Callable[[], Iterator[_T]], timeout_s: float) -> Generator[_T,
     deadline = time.monotonic() + timeout_s
     try:
         while True:
+            left = max(deadline - time.monotonic(), 0)
             try:
-                item = items.get(timeout=max(deadline - time.monotonic(), 0))
+                item = items.get(timeout=left if cancel is None else min(left, _CANCEL_CHECK_S))
             except queue.Empty:
+                if cancel is not None and cancel.is_set():
+                    raise InterruptedError from None
+                if time.monotonic() < deadline:
+                    continue
                 raise TimeoutError from None
             if item is _END:
                 return

@@ -102,9 +102,11 @@ class ImageManager:
         on_output: Callable[[str], None],
         extra_inputs: str,
         sandbox: BuildSandbox,
+        *,
+        stop: threading.Event | None = None,
     ) -> tuple[str, bool]:
         """Build an image from `dockerfile` and the context `files`, each step under `sandbox` (`builder`);
-        return its tag and whether it was cached.
+        return its tag and whether it was cached. Setting `stop` ends the build (BuildFailed) within a moment.
 
         The tag is a digest of every input, so equal inputs share one image and concurrent builds of it build once.
         Every base image must be allowed by policy (checked even when cached, as the policy may have changed).
@@ -134,6 +136,7 @@ class ImageManager:
                 deadline=time.monotonic() + limit_s,
                 limit_s=limit_s,
                 on_output=on_output,
+                stop=stop,
             )
             with self._flights_lock:
                 self._building[sandbox.owner] = self._building.get(sandbox.owner, 0) + 1
