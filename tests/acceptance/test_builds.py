@@ -97,4 +97,5 @@ def test_a_worker_killed_mid_build_leaves_nothing_once_it_is_back(
     job = server.wait_state(job_id, "succeeded", "failed", timeout_s=120)
     assert (job["state"], job["stdout"]) == ("succeeded", nonce), "built again from scratch, and run"
     assert gone(docker_client, step["Id"]) and not os.path.ismount(layer), "recovery removed the dead build's step"
+    assert build_leftovers(docker_client, job_id) == [], "and the image its COPY had committed"
     assert server.stop() == 0

@@ -219,6 +219,7 @@ class ImagesContract:
             assert [await service.present(tag) for tag in tags] == [True, True, True]
         assert await service.present(imported.name) is True
         service.release(a)
+        assert await service.sweep() == [], "no build of this worker's was cut short"
 
 
 class BuildingImagesContract:

@@ -304,3 +304,8 @@ class ImageService(Protocol):
     async def evict(self) -> list[str]:
         """Remove least-recently-used built and pulled images not in use until under the cache budget."""
         ...
+
+    async def sweep(self) -> list[str]:
+        """Remove the intermediate images this worker's builds left and no build of its now runs (a worker killed
+        mid-build leaves some); their ids."""
+        ...

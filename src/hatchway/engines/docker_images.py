@@ -51,6 +51,9 @@ class DockerImages:
     async def evict(self) -> list[str]:
         return await self._host.call(self._manager.evict)
 
+    async def sweep(self) -> list[str]:
+        return await self._host.call(self._manager.sweep)
+
     def build_name(self, dockerfile: str, files: dict[str, bytes], extra_inputs: str, runtime: str) -> str:
         return self._manager.build_name(dockerfile, files, extra_inputs, runtime)
 

@@ -195,7 +195,7 @@ class ImageManager:
     def evict(self) -> list[str]:
         """Remove unused built and pulled images, least recently used first, until they fit the budget; and the
         intermediate images of builds this worker no longer runs (left by a crash)."""
-        self._sweep_build_leftovers()
+        self.sweep()
         self._drop_vanished()
         return self._ledger.evict(self._cache_budget_bytes, self._remove)
 
@@ -252,7 +252,8 @@ class ImageManager:
         except _FOREIGN_ERRORS as exc:
             raise ImagePullFailed(f"pulling image {name!r} failed: {_explain(exc)}") from exc
 
-    def _sweep_build_leftovers(self) -> None:
+    def sweep(self) -> list[str]:
+        """Remove the intermediate images of builds this worker no longer runs (a crash left them); their ids."""
         try:
             found = self._api().images(
                 all=True, filters={"label": [f"{WORKER_LABEL}={self._host.worker_id}", f"{ROLE_LABEL}={Role.BUILD}"]}
@@ -261,9 +262,12 @@ class ImageManager:
             raise EngineError(f"listing images failed: {_explain(exc)}") from exc
         with self._flights_lock:
             building = set(self._building)
+        removed = []
         for image in found:
             if (image.get("Labels") or {}).get(JOB_LABEL) not in building:
                 remove_image(self._api(), str(image["Id"]))
+                removed.append(str(image["Id"]))
+        return removed
 
     def _runtime(self, engine: str) -> str | None:
         """The engine's runtime for jobs on engine `engine`, checked once to keep what its steps write."""

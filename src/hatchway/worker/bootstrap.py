@@ -289,6 +289,7 @@ def parts(
         signals=signals,
         stale_dirs=(settings.data_dir / "work", settings.data_dir / "output"),
         sweep_volumes=volumes.sweep,
+        sweep_images=images.sweep,
     )
     controller: ControllerLink | None = None
     if settings.controller_url:
