@@ -11,6 +11,8 @@ from pathlib import Path
 import docker
 import pytest
 
+from hatchway.engines.builder import BuildHost
+from hatchway.engines.volumes import LoopVolumes
 from hatchway.models import Job
 from hatchway.worker.worker import Worker
 
@@ -48,6 +50,21 @@ def containers_of(client: docker.DockerClient, worker_id: str, *, pooled: bool =
     # One listing call: containers.list() inspects each one after, and a pool may remove one in between.
     found = client.api.containers(all=True, filters={"label": f"hatchway.worker_id={worker_id}"})
     return [item["Id"] for item in found if pooled or (item.get("Labels") or {}).get("hatchway.role") != "pool"]
+
+
+def build_host(volumes: Path, worker_id: str = "test-builds") -> BuildHost:
+    """What a test's image manager builds with: job-sized disks under `volumes`, on runc and gVisor."""
+    return BuildHost(
+        worker_id=worker_id, volumes=LoopVolumes(volumes, owner=None), runtimes={"docker": None, "gvisor": "runsc"}
+    )
+
+
+def build_leftovers(client: docker.DockerClient, owner: str) -> list[str]:
+    """Containers and intermediate images the builds for job `owner` left on the engine (each carries its label)."""
+    label = {"label": f"hatchway.job_id={owner}"}
+    containers = client.api.containers(all=True, filters=label)
+    images = client.api.images(all=True, filters=label)
+    return [f"container {item['Id'][:12]}" for item in containers] + [f"image {item['Id'][:19]}" for item in images]
 
 
 def mounts_under(path: Path) -> list[str]:

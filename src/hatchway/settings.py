@@ -34,6 +34,15 @@ ENV_PREFIX = "HATCHWAY_"
 RuntimeName = Literal["docker", "gvisor"]
 RUNTIMES: tuple[RuntimeName, ...] = ("docker", "gvisor")
 TOKEN_MIN_LENGTH = 16
+CAPABILITIES = (
+    "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF", "CHECKPOINT_RESTORE", "CHOWN",
+    "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "IPC_LOCK", "IPC_OWNER", "KILL", "LEASE",
+    "LINUX_IMMUTABLE", "MAC_ADMIN", "MAC_OVERRIDE", "MKNOD", "NET_ADMIN", "NET_BIND_SERVICE", "NET_BROADCAST",
+    "NET_RAW", "PERFMON", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_ADMIN", "SYS_BOOT", "SYS_CHROOT",
+    "SYS_MODULE", "SYS_NICE", "SYS_PACCT", "SYS_PTRACE", "SYS_RAWIO", "SYS_RESOURCE", "SYS_TIME",
+    "SYS_TTY_CONFIG", "SYSLOG", "WAKE_ALARM",
+)  # fmt: skip
+"""Linux's capabilities by name, as `build_capabilities` takes them (with or without CAP_)."""
 API_SOURCE = "api"
 """The HTTP API's name among the job sources (`GET /sources`); no configured source may take it."""
 AGENT_SOURCE = "agent"
@@ -352,7 +361,19 @@ class Settings(BaseSettings):
     image_cache_bytes: int = Field(
         default=20 * 1024**3, ge=0, description="Disk budget for images hatchway built or pulled (LRU)."
     )
-    build_timeout_s: float = Field(default=600.0, gt=0, description="Longest building a job's image may take.")
+    build_timeout_s: float = Field(
+        default=600.0, gt=0, description="Longest building a job's image may take (or the job's timeout_s if less)."
+    )
+    build_capabilities: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Capabilities a build's RUN steps get (comma-separated, e.g. CHOWN,DAC_OVERRIDE,FOWNER,SETUID,"
+        "SETGID for package managers); none by default. Each is granted to untrusted code.",
+    )
+    build_disk_unlimited: bool = Field(
+        default=False,
+        description="Build images on a worker that cannot limit a build's disk to the job's disk_mb (the engine's "
+        "storage is not overlay2 or not reachable); otherwise such a worker refuses builds.",
+    )
     artifacts_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="Per job, from out/.")
     artifacts_max_files: int = Field(
         default=1000, ge=0, description="Per job, from out/: the files and directories kept (each an inode for days)."
@@ -405,6 +426,7 @@ class Settings(BaseSettings):
         "api_allowed_hosts",
         "allowed_private_networks",
         "allowed_private_origins",
+        "build_capabilities",
         mode="before",
     )
     @classmethod
@@ -444,6 +466,15 @@ class Settings(BaseSettings):
             if not re.fullmatch(r"https?://[^/?#@\s]+/?", origin):
                 raise ValueError(f"entry {index}, {origin!r}, is not an origin such as http://10.0.0.5:8000")
         return value
+
+    @field_validator("build_capabilities")
+    @classmethod
+    def _known_capabilities(cls, value: list[str]) -> list[str]:
+        names = [name.upper().removeprefix("CAP_") for name in value]
+        unknown = [name for name in names if name not in CAPABILITIES]
+        if unknown:
+            raise ValueError(f"unknown capabilities {', '.join(unknown)}; known are {', '.join(CAPABILITIES)}")
+        return sorted(set(names))
 
     @field_validator("log_level")
     @classmethod

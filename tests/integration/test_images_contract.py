@@ -15,7 +15,7 @@ import pytest
 from hatchway.engines.docker_host import DockerHost
 from hatchway.engines.docker_images import DockerImages
 from hatchway.engines.images import ImageManager
-from tests.conftest import BUSYBOX, ROOT
+from tests.conftest import BUSYBOX, ROOT, build_host, build_leftovers
 from tests.contracts.images import DISALLOWED, BuildingImagesContract, ImagesContract, ImagesSubject
 
 pytestmark = pytest.mark.docker
@@ -34,6 +34,7 @@ class DockerImagesSubject(ImagesSubject):
             build_timeout_s=30,
             cache_budget_bytes=0,
             image_allowed=lambda image: not image.startswith(DISALLOWED),
+            builds=build_host(state.parent / "volumes"),
         )
         self.published: list[str] = []
         super().__init__(DockerImages(host, self.manager))
@@ -76,3 +77,4 @@ class TestDockerImages(ImagesContract, BuildingImagesContract):
             with contextlib.suppress(docker.errors.NotFound):
                 docker_client.api.remove_image(name, force=True)
         host.close()
+        assert build_leftovers(docker_client, subject.prefix) == [], "a build left containers or images behind"

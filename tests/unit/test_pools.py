@@ -256,7 +256,7 @@ def test_a_dockerfile_job_is_keyed_by_the_name_its_image_gets(
 ) -> None:
     pools = make_pools(tmp_path, engine, images)
     key = pools.key_for(make_job(image=None, build={"dockerfile": "FROM img"}), "docker")
-    assert key is not None and key.image == images.build_name("FROM img", {}, "")
+    assert key is not None and key.image == images.build_name("FROM img", {}, "", "docker")
 
 
 async def test_a_start_that_raises_anything_fails_clearly_and_the_pool_fills_again(

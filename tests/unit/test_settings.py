@@ -398,3 +398,14 @@ def test_a_short_callback_secret_is_refused_without_showing_it(monkeypatch: pyte
     with pytest.raises(ConfigError, match=r"callback_secret \(HATCHWAY_CALLBACK_SECRET\): .*at least 16") as caught:
         load_settings()
     assert "guessable" not in str(caught.value)
+
+
+def test_build_capabilities_are_none_by_default_and_named_as_linux_names_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert (load_settings().build_capabilities, load_settings().build_disk_unlimited) == ([], False)
+    monkeypatch.setenv("HATCHWAY_BUILD_CAPABILITIES", "setuid, CAP_CHOWN,SETGID,chown")
+    assert load_settings().build_capabilities == ["CHOWN", "SETGID", "SETUID"]
+    monkeypatch.setenv("HATCHWAY_BUILD_CAPABILITIES", "CHOWN,ROOT_ALL")
+    with pytest.raises(ConfigError, match="unknown capabilities ROOT_ALL"):
+        load_settings()

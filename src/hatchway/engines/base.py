@@ -57,6 +57,8 @@ class Role(StrEnum):
     PROBE = "probe"
     POOL = "pool"
     """A started sandbox waiting in a pool for a plain job (its owner label is the pool slot, not a job)."""
+    BUILD = "build"
+    """A step of building a job's image (a RUN, or the target of a COPY), with the job's limits (`BuildSandbox`)."""
 
 
 SCRATCH = "/w"
@@ -104,6 +106,22 @@ class SandboxSpec:
     tmpfs: Mapping[str, int] = field(default_factory=dict)
     wipe: tuple[str, ...] = ()
     """In a supervised sandbox, more directories the supervisor empties after every run (tmpfs ones always are)."""
+
+
+@dataclass(frozen=True)
+class BuildSandbox:
+    """What a job's image build runs under: each step of it is a sandbox with the job's runtime and limits, and the
+    whole build gets `timeout_s` (less if the worker's `build_timeout_s` is shorter) and `disk_mb` of disk."""
+
+    owner: str
+    """The job the build is for (its steps' containers carry it as their label)."""
+    runtime: str
+    """The engine the job runs on: `docker` (runc) or `gvisor` (runsc)."""
+    memory_mb: int
+    cpus: float
+    pids: int
+    disk_mb: int
+    timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -249,16 +267,22 @@ class ImageService(Protocol):
         ...
 
     async def build(
-        self, dockerfile: str, files: dict[str, bytes], on_output: Callable[[str], None], extra_inputs: str
+        self,
+        dockerfile: str,
+        files: dict[str, bytes],
+        on_output: Callable[[str], None],
+        extra_inputs: str,
+        sandbox: BuildSandbox,
     ) -> tuple[str, bool]:
-        """Build (or reuse) the image for these inputs; its tag, and whether it came from cache.
-
-        Raises BuildFailed, NotAllowed, ImageNotFound or ImagePullFailed.
+        """Build (or reuse) the image for these inputs, its steps run under `sandbox`; its tag, and whether it
+        came from cache. Cancelling the call stops the build. Raises BuildFailed, NotAllowed, ImageNotFound or
+        ImagePullFailed.
         """
         ...
 
-    def build_name(self, dockerfile: str, files: dict[str, bytes], extra_inputs: str) -> str:
-        """The name `build` gives the image of these inputs (known before building, to acquire it first)."""
+    def build_name(self, dockerfile: str, files: dict[str, bytes], extra_inputs: str, runtime: str) -> str:
+        """The name `build` gives the image of these inputs built on `runtime` (known before building, to acquire
+        it first)."""
         ...
 
     def acquire(self, image: str) -> None:
@@ -279,4 +303,9 @@ class ImageService(Protocol):
 
     async def evict(self) -> list[str]:
         """Remove least-recently-used built and pulled images not in use until under the cache budget."""
+        ...
+
+    async def sweep(self) -> list[str]:
+        """Remove the intermediate images this worker's builds left and no build of its now runs (a worker killed
+        mid-build leaves some); their ids."""
         ...

@@ -28,7 +28,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from hatchway.engines import cgroups
+from hatchway.engines import build_disk, cgroups
 from hatchway.engines import docker_streams as streams
 from hatchway.engines import docker_supervised as supervised
 from hatchway.engines.base import (
@@ -162,7 +162,7 @@ class DockerEngine:
         await self._host.call(self._signal, handle.ref, signal)
 
     async def remove(self, handle: Handle) -> None:
-        await self._host.call(self._remove, handle.ref)
+        await self._host.call(self._remove, handle.ref, handle.role)
 
     async def recover(self) -> list[Found]:
         return await self._host.call(self._recover)
@@ -346,7 +346,7 @@ class DockerEngine:
             if "is not running" not in explain(exc):
                 raise
 
-    def _remove(self, container_id: str) -> None:
+    def _remove(self, container_id: str, role: Role = Role.JOB) -> None:
         live = self._live.pop(container_id, None)
         cgroup = None
         if live is not None:
@@ -361,6 +361,12 @@ class DockerEngine:
             cgroup = live.cgroup
         elif self._cgroups:
             cgroup = self._cgroup_of(container_id)  # a sandbox an earlier run of the worker made
+        if role is Role.BUILD:
+            # A build step a crashed worker left: its layer is bound onto the build's disk, and the engine cannot
+            # remove a directory that is a mount point.
+            with contextlib.suppress(docker.errors.APIError):  # gone, or not running
+                self._api().kill(container_id)
+            build_disk.release(self._api(), container_id)
         with contextlib.suppress(docker.errors.NotFound):
             self._api().remove_container(container_id, force=True)
         if cgroup is not None:

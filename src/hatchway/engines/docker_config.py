@@ -30,7 +30,8 @@ def container_config(
     **host_options: Any,
 ) -> dict[str, Any]:
     """The create request of a container for `spec` running `command` with `env`, on `runtime` (None: runc);
-    `host_options` add to or override the host config (a supervised sandbox's capabilities and cgroups)."""
+    `host_options` add to or override the host config (a supervised sandbox's capabilities and cgroups, a build
+    step's writable root)."""
     binds: dict[str, Mapping[str, str]] = {
         str(mount.source): {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"} for mount in spec.mounts
     }
@@ -45,7 +46,6 @@ def container_config(
         network_mode=spec.network,
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
-        read_only=True,
         tmpfs={path: f"rw,nosuid,nodev,size={size_mb}m,mode=1777" for path, size_mb in spec.tmpfs.items()},
         binds=binds,
         mem_limit=spec.memory_mb * MIB,
@@ -60,7 +60,8 @@ def container_config(
             config={"max-size": str(max(2 * spec.log_bytes, MIB)), "max-file": "1", "compress": "false"},
         ),
         runtime=runtime,
-        **{"init": True, **host_options},  # by default a real PID 1 forwards SIGTERM and reaps zombies
+        # By default a real PID 1 forwards SIGTERM and reaps zombies, and the root file system is read-only.
+        **{"init": True, "read_only": True, **host_options},
     )
     return {
         "image": spec.image,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from hatchway.engines.base import ManagedImage
+from hatchway.engines.base import BuildSandbox, ManagedImage
 from hatchway.engines.docker_host import DockerHost
-from hatchway.engines.images import ImageManager, build_tag
+from hatchway.engines.images import ImageManager
 
 
 class DockerImages:
@@ -24,9 +27,20 @@ class DockerImages:
         return await self._host.call(self._manager.ensure, image)
 
     async def build(
-        self, dockerfile: str, files: dict[str, bytes], on_output: Callable[[str], None], extra_inputs: str
+        self,
+        dockerfile: str,
+        files: dict[str, bytes],
+        on_output: Callable[[str], None],
+        extra_inputs: str,
+        sandbox: BuildSandbox,
     ) -> tuple[str, bool]:
-        return await self._host.call(self._manager.build, dockerfile, files, on_output, extra_inputs)
+        stop = threading.Event()
+        try:
+            build = functools.partial(self._manager.build, stop=stop)
+            return await self._host.call(build, dockerfile, files, on_output, extra_inputs, sandbox)
+        except asyncio.CancelledError:
+            stop.set()  # the build's thread stops its step and cleans up, rather than run on to its deadline
+            raise
 
     async def import_rootfs(self, name: str, tarball: Path) -> ManagedImage:
         return await self._host.call(self._manager.import_rootfs, name, tarball)
@@ -37,8 +51,11 @@ class DockerImages:
     async def evict(self) -> list[str]:
         return await self._host.call(self._manager.evict)
 
-    def build_name(self, dockerfile: str, files: dict[str, bytes], extra_inputs: str) -> str:
-        return build_tag(dockerfile, files, extra_inputs)
+    async def sweep(self) -> list[str]:
+        return await self._host.call(self._manager.sweep)
+
+    def build_name(self, dockerfile: str, files: dict[str, bytes], extra_inputs: str, runtime: str) -> str:
+        return self._manager.build_name(dockerfile, files, extra_inputs, runtime)
 
     def acquire(self, image: str) -> None:
         self._manager.acquire(image)

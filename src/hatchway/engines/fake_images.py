@@ -10,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
-from hatchway.engines.base import ImageSource, ManagedImage, image_name
-from hatchway.engines.dockerfile import dockerfile_bases
+from hatchway.engines.base import BuildSandbox, ImageSource, ManagedImage, image_name
+from hatchway.engines.build_copy import check_context
+from hatchway.engines.dockerfile import parse
 from hatchway.engines.images import build_tag
 from hatchway.errors import EngineError, ImageNotFound, ImagePullFailed, NotAllowed
 
@@ -22,7 +23,8 @@ class FakeImages:
     without running anything, refusing what the Docker one refuses; and manages what it pulled, built or imported."""
 
     runs_builds: ClassVar[bool] = False
-    """A build runs nothing: its Dockerfile's instructions never fail, so BuildFailed never comes."""
+    """A build runs nothing: its Dockerfile is read and checked as the Docker one does (so what that refuses
+    before running, this refuses too), but no instruction runs, so none fails."""
     evicts: ClassVar[bool] = False
     """It has no cache budget: `evict` removes nothing."""
 
@@ -57,23 +59,34 @@ class FakeImages:
         return False
 
     async def build(
-        self, dockerfile: str, files: dict[str, bytes], on_output: Callable[[str], None], extra_inputs: str
+        self,
+        dockerfile: str,
+        files: dict[str, bytes],
+        on_output: Callable[[str], None],
+        extra_inputs: str,
+        sandbox: BuildSandbox,
     ) -> tuple[str, bool]:
-        bases = dockerfile_bases(dockerfile)
-        for base in bases:
+        plan = parse(dockerfile)
+        check_context(files)
+        for base in plan.bases:
             if not self.image_allowed(base):
                 raise NotAllowed(f"the Dockerfile's base image {base!r} is not in the worker's allowed images")
-        tag = self.build_name(dockerfile, files, extra_inputs)
+        tag = self.build_name(dockerfile, files, extra_inputs, sandbox.runtime)
         if tag in self._managed:
             return tag, True
-        for base in bases:
+        for base in plan.bases:
             await self.ensure(base)
-        on_output(f"Successfully tagged {tag}")  # a line as the engine's build output gives it: no newline
+        lines = [*(i.text for i in plan.global_args)]
+        for stage in plan.stages:
+            lines += [f"FROM {stage.base}", *(instruction.text for instruction in stage.instructions)]
+        for number, line in enumerate(lines, start=1):
+            on_output(f"Step {number}/{len(lines)} : {line}")  # lines as the real builder's: no newline
+        on_output(f"Successfully tagged {tag}")
         self._add(tag, "built")
         return tag, False
 
-    def build_name(self, dockerfile: str, files: dict[str, bytes], extra_inputs: str) -> str:
-        return build_tag(dockerfile, files, extra_inputs)
+    def build_name(self, dockerfile: str, files: dict[str, bytes], extra_inputs: str, runtime: str) -> str:
+        return build_tag(dockerfile, files, extra_inputs, runtime)
 
     def acquire(self, image: str) -> None:
         name = image_name(image)
@@ -102,6 +115,9 @@ class FakeImages:
 
     async def evict(self) -> list[str]:
         return []
+
+    async def sweep(self) -> list[str]:
+        return []  # its builds run nothing, so leave nothing
 
     def _add(self, name: str, source: ImageSource, size_bytes: int = 1024) -> None:
         if self.present_images is not None:

@@ -2,26 +2,22 @@
 
 Every method blocks; the engine calls them from its thread pool. Images hatchway pulled or built are recorded in a
 ledger (`image_ledger`) so that a size budget can be enforced across restarts, least recently used first; images
-it did not make itself (and imported root filesystems) are never removed. Pulls and builds are streamed from a
-helper thread, so a caller gets its answer at the deadline even when the engine has gone quiet; giving up on a
-build closes its connection, which makes the engine cancel it.
+it did not make itself (and imported root filesystems) are never removed. Pulls are streamed from a helper thread,
+so a caller gets its answer at the deadline even when the engine has gone quiet. Builds are hatchway's own
+(`builder`): each step runs as the job would, with its runtime and limits, never with the engine's builder.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
-import math
-import queue
-import tarfile
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import docker
 import docker.errors
@@ -29,8 +25,21 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.utils import parse_repository_tag
 
-from hatchway.engines.base import ImageSource, ManagedImage, image_name
-from hatchway.engines.dockerfile import dockerfile_bases
+from hatchway.engines.base import (
+    JOB_LABEL,
+    ROLE_LABEL,
+    WORKER_LABEL,
+    BuildSandbox,
+    ImageSource,
+    ManagedImage,
+    Role,
+    image_name,
+)
+from hatchway.engines.build_copy import check_context
+from hatchway.engines.build_steps import BuildSteps, remove_image
+from hatchway.engines.builder import Builder, BuildHost
+from hatchway.engines.docker_streams import within
+from hatchway.engines.dockerfile import parse
 from hatchway.engines.image_ledger import ImageLedger
 from hatchway.errors import BuildFailed, EngineError, ImageNotFound, ImagePullFailed, NotAllowed
 
@@ -39,13 +48,11 @@ log = logging.getLogger(__name__)
 MANAGED_LABEL = "hatchway.managed"
 BUILD_REPOSITORY = "hatchway-build"
 # Bump when the way images are built changes, so that old cached tags are not taken for new builds.
-_BUILD_RECIPE = b"hatchway-build/1"
+_BUILD_RECIPE = b"hatchway-build/2"  # 2: hatchway's own builder, steps under the job's runtime
 # What registries say when the image does not exist (or, for Docker Hub, may exist but is not ours to see).
 _NOT_FOUND_HINTS = ("manifest unknown", "not found", "repository does not exist", "pull access denied")
 # A streamed response that times out raises urllib3's error, not requests'.
 _FOREIGN_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, urllib3.exceptions.HTTPError)
-# How the engine's Dockerfile parser splits words (not Python's wider idea of whitespace).
-_T = TypeVar("_T")
 
 
 class ImageManager:
@@ -60,8 +67,10 @@ class ImageManager:
         build_timeout_s: float,
         cache_budget_bytes: int,
         image_allowed: Callable[[str], bool],
+        builds: BuildHost,
     ) -> None:
         self._api = api
+        self._host = builds
         self._ledger = ImageLedger(state_path)
         self._pull_timeout_s = pull_timeout_s
         self._build_timeout_s = build_timeout_s
@@ -69,6 +78,8 @@ class ImageManager:
         self._image_allowed = image_allowed
         self._flights_lock = threading.Lock()
         self._flights: dict[str, tuple[threading.Lock, int]] = {}
+        self._building: dict[str, int] = {}  # owner -> builds under way
+        self._checked_runtimes: set[str] = set()
 
     def present(self, image: str) -> bool:
         """Whether `image` is on the engine now (nothing is pulled)."""
@@ -85,28 +96,72 @@ class ImageManager:
             return False
 
     def build(
-        self, dockerfile: str, files: dict[str, bytes], on_output: Callable[[str], None], extra_inputs: str = ""
+        self,
+        dockerfile: str,
+        files: dict[str, bytes],
+        on_output: Callable[[str], None],
+        extra_inputs: str,
+        sandbox: BuildSandbox,
+        *,
+        stop: threading.Event | None = None,
     ) -> tuple[str, bool]:
-        """Build an image from `dockerfile` and the context `files`; return its tag and whether it was cached.
+        """Build an image from `dockerfile` and the context `files`, each step under `sandbox` (`builder`);
+        return its tag and whether it was cached. Setting `stop` ends the build (BuildFailed) within a moment.
 
         The tag is a digest of every input, so equal inputs share one image and concurrent builds of it build once.
         Every base image must be allowed by policy (checked even when cached, as the policy may have changed).
-        A `files` entry named `Dockerfile` is replaced by `dockerfile`.
         """
-        bases = dockerfile_bases(dockerfile)
-        for base in bases:
+        plan = parse(dockerfile)
+        check_context(files)
+        for base in plan.bases:
             if not self._image_allowed(base):
                 raise NotAllowed(f"the Dockerfile's base image {base!r} is not in the worker's allowed images")
-        tag = build_tag(dockerfile, files, extra_inputs)
+        runtime = self._runtime(sandbox.runtime)
+        tag = self.build_name(dockerfile, files, extra_inputs, sandbox.runtime)
         with self._single_flight(tag):
             if self._inspect(tag) is not None:
                 self._record(tag, "built", keep_existing=True)
                 return tag, True
-            for base in bases:
-                self.ensure(base)
-            self._build(tag, _context_tar(dockerfile, files), on_output)
+            limit_s = min(sandbox.timeout_s, self._build_timeout_s)
+            log.info("building image", extra={"event": "image_build", "image": tag, "job_id": sandbox.owner})
+            steps = BuildSteps(
+                self._api(),
+                sandbox=sandbox,
+                runtime=runtime,
+                worker_id=self._host.worker_id,
+                capabilities=self._host.capabilities,
+                offline_etc=self._host.offline_etc,
+                volumes=self._host.volumes,
+                disk_unlimited=self._host.disk_unlimited,
+                deadline=time.monotonic() + limit_s,
+                limit_s=limit_s,
+                on_output=on_output,
+                stop=stop,
+            )
+            with self._flights_lock:
+                self._building[sandbox.owner] = self._building.get(sandbox.owner, 0) + 1
+            try:
+                # The Dockerfile is part of its context, as with Docker.
+                context = {**files, "Dockerfile": dockerfile.encode()}
+                builder = Builder(
+                    steps, files=context, ensure=self.ensure, image_allowed=self._image_allowed, on_output=on_output
+                )
+                builder.run(plan, tag, {MANAGED_LABEL: "built"})
+            finally:
+                steps.close()
+                with self._flights_lock:
+                    self._building[sandbox.owner] -= 1
+                    if not self._building[sandbox.owner]:
+                        del self._building[sandbox.owner]
             self._record(tag, "built")
             return tag, False
+
+    def build_name(self, dockerfile: str, files: dict[str, bytes], extra_inputs: str, runtime: str) -> str:
+        """The tag `build` gives these inputs on `runtime`: the runtime and the capabilities its steps get are
+        inputs too, as what a step sees (its kernel, what it may do) can change what it writes."""
+        engine_runtime = self._host.runtimes.get(runtime) or "runc"
+        capabilities = ",".join(sorted(self._host.capabilities))
+        return build_tag(dockerfile, files, extra_inputs, f"{runtime}:{engine_runtime};capabilities={capabilities}")
 
     def import_rootfs(self, name: str, tarball: Path) -> ManagedImage:
         """Make image `name` from a root filesystem tarball (`docker import`); it is never evicted automatically."""
@@ -138,7 +193,9 @@ class ImageManager:
         self._ledger.release(image_name(image))
 
     def evict(self) -> list[str]:
-        """Remove unused built and pulled images, least recently used first, until they fit the budget."""
+        """Remove unused built and pulled images, least recently used first, until they fit the budget; and the
+        intermediate images of builds this worker no longer runs (left by a crash)."""
+        self.sweep()
         self._drop_vanished()
         return self._ledger.evict(self._cache_budget_bytes, self._remove)
 
@@ -181,7 +238,7 @@ class ImageManager:
         repository, tag = parse_repository_tag(name)
         log.info("pulling image", extra={"event": "image_pull", "image": name})
         api = self._api()
-        stream = _within(lambda: api.pull(repository, tag=tag, stream=True, decode=True), self._pull_timeout_s)
+        stream = within(lambda: api.pull(repository, tag=tag, stream=True, decode=True), self._pull_timeout_s)
         try:
             with contextlib.closing(stream):
                 for item in stream:
@@ -195,47 +252,41 @@ class ImageManager:
         except _FOREIGN_ERRORS as exc:
             raise ImagePullFailed(f"pulling image {name!r} failed: {_explain(exc)}") from exc
 
-    def _build(self, tag: str, context: io.BytesIO, on_output: Callable[[str], None]) -> None:
-        log.info("building image", extra={"event": "image_build", "image": tag})
-        api = self._api()
-
-        def start() -> Iterator[Any]:
-            return cast(
-                Iterator[Any],
-                api.build(
-                    fileobj=context,
-                    custom_context=True,
-                    tag=tag,
-                    rm=True,
-                    forcerm=True,
-                    decode=True,
-                    network_mode="none",
-                    pull=False,
-                    labels={MANAGED_LABEL: "built"},
-                    use_config_proxy=False,  # the engine's proxy settings have no business in a job's build
-                    # A read timeout ends a build that went silent after we gave up on it.
-                    timeout=math.ceil(self._build_timeout_s),
-                ),
-            )
-
-        stream = _within(start, self._build_timeout_s)
+    def sweep(self) -> list[str]:
+        """Remove the intermediate images of builds this worker no longer runs (a crash left them); their ids."""
         try:
-            with contextlib.closing(stream):
-                for item in stream:
-                    if not isinstance(item, dict):
-                        continue
-                    # Passed on as it arrives: a line the engine sends in pieces arrives in pieces.
-                    text = str(item.get("stream") or item.get("status") or item.get("error") or "")
-                    for line in text.splitlines():
-                        on_output(line)
-                    if item.get("error"):
-                        raise BuildFailed(f"building the image failed: {str(item['error']).strip()}")
-        except TimeoutError as exc:
-            raise BuildFailed(f"building the image timed out after {self._build_timeout_s:g} s") from exc
+            found = self._api().images(
+                all=True, filters={"label": [f"{WORKER_LABEL}={self._host.worker_id}", f"{ROLE_LABEL}={Role.BUILD}"]}
+            )
         except _FOREIGN_ERRORS as exc:
-            raise BuildFailed(f"building the image failed: {_explain(exc)}") from exc
-        if self._inspect(tag) is None:
-            raise BuildFailed("the build ended without producing an image")
+            raise EngineError(f"listing images failed: {_explain(exc)}") from exc
+        with self._flights_lock:
+            building = set(self._building)
+        removed = []
+        for image in found:
+            if (image.get("Labels") or {}).get(JOB_LABEL) not in building:
+                remove_image(self._api(), str(image["Id"]))
+                removed.append(str(image["Id"]))
+        return removed
+
+    def _runtime(self, engine: str) -> str | None:
+        """The engine's runtime for jobs on engine `engine`, checked once to keep what its steps write."""
+        if engine not in self._host.runtimes:
+            raise BuildFailed(f"this worker has no runtime {engine!r} to build on")
+        runtime = self._host.runtimes[engine]
+        if runtime is not None and runtime not in self._checked_runtimes:
+            try:
+                registered = (self._api().info().get("Runtimes") or {}).get(runtime) or {}
+            except _FOREIGN_ERRORS as exc:
+                raise BuildFailed(f"asking the engine about runtime {runtime!r} failed: {_explain(exc)}") from exc
+            overlay = [arg for arg in registered.get("runtimeArgs") or [] if _keeps_writes_inside(arg)]
+            if overlay:
+                raise BuildFailed(
+                    f"the engine's runtime {runtime!r} runs with {' '.join(overlay)}, which keeps what a build step"
+                    " writes inside its sandbox, out of the image; register it with --overlay2=none to build on it"
+                )
+            self._checked_runtimes.add(runtime)
+        return runtime
 
     # State.
 
@@ -266,8 +317,9 @@ class ImageManager:
             self._ledger.forget(gone)
 
 
-def build_tag(dockerfile: str, files: dict[str, bytes], extra_inputs: str = "") -> str:
-    """The tag of the image these inputs build: a digest of the Dockerfile, every context file and `extra_inputs`."""
+def build_tag(dockerfile: str, files: dict[str, bytes], extra_inputs: str = "", runtime: str = "") -> str:
+    """The tag of the image these inputs build: a digest of the Dockerfile, every context file, `extra_inputs` and
+    what the steps run on (`runtime`)."""
     digest = hashlib.sha256()
 
     def feed(part: bytes) -> None:
@@ -281,76 +333,15 @@ def build_tag(dockerfile: str, files: dict[str, bytes], extra_inputs: str = "") 
         feed(path.encode())
         feed(files[path])
     feed(extra_inputs.encode())
+    feed(runtime.encode())
     return f"{BUILD_REPOSITORY}:{digest.hexdigest()[:24]}"
 
 
-def _context_tar(dockerfile: str, files: dict[str, bytes]) -> io.BytesIO:
-    """The build context as an in-memory tar: the Dockerfile and every file, in a stable order and metadata."""
-    members = {path: content for path, content in files.items() if path != "Dockerfile"}
-    for path in members:
-        parts = path.split("/")
-        if path.startswith("/") or "\\" in path or any(part in ("", ".", "..") for part in parts):
-            raise BuildFailed(f"the build context path {path!r} is not a plain relative path")
-    members["Dockerfile"] = dockerfile.encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for path in sorted(members):
-            info = tarfile.TarInfo(path)
-            info.size = len(members[path])
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(members[path]))
-    buffer.seek(0)
-    return buffer
-
-
-class _Failed:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-_END = object()
-
-
-def _within(start: Callable[[], Iterator[_T]], timeout_s: float) -> Generator[_T, None, None]:
-    """Iterate a blocking stream from a helper thread, raising TimeoutError once `timeout_s` has passed.
-
-    When the caller stops (deadline, error or just done), the helper closes the stream at its next item, which
-    closes the connection; a stream that stays silent is left to its own read timeout.
-    """
-    items: queue.Queue[object] = queue.Queue()
-    stop = threading.Event()
-
-    def pump() -> None:
-        try:
-            stream = start()
-            try:
-                for item in stream:
-                    if stop.is_set():
-                        break
-                    items.put(item)
-            finally:
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()
-            items.put(_END)
-        except BaseException as exc:
-            items.put(_Failed(exc))
-
-    threading.Thread(target=pump, name="images-stream", daemon=True).start()
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            try:
-                item = items.get(timeout=max(deadline - time.monotonic(), 0))
-            except queue.Empty:
-                raise TimeoutError from None
-            if item is _END:
-                return
-            if isinstance(item, _Failed):
-                raise item.exc
-            yield cast(_T, item)
-    finally:
-        stop.set()
+def _keeps_writes_inside(arg: str) -> bool:
+    """Whether a runsc argument gives its sandboxes a root file system overlay of their own (in memory or in a
+    file), whose writes never reach the engine's layer, so a commit would miss them."""
+    name, _, value = arg.lstrip("-").partition("=")
+    return (name == "overlay" and value.lower() not in ("false", "0")) or (name == "overlay2" and value != "none")
 
 
 def _pull_error(name: str, text: str, status: int | None = None) -> EngineError:

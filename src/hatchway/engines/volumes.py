@@ -142,11 +142,11 @@ class LoopVolumes:
             assert volume.backing is not None
             with volume.backing.open("wb") as backing:
                 backing.truncate(size_mb * MIB)
-            _command(
+            run_tool(
                 "mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0", "-i", str(_BYTES_PER_INODE),
                 "-E", "lazy_itable_init=1,nodiscard", str(volume.backing),
             )  # fmt: skip
-            _command("mount", "-o", "loop,nosuid,nodev,noatime", str(volume.backing), str(volume.root))
+            run_tool("mount", "-o", "loop,nosuid,nodev,noatime", str(volume.backing), str(volume.root))
         except (OSError, DiskUnavailable) as exc:
             self.remove(volume)
             raise DiskUnavailable(f"could not make a {disk_mb} MB disk for the job: {exc}") from exc
@@ -176,11 +176,7 @@ class LoopVolumes:
     def remove(self, volume: Volume) -> None:
         home = volume.root.parent
         if os.path.ismount(volume.root):
-            try:
-                _command("umount", str(volume.root))
-            except DiskUnavailable:
-                # Still busy (a process of the sandbox not yet gone): detach now, the kernel frees it after.
-                _command("umount", "--lazy", str(volume.root))
+            unmount(volume.root)
         _remove_tree(home)
 
     def find(self, name: str) -> Volume:
@@ -197,7 +193,7 @@ class LoopVolumes:
         return (stat.f_blocks - stat.f_bfree) * stat.f_frsize
 
     def trim(self, volume: Volume) -> None:
-        _command("fstrim", str(volume.root))
+        run_tool("fstrim", str(volume.root))
 
     def sweep(self, keep: set[str]) -> list[str]:
         if not self._base.is_dir():
@@ -321,7 +317,17 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _command(*argv: str) -> None:
+def unmount(path: Path) -> None:
+    """Unmount `path`; if it is still busy (a process of a sandbox not yet gone), detach it now and let the kernel
+    free it after. Raises DiskUnavailable."""
+    try:
+        run_tool("umount", str(path))
+    except DiskUnavailable:
+        run_tool("umount", "--lazy", str(path))
+
+
+def run_tool(*argv: str) -> None:
+    """Run a system tool (mount, mkfs.ext4, ...); raises DiskUnavailable with its message if it fails."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -6,16 +6,17 @@ job on the cold path or wiped and handed over with a pooled sandbox."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from hatchway.bundles import BundleCache, unpack
-from hatchway.engines.base import ImageService, Mount, Process, Role, SandboxSpec
+from hatchway.engines.base import BuildSandbox, ImageService, Mount, Process, Role, SandboxSpec
 from hatchway.engines.volumes import Volume, numeric_owner, room_for_files
-from hatchway.errors import BadBundle
+from hatchway.errors import BadBundle, BuildFailed, HatchwayError
 from hatchway.jobs.ports import PortAllocator
 from hatchway.models import RESERVED_ENV_PREFIX, Job, RunInfo
 
@@ -72,9 +73,11 @@ class Preparer:
         warnings: list[str],
         on_build_output: Callable[[str], None],
         image_present: bool = False,
+        stop: asyncio.Event | None = None,
     ) -> Prepared:
-        """Fill the empty `volume` and make the image ready (`image_present`: a pooled container runs it already).
-        Raises BadBundle, ImageNotFound, ImagePullFailed, BuildFailed, PortsExhausted or EngineError."""
+        """Fill the empty `volume` and make the image ready (`image_present`: a pooled container runs it already);
+        `stop` (the job is killed) stops its build. Raises BadBundle, ImageNotFound, ImagePullFailed, BuildFailed,
+        PortsExhausted or EngineError."""
         began = time.monotonic()
         spec = job.spec
         workspace = volume.work
@@ -98,10 +101,11 @@ class Preparer:
             limit = self._bundle_limits.max_build_context_bytes
             context = await asyncio.to_thread(_read_tree, workspace, limit) if spec.bundle_url else {}
             context.update({path: text.encode() for path, text in spec.build.files.items()})
-            self._hold(job.id, self._images.build_name(spec.build.dockerfile, context, bundle_sha256))
-            image, image_cached = await self._images.build(
-                spec.build.dockerfile, context, on_build_output, bundle_sha256
+            self._hold(job.id, self._images.build_name(spec.build.dockerfile, context, bundle_sha256, engine))
+            building = self._images.build(
+                spec.build.dockerfile, context, on_build_output, bundle_sha256, _build_sandbox(job, engine)
             )
+            image, image_cached = await _unless_stopped(building, stop)
         else:
             assert spec.image is not None, "a spec has an image or a build"
             image = self._hold(job.id, spec.image)
@@ -186,6 +190,42 @@ class Preparer:
                 os.chown(path, *self._owner, follow_symlinks=False)
             elif not path.is_symlink():
                 path.chmod(path.stat().st_mode | (0o777 if path.is_dir() else 0o666))  # keep executable bits
+
+
+def _build_sandbox(job: Job, engine: str) -> BuildSandbox:
+    """A job's build runs as the job: on its runtime, with its limits."""
+    limits = job.spec.limits
+    return BuildSandbox(
+        owner=job.id,
+        runtime=engine,
+        memory_mb=limits.memory_mb,
+        cpus=limits.cpus,
+        pids=limits.pids,
+        disk_mb=limits.disk_mb,
+        timeout_s=limits.timeout_s,
+    )
+
+
+async def _unless_stopped(building: Awaitable[tuple[str, bool]], stop: asyncio.Event | None) -> tuple[str, bool]:
+    """The build's result; if `stop` is set first, the build is cancelled (which stops its step) and BuildFailed
+    raised."""
+    task = asyncio.ensure_future(building)
+    if stop is None:
+        return await task
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        stopped.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, HatchwayError):
+            await task
+        raise BuildFailed("the build was stopped: its job was killed")
+    return task.result()
 
 
 def _write_files(workspace: Path, files: dict[str, str]) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import shutil
 from collections import defaultdict
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping
 from pathlib import Path
 
 from hatchway.engines.base import Engine, Found, Handle, Role
@@ -25,7 +25,8 @@ class Recovery:
       and its containers removed: it runs again from scratch;
     - a plain job whose container is gone failed with `worker_restart`: its result is lost.
 
-    Every other container carrying this worker's label is a leftover and is removed, whatever its role.
+    Every other container carrying this worker's label is a leftover and is removed, whatever its role; so are the
+    disks and the intermediate images of the builds it cut short.
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class Recovery:
         signals: JobSignals,
         stale_dirs: Iterable[Path] = (),
         sweep_volumes: Callable[[set[str]], list[str]] = lambda keep: [],
+        sweep_images: Callable[[], Awaitable[list[str]]] | None = None,
     ) -> None:
         self._store = store
         self._engines = engines
@@ -46,6 +48,7 @@ class Recovery:
         self._signals = signals
         self._stale_dirs = list(stale_dirs)
         self._sweep_volumes = sweep_volumes
+        self._sweep_images = sweep_images
 
     async def run(self) -> None:
         """Settle everything; raises EngineError (before changing anything) if the engine cannot list."""
@@ -80,6 +83,11 @@ class Recovery:
         if swept:
             extra = {"event": "volumes_swept", "worker_id": self._worker_id, "count": len(swept)}
             log.info("volumes removed", extra=extra)
+        if self._sweep_images is not None:  # after the containers, which may have used them
+            images = await self._sweep_images()
+            if images:
+                extra = {"event": "build_images_swept", "worker_id": self._worker_id, "count": len(images)}
+                log.info("images of unfinished builds removed", extra=extra)
         # Only now: a taken-up job that ends at once hands its disk on as a spare, which the sweep, not knowing
         # it, would remove from under the next job.
         for job, main in resumable:

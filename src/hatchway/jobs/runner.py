@@ -106,8 +106,9 @@ class JobRunner:
                 volume=control.volume,
                 engine=runtime,
                 warnings=[*job.run.warnings, *warnings],
-                on_build_output=lambda line: capture.write(Stream.BUILD, line.encode()),
+                on_build_output=lambda line: capture.write(Stream.BUILD, line.encode() + b"\n"),
                 image_present=control.slot is not None,
+                stop=control.kill_requested,
             )
             if control.kill_requested.is_set():
                 return await self._lifecycle.stop_before_start(job, control)
@@ -126,6 +127,8 @@ class JobRunner:
             self._lifecycle.log("job_running", job.id, engine=runtime)
             return await self._supervise(running or job, control, capture)
         except HatchwayError as exc:
+            if control.handle is None and control.kill_requested.is_set():
+                return await self._lifecycle.stop_before_start(job, control)  # its build was stopped for the kill
             if control.handle is None and await self._lifecycle.outage(exc):
                 return await self._lifecycle.wait_in_queue(job, exc)
             return await self._failed(job, exc, capture)

@@ -151,9 +151,9 @@ class Pools:
         spec = job.spec
         image = spec.image
         if spec.build is not None and spec.bundle_url is None:
-            # Its image's name is known before it is built: a hash of the Dockerfile and the files.
+            # Its image's name is known before it is built: a hash of the Dockerfile, the files and the runtime.
             files = {path: text.encode() for path, text in spec.build.files.items()}
-            image = self._images.build_name(spec.build.dockerfile, files, "")
+            image = self._images.build_name(spec.build.dockerfile, files, "", runtime)
         if (
             spec.kind != "job"
             or image is None

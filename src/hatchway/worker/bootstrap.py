@@ -15,6 +15,7 @@ from hatchway import __version__
 from hatchway.bundles import BundleCache
 from hatchway.egress import AddressPolicy, SourceGrant
 from hatchway.engines.base import Engine, ImageService
+from hatchway.engines.builder import BuildHost
 from hatchway.engines.docker import DockerEngine
 from hatchway.engines.docker_host import DockerHost
 from hatchway.engines.docker_images import DockerImages
@@ -86,6 +87,15 @@ def build_worker(settings: Settings, store: JobStore | None = None) -> Worker:
             build_timeout_s=settings.build_timeout_s,
             cache_budget_bytes=settings.image_cache_bytes,
             image_allowed=functools.partial(image_matches, settings.allowed_images),
+            builds=BuildHost(
+                worker_id=settings.worker_id,
+                # The same place as jobs' disks: a build's disk a crash left is swept with theirs at the next start.
+                volumes=LoopVolumes(settings.data_dir / "volumes", owner=None),
+                runtimes={name: runtimes[name] for name in settings.allowed_runtimes},
+                capabilities=tuple(settings.build_capabilities),
+                disk_unlimited=settings.build_disk_unlimited,
+                offline_etc=offline_etc,
+            ),
         ),
     )
     bundles = BundleCache(
@@ -279,6 +289,7 @@ def parts(
         signals=signals,
         stale_dirs=(settings.data_dir / "work", settings.data_dir / "output"),
         sweep_volumes=volumes.sweep,
+        sweep_images=images.sweep,
     )
     controller: ControllerLink | None = None
     if settings.controller_url:
