@@ -104,8 +104,7 @@ class SandboxSpec:
     """The process's working directory; None: the image's own (its WORKDIR)."""
     mounts: tuple[Mount, ...] = ()
     tmpfs: Mapping[str, int] = field(default_factory=dict)
-    wipe: tuple[str, ...] = ()
-    """In a supervised sandbox, more directories the supervisor empties after every run (tmpfs ones always are)."""
+    """In a supervised sandbox, emptied after every run (with /dev/shm, /dev/mqueue and the IPC namespace)."""
 
 
 @dataclass(frozen=True)

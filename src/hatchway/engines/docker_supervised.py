@@ -3,7 +3,8 @@ connects to the supervisor, and how one run travels over that connection.
 
 The container's first process is the static supervisor, bind-mounted read-only, as root with only the
 capabilities it needs; on runc the sandbox's host cgroups are mounted in for it. hatchway talks to it over the
-container's attached stdin and stdout (`docker_channel`).
+container's attached stdin and stdout (`docker_channel`). After every run the supervisor empties what a run can
+leave for the next beyond its own files: `/dev/shm`, `/dev/mqueue` and the IPC namespace's System V objects.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ SUPERVISOR_CGROUP = "/.hatchway/cgroup"
 # What the supervisor needs and nothing more: become the job's user, kill what a run left, make and remove a
 # run's scratch directory whatever the run did to its permissions. Runs themselves get none of these.
 SUPERVISOR_CAPABILITIES = ["SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER"]
+SHARED_DIRS = ("/dev/shm", "/dev/mqueue")
+"""Where every run may leave files for the next (POSIX shared memory, semaphores and message queues): emptied after
+each run, with the System V objects of the container's IPC namespace."""
 _START_S = 60.0
 _MARGIN_S = 30.0
 _PING_S = 5.0
@@ -68,7 +72,9 @@ def layout(spec: SandboxSpec, *, binary: Path, cgroup: SandboxCgroup | None, gvi
         ]
         command += ["--cgroup", SUPERVISOR_CGROUP]
         options["cgroup_parent"] = cgroup.parent
-    command += [arg for path in (*spec.tmpfs, *spec.wipe) for arg in ("--wipe", path)]
+    command += [arg for path in (*spec.tmpfs, *SHARED_DIRS) for arg in ("--wipe", path)]
+    # The container's IPC namespace is its own (Docker's default): nothing in it is another sandbox's.
+    command += ["--wipe-ipc"]
     if SCRATCH in spec.tmpfs:
         command += ["--scratch", SCRATCH]
     supervised = replace(spec, mounts=tuple(mounts), user="0:0")

@@ -106,5 +106,4 @@ class PoolContainers:
                 Mount(volume.tmp, "/tmp", read_only=False),
                 Mount(volume.io, IO_DIR, read_only=False),
             ),
-            wipe=("/dev/shm", "/dev/mqueue"),
         )

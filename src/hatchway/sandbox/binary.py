@@ -40,6 +40,7 @@ SOURCE_FILES = (
     "cgroups.c",
     "next_run.c",
     "cleanup.c",
+    "ipc.c",
     "util.c",
 )
 """The files compiled, in the order given to the compiler (the header is included by each)."""

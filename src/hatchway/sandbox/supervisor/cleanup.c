@@ -1,5 +1,5 @@
 /* Clean-up after a run's answer: removing its scratch directory and emptying the --wipe directories, never
- * following a symbolic link, and trying again before the next run what failed. */
+ * following a symbolic link, and the IPC namespace (ipc.c), and trying again before the next run what failed. */
 #include "supervisor.h"
 
 #include <dirent.h>
@@ -134,7 +134,7 @@ int remove_tree_at(int dirfd, const char *name, char *err, size_t errlen)
 
 struct dirty Dirty;
 
-void clean_up(const char *scratch, bool wipe)
+void clean_up(const char *scratch, bool wipe, uid_t uid)
 {
     char err[300];
     if (scratch && remove_tree_at(Supervisor.scratch_fd, scratch, err, sizeof err) < 0) {
@@ -145,9 +145,16 @@ void clean_up(const char *scratch, bool wipe)
     for (size_t i = 0; wipe && i < Supervisor.nwipe; i++)
         if (empty_dir(Supervisor.wipe_fd[i], err, sizeof err) < 0) {
             Dirty.wipe = true;
+            Dirty.uid = uid;
             if (!Dirty.error[0])
                 snprintf(Dirty.error, sizeof Dirty.error, "wipe %.80s: %.300s", Supervisor.wipe_path[i], err);
         }
+    if (wipe && Supervisor.wipe_ipc && wipe_ipc(uid, err, sizeof err) < 0) {
+        Dirty.wipe = true;
+        Dirty.uid = uid;
+        if (!Dirty.error[0])
+            snprintf(Dirty.error, sizeof Dirty.error, "empty the IPC namespace: %.300s", err);
+    }
 }
 
 /* Try again what failed after the previous answer. Returns false, with the error still in Dirty, if it fails
@@ -158,7 +165,8 @@ bool clean_up_again(char *first_error, size_t size)
     char scratch[sizeof Dirty.scratch];
     snprintf(scratch, sizeof scratch, "%s", Dirty.scratch);
     bool wipe = Dirty.wipe;
+    uid_t uid = Dirty.uid;
     memset(&Dirty, 0, sizeof Dirty);
-    clean_up(scratch[0] ? scratch : NULL, wipe);
+    clean_up(scratch[0] ? scratch : NULL, wipe, uid);
     return !Dirty.error[0];
 }

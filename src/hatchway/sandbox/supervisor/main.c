@@ -20,7 +20,7 @@ static void on_sigchld(int sig) { (void)sig; }
 
 static void usage(void)
 {
-    die("usage: hatchway-supervisor [--cgroup DIR] [--scratch DIR] [--wipe DIR]...");
+    die("usage: hatchway-supervisor [--cgroup DIR] [--scratch DIR] [--wipe DIR]... [--wipe-ipc]");
 }
 
 int main(int argc, char **argv)
@@ -37,6 +37,10 @@ int main(int argc, char **argv)
         die("out of memory");
     for (int i = 1; i < argc; i++) {
         const char *opt = argv[i];
+        if (strcmp(opt, "--wipe-ipc") == 0) {
+            Supervisor.wipe_ipc = true;
+            continue;
+        }
         if (i + 1 >= argc)
             usage();
         const char *val = argv[++i];
@@ -59,6 +63,8 @@ int main(int argc, char **argv)
             usage();
         }
     }
+    if (Supervisor.wipe_ipc)
+        setup_ipc();
     /* Orphaned daemons of a run come back to us, so we can reap them and count their CPU time. */
     if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 && !Supervisor.pid1)
         die("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));

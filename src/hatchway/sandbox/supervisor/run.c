@@ -293,7 +293,7 @@ void handle_run(struct request *rq, const char *fields, const char *end)
     for (size_t i = 0; i < sizeof fds / sizeof *fds; i++)
         if (fds[i] >= 0)
             close(fds[i]);
-    clean_up(r.scratch_made ? r.name : NULL, forked);
+    clean_up(r.scratch_made ? r.name : NULL, forked, rq->uid);
     close_counters(r.counter);
     if (Supervisor.cgroup_mode)
         remove_cgroup_dirs(r.name, r.cg);

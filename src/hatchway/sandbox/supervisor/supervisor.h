@@ -2,9 +2,10 @@
  * hatchway-supervisor: runs test programs one at a time inside a grading container, each under its own limits,
  * and reports what that run alone used.
  *
- *   hatchway-supervisor [--cgroup DIR] [--scratch DIR] [--wipe DIR]...
+ *   hatchway-supervisor [--cgroup DIR] [--scratch DIR] [--wipe DIR]... [--wipe-ipc]
  *
- * (A --wipe directory that does not exist is skipped: not every sandbox has /dev/mqueue.)
+ * (A --wipe directory that does not exist is skipped: not every sandbox has /dev/mqueue. --wipe-ipc empties the IPC
+ * namespace after every run, and is only for a supervisor with an IPC namespace of its own: see ipc.c.)
  *
  * It is the container's PID 1 and talks to hatchway over its own stdin/stdout (docker attach). A request is a
  * sequence of NUL-terminated fields ended by an empty field; the first field is the verb ("ping" or "run"), the
@@ -31,7 +32,8 @@
  *
  * Work between runs. After writing an answer (and a short pause that lets the answer through docker's relay
  * first), and before reading the next request, the supervisor:
- *   - removes the run's scratch directory, empties the --wipe directories and removes the run's cgroups;
+ *   - removes the run's scratch directory, empties the --wipe directories (and with --wipe-ipc the IPC namespace)
+ *     and removes the run's cgroups;
  *   - prepares the next run: its cgroups (with the previous request's limits written, so that a run writes only
  *     the limits that changed), its scratch directory (root's, 0700, until the run's uid is known), and a zygote:
  *     a child forked only now, when every process of the previous run is dead and its leftovers are gone. The
@@ -65,6 +67,7 @@
  *   exec.c      the run's process between fork and exec: session, cgroups, rlimits, user, capabilities, exec
  *   cgroups.c   the --cgroup directories, each run's cgroups and limits, and their counters
  *   cleanup.c   removing a run's files without following links, and trying again what failed
+ *   ipc.c       emptying the IPC namespace: the System V objects a run left
  *   util.c      the clock, errno names, a run's error message, small files read and written whole
  *   protocol.c  reading requests, parsing a run request (and giving it TMPDIR), writing the JSON answers (built in
  *               a growable buffer), and die, which answers a fatal error the same way
@@ -120,6 +123,7 @@ struct supervisor {
     size_t nwipe;
     const char **wipe_path;
     int *wipe_fd;
+    bool wipe_ipc;
     bool pid1;
     bool can_drop_bounding_set; /* we hold CAP_SETPCAP */
     pid_t self;
@@ -153,7 +157,8 @@ extern struct next_run Next;
 struct dirty {
     char error[400];  /* the first failure, "" if none */
     char scratch[32]; /* a scratch directory left to remove, "" if none */
-    bool wipe;        /* the --wipe directories are left to empty */
+    bool wipe;        /* the --wipe directories (and the IPC namespace) are left to empty */
+    uid_t uid;        /* the uid of the run they are left from */
 };
 extern struct dirty Dirty;
 
@@ -264,10 +269,15 @@ int write_file_at(int dirfd, const char *name, const char *value);
 bool find_key_u64(const char *text, const char *key, uint64_t *out);
 int open_dir(const char *path, const char *what);
 
+/* ---------------------------------------------------------------- ipc.c */
+
+void setup_ipc(void);
+int wipe_ipc(uid_t uid, char *err, size_t errlen);
+
 /* ---------------------------------------------------------------- cleanup.c */
 
 int remove_tree_at(int dirfd, const char *name, char *err, size_t errlen);
-void clean_up(const char *scratch, bool wipe);
+void clean_up(const char *scratch, bool wipe, uid_t uid);
 bool clean_up_again(char *first_error, size_t size);
 
 /* ---------------------------------------------------------------- cgroups.c */

@@ -1,0 +1,95 @@
+"""What the hostile tests on sandboxes share: the programs they run inside (Python 3 sources, given to a job as files
+or to a grading as its code; each prints one JSON line) and a worker with a pool that reuses its container."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from tests.acceptance.conftest import Server, ServerFactory
+from tests.conftest import PYTHON
+
+RUNTIMES = ("docker", "gvisor")
+
+IPC = r'''
+"""Leave System V objects, a POSIX message queue and a /dev/shm file behind (`leave`), or list whatever of them a
+program can find (`list`): by key, in /proc/sysvipc (Linux) or by id (gVisor numbers them from 1)."""
+import ctypes, json, os, sys
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+KEYS = {"shm": 0x48570001, "sem": 0x48570002, "msg": 0x48570003}
+MIB = 1 << 20
+
+
+def leave():
+    segment = libc.shmget(KEYS["shm"], 32 * MIB, 0o1600)
+    address = libc.shmat(segment, None, 0)
+    ctypes.memset(address, 0x5A, 32 * MIB)  # touched: memory the segment pins
+    libc.shmdt(ctypes.c_void_p(address))
+    hidden = libc.shmget(0, 4096, 0o1000)  # mode 0: not even its creator may read its state
+    left = {"shm": segment, "hidden": hidden, "sem": libc.semget(KEYS["sem"], 2, 0o1600),
+            "msg": libc.msgget(KEYS["msg"], 0o1600)}
+    if os.path.isdir("/dev/mqueue"):  # gVisor has none: its queues cannot be listed (docs/operations.md)
+        rt = ctypes.CDLL("librt.so.1", use_errno=True)
+        left["mqueue"] = rt.mq_open(b"/hatchway-left", os.O_CREAT | os.O_RDWR, 0o600, None)
+    with open("/dev/shm/hatchway-left", "w") as file:
+        file.write("secret")
+    assert all(value >= 0 for value in left.values()), (left, os.strerror(ctypes.get_errno()))
+    return {"left": sorted(left)}
+
+
+def listed():
+    found = [f"{kind} key" for kind, get in (("shm", libc.shmget), ("msg", libc.msgget)) if get(KEYS[kind], 0, 0) >= 0]
+    found += ["sem key"] if libc.semget(KEYS["sem"], 0, 0) >= 0 else []
+    if os.path.isdir("/proc/sysvipc"):
+        for kind in ("shm", "sem", "msg"):
+            found += [f"{kind} {row.split()[1]}" for row in open(f"/proc/sysvipc/{kind}").read().splitlines()[1:]]
+    else:
+        state = ctypes.create_string_buffer(512)
+        for ident in range(1, 512):
+            found += [f"shm {ident}"] if libc.shmctl(ident, 2, state) == 0 else []
+            found += [f"sem {ident}"] if libc.semctl(ident, 0, 2, state) == 0 else []
+            found += [f"msg {ident}"] if libc.msgctl(ident, 2, state) == 0 else []
+    for directory in ("/dev/shm", "/dev/mqueue"):
+        if os.path.isdir(directory):
+            found += [f"{directory}/{name}" for name in os.listdir(directory)]
+    return {"found": found}
+
+
+what = sys.argv[1] if len(sys.argv) > 1 else sys.stdin.read().strip()
+print(json.dumps(leave() if what == "leave" else listed()))
+'''
+
+
+def left_behind(runtime: str) -> dict[str, list[str]]:
+    """What IPC's `leave` says it left on `runtime` (gVisor has no /dev/mqueue, so no POSIX queue there)."""
+    return {"left": sorted(["hidden", "msg", "sem", "shm", *(["mqueue"] if runtime == "docker" else [])])}
+
+
+def pool_server(start_server: ServerFactory, runtime: str, **settings: Any) -> Server:
+    """A worker whose one pool keeps one container of the Python test image on `runtime`, reused for 20 jobs."""
+    pools = json.dumps([{"image": PYTHON, "runtime": runtime, "size": 1, "reuse_jobs": 20}])
+    server = start_server(pools=pools, pool_warm_total=0, allowed_runtimes="docker,gvisor", **settings)
+    deadline = time.monotonic() + 120
+    while server.client.get("/pools").json()[0]["idle"] < 1:
+        assert time.monotonic() < deadline, f"the pool did not fill: {server.client.get('/pools').json()}"
+        time.sleep(0.1)  # another process fills it: polling its state over HTTP is all a client can do
+    return server
+
+
+def job(server: Server, runtime: str, command: str, *, pooled: bool = True, **fields: Any) -> dict[str, Any]:
+    """Run a Python job to its end; it must have been served by the pool, or not (`pooled`)."""
+    answer = server.post_job(wait=True, image=PYTHON, runtime=runtime, command=command, **fields)
+    assert answer.status_code == 201, answer.text
+    done: dict[str, Any] = answer.json()
+    assert done["run"]["pooled"] is pooled, done
+    return done
+
+
+def printed(done: dict[str, Any]) -> dict[str, Any]:
+    """The JSON line a program printed; the job must have succeeded."""
+    assert done["state"] == "succeeded", done
+    result: dict[str, Any] = json.loads(done["stdout"])
+    return result
