@@ -62,6 +62,24 @@ what = sys.argv[1] if len(sys.argv) > 1 else sys.stdin.read().strip()
 print(json.dumps(leave() if what == "leave" else listed()))
 '''
 
+HOG = r'''
+"""Use 200 MiB: in a bytearray (`anon`), or in System V segments touched a piece at a time and detached, which no
+process then maps (`sysv`)."""
+import ctypes, sys
+
+MIB = 1 << 20
+if sys.argv[1] == "anon":
+    hog = bytearray(200 * MIB)
+else:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    for _ in range(200 // 16):
+        address = libc.shmat(libc.shmget(0, 16 * MIB, 0o1600), None, 0)
+        ctypes.memset(address, 0x5A, 16 * MIB)
+        libc.shmdt(ctypes.c_void_p(address))
+print("survived")
+'''
+
 
 def left_behind(runtime: str) -> dict[str, list[str]]:
     """What IPC's `leave` says it left on `runtime` (gVisor has no /dev/mqueue, so no POSIX queue there)."""

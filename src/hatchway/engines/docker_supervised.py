@@ -77,6 +77,8 @@ def layout(spec: SandboxSpec, *, binary: Path, cgroup: SandboxCgroup | None, gvi
     command += ["--wipe-ipc"]
     if SCRATCH in spec.tmpfs:
         command += ["--scratch", SCRATCH]
+    if gvisor:
+        command += ["--sandbox-meminfo"]
     supervised = replace(spec, mounts=tuple(mounts), user="0:0")
     if gvisor:
         # gVisor's sentry runs in the host limits too, and a run's processes cost it threads and memory of its

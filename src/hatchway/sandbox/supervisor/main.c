@@ -20,7 +20,7 @@ static void on_sigchld(int sig) { (void)sig; }
 
 static void usage(void)
 {
-    die("usage: hatchway-supervisor [--cgroup DIR] [--scratch DIR] [--wipe DIR]... [--wipe-ipc]");
+    die("usage: hatchway-supervisor [--cgroup DIR] [--scratch DIR] [--wipe DIR]... [--wipe-ipc] [--sandbox-meminfo]");
 }
 
 int main(int argc, char **argv)
@@ -39,6 +39,10 @@ int main(int argc, char **argv)
         const char *opt = argv[i];
         if (strcmp(opt, "--wipe-ipc") == 0) {
             Supervisor.wipe_ipc = true;
+            continue;
+        }
+        if (strcmp(opt, "--sandbox-meminfo") == 0) {
+            Supervisor.sandbox_meminfo = true;
             continue;
         }
         if (i + 1 >= argc)

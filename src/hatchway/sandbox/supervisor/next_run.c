@@ -58,4 +58,7 @@ void prepare_next(void)
         discard_zygote(); /* the descriptors of one that died */
         spawn_zygote();
     }
+    /* Off the next run's path: nothing but the run itself allocates from now on. */
+    if (Supervisor.sandbox_meminfo && !Supervisor.cgroup_mode)
+        Next.sandbox_base = sandbox_memory();
 }

@@ -241,6 +241,25 @@ uint64_t rss_so_far(void)
     return pages * (uint64_t)Supervisor.page_size;
 }
 
+/* With --sandbox-meminfo: the sandbox's anonymous and shared memory (System V segments, tmpfs files) now, in bytes,
+ * from its own /proc/meminfo; 0 if that cannot be read. */
+uint64_t sandbox_memory(void)
+{
+    char text[8192];
+    uint64_t anon_kb = 0, shmem_kb = 0;
+    if (read_file_at(AT_FDCWD, "/proc/meminfo", text, sizeof text) <= 0 ||
+        !find_key_u64(text, "AnonPages:", &anon_kb) || !find_key_u64(text, "Shmem:", &shmem_kb))
+        return 0;
+    return (anon_kb + shmem_kb) * 1024;
+}
+
+/* How much more of it there is than just before the run (0 if less, or if either could not be read). */
+uint64_t sandbox_growth(const struct run *r)
+{
+    uint64_t now = r->sandbox_base ? sandbox_memory() : 0;
+    return now > r->sandbox_base ? now - r->sandbox_base : 0;
+}
+
 /* After the main child: kill and reap everything the run left (daemons, a fork bomb), so that the next run starts
  * alone and its measurements are its own. */
 void end_leftovers(struct run *r)

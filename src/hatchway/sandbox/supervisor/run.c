@@ -112,6 +112,7 @@ static void watch(struct run *r, const struct request *rq)
     uint64_t next_cpu =
         rq->cpu_ms ? r->t0 + max_u64(MIN_CPU_CHECK_NS, cpu_limit_ns / (uint64_t)Supervisor.ncpu) : UINT64_MAX;
     uint64_t next_mem = !Supervisor.cgroup_mode && rq->mem_bytes ? r->t0 + MEM_SAMPLE_NS : UINT64_MAX;
+    uint64_t next_meminfo = r->t0 + MEMINFO_SAMPLE_NS;
     uint64_t next_kill = UINT64_MAX;
     for (;;) {
         reap(r);
@@ -140,6 +141,10 @@ static void watch(struct run *r, const struct request *rq)
                 scan_procs();
                 scanned = true;
                 uint64_t rss = rss_so_far();
+                if (Supervisor.sandbox_meminfo && now >= next_meminfo) {
+                    rss = max_u64(rss, sandbox_growth(r));
+                    next_meminfo = now + MEMINFO_SAMPLE_NS;
+                }
                 r->peak_sampled = max_u64(r->peak_sampled, rss);
                 if (rss > rq->mem_bytes)
                     r->oom_killed = true;
@@ -193,6 +198,7 @@ void handle_run(struct request *rq, const char *fields, const char *end)
         memcpy(r.counter, Next.counter, sizeof r.counter);
     }
     uint64_t mem_ahead = Next.mem_bytes, procs_ahead = Next.procs;
+    r.sandbox_base = Next.sandbox_base;
     memset(&Next, 0, sizeof Next);
     for (int i = 0; i < CG_COUNT; i++)
         Next.cg[i] = -1;
@@ -271,6 +277,14 @@ void handle_run(struct request *rq, const char *fields, const char *end)
             }
             wall_us = (r.t_end - r.t0) / 1000;
             measure(&r, &cpu_us, &mem);
+            if (Supervisor.sandbox_meminfo && !Supervisor.cgroup_mode) {
+                /* What the run left that no process maps (segments, tmpfs files) was its memory too, however
+                 * briefly it ran: the sampling may never have seen it. */
+                uint64_t grown = sandbox_growth(&r);
+                mem = max_u64(mem, grown);
+                if (rq->mem_bytes && grown > rq->mem_bytes)
+                    r.oom_killed = true;
+            }
             if (rq->cpu_ms && (cpu_us > rq->cpu_ms * 1000 ||
                                (WIFSIGNALED(r.wstatus) && WTERMSIG(r.wstatus) == SIGXCPU)))
                 r.cpu_exceeded = true;

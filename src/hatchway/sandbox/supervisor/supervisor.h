@@ -2,10 +2,11 @@
  * hatchway-supervisor: runs test programs one at a time inside a grading container, each under its own limits,
  * and reports what that run alone used.
  *
- *   hatchway-supervisor [--cgroup DIR] [--scratch DIR] [--wipe DIR]... [--wipe-ipc]
+ *   hatchway-supervisor [--cgroup DIR] [--scratch DIR] [--wipe DIR]... [--wipe-ipc] [--sandbox-meminfo]
  *
  * (A --wipe directory that does not exist is skipped: not every sandbox has /dev/mqueue. --wipe-ipc empties the IPC
- * namespace after every run, and is only for a supervisor with an IPC namespace of its own: see ipc.c.)
+ * namespace after every run, and is only for a supervisor with an IPC namespace of its own: see ipc.c.
+ * --sandbox-meminfo says that /proc/meminfo describes this sandbox alone, as gVisor's does: see proc mode.)
  *
  * It is the container's PID 1 and talks to hatchway over its own stdin/stdout (docker attach). A request is a
  * sequence of NUL-terminated fields ended by an empty field; the first field is the verb ("ping" or "run"), the
@@ -18,7 +19,10 @@
  *     cache included) is charged to it. The kernel enforces memory and process limits.
  *   proc mode (no --cgroup, e.g. under gVisor): CPU comes from getrusage(RUSAGE_CHILDREN) deltas, which is exact
  *     because every process of a run is reaped here (we are PID 1 or a child subreaper); memory is enforced by
- *     sampling the resident size of the run's processes in /proc; processes by RLIMIT_NPROC.
+ *     sampling the resident size of the run's processes in /proc; processes by RLIMIT_NPROC. Memory no process
+ *     maps (System V segments attached by none, files in a tmpfs) is in no resident size: with --sandbox-meminfo,
+ *     the run's memory is also the sandbox's growth in anonymous and shared memory since just before the run
+ *     (/proc/meminfo's AnonPages + Shmem), whichever is larger, sampled too and once more when the run is over.
  *
  * The program runs as an unprivileged uid/gid with no supplementary groups, no capabilities and no_new_privs, so
  * it can neither signal nor ptrace this process, and it inherits no descriptor but 0, 1 and 2 (files opened here),
@@ -95,6 +99,9 @@
 #define MIN_CPU_CHECK_NS (2 * NS_PER_MS)
 /* Memory can grow by ~1 GB/s; 5 ms between samples bounds the overshoot of proc mode's soft limit. */
 #define MEM_SAMPLE_NS (5 * NS_PER_MS)
+/* gVisor answers a read of /proc/meminfo in over a millisecond: the sandbox's growth is sampled less often (and read
+ * once more at the end, which catches what a run left behind). */
+#define MEMINFO_SAMPLE_NS (20 * NS_PER_MS)
 /* After SIGKILL a process can linger only in uninterruptible sleep; re-send meanwhile to catch late forks. */
 #define REKILL_NS (50 * NS_PER_MS)
 #define KILL_GIVE_UP_NS (5 * NS_PER_S)
@@ -124,6 +131,7 @@ struct supervisor {
     const char **wipe_path;
     int *wipe_fd;
     bool wipe_ipc;
+    bool sandbox_meminfo;
     bool pid1;
     bool can_drop_bounding_set; /* we hold CAP_SETPCAP */
     pid_t self;
@@ -149,6 +157,7 @@ struct next_run {
     int counter[CT_COUNT];
     uint64_t mem_bytes, procs; /* the limits written in cg, 0 for none */
     bool scratch_made;
+    uint64_t sandbox_base; /* with --sandbox-meminfo: sandbox_memory() once all this was made */
 };
 extern struct next_run Next;
 
@@ -223,6 +232,7 @@ struct run {
     struct rusage children_before;
     bool killed, oom_killed, cpu_exceeded, wall_exceeded, output_exceeded;
     uint64_t peak_sampled;
+    uint64_t sandbox_base; /* with --sandbox-meminfo: sandbox_memory() before the run started */
     enum failure failure;
     struct child_report failed; /* the child's failure record, stage 0 if none */
     int exit_code_override;     /* for exec failures: 127 or 126 like a shell */
@@ -315,6 +325,8 @@ bool kill_run(struct run *r);
 void terminate_run(const struct run *r);
 uint64_t cpu_so_far(const struct run *r, bool scanned);
 uint64_t rss_so_far(void);
+uint64_t sandbox_memory(void);
+uint64_t sandbox_growth(const struct run *r);
 void end_leftovers(struct run *r);
 void measure(struct run *r, uint64_t *cpu_us, uint64_t *memory_bytes);
 
