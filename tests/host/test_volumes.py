@@ -4,7 +4,9 @@ devices, mkfs.ext4)."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,6 +89,44 @@ def test_wipe_empties_the_job_s_directories_and_restores_their_modes(volumes: Lo
     assert [list(d.iterdir()) for d in (volume.work, volume.tmp, volume.io)] == [[], [], []]
     assert volume.tmp.stat().st_mode & 0o7777 == 0o1777
     assert Path("/etc/passwd").exists()
+
+
+def inode_flags(path: Path) -> int:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        flags: int = struct.unpack("i", fcntl.ioctl(fd, 0x80086601, bytes(4)))[0]  # FS_IOC_GETFLAGS
+        return flags
+    finally:
+        os.close(fd)
+
+
+def state(path: Path) -> tuple[int, int, int, list[str], int]:
+    found = path.stat()
+    return found.st_mode, found.st_uid, found.st_gid, sorted(os.listxattr(path)), inode_flags(path)
+
+
+def test_wipe_gives_the_job_s_directories_back_exactly_as_made(volumes: LoopVolumes) -> None:
+    """Whatever the job (which owns `work`) or anyone did to them: owner, mode, extended attributes and ACLs, inode
+    flags. A pooled container keeps these very directories mounted for its next job."""
+    volume = volumes.create("a", 16)
+    made = {part: state(part) for part in (volume.work, volume.tmp)}
+    acl = struct.pack("<I", 2) + b"".join(
+        struct.pack("<HHi", *entry) for entry in ((1, 7, -1), (2, 7, 4242), (4, 5, -1), (0x10, 7, -1), (0x20, 5, -1))
+    )
+    for part in (volume.work, volume.tmp):
+        os.setxattr(part, "user.left", b"x")
+        os.setxattr(part, "system.posix_acl_access", acl)
+        os.setxattr(part, "system.posix_acl_default", acl)
+        fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.ioctl(fd, 0x40086602, struct.pack("i", inode_flags(part) | 0x8 | 0x10000))  # +S, +D
+        os.close(fd)
+        os.chown(part, 4242, 4242)
+        part.chmod(0o2000)
+        assert state(part) != made[part]
+    volumes.wipe(volume)
+    assert {part: state(part) for part in (volume.work, volume.tmp)} == made
+    assert made[volume.work][:4] == (0o40755, *NOBODY, [])
+    assert made[volume.tmp][:4] == (0o41777, 0, 0, [])
 
 
 def test_sweep_removes_every_volume_but_those_kept(volumes: LoopVolumes, tmp_path: Path) -> None:

@@ -62,6 +62,62 @@ what = sys.argv[1] if len(sys.argv) > 1 else sys.stdin.read().strip()
 print(json.dumps(leave() if what == "leave" else listed()))
 '''
 
+WORKSPACE = r'''
+"""Spoil /workspace for whoever comes next (`spoil MODE`: extended attributes, ACLs, inode flags, then the mode), or
+`look` at it and write in it."""
+import fcntl, json, os, struct, sys
+
+HERE = "/workspace"
+GET, SET = 0x80086601, 0x40086602  # FS_IOC_GETFLAGS, FS_IOC_SETFLAGS
+UNSUPPORTED = (95, 25)  # EOPNOTSUPP, ENOTTY: gVisor's bind mounts have neither xattrs nor flags
+
+
+def flags():
+    fd = os.open(HERE, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, GET, bytes(4)))[0]
+    except OSError as exc:
+        if exc.errno in UNSUPPORTED:
+            return None
+        raise
+    finally:
+        os.close(fd)
+
+
+def spoil(mode):
+    did = []
+    # uid 4242 gets everything, here and (the default ACL) in every file made here from now on
+    entries = [(1, 7, -1), (2, 7, 4242), (4, 5, -1), (0x10, 7, -1), (0x20, 5, -1)]
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHi", *entry) for entry in entries)
+    for name, value in (("user.left", b"by the job before"), ("system.posix_acl_access", acl),
+                        ("system.posix_acl_default", acl)):
+        try:
+            os.setxattr(HERE, name, value)
+            did.append(name)
+        except OSError as exc:
+            if exc.errno not in UNSUPPORTED:
+                raise
+    before = flags()
+    if before is not None:
+        fd = os.open(HERE, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.ioctl(fd, SET, struct.pack("i", before | 0x8 | 0x10000))  # synchronous writes and directory updates
+        os.close(fd)
+        did.append("flags")
+    os.chmod(HERE, mode)
+    return {"did": did, "mode": oct(os.stat(HERE).st_mode)}
+
+
+def look():
+    state = os.stat(HERE)
+    with open(os.path.join(HERE, "mine"), "w") as file:
+        file.write("written")
+    return {"mode": oct(state.st_mode), "owner": [state.st_uid, state.st_gid], "xattrs": sorted(os.listxattr(HERE)),
+            "flags": flags(), "wrote": sorted(os.listxattr(os.path.join(HERE, "mine")))}
+
+
+print(json.dumps(spoil(int(sys.argv[2], 8)) if sys.argv[1] == "spoil" else look()))
+'''
+
 HOG = r'''
 """Use 200 MiB: in a bytearray (`anon`), or in System V segments touched a piece at a time and detached, which no
 process then maps (`sysv`)."""

@@ -1,7 +1,7 @@
 """A pool that reuses its containers hands one container to job after job, of different clients. A job must leave
-nothing there for the next: not System V shared memory, semaphores or message queues, POSIX message queues or
-/dev/shm files (which would also keep memory pinned in the container), and a job's memory limit must be its own,
-whatever memory it uses it in.
+nothing there for the next: not a workspace it locked or marked (mode, extended attributes, ACLs, inode flags), not
+System V shared memory, semaphores or message queues, POSIX message queues or /dev/shm files (which would also keep
+memory pinned in the container), and a job's memory limit must be its own, whatever memory it uses it in.
 
 Each attack runs on a real worker whose pool keeps one container, reused (`run.sandbox` proves the jobs shared it),
 on runc and on gVisor."""
@@ -11,9 +11,30 @@ from __future__ import annotations
 import pytest
 
 from tests.acceptance.conftest import ServerFactory
-from tests.hostile.sandboxes import HOG, IPC, RUNTIMES, job, left_behind, pool_server, printed
+from tests.hostile.sandboxes import HOG, IPC, RUNTIMES, WORKSPACE, job, left_behind, pool_server, printed
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_job_cannot_lock_or_mark_the_workspace_of_the_jobs_after_it(
+    start_server: ServerFactory, runtime: str
+) -> None:
+    server = pool_server(start_server, runtime)
+    files = {"workspace.py": WORKSPACE}
+    fresh = job(server, runtime, "python3 workspace.py look", files=files)
+    runs = [fresh]
+    for mode in ("0", "555"):
+        spoiled = job(server, runtime, f"python3 workspace.py spoil {mode}", files=files)
+        after = job(server, runtime, "python3 workspace.py look", files=files)
+        runs += [spoiled, after]
+        # Where the filesystem has them (runc), the job did set them all.
+        expected = ["user.left", "system.posix_acl_access", "system.posix_acl_default", "flags"]
+        assert printed(spoiled)["did"] == (expected if runtime == "docker" else []), spoiled
+        assert printed(spoiled)["mode"] == oct(0o40000 | int(mode, 8))
+        assert printed(after) == printed(fresh), f"after chmod {mode}: {after}"
+    assert len({done["run"]["sandbox"] for done in runs}) == 1, "one container served every job"
+    assert printed(fresh)["mode"] == "0o40755" and printed(fresh)["xattrs"] == [] and printed(fresh)["wrote"] == []
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)

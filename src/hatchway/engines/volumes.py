@@ -21,11 +21,14 @@ job's stdin, stdout and stderr files, written by the supervisor) and `.reserve`.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import logging
 import os
 import re
 import shutil
+import struct
 import subprocess
 import threading
 import uuid
@@ -50,12 +53,18 @@ def room_for_files(disk_mb: int) -> int:
     return max(disk_bytes - FULL_MARGIN_BYTES - disk_bytes // 200, 0)
 
 
+WORK_MODE = 0o755
+"""The working directory's mode, owned by the job's user (by root and 0777 for a user given by name)."""
+
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _OVERHEAD_FRACTION = 0.04  # ext4 keeps ~2.6% for inode tables and bitmaps at one inode per 32 KiB
 _OVERHEAD_MB = 8
 _BYTES_PER_INODE = 32 * 1024
 _COMMAND_TIMEOUT_S = 60
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+_NOT_SUPPORTED = (errno.ENOTTY, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
 
 
 @dataclass(frozen=True)
@@ -280,15 +289,61 @@ def _lay_out(volume: Volume, owner: tuple[int, int] | None) -> None:
     volume.work.mkdir(exist_ok=True)
     volume.tmp.mkdir(exist_ok=True)
     volume.io.mkdir(mode=0o700, exist_ok=True)
-    volume.tmp.chmod(0o1777)
-    _hand_over(volume.work, owner)
+    _restore_dirs(volume, owner)
 
 
-def _hand_over(path: Path, owner: tuple[int, int] | None) -> None:
+def _restore_dirs(volume: Volume, owner: tuple[int, int] | None) -> None:
+    """Make the job's two directories exactly as a fresh volume has them, whatever a job did to them (it owns
+    `work`): owner and mode (`chmod 0` would lock every later job out), no extended attributes (a default ACL would
+    hand a later job's files to another uid), and the inode flags of `io`, made beside them and out of any job's
+    reach (`chattr +S` would make every later job's writes synchronous). The directories themselves stay: they are
+    what a pooled container has mounted."""
+    made_by = os.stat(volume.root)
+    maker = (made_by.st_uid, made_by.st_gid)
+    flags = _inode_flags(volume.io)
+    _restore(volume.tmp, mode=0o1777, owner=maker, flags=flags)
     if owner is not None:
-        os.chown(path, *owner)
+        _restore(volume.work, mode=WORK_MODE, owner=owner, flags=flags)
     else:
-        path.chmod(0o777)
+        _restore(volume.work, mode=0o777, owner=maker, flags=flags)
+
+
+def _restore(path: Path, *, mode: int, owner: tuple[int, int], flags: int | None) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        try:
+            names = os.listxattr(fd)
+        except OSError as exc:
+            if exc.errno not in _NOT_SUPPORTED:
+                raise
+            names = []
+        for name in names:
+            if not name.startswith("security."):  # the host's security module's labels: no job can set them
+                os.removexattr(fd, name)
+        if flags is not None and _get_flags(fd) != flags:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("i", flags))
+        os.fchown(fd, *owner)
+        os.fchmod(fd, mode)  # after fchown, which may clear bits
+    finally:
+        os.close(fd)
+
+
+def _inode_flags(path: Path) -> int | None:
+    """The inode flags (`lsattr`) of `path`; None on a filesystem that has none."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return _get_flags(fd)
+    except OSError as exc:
+        if exc.errno in _NOT_SUPPORTED:
+            return None
+        raise
+    finally:
+        os.close(fd)
+
+
+def _get_flags(fd: int) -> int:
+    flags: int = struct.unpack("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, bytes(4)))[0]
+    return flags
 
 
 def _wipe(volume: Volume, owner: tuple[int, int] | None) -> None:
@@ -303,9 +358,7 @@ def _wipe(volume: Volume, owner: tuple[int, int] | None) -> None:
                         path.unlink()
         if any(directory.iterdir()):
             raise DiskUnavailable(f"could not empty {directory}")
-    # A job may have changed its directories' modes; give them back as they were made.
-    volume.tmp.chmod(0o1777)
-    _hand_over(volume.work, owner)
+    _restore_dirs(volume, owner)
 
 
 def _free_bytes(path: Path) -> int:
