@@ -136,6 +136,70 @@ else:
 print("survived")
 '''
 
+WALK = r'''
+"""Walk every file this program can see and try to open each for writing (a directory: whether it may write in it),
+never following a link; files of another process in /proc that open are written to as well (a valid timer slack:
+the default), since the kernel checks who writes them only then. Its own processes and writable directories are left
+out. Prints what it could open, how many entries it saw under each root, and the directories it could not list."""
+import json, os, re, stat
+
+OWN = {str(os.getpid()), "self", "thread-self"}
+OWN_DIRS = {"/tmp", "/w", "/workspace", "/dev/shm", "/dev/mqueue"}
+ROOTS = ("/.hatchway", "/sys/fs/cgroup", "/sys", "/proc")
+writable, unlistable, seen = [], [], {}
+
+
+def root_of(path):
+    return next((top for top in ROOTS if path == top or path.startswith(top + "/")), "/")
+
+
+def try_open(path, mode):
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    wrote = None
+    if re.match(r"/proc/[0-9]+/", path):
+        try:
+            wrote = os.write(fd, b"50000") > 0
+        except OSError:
+            wrote = False
+    os.close(fd)
+    device = [os.major(mode.st_rdev), os.minor(mode.st_rdev)] if stat.S_ISCHR(mode.st_mode) else None
+    writable.append([path, device, wrote])
+
+
+stack = ["/"]
+while stack:
+    here = stack.pop()
+    try:
+        entries = list(os.scandir(here))
+    except OSError as exc:
+        unlistable.append([here, exc.errno])
+        continue
+    for entry in entries:
+        path = entry.path.replace("//", "/")
+        if here == "/proc" and entry.name in OWN:
+            continue
+        try:
+            mode = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISLNK(mode.st_mode) or path in OWN_DIRS:
+            continue
+        if here == "/proc" and entry.name.isdigit() and mode.st_uid == os.getuid():
+            continue  # a process of its own (the shell that started it)
+        seen[root_of(path)] = seen.get(root_of(path), 0) + 1
+        if stat.S_ISDIR(mode.st_mode):
+            if os.access(path, os.W_OK):
+                writable.append([path + "/", None, None])
+            stack.append(path)
+        else:
+            try_open(path, mode)
+unlistable = [entry for entry in unlistable if root_of(entry[0]) != "/proc"]
+print(json.dumps({"writable": writable, "seen": seen, "unlistable": unlistable}))
+'''
+
 
 def left_behind(runtime: str) -> dict[str, list[str]]:
     """What IPC's `leave` says it left on `runtime` (gVisor has no /dev/mqueue, so no POSIX queue there)."""

@@ -50,9 +50,14 @@ class SandboxCgroup:
         return self.root / controller / self.parent.lstrip("/")
 
     def create(self, *, memory_mb: int, pids: int) -> None:
-        """Make the directories and cap the whole sandbox: memory without swap, and processes."""
+        """Make the directories, root's alone, and cap the whole sandbox: memory without swap, and processes.
+
+        Mode 0700: these directories are mounted read-write into the container (for the supervisor, root there),
+        and below them are control files of the host's cgroupfs, some writable by anyone on some kernels
+        (`cgroup.event_control`). A run's user may not even look inside, whatever their modes."""
         for controller in CONTROLLERS:
             self.path(controller).mkdir(parents=True, exist_ok=True)
+            self.path(controller).chmod(0o700)
         memory = self.path("memory")
         limit = str(memory_mb * MIB)
         (memory / "memory.limit_in_bytes").write_text(limit)

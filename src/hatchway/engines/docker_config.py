@@ -1,6 +1,6 @@
 """How hatchway's containers are made on Docker: locked down (no capabilities, no new privileges, a read-only
-root), limited (memory without swap, CPU, pids, a bounded log), and without Docker's network setup when they have
-no network (`offline_etc`)."""
+root, no host-wide /proc file writable), limited (memory without swap, CPU, pids, a bounded log), and without
+Docker's network setup when they have no network (`offline_etc`)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ from hatchway.engines.offline_etc import OfflineEtc
 
 MIB = 1024 * 1024
 GVISOR_PIDS_HEADROOM = 1024
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", "/proc/pressure")
+"""Paths of /proc a container sees read-only: Docker's own list (which this replaces, so it is repeated here) and
+`/proc/pressure`, whose files anyone may open for writing on Linux 6.5 and later to set triggers on the pressure of
+the whole host. (gVisor has no /proc/pressure; the path is then skipped.)"""
 
 
 def container_config(
@@ -63,6 +67,7 @@ def container_config(
         # By default a real PID 1 forwards SIGTERM and reaps zombies, and the root file system is read-only.
         **{"init": True, "read_only": True, **host_options},
     )
+    host_config["ReadonlyPaths"] = list(READONLY_PATHS)
     return {
         "image": spec.image,
         "command": command,

@@ -28,6 +28,20 @@
  * it can neither signal nor ptrace this process, and it inherits no descriptor but 0, 1 and 2 (files opened here),
  * so it cannot write to the result channel.
  *
+ * Why a run cannot reach the host's cgroupfs. In cgroup mode DIR/{memory,pids,cpuacct} are the sandbox's own
+ * cgroups on the host, bind-mounted read-write, because this process makes and removes a run's cgroups in them
+ * and moves the run's process in (as root, before it drops privileges). Everything in them is root's: the
+ * directories (the host makes the sandbox's 0700), the cgroups made here (0755) and the kernel's control files
+ * (0644 or less; cgroup.event_control is 0222 on some kernels, which is why the directories above it are 0700). The
+ * run's uid is never 0 and it holds no capability (no CAP_DAC_OVERRIDE, CAP_FOWNER or CAP_SYS_ADMIN) and cannot
+ * gain one (no_new_privs, and every set empty, checked before exec), so it can neither enter those directories
+ * nor open anything below them, nor mount, nor reach them through this process's /proc/1/{root,cwd,fd}, which
+ * need ptrace rights over it. The cgroupfs Docker shows at /sys/fs/cgroup, /sys and /proc/sys are read-only mounts.
+ * This breaks if a run were given uid 0 or a capability, if the host made those directories (or a run's cgroup)
+ * another uid's or group-writable (cgroup delegation), if the mounts held a descriptor a run inherits, or if a
+ * run could make this process open a path it names with root's rights (it cannot: no path in a request comes
+ * from the run). tests/hostile/test_hostile_cgroupfs.py walks every file a run can see and tries each.
+ *
  * A run's clock starts just before exec (the child reports the moment through its close-on-exec pipe) and stops
  * when the main process is reaped. When it ends, every process it left is killed and reaped before the answer:
  * through the cgroup's process list in cgroup mode; with kill(-1) as PID 1 in proc mode; and, on a host (unit
