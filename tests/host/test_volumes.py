@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hatchway.engines.volumes import MIB, LoopVolumes, Volume, VolumeStock, room_for_files
+from hatchway.engines.volume_stock import VolumeStock
+from hatchway.engines.volumes import MIB, LoopVolumes, Volume, room_for_files
 from tests.conftest import mounts_under
 from tests.host.conftest import require
 

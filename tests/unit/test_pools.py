@@ -12,7 +12,8 @@ import pytest
 from hatchway.engines.base import image_name
 from hatchway.engines.fake import FakeEngine, run_result
 from hatchway.engines.fake_images import FakeImages
-from hatchway.engines.volumes import DirectoryVolumes, VolumeStock
+from hatchway.engines.volume_stock import VolumeStock
+from hatchway.engines.volumes import DirectoryVolumes
 from hatchway.models import Job, JobRequest, JobState, ResolvedLimits, utcnow
 from hatchway.pools import Pools
 from hatchway.sandbox.protocol import RunResult, RunStatus

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from hatchway.engines.base import Engine, ImageService
 from hatchway.engines.health import EngineHealth
-from hatchway.engines.volumes import Volume, VolumeStock, numeric_owner
+from hatchway.engines.volume_stock import VolumeStock
+from hatchway.engines.volumes import Volume, numeric_owner
 from hatchway.errors import (
     DOWNLOAD_RETRY_S,
     BadBundle,

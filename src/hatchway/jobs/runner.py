@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 
 from hatchway.engines.base import CommandNotRunnable, Engine, ExitStatus, Found
 from hatchway.engines.health import EngineHealth
-from hatchway.engines.volumes import Volume, VolumeStock, numeric_owner
+from hatchway.engines.volume_stock import VolumeStock
+from hatchway.engines.volumes import Volume, numeric_owner
 from hatchway.errors import (
     BadBundle,
     BuildFailed,

@@ -8,7 +8,8 @@ import logging
 from collections.abc import Mapping
 
 from hatchway.engines.base import Engine, Mount, Role, SandboxSpec
-from hatchway.engines.volumes import Volume, VolumeStock
+from hatchway.engines.volume_stock import VolumeStock
+from hatchway.engines.volumes import Volume
 from hatchway.errors import HatchwayError
 from hatchway.models import ResolvedLimits
 from hatchway.pools.pool import Pool

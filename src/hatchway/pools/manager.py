@@ -19,7 +19,8 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from hatchway.engines.base import Engine, ImageService, image_name
-from hatchway.engines.volumes import VolumeStock, numeric_owner
+from hatchway.engines.volume_stock import VolumeStock
+from hatchway.engines.volumes import numeric_owner
 from hatchway.errors import HatchwayError
 from hatchway.models import Job, ResolvedLimits
 from hatchway.pools.containers import WORKDIR, PoolContainers

@@ -22,7 +22,8 @@ from hatchway.engines.docker_images import DockerImages
 from hatchway.engines.health import EngineHealth
 from hatchway.engines.images import ImageManager
 from hatchway.engines.offline_etc import OfflineEtcFiles
-from hatchway.engines.volumes import LoopVolumes, Volumes, VolumeStock, numeric_owner
+from hatchway.engines.volume_stock import VolumeStock
+from hatchway.engines.volumes import LoopVolumes, Volumes, numeric_owner
 from hatchway.grading.admission import GradeAdmission
 from hatchway.grading.archive import ProblemArchives
 from hatchway.grading.runner import GradeRunner

@@ -11,7 +11,8 @@ from pathlib import Path
 from hatchway.bundles import BundleCache
 from hatchway.engines.base import Engine, ImageService
 from hatchway.engines.health import EngineHealth
-from hatchway.engines.volumes import Volumes, VolumeStock
+from hatchway.engines.volume_stock import VolumeStock
+from hatchway.engines.volumes import Volumes
 from hatchway.grading.service import GradeService
 from hatchway.jobs.dispatch import Dispatcher
 from hatchway.jobs.event_feed import EventFeed
