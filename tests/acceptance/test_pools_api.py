@@ -45,7 +45,6 @@ def test_pools_are_shown_and_serve_jobs(start_server: ServerFactory) -> None:
             "starting": 0,
             "jobs_served": 0,
             "last_error": None,
-            "events": None,
         }
     ]
     job = server.post_job(wait=True, image=BUSYBOX, command="echo pooled; exit 2").json()
