@@ -27,7 +27,9 @@ version=$(.venv/bin/python -c 'import hatchway; print(hatchway.__version__)')
 context=build/image
 rm -rf "$context"
 mkdir -p "$context/wheels"
-.venv/bin/pip wheel --quiet --wheel-dir "$context/wheels" . >&2
+# pip resolves on this machine's Python; the image runs Debian 12's (3.11.2), for which redis also needs
+# async-timeout (its marker: Python below 3.11.3), so it goes in by name.
+.venv/bin/pip wheel --quiet --wheel-dir "$context/wheels" . 'async-timeout>=4.0.3' >&2
 cp src/hatchway/sandbox/bin/hatchway-supervisor "$context/"
 # No default bridge on this engine: the build's RUN steps need no network (everything is in the context).
 docker build --quiet --network none -f deploy/Dockerfile -t "hatchway:$version" -t hatchway:latest "$context" >/dev/null

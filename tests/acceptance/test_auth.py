@@ -35,6 +35,8 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/events"): "read",
     ("POST", "/jobs"): "submit",
     ("POST", "/grade"): "submit",
+    ("POST", "/submit"): "submit",  # the grader pool's dialect (docs/compatibility.md)
+    ("POST", "/grade/batch"): "submit",
     ("DELETE", "/jobs/{job_id}"): "admin",
     ("DELETE", "/grade/{job_id}"): "admin",
     ("POST", "/images/import"): "admin",
