@@ -46,11 +46,18 @@ def container_config(
         etc = offline_etc()
         binds[str(etc.hosts)] = {"bind": "/etc/hosts", "mode": "ro"}
         binds[str(etc.resolv_conf)] = {"bind": "/etc/resolv.conf", "mode": "ro"}
+    tmpfs = {path: f"rw,nosuid,nodev,size={size_mb}m,mode=1777" for path, size_mb in spec.tmpfs.items()}
+    taken = {*tmpfs, *(mount.target for mount in spec.mounts)}
+    for path in declared_volumes(api, spec.image):
+        if path not in taken:
+            # Docker would give each a volume of its own on the host's disk, outside every limit of the job's;
+            # a tmpfs here is memory, charged to the container and so bounded by its memory limit.
+            tmpfs[path] = f"rw,nosuid,nodev,size={spec.memory_mb}m,mode=1777"
     host_config = api.create_host_config(
         network_mode=spec.network,
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
-        tmpfs={path: f"rw,nosuid,nodev,size={size_mb}m,mode=1777" for path, size_mb in spec.tmpfs.items()},
+        tmpfs=tmpfs,
         binds=binds,
         mem_limit=spec.memory_mb * MIB,
         memswap_limit=spec.memory_mb * MIB,
@@ -79,3 +86,14 @@ def container_config(
         "network_disabled": offline,
         "host_config": host_config,
     }
+
+
+def declared_volumes(api: docker.APIClient, image: str) -> list[str]:
+    """The paths `image` declares as volumes (`VOLUME` in its Dockerfile). Docker would create an anonymous volume
+    for each, on the host's disk and outside the job's disk limit; hatchway mounts a bounded tmpfs there instead
+    (empty: what the image holds at that path is not copied in)."""
+    try:
+        config = api.inspect_image(image).get("Config") or {}  # type: ignore[no-untyped-call]
+    except docker.errors.NotFound:
+        return []  # creating the container will say so
+    return sorted(config.get("Volumes") or {})
