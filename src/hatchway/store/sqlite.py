@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -241,7 +242,11 @@ def _due_at(callback: CallbackStatus | None) -> float | None:
     return to_epoch(callback.next_attempt_at) or 0.0
 
 
-def _event(row: sqlite3.Row) -> JobEvent:
+Row = sqlite3.Row | Mapping[str, Any]
+"""A row of the jobs or events table, from SQLite or (with the same column names) PostgreSQL."""
+
+
+def _event(row: Row) -> JobEvent:
     return JobEvent(
         id=row["id"],
         type=EventType(row["type"]),
@@ -255,11 +260,11 @@ def _event(row: sqlite3.Row) -> JobEvent:
     )
 
 
-def _job(row: sqlite3.Row) -> Job:
+def _job(row: Row) -> Job:
     return Job(**_summary_fields(row), stdout=row["stdout"], stderr=row["stderr"], build_output=row["build_output"])
 
 
-def _summary_fields(row: sqlite3.Row) -> dict[str, Any]:
+def _summary_fields(row: Row) -> dict[str, Any]:
     """A job's fields but its output, from a row of `queries.LIST_SELECT`'s columns (or more)."""
     spec = JobSpec.model_validate_json(row["spec"])
     return {

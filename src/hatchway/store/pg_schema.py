@@ -1,0 +1,105 @@
+"""The PostgreSQL store's schema and its migrations, in one place (docs/fleet-plan.md).
+
+Columns mirror SQLite's (store/queries.py), so rows convert to jobs the same way; epoch seconds as double
+precision. `schema_migrations` records each applied version; the store applies what is missing under an
+advisory lock in one transaction, so workers that start together migrate once.
+"""
+
+from __future__ import annotations
+
+MIGRATION_LOCK = 0x68617463  # any constant shared by every worker: the advisory lock taken while migrating
+
+# Version -> the statements that bring the previous version up to it. Never edit an applied entry: add one.
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """
+        CREATE TABLE jobs (
+            seq              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id               text NOT NULL UNIQUE,
+            state            text NOT NULL,
+            priority         integer NOT NULL,
+            created_at       double precision NOT NULL,
+            started_at       double precision,
+            finished_at      double precision,
+            worker_id        text,
+            reason           text,
+            message          text,
+            exit_code        integer,
+            stdout           text NOT NULL DEFAULT '',
+            stderr           text NOT NULL DEFAULT '',
+            stdout_truncated boolean NOT NULL DEFAULT false,
+            stderr_truncated boolean NOT NULL DEFAULT false,
+            resources        text NOT NULL DEFAULT '{}',
+            labels           jsonb NOT NULL,
+            spec             text NOT NULL,
+            build_output     text NOT NULL DEFAULT '',
+            run              text NOT NULL DEFAULT '{}',
+            grade            text,
+            origin           text,
+            external_id      text,
+            reported_at      double precision,
+            callback         text,
+            callback_due_at  double precision,
+            output_times     text,
+            kind             text GENERATED ALWAYS AS (coalesce(spec::jsonb ->> 'kind', 'job')) STORED
+        )
+        """,
+        "CREATE INDEX jobs_queue ON jobs (priority DESC, seq) WHERE state = 'queued'",
+        "CREATE INDEX jobs_state ON jobs (state, seq)",
+        "CREATE INDEX jobs_outbox ON jobs (origin, seq) WHERE origin IS NOT NULL AND reported_at IS NULL",
+        "CREATE INDEX jobs_callbacks ON jobs (callback_due_at) WHERE callback_due_at IS NOT NULL",
+        """
+        CREATE TABLE claims (
+            origin      text NOT NULL,
+            external_id text NOT NULL,
+            item        text NOT NULL,
+            claimed_at  double precision NOT NULL,
+            seq         bigint GENERATED ALWAYS AS IDENTITY,
+            PRIMARY KEY (origin, external_id)
+        )
+        """,
+        # The lifecycle event log, written by trigger in the transaction that changes a job's state (as SQLite's).
+        """
+        CREATE TABLE events (
+            id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            type      text NOT NULL,
+            job_id    text NOT NULL,
+            state     text NOT NULL,
+            reason    text,
+            worker_id text,
+            time      double precision NOT NULL
+        )
+        """,
+        "CREATE INDEX events_job ON events (job_id, id)",
+        """
+        CREATE FUNCTION jobs_event() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'UPDATE' AND OLD.state IS NOT DISTINCT FROM NEW.state THEN
+                RETURN NULL;
+            END IF;
+            INSERT INTO events (type, job_id, state, reason, worker_id, time)
+            VALUES (CASE
+                        WHEN TG_OP = 'INSERT' THEN
+                            CASE NEW.state WHEN 'queued' THEN 'job_queued' ELSE 'job_finished' END
+                        ELSE CASE NEW.state WHEN 'building' THEN 'job_building' WHEN 'running' THEN 'job_running'
+                                            WHEN 'queued' THEN 'job_requeued' ELSE 'job_finished' END
+                    END,
+                    NEW.id, NEW.state, NEW.reason,
+                    CASE WHEN TG_OP = 'INSERT' THEN NEW.worker_id ELSE coalesce(NEW.worker_id, OLD.worker_id) END,
+                    extract(epoch FROM clock_timestamp()));
+            RETURN NULL;
+        END
+        $$
+        """,
+        "CREATE TRIGGER jobs_event AFTER INSERT OR UPDATE OF state ON jobs FOR EACH ROW EXECUTE FUNCTION jobs_event()",
+    ],
+}
+
+SCHEMA_VERSION = max(MIGRATIONS)
+
+CREATE_VERSIONS = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""

@@ -1,0 +1,312 @@
+"""The fleet's job store: one PostgreSQL database shared by many workers (docs/fleet-plan.md, issue 18).
+
+Work in progress: the whole `JobStore` contract, on psycopg 3's async pool. Every method is one statement in its
+own transaction, and every state change is conditional on the old state, so whichever worker asks, a job is
+claimed, started, finished or cancelled at most once. `claim_next` skips rows another worker has locked
+(`FOR UPDATE SKIP LOCKED`) instead of waiting for them. Wake-ups (NOTIFY), worker leases and reclaiming come next.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from hatchway.judge.request import WITH_HIDDEN_TESTS
+from hatchway.models import (
+    CallbackStatus,
+    Job,
+    JobKind,
+    JobState,
+    JobSummary,
+    Outcome,
+    Resources,
+    RunInfo,
+    Stream,
+    from_epoch,
+    to_epoch,
+)
+from hatchway.output.events import EventBatch
+from hatchway.output.line_times import LineTimes
+from hatchway.store import pg_schema
+from hatchway.store.base import JobPage, JobQuery
+from hatchway.store.sqlite import _due_at, _event, _job, _parse_cursor, _summary_fields
+
+_FINAL = "('succeeded', 'failed', 'killed')"
+_ACTIVE = "('building', 'running')"
+
+_CLAIM_NEXT = """
+UPDATE jobs SET state = 'building', worker_id = %(worker_id)s, message = NULL
+WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING *
+"""
+
+
+class PostgresStore:
+    """A `JobStore` backed by PostgreSQL. Open it with `await PostgresStore.open(url)`."""
+
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[dict[str, Any]]]) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, url: str, *, max_size: int = 10) -> PostgresStore:
+        """Connect to `url` (`postgresql://…`) and bring its schema up to date."""
+        pool = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            kwargs={"row_factory": dict_row, "autocommit": True},
+            connection_class=AsyncConnection[dict[str, Any]],
+            open=False,
+        )
+        await pool.open(wait=True)
+        store = cls(pool)
+        await store._migrate()
+        return store
+
+    async def _migrate(self) -> None:
+        async with self._pool.connection() as db, db.transaction():
+            await db.execute("SELECT pg_advisory_xact_lock(%s)", (pg_schema.MIGRATION_LOCK,))
+            await db.execute(pg_schema.CREATE_VERSIONS)
+            row = await (await db.execute("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")).fetchone()
+            version = 0 if row is None else int(row["v"])
+            if version > pg_schema.SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"the database's schema is version {version}, newer than this worker's "
+                    f"{pg_schema.SCHEMA_VERSION}: upgrade the worker"
+                )
+            for target in range(version + 1, pg_schema.SCHEMA_VERSION + 1):
+                for statement in pg_schema.MIGRATIONS[target]:
+                    await db.execute(statement)
+                await db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (target,))
+
+    async def enqueue(self, job: Job) -> tuple[Job, bool]:
+        row = await self._one(
+            """
+            INSERT INTO jobs (id, state, priority, created_at, labels, spec, run, origin, external_id, reason,
+                message, finished_at, callback, callback_due_at)
+            VALUES (%(id)s, %(state)s, %(priority)s, %(created_at)s, %(labels)s, %(spec)s, %(run)s, %(origin)s,
+                %(external_id)s, %(reason)s, %(message)s, %(finished_at)s, %(callback)s, %(callback_due_at)s)
+            ON CONFLICT (id) DO NOTHING
+            RETURNING *
+            """,
+            {
+                "id": job.id,
+                "state": job.state.value,
+                "priority": job.priority,
+                "created_at": to_epoch(job.created_at),
+                "labels": json.dumps(job.labels),
+                "spec": job.spec.model_dump_json(context={WITH_HIDDEN_TESTS: True}),
+                "run": job.run.model_dump_json(),
+                "origin": job.origin,
+                "external_id": job.external_id,
+                "reason": None if job.reason is None else job.reason.value,
+                "message": job.message,
+                "finished_at": None if job.finished_at is None else to_epoch(job.finished_at),
+                "callback": None if job.callback is None else job.callback.model_dump_json(),
+                "callback_due_at": _due_at(job.callback),
+            },
+        )
+        if row is not None:
+            return _pg_job(row), True
+        existing = await self.get(job.id)
+        assert existing is not None, "a conflicting insert implies the job exists"
+        return existing, False
+
+    async def get(self, job_id: str) -> Job | None:
+        return _maybe(await self._one("SELECT * FROM jobs WHERE id = %s", (job_id,)))
+
+    async def state_of(self, job_id: str) -> JobState | None:
+        row = await self._one("SELECT state FROM jobs WHERE id = %s", (job_id,))
+        return None if row is None else JobState(row["state"])
+
+    async def unreported(self, origin: str) -> list[Job]:
+        sql = f"SELECT * FROM jobs WHERE origin = %s AND reported_at IS NULL AND state IN {_FINAL} ORDER BY seq"
+        return [_pg_job(row) for row in await self._all(sql, (origin,))]
+
+    async def mark_reported(self, job_id: str, reported_at: datetime) -> Job | None:
+        sql = f"""UPDATE jobs SET reported_at = %(at)s
+            WHERE id = %(id)s AND reported_at IS NULL AND state IN {_FINAL} RETURNING *"""
+        return _maybe(await self._one(sql, {"id": job_id, "at": to_epoch(reported_at)}))
+
+    async def record_claim(self, origin: str, external_id: str, item: str) -> None:
+        sql = """INSERT INTO claims (origin, external_id, item, claimed_at) VALUES (%s, %s, %s, %s)
+            ON CONFLICT (origin, external_id) DO NOTHING"""
+        await self._run(sql, (origin, external_id, item, time.time()))
+
+    async def claims(self, origin: str) -> list[tuple[str, str]]:
+        sql = "SELECT external_id, item FROM claims WHERE origin = %s ORDER BY claimed_at, seq"
+        rows = await self._all(sql, (origin,))
+        return [(row["external_id"], row["item"]) for row in rows]
+
+    async def forget_claim(self, origin: str, external_id: str) -> None:
+        await self._run("DELETE FROM claims WHERE origin = %s AND external_id = %s", (origin, external_id))
+
+    async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:
+        sql = f"""SELECT * FROM jobs WHERE callback_due_at <= %s AND state IN {_FINAL}
+            ORDER BY callback_due_at, seq LIMIT %s"""
+        return [_pg_job(row) for row in await self._all(sql, (to_epoch(now), limit))]
+
+    async def next_callback_at(self, after: datetime) -> datetime | None:
+        sql = f"SELECT min(callback_due_at) AS at FROM jobs WHERE callback_due_at > %s AND state IN {_FINAL}"
+        row = await self._one(sql, (to_epoch(after),))
+        return None if row is None or row["at"] is None else _from_epoch(row["at"])
+
+    async def record_callback(self, job_id: str, callback: CallbackStatus) -> Job | None:
+        sql = """UPDATE jobs SET callback = %s, callback_due_at = %s
+            WHERE id = %s AND callback_due_at IS NOT NULL RETURNING *"""
+        return _maybe(await self._one(sql, (callback.model_dump_json(), _due_at(callback), job_id)))
+
+    async def find(self, query: JobQuery) -> JobPage:
+        where: list[str] = []
+        params: list[Any] = []
+        if query.state is not None:
+            where.append("state = %s")
+            params.append(query.state.value)
+        if query.kind is not None:
+            where.append("kind = %s")
+            params.append(query.kind)
+        if query.labels:
+            where.append("labels @> %s::jsonb")
+            params.append(json.dumps(query.labels))
+        if query.cursor is not None:
+            where.append("seq < %s")
+            params.append(_parse_cursor(query.cursor))
+        sql = (
+            "SELECT seq, id, state, priority, created_at, started_at, finished_at, worker_id, reason, message,"
+            " exit_code, stdout_truncated, stderr_truncated, resources, labels, spec, run, grade, origin,"
+            " external_id, reported_at, callback FROM jobs"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY seq DESC LIMIT %s"
+        )
+        rows = await self._all(sql, [*params, query.limit])
+        cursor = str(rows[-1]["seq"]) if len(rows) == query.limit else None
+        return JobPage(jobs=[JobSummary(**_summary_fields(_text_labels(row))) for row in rows], next_cursor=cursor)
+
+    async def claim_next(self, worker_id: str) -> Job | None:
+        return _maybe(await self._one(_CLAIM_NEXT, {"worker_id": worker_id}))
+
+    async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:
+        sql = """UPDATE jobs SET state = 'running', started_at = %s, run = %s
+            WHERE id = %s AND state = 'building' RETURNING *"""
+        return _maybe(await self._one(sql, (to_epoch(started_at), run.model_dump_json(), job_id)))
+
+    async def update_resources(self, job_id: str, resources: Resources) -> None:
+        sql = f"UPDATE jobs SET resources = %s WHERE id = %s AND state IN {_ACTIVE}"
+        await self._run(sql, (resources.model_dump_json(), job_id))
+
+    async def finish(self, job_id: str, outcome: Outcome, finished_at: datetime) -> Job | None:
+        params = outcome.model_dump(mode="json")
+        params.update(
+            id=job_id,
+            resources=outcome.resources.model_dump_json(),
+            grade=None if outcome.grade is None else outcome.grade.model_dump_json(),
+            output_times=json.dumps(params["output_times"]) if outcome.output_times else None,
+            finished_at=to_epoch(finished_at),
+        )
+        sql = f"""
+            UPDATE jobs SET state = %(state)s, reason = %(reason)s, message = %(message)s, exit_code = %(exit_code)s,
+                stdout = %(stdout)s, stderr = %(stderr)s, stdout_truncated = %(stdout_truncated)s,
+                stderr_truncated = %(stderr_truncated)s, resources = %(resources)s, finished_at = %(finished_at)s,
+                build_output = %(build_output)s, grade = %(grade)s, output_times = %(output_times)s
+            WHERE id = %(id)s AND state IN {_ACTIVE}
+            RETURNING *"""
+        return _maybe(await self._one(sql, params))
+
+    async def cancel(self, job_id: str, finished_at: datetime) -> Job | None:
+        sql = """UPDATE jobs SET state = 'killed', reason = 'cancelled', finished_at = %s,
+                message = 'killed before it started'
+            WHERE id = %s AND state = 'queued' RETURNING *"""
+        return _maybe(await self._one(sql, (to_epoch(finished_at), job_id)))
+
+    async def requeue_lost(self, job_id: str) -> Job | None:
+        sql = f"""UPDATE jobs SET state = 'queued', worker_id = NULL, started_at = NULL
+            WHERE id = %s AND state IN {_ACTIVE} RETURNING *"""
+        return _maybe(await self._one(sql, (job_id,)))
+
+    async def requeue_unstarted(self, job_id: str, message: str) -> Job | None:
+        sql = """UPDATE jobs SET state = 'queued', worker_id = NULL, message = %s
+            WHERE id = %s AND state = 'building' RETURNING *"""
+        return _maybe(await self._one(sql, (message, job_id)))
+
+    async def active(self, worker_id: str) -> list[Job]:
+        sql = f"SELECT * FROM jobs WHERE state IN {_ACTIVE} AND worker_id = %s ORDER BY seq"
+        return [_pg_job(row) for row in await self._all(sql, (worker_id,))]
+
+    async def counts(self) -> dict[JobState, int]:
+        sql = "SELECT state, count(*) AS n FROM jobs WHERE state IN ('queued', 'building', 'running') GROUP BY state"
+        found = {row["state"]: row["n"] for row in await self._all(sql, ())}
+        return {state: found.get(state.value, 0) for state in (JobState.QUEUED, JobState.BUILDING, JobState.RUNNING)}
+
+    async def output_times(self, job_id: str) -> dict[Stream, LineTimes]:
+        row = await self._one("SELECT output_times FROM jobs WHERE id = %s", (job_id,))
+        if row is None or row["output_times"] is None:
+            return {}
+        stored: dict[str, list[int]] = json.loads(row["output_times"])
+        return {Stream(stream): LineTimes.decode(flat) for stream, flat in stored.items()}
+
+    async def events_after(
+        self, after: int, *, limit: int, job_id: str | None = None, kind: JobKind | None = None
+    ) -> EventBatch:
+        sql = """SELECT events.*, jobs.spec::jsonb ->> 'kind' AS kind, jobs.labels::text AS labels
+            FROM events LEFT JOIN jobs ON jobs.id = events.job_id WHERE events.id > %s"""
+        params: list[Any] = [after]
+        if job_id is not None:
+            sql += " AND events.job_id = %s"
+            params.append(job_id)
+        if kind is not None:
+            sql += " AND jobs.spec::jsonb ->> 'kind' = %s"
+            params.append(kind)
+        rows = await self._all(sql + " ORDER BY events.id LIMIT %s", [*params, limit]) if limit > 0 else []
+        bounds = await self._one(
+            "SELECT (SELECT min(id) FROM events) AS oldest,"
+            " coalesce(pg_sequence_last_value(pg_get_serial_sequence('events', 'id')), 0) AS newest",
+            (),
+        )
+        assert bounds is not None
+        return EventBatch(events=[_event(row) for row in rows], oldest_id=bounds["oldest"], newest_id=bounds["newest"])
+
+    async def prune_events(self, keep: int) -> int:
+        async with self._pool.connection() as db:
+            cursor = await db.execute("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - %s", (keep,))
+            return cursor.rowcount
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def _run(self, sql: str, params: Any) -> None:
+        async with self._pool.connection() as db:
+            await db.execute(sql, params)
+
+    async def _one(self, sql: str, params: Any) -> dict[str, Any] | None:
+        rows = await self._all(sql, params)
+        return rows[0] if rows else None
+
+    async def _all(self, sql: str, params: Any) -> list[dict[str, Any]]:
+        async with self._pool.connection() as db:
+            cursor = await db.execute(sql, params)
+            return await cursor.fetchall()
+
+
+def _text_labels(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its labels as JSON text, as the shared row readers (store/sqlite.py) expect them."""
+    return {**row, "labels": json.dumps(row["labels"])}
+
+
+def _pg_job(row: dict[str, Any]) -> Job:
+    return _job(_text_labels(row))
+
+
+def _maybe(row: dict[str, Any] | None) -> Job | None:
+    return None if row is None else _pg_job(row)
+
+
+def _from_epoch(value: float) -> datetime:
+    found = from_epoch(value)
+    assert found is not None
+    return found
