@@ -35,7 +35,7 @@ from hatchway.output.events import EventBatch
 from hatchway.output.line_times import LineTimes
 from hatchway.store import pg_schema
 from hatchway.store.base import JobPage, JobQuery
-from hatchway.store.sqlite import _due_at, _event, _job, _parse_cursor, _summary_fields
+from hatchway.store.rows import due_at, event_from, job_from, parse_cursor, summary_fields
 
 _FINAL = "('succeeded', 'failed', 'killed')"
 _ACTIVE = "('building', 'running')"
@@ -109,7 +109,7 @@ class PostgresStore:
                 "message": job.message,
                 "finished_at": None if job.finished_at is None else to_epoch(job.finished_at),
                 "callback": None if job.callback is None else job.callback.model_dump_json(),
-                "callback_due_at": _due_at(job.callback),
+                "callback_due_at": due_at(job.callback),
             },
         )
         if row is not None:
@@ -160,7 +160,7 @@ class PostgresStore:
     async def record_callback(self, job_id: str, callback: CallbackStatus) -> Job | None:
         sql = """UPDATE jobs SET callback = %s, callback_due_at = %s
             WHERE id = %s AND callback_due_at IS NOT NULL RETURNING *"""
-        return _maybe(await self._one(sql, (callback.model_dump_json(), _due_at(callback), job_id)))
+        return _maybe(await self._one(sql, (callback.model_dump_json(), due_at(callback), job_id)))
 
     async def find(self, query: JobQuery) -> JobPage:
         where: list[str] = []
@@ -176,7 +176,7 @@ class PostgresStore:
             params.append(json.dumps(query.labels))
         if query.cursor is not None:
             where.append("seq < %s")
-            params.append(_parse_cursor(query.cursor))
+            params.append(parse_cursor(query.cursor))
         sql = (
             "SELECT seq, id, state, priority, created_at, started_at, finished_at, worker_id, reason, message,"
             " exit_code, stdout_truncated, stderr_truncated, resources, labels, spec, run, grade, origin,"
@@ -186,7 +186,7 @@ class PostgresStore:
         )
         rows = await self._all(sql, [*params, query.limit])
         cursor = str(rows[-1]["seq"]) if len(rows) == query.limit else None
-        return JobPage(jobs=[JobSummary(**_summary_fields(_text_labels(row))) for row in rows], next_cursor=cursor)
+        return JobPage(jobs=[JobSummary(**summary_fields(_text_labels(row))) for row in rows], next_cursor=cursor)
 
     async def claim_next(self, worker_id: str) -> Job | None:
         return _maybe(await self._one(_CLAIM_NEXT, {"worker_id": worker_id}))
@@ -269,7 +269,9 @@ class PostgresStore:
             (),
         )
         assert bounds is not None
-        return EventBatch(events=[_event(row) for row in rows], oldest_id=bounds["oldest"], newest_id=bounds["newest"])
+        return EventBatch(
+            events=[event_from(row) for row in rows], oldest_id=bounds["oldest"], newest_id=bounds["newest"]
+        )
 
     async def prune_events(self, keep: int) -> int:
         async with self._pool.connection() as db:
@@ -299,7 +301,7 @@ def _text_labels(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pg_job(row: dict[str, Any]) -> Job:
-    return _job(_text_labels(row))
+    return job_from(_text_labels(row))
 
 
 def _maybe(row: dict[str, Any] | None) -> Job | None:

@@ -11,32 +11,29 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from hatchway.judge.request import WITH_HIDDEN_TESTS
 from hatchway.models import (
-    CallbackState,
     CallbackStatus,
     Job,
     JobKind,
-    JobSpec,
     JobState,
     JobSummary,
     Outcome,
-    Reason,
     Resources,
     RunInfo,
     Stream,
     from_epoch,
     to_epoch,
 )
-from hatchway.output.events import EventBatch, EventType, JobEvent
+from hatchway.output.events import EventBatch
 from hatchway.output.line_times import LineTimes
 from hatchway.store import queries
 from hatchway.store.base import JobPage, JobQuery
+from hatchway.store.rows import due_at, event_from, job_from, parse_cursor, summary_fields
 
 
 class SqliteStore:
@@ -81,22 +78,22 @@ class SqliteStore:
                 "message": job.message,
                 "finished_at": None if job.finished_at is None else to_epoch(job.finished_at),
                 "callback": None if job.callback is None else job.callback.model_dump_json(),
-                "callback_due_at": _due_at(job.callback),
+                "callback_due_at": due_at(job.callback),
             },
         )
         if row is not None:
-            return _job(row), True
+            return job_from(row), True
         existing = await self.get(job.id)
         assert existing is not None, "a conflicting insert implies the job exists"
         return existing, False
 
     async def unreported(self, origin: str) -> list[Job]:
         rows = self._db.execute(queries.UNREPORTED, (origin,)).fetchall()
-        return [_job(row) for row in rows]
+        return [job_from(row) for row in rows]
 
     async def mark_reported(self, job_id: str, reported_at: datetime) -> Job | None:
         row = self._one(queries.MARK_REPORTED, {"id": job_id, "reported_at": to_epoch(reported_at)})
-        return None if row is None else _job(row)
+        return None if row is None else job_from(row)
 
     async def record_claim(self, origin: str, external_id: str, item: str) -> None:
         params = {"origin": origin, "external_id": external_id, "item": item, "claimed_at": time.time()}
@@ -110,20 +107,20 @@ class SqliteStore:
 
     async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:
         rows = self._db.execute(queries.DUE_CALLBACKS, {"now": to_epoch(now), "limit": limit}).fetchall()
-        return [_job(row) for row in rows]
+        return [job_from(row) for row in rows]
 
     async def next_callback_at(self, after: datetime) -> datetime | None:
         found: float | None = self._db.execute(queries.NEXT_CALLBACK_AT, {"after": to_epoch(after)}).fetchone()[0]
         return from_epoch(found)
 
     async def record_callback(self, job_id: str, callback: CallbackStatus) -> Job | None:
-        params = {"id": job_id, "callback": callback.model_dump_json(), "callback_due_at": _due_at(callback)}
+        params = {"id": job_id, "callback": callback.model_dump_json(), "callback_due_at": due_at(callback)}
         row = self._one(queries.RECORD_CALLBACK, params)
-        return None if row is None else _job(row)
+        return None if row is None else job_from(row)
 
     async def get(self, job_id: str) -> Job | None:
         row = self._one(queries.GET, (job_id,))
-        return None if row is None else _job(row)
+        return None if row is None else job_from(row)
 
     async def state_of(self, job_id: str) -> JobState | None:
         row = self._one(queries.GET_STATE, (job_id,))
@@ -143,21 +140,21 @@ class SqliteStore:
             params += [f'$."{key}"', value]
         if query.cursor is not None:
             where.append(queries.LIST_BEFORE)
-            params.append(_parse_cursor(query.cursor))
+            params.append(parse_cursor(query.cursor))
         sql = queries.LIST_SELECT + (" WHERE " + " AND ".join(where) if where else "") + queries.LIST_ORDER
         rows = self._db.execute(sql, [*params, query.limit]).fetchall()
         cursor = str(rows[-1]["seq"]) if len(rows) == query.limit else None
-        return JobPage(jobs=[JobSummary(**_summary_fields(row)) for row in rows], next_cursor=cursor)
+        return JobPage(jobs=[JobSummary(**summary_fields(row)) for row in rows], next_cursor=cursor)
 
     async def claim_next(self, worker_id: str) -> Job | None:
         row = self._one(queries.CLAIM_NEXT, {"worker_id": worker_id})
-        return None if row is None else _job(row)
+        return None if row is None else job_from(row)
 
     async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:
         row = self._one(
             queries.MARK_RUNNING, {"id": job_id, "started_at": to_epoch(started_at), "run": run.model_dump_json()}
         )
-        return None if row is None else _job(row)
+        return None if row is None else job_from(row)
 
     async def update_resources(self, job_id: str, resources: Resources) -> None:
         self._db.execute(queries.UPDATE_RESOURCES, {"id": job_id, "resources": resources.model_dump_json()})
@@ -172,22 +169,22 @@ class SqliteStore:
             finished_at=to_epoch(finished_at),
         )
         row = self._one(queries.FINISH, params)
-        return None if row is None else _job(row)
+        return None if row is None else job_from(row)
 
     async def cancel(self, job_id: str, finished_at: datetime) -> Job | None:
         row = self._one(queries.CANCEL, {"id": job_id, "finished_at": to_epoch(finished_at)})
-        return None if row is None else _job(row)
+        return None if row is None else job_from(row)
 
     async def requeue_lost(self, job_id: str) -> Job | None:
         row = self._one(queries.REQUEUE_LOST, {"id": job_id})
-        return None if row is None else _job(row)
+        return None if row is None else job_from(row)
 
     async def requeue_unstarted(self, job_id: str, message: str) -> Job | None:
         row = self._one(queries.REQUEUE_UNSTARTED, {"id": job_id, "message": message})
-        return None if row is None else _job(row)
+        return None if row is None else job_from(row)
 
     async def active(self, worker_id: str) -> list[Job]:
-        return [_job(row) for row in self._db.execute(queries.ACTIVE, (worker_id,)).fetchall()]
+        return [job_from(row) for row in self._db.execute(queries.ACTIVE, (worker_id,)).fetchall()]
 
     async def counts(self) -> dict[JobState, int]:
         found = dict(self._db.execute(queries.COUNTS).fetchall())
@@ -214,7 +211,9 @@ class SqliteStore:
         rows = self._db.execute(sql + queries.EVENTS_ORDER, [*params, limit]).fetchall() if limit > 0 else []
         oldest: int | None = self._db.execute(queries.EVENTS_OLDEST).fetchone()[0]
         newest = self._db.execute(queries.EVENTS_NEWEST).fetchone()
-        return EventBatch(events=[_event(row) for row in rows], oldest_id=oldest, newest_id=newest[0] if newest else 0)
+        return EventBatch(
+            events=[event_from(row) for row in rows], oldest_id=oldest, newest_id=newest[0] if newest else 0
+        )
 
     async def prune_events(self, keep: int) -> int:
         return self._db.execute(queries.PRUNE_EVENTS, (keep,)).rowcount
@@ -226,68 +225,3 @@ class SqliteStore:
         # fetchall, not fetchone: an autocommit statement with RETURNING commits only once it is finished.
         rows: list[sqlite3.Row] = self._db.execute(sql, params).fetchall()
         return rows[0] if rows else None
-
-
-def _parse_cursor(cursor: str) -> int:
-    if not cursor.isdigit():
-        raise ValueError(f"cursor {cursor!r} is not one this worker handed out")
-    return int(cursor)
-
-
-def _due_at(callback: CallbackStatus | None) -> float | None:
-    """When a callback is next due, for its index: 0 (as soon as its job ends) until it is first tried; None
-    once it is settled, or for a job without one."""
-    if callback is None or callback.state != CallbackState.PENDING:
-        return None
-    return to_epoch(callback.next_attempt_at) or 0.0
-
-
-Row = sqlite3.Row | Mapping[str, Any]
-"""A row of the jobs or events table, from SQLite or (with the same column names) PostgreSQL."""
-
-
-def _event(row: Row) -> JobEvent:
-    return JobEvent(
-        id=row["id"],
-        type=EventType(row["type"]),
-        job_id=row["job_id"],
-        kind=row["kind"] or "job",
-        state=JobState(row["state"]),
-        reason=None if row["reason"] is None else Reason(row["reason"]),
-        worker_id=row["worker_id"],
-        time=datetime.fromtimestamp(row["time"], UTC),
-        labels=json.loads(row["labels"] or "{}"),
-    )
-
-
-def _job(row: Row) -> Job:
-    return Job(**_summary_fields(row), stdout=row["stdout"], stderr=row["stderr"], build_output=row["build_output"])
-
-
-def _summary_fields(row: Row) -> dict[str, Any]:
-    """A job's fields but its output, from a row of `queries.LIST_SELECT`'s columns (or more)."""
-    spec = JobSpec.model_validate_json(row["spec"])
-    return {
-        "id": row["id"],
-        "state": JobState(row["state"]),
-        "reason": row["reason"],
-        "message": row["message"],
-        "exit_code": row["exit_code"],
-        "stdout_truncated": bool(row["stdout_truncated"]),
-        "stderr_truncated": bool(row["stderr_truncated"]),
-        "created_at": from_epoch(row["created_at"]),
-        "started_at": from_epoch(row["started_at"]),
-        "finished_at": from_epoch(row["finished_at"]),
-        "worker_id": row["worker_id"],
-        "image": spec.image,
-        "run": RunInfo.model_validate_json(row["run"]),
-        "labels": json.loads(row["labels"]),
-        "priority": row["priority"],
-        "resources": Resources.model_validate_json(row["resources"]),
-        "grade": None if row["grade"] is None else json.loads(row["grade"]),  # the job model reads its report
-        "origin": row["origin"],
-        "external_id": row["external_id"],
-        "reported_at": from_epoch(row["reported_at"]),
-        "callback": None if row["callback"] is None else CallbackStatus.model_validate_json(row["callback"]),
-        "spec": spec,
-    }
