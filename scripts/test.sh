@@ -8,6 +8,7 @@ scripts/test-images.sh
 scripts/profile-images.sh  # every language profile: the tests grade in each
 scripts/test-registry.sh
 scripts/test-redis.sh  # a real Redis for the queue-pull dialect's events (tests/redis_bus.py)
+scripts/test-postgres.sh  # a real PostgreSQL for the fleet store (tests/postgres_db.py)
 echo "== ruff"
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench

@@ -46,6 +46,10 @@ class ConfigError(HatchwayError):
     """The configuration is invalid; the message names the offending key."""
 
 
+class StoreUnavailable(ConfigError):
+    """The job store (store_url) did not answer when the worker started."""
+
+
 class RequestError(HatchwayError):
     """A client's request cannot be accepted; `status` is the HTTP status that says why."""
 

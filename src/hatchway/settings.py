@@ -118,6 +118,15 @@ RedisUrl = Annotated[
     ),
 ]
 
+StoreUrl = Annotated[
+    str,
+    Field(
+        pattern=r"^postgres(ql)?://",
+        max_length=4096,
+        description="postgresql://user[:password]@host:port/database[?options] (libpq's URI form).",
+    ),
+]
+
 
 class SourceConfig(BaseModel):
     """A master hatchway pulls work from (see docs/sources.md)."""
@@ -262,6 +271,11 @@ class Settings(BaseSettings):
         default_factory=_default_data_dir,
         description="The SQLite file, job disks, live output, artifacts and caches.",
         json_schema_extra={"shown_default": "`$XDG_DATA_HOME/hatchway`, else `~/.local/share/hatchway`"},
+    )
+    store_url: StoreUrl | None = Field(
+        default=None,
+        description="Where jobs are kept: a PostgreSQL database that a fleet of workers shares (docs/fleet.md). "
+        "Unset, one worker keeps them in SQLite under data_dir.",
     )
     docker_url: str | None = Field(default=None, description="Docker Engine address; DOCKER_HOST if unset.")
     api_tokens: list[ApiToken] = Field(

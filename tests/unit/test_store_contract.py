@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import os
 import re
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import conninfo, sql
 
 from hatchway.models import (
     CallbackState,
@@ -30,6 +25,7 @@ from hatchway.models import (
 )
 from hatchway.store import JobQuery, JobStore, MemoryStore, SqliteStore
 from hatchway.store.postgres import PostgresStore
+from tests.postgres_db import fresh_schema
 
 MakeJob = Callable[..., Job]
 
@@ -37,47 +33,17 @@ T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 T1 = datetime(2024, 5, 1, 12, 0, 7, 250000, tzinfo=UTC)
 
 
-POSTGRES_URL = os.environ.get("HATCHWAY_TEST_POSTGRES_URL")
-"""A PostgreSQL server for the fleet store (scripts/test-postgres.sh: postgresql://hatchway@127.0.0.1:5439/hatchway).
-Unset, the postgres cases are skipped: the unit suite runs without a database; scripts/test.sh is to set it."""
-
-
-@pytest.fixture(
-    params=[
-        "memory",
-        "sqlite",
-        pytest.param(
-            "postgres",
-            marks=[
-                pytest.mark.postgres,
-                pytest.mark.skipif(POSTGRES_URL is None, reason="HATCHWAY_TEST_POSTGRES_URL is not set"),
-            ],
-        ),
-    ]
-)
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
     if request.param == "postgres":
-        async with fresh_postgres_schema() as url:
-            instance: JobStore = await PostgresStore.open(url)
+        async with fresh_schema() as url:
+            instance: JobStore = PostgresStore(url)
             yield instance
             await instance.close()
         return
     instance = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "db.sqlite")
     yield instance
     await instance.close()
-
-
-@contextlib.asynccontextmanager
-async def fresh_postgres_schema() -> AsyncIterator[str]:
-    """A URL whose connections see only a new, empty schema of the test database, dropped afterwards."""
-    assert POSTGRES_URL is not None
-    schema = f"t_{uuid.uuid4().hex}"
-    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as admin:
-        await admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        try:
-            yield conninfo.make_conninfo(POSTGRES_URL, options=f"-c search_path={schema}")
-        finally:
-            await admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 async def enqueue_all(store: JobStore, *jobs: Job) -> None:

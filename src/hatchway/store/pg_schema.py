@@ -8,6 +8,11 @@ advisory lock in one transaction, so workers that start together migrate once.
 from __future__ import annotations
 
 MIGRATION_LOCK = 0x68617463  # any constant shared by every worker: the advisory lock taken while migrating
+EVENTS_LOCK = 0x68617464  # held from drawing an event's id to the commit: events commit in id order
+
+QUEUE_CHANNEL = "hatchway_queue"
+EVENTS_CHANNEL = "hatchway_events"
+CANCEL_CHANNEL = "hatchway_cancel"
 
 # Version -> the statements that bring the previous version up to it. Never edit an applied entry: add one.
 MIGRATIONS: dict[int, list[str]] = {
@@ -94,6 +99,80 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE TRIGGER jobs_event AFTER INSERT OR UPDATE OF state ON jobs FOR EACH ROW EXECUTE FUNCTION jobs_event()",
     ],
 }
+
+# Version 2: the fleet. Workers register with a lease; claims and jobs remember which worker (and which of its
+# lives, the lease generation) holds them; a DELETE of a job another worker runs is marked on the row; and every
+# change that another worker may be waiting for is announced with NOTIFY (delivered at commit):
+#   hatchway_queue  (payload: the job's priority)  a job was queued or put back in the queue;
+#   hatchway_events (payload: the event's id)      a lifecycle event was recorded;
+#   hatchway_cancel (payload: the job's id)        a running job was asked to stop.
+# Events are numbered in commit order: the trigger takes EVENTS_LOCK (held to the end of the transaction) before
+# it draws an id, so a reader that has seen id N never later finds a smaller one committed. A transaction that
+# changes the state of several jobs must therefore lock all their rows first (SELECT … FOR UPDATE), or two such
+# transactions could each hold what the other waits for.
+MIGRATIONS[2] = [
+    """
+    CREATE TABLE workers (
+        id           text PRIMARY KEY,
+        address      text,
+        version      text NOT NULL,
+        slots        integer NOT NULL,
+        runtimes     jsonb NOT NULL DEFAULT '[]',
+        profiles     jsonb NOT NULL DEFAULT '[]',
+        pools        jsonb NOT NULL DEFAULT '[]',
+        labels       jsonb NOT NULL DEFAULT '{}',
+        started_at   double precision NOT NULL,
+        heartbeat_at double precision NOT NULL,
+        lease_until  double precision NOT NULL,
+        generation   bigint NOT NULL DEFAULT 1,
+        stopped_at   double precision
+    )
+    """,
+    "ALTER TABLE claims ADD COLUMN worker_id text",
+    "ALTER TABLE jobs ADD COLUMN lease_generation bigint",
+    "ALTER TABLE jobs ADD COLUMN cancel_requested_at double precision",
+    f"""
+    CREATE OR REPLACE FUNCTION jobs_event() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        event_id bigint;
+    BEGIN
+        IF TG_OP = 'UPDATE' AND OLD.state IS NOT DISTINCT FROM NEW.state THEN
+            RETURN NULL;
+        END IF;
+        PERFORM pg_advisory_xact_lock({EVENTS_LOCK});
+        INSERT INTO events (type, job_id, state, reason, worker_id, time)
+        VALUES (CASE
+                    WHEN TG_OP = 'INSERT' THEN
+                        CASE NEW.state WHEN 'queued' THEN 'job_queued' ELSE 'job_finished' END
+                    ELSE CASE NEW.state WHEN 'building' THEN 'job_building' WHEN 'running' THEN 'job_running'
+                                        WHEN 'queued' THEN 'job_requeued' ELSE 'job_finished' END
+                END,
+                NEW.id, NEW.state, NEW.reason,
+                CASE WHEN TG_OP = 'INSERT' THEN NEW.worker_id ELSE coalesce(NEW.worker_id, OLD.worker_id) END,
+                extract(epoch FROM clock_timestamp()))
+        RETURNING id INTO event_id;
+        PERFORM pg_notify('hatchway_events', event_id::text);
+        IF NEW.state = 'queued' THEN
+            PERFORM pg_notify('hatchway_queue', NEW.priority::text);
+        END IF;
+        RETURN NULL;
+    END
+    $$
+    """,
+    """
+    CREATE FUNCTION jobs_cancel_requested() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('hatchway_cancel', NEW.id);
+        RETURN NULL;
+    END
+    $$
+    """,
+    """
+    CREATE TRIGGER jobs_cancel_requested AFTER UPDATE OF cancel_requested_at ON jobs FOR EACH ROW
+    WHEN (OLD.cancel_requested_at IS NULL AND NEW.cancel_requested_at IS NOT NULL)
+    EXECUTE FUNCTION jobs_cancel_requested()
+    """,
+]
 
 SCHEMA_VERSION = max(MIGRATIONS)
 

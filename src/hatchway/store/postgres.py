@@ -8,15 +8,19 @@ claimed, started, finished or cancelled at most once. `claim_next` skips rows an
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+import psycopg
+from psycopg import AsyncConnection, conninfo
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from hatchway.errors import ConfigError, StoreUnavailable
 from hatchway.judge.request import WITH_HIDDEN_TESTS
 from hatchway.models import (
     CallbackStatus,
@@ -37,6 +41,8 @@ from hatchway.store import pg_schema
 from hatchway.store.base import JobPage, JobQuery
 from hatchway.store.rows import due_at, event_from, job_from, parse_cursor, summary_fields
 
+_CONNECT_TIMEOUT_S = 10
+
 _FINAL = "('succeeded', 'failed', 'killed')"
 _ACTIVE = "('building', 'running')"
 
@@ -48,15 +54,12 @@ RETURNING *
 
 
 class PostgresStore:
-    """A `JobStore` backed by PostgreSQL. Open it with `await PostgresStore.open(url)`."""
+    """A `JobStore` backed by PostgreSQL."""
 
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[dict[str, Any]]]) -> None:
-        self._pool = pool
-
-    @classmethod
-    async def open(cls, url: str, *, max_size: int = 10) -> PostgresStore:
-        """Connect to `url` (`postgresql://…`) and bring its schema up to date."""
-        pool = AsyncConnectionPool(
+    def __init__(self, url: str, *, max_size: int = 10) -> None:
+        """A store on the database at `url` (`postgresql://…`); it connects, and brings the schema up to date, on
+        first use (or `await store.open()`)."""
+        self._pool: AsyncConnectionPool[AsyncConnection[dict[str, Any]]] = AsyncConnectionPool(
             url,
             min_size=1,
             max_size=max_size,
@@ -64,10 +67,29 @@ class PostgresStore:
             connection_class=AsyncConnection[dict[str, Any]],
             open=False,
         )
-        await pool.open(wait=True)
-        store = cls(pool)
-        await store._migrate()
-        return store
+        self._url = url
+        self._opened: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Connect and migrate, once: every method waits for this first."""
+        if self._opened is None:
+            self._opened = asyncio.ensure_future(self._open())
+        await asyncio.shield(self._opened)
+
+    async def _open(self) -> None:
+        # One connection first: what is wrong (refused, no such database, authentication) is said at once, in
+        # the driver's words, where the pool would only retry until its timeout.
+        try:
+            probe = await AsyncConnection.connect(self._url, connect_timeout=_CONNECT_TIMEOUT_S)
+        except psycopg.OperationalError as exc:
+            reason = " ".join(str(exc).split())
+            raise StoreUnavailable(f"the job store at {_without_password(self._url)} did not answer: {reason}") from exc
+        await probe.close()
+        try:
+            await self._pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
+        except PoolTimeout as exc:
+            raise StoreUnavailable(f"the job store at {_without_password(self._url)} did not answer: {exc}") from exc
+        await self._migrate()
 
     async def _migrate(self) -> None:
         async with self._pool.connection() as db, db.transaction():
@@ -76,9 +98,9 @@ class PostgresStore:
             row = await (await db.execute("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")).fetchone()
             version = 0 if row is None else int(row["v"])
             if version > pg_schema.SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"the database's schema is version {version}, newer than this worker's "
-                    f"{pg_schema.SCHEMA_VERSION}: upgrade the worker"
+                raise ConfigError(
+                    f"the job store's schema is version {version}, newer than this worker's "
+                    f"{pg_schema.SCHEMA_VERSION}: a newer hatchway wrote it; upgrade this one"
                 )
             for target in range(version + 1, pg_schema.SCHEMA_VERSION + 1):
                 for statement in pg_schema.MIGRATIONS[target]:
@@ -274,14 +296,19 @@ class PostgresStore:
         )
 
     async def prune_events(self, keep: int) -> int:
+        await self.open()
         async with self._pool.connection() as db:
             cursor = await db.execute("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - %s", (keep,))
             return cursor.rowcount
 
     async def close(self) -> None:
+        if self._opened is not None:
+            with contextlib.suppress(Exception):  # what failed to open was said to whoever waited for it
+                await self._opened
         await self._pool.close()
 
     async def _run(self, sql: str, params: Any) -> None:
+        await self.open()
         async with self._pool.connection() as db:
             await db.execute(sql, params)
 
@@ -290,6 +317,7 @@ class PostgresStore:
         return rows[0] if rows else None
 
     async def _all(self, sql: str, params: Any) -> list[dict[str, Any]]:
+        await self.open()
         async with self._pool.connection() as db:
             cursor = await db.execute(sql, params)
             return await cursor.fetchall()
@@ -312,3 +340,10 @@ def _from_epoch(value: float) -> datetime:
     found = from_epoch(value)
     assert found is not None
     return found
+
+
+def _without_password(url: str) -> str:
+    """The connection string with its password left out, for messages."""
+    parts = conninfo.conninfo_to_dict(url)
+    parts.pop("password", None)
+    return conninfo.make_conninfo(**{key: str(value) for key, value in parts.items() if value is not None})

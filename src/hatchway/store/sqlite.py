@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hatchway.errors import ConfigError
 from hatchway.judge.request import WITH_HIDDEN_TESTS
 from hatchway.models import (
     CallbackStatus,
@@ -50,16 +51,29 @@ class SqliteStore:
         self._migrate()
 
     def _migrate(self) -> None:
-        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
-        fresh = self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'").fetchone()[0] == 0
-        if fresh:
-            self._db.executescript(queries.SCHEMA)
-        else:
-            for target in range(version + 1, queries.SCHEMA_VERSION + 1):
-                for statement in queries.MIGRATIONS[target]:
-                    self._db.execute(statement)
-            self._db.executescript(queries.SCHEMA)  # indexes added since
-        self._db.execute(f"PRAGMA user_version = {queries.SCHEMA_VERSION}")
+        """Bring the file's schema up to this code's, in one transaction: two workers starting on one file migrate
+        once (the second waits for the first's write lock, then finds nothing to do). A file a newer worker wrote
+        is refused, untouched."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > queries.SCHEMA_VERSION:
+                raise ConfigError(
+                    f"the job store's schema is version {version}, newer than this worker's "
+                    f"{queries.SCHEMA_VERSION}: a newer hatchway wrote it; upgrade this one"
+                )
+            fresh = self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'").fetchone()[0] == 0
+            if not fresh:
+                for target in range(version + 1, queries.SCHEMA_VERSION + 1):
+                    for statement in queries.MIGRATIONS[target]:
+                        self._db.execute(statement)
+            for statement in _statements(queries.SCHEMA):  # the whole schema when fresh; indexes added since
+                self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {queries.SCHEMA_VERSION}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     async def enqueue(self, job: Job) -> tuple[Job, bool]:
         row = self._one(
@@ -225,3 +239,16 @@ class SqliteStore:
         # fetchall, not fetchone: an autocommit statement with RETURNING commits only once it is finished.
         rows: list[sqlite3.Row] = self._db.execute(sql, params).fetchall()
         return rows[0] if rows else None
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a schema script, for running them inside a transaction (`executescript` would commit
+    first); a trigger's body keeps its inner semicolons."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    return [statement for statement in statements if statement.strip(";\n ")]

@@ -110,13 +110,22 @@ def build_worker(settings: Settings, store: JobStore | None = None) -> Worker:
     )
     built = parts(
         settings,
-        store=store or SqliteStore(settings.data_dir / "hatchway.db"),
+        store=store or store_from_settings(settings),
         engines=engines,
         images=images,
         bundles=bundles,
         supervisor=supervisor,
     )
     return Worker(built, on_close=host.close)
+
+
+def store_from_settings(settings: Settings) -> JobStore:
+    """The store `store_url` names (PostgreSQL, shared by a fleet), else SQLite under the data directory."""
+    if settings.store_url is not None:
+        from hatchway.store.postgres import PostgresStore  # the driver loads only where it is used
+
+        return PostgresStore(settings.store_url)
+    return SqliteStore(settings.data_dir / "hatchway.db")
 
 
 def address_policy(settings: Settings) -> AddressPolicy:
