@@ -133,6 +133,14 @@ class JobConflict(RequestError):
     code = "job_conflict"
 
 
+class WorkerUnreachable(RequestError):
+    """In a fleet, what was asked for is held by another worker (a running job's live output, a job's artifacts),
+    and that worker did not answer."""
+
+    status = 502
+    code = "worker_unreachable"
+
+
 class JobAlreadyFinished(RequestError):
     """The job has already ended, so it cannot be killed."""
 

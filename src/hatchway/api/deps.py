@@ -10,6 +10,7 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Request
 
 from hatchway import __version__
+from hatchway.api.forwarding import Peers
 from hatchway.engines.base import Engine, ImageService
 from hatchway.engines.health import EngineHealth
 from hatchway.grading.service import GradeService
@@ -60,6 +61,7 @@ class ApiServices:
     images: ImageService
     events: EventFeed
     system: WorkerView
+    peers: Peers
 
     @classmethod
     def of(cls, parts: Parts) -> ApiServices:
@@ -71,6 +73,7 @@ class ApiServices:
             artifacts=parts.artifacts,
             images=parts.images,
             events=parts.event_feed,
+            peers=Peers(parts.worker_id, parts.store.worker_address if parts.settings.store_url else None),
             system=WorkerView(
                 worker_id=parts.worker_id,
                 version=__version__,
@@ -110,6 +113,7 @@ GradesDep = Annotated[GradeService, Depends(_picked(lambda services: services.gr
 ArtifactsDep = Annotated[ArtifactStore, Depends(_picked(lambda services: services.artifacts))]
 ImagesDep = Annotated[ImageService, Depends(_picked(lambda services: services.images))]
 EventsDep = Annotated[EventFeed, Depends(_picked(lambda services: services.events))]
+PeersDep = Annotated[Peers, Depends(_picked(lambda services: services.peers))]
 SystemDep = Annotated[WorkerView, Depends(_picked(lambda services: services.system))]
 OnSubmitDep = Annotated[Callable[[], None], Depends(_on_submit)]
 """What to call once a job or grading is created (`create_app`'s `on_submit`)."""

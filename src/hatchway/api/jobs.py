@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
-from hatchway.api.deps import ArtifactsDep, JobsDep, OnSubmitDep, SettingsDep
+from hatchway.api.deps import ArtifactsDep, JobsDep, OnSubmitDep, PeersDep, SettingsDep
 from hatchway.api.schemas import ArtifactInfo, JobList
 from hatchway.errors import InvalidRequest
 from hatchway.fields import label_key_ok
@@ -105,6 +105,8 @@ async def kill_job(
 async def job_output(
     job_id: str,
     jobs: JobsDep,
+    peers: PeersDep,
+    request: Request,
     *,
     stream: Literal["stdout", "stderr", "both", "build"] = "both",
     tail: Annotated[int | None, Query(ge=0, description="Only the last N lines of each stream.")] = None,
@@ -124,22 +126,33 @@ async def job_output(
         only = log_filter(grep, since, until)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
-    await jobs.get(job_id)  # a 404 now, not halfway through a stream
+    job = await jobs.get(job_id)  # a 404 now, not halfway through a stream
+    holder = None if job.state.is_final else peers.holder(job, request)
+    if holder is not None:  # its live output is on the worker that runs it
+        return await peers.forward(request, holder)
     streams = list(PROGRAM_STREAMS) if stream == "both" else [Stream(stream)]
     chunks = job_logs(jobs, job_id, streams, tail=tail, follow=follow, only=only)
     return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactInfo])
-async def list_artifacts(job_id: str, jobs: JobsDep, artifacts: ArtifactsDep) -> list[ArtifactInfo]:
+async def list_artifacts(
+    job_id: str, jobs: JobsDep, artifacts: ArtifactsDep, peers: PeersDep, request: Request
+) -> list[ArtifactInfo] | Response:
     """The files the job left under out/ in its working directory."""
-    await jobs.get(job_id)
+    holder = peers.holder(await jobs.get(job_id), request)
+    if holder is not None:  # kept where it ran
+        return await peers.forward(request, holder)
     found = await asyncio.to_thread(artifacts.listing, job_id)
     return [ArtifactInfo(path=item.path, size=item.size) for item in found]
 
 
 @router.get("/{job_id}/artifacts/{path:path}", response_class=FileResponse)
-async def get_artifact(job_id: str, path: str, jobs: JobsDep, artifacts: ArtifactsDep) -> FileResponse:
+async def get_artifact(
+    job_id: str, path: str, request: Request, *, jobs: JobsDep, artifacts: ArtifactsDep, peers: PeersDep
+) -> Response:
     """One artifact's bytes."""
-    await jobs.get(job_id)
+    holder = peers.holder(await jobs.get(job_id), request)
+    if holder is not None:
+        return await peers.forward(request, holder)
     return FileResponse(artifacts.path(job_id, path), media_type="application/octet-stream")

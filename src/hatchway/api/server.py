@@ -29,6 +29,7 @@ class ApiSource:
         self.name = API_SOURCE
         self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         self._claims = 0
+        self._services = services
         self._last_error: str | None = None
         self.failure: ConfigError | None = None
         """Why it could not serve, if it could not (the worker drains then, as for any background service that
@@ -58,6 +59,7 @@ class ApiSource:
             raise self.failure from exc
         finally:
             closing.cancel()
+            await self._services.peers.close()
 
     def status(self) -> SourceStatus:
         return SourceStatus(

@@ -147,6 +147,10 @@ class JobStore(Protocol):
         """Forget all but the newest `keep` events; how many were forgotten."""
         ...
 
+    async def worker_address(self, worker_id: str) -> str | None:
+        """The address (`http://host:port`) worker `worker_id` of the fleet registered; None if it is unknown."""
+        ...
+
     async def close(self) -> None:
         """Release the store's resources."""
         ...

@@ -205,6 +205,9 @@ class MemoryStore:
         del self._events[:forgotten]
         return forgotten
 
+    async def worker_address(self, worker_id: str) -> str | None:
+        return None  # one worker in one process: it has no peers
+
     async def close(self) -> None:
         self._jobs.clear()
 

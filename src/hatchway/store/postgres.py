@@ -301,6 +301,10 @@ class PostgresStore:
             cursor = await db.execute("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - %s", (keep,))
             return cursor.rowcount
 
+    async def worker_address(self, worker_id: str) -> str | None:
+        row = await self._one("SELECT address FROM workers WHERE id = %s", (worker_id,))
+        return None if row is None else row["address"]
+
     async def close(self) -> None:
         if self._opened is not None:
             with contextlib.suppress(Exception):  # what failed to open was said to whoever waited for it

@@ -232,6 +232,9 @@ class SqliteStore:
     async def prune_events(self, keep: int) -> int:
         return self._db.execute(queries.PRUNE_EVENTS, (keep,)).rowcount
 
+    async def worker_address(self, worker_id: str) -> str | None:
+        return None  # one worker per file: it has no peers
+
     async def close(self) -> None:
         self._db.close()
 
