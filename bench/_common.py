@@ -1,7 +1,10 @@
-"""What the benchmarks share: a `hatchway serve` under test, container clean-up, interleaved latency samples."""
+"""What the benchmarks share: a `hatchway serve` under test (and one with a pool), container clean-up,
+interleaved latency samples, a cheap HTTP client for bursts of submissions."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 import signal
@@ -12,7 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,8 @@ import httpx
 import psutil
 
 IMAGE = "hatchway-test/busybox:latest"
+ECHO_COMMAND = ["echo", "hi"]
+ECHO_JOB = {"image": IMAGE, "command": ECHO_COMMAND}  # the trivial job
 BENCH_LABEL = "hatchway-bench"
 WORKER_LABEL = "hatchway.worker_id"
 MIB = 1024 * 1024
@@ -157,3 +162,66 @@ def measure_latency(jobs: dict[str, Job], runs: int) -> dict[str, float]:
             jobs[name]()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+@contextmanager
+def pool_server(
+    leftovers: dict[str, int], runtime: str, reuse_jobs: int, size: int, *, slots: int = 4, **settings: str
+) -> Iterator[httpx.Client]:
+    """A worker with `slots` job slots and one pool of `size` busybox containers on `runtime` (`reuse_jobs` as in
+    the pool settings), once its pool is full; `settings` as for `hatchway_server`."""
+    pools = json.dumps([{"image": IMAGE, "runtime": runtime, "size": size, "reuse_jobs": reuse_jobs}])
+    with (
+        hatchway_server(slots, leftovers, pools=pools, pool_warm_total="0", log_level="WARNING", **settings) as server,
+        httpx.Client(base_url=server.url, timeout=120, limits=httpx.Limits(max_connections=8)) as client,
+    ):
+        deadline = time.monotonic() + 120
+        while client.get("/pools").json()[0]["idle"] < size:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the pool did not fill: {client.get('/pools').json()}")
+            time.sleep(0.1)
+        yield client
+
+
+def settle(clients: list[httpx.Client]) -> None:
+    """Wait until every worker's pools are full and nothing starts: a sample must not pay for the background
+    refill another side's job caused."""
+    deadline = time.monotonic() + 60
+    for client in clients:
+        while time.monotonic() < deadline:
+            pools = client.get("/pools").json()
+            if all(pool["idle"] >= pool["size"] and pool["starting"] == 0 for pool in pools):
+                break
+            time.sleep(0.01)
+
+
+async def post_raw(url: str, count: int, concurrency: int, body: Mapping[str, object] = ECHO_JOB) -> int:
+    """POST `count` jobs (no wait) over `concurrency` keep-alive HTTP/1.1 connections; how many got a 201.
+
+    Hand-rolled so the client costs ~0.2 ms CPU a request: httpx.AsyncClient's pool costs ~5 ms here,
+    and on a 2-core machine that would measure the client rather than the server.
+    """
+    host, port = httpx.URL(url).host, httpx.URL(url).port or 80
+    payload = json.dumps(body).encode()
+    head = f"POST /jobs HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+    request = f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+    left, accepted = count, 0
+
+    async def submitter() -> None:
+        nonlocal left, accepted
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while left > 0:
+                left -= 1
+                writer.write(request)
+                status, length = await reader.readline(), 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.partition(b":")
+                    length = int(value) if name.strip().lower() == b"content-length" else length
+                await reader.readexactly(length)
+                accepted += status.split()[1:2] == [b"201"]
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(submitter() for _ in range(concurrency)))
+    return accepted

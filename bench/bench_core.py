@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import subprocess
 import sys
 import time
@@ -22,18 +21,20 @@ import docker
 import httpx
 import psutil
 from _common import (
+    ECHO_COMMAND,
+    ECHO_JOB,
     IMAGE,
     Job,
     Server,
     floor_job,
     hatchway_server,
     measure_latency,
+    post_raw,
     report_leftovers,
     stop_server,
 )
 
-COMMAND = ["echo", "hi"]
-JOB = {"image": IMAGE, "command": COMMAND}
+COMMAND, JOB = ECHO_COMMAND, ECHO_JOB
 
 Poster = Callable[[str, int, int], Awaitable[int]]
 
@@ -84,40 +85,8 @@ def measure_throughput(jobs: dict[str, Job], total: int, clients: int, rounds: i
     return {name: per_round * rounds / spent for name, spent in seconds.items()}
 
 
-async def _post_raw(url: str, count: int, concurrency: int) -> int:
-    """POST `count` jobs (no wait) over `concurrency` keep-alive HTTP/1.1 connections; how many got a 201.
-
-    Hand-rolled so the client costs ~0.2 ms CPU a request: httpx.AsyncClient's pool costs ~5 ms here,
-    and on a 2-core machine that would measure the client rather than the server.
-    """
-    host, port = httpx.URL(url).host, httpx.URL(url).port or 80
-    body = json.dumps(JOB).encode()
-    head = f"POST /jobs HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-    request = f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
-    left, accepted = count, 0
-
-    async def submitter() -> None:
-        nonlocal left, accepted
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            while left > 0:
-                left -= 1
-                writer.write(request)
-                status, length = await reader.readline(), 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    name, _, value = line.partition(b":")
-                    length = int(value) if name.strip().lower() == b"content-length" else length
-                await reader.readexactly(length)
-                accepted += status.split()[1:2] == [b"201"]
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(submitter() for _ in range(concurrency)))
-    return accepted
-
-
 async def _post_httpx(url: str, count: int, concurrency: int) -> int:
-    """The same with one httpx.AsyncClient and its connection pool, as a typical Python client would."""
+    """`post_raw`'s burst through one httpx.AsyncClient and its connection pool, as a typical Python client sends it."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     left, accepted = count, 0
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
@@ -158,10 +127,10 @@ def measure_queue(args: argparse.Namespace, leftovers: dict[str, int]) -> dict[s
                     raise RuntimeError("the blocking sleep job did not start within 30s")
                 time.sleep(0.05)
             result["rss_before_mb"] = server.rss_mb
-            result["submit"] = _timed_posts(_post_raw, server, args.submit, args.concurrency)
+            result["submit"] = _timed_posts(post_raw, server, args.submit, args.concurrency)
             result["httpx"] = _timed_posts(_post_httpx, server, args.httpx_posts, args.concurrency)
             fill = args.queued - args.submit - args.httpx_posts
-            result["fill"] = _timed_posts(_post_raw, server, fill, args.concurrency)
+            result["fill"] = _timed_posts(post_raw, server, fill, args.concurrency)
             result["queued_reported"] = client.get("/health").json()["queued"]
             result["rss_after_mb"] = server.rss_mb
         start = time.perf_counter()

@@ -13,19 +13,17 @@ A measurement, not a test: it prints figures, ratios and PASS/MISS per target of
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 import docker
 import httpx
-from _common import IMAGE, Job, floor_job, hatchway_server, report_leftovers
+from _common import ECHO_COMMAND, IMAGE, Job, floor_job, pool_server, report_leftovers, settle
 
-COMMAND = ["echo", "hi"]
+COMMAND = ECHO_COMMAND
 CLIENTS = 4
 
 
@@ -42,33 +40,6 @@ def pooled_job(client: httpx.Client, *, runtime: str = "docker", pooled: bool | 
             raise RuntimeError(f"expected pooled={pooled}: {job['run']}")
 
     return run
-
-
-@contextmanager
-def pool_server(leftovers: dict[str, int], runtime: str, reuse_jobs: int, size: int) -> Iterator[httpx.Client]:
-    pools = json.dumps([{"image": IMAGE, "runtime": runtime, "size": size, "reuse_jobs": reuse_jobs}])
-    with (
-        hatchway_server(CLIENTS, leftovers, pools=pools, pool_warm_total="0", log_level="WARNING") as server,
-        httpx.Client(base_url=server.url, timeout=120, limits=httpx.Limits(max_connections=8)) as client,
-    ):
-        deadline = time.monotonic() + 120
-        while client.get("/pools").json()[0]["idle"] < size:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the pool did not fill: {client.get('/pools').json()}")
-            time.sleep(0.1)
-        yield client
-
-
-def settle(clients: list[httpx.Client]) -> None:
-    """Wait until every worker's pools are full and nothing starts: a latency sample must not pay for the
-    background refill another side's job caused."""
-    deadline = time.monotonic() + 60
-    for client in clients:
-        while time.monotonic() < deadline:
-            pools = client.get("/pools").json()
-            if all(pool["idle"] >= pool["size"] and pool["starting"] == 0 for pool in pools):
-                break
-            time.sleep(0.01)
 
 
 def measure_throughput(

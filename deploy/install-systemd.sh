@@ -3,7 +3,8 @@
 #   /opt/hatchway/.venv        hatchway and the sandbox supervisor
 #   /etc/hatchway/config.yaml  its configuration (an example is written if there is none; kept otherwise)
 #   /var/lib/hatchway          its data (StateDirectory)
-# then enable and (re)start it. Idempotent. The Docker engine is the host's docker.service; give it
+# then enable and (re)start it. Idempotent. The template hatchway@.service, for several workers of a fleet on one
+# host (docs/fleet.md), is installed beside it and left for you to enable, instance by instance. The Docker engine is the host's docker.service; give it
 # "live-restore": true in /etc/docker/daemon.json so running jobs survive an engine restart.
 #   deploy/install-systemd.sh [--root DIR] [--no-start]
 set -euo pipefail
@@ -30,6 +31,7 @@ install -m 0644 README.md "$prefix/README.md"
 install -d -m 0750 "$root/etc/hatchway"
 [ -f "$root/etc/hatchway/config.yaml" ] || install -m 0640 deploy/config.example.yaml "$root/etc/hatchway/config.yaml"
 install -m 0644 deploy/hatchway.service "$root/etc/systemd/system/hatchway.service"
+install -m 0644 deploy/hatchway@.service "$root/etc/systemd/system/hatchway@.service"
 
 if $start && [ -z "$root" ]; then
   if ! grep -qs '"live-restore": *true' /etc/docker/daemon.json; then
