@@ -8,9 +8,10 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import quote
 
 import psycopg
-from psycopg import conninfo, sql
+from psycopg import sql
 
 POSTGRES_URL = os.environ.get("HATCHWAY_TEST_POSTGRES_URL", "postgresql://hatchway@127.0.0.1:5439/hatchway")
 
@@ -23,7 +24,9 @@ def _unreachable(exc: psycopg.OperationalError) -> AssertionError:
 
 
 def _in_schema(schema: str) -> str:
-    return conninfo.make_conninfo(POSTGRES_URL, options=f"-c search_path={schema}")
+    """The test database's URL, its connections seeing only `schema` (a URL, as store_url takes one)."""
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    return f"{POSTGRES_URL}{separator}options={quote(f'-c search_path={schema}')}"
 
 
 @contextlib.asynccontextmanager

@@ -44,10 +44,10 @@ class SqliteStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA busy_timeout = 5000")
+        _use_wal(self._db)
         # NORMAL in WAL mode survives any crash of this process; only power loss can drop the last commits.
         self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.execute("PRAGMA busy_timeout = 5000")
         self._migrate()
 
     def _migrate(self) -> None:
@@ -242,6 +242,22 @@ class SqliteStore:
         # fetchall, not fetchone: an autocommit statement with RETURNING commits only once it is finished.
         rows: list[sqlite3.Row] = self._db.execute(sql, params).fetchall()
         return rows[0] if rows else None
+
+
+_WAL_TRIES = 100
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL mode. Switching takes the file's lock without waiting on the busy timeout, so a worker
+    that opens a new file while another opens it too is told "locked": it tries again, for up to about 5 s."""
+    for attempt in range(_WAL_TRIES):
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == _WAL_TRIES - 1:
+                raise
+            time.sleep(0.05)
 
 
 def _statements(script: str) -> list[str]:
