@@ -72,6 +72,9 @@ class Reason(StrEnum):
     allow); it never ran, and the source is told why."""
     WORKER_RESTART = "worker_restart"
     """The worker restarted while the job ran and its container was gone, so the result is lost."""
+    WORKER_LOST = "worker_lost"
+    """The worker running the job stopped renewing its lease in the fleet (died, or cut off from the store) and
+    another worker took its jobs over: the job's container is on the lost worker, so its result is lost."""
     SHUTDOWN = "shutdown"
     """The worker shut down and the job did not finish within the shutdown grace period."""
 

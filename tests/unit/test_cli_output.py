@@ -39,6 +39,7 @@ def ended(state: str, reason: str | None, exit_code: int | None = None, message:
         (ended("failed", "engine_error", None, "socket gone"), 125, "could not run: engine error: socket gone"),
         (ended("failed", "image_not_found"), 125, "could not run: image not found"),
         (ended("failed", "worker_restart"), 125, "was lost: the worker restarted and its container was gone"),
+        (ended("failed", "worker_lost"), 125, "was lost: the worker running it stopped answering the fleet"),
     ],
 )
 def test_every_ending_has_its_exit_code_and_sentence(job: dict[str, Any], code: int, message: str | None) -> None:

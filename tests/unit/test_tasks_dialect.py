@@ -45,7 +45,8 @@ def test_a_run_s_end_in_the_platform_s_words(
 def test_a_task_that_never_ran_or_whose_result_is_lost_did_not_run(make_job: Callable[..., Job]) -> None:
     refused = ended(make_job, JobState.FAILED, Reason.REFUSED, started_at=None, message="no profile")
     lost = ended(make_job, JobState.FAILED, Reason.WORKER_RESTART)
-    assert not ran(refused) and not ran(lost)
+    lost_worker = ended(make_job, JobState.FAILED, Reason.WORKER_LOST)
+    assert not ran(refused) and not ran(lost) and not ran(lost_worker)
     assert error_of(refused) == "no profile"
     assert error_of(lost) == "the job ended failed: worker_restart"
 

@@ -62,6 +62,7 @@ _ENDINGS: dict[str, tuple[Exit, str]] = {
     "engine_error": (Exit.NOT_RUN, "could not run: engine error"),
     "refused": (Exit.NOT_RUN, "could not run: refused"),
     "worker_restart": (Exit.NOT_RUN, "was lost: the worker restarted and its container was gone"),
+    "worker_lost": (Exit.NOT_RUN, "was lost: the worker running it stopped answering the fleet"),
 }
 """reason -> the exit code and what happened, for every way a job ends other than by its own exit."""
 

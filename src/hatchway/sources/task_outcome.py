@@ -28,10 +28,14 @@ class TaskStatus(StrEnum):
     ERROR = "error"
 
 
+_LOST = (Reason.WORKER_RESTART, Reason.WORKER_LOST)
+
+
 def ran(job: Job) -> bool:
     """Whether the task's program ran and its result is known (its output, however it ended): a completion. A
-    task refused, one that never started, or one whose result a worker restart lost is a failure instead."""
-    return job.state.is_final and job.started_at is not None and job.reason != Reason.WORKER_RESTART
+    task refused, one that never started, or one whose result a worker restart or a lost worker lost is a failure
+    instead."""
+    return job.state.is_final and job.started_at is not None and job.reason not in _LOST
 
 
 def status_of(job: Job) -> TaskStatus:
