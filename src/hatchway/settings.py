@@ -324,9 +324,26 @@ class Settings(BaseSettings):
     )
     heartbeat_interval_s: float = Field(default=10.0, gt=0, description="How often the controller hears from us.")
     advertise_url: str | None = Field(
-        default=None, description="The address the controller is told to reach this worker at (http://host:port)."
+        default=None,
+        description="The address (http://host:port) the other workers of a fleet and the controller reach this "
+        "worker at.",
+        json_schema_extra={"shown_default": "`http://host:port` (the host name for a wildcard `host`)"},
     )
-    worker_labels: dict[str, str] = Field(default_factory=dict, description="Labels the controller is told.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="This worker's labels: in the fleet's registry (GET /workers), for placing jobs, and told to "
+        "the controller.",
+    )
+    worker_labels: dict[str, str] = Field(
+        default_factory=dict, description="The older name of `labels`, merged into it (`labels` wins a key)."
+    )
+    worker_lease_s: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=3600.0,
+        description="A worker's lease in the fleet, renewed every third of it: a worker that has not renewed it "
+        "for this long is taken for lost, and another takes its jobs over (docs/operations.md).",
+    )
     port_range: tuple[int, int] = Field(default=(20000, 29999), description="Host ports jobs' `ports` come from.")
 
     bundle_allowed_urls: Annotated[list[str], NoDecode] = Field(
@@ -431,6 +448,25 @@ class Settings(BaseSettings):
     pool_warm_idle_s: float = Field(
         default=600.0, gt=0, description="How long a recently run image keeps its pool without a job."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_label_name(cls, data: Any) -> Any:
+        """`worker_labels`, as `labels` was called before fleets placed jobs by them, still counts."""
+        if isinstance(data, dict):
+            older, newer = data.get("worker_labels"), data.get("labels")
+            if isinstance(older, dict) and older and (newer is None or isinstance(newer, dict)):
+                data = {**data, "labels": {**older, **(newer or {})}}
+        return data
+
+    @property
+    def address(self) -> str:
+        """Where the other workers of a fleet and the controller reach this worker: `advertise_url`, else the
+        address it listens on (by the host's name if it listens on every address)."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host = socket.gethostname() if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     @field_validator(
         "allowed_images",

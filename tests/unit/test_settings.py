@@ -409,3 +409,36 @@ def test_build_capabilities_are_none_by_default_and_named_as_linux_names_them(
     monkeypatch.setenv("HATCHWAY_BUILD_CAPABILITIES", "CHOWN,ROOT_ALL")
     with pytest.raises(ConfigError, match="unknown capabilities ROOT_ALL"):
         load_settings()
+
+
+def test_labels_take_their_older_name_too(monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig) -> None:
+    monkeypatch.setenv("HATCHWAY_CONFIG", str(write_config("labels: {zone: a, gpu: a100}\n")))
+    monkeypatch.setenv("HATCHWAY_WORKER_LABELS", json.dumps({"zone": "old", "rack": "b2"}))
+    assert load_settings().labels == {"zone": "a", "gpu": "a100", "rack": "b2"}, "labels win a key"
+    monkeypatch.delenv("HATCHWAY_CONFIG")
+    assert load_settings().labels == {"zone": "old", "rack": "b2"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "address"),
+    [
+        ({"HATCHWAY_PORT": "9000"}, "http://127.0.0.1:9000"),
+        ({"HATCHWAY_ADVERTISE_URL": "http://worker-3:8080/"}, "http://worker-3:8080"),
+        ({"HATCHWAY_HOST": "0.0.0.0", "HATCHWAY_ALLOW_UNAUTHENTICATED": "true"}, f"http://{socket.gethostname()}:8080"),
+        ({"HATCHWAY_HOST": "::1"}, "http://[::1]:8080"),
+    ],
+)
+def test_the_address_a_fleet_reaches_a_worker_at(
+    monkeypatch: pytest.MonkeyPatch, fields: dict[str, str], address: str
+) -> None:
+    for name, value in fields.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().address == address
+
+
+@pytest.mark.parametrize("value", ["0.5", "0", "-3", "3601"])
+def test_a_worker_lease_out_of_bounds_is_named(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    assert load_settings().worker_lease_s == 30.0
+    monkeypatch.setenv("HATCHWAY_WORKER_LEASE_S", value)
+    with pytest.raises(ConfigError, match="HATCHWAY_WORKER_LEASE_S"):
+        load_settings()

@@ -146,4 +146,4 @@ class Info(HostFacts):
     kill_grace_s: float
     problems: list[str] = Field(default_factory=list, description="What the worker lacks, as /health says.")
     protocol_version: int = Field(description="The worker-agent system's Job Protocol this worker speaks (1).")
-    labels: list[str] = Field(description="`worker_labels` as `key=value` (`key` alone for an empty value).")
+    labels: list[str] = Field(description="`labels` as `key=value` (`key` alone for an empty value).")

@@ -92,7 +92,7 @@ async def workers_status(worker: SystemDep, settings: SettingsDep, grades: Grade
             worker_id=worker.worker_id,
             slots=slots,
             busy=busy,
-            endpoint=settings.advertise_url or f"http://{settings.host}:{settings.port}",
+            endpoint=settings.address,
             capabilities=sorted(grades.profiles),
             settings=settings,
         ),
@@ -146,7 +146,7 @@ async def info(worker: SystemDep, settings: SettingsDep) -> Info:
         problems=list(worker.problems),
         **host_facts().model_dump(),
         protocol_version=PROTOCOL_VERSION,
-        labels=[f"{key}={value}" if value else key for key, value in settings.worker_labels.items()],
+        labels=[f"{key}={value}" if value else key for key, value in settings.labels.items()],
     )
 
 

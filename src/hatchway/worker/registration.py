@@ -136,7 +136,7 @@ def registration(settings: Settings, version: str, runtimes: list[str], profiles
     """What the controller is told of a worker when it registers."""
     host = host_metrics()
     return {
-        "address": settings.advertise_url or f"http://{settings.host}:{settings.port}",
+        "address": settings.address,
         "version": version,
         "resources": {
             "cpus": host.cpu_count,
@@ -145,5 +145,5 @@ def registration(settings: Settings, version: str, runtimes: list[str], profiles
             "profiles": profiles,
             "max_concurrent_jobs": settings.max_concurrent_jobs,
         },
-        "labels": settings.worker_labels,
+        "labels": settings.labels,
     }
