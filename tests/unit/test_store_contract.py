@@ -6,9 +6,11 @@ import asyncio
 import dataclasses
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,7 @@ from hatchway.models import (
     CallbackState,
     CallbackStatus,
     Job,
+    JobSpec,
     JobState,
     JobSummary,
     Outcome,
@@ -24,6 +27,7 @@ from hatchway.models import (
     RunInfo,
 )
 from hatchway.store import JobQuery, JobStore, MemoryStore, SqliteStore
+from hatchway.store.fleet import LeaseLost, WorkerHealth, WorkerInfo, WorkerStatus
 from hatchway.store.postgres import PostgresStore
 from tests.postgres_db import fresh_schema
 
@@ -508,3 +512,134 @@ async def test_a_source_s_claims_are_kept_until_forgotten_one_per_item(store: Jo
     await store.forget_claim("queue", "never-claimed")
     assert await store.claims("queue") == [("b", '{"eval_id": "b"}')]
     assert await store.claims("judge") == [("a", "{}")]
+
+
+async def test_a_held_callback_is_due_for_no_one_else_until_its_hold_ends(store: JobStore, make_job: MakeJob) -> None:
+    pending = CallbackStatus(url="http://127.0.0.1:9/hook", delivery_id="d1")
+    await enqueue_all(store, make_job(id="a", callback=pending), make_job(id="b", callback=pending))
+    assert await claim_all(store) == ["a", "b"]
+    for job_id in ("a", "b"):
+        await store.finish(job_id, Outcome(state=JobState.SUCCEEDED, exit_code=0), T1)
+    hold = T1 + timedelta(seconds=60)
+    assert [job.id for job in await store.due_callbacks(T1, 1, hold_until=hold)] == ["a"]
+    assert await due(store, T1) == ["b"], "a is held for its sender"
+    assert await store.next_callback_at(T1) == hold, "and due again when the hold ends"
+    assert [job.id for job in await store.due_callbacks(hold, 10, hold_until=hold)] == ["b", "a"], "soonest due first"
+
+    retried = pending.model_copy(update={"attempts": 1, "last_status": 503, "next_attempt_at": T1})
+    assert await store.record_callback("a", retried) is not None, "the holder records its attempt"
+    assert await due(store, T1) == ["a"], "the attempt recorded, the hold is over"
+    stale = pending.model_copy(update={"attempts": 1, "state": CallbackState.DELIVERED, "delivered_at": T1})
+    assert await store.record_callback("a", stale) is None, "a second attempt 1, whose hold ran out, is not recorded"
+    assert (await fetch(store, "a")).callback == retried
+
+
+def registration(worker_id: str, **fields: Any) -> WorkerInfo:
+    values: dict[str, Any] = {"id": worker_id, "address": f"http://{worker_id}:8080", "version": "1.0", "slots": 2}
+    values.update(fields)
+    return WorkerInfo(**values)
+
+
+async def expired(store: JobStore, worker_id: str) -> WorkerStatus:
+    """The worker once its lease has run out by the store's clock (registered with a lease of moments)."""
+    deadline = time.monotonic() + 10
+    while True:
+        (found,) = [worker for worker in await store.workers() if worker.id == worker_id]
+        if found.health == WorkerHealth.EXPIRED:
+            return found
+        assert time.monotonic() < deadline, f"the lease of {worker_id} never ran out: {found}"
+        await asyncio.sleep(0.02)  # polling the store's clock: there is no event to await
+
+
+async def test_a_registered_worker_is_listed_alive_with_what_it_told_and_its_jobs(
+    store: JobStore, make_job: MakeJob
+) -> None:
+    info = registration("w1", runtimes=["docker"], profiles=["c"], pools=["alpine:3"], labels={"zone": "a"})
+    assert await store.register(info, 30) == 1
+    await enqueue_all(store, make_job(id="a"), make_job(id="b"), make_job(id="c"))
+    assert await claim_all(store, "w1") == ["a", "b", "c"]
+    await store.mark_running("b", T0, RunInfo())
+    await store.finish("c", Outcome(state=JobState.SUCCEEDED, exit_code=0), T1)
+    (listed,) = await store.workers()
+    assert listed.model_dump(include=set(WorkerInfo.model_fields)) == info.model_dump()
+    assert (listed.health, listed.generation, listed.building, listed.running) == (WorkerHealth.ALIVE, 1, 1, 1)
+    assert listed.started_at <= listed.heartbeat_at < listed.lease_until
+    assert listed.lease_until - listed.heartbeat_at == timedelta(seconds=30)
+    assert (listed.stopped_at, listed.reclaimed_at, listed.reclaimed_by) == (None, None, None)
+    assert await store.renew_lease("w1", 1, 30) is None
+
+
+async def test_each_registration_begins_a_generation_and_only_the_newest_holds_the_lease(store: JobStore) -> None:
+    assert await store.register(registration("w1"), 30) == 1
+    assert await store.register(registration("w1", slots=5), 30) == 2
+    assert await store.register(registration("w2"), 30) == 1
+    assert await store.renew_lease("w1", 1, 30) == LeaseLost.SUPERSEDED
+    assert await store.renew_lease("w1", 2, 30) is None
+    assert await store.renew_lease("nobody", 1, 30) == LeaseLost.FORGOTTEN
+    assert [(worker.id, worker.generation, worker.slots) for worker in await store.workers()] == [
+        ("w1", 2, 5),
+        ("w2", 1, 2),
+    ]
+
+
+async def test_a_worker_that_stopped_is_listed_stopped_and_not_taken_over(store: JobStore) -> None:
+    await store.register(registration("w1"), 30)
+    await store.register(registration("w2"), 30)
+    await store.mark_stopped("w1", 1)
+    assert await store.renew_lease("w1", 1, 30) == LeaseLost.STOPPED
+    stopped, alive = await store.workers()
+    assert (stopped.health, alive.health) == (WorkerHealth.STOPPED, WorkerHealth.ALIVE)
+    assert stopped.stopped_at is not None
+    assert await store.reclaim_expired("w2") == [], "nothing to take over: it left no job"
+    assert await store.register(registration("w1"), 30) == 2, "it starts again"
+    assert (await store.workers())[0].health == WorkerHealth.ALIVE
+
+
+async def test_a_lost_worker_s_jobs_are_taken_over_once_by_recovery_s_rules(store: JobStore, make_job: MakeJob) -> None:
+    grade = make_job(id="grading")
+    grade = grade.model_copy(update={"spec": JobSpec.model_validate({**grade.spec.model_dump(), "kind": "grade"})})
+    await enqueue_all(store, make_job(id="claimed"), grade, make_job(id="ran"), make_job(id="done"))
+    await store.register(registration("lost"), 0.05)
+    assert await claim_all(store, "lost") == ["claimed", "grading", "ran", "done"]
+    for job_id in ("grading", "ran", "done"):
+        await store.mark_running(job_id, T0, RunInfo())
+    await store.finish("done", Outcome(state=JobState.SUCCEEDED, exit_code=0), T1)
+    await store.enqueue(make_job(id="later"))
+    await store.register(registration("survivor"), 30)
+    assert (await expired(store, "lost")).running == 2
+
+    (taken,) = await store.reclaim_expired("survivor")
+    assert (taken.worker_id, taken.generation) == ("lost", 1)
+    settled = {job.id: job for job in taken.jobs}
+    assert sorted(settled) == ["claimed", "grading", "ran"], "its active jobs, not the one that ended"
+    claimed, grading, ran = settled["claimed"], settled["grading"], settled["ran"]
+    assert (claimed.state, claimed.worker_id) == (JobState.QUEUED, None)
+    assert claimed.message is not None and "lost before it started" in claimed.message
+    assert (grading.state, grading.started_at, grading.worker_id) == (JobState.QUEUED, None, None)
+    assert (ran.state, ran.reason, ran.worker_id) == (JobState.FAILED, Reason.WORKER_LOST, "lost")
+    assert ran.finished_at is not None and ran.message is not None and "lost while the job ran" in ran.message
+    for job in taken.jobs:
+        assert await store.get(job.id) == job
+    assert (await fetch(store, "done")).state == JobState.SUCCEEDED
+
+    assert await store.reclaim_expired("survivor") == [], "taken over once"
+    listed = {worker.id: worker for worker in await store.workers()}
+    assert (listed["lost"].health, listed["lost"].reclaimed_by) == (WorkerHealth.EXPIRED, "survivor")
+    assert (listed["lost"].building, listed["lost"].running) == (0, 0)
+    assert listed["lost"].reclaimed_at is not None
+    assert await store.renew_lease("lost", 1, 30) == LeaseLost.RECLAIMED, "a lease taken over is never renewed"
+    assert await claim_all(store, "survivor") == ["claimed", "grading", "later"], "back in their old places"
+    assert await store.register(registration("lost"), 30) == 2, "the lost worker may come back as a new generation"
+    assert (await store.workers())[0].reclaimed_at is None
+
+
+async def test_a_lease_that_ran_out_is_renewed_while_no_one_took_it_over(store: JobStore, make_job: MakeJob) -> None:
+    await store.enqueue(make_job(id="a"))
+    await store.register(registration("slow"), 0.05)
+    await store.claim_next("slow")
+    await expired(store, "slow")
+    assert await store.renew_lease("slow", 1, 30) is None
+    (listed,) = await store.workers()
+    assert listed.health == WorkerHealth.ALIVE
+    assert await store.reclaim_expired("other") == []
+    assert await store.mark_running("a", T0, RunInfo()) is not None, "its job is still its own"

@@ -9,6 +9,7 @@ from typing import Protocol
 from hatchway.models import CallbackStatus, Job, JobKind, JobState, JobSummary, Outcome, Resources, RunInfo, Stream
 from hatchway.output.events import EventBatch
 from hatchway.output.line_times import LineTimes
+from hatchway.store.fleet import LeaseLost, Reclaim, WorkerInfo, WorkerStatus
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,12 @@ class JobStore(Protocol):
         """The item is stored as a job (or refused as one): its claim is no longer needed."""
         ...
 
-    async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:
+    async def due_callbacks(self, now: datetime, limit: int, *, hold_until: datetime | None = None) -> list[Job]:
         """Jobs that have ended whose callback is pending and due by `now` (not tried yet, or its
-        `next_attempt_at` has come), soonest due first (then oldest), at most `limit`."""
+        `next_attempt_at` has come), soonest due first (then oldest), at most `limit`. With `hold_until`, each
+        one returned is held for the caller: none is due again, for anyone, before then (unless its attempt is
+        recorded sooner), so of several senders, on one worker or many, only one attempts it; one that dies
+        holding it lets go of it when the hold ends."""
         ...
 
     async def next_callback_at(self, after: datetime) -> datetime | None:
@@ -84,7 +88,8 @@ class JobStore(Protocol):
         ...
 
     async def record_callback(self, job_id: str, callback: CallbackStatus) -> Job | None:
-        """Record how a delivery of the job's callback went; None if it has no pending callback."""
+        """Record how an attempt at the job's callback went (`callback.attempts` counts it); None if it has no
+        pending callback, or another attempt was recorded since this one began (a sender whose hold ran out)."""
         ...
 
     async def find(self, query: JobQuery) -> JobPage:
@@ -149,6 +154,37 @@ class JobStore(Protocol):
 
     async def worker_address(self, worker_id: str) -> str | None:
         """The address (`http://host:port`) worker `worker_id` of the fleet registered; None if it is unknown."""
+        ...
+
+    # The fleet's registry (store/fleet.py). Lease times are judged by the store's clock.
+
+    async def register(self, worker: WorkerInfo, lease_s: float) -> int:
+        """Enter the fleet, or enter it again: begin a new generation of `worker` (returned), its lease running
+        `lease_s` from now. The jobs an earlier generation of it left active become this one's (restart recovery
+        settles them). From now on this store acts for that worker: where the store is shared, what it claims
+        carries the generation, and its later changes to those jobs hold only while the generation is current
+        and its lease has not been taken over (fencing)."""
+        ...
+
+    async def renew_lease(self, worker_id: str, generation: int, lease_s: float) -> LeaseLost | None:
+        """Extend the worker's lease to `lease_s` from now; None if done, else why it can no longer be. A lease
+        that ran out is renewed as long as no survivor has taken it over. Once it cannot be, this store changes
+        nothing of the jobs that generation held, and claims nothing, until it registers again."""
+        ...
+
+    async def mark_stopped(self, worker_id: str, generation: int) -> None:
+        """The worker stopped cleanly (its drain is over); a later generation is left as it is."""
+        ...
+
+    async def workers(self) -> list[WorkerStatus]:
+        """Every worker registered, by id, with its health and how many jobs it has building and running."""
+        ...
+
+    async def reclaim_expired(self, survivor: str) -> list[Reclaim]:
+        """Take over, as worker `survivor`, every worker whose lease ran out and that no one took over yet (a
+        worker that stopped cleanly only if it left jobs active), each by one survivor only, however many ask
+        at once: its claimed jobs that never started go back to the queue in their old places, its gradings are
+        graded again, and its other running jobs fail `worker_lost` (store/fleet.py `Fate`)."""
         ...
 
     async def close(self) -> None:

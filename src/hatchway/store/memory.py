@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import time
 from datetime import UTC, datetime
+from typing import Any
 
 from hatchway.models import (
     ACTIVE_STATES,
@@ -24,6 +26,18 @@ from hatchway.models import (
 from hatchway.output.events import EventBatch, JobEvent, event_type
 from hatchway.output.line_times import LineTimes
 from hatchway.store.base import JobPage, JobQuery
+from hatchway.store.fleet import (
+    Fate,
+    LeaseLost,
+    Reclaim,
+    WorkerInfo,
+    WorkerStatus,
+    fate_message,
+    fate_of,
+    lease_lost,
+    worker_row,
+    worker_status,
+)
 
 _LONG_AGO = datetime.fromtimestamp(0, UTC)  # a callback not tried yet is due as soon as its job ends
 
@@ -39,6 +53,10 @@ class MemoryStore:
         self._output_times: dict[str, dict[Stream, list[int]]] = {}
         self._events: list[JobEvent] = []
         self._newest_event = 0
+        self._held: dict[str, datetime] = {}
+        """Callbacks held for a sender (`due_callbacks`), until when."""
+        self._workers: dict[str, dict[str, Any]] = {}
+        """The fleet's registry: rows as the `workers` table has them."""
 
     async def enqueue(self, job: Job) -> tuple[Job, bool]:
         if job.id in self._jobs:
@@ -80,12 +98,19 @@ class MemoryStore:
     async def forget_claim(self, origin: str, external_id: str) -> None:
         self._claims.pop((origin, external_id), None)
 
-    async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:
-        due = [(at, self._seq[job.id], job) for job in self._ended_with_callbacks() if (at := _due_at(job)) <= now]
-        return [job for _, _, job in sorted(due, key=lambda item: item[:2])][:limit]
+    async def due_callbacks(self, now: datetime, limit: int, *, hold_until: datetime | None = None) -> list[Job]:
+        due = [(at, self._seq[job.id], job) for job in self._ended_with_callbacks() if (at := self._due(job)) <= now]
+        picked = [job for _, _, job in sorted(due, key=lambda item: item[:2])][:limit]
+        if hold_until is not None:
+            for job in picked:
+                self._held[job.id] = max(hold_until, _due_at(job))
+        return picked
 
     async def next_callback_at(self, after: datetime) -> datetime | None:
-        return min((at for job in self._ended_with_callbacks() if (at := _due_at(job)) > after), default=None)
+        return min((at for job in self._ended_with_callbacks() if (at := self._due(job)) > after), default=None)
+
+    def _due(self, job: Job) -> datetime:
+        return self._held.get(job.id) or _due_at(job)
 
     def _ended_with_callbacks(self) -> list[Job]:
         return [
@@ -98,6 +123,9 @@ class MemoryStore:
         job = self._jobs.get(job_id)
         if job is None or job.callback is None or job.callback.state != CallbackState.PENDING:
             return None
+        if job.callback.attempts != callback.attempts - 1:
+            return None
+        self._held.pop(job_id, None)
         return self._update(job, callback=callback)
 
     async def find(self, query: JobQuery) -> JobPage:
@@ -204,6 +232,70 @@ class MemoryStore:
         forgotten = max(len(self._events) - keep, 0)
         del self._events[:forgotten]
         return forgotten
+
+    async def register(self, worker: WorkerInfo, lease_s: float) -> int:
+        now = time.time()
+        known = self._workers.get(worker.id)
+        generation = 1 if known is None else known["generation"] + 1
+        self._workers[worker.id] = {
+            **worker_row(worker),
+            "started_at": now,
+            "heartbeat_at": now,
+            "lease_until": now + lease_s,
+            "generation": generation,
+            "stopped_at": None,
+            "reclaimed_at": None,
+            "reclaimed_by": None,
+        }
+        return generation
+
+    async def renew_lease(self, worker_id: str, generation: int, lease_s: float) -> LeaseLost | None:
+        row = self._workers.get(worker_id)
+        lost = lease_lost(row, generation)
+        if row is not None and lost is None:
+            now = time.time()
+            row.update(heartbeat_at=now, lease_until=now + lease_s)
+        return lost
+
+    async def mark_stopped(self, worker_id: str, generation: int) -> None:
+        row = self._workers.get(worker_id)
+        if row is not None and lease_lost(row, generation) is None:
+            now = time.time()
+            row.update(stopped_at=now, lease_until=now)
+
+    async def workers(self) -> list[WorkerStatus]:
+        now = time.time()
+        found: list[WorkerStatus] = []
+        for worker_id in sorted(self._workers):
+            held = [job.state for job in self._jobs.values() if job.worker_id == worker_id]
+            counts = {"building": held.count(JobState.BUILDING), "running": held.count(JobState.RUNNING)}
+            found.append(worker_status({**self._workers[worker_id], **counts}, now))
+        return found
+
+    async def reclaim_expired(self, survivor: str) -> list[Reclaim]:
+        now = time.time()
+        reclaimed: list[Reclaim] = []
+        for worker_id, row in sorted(self._workers.items()):
+            if row["lease_until"] >= now or row["reclaimed_at"] is not None:
+                continue
+            held = await self.active(worker_id)
+            if row["stopped_at"] is not None and not held:
+                continue
+            settled = [self._settle(job, worker_id) for job in held]
+            row.update(reclaimed_at=now, reclaimed_by=survivor)
+            reclaimed.append(Reclaim(worker_id=worker_id, generation=row["generation"], jobs=settled))
+        return reclaimed
+
+    def _settle(self, job: Job, worker_id: str) -> Job:
+        fate = fate_of(job)
+        message = fate_message(fate, worker_id)
+        if fate == Fate.LOST:
+            return self._update(
+                job, state=JobState.FAILED, reason=Reason.WORKER_LOST, message=message, finished_at=utcnow()
+            )
+        heapq.heappush(self._queue, (-job.priority, self._seq[job.id], job.id))
+        started_at = job.started_at if fate == Fate.REQUEUE else None
+        return self._update(job, state=JobState.QUEUED, worker_id=None, message=message, started_at=started_at)
 
     async def worker_address(self, worker_id: str) -> str | None:
         return None  # one worker in one process: it has no peers

@@ -174,6 +174,13 @@ MIGRATIONS[2] = [
     """,
 ]
 
+# Version 3: a worker's lease taken over (store/fleet.py), and the index that finds a worker's active jobs.
+MIGRATIONS[3] = [
+    "ALTER TABLE workers ADD COLUMN reclaimed_at double precision",
+    "ALTER TABLE workers ADD COLUMN reclaimed_by text",
+    "CREATE INDEX jobs_held ON jobs (worker_id, seq) WHERE state IN ('building', 'running')",
+]
+
 SCHEMA_VERSION = max(MIGRATIONS)
 
 CREATE_VERSIONS = """

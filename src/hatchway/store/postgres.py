@@ -37,8 +37,9 @@ from hatchway.models import (
 )
 from hatchway.output.events import EventBatch
 from hatchway.output.line_times import LineTimes
-from hatchway.store import pg_schema
+from hatchway.store import pg_fleet, pg_schema
 from hatchway.store.base import JobPage, JobQuery
+from hatchway.store.fleet import LeaseLost, Reclaim, WorkerInfo, WorkerStatus, lease_lost, worker_status
 from hatchway.store.rows import due_at, event_from, job_from, parse_cursor, summary_fields
 
 _CONNECT_TIMEOUT_S = 10
@@ -46,11 +47,23 @@ _CONNECT_TIMEOUT_S = 10
 _FINAL = "('succeeded', 'failed', 'killed')"
 _ACTIVE = "('building', 'running')"
 
+# A claim of a registered worker carries its generation, and holds only while that generation's lease has not been
+# taken over: its row is taken FOR SHARE, so a takeover (FOR UPDATE) and a claim never interleave.
 _CLAIM_NEXT = """
-UPDATE jobs SET state = 'building', worker_id = %(worker_id)s, message = NULL
+UPDATE jobs SET state = 'building', worker_id = %(worker_id)s, message = NULL, lease_generation = %(generation)s
 WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+    AND (%(generation)s::bigint IS NULL
+         OR EXISTS (SELECT 1 FROM workers WHERE id = %(worker_id)s AND generation = %(generation)s
+                    AND reclaimed_at IS NULL AND stopped_at IS NULL FOR SHARE))
 RETURNING *
 """
+
+# Fencing: a registered worker changes a job it claimed only while the job is still its, as the generation it is.
+_HELD = (
+    "(%(fence_generation)s::bigint IS NULL OR (worker_id = %(fence_id)s AND lease_generation = %(fence_generation)s))"
+)
+_FENCED_OUT = 0
+"""The generation a store acts as once its worker's lease is lost: no job carries it (generations start at 1)."""
 
 
 class PostgresStore:
@@ -69,6 +82,8 @@ class PostgresStore:
         )
         self._url = url
         self._opened: asyncio.Task[None] | None = None
+        self._fence: tuple[str, int] | None = None
+        """(worker id, generation) this store acts as, once `register` was called."""
 
     async def open(self) -> None:
         """Connect and migrate, once: every method waits for this first."""
@@ -169,10 +184,19 @@ class PostgresStore:
     async def forget_claim(self, origin: str, external_id: str) -> None:
         await self._run("DELETE FROM claims WHERE origin = %s AND external_id = %s", (origin, external_id))
 
-    async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:
-        sql = f"""SELECT * FROM jobs WHERE callback_due_at <= %s AND state IN {_FINAL}
-            ORDER BY callback_due_at, seq LIMIT %s"""
-        return [_pg_job(row) for row in await self._all(sql, (to_epoch(now), limit))]
+    async def due_callbacks(self, now: datetime, limit: int, *, hold_until: datetime | None = None) -> list[Job]:
+        due = f"""SELECT * FROM jobs WHERE callback_due_at <= %(now)s AND state IN {_FINAL}
+            ORDER BY callback_due_at, seq LIMIT %(limit)s"""
+        params = {"now": to_epoch(now), "limit": limit}
+        if hold_until is None:
+            return [_pg_job(row) for row in await self._all(due, params)]
+        # Held in the statement that picks them; rows another sender is picking right now are skipped.
+        sql = f"""WITH picked AS ({due} FOR UPDATE SKIP LOCKED)
+            UPDATE jobs SET callback_due_at = greatest(jobs.callback_due_at, %(hold_until)s)
+            FROM picked WHERE jobs.seq = picked.seq
+            RETURNING jobs.*, picked.callback_due_at AS picked_due"""
+        rows = await self._all(sql, {**params, "hold_until": to_epoch(hold_until)})
+        return [_pg_job(row) for row in sorted(rows, key=lambda row: (row["picked_due"], row["seq"]))]
 
     async def next_callback_at(self, after: datetime) -> datetime | None:
         sql = f"SELECT min(callback_due_at) AS at FROM jobs WHERE callback_due_at > %s AND state IN {_FINAL}"
@@ -180,9 +204,12 @@ class PostgresStore:
         return None if row is None or row["at"] is None else _from_epoch(row["at"])
 
     async def record_callback(self, job_id: str, callback: CallbackStatus) -> Job | None:
-        sql = """UPDATE jobs SET callback = %s, callback_due_at = %s
-            WHERE id = %s AND callback_due_at IS NOT NULL RETURNING *"""
-        return _maybe(await self._one(sql, (callback.model_dump_json(), due_at(callback), job_id)))
+        sql = """UPDATE jobs SET callback = %(callback)s, callback_due_at = %(due)s
+            WHERE id = %(id)s AND callback_due_at IS NOT NULL
+                AND (callback::jsonb ->> 'attempts')::int = %(attempts)s - 1
+            RETURNING *"""
+        params = {"id": job_id, "callback": callback.model_dump_json(), "due": due_at(callback)}
+        return _maybe(await self._one(sql, {**params, "attempts": callback.attempts}))
 
     async def find(self, query: JobQuery) -> JobPage:
         where: list[str] = []
@@ -211,16 +238,22 @@ class PostgresStore:
         return JobPage(jobs=[JobSummary(**summary_fields(_text_labels(row))) for row in rows], next_cursor=cursor)
 
     async def claim_next(self, worker_id: str) -> Job | None:
-        return _maybe(await self._one(_CLAIM_NEXT, {"worker_id": worker_id}))
+        generation = None
+        if self._fence is not None and self._fence[0] == worker_id:
+            generation = self._fence[1]
+            if generation == _FENCED_OUT:
+                return None
+        return _maybe(await self._one(_CLAIM_NEXT, {"worker_id": worker_id, "generation": generation}))
 
     async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:
-        sql = """UPDATE jobs SET state = 'running', started_at = %s, run = %s
-            WHERE id = %s AND state = 'building' RETURNING *"""
-        return _maybe(await self._one(sql, (to_epoch(started_at), run.model_dump_json(), job_id)))
+        sql = f"""UPDATE jobs SET state = 'running', started_at = %(started_at)s, run = %(run)s
+            WHERE id = %(id)s AND state = 'building' AND {_HELD} RETURNING *"""
+        params = {"id": job_id, "started_at": to_epoch(started_at), "run": run.model_dump_json()}
+        return _maybe(await self._one(sql, self._fenced(params)))
 
     async def update_resources(self, job_id: str, resources: Resources) -> None:
-        sql = f"UPDATE jobs SET resources = %s WHERE id = %s AND state IN {_ACTIVE}"
-        await self._run(sql, (resources.model_dump_json(), job_id))
+        sql = f"UPDATE jobs SET resources = %(resources)s WHERE id = %(id)s AND state IN {_ACTIVE} AND {_HELD}"
+        await self._run(sql, self._fenced({"id": job_id, "resources": resources.model_dump_json()}))
 
     async def finish(self, job_id: str, outcome: Outcome, finished_at: datetime) -> Job | None:
         params = outcome.model_dump(mode="json")
@@ -236,9 +269,9 @@ class PostgresStore:
                 stdout = %(stdout)s, stderr = %(stderr)s, stdout_truncated = %(stdout_truncated)s,
                 stderr_truncated = %(stderr_truncated)s, resources = %(resources)s, finished_at = %(finished_at)s,
                 build_output = %(build_output)s, grade = %(grade)s, output_times = %(output_times)s
-            WHERE id = %(id)s AND state IN {_ACTIVE}
+            WHERE id = %(id)s AND state IN {_ACTIVE} AND {_HELD}
             RETURNING *"""
-        return _maybe(await self._one(sql, params))
+        return _maybe(await self._one(sql, self._fenced(params)))
 
     async def cancel(self, job_id: str, finished_at: datetime) -> Job | None:
         sql = """UPDATE jobs SET state = 'killed', reason = 'cancelled', finished_at = %s,
@@ -247,14 +280,14 @@ class PostgresStore:
         return _maybe(await self._one(sql, (to_epoch(finished_at), job_id)))
 
     async def requeue_lost(self, job_id: str) -> Job | None:
-        sql = f"""UPDATE jobs SET state = 'queued', worker_id = NULL, started_at = NULL
-            WHERE id = %s AND state IN {_ACTIVE} RETURNING *"""
-        return _maybe(await self._one(sql, (job_id,)))
+        sql = f"""UPDATE jobs SET state = 'queued', worker_id = NULL, started_at = NULL, lease_generation = NULL
+            WHERE id = %(id)s AND state IN {_ACTIVE} AND {_HELD} RETURNING *"""
+        return _maybe(await self._one(sql, self._fenced({"id": job_id})))
 
     async def requeue_unstarted(self, job_id: str, message: str) -> Job | None:
-        sql = """UPDATE jobs SET state = 'queued', worker_id = NULL, message = %s
-            WHERE id = %s AND state = 'building' RETURNING *"""
-        return _maybe(await self._one(sql, (message, job_id)))
+        sql = f"""UPDATE jobs SET state = 'queued', worker_id = NULL, message = %(message)s, lease_generation = NULL
+            WHERE id = %(id)s AND state = 'building' AND {_HELD} RETURNING *"""
+        return _maybe(await self._one(sql, self._fenced({"id": job_id, "message": message})))
 
     async def active(self, worker_id: str) -> list[Job]:
         sql = f"SELECT * FROM jobs WHERE state IN {_ACTIVE} AND worker_id = %s ORDER BY seq"
@@ -301,6 +334,36 @@ class PostgresStore:
             cursor = await db.execute("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - %s", (keep,))
             return cursor.rowcount
 
+    async def register(self, worker: WorkerInfo, lease_s: float) -> int:
+        await self.open()
+        async with self._pool.connection() as db:
+            generation = await pg_fleet.register(db, worker, lease_s)
+        self._fence = (worker.id, generation)
+        return generation
+
+    async def renew_lease(self, worker_id: str, generation: int, lease_s: float) -> LeaseLost | None:
+        params = {"id": worker_id, "generation": generation, "lease_s": lease_s}
+        if await self._one(pg_fleet.RENEW_LEASE, params) is not None:
+            return None
+        lost = lease_lost(await self._one(pg_fleet.WORKER, (worker_id,)), generation) or LeaseLost.FORGOTTEN
+        if self._fence == (worker_id, generation):
+            self._fence = (worker_id, _FENCED_OUT)
+        return lost
+
+    async def mark_stopped(self, worker_id: str, generation: int) -> None:
+        await self._run(pg_fleet.MARK_STOPPED, {"id": worker_id, "generation": generation})
+
+    async def workers(self) -> list[WorkerStatus]:
+        return [worker_status(row, row["now"]) for row in await self._all(pg_fleet.WORKERS, ())]
+
+    async def reclaim_expired(self, survivor: str) -> list[Reclaim]:
+        await self.open()
+        reclaimed: list[Reclaim] = []
+        async with self._pool.connection() as db:
+            while (taken := await pg_fleet.reclaim_one(db, survivor, _pg_job)) is not None:
+                reclaimed.append(taken)
+        return reclaimed
+
     async def worker_address(self, worker_id: str) -> str | None:
         row = await self._one("SELECT address FROM workers WHERE id = %s", (worker_id,))
         return None if row is None else row["address"]
@@ -310,6 +373,11 @@ class PostgresStore:
             with contextlib.suppress(Exception):  # what failed to open was said to whoever waited for it
                 await self._opened
         await self._pool.close()
+
+    def _fenced(self, params: dict[str, Any]) -> dict[str, Any]:
+        """`params` with the worker and generation this store acts as, for `_HELD` (none before `register`)."""
+        worker_id, generation = self._fence or (None, None)
+        return {**params, "fence_id": worker_id, "fence_generation": generation}
 
     async def _run(self, sql: str, params: Any) -> None:
         await self.open()

@@ -1,6 +1,6 @@
 """Every SQL statement of the SQLite store, by name."""
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -44,6 +44,24 @@ CREATE TABLE IF NOT EXISTS claims (
     PRIMARY KEY (origin, external_id)
 );
 CREATE INDEX IF NOT EXISTS jobs_callbacks ON jobs (callback_due_at) WHERE callback_due_at IS NOT NULL;
+-- The fleet's registry (store/fleet.py): one worker on one file, with the same seam as PostgreSQL's fleet.
+CREATE TABLE IF NOT EXISTS workers (
+    id           TEXT PRIMARY KEY,
+    address      TEXT,
+    version      TEXT NOT NULL,
+    slots        INTEGER NOT NULL,
+    runtimes     TEXT NOT NULL DEFAULT '[]',
+    profiles     TEXT NOT NULL DEFAULT '[]',
+    pools        TEXT NOT NULL DEFAULT '[]',
+    labels       TEXT NOT NULL DEFAULT '{}',
+    started_at   REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    lease_until  REAL NOT NULL,
+    generation   INTEGER NOT NULL DEFAULT 1,
+    stopped_at   REAL,
+    reclaimed_at REAL,
+    reclaimed_by TEXT
+);
 
 -- The lifecycle event log. The database writes each event itself, by trigger, in the very statement (so the same
 -- transaction) that changes a job's state: no code path can change a state without its event, and no event is
@@ -94,6 +112,7 @@ MIGRATIONS = {
     # When each line of a job's output was written; and the event log, whose table and triggers are in SCHEMA
     # (run after every migration, IF NOT EXISTS).
     6: ["ALTER TABLE jobs ADD COLUMN output_times TEXT"],
+    7: [],  # the fleet's registry of workers, a table of its own in SCHEMA
 }
 
 INSERT = """
@@ -177,13 +196,76 @@ SELECT * FROM jobs WHERE callback_due_at <= :now AND state IN ('succeeded', 'fai
 ORDER BY callback_due_at, seq LIMIT :limit
 """
 
+HOLD_CALLBACK = "UPDATE jobs SET callback_due_at = max(callback_due_at, :hold_until) WHERE id = :id"
+
 NEXT_CALLBACK_AT = """
 SELECT min(callback_due_at) FROM jobs WHERE callback_due_at > :after AND state IN ('succeeded', 'failed', 'killed')
 """
 
 RECORD_CALLBACK = """
 UPDATE jobs SET callback = :callback, callback_due_at = :callback_due_at
-WHERE id = :id AND callback_due_at IS NOT NULL
+WHERE id = :id AND callback_due_at IS NOT NULL AND json_extract(callback, '$.attempts') = :attempts - 1
+RETURNING *
+"""
+
+# The fleet's registry. Times by SQLite's clock, as the event triggers'.
+NOW = "(julianday('now') - 2440587.5) * 86400.0"
+
+REGISTER = f"""
+INSERT INTO workers (id, address, version, slots, runtimes, profiles, pools, labels, started_at, heartbeat_at,
+    lease_until, generation)
+VALUES (:id, :address, :version, :slots, :runtimes, :profiles, :pools, :labels, {NOW}, {NOW}, {NOW} + :lease_s, 1)
+ON CONFLICT (id) DO UPDATE SET address = excluded.address, version = excluded.version, slots = excluded.slots,
+    runtimes = excluded.runtimes, profiles = excluded.profiles, pools = excluded.pools, labels = excluded.labels,
+    started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, lease_until = excluded.lease_until,
+    generation = workers.generation + 1, stopped_at = NULL, reclaimed_at = NULL, reclaimed_by = NULL
+RETURNING generation
+"""
+
+RENEW_LEASE = f"""
+UPDATE workers SET heartbeat_at = {NOW}, lease_until = {NOW} + :lease_s
+WHERE id = :id AND generation = :generation AND reclaimed_at IS NULL AND stopped_at IS NULL
+RETURNING id
+"""
+
+WORKER = "SELECT * FROM workers WHERE id = ?"
+
+MARK_STOPPED = f"""
+UPDATE workers SET stopped_at = {NOW}, lease_until = {NOW}
+WHERE id = :id AND generation = :generation AND reclaimed_at IS NULL AND stopped_at IS NULL
+"""
+
+WORKERS = f"""
+SELECT workers.*, {NOW} AS now,
+    (SELECT count(*) FROM jobs WHERE jobs.worker_id = workers.id AND jobs.state = 'building') AS building,
+    (SELECT count(*) FROM jobs WHERE jobs.worker_id = workers.id AND jobs.state = 'running') AS running
+FROM workers ORDER BY id
+"""
+
+EXPIRED_WORKERS = f"""
+SELECT id, generation FROM workers
+WHERE lease_until < {NOW} AND reclaimed_at IS NULL
+    AND (stopped_at IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE jobs.worker_id = workers.id
+                                       AND jobs.state IN ('building', 'running')))
+ORDER BY lease_until
+"""
+
+MARK_RECLAIMED = f"UPDATE workers SET reclaimed_at = {NOW}, reclaimed_by = :survivor WHERE id = :id"
+
+# A lost worker's jobs (store/fleet.py `Fate`): each conditional on the state it was found in.
+RECLAIM_REQUEUE = """
+UPDATE jobs SET state = 'queued', worker_id = NULL, message = :message
+WHERE id = :id AND state = 'building'
+RETURNING *
+"""
+RECLAIM_REGRADE = """
+UPDATE jobs SET state = 'queued', worker_id = NULL, started_at = NULL, message = :message
+WHERE id = :id AND state = 'running'
+RETURNING *
+"""
+RECLAIM_LOST = f"""
+UPDATE jobs SET state = 'failed', reason = 'worker_lost', message = :message, finished_at = {NOW}
+WHERE id = :id AND state = 'running'
 RETURNING *
 """
 

@@ -8,9 +8,11 @@ lifecycle event of a change is written by a trigger (queries.SCHEMA), so it comm
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,18 @@ from hatchway.output.events import EventBatch
 from hatchway.output.line_times import LineTimes
 from hatchway.store import queries
 from hatchway.store.base import JobPage, JobQuery
+from hatchway.store.fleet import (
+    Fate,
+    LeaseLost,
+    Reclaim,
+    WorkerInfo,
+    WorkerStatus,
+    fate_message,
+    fate_of,
+    lease_lost,
+    worker_row,
+    worker_status,
+)
 from hatchway.store.rows import due_at, event_from, job_from, parse_cursor, summary_fields
 
 
@@ -119,8 +133,12 @@ class SqliteStore:
     async def forget_claim(self, origin: str, external_id: str) -> None:
         self._db.execute(queries.FORGET_CLAIM, (origin, external_id))
 
-    async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:
-        rows = self._db.execute(queries.DUE_CALLBACKS, {"now": to_epoch(now), "limit": limit}).fetchall()
+    async def due_callbacks(self, now: datetime, limit: int, *, hold_until: datetime | None = None) -> list[Job]:
+        with self._transaction():
+            rows = self._db.execute(queries.DUE_CALLBACKS, {"now": to_epoch(now), "limit": limit}).fetchall()
+            if hold_until is not None:
+                for row in rows:
+                    self._db.execute(queries.HOLD_CALLBACK, {"id": row["id"], "hold_until": to_epoch(hold_until)})
         return [job_from(row) for row in rows]
 
     async def next_callback_at(self, after: datetime) -> datetime | None:
@@ -128,7 +146,12 @@ class SqliteStore:
         return from_epoch(found)
 
     async def record_callback(self, job_id: str, callback: CallbackStatus) -> Job | None:
-        params = {"id": job_id, "callback": callback.model_dump_json(), "callback_due_at": due_at(callback)}
+        params = {
+            "id": job_id,
+            "callback": callback.model_dump_json(),
+            "callback_due_at": due_at(callback),
+            "attempts": callback.attempts,
+        }
         row = self._one(queries.RECORD_CALLBACK, params)
         return None if row is None else job_from(row)
 
@@ -232,13 +255,54 @@ class SqliteStore:
     async def prune_events(self, keep: int) -> int:
         return self._db.execute(queries.PRUNE_EVENTS, (keep,)).rowcount
 
+    async def register(self, worker: WorkerInfo, lease_s: float) -> int:
+        row = self._one(queries.REGISTER, {**worker_row(worker), "lease_s": lease_s})
+        assert row is not None, "an upsert returns its row"
+        generation: int = row["generation"]
+        return generation
+
+    async def renew_lease(self, worker_id: str, generation: int, lease_s: float) -> LeaseLost | None:
+        if self._one(queries.RENEW_LEASE, {"id": worker_id, "generation": generation, "lease_s": lease_s}):
+            return None
+        return lease_lost(self._one(queries.WORKER, (worker_id,)), generation) or LeaseLost.FORGOTTEN
+
+    async def mark_stopped(self, worker_id: str, generation: int) -> None:
+        self._db.execute(queries.MARK_STOPPED, {"id": worker_id, "generation": generation})
+
+    async def workers(self) -> list[WorkerStatus]:
+        return [worker_status(row, row["now"]) for row in self._db.execute(queries.WORKERS).fetchall()]
+
+    async def reclaim_expired(self, survivor: str) -> list[Reclaim]:
+        reclaimed: list[Reclaim] = []
+        with self._transaction():
+            for worker in self._db.execute(queries.EXPIRED_WORKERS).fetchall():
+                settled: list[Job] = []
+                for job in [job_from(row) for row in self._db.execute(queries.ACTIVE, (worker["id"],)).fetchall()]:
+                    fate = fate_of(job)
+                    row = self._one(_RECLAIM[fate], {"id": job.id, "message": fate_message(fate, worker["id"])})
+                    settled.append(job if row is None else job_from(row))
+                self._db.execute(queries.MARK_RECLAIMED, {"id": worker["id"], "survivor": survivor})
+                reclaimed.append(Reclaim(worker_id=worker["id"], generation=worker["generation"], jobs=settled))
+        return reclaimed
+
     async def worker_address(self, worker_id: str) -> str | None:
         return None  # one worker per file: it has no peers
 
     async def close(self) -> None:
         self._db.close()
 
-    def _one(self, sql: str, params: Any) -> sqlite3.Row | None:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Several statements as one: another process on the file sees all of them or none."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
         # fetchall, not fetchone: an autocommit statement with RETURNING commits only once it is finished.
         rows: list[sqlite3.Row] = self._db.execute(sql, params).fetchall()
         return rows[0] if rows else None
@@ -258,6 +322,13 @@ def _use_wal(db: sqlite3.Connection) -> None:
             if "locked" not in str(exc) or attempt == _WAL_TRIES - 1:
                 raise
             time.sleep(0.05)
+
+
+_RECLAIM = {
+    Fate.REQUEUE: queries.RECLAIM_REQUEUE,
+    Fate.REGRADE: queries.RECLAIM_REGRADE,
+    Fate.LOST: queries.RECLAIM_LOST,
+}
 
 
 def _statements(script: str) -> list[str]:
