@@ -19,6 +19,7 @@ from hatchway.judge.report import GradeReport
 from hatchway.judge.verdicts import Verdict
 from hatchway.models import CallbackState, CallbackStatus, Job, JobState, utcnow
 from hatchway.store import MemoryStore
+from hatchway.store.postgres import PostgresStore
 from hatchway.worker.callbacks import (
     UNREACHABLE,
     CallbackSender,
@@ -29,6 +30,7 @@ from hatchway.worker.callbacks import (
     verdict,
 )
 from tests.fakes.receiver import Receiver, receiving
+from tests.postgres_db import fresh_schema
 
 SECRET = "a-callback-secret-of-the-tests"
 LOOPBACK = AddressPolicy.of(["127.0.0.0/8"])
@@ -387,3 +389,44 @@ async def test_at_shutdown_a_pending_delivery_gets_one_last_try_and_stays_pendin
     assert after is not None and after.callback is not None
     assert after.callback.state == CallbackState.PENDING, "left for the next start"
     assert after.callback.attempts == 2, "the first try, then one more at shutdown despite the hour of backoff"
+
+
+@pytest.mark.postgres
+async def test_two_workers_on_one_store_deliver_each_callback_once(
+    ended: Callable[..., Job], receiver: Receiver
+) -> None:
+    async with fresh_schema() as url:
+        stores = [PostgresStore(url), PostgresStore(url)]
+        try:
+            for index in range(20):
+                await stores[0].enqueue(ended(f"j{index:02}"))
+            stop = asyncio.Event()
+            senders = [
+                CallbackSender(
+                    store=store,
+                    secret=SecretStr(SECRET),
+                    retry_s=3600.0,
+                    timeout_s=5.0,
+                    worker_id=f"w{number}",
+                    addresses=LOOPBACK,
+                )
+                for number, store in enumerate(stores)
+            ]
+            tasks = [asyncio.create_task(sender.run(stop)) for sender in senders]
+            await asyncio.to_thread(receiver.wait_for, 20)
+            async with asyncio.timeout(30):  # until each delivery is recorded, by one sender or the other
+                pending = True
+                while pending:
+                    changes = [asyncio.ensure_future(sender.next_change().wait()) for sender in senders]
+                    pending = bool(await stores[0].due_callbacks(datetime(9999, 1, 1, tzinfo=UTC), 1))
+                    if pending:
+                        await asyncio.wait(changes, return_when=asyncio.FIRST_COMPLETED)
+                    for change in changes:
+                        change.cancel()
+            stop.set()
+            await asyncio.gather(*tasks)  # every attempt under way has ended
+        finally:
+            for store in stores:
+                await store.close()
+    delivered = sorted(item.headers["x-hatchway-delivery"] for item in receiver.received)
+    assert delivered == [f"delivery-j{index:02}" for index in range(20)], "each once"

@@ -76,13 +76,24 @@ async def test_a_worker_whose_lease_was_taken_over_changes_nothing_it_held_until
     (taken,) = await survivor.reclaim_expired("survivor")
     assert sorted(job.id for job in taken.jobs) == ["claimed", "ran"]
 
-    # Before it knows: every change to what it held is refused, and it claims nothing.
+    # Before it knows: every change to what it held is refused (even once another worker runs it again), and it
+    # claims nothing.
+    assert await survivor.claim_next("survivor") is not None
+    assert await survivor.mark_running("claimed", utcnow(), RunInfo()) is not None
     assert await lost.mark_running("claimed", utcnow(), RunInfo()) is None
+    assert await lost.finish("claimed", Outcome(state=JobState.SUCCEEDED, exit_code=0), utcnow()) is None
     assert await lost.finish("ran", Outcome(state=JobState.SUCCEEDED, exit_code=0), utcnow()) is None
     assert await lost.requeue_unstarted("claimed", "engine gone") is None
-    assert await lost.requeue_lost("ran") is None
-    await lost.update_resources("ran", Resources(peak_memory_bytes=1))
+    assert await lost.requeue_lost("claimed") is None
+    await lost.update_resources("claimed", Resources(peak_memory_bytes=1))
     assert await lost.claim_next("lost") is None, "no claim once its lease was taken over"
+    held = await survivor.get("claimed")
+    assert held is not None and (held.state, held.worker_id, held.resources) == (
+        JobState.RUNNING,
+        "survivor",
+        Resources(),
+    )
+    assert await survivor.finish("claimed", Outcome(state=JobState.SUCCEEDED, exit_code=0), utcnow()) is not None
     ran = await survivor.get("ran")
     assert ran is not None and (ran.state, ran.reason, ran.resources) == (
         JobState.FAILED,
@@ -94,9 +105,9 @@ async def test_a_worker_whose_lease_was_taken_over_changes_nothing_it_held_until
     assert await lost.claim_next("lost") is None
     assert await lost.register(info("lost"), LEASE_S) == 2
     again = await lost.claim_next("lost")
-    assert again is not None and again.id == "claimed", "its claimed job went back to its old place"
-    assert await lost.mark_running("claimed", utcnow(), RunInfo()) is not None
-    assert await lost.finish("claimed", Outcome(state=JobState.SUCCEEDED, exit_code=0), utcnow()) is not None
+    assert again is not None and again.id == "waiting"
+    assert await lost.mark_running("waiting", utcnow(), RunInfo()) is not None
+    assert await lost.finish("waiting", Outcome(state=JobState.SUCCEEDED, exit_code=0), utcnow()) is not None
     assert await endings(survivor, "ran") == [
         (EventType.JOB_QUEUED, JobState.QUEUED),
         (EventType.JOB_BUILDING, JobState.BUILDING),

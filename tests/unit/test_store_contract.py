@@ -643,3 +643,12 @@ async def test_a_lease_that_ran_out_is_renewed_while_no_one_took_it_over(store: 
     assert listed.health == WorkerHealth.ALIVE
     assert await store.reclaim_expired("other") == []
     assert await store.mark_running("a", T0, RunInfo()) is not None, "its job is still its own"
+
+
+async def test_a_worker_never_takes_itself_over(store: JobStore, make_job: MakeJob) -> None:
+    await store.enqueue(make_job(id="a"))
+    await store.register(registration("w1"), 0.05)
+    await store.claim_next("w1")
+    await expired(store, "w1")
+    assert await store.reclaim_expired("w1") == [], "it renews its lease instead"
+    assert (await fetch(store, "a")).state == JobState.BUILDING

@@ -154,7 +154,7 @@ class GradeRunner:
                 prepare_s=round(time.monotonic() - began, 3),
                 warnings=[*job.run.warnings, *warnings],
             )
-            await self._store.mark_running(job.id, utcnow(), run)
+            self._lifecycle.started(job, await self._store.mark_running(job.id, utcnow(), run), control)
             self._signals.notify(job.id)
             self._log("grade_running", job.id, engine=runtime, tests=len(tests))
             sandboxes.append(Sandboxes(engine=engine, control=control, owner=job.id, user=self._user))

@@ -39,6 +39,16 @@ class JobLifecycle:
             return requeued or job
         return await self.finish(job, Outcome(state=JobState.KILLED, reason=Reason.CANCELLED), None)
 
+    def started(self, job: Job, running: Job | None, control: RunControl) -> Job:
+        """The job as `mark_running` stored it. None means it is no longer this worker's: another worker took
+        it over while this one could not renew its lease (paused, or cut off from the store). Its container is
+        then stopped at once, and nothing it does is recorded (the store refuses it)."""
+        if running is not None:
+            return running
+        self.log("job_claim_lost", job.id)
+        control.kill(0.0, reason=Reason.WORKER_LOST)
+        return job
+
     async def outage(self, exc: HatchwayError) -> bool:
         """Whether `exc` means the engine went away, rather than a failure of the job or of the engine."""
         if isinstance(exc, EngineUnavailable):

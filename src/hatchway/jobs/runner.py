@@ -126,7 +126,7 @@ class JobRunner:
             running = await self._store.mark_running(job.id, utcnow(), prepared.run)
             self._signals.notify(job.id)
             self._lifecycle.log("job_running", job.id, engine=runtime)
-            return await self._supervise(running or job, control, capture)
+            return await self._supervise(self._lifecycle.started(job, running, control), control, capture)
         except HatchwayError as exc:
             if control.handle is None and control.kill_requested.is_set():
                 return await self._lifecycle.stop_before_start(job, control)  # its build was stopped for the kill
@@ -151,7 +151,7 @@ class JobRunner:
         running = await self._store.mark_running(job.id, utcnow(), run)
         self._signals.notify(job.id)
         self._lifecycle.log("job_running", job.id, engine=slot.key.runtime, pooled=True)
-        return await self._supervise(running or job, control, capture)
+        return await self._supervise(self._lifecycle.started(job, running, control), control, capture)
 
     async def resume(self, job: Job, found: Found, control: RunControl) -> Job:
         """Pick up a job whose container outlived a worker restart, as if nothing had happened."""

@@ -181,8 +181,8 @@ class JobStore(Protocol):
         ...
 
     async def reclaim_expired(self, survivor: str) -> list[Reclaim]:
-        """Take over, as worker `survivor`, every worker whose lease ran out and that no one took over yet (a
-        worker that stopped cleanly only if it left jobs active), each by one survivor only, however many ask
+        """Take over, as worker `survivor`, every other worker whose lease ran out and that no one took over yet
+        (a worker that stopped cleanly only if it left jobs active), each by one survivor only, however many ask
         at once: its claimed jobs that never started go back to the queue in their old places, its gradings are
         graded again, and its other running jobs fail `worker_lost` (store/fleet.py `Fate`)."""
         ...

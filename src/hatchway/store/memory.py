@@ -276,7 +276,7 @@ class MemoryStore:
         now = time.time()
         reclaimed: list[Reclaim] = []
         for worker_id, row in sorted(self._workers.items()):
-            if row["lease_until"] >= now or row["reclaimed_at"] is not None:
+            if worker_id == survivor or row["lease_until"] >= now or row["reclaimed_at"] is not None:
                 continue
             held = await self.active(worker_id)
             if row["stopped_at"] is not None and not held:

@@ -64,7 +64,7 @@ ORDER BY workers.id
 
 _EXPIRED = f"""
 SELECT id, generation FROM workers
-WHERE lease_until < {NOW} AND reclaimed_at IS NULL
+WHERE lease_until < {NOW} AND reclaimed_at IS NULL AND id <> %(survivor)s
     AND (stopped_at IS NULL
          OR EXISTS (SELECT 1 FROM jobs WHERE jobs.worker_id = workers.id AND jobs.state IN {_ACTIVE}))
 ORDER BY lease_until LIMIT 1
@@ -104,7 +104,7 @@ async def reclaim_one(db: AsyncConnection[Row], survivor: str, job_of: Callable[
     row of the jobs table."""
     async with db.transaction():
         await db.execute(_IDLE_TIMEOUT)
-        lost = await (await db.execute(_EXPIRED)).fetchone()
+        lost = await (await db.execute(_EXPIRED, {"survivor": survivor})).fetchone()
         if lost is None:
             return None
         held = [job_of(row) for row in await (await db.execute(_HELD, (lost["id"],))).fetchall()]

@@ -244,7 +244,7 @@ FROM workers ORDER BY id
 
 EXPIRED_WORKERS = f"""
 SELECT id, generation FROM workers
-WHERE lease_until < {NOW} AND reclaimed_at IS NULL
+WHERE lease_until < {NOW} AND reclaimed_at IS NULL AND id <> :survivor
     AND (stopped_at IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE jobs.worker_id = workers.id
                                        AND jobs.state IN ('building', 'running')))
 ORDER BY lease_until

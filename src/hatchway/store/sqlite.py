@@ -275,7 +275,7 @@ class SqliteStore:
     async def reclaim_expired(self, survivor: str) -> list[Reclaim]:
         reclaimed: list[Reclaim] = []
         with self._transaction():
-            for worker in self._db.execute(queries.EXPIRED_WORKERS).fetchall():
+            for worker in self._db.execute(queries.EXPIRED_WORKERS, {"survivor": survivor}).fetchall():
                 settled: list[Job] = []
                 for job in [job_from(row) for row in self._db.execute(queries.ACTIVE, (worker["id"],)).fetchall()]:
                     fate = fate_of(job)

@@ -49,8 +49,10 @@ from hatchway.sandbox.binary import installed_supervisor, supervisor_path
 from hatchway.settings import AGENT_SOURCE, Settings
 from hatchway.sources import build_sources
 from hatchway.store.base import JobStore
+from hatchway.store.fleet import WorkerInfo
 from hatchway.store.sqlite import SqliteStore
 from hatchway.worker.callbacks import CallbackSender
+from hatchway.worker.lease import Lease
 from hatchway.worker.loops import Services
 from hatchway.worker.maintenance import Maintenance
 from hatchway.worker.parts import Parts
@@ -324,6 +326,25 @@ def parts(
     )
     signals.end_listeners.append(callbacks.ended)
     pushed_stop = asyncio.Event()
+    services = Services(worker_id=worker_id)
+    lease = Lease(
+        store=store,
+        info=lambda: WorkerInfo(
+            id=worker_id,
+            address=settings.address,
+            version=__version__,
+            slots=settings.max_concurrent_jobs,
+            runtimes=sorted(health.available_runtimes()),
+            profiles=sorted(profiles),
+            pools=[pool.image for pool in settings.pools],
+            labels=settings.labels,
+        ),
+        lease_s=settings.worker_lease_s,
+        signals=signals,
+        scheduler=scheduler,
+        controls=controls,
+        services=services,
+    )
     return Parts(
         settings=settings,
         store=store,
@@ -347,6 +368,7 @@ def parts(
         sources=build_sources(settings.sources, worker_id=worker_id, grades=grades, redis_url=settings.redis_url),
         controller=controller,
         callbacks=callbacks,
+        lease=lease,
         maintenance=Maintenance(
             store=store,
             events_keep=settings.events_keep,
@@ -355,7 +377,7 @@ def parts(
             bundles=bundles,
             health=health,
         ),
-        services=Services(worker_id=worker_id),
+        services=services,
         # Streams of events end with the HTTP API, once the drain is over: their readers see jobs stopped by it.
         event_feed=EventFeed(store, signals, stopping=pushed_stop),
         pushed_stop=pushed_stop,

@@ -7,6 +7,10 @@ restart every delivery still pending is found in the store and sent. Each attemp
 exactly one records the delivery as `delivered` (or, given up, `failed`). On the wire it is at least once: the
 worker may die after the receiver answered and before the answer was recorded, so every attempt of one delivery
 carries the same `X-Hatchway-Delivery` id for the receiver to deduplicate by.
+
+In a fleet every worker sends the callbacks of every job (any worker's) that are due; each attempt is held in the
+store for the one sender making it (`due_callbacks(hold_until=)`), so two workers never send one at once, and a
+lost worker's pending callbacks are sent by a survivor, once its hold has run out.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ _RESCAN_S = 30.0  # a safety net: a job that ends wakes the sender
 _DRAIN_S = 10.0
 _DRAIN_MAX = 1000  # deliveries given a last try at shutdown
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+_HOLD_MARGIN_S = 10.0
+"""How long, beyond two timeouts, a sender holds the deliveries it is trying: one whose worker died is tried
+again by another once the hold is over."""
 UNREACHABLE = "the receiver could not be reached (refused or failed; the worker's log says why)"
 """What a delivery that got no answer records, whatever the cause: its address refused by policy, unresolvable,
 closed, or silent. Told apart, they would let a client map the worker's networks; the log tells them apart."""
@@ -176,9 +183,11 @@ class CallbackSender:
         now = utcnow()
         due_by, room = (_FAR_FUTURE, _DRAIN_MAX) if everything else (now, _PARALLEL - len(self._under_way))
         if room > 0:
-            for job in await self._store.due_callbacks(due_by, limit=room + len(self._under_way)):
-                if job.id not in self._under_way and room > 0:
-                    room -= 1
+            # Held for this sender while it tries them: no other worker of a fleet picks them meanwhile, and those
+            # under way here are not handed out again.
+            hold_until = now + timedelta(seconds=self._timeout_s * 2 + _HOLD_MARGIN_S)
+            for job in await self._store.due_callbacks(due_by, limit=room, hold_until=hold_until):
+                if job.id not in self._under_way:
                     self._under_way[job.id] = asyncio.create_task(self._deliver(http, job), name=f"callback-{job.id}")
         next_at = await self._store.next_callback_at(now)
         return _RESCAN_S if next_at is None else min(max((next_at - now).total_seconds(), 0.0), _RESCAN_S)

@@ -29,6 +29,7 @@ from hatchway.settings import Settings
 from hatchway.sources import JobSource
 from hatchway.store.base import JobStore
 from hatchway.worker.callbacks import CallbackSender
+from hatchway.worker.lease import Lease
 from hatchway.worker.loops import Services
 from hatchway.worker.maintenance import Maintenance
 from hatchway.worker.registration import ControllerLink
@@ -61,6 +62,8 @@ class Parts:
     """Every job source; the HTTP API is added to it by whoever serves it (`Worker.add_source`)."""
     controller: ControllerLink | None
     callbacks: CallbackSender
+    lease: Lease
+    """Its registration and lease in the store, and the takeover of lost workers."""
     maintenance: Maintenance
     services: Services
     event_feed: EventFeed

@@ -52,6 +52,7 @@ class Worker:
         # Apart from the worker's stop: jobs that end while it drains have callbacks to send too.
         self._callbacks_stop = asyncio.Event()
         self._callbacks_task: asyncio.Task[None] | None = None
+        self._lease_task: asyncio.Task[None] | None = None
         self.services = parts.services
         self._on_close = on_close
         self._stop = self.services.stopping
@@ -84,6 +85,7 @@ class Worker:
         else:
             self.parts.health.assume_working()
         await self.parts.store.prune_events(self.settings.events_keep)
+        await self.parts.lease.join()  # before recovery: what its last life left becomes this one's to settle
         self.jobs.accepting = True
         # Clients can push work from now on, while the last run is recovered too: it is queued meanwhile.
         self._pushed_tasks = [self._run(source, self._pushed_stop) for source in self.sources if source.pushes]
@@ -91,6 +93,8 @@ class Worker:
         if self.parts.controller is not None:
             self.services.start("controller", self.parts.controller.run(self._stop))
         self.services.start("maintenance", self.parts.maintenance.run(self._stop))
+        # Renewed until the drain is over: a draining worker still holds its jobs.
+        self._lease_task = self.services.start("lease", self.parts.lease.run(self._pushed_stop))
         self._callbacks_task = self.services.start("callbacks", self.parts.callbacks.run(self._callbacks_stop))
         log.info("worker started", extra={"event": "worker_started", "worker_id": self.worker_id})
 
@@ -138,6 +142,8 @@ class Worker:
         self._pushed_stop.set()
         if self._pushed_tasks:
             await asyncio.wait(self._pushed_tasks, timeout=_PUSH_CLOSE_S)
+        if self._lease_task is not None:  # it marks this worker stopped in the store
+            await asyncio.wait([self._lease_task], timeout=_REPORT_GRACE_S)
         await self.services.stop()
         await self.parts.health.settle()
         log.info("worker drained", extra={"event": "worker_drained", "worker_id": self.worker_id})

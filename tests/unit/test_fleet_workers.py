@@ -1,0 +1,190 @@
+"""Workers of a fleet in one process, on fake engines and one PostgreSQL store: a survivor takes a silent worker's
+jobs over by recovery's rules; the silent one, heard again, touches nothing it lost, stops its containers and comes
+back as a new generation; a worker that stops cleanly is marked stopped; of two processes given one id, the older
+one stops."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hatchway.engines.fake import FakeEngine, FakeProgram
+from hatchway.engines.fake_images import FakeImages
+from hatchway.models import Job, JobRequest, JobState, Reason
+from hatchway.output.events import EventType
+from hatchway.store.fleet import LeaseLost, WorkerHealth
+from hatchway.store.postgres import PostgresStore
+from hatchway.worker.worker import Worker
+from tests.postgres_db import fresh_schema
+from tests.unit.test_runner import fake_worker
+
+pytestmark = pytest.mark.postgres
+
+LEASE_S = 1.0
+
+
+class GatedImages(FakeImages):
+    """Images whose pull waits for `gate`: a job on one stays claimed and not started (`building`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def ensure(self, image: str) -> bool:
+        if image.startswith("slow"):
+            self.waiting.set()
+            await self.gate.wait()
+        return await super().ensure(image)
+
+
+@pytest.fixture
+async def url() -> AsyncIterator[str]:
+    async with fresh_schema() as found:
+        yield found
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path, url: str) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
+    """Start workers on the one store; every one is shut down at the end."""
+    started: list[Worker] = []
+
+    async def start(
+        worker_id: str, engine: FakeEngine, images: FakeImages | None = None, on_fatal: Any = None, **settings: Any
+    ) -> Worker:
+        data_dir = tmp_path / f"{worker_id}-{len(started)}"
+        data_dir.mkdir()
+        worker = fake_worker(
+            data_dir,
+            engine,
+            images,
+            store=PostgresStore(url),
+            worker_id=worker_id,
+            worker_lease_s=LEASE_S,
+            **settings,
+        )
+        await worker.start(on_fatal=on_fatal)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if not worker.services.stopping.is_set():  # not shut down by the test itself
+            await worker.shutdown()
+
+
+async def until(what: str, check: Callable[[], Awaitable[bool]], timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        await asyncio.sleep(0.02)  # polling the shared store: another worker's change wakes nothing here
+
+
+async def state(worker: Worker, job_id: str) -> Job:
+    job = await worker.parts.store.get(job_id)
+    assert job is not None
+    return job
+
+
+async def finished_events(worker: Worker, job_id: str) -> list[tuple[EventType, JobState, str | None]]:
+    batch = await worker.parts.store.events_after(0, limit=1000, job_id=job_id)
+    return [(event.type, event.state, event.worker_id) for event in batch.events if event.state.is_final]
+
+
+async def test_a_survivor_takes_a_silent_worker_over_and_the_silent_one_touches_nothing_it_lost(
+    fleet: Callable[..., Awaitable[Worker]],
+) -> None:
+    engine_a, images_a = FakeEngine(worker_id="a"), GatedImages()
+    engine_a.programs["forever"] = FakeProgram(runs_until_stopped=True)
+    silent = await fleet("a", engine_a, images_a)
+    ran, _ = await silent.jobs.submit(JobRequest(image="img", command=["forever"]))
+    await asyncio.wait_for(engine_a.started(ran.id), 10)
+    claimed, _ = await silent.jobs.submit(JobRequest(image="slow/img", command=["forever"]))
+    await asyncio.wait_for(images_a.waiting.wait(), 10)
+    assert (await state(silent, claimed.id)).state == JobState.BUILDING
+
+    # Its lease is no longer renewed (as a worker paused with SIGSTOP); its jobs go on in its engine meanwhile.
+    heard = asyncio.Event()
+    renew = silent.parts.store.renew_lease
+
+    async def silenced(*args: Any) -> LeaseLost | None:
+        await heard.wait()
+        return await renew(*args)
+
+    silent.parts.store.renew_lease = silenced  # type: ignore[method-assign]
+    engine_b = FakeEngine(worker_id="b")
+    engine_b.programs["forever"] = FakeProgram(stdout=b"ran on b\n", runs_until_stopped=True)
+    survivor = await fleet("b", engine_b)
+
+    async def taken_over() -> bool:
+        return (await state(survivor, ran.id)).state.is_final and (await state(survivor, claimed.id)).state == (
+            JobState.RUNNING
+        )
+
+    await until("the survivor took the silent worker's jobs over", taken_over)
+    lost = await state(survivor, ran.id)
+    assert (lost.state, lost.reason, lost.worker_id) == (JobState.FAILED, Reason.WORKER_LOST, "a")
+    assert (await state(survivor, claimed.id)).worker_id == "b", "its claimed job went back and b runs it"
+    listed = {worker.id: worker for worker in await survivor.parts.store.workers()}
+    assert (listed["a"].health, listed["a"].reclaimed_by) == (WorkerHealth.EXPIRED, "b")
+
+    # The silent worker's own work goes on, unaware: its job ends, its claimed job starts, is found lost and
+    # stopped. The store takes nothing of it: the job b runs stays b's.
+    engine_a.exit(ran.id, exit_code=0, stdout=b"too late\n")
+    images_a.gate.set()
+    await until("the silent worker gave up its jobs", lambda: _none_left(silent))
+    assert engine_a.starts(claimed.id) == 1 and ("stop", claimed.id, "job") in engine_a.events
+    assert await state(survivor, ran.id) == lost
+    assert (await state(survivor, claimed.id)).state == JobState.RUNNING
+    engine_b.exit(claimed.id)
+    again = await survivor.jobs.wait_final(claimed.id, 10)
+    assert (again.state, again.worker_id, again.stdout) == (JobState.SUCCEEDED, "b", "ran on b\n")
+
+    heard.set()  # heard again: it learns its lease was taken over, and comes back as a new generation
+    await until("the silent worker came back", lambda: _generation(silent, 2))
+    assert silent.parts.lease.lost == [LeaseLost.RECLAIMED]
+    assert engine_a.sandboxes == {}, "its containers are gone"
+    for job_id in (ran.id, claimed.id):
+        assert len(await finished_events(survivor, job_id)) == 1, "each job ended once"
+    listed = {worker.id: worker for worker in await survivor.parts.store.workers()}
+    assert (listed["a"].health, listed["a"].generation, listed["a"].reclaimed_at) == (WorkerHealth.ALIVE, 2, None)
+    after, _ = await silent.jobs.submit(JobRequest(image="img", command=["true"]))
+    engine_a.programs["true"] = FakeProgram(stdout=b"ran\n")
+    assert (await silent.jobs.wait_final(after.id, 10)).state == JobState.SUCCEEDED, "the fleet goes on"
+
+
+async def _none_left(worker: Worker) -> bool:
+    return not worker.parts.dispatcher.controls
+
+
+async def _generation(worker: Worker, generation: int) -> bool:
+    return worker.parts.lease.generation == generation and not worker.parts.scheduler.paused
+
+
+async def test_a_worker_that_stops_cleanly_is_marked_stopped_and_not_taken_over(
+    fleet: Callable[..., Awaitable[Worker]],
+) -> None:
+    leaving = await fleet("a", FakeEngine(worker_id="a"))
+    staying = await fleet("b", FakeEngine(worker_id="b"))
+    await leaving.shutdown()
+    (listed,) = [worker for worker in await staying.parts.store.workers() if worker.id == "a"]
+    assert listed.health == WorkerHealth.STOPPED and listed.stopped_at is not None
+    assert await staying.parts.store.reclaim_expired("b") == []
+
+
+async def test_of_two_processes_given_one_worker_id_the_older_stops(
+    fleet: Callable[..., Awaitable[Worker]],
+) -> None:
+    told_to_stop = asyncio.Event()
+    older = await fleet("w", FakeEngine(worker_id="w"), on_fatal=told_to_stop.set)
+    newer = await fleet("w", FakeEngine(worker_id="w"))
+    await asyncio.wait_for(told_to_stop.wait(), 10)
+    assert older.parts.lease.lost == [LeaseLost.SUPERSEDED] and older.parts.lease.generation is None
+    await older.shutdown()
+    (listed,) = await newer.parts.store.workers()
+    assert (listed.health, listed.generation) == (WorkerHealth.ALIVE, 2), "the older one's stop leaves it be"
