@@ -33,6 +33,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/"): None,  # the dashboard's page and files: a static shell, no data
     ("GET", "/ui/{name}"): None,
     ("GET", "/events"): "read",
+    ("GET", "/workers"): "read",  # the fleet's registry
     ("POST", "/jobs"): "submit",
     ("POST", "/grade"): "submit",
     ("POST", "/submit"): "submit",  # the grader pool's dialect (docs/compatibility.md)

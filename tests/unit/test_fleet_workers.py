@@ -1,7 +1,7 @@
 """Workers of a fleet in one process, on fake engines and one PostgreSQL store: a survivor takes a silent worker's
 jobs over by recovery's rules; the silent one, heard again, touches nothing it lost, stops its containers and comes
 back as a new generation; a worker that stops cleanly is marked stopped; of two processes given one id, the older
-one stops."""
+one stops; any worker lists the fleet (GET /workers) and counts its load (`?scope=fleet`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from hatchway.api.app import create_app
+from hatchway.api.deps import ApiServices
 from hatchway.engines.fake import FakeEngine, FakeProgram
 from hatchway.engines.fake_images import FakeImages
 from hatchway.models import Job, JobRequest, JobState, Reason
@@ -188,3 +191,43 @@ async def test_of_two_processes_given_one_worker_id_the_older_stops(
     await older.shutdown()
     (listed,) = await newer.parts.store.workers()
     assert (listed.health, listed.generation) == (WorkerHealth.ALIVE, 2), "the older one's stop leaves it be"
+
+
+async def test_any_worker_shows_the_fleet_and_its_load(fleet: Callable[..., Awaitable[Worker]]) -> None:
+    engine_b = FakeEngine(worker_id="b")
+    engine_b.programs["forever"] = FakeProgram(runs_until_stopped=True)
+    asked = await fleet("a", FakeEngine(worker_id="a"), max_concurrent_jobs=2, labels={"zone": "x"})
+    busy = await fleet("b", engine_b, max_concurrent_jobs=3, advertise_url="http://b.example:8080")
+    job, _ = await busy.jobs.submit(JobRequest(image="img", command=["forever"]))
+    await asyncio.wait_for(engine_b.started(job.id), 10)
+    transport = httpx.ASGITransport(app=create_app(ApiServices.of(asked.parts)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:9000") as client:
+        listed = (await client.get("/workers")).json()
+        assert [(item["id"], item["health"], item["slots"], item["running"]) for item in listed] == [
+            ("a", "alive", 2, 0),
+            ("b", "alive", 3, 1),
+        ]
+        assert (listed[0]["labels"], listed[1]["address"]) == ({"zone": "x"}, "http://b.example:8080")
+        assert listed[0]["runtimes"] == ["docker"] and listed[0]["generation"] == 1
+
+        mine = (await client.get("/health")).json()
+        assert (mine["scope"], mine["running"], mine["max_concurrent_jobs"], mine["fleet"]) == ("worker", 0, 2, None)
+        whole = (await client.get("/health", params={"scope": "fleet"})).json()
+        assert (whole["scope"], whole["running"], whole["max_concurrent_jobs"]) == ("fleet", 1, 5)
+        assert [item["id"] for item in whole["fleet"]] == ["a", "b"]
+
+        status = (await client.get("/workers/status", params={"scope": "fleet"})).json()
+        assert (status["max_workers"], status["busy"], status["idle"]) == (5, 1, 4)
+        assert status["stats"] == {"total": 5, "byType": {"grader_rust": 5}, "byStatus": {"ready": 4, "busy": 1}}
+        endpoints = [(item["id"], item["status"], item["endpoint"]) for item in status["workers"]]
+        assert endpoints[2:] == [
+            ("b/1", "busy", "http://b.example:8080"),
+            ("b/2", "ready", "http://b.example:8080"),
+            ("b/3", "ready", "http://b.example:8080"),
+        ]
+        assert endpoints[0][0] == "a/1" and endpoints[0][2] is not None and endpoints[0][2].startswith("http://")
+        alone = (await client.get("/workers/status")).json()
+        slots = [item["id"] for item in alone["workers"]]
+        assert (alone["scope"], alone["max_workers"], alone["busy"], slots) == ("worker", 2, 0, ["a/1", "a/2"])
+        assert (await client.get("/health", params={"scope": "everything"})).status_code == 422
+    engine_b.exit(job.id)

@@ -35,6 +35,7 @@ POLICY: Mapping[tuple[str, str], Role | None] = {
     ("GET", "/"): None,
     ("GET", "/ui/{name}"): None,
     ("GET", "/events"): Role.READ,
+    ("GET", "/workers"): Role.READ,  # the fleet, with each worker's address: read, as every status is
     ("POST", "/jobs"): Role.SUBMIT,
     ("POST", "/grade"): Role.SUBMIT,
     ("POST", "/submit"): Role.SUBMIT,  # the grader pool's spelling of POST /grade (api/grader_pool.py)

@@ -23,6 +23,7 @@ from hatchway.output.artifacts import ArtifactStore
 from hatchway.pools import Pools
 from hatchway.settings import Settings
 from hatchway.sources import JobSource
+from hatchway.store.fleet import WorkerStatus
 from hatchway.worker.callbacks import CallbackSender
 from hatchway.worker.parts import Parts
 from hatchway.worker.registration import ControllerLink
@@ -32,12 +33,15 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerView:
-    """What the system routes (/health, /info, /metrics, /stats, /sources, /pools, /workers/status) read."""
+    """What the system routes (/health, /info, /metrics, /stats, /sources, /pools, /workers, /workers/status)
+    read."""
 
     worker_id: str
     version: str
     accepting: Callable[[], bool]
     counts: Callable[[], Awaitable[dict[JobState, int]]]
+    fleet: Callable[[], Awaitable[list[WorkerStatus]]]
+    """Every worker registered in the store (this one alone on SQLite)."""
     engines: Mapping[str, Engine]
     health: EngineHealth
     pools: Pools
@@ -79,6 +83,7 @@ class ApiServices:
                 version=__version__,
                 accepting=lambda: jobs.accepting,
                 counts=parts.store.counts,
+                fleet=parts.store.workers,
                 engines=parts.engines,
                 health=parts.health,
                 pools=parts.pools,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, Response
@@ -175,38 +176,51 @@ async def _as_worker(body: dict[str, Any], grades: GradeService, settings: Setti
     return JSONResponse(grader_pool.worker_answer(await grades.job(result.id)))
 
 
-def pool_view(
-    *, worker_id: str, slots: int, busy: int, endpoint: str, capabilities: list[str], settings: Settings
-) -> dict[str, Any]:
-    """The pool's `stats`, `workers` and `config` for GET /workers/status: each slot of this worker is one of its
-    workers, of type `grader_rust` (the type its orchestrator sends every language hatchway runs to)."""
-    busy = min(busy, slots)
-    statuses = ["busy"] * busy + ["ready"] * (slots - busy)
-    return {
-        "stats": PoolStats.model_validate(
-            {
-                "total": slots,
-                "byType": {"grader_rust": slots},
-                "byStatus": {status: statuses.count(status) for status in ("ready", "busy") if status in statuses},
-            }
-        ),
-        "workers": [
+@dataclass(frozen=True)
+class PoolMember:
+    """A worker whose slots the pool's answer lists: each slot is one of the pool's workers."""
+
+    worker_id: str
+    slots: int
+    busy: int
+    endpoint: str | None
+
+
+def pool_view(*, members: list[PoolMember], capabilities: list[str], settings: Settings) -> dict[str, Any]:
+    """The pool's `stats`, `workers` and `config` for GET /workers/status: each slot of these workers is one of its
+    workers, of type `grader_rust` (the type its orchestrator sends every language hatchway runs to), reached at
+    its worker's address."""
+    workers: list[PoolWorker] = []
+    for member in members:
+        busy = min(member.busy, member.slots)
+        statuses = ["busy"] * busy + ["ready"] * (member.slots - busy)
+        workers += [
             PoolWorker.model_validate(
                 {
-                    "id": f"{worker_id}/{slot}",
+                    "id": f"{member.worker_id}/{slot}",
                     "type": "grader_rust",
                     "status": status,
-                    "endpoint": endpoint,
+                    "endpoint": member.endpoint,
                     "createdAt": None,
                     "lastUsedAt": None,
                     "capabilities": capabilities,
                 }
             )
             for slot, status in enumerate(statuses, start=1)
-        ],
+        ]
+    statuses = [worker.status for worker in workers]
+    return {
+        "stats": PoolStats.model_validate(
+            {
+                "total": len(workers),
+                "byType": {"grader_rust": len(workers)},
+                "byStatus": {status: statuses.count(status) for status in ("ready", "busy") if status in statuses},
+            }
+        ),
+        "workers": workers,
         "config": PoolConfig.model_validate(
             {
-                "maxWorkers": slots,
+                "maxWorkers": len(workers),
                 "workerTimeout": settings.max_wait_s,
                 "healthCheckInterval": None,
                 "dockerImage": None,

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from hatchway.models import JobSummary, ResolvedLimits
 from hatchway.observability.host import HostFacts, HostMetrics
 from hatchway.pools.pool import PoolStatus
 from hatchway.sources.base import SourceStatus
+from hatchway.store.fleet import WorkerStatus
 from hatchway.worker.registration import ControllerStatus
+
+Scope = Literal["worker", "fleet"]
+"""What a status answers for: this worker, or every worker of the fleet sharing its store."""
 
 
 class JobList(BaseModel):
@@ -49,9 +55,13 @@ class Health(BaseModel):
     status: str
     worker_id: str
     accepting: bool
-    running: int
-    queued: int
-    max_concurrent_jobs: int
+    scope: Scope = Field(default="worker", description="What `running` and `max_concurrent_jobs` count.")
+    running: int = Field(description="Jobs building or running on this worker (with `scope=fleet`: on any).")
+    queued: int = Field(description="Jobs waiting in the queue, which the workers of a fleet share.")
+    max_concurrent_jobs: int = Field(description="This worker's slots (with `scope=fleet`: every live worker's).")
+    fleet: list[WorkerStatus] | None = Field(
+        default=None, description="With `scope=fleet`: every worker of the fleet, as GET /workers lists them."
+    )
     engine_ok: bool
     engines: list[EngineStatus]
     pools: list[PoolStatus]
@@ -87,7 +97,7 @@ class PoolStats(BaseModel):
 
 
 class PoolWorker(BaseModel):
-    """One slot of this worker, as the grader pool lists a worker."""
+    """One slot of a worker, as the grader pool lists a worker."""
 
     id: str
     type: str
@@ -109,12 +119,14 @@ class PoolConfig(BaseModel):
 
 
 class WorkersStatus(BaseModel):
-    """The grader worker pool's `GET /workers/status`, answered from this worker's slots and started containers."""
+    """The grader worker pool's `GET /workers/status`, answered from this worker's slots and started containers
+    (with `scope=fleet`, from the slots of every live worker of the fleet)."""
 
     worker_id: str
     healthy: bool
+    scope: Scope = "worker"
     max_workers: int
-    """Jobs this worker runs at once (its slots)."""
+    """Jobs this worker runs at once (its slots; with `scope=fleet`, every live worker's)."""
     busy: int
     idle: int
     """Free slots."""
