@@ -77,13 +77,13 @@ class JobLifecycle:
             outcome = outcome.model_copy(update={"build_output": capture.text(Stream.BUILD), "output_times": times})
         finished = await self._store.finish(job.id, outcome, utcnow())
         self.log(
-            "job_finished",
+            "job_finished" if finished is not None else "job_finish_refused",
             job.id,
             state=outcome.state.value,
             reason=outcome.reason.value if outcome.reason else None,
             exit_code=outcome.exit_code,
         )
-        if finished is None:  # someone else ended it first; theirs is the true record
+        if finished is None:  # someone else ended it first (or took it over); theirs is the true record
             return await self._store.get(job.id) or job
         self._signals.ended(finished)
         return finished
