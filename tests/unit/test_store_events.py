@@ -4,26 +4,17 @@ in order, and nothing else does; the log is pruned to a bound without ever reusi
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from hatchway.models import Job, JobState, Outcome, Reason, RunInfo, Stream
 from hatchway.output.events import EventType
 from hatchway.output.line_times import LineTimes
-from hatchway.store import JobStore, MemoryStore, SqliteStore, queries
+from hatchway.store import JobStore, SqliteStore, queries
 
 MakeJob = Callable[..., Job]
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    instance: JobStore = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "db.sqlite")
-    yield instance
-    await instance.close()
 
 
 async def history(store: JobStore, after: int = 0, **filters: str) -> list[tuple[str, str, str, str | None]]:
@@ -143,7 +134,14 @@ async def test_a_version_4_database_gains_the_event_log(tmp_path: Path, make_job
     path = tmp_path / "old.sqlite"
     old = sqlite3.connect(path)
     jobs_table = queries.SCHEMA.split("CREATE INDEX")[0]
-    for added in (",\n    callback         TEXT", ",\n    callback_due_at  REAL", ",\n    output_times     TEXT"):
+    added_since = (
+        ",\n    callback         TEXT",
+        ",\n    callback_due_at  REAL",
+        ",\n    output_times     TEXT",
+        ",\n    cancel_requested_at REAL",
+        ",\n    cancel_grace_s   REAL",
+    )
+    for added in added_since:
         assert added in jobs_table
         jobs_table = jobs_table.replace(added, "")
     old.executescript(jobs_table)
