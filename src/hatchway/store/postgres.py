@@ -289,9 +289,12 @@ class PostgresStore:
             sql += " AND jobs.spec::jsonb ->> 'kind' = %s"
             params.append(kind)
         rows = await self._all(sql + " ORDER BY events.id LIMIT %s", [*params, limit]) if limit > 0 else []
+        # The newest committed event, not the sequence's last value: that may be an event whose transaction is still
+        # open, which a reader starting "from now" would then never see. Events commit in id order (the trigger's
+        # lock), so every later commit has a greater id. Only when all are pruned is the sequence the newest.
         bounds = await self._one(
-            "SELECT (SELECT min(id) FROM events) AS oldest,"
-            " coalesce(pg_sequence_last_value(pg_get_serial_sequence('events', 'id')), 0) AS newest",
+            "SELECT (SELECT min(id) FROM events) AS oldest, coalesce((SELECT max(id) FROM events),"
+            " pg_sequence_last_value(pg_get_serial_sequence('events', 'id')), 0) AS newest",
             (),
         )
         assert bounds is not None
