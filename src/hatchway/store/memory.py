@@ -262,7 +262,7 @@ class MemoryStore:
         )
         if after.state.is_final:
             self._cancel_grace_s.pop(after.id, None)
-        self._wakeups.changed(after.state, self._newest_event)
+        self._wakeups.changed(after.state)
 
 
 def _due_at(job: Job) -> datetime:

@@ -83,8 +83,4 @@ async def listen(url: str) -> AsyncGenerator[Wakeup, None]:
 
 def _wakeup(notify: Notify) -> Wakeup:
     wake = _CHANNELS.get(notify.channel, Wake.ANY)
-    if wake == Wake.CANCEL:
-        return Wakeup(wake, job_id=notify.payload)
-    if wake == Wake.EVENTS and notify.payload.isdigit():
-        return Wakeup(wake, event_id=int(notify.payload))
-    return Wakeup(wake)
+    return Wakeup(wake, job_id=notify.payload if wake == Wake.CANCEL else None)

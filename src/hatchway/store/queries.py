@@ -236,7 +236,6 @@ EVENTS_JOB = "events.job_id = ?"
 EVENTS_KIND = "json_extract(jobs.spec, '$.kind') = ?"
 EVENTS_ORDER = " ORDER BY events.id LIMIT ?"
 
-EVENTS_LAST = "SELECT max(id) FROM events"
 EVENTS_OLDEST = "SELECT min(id) FROM events"
 EVENTS_NEWEST = "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
 PRUNE_EVENTS = "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?"

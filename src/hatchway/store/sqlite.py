@@ -263,7 +263,7 @@ class SqliteStore:
         return None if row is None else self._announce(job_from(row))
 
     def _announce(self, job: Job) -> Job:
-        self._wakeups.changed(job.state, self._db.execute(queries.EVENTS_LAST).fetchone()[0])
+        self._wakeups.changed(job.state)
         return job
 
     def _one(self, sql: str, params: Any) -> sqlite3.Row | None:

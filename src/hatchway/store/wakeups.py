@@ -24,7 +24,7 @@ class Wake(StrEnum):
     QUEUE = "queue"
     """A job was queued, or put back in the queue: a worker with a free slot may claim it."""
     EVENTS = "events"
-    """A lifecycle event was recorded (`Wakeup.event_id`): event readers and whoever waits on its job look."""
+    """A lifecycle event was recorded: event readers, and whoever waits on its job, read the log on."""
     CANCEL = "cancel"
     """Someone asked to stop the active job `Wakeup.job_id` (`JobStore.request_cancel`)."""
     ANY = "any"
@@ -37,7 +37,6 @@ class Wakeup:
 
     wake: Wake
     job_id: str | None = None
-    event_id: int | None = None
 
 
 class LocalWakeups:
@@ -58,11 +57,11 @@ class LocalWakeups:
         finally:
             self._followers.discard(queue)
 
-    def changed(self, state: JobState, event_id: int) -> None:
-        """A job's state changed to `state`, recorded as event `event_id`."""
+    def changed(self, state: JobState) -> None:
+        """A job's state changed to `state` (and an event was recorded)."""
         if state == JobState.QUEUED:
             self._publish(Wakeup(Wake.QUEUE))
-        self._publish(Wakeup(Wake.EVENTS, event_id=event_id))
+        self._publish(Wakeup(Wake.EVENTS))
 
     def cancel_requested(self, job_id: str) -> None:
         """Someone asked to stop active job `job_id`."""
