@@ -1,4 +1,5 @@
-"""Per-job change notifications inside one worker process: who waits for a job to change wakes when it does."""
+"""Per-job change notifications inside one worker process: who waits for a job to change wakes when it does,
+whichever worker of a fleet changed it (jobs/listener.py wakes them for the others' changes)."""
 
 from __future__ import annotations
 
@@ -44,8 +45,18 @@ class JobSignals:
     def notify(self, job_id: str) -> None:
         for listener in self.listeners:
             listener(job_id)
+        self.wake(job_id)
+
+    def wake(self, job_id: str) -> None:
+        """Wake who waits on the job, and no listener: a change another worker made, seen in the store."""
         watch = self._watches.pop(job_id, None)
         if watch is not None:
+            watch.event.set()
+
+    def wake_all(self) -> None:
+        """Wake everyone waiting on any job: changes may have been missed (see `wake`)."""
+        watches, self._watches = self._watches, {}
+        for watch in watches.values():
             watch.event.set()
 
     @contextlib.contextmanager
