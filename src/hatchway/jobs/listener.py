@@ -6,7 +6,7 @@ process uses. Each follower keeps its own slow poll as the safety net of a lost 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 from hatchway.jobs.cancels import CancelRequests
 from hatchway.jobs.notify import JobSignals
@@ -17,19 +17,22 @@ _BATCH = 500
 
 
 class StoreListener:
-    """Passes on the store's wake-ups; `listening` is set once they flow."""
+    """Passes on the store's wake-ups; `listening` is set once they flow. The waiters of the jobs in `runs_here`
+    (this worker's) are left to this worker's own code, which wakes them once a job that ended is cleaned up too."""
 
     def __init__(
         self,
         *,
         store: JobStore,
         signals: JobSignals,
+        runs_here: Container[str],
         wake_scheduler: Callable[[], None],
         pulse_feed: Callable[[], None],
         cancels: CancelRequests,
     ) -> None:
         self._store = store
         self._signals = signals
+        self._runs_here = runs_here
         self._wake_scheduler = wake_scheduler
         self._pulse_feed = pulse_feed
         self._cancels = cancels
@@ -72,12 +75,13 @@ class StoreListener:
             return
         if self._after is None:
             self._after = (await self._store.events_after(0, limit=0)).newest_id
-            self._signals.wake_all()
+            self._signals.wake_all(but=self._runs_here)
             return
         while True:
             batch = await self._store.events_after(self._after, limit=_BATCH)
             for event in batch.events:
-                self._signals.wake(event.job_id)
+                if event.job_id not in self._runs_here:
+                    self._signals.wake(event.job_id)
                 self._after = event.id
             if len(batch.events) < _BATCH:
                 return

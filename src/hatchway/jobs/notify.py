@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 
 from hatchway.models import Job
@@ -53,11 +53,10 @@ class JobSignals:
         if watch is not None:
             watch.event.set()
 
-    def wake_all(self) -> None:
-        """Wake everyone waiting on any job: changes may have been missed (see `wake`)."""
-        watches, self._watches = self._watches, {}
-        for watch in watches.values():
-            watch.event.set()
+    def wake_all(self, but: Container[str] = ()) -> None:
+        """Wake everyone waiting on any job but those in `but`: changes may have been missed (see `wake`)."""
+        for job_id in [job_id for job_id in self._watches if job_id not in but]:
+            self._watches.pop(job_id).event.set()
 
     @contextlib.contextmanager
     def watching(self, job_id: str) -> Iterator[asyncio.Event]:

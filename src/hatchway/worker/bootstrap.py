@@ -366,7 +366,12 @@ def parts(
         event_feed=event_feed,
         cancels=cancels,
         listener=StoreListener(
-            store=store, signals=signals, wake_scheduler=scheduler.wake, pulse_feed=event_feed.pulse, cancels=cancels
+            store=store,
+            signals=signals,
+            runs_here=controls,
+            wake_scheduler=scheduler.wake,
+            pulse_feed=event_feed.pulse,
+            cancels=cancels,
         ),
         pushed_stop=pushed_stop,
         supervisor=supervisor,
