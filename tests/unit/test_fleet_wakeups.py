@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from hatchway.engines.fake import FakeEngine, FakeProgram
+from hatchway.engines.fake_images import FakeImages
 from hatchway.jobs import event_feed
 from hatchway.jobs.cancels import CancelRequests
 from hatchway.jobs.control import RunControl
@@ -68,7 +69,7 @@ class Fleet:
     tmp_path: Path
     members: list[Member] = field(default_factory=list)
 
-    async def start(self, name: str, **settings: Any) -> Member:
+    async def start(self, name: str, images: FakeImages | None = None, **settings: Any) -> Member:
         """A worker named `name`, started, its wake-ups flowing and its scheduler idle."""
         data_dir = self.tmp_path / name
         data_dir.mkdir()
@@ -77,7 +78,7 @@ class Fleet:
         engine.programs["ok"] = FakeProgram(stdout=b"ok")
         store = WatchedStore(self.url)
         values: dict[str, Any] = {"worker_id": name, "max_concurrent_jobs": 1, "poll_interval_s": 60.0}
-        worker = fake_worker(data_dir, engine, store=store, **(values | settings))
+        worker = fake_worker(data_dir, engine, images, store=store, **(values | settings))
         store.listening = worker.parts.listener.listening
         member = Member(worker, engine, store)
         self.members.append(member)
@@ -168,6 +169,37 @@ async def test_a_delete_on_one_worker_kills_at_once_the_job_another_runs(fleet: 
     assert (killed.state, killed.reason, killed.worker_id) == (JobState.KILLED, Reason.KILLED, "b")
     assert ("stop", job.id, "job") in b.engine.events
     assert killed.exit_code == 143, "stopped with the grace the DELETE gave (SIGTERM first)"
+
+
+class GatedImages(FakeImages):
+    """Images whose every pull waits for `gate`: a job stays `building` until the test opens it."""
+
+    def __init__(self) -> None:
+        super().__init__(present=set(), registry={"img"})
+        self.pulling = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def ensure(self, image: str) -> bool:
+        self.pulling.set()
+        await self.gate.wait()
+        return await super().ensure(image)
+
+
+@pytest.mark.postgres
+async def test_a_delete_on_one_worker_of_a_job_another_is_preparing_cancels_it(fleet: Fleet) -> None:
+    a = await fleet.start("a")
+    await fleet.busy(a)
+    images = GatedImages()
+    b = await fleet.start("b", images=images)
+    job, _ = await a.worker.jobs.submit(JobRequest(image="img", command=["ok"]))
+    async with asyncio.timeout(DEADLINE_S):
+        await images.pulling.wait()
+        killing = asyncio.ensure_future(a.worker.jobs.kill(job.id, grace_s=2))
+        await b.worker.parts.dispatcher.controls[job.id].kill_requested.wait()
+        images.gate.set()
+        killed = await killing
+    assert (killed.state, killed.reason, killed.started_at) == (JobState.KILLED, Reason.CANCELLED, None)
+    assert b.engine.starts(job.id) == 0, "it never started"
 
 
 async def test_a_stop_asked_while_no_wake_up_came_is_found_by_the_safety_net(make_job: Any) -> None:
