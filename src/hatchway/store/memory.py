@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 
 from hatchway.models import (
@@ -24,6 +25,7 @@ from hatchway.models import (
 from hatchway.output.events import EventBatch, JobEvent, event_type
 from hatchway.output.line_times import LineTimes
 from hatchway.store.base import JobPage, JobQuery
+from hatchway.store.wakeups import LocalWakeups, Wakeup
 
 _LONG_AGO = datetime.fromtimestamp(0, UTC)  # a callback not tried yet is due as soon as its job ends
 
@@ -39,6 +41,8 @@ class MemoryStore:
         self._output_times: dict[str, dict[Stream, list[int]]] = {}
         self._events: list[JobEvent] = []
         self._newest_event = 0
+        self._cancel_grace_s: dict[str, float] = {}
+        self._wakeups = LocalWakeups()
 
     async def enqueue(self, job: Job) -> tuple[Job, bool]:
         if job.id in self._jobs:
@@ -208,6 +212,25 @@ class MemoryStore:
     async def worker_address(self, worker_id: str) -> str | None:
         return None  # one worker in one process: it has no peers
 
+    async def request_cancel(self, job_id: str, requested_at: datetime, grace_s: float) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.state not in ACTIVE_STATES:
+            return None
+        if job_id not in self._cancel_grace_s:
+            self._cancel_grace_s[job_id] = grace_s
+            self._wakeups.cancel_requested(job_id)
+        return job
+
+    async def cancel_requests(self, worker_id: str) -> dict[str, float]:
+        return {
+            job_id: grace_s
+            for job_id, grace_s in self._cancel_grace_s.items()
+            if (job := self._jobs[job_id]).state in ACTIVE_STATES and job.worker_id == worker_id
+        }
+
+    def wakeups(self) -> AsyncGenerator[Wakeup, None]:
+        return self._wakeups.follow()
+
     async def close(self) -> None:
         self._jobs.clear()
 
@@ -237,6 +260,9 @@ class MemoryStore:
                 labels=after.labels,
             )
         )
+        if after.state.is_final:
+            self._cancel_grace_s.pop(after.id, None)
+        self._wakeups.changed(after.state)
 
 
 def _due_at(job: Job) -> datetime:

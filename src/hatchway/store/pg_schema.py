@@ -174,6 +174,12 @@ MIGRATIONS[2] = [
     """,
 ]
 
+MIGRATIONS[3] = []  # taken by another change of issue 18 (the fleet); empty until it lands
+MIGRATIONS[4] = []  # likewise
+
+# Version 5: the grace a DELETE gave the stop it asked of a job another worker runs (cancel_requested_at).
+MIGRATIONS[5] = ["ALTER TABLE jobs ADD COLUMN cancel_grace_s double precision"]
+
 SCHEMA_VERSION = max(MIGRATIONS)
 
 CREATE_VERSIONS = """
