@@ -77,3 +77,23 @@ async def test_closing_the_wake_ups_closes_their_connection(caplog: pytest.LogCa
                         await asyncio.sleep(0.05)  # polling another process's state: there is nothing to await
         finally:
             await store.close()
+
+
+async def test_the_store_outlives_connections_the_server_dropped(make_job: MakeJob) -> None:
+    """A database restart or failover drops every connection; the pool's idle ones are found dead before a
+    statement is sent on them, so the worker's next call works (without the check it raised)."""
+    async with fresh_schema() as url:
+        named = f"{url}&application_name=dropped-{id(make_job)}"
+        store = PostgresStore(named)
+        try:
+            await store.enqueue(make_job(id="before"))
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+                cursor = await admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+                    (f"dropped-{id(make_job)}",),
+                )
+                assert await cursor.fetchone() == (1,), "the pool's one connection"
+            job = await store.get("before")
+            assert job is not None and job.id == "before"
+        finally:
+            await store.close()

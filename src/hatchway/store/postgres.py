@@ -69,6 +69,9 @@ class PostgresStore:
             max_size=max_size,
             kwargs={"row_factory": dict_row, "autocommit": True},
             connection_class=AsyncConnection[dict[str, Any]],
+            # A round trip before each use: a connection the server dropped (a restart, a failover) is replaced
+            # before a statement is sent on it, never found broken halfway through a state change.
+            check=AsyncConnectionPool.check_connection,
             open=False,
         )
         self._url = url
