@@ -432,7 +432,12 @@ class Settings(BaseSettings):
     events_keep: int = Field(
         default=100_000, ge=1, description="Lifecycle events kept for GET /events to replay (the newest)."
     )
-    poll_interval_s: float = Field(default=5.0, gt=0, description="Scheduler's safety-net wake-up.")
+    poll_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="The safety net of the store's wake-ups: how often, though nothing woke them, the scheduler "
+        "looks for queued jobs, event streams read on and the worker looks for stops asked of its jobs.",
+    )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL (logs are JSON lines).")
 
     pools: list[PoolConfig] = Field(

@@ -64,6 +64,7 @@ def gate() -> Iterator[Gate]:
 
 @pytest.fixture
 def store_url() -> Iterator[str]:
+    """The fleet's schema: a test asks for it before `start_server`, so that its workers stop before it goes."""
     with fresh_schema_sync() as url:
         yield url
 
@@ -122,7 +123,7 @@ def slow_grading(server: Server) -> str:
 
 
 def test_a_worker_killed_mid_run_is_taken_over_by_a_survivor(
-    start_server: ServerFactory, store_url: str, gate: Gate, docker_client: docker.DockerClient
+    store_url: str, start_server: ServerFactory, gate: Gate, docker_client: docker.DockerClient
 ) -> None:
     victim = fleet_worker(start_server, store_url)
     running = victim.post_job(image=BUSYBOX, command=["sleep", "300"]).json()
@@ -171,7 +172,7 @@ def test_a_worker_killed_mid_run_is_taken_over_by_a_survivor(
 
 
 def test_a_worker_paused_past_its_lease_touches_nothing_it_lost_and_goes_on(
-    start_server: ServerFactory, store_url: str, gate: Gate, docker_client: docker.DockerClient
+    store_url: str, start_server: ServerFactory, gate: Gate, docker_client: docker.DockerClient
 ) -> None:
     with receiving() as receiver:
         victim = fleet_worker(start_server, store_url)

@@ -1,15 +1,20 @@
-"""Factories shared by the unit tests: a policy, requests and queued jobs built the way the service builds them."""
+"""Factories shared by the unit tests: a policy, requests and queued jobs built the way the service builds them; and
+`store`, each of the three job stores in turn (the store contract's tests run on every one)."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hatchway.jobs.policy import Policy
 from hatchway.models import Job, JobRequest, JobState, ResolvedLimits, utcnow
+from hatchway.store import JobStore, MemoryStore, SqliteStore
+from hatchway.store.postgres import PostgresStore
+from tests.postgres_db import fresh_schema
 
 DEFAULT_LIMITS = ResolvedLimits(timeout_s=60, memory_mb=256, cpus=1.0, pids=256, output_bytes=1024 * 1024)
 MAX_LIMITS = ResolvedLimits(timeout_s=3600, memory_mb=4096, cpus=4.0, pids=4096, output_bytes=64 * 1024 * 1024)
@@ -80,3 +85,16 @@ def make_job(policy: Policy) -> Callable[..., Job]:
         return Job(**fields)
 
     return make
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    if request.param == "postgres":
+        async with fresh_schema() as url:
+            instance: JobStore = PostgresStore(url)
+            yield instance
+            await instance.close()
+        return
+    instance = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "db.sqlite")
+    yield instance
+    await instance.close()

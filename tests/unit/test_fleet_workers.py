@@ -156,9 +156,14 @@ async def test_a_survivor_takes_a_silent_worker_over_and_the_silent_one_touches_
         assert len(await finished_events(survivor, job_id)) == 1, "each job ended once"
     listed = {worker.id: worker for worker in await survivor.parts.store.workers()}
     assert (listed["a"].health, listed["a"].generation, listed["a"].reclaimed_at) == (WorkerHealth.ALIVE, 2, None)
+    for engine in (engine_a, engine_b):  # whichever claims it
+        engine.programs["true"] = FakeProgram(stdout=b"ran\n")
     after, _ = await silent.jobs.submit(JobRequest(image="img", command=["true"]))
-    engine_a.programs["true"] = FakeProgram(stdout=b"ran\n")
     assert (await silent.jobs.wait_final(after.id, 10)).state == JobState.SUCCEEDED, "the fleet goes on"
+
+
+async def _running(worker: Worker, job_id: str) -> bool:
+    return (await state(worker, job_id)).state == JobState.RUNNING
 
 
 async def _none_left(worker: Worker) -> bool:
@@ -198,8 +203,9 @@ async def test_any_worker_shows_the_fleet_and_its_load(fleet: Callable[..., Awai
     engine_b.programs["forever"] = FakeProgram(runs_until_stopped=True)
     asked = await fleet("a", FakeEngine(worker_id="a"), max_concurrent_jobs=2, labels={"zone": "x"})
     busy = await fleet("b", engine_b, max_concurrent_jobs=3, advertise_url="http://b.example:8080")
+    asked.parts.scheduler.paused = True  # the job is b's to run
     job, _ = await busy.jobs.submit(JobRequest(image="img", command=["forever"]))
-    await asyncio.wait_for(engine_b.started(job.id), 10)
+    await until("b runs the job", lambda: _running(busy, job.id))
     transport = httpx.ASGITransport(app=create_app(ApiServices.of(asked.parts)))
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:9000") as client:
         listed = (await client.get("/workers")).json()

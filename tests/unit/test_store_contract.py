@@ -7,7 +7,7 @@ import dataclasses
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,28 +26,14 @@ from hatchway.models import (
     Resources,
     RunInfo,
 )
-from hatchway.store import JobQuery, JobStore, MemoryStore, SqliteStore
+from hatchway.store import JobQuery, JobStore, SqliteStore
 from hatchway.store.fleet import LeaseLost, WorkerHealth, WorkerInfo, WorkerStatus
-from hatchway.store.postgres import PostgresStore
-from tests.postgres_db import fresh_schema
+from hatchway.store.wakeups import Wake, Wakeup
 
 MakeJob = Callable[..., Job]
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 T1 = datetime(2024, 5, 1, 12, 0, 7, 250000, tzinfo=UTC)
-
-
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    if request.param == "postgres":
-        async with fresh_schema() as url:
-            instance: JobStore = PostgresStore(url)
-            yield instance
-            await instance.close()
-        return
-    instance = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "db.sqlite")
-    yield instance
-    await instance.close()
 
 
 async def enqueue_all(store: JobStore, *jobs: Job) -> None:
@@ -487,6 +473,8 @@ async def test_a_version_4_database_gains_callbacks_and_keeps_its_jobs(tmp_path:
         db.execute("ALTER TABLE jobs DROP COLUMN callback")
         db.execute("ALTER TABLE jobs DROP COLUMN callback_due_at")
         db.execute("ALTER TABLE jobs DROP COLUMN output_times")  # and before output line times
+        db.execute("ALTER TABLE jobs DROP COLUMN cancel_requested_at")  # and before cancel requests
+        db.execute("ALTER TABLE jobs DROP COLUMN cancel_grace_s")
         db.execute("PRAGMA user_version = 4")
     db.close()
 
@@ -652,3 +640,57 @@ async def test_a_worker_never_takes_itself_over(store: JobStore, make_job: MakeJ
     await expired(store, "w1")
     assert await store.reclaim_expired("w1") == [], "it renews its lease instead"
     assert (await fetch(store, "a")).state == JobState.BUILDING
+
+
+async def test_a_stop_asked_of_an_active_job_is_kept_for_its_worker(store: JobStore, make_job: MakeJob) -> None:
+    await enqueue_all(store, make_job(id="building"), make_job(id="running"))
+    await claim_all(store, "w1")
+    await store.enqueue(make_job(id="elsewhere"))
+    await store.claim_next("w2")
+    await store.mark_running("running", T0, RunInfo())
+    assert await store.cancel_requests("w1") == {}
+    asked = await store.request_cancel("running", T1, 2.5)
+    assert asked is not None and (asked.id, asked.state) == ("running", JobState.RUNNING), "asking ends nothing"
+    assert await store.request_cancel("building", T1, 0.0) is not None
+    again = await store.request_cancel("running", T1, 9.0)
+    assert again is not None and again.state == JobState.RUNNING, "asked twice: the job is still active"
+    assert await store.cancel_requests("w1") == {"running": 2.5, "building": 0.0}, "the first request stands"
+    assert await store.cancel_requests("w2") == {}
+    await store.finish("running", Outcome(state=JobState.KILLED, reason=Reason.KILLED), T1)
+    assert await store.cancel_requests("w1") == {"building": 0.0}, "an ended job is no one's to stop"
+
+
+async def test_a_stop_is_asked_only_of_an_active_job(store: JobStore, make_job: MakeJob) -> None:
+    await enqueue_all(store, make_job(id="ended"), make_job(id="queued"))
+    await store.claim_next("w1")
+    await store.finish("ended", Outcome(state=JobState.SUCCEEDED), T1)
+    for job_id in ("ended", "queued", "unknown"):
+        assert await store.request_cancel(job_id, T1, 1.0) is None, job_id
+    claimed = await store.claim_next("w1")
+    assert claimed is not None and claimed.id == "queued"
+    assert await store.cancel_requests("w1") == {}, "nothing was kept for the job while it was queued"
+
+
+async def wakeups_seen(wakeups: AsyncGenerator[Wakeup, None], *wanted: Wakeup) -> None:
+    """Until every one of `wanted` has come, in any order (a shared database also wakes for other tests' jobs)."""
+    missing = set(wanted)
+    async with asyncio.timeout(10):
+        while missing:
+            missing.discard(await anext(wakeups))
+
+
+async def test_wakeups_announce_the_queue_events_and_stops_asked(store: JobStore, make_job: MakeJob) -> None:
+    wakeups = store.wakeups()
+    try:
+        async with asyncio.timeout(10):
+            assert await anext(wakeups) == Wakeup(Wake.ANY), "first: look at everything (what came before is unseen)"
+        await store.enqueue(make_job(id="a"))
+        await wakeups_seen(wakeups, Wakeup(Wake.QUEUE), Wakeup(Wake.EVENTS))
+        await store.claim_next("w1")
+        await wakeups_seen(wakeups, Wakeup(Wake.EVENTS))
+        await store.request_cancel("a", T1, 1.0)
+        await wakeups_seen(wakeups, Wakeup(Wake.CANCEL, job_id="a"))
+        await store.requeue_lost("a")
+        await wakeups_seen(wakeups, Wakeup(Wake.QUEUE), Wakeup(Wake.EVENTS))
+    finally:
+        await wakeups.aclose()

@@ -1,29 +1,27 @@
 """The store's event log and output times, run against every store: each state change records exactly one event,
-in order, and nothing else does; the log is pruned to a bound without ever reusing an id."""
+in order, and nothing else does; the log is pruned to a bound without ever reusing an id. On PostgreSQL, written by
+many connections at once, events are numbered in commit order."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from hatchway.models import Job, JobState, Outcome, Reason, RunInfo, Stream
 from hatchway.output.events import EventType
 from hatchway.output.line_times import LineTimes
-from hatchway.store import JobStore, MemoryStore, SqliteStore, queries
+from hatchway.store import JobStore, SqliteStore, queries
+from hatchway.store.postgres import PostgresStore
+from tests.postgres_db import fresh_schema
 
 MakeJob = Callable[..., Job]
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    instance: JobStore = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "db.sqlite")
-    yield instance
-    await instance.close()
 
 
 async def history(store: JobStore, after: int = 0, **filters: str) -> list[tuple[str, str, str, str | None]]:
@@ -143,7 +141,14 @@ async def test_a_version_4_database_gains_the_event_log(tmp_path: Path, make_job
     path = tmp_path / "old.sqlite"
     old = sqlite3.connect(path)
     jobs_table = queries.SCHEMA.split("CREATE INDEX")[0]
-    for added in (",\n    callback         TEXT", ",\n    callback_due_at  REAL", ",\n    output_times     TEXT"):
+    added_since = (
+        ",\n    callback         TEXT",
+        ",\n    callback_due_at  REAL",
+        ",\n    output_times     TEXT",
+        ",\n    cancel_requested_at REAL",
+        ",\n    cancel_grace_s   REAL",
+    )
+    for added in added_since:
         assert added in jobs_table
         jobs_table = jobs_table.replace(added, "")
     old.executescript(jobs_table)
@@ -160,3 +165,68 @@ async def test_a_version_4_database_gains_the_event_log(tmp_path: Path, make_job
     ]
     assert list((await store.output_times("a"))[Stream.STDOUT]) == [(0, 1)]
     await store.close()
+
+
+async def _writes(stores: list[PostgresStore], make_job: MakeJob, *, writers: int, jobs: int) -> None:
+    """Jobs queued, claimed, started and ended by `writers` writers at once: four events, in four transactions,
+    for each job (a job another writer claimed is that writer's to end; what is left is ended last)."""
+
+    async def life(store: PostgresStore, job: Job) -> None:
+        await store.mark_running(job.id, T0, RunInfo())
+        await store.finish(job.id, Outcome(state=JobState.SUCCEEDED), T0)
+
+    async def writer(store: PostgresStore, number: int) -> None:
+        for job_number in range(jobs):
+            await store.enqueue(make_job(id=f"w{number}-{job_number}"))
+            claimed = await store.claim_next(f"worker-{number}")
+            if claimed is not None:
+                await life(store, claimed)
+
+    await asyncio.gather(*(writer(stores[number % len(stores)], number) for number in range(writers)))
+    while (left := await stores[0].claim_next("last")) is not None:
+        await life(stores[0], left)
+
+
+@pytest.mark.postgres
+async def test_a_reader_never_finds_an_event_older_than_one_it_has_seen(make_job: MakeJob) -> None:
+    """Events are numbered in commit order: a reader that saw id N never later finds a smaller id committed, so
+    reading on from the last id it saw misses nothing, however many connections write at once."""
+    async with fresh_schema() as url:
+        stores = [PostgresStore(url, max_size=4) for _ in range(3)]
+        try:
+            writers = asyncio.ensure_future(_writes(stores, make_job, writers=9, jobs=25))
+            seen: list[int] = []
+            while True:
+                done = writers.done()  # taken before the read: a last read after every writer is through
+                batch = await stores[0].events_after(seen[-1] if seen else 0, limit=1000)
+                ids = [event.id for event in batch.events]
+                assert ids == sorted(set(ids)) and (not seen or not ids or ids[0] > seen[-1]), (seen[-3:], ids)
+                seen += ids
+                if done:
+                    break
+            await writers
+            committed = [event.id for event in (await stores[0].events_after(0, limit=10_000)).events]
+            assert len(committed) == 9 * 25 * 4
+            assert seen == committed, "a reader reading on from the last id it saw missed an event"
+        finally:
+            for store in stores:
+                await store.close()
+
+
+@pytest.mark.postgres
+async def test_an_event_still_being_written_is_not_counted_as_seen(make_job: MakeJob) -> None:
+    """A reader that starts "from now" starts after the newest event committed, not after one whose transaction
+    is still open: that one, once committed, is the reader's next."""
+    async with fresh_schema() as url:
+        store = PostgresStore(url)
+        try:
+            await store.enqueue(make_job(id="a"))
+            async with await psycopg.AsyncConnection.connect(url) as other:
+                await other.execute("UPDATE jobs SET state = 'building', worker_id = 'w' WHERE id = 'a'")
+                now = (await store.events_after(0, limit=0)).newest_id
+                assert now == 1, "the open transaction's event is not one a reader has seen"
+                await other.commit()
+            after = (await store.events_after(now, limit=10)).events
+            assert [(event.id, event.state) for event in after] == [(2, JobState.BUILDING)]
+        finally:
+            await store.close()

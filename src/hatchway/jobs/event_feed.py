@@ -13,8 +13,6 @@ from hatchway.output.events import EventBatch, JobEvent
 from hatchway.store.base import JobStore
 
 _BATCH = 500
-_RECHECK_S = 5.0
-"""A safety net: another process writing to the same database (a fleet) does not wake this one's readers."""
 
 
 @dataclass(frozen=True)
@@ -40,15 +38,20 @@ FeedItem = JobEvent | EventsMissed | None
 
 
 class EventFeed:
-    """Reads the store's event log for any number of readers, woken by the worker's job notifications."""
+    """Reads the store's event log for any number of readers, woken by the worker's job notifications and by the
+    store's wake-ups (`pulse`: every worker's events, in a fleet); `recheck_s` is the safety net of a lost one."""
 
-    def __init__(self, store: JobStore, signals: JobSignals, *, stopping: asyncio.Event) -> None:
+    def __init__(
+        self, store: JobStore, signals: JobSignals, *, stopping: asyncio.Event, recheck_s: float = 5.0
+    ) -> None:
         self._store = store
         self._stopping = stopping
+        self._recheck_s = recheck_s
         self._changed = asyncio.Event()
-        signals.listeners.append(self._pulse)
+        signals.listeners.append(lambda _job_id: self.pulse())
 
-    def _pulse(self, _job_id: str) -> None:
+    def pulse(self) -> None:
+        """New events may have been recorded: every reader waiting for one reads on."""
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
@@ -82,7 +85,7 @@ class EventFeed:
                 yield None
                 quiet_since = loop.time()
                 continue
-            await _first(changed, self._stopping, timeout_s=min(idle, _RECHECK_S))
+            await _first(changed, self._stopping, timeout_s=min(idle, self._recheck_s))
 
 
 def _missed(after: int, batch: EventBatch) -> EventsMissed | None:

@@ -1,10 +1,11 @@
-"""Per-job change notifications inside one worker process: who waits for a job to change wakes when it does."""
+"""Per-job change notifications inside one worker process: who waits for a job to change wakes when it does,
+whichever worker of a fleet changed it (jobs/listener.py wakes them for the others' changes)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 
 from hatchway.models import Job
@@ -44,9 +45,18 @@ class JobSignals:
     def notify(self, job_id: str) -> None:
         for listener in self.listeners:
             listener(job_id)
+        self.wake(job_id)
+
+    def wake(self, job_id: str) -> None:
+        """Wake who waits on the job, and no listener: a change another worker made, seen in the store."""
         watch = self._watches.pop(job_id, None)
         if watch is not None:
             watch.event.set()
+
+    def wake_all(self, but: Container[str] = ()) -> None:
+        """Wake everyone waiting on any job but those in `but`: changes may have been missed (see `wake`)."""
+        for job_id in [job_id for job_id in self._watches if job_id not in but]:
+            self._watches.pop(job_id).event.set()
 
     @contextlib.contextmanager
     def watching(self, job_id: str) -> Iterator[asyncio.Event]:

@@ -156,8 +156,8 @@ class JobService:
         return await self.store.find(query)
 
     async def kill(self, job_id: str, grace_s: float) -> Job:
-        """Cancel a queued job, or stop a running one (SIGTERM, then SIGKILL after `grace_s`), and
-        return it once it has ended."""
+        """Cancel a queued job, or stop a running one (SIGTERM, then SIGKILL after `grace_s`), whichever worker of
+        the fleet runs it, and return it once it has ended."""
         job = await self.get(job_id)
         if job.state.is_final:
             raise JobAlreadyFinished(f"job {job_id!r} has already ended ({job.state.value})")
@@ -171,6 +171,9 @@ class JobService:
         if control is not None:
             self._log("job_kill_requested", job_id)
             control.kill(grace_s)
+        elif await self.store.request_cancel(job_id, utcnow(), grace_s) is not None:
+            # Another worker runs it (or this one's claim of it is not back yet): the store wakes whichever does.
+            self._log("job_stop_asked", job_id)
         return await self.wait_final(job_id, grace_s + 30)
 
     async def wait_final(self, job_id: str, timeout_s: float) -> Job:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -10,6 +11,7 @@ from hatchway.models import CallbackStatus, Job, JobKind, JobState, JobSummary, 
 from hatchway.output.events import EventBatch
 from hatchway.output.line_times import LineTimes
 from hatchway.store.fleet import LeaseLost, Reclaim, WorkerInfo, WorkerStatus
+from hatchway.store.wakeups import Wakeup
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,22 @@ class JobStore(Protocol):
 
     async def prune_events(self, keep: int) -> int:
         """Forget all but the newest `keep` events; how many were forgotten."""
+        ...
+
+    async def request_cancel(self, job_id: str, requested_at: datetime, grace_s: float) -> Job | None:
+        """Ask whichever worker runs the active job to stop it (SIGTERM, then SIGKILL after `grace_s`): the request
+        is kept on the job, and its worker is woken (`Wake.CANCEL`). A second request leaves the first as it was.
+        None if the job is not active (queued jobs are cancelled with `cancel`)."""
+        ...
+
+    async def cancel_requests(self, worker_id: str) -> dict[str, float]:
+        """This worker's active jobs someone asked to stop (`request_cancel`), with the grace each was given: the
+        safety net of a lost wake-up."""
+        ...
+
+    def wakeups(self) -> AsyncGenerator[Wakeup, None]:
+        """The changes a worker is woken for (store/wakeups.py), `Wake.ANY` first, until the caller stops: every
+        worker's where the store is shared (one connection of its own per call), else this process's."""
         ...
 
     async def worker_address(self, worker_id: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import time
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +39,7 @@ from hatchway.store.fleet import (
     worker_row,
     worker_status,
 )
+from hatchway.store.wakeups import LocalWakeups, Wakeup
 
 _LONG_AGO = datetime.fromtimestamp(0, UTC)  # a callback not tried yet is due as soon as its job ends
 
@@ -57,6 +59,8 @@ class MemoryStore:
         """Callbacks held for a sender (`due_callbacks`), until when."""
         self._workers: dict[str, dict[str, Any]] = {}
         """The fleet's registry: rows as the `workers` table has them."""
+        self._cancel_grace_s: dict[str, float] = {}
+        self._wakeups = LocalWakeups()
 
     async def enqueue(self, job: Job) -> tuple[Job, bool]:
         if job.id in self._jobs:
@@ -300,6 +304,25 @@ class MemoryStore:
     async def worker_address(self, worker_id: str) -> str | None:
         return None  # one worker in one process: it has no peers
 
+    async def request_cancel(self, job_id: str, requested_at: datetime, grace_s: float) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.state not in ACTIVE_STATES:
+            return None
+        if job_id not in self._cancel_grace_s:
+            self._cancel_grace_s[job_id] = grace_s
+            self._wakeups.cancel_requested(job_id)
+        return job
+
+    async def cancel_requests(self, worker_id: str) -> dict[str, float]:
+        return {
+            job_id: grace_s
+            for job_id, grace_s in self._cancel_grace_s.items()
+            if (job := self._jobs[job_id]).state in ACTIVE_STATES and job.worker_id == worker_id
+        }
+
+    def wakeups(self) -> AsyncGenerator[Wakeup, None]:
+        return self._wakeups.follow()
+
     async def close(self) -> None:
         self._jobs.clear()
 
@@ -329,6 +352,9 @@ class MemoryStore:
                 labels=after.labels,
             )
         )
+        if after.state.is_final:
+            self._cancel_grace_s.pop(after.id, None)
+        self._wakeups.changed(after.state)
 
 
 def _due_at(job: Job) -> datetime:

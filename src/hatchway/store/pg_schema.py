@@ -180,6 +180,10 @@ MIGRATIONS[3] = [
     "ALTER TABLE workers ADD COLUMN reclaimed_by text",
     "CREATE INDEX jobs_held ON jobs (worker_id, seq) WHERE state IN ('building', 'running')",
 ]
+MIGRATIONS[4] = []  # taken by another change of issue 18 (the fleet); empty until it lands
+
+# Version 5: the grace a DELETE gave the stop it asked of a job another worker runs (cancel_requested_at).
+MIGRATIONS[5] = ["ALTER TABLE jobs ADD COLUMN cancel_grace_s double precision"]
 
 SCHEMA_VERSION = max(MIGRATIONS)
 

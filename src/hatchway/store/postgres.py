@@ -3,7 +3,8 @@
 Work in progress: the whole `JobStore` contract, on psycopg 3's async pool. Every method is one statement in its
 own transaction, and every state change is conditional on the old state, so whichever worker asks, a job is
 claimed, started, finished or cancelled at most once. `claim_next` skips rows another worker has locked
-(`FOR UPDATE SKIP LOCKED`) instead of waiting for them. Wake-ups (NOTIFY), worker leases and reclaiming come next.
+(`FOR UPDATE SKIP LOCKED`) instead of waiting for them. Wake-ups are LISTENed for on a connection of their own
+(store/postgres_listen.py). Worker leases and reclaiming come next.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Any
 
@@ -40,7 +42,9 @@ from hatchway.output.line_times import LineTimes
 from hatchway.store import pg_fleet, pg_schema
 from hatchway.store.base import JobPage, JobQuery
 from hatchway.store.fleet import LeaseLost, Reclaim, WorkerInfo, WorkerStatus, lease_lost, worker_status
+from hatchway.store.postgres_listen import listen
 from hatchway.store.rows import due_at, event_from, job_from, parse_cursor, summary_fields
+from hatchway.store.wakeups import Wakeup
 
 _CONNECT_TIMEOUT_S = 10
 
@@ -78,6 +82,9 @@ class PostgresStore:
             max_size=max_size,
             kwargs={"row_factory": dict_row, "autocommit": True},
             connection_class=AsyncConnection[dict[str, Any]],
+            # A round trip before each use: a connection the server dropped (a restart, a failover) is replaced
+            # before a statement is sent on it, never found broken halfway through a state change.
+            check=AsyncConnectionPool.check_connection,
             open=False,
         )
         self._url = url
@@ -318,9 +325,12 @@ class PostgresStore:
             sql += " AND jobs.spec::jsonb ->> 'kind' = %s"
             params.append(kind)
         rows = await self._all(sql + " ORDER BY events.id LIMIT %s", [*params, limit]) if limit > 0 else []
+        # The newest committed event, not the sequence's last value: that may be an event whose transaction is still
+        # open, which a reader starting "from now" would then never see. Events commit in id order (the trigger's
+        # lock), so every later commit has a greater id. Only when all are pruned is the sequence the newest.
         bounds = await self._one(
-            "SELECT (SELECT min(id) FROM events) AS oldest,"
-            " coalesce(pg_sequence_last_value(pg_get_serial_sequence('events', 'id')), 0) AS newest",
+            "SELECT (SELECT min(id) FROM events) AS oldest, coalesce((SELECT max(id) FROM events),"
+            " pg_sequence_last_value(pg_get_serial_sequence('events', 'id')), 0) AS newest",
             (),
         )
         assert bounds is not None
@@ -367,6 +377,21 @@ class PostgresStore:
     async def worker_address(self, worker_id: str) -> str | None:
         row = await self._one("SELECT address FROM workers WHERE id = %s", (worker_id,))
         return None if row is None else row["address"]
+
+    async def request_cancel(self, job_id: str, requested_at: datetime, grace_s: float) -> Job | None:
+        # The first request stands; the schema's trigger NOTIFYs it (hatchway_cancel) to the worker running the job.
+        sql = f"""UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, %s),
+                cancel_grace_s = coalesce(cancel_grace_s, %s)
+            WHERE id = %s AND state IN {_ACTIVE} RETURNING *"""
+        return _maybe(await self._one(sql, (to_epoch(requested_at), grace_s, job_id)))
+
+    async def cancel_requests(self, worker_id: str) -> dict[str, float]:
+        sql = f"""SELECT id, cancel_grace_s FROM jobs
+            WHERE state IN {_ACTIVE} AND worker_id = %s AND cancel_requested_at IS NOT NULL"""
+        return {row["id"]: row["cancel_grace_s"] for row in await self._all(sql, (worker_id,))}
+
+    def wakeups(self) -> AsyncGenerator[Wakeup, None]:
+        return listen(self._url)
 
     async def close(self) -> None:
         if self._opened is not None:

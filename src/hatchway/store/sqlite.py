@@ -12,7 +12,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 from hatchway.errors import ConfigError
 from hatchway.judge.request import WITH_HIDDEN_TESTS
 from hatchway.models import (
+    ACTIVE_STATES,
     CallbackStatus,
     Job,
     JobKind,
@@ -49,6 +50,7 @@ from hatchway.store.fleet import (
     worker_status,
 )
 from hatchway.store.rows import due_at, event_from, job_from, parse_cursor, summary_fields
+from hatchway.store.wakeups import LocalWakeups, Wakeup
 
 
 class SqliteStore:
@@ -63,6 +65,8 @@ class SqliteStore:
         # NORMAL in WAL mode survives any crash of this process; only power loss can drop the last commits.
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._migrate()
+        # This process's changes only: another process on the same file is seen by the pollers' safety nets.
+        self._wakeups = LocalWakeups()
 
     def _migrate(self) -> None:
         """Bring the file's schema up to this code's, in one transaction: two workers starting on one file migrate
@@ -110,7 +114,7 @@ class SqliteStore:
             },
         )
         if row is not None:
-            return job_from(row), True
+            return self._announce(job_from(row)), True
         existing = await self.get(job.id)
         assert existing is not None, "a conflicting insert implies the job exists"
         return existing, False
@@ -185,13 +189,13 @@ class SqliteStore:
 
     async def claim_next(self, worker_id: str) -> Job | None:
         row = self._one(queries.CLAIM_NEXT, {"worker_id": worker_id})
-        return None if row is None else job_from(row)
+        return self._changed(row)
 
     async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:
         row = self._one(
             queries.MARK_RUNNING, {"id": job_id, "started_at": to_epoch(started_at), "run": run.model_dump_json()}
         )
-        return None if row is None else job_from(row)
+        return self._changed(row)
 
     async def update_resources(self, job_id: str, resources: Resources) -> None:
         self._db.execute(queries.UPDATE_RESOURCES, {"id": job_id, "resources": resources.model_dump_json()})
@@ -206,19 +210,19 @@ class SqliteStore:
             finished_at=to_epoch(finished_at),
         )
         row = self._one(queries.FINISH, params)
-        return None if row is None else job_from(row)
+        return self._changed(row)
 
     async def cancel(self, job_id: str, finished_at: datetime) -> Job | None:
         row = self._one(queries.CANCEL, {"id": job_id, "finished_at": to_epoch(finished_at)})
-        return None if row is None else job_from(row)
+        return self._changed(row)
 
     async def requeue_lost(self, job_id: str) -> Job | None:
         row = self._one(queries.REQUEUE_LOST, {"id": job_id})
-        return None if row is None else job_from(row)
+        return self._changed(row)
 
     async def requeue_unstarted(self, job_id: str, message: str) -> Job | None:
         row = self._one(queries.REQUEUE_UNSTARTED, {"id": job_id, "message": message})
-        return None if row is None else job_from(row)
+        return self._changed(row)
 
     async def active(self, worker_id: str) -> list[Job]:
         return [job_from(row) for row in self._db.execute(queries.ACTIVE, (worker_id,)).fetchall()]
@@ -283,10 +287,28 @@ class SqliteStore:
                     settled.append(job if row is None else job_from(row))
                 self._db.execute(queries.MARK_RECLAIMED, {"id": worker["id"], "survivor": survivor})
                 reclaimed.append(Reclaim(worker_id=worker["id"], generation=worker["generation"], jobs=settled))
+        for taken in reclaimed:  # committed: now they may be followed
+            for job in taken.jobs:
+                self._announce(job)
         return reclaimed
 
     async def worker_address(self, worker_id: str) -> str | None:
         return None  # one worker per file: it has no peers
+
+    async def request_cancel(self, job_id: str, requested_at: datetime, grace_s: float) -> Job | None:
+        params = {"id": job_id, "requested_at": to_epoch(requested_at), "grace_s": grace_s}
+        row = self._one(queries.REQUEST_CANCEL, params)  # only the first request of an active job
+        if row is not None:
+            self._wakeups.cancel_requested(job_id)
+            return job_from(row)
+        job = await self.get(job_id)
+        return job if job is not None and job.state in ACTIVE_STATES else None
+
+    async def cancel_requests(self, worker_id: str) -> dict[str, float]:
+        return {row["id"]: row["cancel_grace_s"] for row in self._db.execute(queries.CANCEL_REQUESTS, (worker_id,))}
+
+    def wakeups(self) -> AsyncGenerator[Wakeup, None]:
+        return self._wakeups.follow()
 
     async def close(self) -> None:
         self._db.close()
@@ -301,6 +323,14 @@ class SqliteStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    def _changed(self, row: sqlite3.Row | None) -> Job | None:
+        """The job a change of state left (None: the change was refused), announced to the followers."""
+        return None if row is None else self._announce(job_from(row))
+
+    def _announce(self, job: Job) -> Job:
+        self._wakeups.changed(job.state)
+        return job
 
     def _one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
         # fetchall, not fetchone: an autocommit statement with RETURNING commits only once it is finished.

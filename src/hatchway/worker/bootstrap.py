@@ -28,10 +28,12 @@ from hatchway.grading.admission import GradeAdmission
 from hatchway.grading.archive import ProblemArchives
 from hatchway.grading.runner import GradeRunner
 from hatchway.grading.service import GradeService
+from hatchway.jobs.cancels import CancelRequests
 from hatchway.jobs.control import RunControl
 from hatchway.jobs.dispatch import Dispatcher
 from hatchway.jobs.event_feed import EventFeed
 from hatchway.jobs.lifecycle import JobLifecycle
+from hatchway.jobs.listener import StoreListener
 from hatchway.jobs.notify import JobSignals
 from hatchway.jobs.policy import Policy, image_matches, url_matches
 from hatchway.jobs.ports import PortAllocator
@@ -345,6 +347,11 @@ def parts(
         controls=controls,
         services=services,
     )
+    # Streams of events end with the HTTP API, once the drain is over: their readers see jobs stopped by it.
+    event_feed = EventFeed(store, signals, stopping=pushed_stop, recheck_s=settings.poll_interval_s)
+    cancels = CancelRequests(
+        store=store, controls=controls, worker_id=worker_id, check_interval_s=settings.poll_interval_s
+    )
     return Parts(
         settings=settings,
         store=store,
@@ -378,8 +385,16 @@ def parts(
             health=health,
         ),
         services=services,
-        # Streams of events end with the HTTP API, once the drain is over: their readers see jobs stopped by it.
-        event_feed=EventFeed(store, signals, stopping=pushed_stop),
+        event_feed=event_feed,
+        cancels=cancels,
+        listener=StoreListener(
+            store=store,
+            signals=signals,
+            runs_here=controls,
+            wake_scheduler=scheduler.wake,
+            pulse_feed=event_feed.pulse,
+            cancels=cancels,
+        ),
         pushed_stop=pushed_stop,
         supervisor=supervisor,
         problems=[],

@@ -14,8 +14,10 @@ from hatchway.engines.health import EngineHealth
 from hatchway.engines.volume_stock import VolumeStock
 from hatchway.engines.volumes import Volumes
 from hatchway.grading.service import GradeService
+from hatchway.jobs.cancels import CancelRequests
 from hatchway.jobs.dispatch import Dispatcher
 from hatchway.jobs.event_feed import EventFeed
+from hatchway.jobs.listener import StoreListener
 from hatchway.jobs.notify import JobSignals
 from hatchway.jobs.policy import Policy
 from hatchway.jobs.recovery import Recovery
@@ -67,6 +69,9 @@ class Parts:
     maintenance: Maintenance
     services: Services
     event_feed: EventFeed
+    cancels: CancelRequests
+    listener: StoreListener
+    """Follows the store's wake-ups (every worker's, in a fleet) for the scheduler, the event feed and `cancels`."""
     pushed_stop: asyncio.Event
     supervisor: Callable[[], Path]
     """The sandbox supervisor's binary as sandboxes mount it; raises SandboxUnavailable if it is not built."""

@@ -89,6 +89,9 @@ class Worker:
         self.jobs.accepting = True
         # Clients can push work from now on, while the last run is recovered too: it is queued meanwhile.
         self._pushed_tasks = [self._run(source, self._pushed_stop) for source in self.sources if source.pushes]
+        # Until the worker's services stop, after the drain: a stop asked elsewhere reaches a job that drains here.
+        self.services.start("wake-ups", self.parts.listener.run())
+        self.services.start("cancel-requests", self.parts.cancels.run(self._pushed_stop))
         self._schedule_task = self.services.start("scheduler", self._schedule())
         if self.parts.controller is not None:
             self.services.start("controller", self.parts.controller.run(self._stop))
