@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import psycopg
-from psycopg import conninfo, sql
+from psycopg import sql
 
 POSTGRES_URL = os.environ.get("HATCHWAY_TEST_POSTGRES_URL", "postgresql://hatchway@127.0.0.1:5439/hatchway")
 
@@ -23,7 +24,9 @@ def _unreachable(exc: psycopg.OperationalError) -> AssertionError:
 
 
 def _in_schema(schema: str) -> str:
-    return conninfo.make_conninfo(POSTGRES_URL, options=f"-c search_path={schema}")
+    """The test database's URL, its connections confined to `schema`: a URL still (`store_url` takes only those)."""
+    options = urllib.parse.quote(f"-c search_path={schema}")
+    return f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}options={options}"
 
 
 @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ from hatchway.errors import EngineError
 from hatchway.models import Job, JobRequest, JobState, Reason, utcnow
 from hatchway.sandbox.binary import supervisor_path
 from hatchway.settings import Settings
+from hatchway.store.base import JobStore
 from hatchway.store.memory import MemoryStore
 from hatchway.worker.bootstrap import parts
 from hatchway.worker.worker import Worker
@@ -30,6 +31,7 @@ def fake_worker(
     engine: FakeEngine,
     images: FakeImages | None = None,
     supervisor: Callable[[], Path] = supervisor_path,
+    store: JobStore | None = None,
     **settings: Any,
 ) -> Worker:
     values: dict[str, Any] = {
@@ -47,7 +49,7 @@ def fake_worker(
     worker = Worker(
         parts(
             Settings(**values),
-            store=MemoryStore(),
+            store=store or MemoryStore(),
             engines={"docker": engine},
             images=images or FakeImages(),
             bundles=BundleCache(tmp_path / "bundles", max_download_bytes=1024, download_timeout_s=1, url_allowed=bool),

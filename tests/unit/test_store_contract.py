@@ -483,6 +483,7 @@ async def test_a_version_4_database_gains_callbacks_and_keeps_its_jobs(tmp_path:
         db.execute("ALTER TABLE jobs DROP COLUMN callback")
         db.execute("ALTER TABLE jobs DROP COLUMN callback_due_at")
         db.execute("ALTER TABLE jobs DROP COLUMN output_times")  # and before output line times
+        db.execute("ALTER TABLE jobs DROP COLUMN placement")  # and before placement
         db.execute("PRAGMA user_version = 4")
     db.close()
 

@@ -143,7 +143,13 @@ async def test_a_version_4_database_gains_the_event_log(tmp_path: Path, make_job
     path = tmp_path / "old.sqlite"
     old = sqlite3.connect(path)
     jobs_table = queries.SCHEMA.split("CREATE INDEX")[0]
-    for added in (",\n    callback         TEXT", ",\n    callback_due_at  REAL", ",\n    output_times     TEXT"):
+    added_since = (
+        ",\n    callback         TEXT",
+        ",\n    callback_due_at  REAL",
+        ",\n    output_times     TEXT",
+        ",\n    placement        TEXT NOT NULL DEFAULT '{}'",
+    )
+    for added in added_since:
         assert added in jobs_table
         jobs_table = jobs_table.replace(added, "")
     old.executescript(jobs_table)

@@ -126,6 +126,7 @@ class JobService:
             priority=spec.priority,
             run=RunInfo(warnings=warnings),
             spec=spec,
+            message=self.policy.placement_wait(spec.placement),
             origin=origin,
             external_id=external_id,
             callback=_new_callback(spec),

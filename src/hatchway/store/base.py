@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from hatchway.models import CallbackStatus, Job, JobKind, JobState, JobSummary, Outcome, Resources, RunInfo, Stream
+from hatchway.models import (
+    CallbackStatus,
+    Job,
+    JobKind,
+    JobSpec,
+    JobState,
+    JobSummary,
+    Outcome,
+    Resources,
+    RunInfo,
+    Stream,
+)
 from hatchway.output.events import EventBatch
 from hatchway.output.line_times import LineTimes
 
@@ -28,6 +40,26 @@ class JobPage:
 
     jobs: list[JobSummary]
     next_cursor: str | None
+
+
+def placement_met(placement: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """Whether a worker with `labels` meets a job's `placement`: it has every one of those labels, with that value."""
+    return all(labels.get(key) == value for key, value in placement.items())
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Which queued jobs a worker can run, for `claim_next`: those whose placement its `labels` meet and, if
+    `runs` is given, whose spec `runs` accepts (its images allowed, its runtime working, its profiles present).
+
+    The store filters on placement itself (cheaply, in the database) and asks `runs` of the candidates left, in
+    queue order; a job that does not fit stays queued, in its place, for a worker it fits."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    runs: Callable[[JobSpec], bool] | None = None
+
+    def admits(self, spec: JobSpec) -> bool:
+        return placement_met(spec.placement, self.labels) and (self.runs is None or self.runs(spec))
 
 
 class JobStore(Protocol):
@@ -92,9 +124,10 @@ class JobStore(Protocol):
         its length, not by what the jobs printed. Raises ValueError for a malformed cursor."""
         ...
 
-    async def claim_next(self, worker_id: str) -> Job | None:
-        """Move the best queued job (highest priority, then oldest) to `building` for this worker; the
-        `message` a requeue left on it is cleared."""
+    async def claim_next(self, worker_id: str, fit: Fit | None = None) -> Job | None:
+        """Move the best queued job (highest priority, then oldest) that `fit` admits (None: any) to `building` for
+        this worker; the `message` a requeue left on it is cleared. Jobs that do not fit are left queued, in their
+        place, and never keep another worker from claiming them."""
         ...
 
     async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:

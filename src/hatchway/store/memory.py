@@ -23,7 +23,7 @@ from hatchway.models import (
 )
 from hatchway.output.events import EventBatch, JobEvent, event_type
 from hatchway.output.line_times import LineTimes
-from hatchway.store.base import JobPage, JobQuery
+from hatchway.store.base import Fit, JobPage, JobQuery
 
 _LONG_AGO = datetime.fromtimestamp(0, UTC)  # a callback not tried yet is due as soon as its job ends
 
@@ -120,13 +120,22 @@ class MemoryStore:
                 return JobPage(jobs=found, next_cursor=str(self._seq[job_id]))
         return JobPage(jobs=found, next_cursor=None)
 
-    async def claim_next(self, worker_id: str) -> Job | None:
-        while self._queue:
-            _, _, job_id = heapq.heappop(self._queue)
-            job = self._jobs[job_id]
-            if job.state == JobState.QUEUED:
+    async def claim_next(self, worker_id: str, fit: Fit | None = None) -> Job | None:
+        skipped: list[tuple[int, int, str]] = []
+        try:
+            while self._queue:
+                entry = heapq.heappop(self._queue)
+                job = self._jobs[entry[2]]
+                if job.state != JobState.QUEUED:
+                    continue  # a stale entry: the job was cancelled, or is queued again under a fresh entry
+                if fit is not None and not fit.admits(job.spec):
+                    skipped.append(entry)
+                    continue
                 return self._update(job, state=JobState.BUILDING, worker_id=worker_id, message=None)
-        return None
+            return None
+        finally:
+            for entry in skipped:
+                heapq.heappush(self._queue, entry)
 
     async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:
         job = self._jobs.get(job_id)

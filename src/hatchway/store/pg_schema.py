@@ -174,6 +174,12 @@ MIGRATIONS[2] = [
     """,
 ]
 
+MIGRATIONS[3] = []  # issue 18, on another branch
+
+# Version 4: a job's placement, the labels a worker must have to claim it, beside its spec where `claim_next`
+# filters on it (`placement <@ the worker's labels`) without reading the spec.
+MIGRATIONS[4] = ["ALTER TABLE jobs ADD COLUMN placement jsonb NOT NULL DEFAULT '{}'"]
+
 SCHEMA_VERSION = max(MIGRATIONS)
 
 CREATE_VERSIONS = """

@@ -26,6 +26,7 @@ from hatchway.models import (
     CallbackStatus,
     Job,
     JobKind,
+    JobSpec,
     JobState,
     JobSummary,
     Outcome,
@@ -38,7 +39,7 @@ from hatchway.models import (
 from hatchway.output.events import EventBatch
 from hatchway.output.line_times import LineTimes
 from hatchway.store import pg_schema
-from hatchway.store.base import JobPage, JobQuery
+from hatchway.store.base import Fit, JobPage, JobQuery
 from hatchway.store.rows import due_at, event_from, job_from, parse_cursor, summary_fields
 
 _CONNECT_TIMEOUT_S = 10
@@ -48,7 +49,24 @@ _ACTIVE = "('building', 'running')"
 
 _CLAIM_NEXT = """
 UPDATE jobs SET state = 'building', worker_id = %(worker_id)s, message = NULL
-WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' {placed}
+             ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING *
+"""
+_PLACED_HERE = "AND placement <@ %(labels)s::jsonb"
+
+# The next window of queued jobs a worker's labels meet, best first, after the last one it looked at (if any). They
+# are read, not locked: a job this worker cannot run is never held from one that can.
+_CANDIDATES = f"""
+SELECT seq, priority, spec FROM jobs WHERE state = 'queued' {_PLACED_HERE} {{after}}
+ORDER BY priority DESC, seq LIMIT %(window)s
+"""
+_AFTER = "AND (priority < %(priority)s OR (priority = %(priority)s AND seq > %(seq)s))"
+_CANDIDATE_WINDOW = 16
+# One candidate taken, if it is still queued and no other claim holds it (that one takes it).
+_CLAIM_SEQ = """
+UPDATE jobs SET state = 'building', worker_id = %(worker_id)s, message = NULL
+WHERE seq = (SELECT seq FROM jobs WHERE seq = %(seq)s AND state = 'queued' FOR UPDATE SKIP LOCKED)
 RETURNING *
 """
 
@@ -111,9 +129,10 @@ class PostgresStore:
         row = await self._one(
             """
             INSERT INTO jobs (id, state, priority, created_at, labels, spec, run, origin, external_id, reason,
-                message, finished_at, callback, callback_due_at)
+                message, finished_at, callback, callback_due_at, placement)
             VALUES (%(id)s, %(state)s, %(priority)s, %(created_at)s, %(labels)s, %(spec)s, %(run)s, %(origin)s,
-                %(external_id)s, %(reason)s, %(message)s, %(finished_at)s, %(callback)s, %(callback_due_at)s)
+                %(external_id)s, %(reason)s, %(message)s, %(finished_at)s, %(callback)s, %(callback_due_at)s,
+                %(placement)s)
             ON CONFLICT (id) DO NOTHING
             RETURNING *
             """,
@@ -132,6 +151,7 @@ class PostgresStore:
                 "finished_at": None if job.finished_at is None else to_epoch(job.finished_at),
                 "callback": None if job.callback is None else job.callback.model_dump_json(),
                 "callback_due_at": due_at(job.callback),
+                "placement": json.dumps(job.spec.placement),
             },
         )
         if row is not None:
@@ -210,8 +230,34 @@ class PostgresStore:
         cursor = str(rows[-1]["seq"]) if len(rows) == query.limit else None
         return JobPage(jobs=[JobSummary(**summary_fields(_text_labels(row))) for row in rows], next_cursor=cursor)
 
-    async def claim_next(self, worker_id: str) -> Job | None:
-        return _maybe(await self._one(_CLAIM_NEXT, {"worker_id": worker_id}))
+    async def claim_next(self, worker_id: str, fit: Fit | None = None) -> Job | None:
+        if fit is None:
+            return _maybe(await self._one(_CLAIM_NEXT.format(placed=""), {"worker_id": worker_id}))
+        labels = json.dumps(dict(fit.labels))
+        if fit.runs is None:
+            sql = _CLAIM_NEXT.format(placed=_PLACED_HERE)
+            return _maybe(await self._one(sql, {"worker_id": worker_id, "labels": labels}))
+        return await self._claim_first(worker_id, labels, fit)
+
+    async def _claim_first(self, worker_id: str, labels: str, fit: Fit) -> Job | None:
+        """The first queued job, best first, whose placement `labels` meet and which `fit.runs` accepts: windows of
+        candidates are read in turn, and the first that fits is taken, unless another worker takes it first (then
+        the next that fits is)."""
+        runs = fit.runs
+        assert runs is not None
+        params: dict[str, Any] = {"worker_id": worker_id, "labels": labels, "window": _CANDIDATE_WINDOW}
+        after = ""
+        while True:
+            rows = await self._all(_CANDIDATES.format(after=after), params)
+            for row in rows:
+                if runs(JobSpec.model_validate_json(row["spec"])):
+                    claimed = await self._one(_CLAIM_SEQ, {"worker_id": worker_id, "seq": row["seq"]})
+                    if claimed is not None:
+                        return _pg_job(claimed)
+            if len(rows) < _CANDIDATE_WINDOW:
+                return None
+            after = _AFTER
+            params.update(priority=rows[-1]["priority"], seq=rows[-1]["seq"])
 
     async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:
         sql = """UPDATE jobs SET state = 'running', started_at = %s, run = %s

@@ -1,6 +1,6 @@
 """Every SQL statement of the SQLite store, by name."""
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 8
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     reported_at      REAL,
     callback         TEXT,
     callback_due_at  REAL,
-    output_times     TEXT
+    output_times     TEXT,
+    placement        TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (priority DESC, seq) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
@@ -94,13 +95,15 @@ MIGRATIONS = {
     # When each line of a job's output was written; and the event log, whose table and triggers are in SCHEMA
     # (run after every migration, IF NOT EXISTS).
     6: ["ALTER TABLE jobs ADD COLUMN output_times TEXT"],
+    7: [],  # the workers table (issue 18), on another branch
+    8: ["ALTER TABLE jobs ADD COLUMN placement TEXT NOT NULL DEFAULT '{}'"],  # the labels a worker needs to run it
 }
 
 INSERT = """
 INSERT INTO jobs (id, state, priority, created_at, labels, spec, run, origin, external_id, reason, message,
-    finished_at, callback, callback_due_at)
+    finished_at, callback, callback_due_at, placement)
 VALUES (:id, :state, :priority, :created_at, :labels, :spec, :run, :origin, :external_id, :reason, :message,
-    :finished_at, :callback, :callback_due_at)
+    :finished_at, :callback, :callback_due_at, :placement)
 ON CONFLICT (id) DO NOTHING
 RETURNING *
 """
@@ -108,9 +111,31 @@ RETURNING *
 GET = "SELECT * FROM jobs WHERE id = ?"
 GET_STATE = "SELECT state FROM jobs WHERE id = ?"
 
+# A queued job whose placement the worker's labels (:labels, a JSON object) meet: none of its placement's labels is
+# missing from them, or different.
+_PLACED_HERE = """NOT EXISTS (
+    SELECT 1 FROM json_each(jobs.placement) AS wanted
+    WHERE NOT EXISTS (SELECT 1 FROM json_each(:labels) AS had
+                      WHERE had.key = wanted.key AND had.value = wanted.value))"""
+
 CLAIM_NEXT = """
 UPDATE jobs SET state = 'building', worker_id = :worker_id, message = NULL
 WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1)
+RETURNING *
+"""
+
+CLAIM_NEXT_PLACED = f"""
+UPDATE jobs SET state = 'building', worker_id = :worker_id, message = NULL
+WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' AND {_PLACED_HERE} ORDER BY priority DESC, seq LIMIT 1)
+RETURNING *
+"""
+
+# The queued jobs whose placement the worker meets, best first, for it to ask which it can run; then the one taken.
+CLAIM_CANDIDATES = f"SELECT seq FROM jobs WHERE state = 'queued' AND {_PLACED_HERE} ORDER BY priority DESC, seq"
+CLAIM_CANDIDATE_SPEC = "SELECT spec FROM jobs WHERE seq = ? AND state = 'queued'"
+CLAIM_SEQ = """
+UPDATE jobs SET state = 'building', worker_id = :worker_id, message = NULL
+WHERE seq = :seq AND state = 'queued'
 RETURNING *
 """
 

@@ -21,6 +21,7 @@ from hatchway.models import (
     CallbackStatus,
     Job,
     JobKind,
+    JobSpec,
     JobState,
     JobSummary,
     Outcome,
@@ -33,7 +34,7 @@ from hatchway.models import (
 from hatchway.output.events import EventBatch
 from hatchway.output.line_times import LineTimes
 from hatchway.store import queries
-from hatchway.store.base import JobPage, JobQuery
+from hatchway.store.base import Fit, JobPage, JobQuery
 from hatchway.store.rows import due_at, event_from, job_from, parse_cursor, summary_fields
 
 
@@ -93,6 +94,7 @@ class SqliteStore:
                 "finished_at": None if job.finished_at is None else to_epoch(job.finished_at),
                 "callback": None if job.callback is None else job.callback.model_dump_json(),
                 "callback_due_at": due_at(job.callback),
+                "placement": json.dumps(job.spec.placement),
             },
         )
         if row is not None:
@@ -160,9 +162,30 @@ class SqliteStore:
         cursor = str(rows[-1]["seq"]) if len(rows) == query.limit else None
         return JobPage(jobs=[JobSummary(**summary_fields(row)) for row in rows], next_cursor=cursor)
 
-    async def claim_next(self, worker_id: str) -> Job | None:
-        row = self._one(queries.CLAIM_NEXT, {"worker_id": worker_id})
+    async def claim_next(self, worker_id: str, fit: Fit | None = None) -> Job | None:
+        if fit is None:
+            row = self._one(queries.CLAIM_NEXT, {"worker_id": worker_id})
+        elif fit.runs is None:
+            row = self._one(queries.CLAIM_NEXT_PLACED, {"worker_id": worker_id, "labels": json.dumps(dict(fit.labels))})
+        else:
+            row = self._claim_first(worker_id, fit)
         return None if row is None else job_from(row)
+
+    def _claim_first(self, worker_id: str, fit: Fit) -> sqlite3.Row | None:
+        """The first queued job, best first, whose placement `fit`'s labels meet and which `fit.runs` accepts, taken
+        (another process on the file may take one first: the next is tried)."""
+        runs = fit.runs
+        assert runs is not None
+        # Their numbers first, then each one's spec as it is asked about: the specs of a long queue (they hold the
+        # jobs' files) are not all read for the first one to fit.
+        candidates = self._db.execute(queries.CLAIM_CANDIDATES, {"labels": json.dumps(dict(fit.labels))}).fetchall()
+        for (seq,) in candidates:
+            spec = self._one(queries.CLAIM_CANDIDATE_SPEC, (seq,))
+            if spec is not None and runs(JobSpec.model_validate_json(spec["spec"])):
+                row = self._one(queries.CLAIM_SEQ, {"worker_id": worker_id, "seq": seq})
+                if row is not None:
+                    return row
+        return None
 
     async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:
         row = self._one(
