@@ -1,21 +1,25 @@
 """The `JobStore` contract of a fleet (issue 18), run against every store as tests/unit/test_store_contract.py's:
-claims that take only the jobs a worker can run."""
+claims that take only the jobs a worker can run, the claim journal kept per worker and handed over, and reports
+held so that each goes once however many reporters a source has."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from hatchway.models import Job, JobSpec, JobState
-from hatchway.store import JobStore
+from hatchway.models import Job, JobSpec, JobState, Outcome
+from hatchway.store import JobStore, SqliteStore
 from hatchway.store.base import Fit
 from hatchway.store.postgres import PostgresStore
 from tests.postgres_db import fresh_schema
 from tests.unit import test_store_contract
-from tests.unit.test_store_contract import claim_all, enqueue_all, fetch
+from tests.unit.test_store_contract import T1, claim_all, enqueue_all, fetch
 
 MakeJob = Callable[..., Job]
 
@@ -135,3 +139,112 @@ async def test_postgres_passes_over_a_job_another_claim_holds_instead_of_waiting
             assert (await fetch(fleet, "head")).state == JobState.QUEUED
         finally:
             await fleet.close()
+
+
+# The claim journal
+
+
+async def test_each_worker_takes_up_its_own_claims_and_a_dead_one_s_are_handed_over(store: JobStore) -> None:
+    await store.record_claim("queue", "a", "item-a", "w1")
+    await store.record_claim("queue", "b", "item-b", "w2")
+    await store.record_claim("judge", "c", "item-c", "w1")
+    await store.record_claim("queue", "d", "item-d", "w1")
+    assert await store.claims("queue", "w1") == [("a", "item-a"), ("d", "item-d")]
+    assert await store.claims("queue", "w2") == [("b", "item-b")]
+
+    assert await store.adopt_claims("w1", "w2") == 3
+    assert await store.claims("queue", "w1") == []
+    assert await store.claims("queue", "w2") == [("a", "item-a"), ("b", "item-b"), ("d", "item-d")]
+    assert await store.claims("judge", "w2") == [("c", "item-c")]
+    assert await store.adopt_claims("w1", "w3") == 0, "nothing is left to hand over"
+    await store.forget_claim("queue", "a")
+    assert await store.claims("queue", "w2") == [("b", "item-b"), ("d", "item-d")]
+
+
+async def test_claims_recorded_before_they_named_a_worker_go_to_the_first_that_asks(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    await SqliteStore(path).close()
+    with sqlite3.connect(path) as db:  # as a worker left it before the journal named the claiming worker
+        db.execute("INSERT INTO claims (origin, external_id, item, claimed_at) VALUES ('queue', 'old', 'x', 1)")
+    db.close()
+    migrated = SqliteStore(path)
+    try:
+        assert await migrated.claims("queue", "w1") == [("old", "x")]
+        assert await migrated.claims("queue", "w2") == [], "taken up by one worker, not by every one"
+    finally:
+        await migrated.close()
+
+
+# Reports held by one reporter
+
+
+async def ended(store: JobStore, make_job: MakeJob, *job_ids: str, origin: str = "queue") -> None:
+    await enqueue_all(store, *(make_job(id=i).model_copy(update={"origin": origin, "external_id": i}) for i in job_ids))
+    for job_id in job_ids:
+        claimed = await store.claim_next("w1")
+        assert claimed is not None and claimed.id == job_id
+        await store.finish(job_id, Outcome(state=JobState.SUCCEEDED, exit_code=0), T1)
+
+
+async def test_a_held_report_is_handed_to_no_other_reporter(store: JobStore, make_job: MakeJob) -> None:
+    await ended(store, make_job, "a", "b")
+    await ended(store, make_job, "c", origin="other")
+    async with store.hold_report("queue") as first:
+        assert first is not None and first.job.id == "a"
+        async with store.hold_report("queue") as second:
+            assert second is not None and second.job.id == "b", "the oldest one not held"
+            async with store.hold_report("queue") as third:
+                assert third is None, "both are held"
+        reported = await first.reported(T1)
+        assert reported is not None and reported.reported_at == T1
+    assert await store.mark_reported("a", T1) is None, "reported once"
+    async with store.hold_report("queue") as again:
+        assert again is not None and again.job.id == "b", "a hold let go without a report hands the job out again"
+    async with store.hold_report("queue") as held:
+        assert held is not None and await held.reported(T1) is not None
+    async with store.hold_report("queue") as nothing:
+        assert nothing is None
+    assert [job.id for job in await store.unreported("other")] == ["c"]
+
+
+async def test_reporters_racing_over_one_outbox_report_each_job_once(store: JobStore, make_job: MakeJob) -> None:
+    job_ids = [f"j{i:02}" for i in range(20)]
+    await ended(store, make_job, *job_ids)
+    reported: list[str] = []
+
+    async def reporter() -> None:
+        while True:
+            async with store.hold_report("queue") as held:
+                if held is None:
+                    return
+                await asyncio.sleep(0)  # the report goes out: the others go on meanwhile
+                if await held.reported(T1) is not None:
+                    reported.append(held.job.id)
+
+    await asyncio.gather(*(reporter() for _ in range(4)))
+    assert sorted(reported) == job_ids
+
+
+@pytest.mark.postgres
+async def test_postgres_lets_go_of_a_report_whose_holder_died(make_job: MakeJob) -> None:
+    async with fresh_schema() as url:
+        dying, survivor = PostgresStore(url), PostgresStore(url)
+        try:
+            await ended(survivor, make_job, "a")
+            with contextlib.suppress(psycopg.OperationalError):
+                async with dying.hold_report("queue") as held:
+                    assert held is not None and held.job.id == "a"
+                    async with survivor.hold_report("queue") as meanwhile:
+                        assert meanwhile is None, "held by the other worker"
+                    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+                        await admin.execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                            " WHERE relation = 'jobs'::regclass AND mode = 'RowShareLock' AND pid <> pg_backend_pid()"
+                        )
+                    async with survivor.hold_report("queue") as taken:
+                        assert taken is not None and taken.job.id == "a", "the dead holder's lock went with it"
+                        assert await taken.reported(T1) is not None
+            assert (await fetch(survivor, "a")).reported_at == T1
+        finally:
+            await dying.close()
+            await survivor.close()

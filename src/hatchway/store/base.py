@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -62,6 +63,20 @@ class Fit:
         return placement_met(spec.placement, self.labels) and (self.runs is None or self.runs(spec))
 
 
+class ReportHold(Protocol):
+    """An ended job of a source whose report one reporter holds: no other `hold_report`, in this worker or another,
+    hands it out until the hold ends."""
+
+    @property
+    def job(self) -> Job:
+        """The job, as it was when the hold was taken."""
+        ...
+
+    async def reported(self, reported_at: datetime) -> Job | None:
+        """Its source has the job's result (as `mark_reported`); None if it was reported already."""
+        ...
+
+
 class JobStore(Protocol):
     """Keeps jobs. Every method commits before it returns, and state changes are conditional:
     a job is claimed, started, finished or cancelled at most once, whoever asks.
@@ -92,17 +107,30 @@ class JobStore(Protocol):
         """Its source has the job's result; None if the job has not ended or was reported already."""
         ...
 
-    async def record_claim(self, origin: str, external_id: str, item: str) -> None:
-        """Keep an item source `origin` has just taken from its master (`item`, as the master sent it) until it is
-        stored as a job: a worker that dies in between takes it up again from here on its next start."""
+    def hold_report(self, origin: str) -> AbstractAsyncContextManager[ReportHold | None]:
+        """The oldest job of source `origin`'s outbox that no one else holds, held while the block runs (None: there
+        is none): of several reporters of one source, on one worker or many, only the holder sends its report, so
+        it is sent once. A holder that dies lets go of it (another then sends it); one that is paused keeps it."""
         ...
 
-    async def claims(self, origin: str) -> list[tuple[str, str]]:
-        """The items of source `origin` recorded and not yet forgotten, as (external id, item), oldest first."""
+    async def record_claim(self, origin: str, external_id: str, item: str, worker_id: str) -> None:
+        """Keep an item source `origin` has just taken from its master (`item`, as the master sent it) for worker
+        `worker_id` until it is stored as a job: a worker that dies in between takes it up again from here on its
+        next start (or a survivor does, given it by `adopt_claims`)."""
+        ...
+
+    async def claims(self, origin: str, worker_id: str) -> list[tuple[str, str]]:
+        """The items of source `origin` recorded for `worker_id` and not yet forgotten, as (external id, item),
+        oldest first. Items of `origin` recorded before claims named their worker become this worker's."""
         ...
 
     async def forget_claim(self, origin: str, external_id: str) -> None:
         """The item is stored as a job (or refused as one): its claim is no longer needed."""
+        ...
+
+    async def adopt_claims(self, from_worker: str, to_worker: str) -> int:
+        """Hand every claim of `from_worker` (one that died) to `to_worker`, whose sources then take the items up;
+        how many there were."""
         ...
 
     async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:

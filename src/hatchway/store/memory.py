@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 
 from hatchway.models import (
@@ -23,7 +24,8 @@ from hatchway.models import (
 )
 from hatchway.output.events import EventBatch, JobEvent, event_type
 from hatchway.output.line_times import LineTimes
-from hatchway.store.base import Fit, JobPage, JobQuery
+from hatchway.store.base import Fit, JobPage, JobQuery, ReportHold
+from hatchway.store.holds import LocalHolds
 
 _LONG_AGO = datetime.fromtimestamp(0, UTC)  # a callback not tried yet is due as soon as its job ends
 
@@ -33,7 +35,8 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
-        self._claims: dict[tuple[str, str], str] = {}
+        self._claims: dict[tuple[str, str], tuple[str, str | None]] = {}  # (origin, external id) -> item, worker
+        self._holds = LocalHolds()
         self._seq: dict[str, int] = {}
         self._queue: list[tuple[int, int, str]] = []
         self._output_times: dict[str, dict[Stream, list[int]]] = {}
@@ -71,14 +74,33 @@ class MemoryStore:
             return None
         return self._update(job, reported_at=reported_at)
 
-    async def record_claim(self, origin: str, external_id: str, item: str) -> None:
-        self._claims.setdefault((origin, external_id), item)
+    def hold_report(self, origin: str) -> AbstractAsyncContextManager[ReportHold | None]:
+        async def oldest(count: int) -> list[Job]:
+            return (await self.unreported(origin))[:count]
 
-    async def claims(self, origin: str) -> list[tuple[str, str]]:
-        return [(external_id, item) for (source, external_id), item in self._claims.items() if source == origin]
+        return self._holds.hold(oldest, self.mark_reported)
+
+    async def record_claim(self, origin: str, external_id: str, item: str, worker_id: str) -> None:
+        self._claims.setdefault((origin, external_id), (item, worker_id))
+
+    async def claims(self, origin: str, worker_id: str) -> list[tuple[str, str]]:
+        for key, (item, owner) in self._claims.items():
+            if key[0] == origin and owner is None:
+                self._claims[key] = (item, worker_id)
+        return [
+            (external_id, item)
+            for (source, external_id), (item, owner) in self._claims.items()
+            if source == origin and owner == worker_id
+        ]
 
     async def forget_claim(self, origin: str, external_id: str) -> None:
         self._claims.pop((origin, external_id), None)
+
+    async def adopt_claims(self, from_worker: str, to_worker: str) -> int:
+        adopted = [key for key, (_, owner) in self._claims.items() if owner == from_worker]
+        for key in adopted:
+            self._claims[key] = (self._claims[key][0], to_worker)
+        return len(adopted)
 
     async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:
         due = [(at, self._seq[job.id], job) for job in self._ended_with_callbacks() if (at := _due_at(job)) <= now]

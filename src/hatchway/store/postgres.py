@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -39,7 +41,7 @@ from hatchway.models import (
 from hatchway.output.events import EventBatch
 from hatchway.output.line_times import LineTimes
 from hatchway.store import pg_schema
-from hatchway.store.base import Fit, JobPage, JobQuery
+from hatchway.store.base import Fit, JobPage, JobQuery, ReportHold
 from hatchway.store.rows import due_at, event_from, job_from, parse_cursor, summary_fields
 
 _CONNECT_TIMEOUT_S = 10
@@ -69,6 +71,10 @@ UPDATE jobs SET state = 'building', worker_id = %(worker_id)s, message = NULL
 WHERE seq = (SELECT seq FROM jobs WHERE seq = %(seq)s AND state = 'queued' FOR UPDATE SKIP LOCKED)
 RETURNING *
 """
+_HOLD_REPORT = f"""SELECT * FROM jobs WHERE origin = %s AND reported_at IS NULL AND state IN {_FINAL}
+    ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"""
+_MARK_REPORTED = f"""UPDATE jobs SET reported_at = %(at)s
+    WHERE id = %(id)s AND reported_at IS NULL AND state IN {_FINAL} RETURNING *"""
 
 
 class PostgresStore:
@@ -172,22 +178,36 @@ class PostgresStore:
         return [_pg_job(row) for row in await self._all(sql, (origin,))]
 
     async def mark_reported(self, job_id: str, reported_at: datetime) -> Job | None:
-        sql = f"""UPDATE jobs SET reported_at = %(at)s
-            WHERE id = %(id)s AND reported_at IS NULL AND state IN {_FINAL} RETURNING *"""
-        return _maybe(await self._one(sql, {"id": job_id, "at": to_epoch(reported_at)}))
+        return _maybe(await self._one(_MARK_REPORTED, {"id": job_id, "at": to_epoch(reported_at)}))
 
-    async def record_claim(self, origin: str, external_id: str, item: str) -> None:
-        sql = """INSERT INTO claims (origin, external_id, item, claimed_at) VALUES (%s, %s, %s, %s)
+    @contextlib.asynccontextmanager
+    async def hold_report(self, origin: str) -> AsyncIterator[ReportHold | None]:
+        # The hold is the row's lock, for as long as the transaction: a worker that dies loses its connection, and
+        # with it the lock; one that is paused keeps both, so no one reports behind its back.
+        await self.open()
+        async with self._pool.connection() as db, db.transaction():
+            row = await (await db.execute(_HOLD_REPORT, (origin,))).fetchone()
+            yield None if row is None else _PgHold(_pg_job(row), db)
+
+    async def record_claim(self, origin: str, external_id: str, item: str, worker_id: str) -> None:
+        sql = """INSERT INTO claims (origin, external_id, item, claimed_at, worker_id) VALUES (%s, %s, %s, %s, %s)
             ON CONFLICT (origin, external_id) DO NOTHING"""
-        await self._run(sql, (origin, external_id, item, time.time()))
+        await self._run(sql, (origin, external_id, item, time.time(), worker_id))
 
-    async def claims(self, origin: str) -> list[tuple[str, str]]:
-        sql = "SELECT external_id, item FROM claims WHERE origin = %s ORDER BY claimed_at, seq"
-        rows = await self._all(sql, (origin,))
+    async def claims(self, origin: str, worker_id: str) -> list[tuple[str, str]]:
+        await self._run("UPDATE claims SET worker_id = %s WHERE origin = %s AND worker_id IS NULL", (worker_id, origin))
+        sql = "SELECT external_id, item FROM claims WHERE origin = %s AND worker_id = %s ORDER BY claimed_at, seq"
+        rows = await self._all(sql, (origin, worker_id))
         return [(row["external_id"], row["item"]) for row in rows]
 
     async def forget_claim(self, origin: str, external_id: str) -> None:
         await self._run("DELETE FROM claims WHERE origin = %s AND external_id = %s", (origin, external_id))
+
+    async def adopt_claims(self, from_worker: str, to_worker: str) -> int:
+        await self.open()
+        async with self._pool.connection() as db:
+            sql = "UPDATE claims SET worker_id = %s WHERE worker_id = %s"
+            return (await db.execute(sql, (to_worker, from_worker))).rowcount
 
     async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:
         sql = f"""SELECT * FROM jobs WHERE callback_due_at <= %s AND state IN {_FINAL}
@@ -367,6 +387,18 @@ class PostgresStore:
         async with self._pool.connection() as db:
             cursor = await db.execute(sql, params)
             return await cursor.fetchall()
+
+
+@dataclass(frozen=True)
+class _PgHold:
+    """A held report: the job's row is locked by the transaction on `db` until the hold ends."""
+
+    job: Job
+    db: AsyncConnection[dict[str, Any]]
+
+    async def reported(self, reported_at: datetime) -> Job | None:
+        cursor = await self.db.execute(_MARK_REPORTED, {"id": self.job.id, "at": to_epoch(reported_at)})
+        return _maybe(await cursor.fetchone())
 
 
 def _text_labels(row: dict[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS claims (
     external_id TEXT NOT NULL,
     item        TEXT NOT NULL,
     claimed_at  REAL NOT NULL,
+    worker_id   TEXT,
     PRIMARY KEY (origin, external_id)
 );
 CREATE INDEX IF NOT EXISTS jobs_callbacks ON jobs (callback_due_at) WHERE callback_due_at IS NOT NULL;
@@ -96,7 +97,15 @@ MIGRATIONS = {
     # (run after every migration, IF NOT EXISTS).
     6: ["ALTER TABLE jobs ADD COLUMN output_times TEXT"],
     7: [],  # the workers table (issue 18), on another branch
-    8: ["ALTER TABLE jobs ADD COLUMN placement TEXT NOT NULL DEFAULT '{}'"],  # the labels a worker needs to run it
+    # A job's placement (the labels a worker needs to run it), and the worker each claim is kept for. A file of
+    # before the claims journal gets it here, in its first shape, to be altered like the others.
+    8: [
+        "ALTER TABLE jobs ADD COLUMN placement TEXT NOT NULL DEFAULT '{}'",
+        """CREATE TABLE IF NOT EXISTS claims (
+            origin TEXT NOT NULL, external_id TEXT NOT NULL, item TEXT NOT NULL, claimed_at REAL NOT NULL,
+            PRIMARY KEY (origin, external_id))""",
+        "ALTER TABLE claims ADD COLUMN worker_id TEXT",
+    ],
 }
 
 INSERT = """
@@ -178,11 +187,16 @@ RETURNING *
 """
 
 RECORD_CLAIM = """
-INSERT INTO claims (origin, external_id, item, claimed_at) VALUES (:origin, :external_id, :item, :claimed_at)
+INSERT INTO claims (origin, external_id, item, claimed_at, worker_id)
+VALUES (:origin, :external_id, :item, :claimed_at, :worker_id)
 ON CONFLICT (origin, external_id) DO NOTHING
 """
 
-CLAIMS = "SELECT external_id, item FROM claims WHERE origin = ? ORDER BY claimed_at, rowid"
+CLAIMS_UNNAMED = "UPDATE claims SET worker_id = :worker_id WHERE origin = :origin AND worker_id IS NULL"
+CLAIMS = """
+SELECT external_id, item FROM claims WHERE origin = :origin AND worker_id = :worker_id ORDER BY claimed_at, rowid
+"""
+ADOPT_CLAIMS = "UPDATE claims SET worker_id = :to_worker WHERE worker_id = :from_worker"
 
 FORGET_CLAIM = "DELETE FROM claims WHERE origin = ? AND external_id = ?"
 
@@ -190,6 +204,8 @@ UNREPORTED = """
 SELECT * FROM jobs WHERE origin = ? AND reported_at IS NULL AND state IN ('succeeded', 'failed', 'killed')
 ORDER BY seq
 """
+
+UNREPORTED_OLDEST = UNREPORTED + "LIMIT ?"
 
 MARK_REPORTED = """
 UPDATE jobs SET reported_at = :reported_at

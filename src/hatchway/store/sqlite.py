@@ -8,9 +8,11 @@ lifecycle event of a change is written by a trigger (queries.SCHEMA), so it comm
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,8 @@ from hatchway.models import (
 from hatchway.output.events import EventBatch
 from hatchway.output.line_times import LineTimes
 from hatchway.store import queries
-from hatchway.store.base import Fit, JobPage, JobQuery
+from hatchway.store.base import Fit, JobPage, JobQuery, ReportHold
+from hatchway.store.holds import LocalHolds
 from hatchway.store.rows import due_at, event_from, job_from, parse_cursor, summary_fields
 
 
@@ -50,6 +53,7 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.execute("PRAGMA busy_timeout = 5000")
         self._migrate()
+        self._holds = LocalHolds()
 
     def _migrate(self) -> None:
         """Bring the file's schema up to this code's, in one transaction: two workers starting on one file migrate
@@ -111,15 +115,33 @@ class SqliteStore:
         row = self._one(queries.MARK_REPORTED, {"id": job_id, "reported_at": to_epoch(reported_at)})
         return None if row is None else job_from(row)
 
-    async def record_claim(self, origin: str, external_id: str, item: str) -> None:
-        params = {"origin": origin, "external_id": external_id, "item": item, "claimed_at": time.time()}
+    def hold_report(self, origin: str) -> AbstractAsyncContextManager[ReportHold | None]:
+        return self._holds.hold(functools.partial(self._oldest_unreported, origin), self.mark_reported)
+
+    async def _oldest_unreported(self, origin: str, count: int) -> list[Job]:
+        return [job_from(row) for row in self._db.execute(queries.UNREPORTED_OLDEST, (origin, count)).fetchall()]
+
+    async def record_claim(self, origin: str, external_id: str, item: str, worker_id: str) -> None:
+        params = {
+            "origin": origin,
+            "external_id": external_id,
+            "item": item,
+            "claimed_at": time.time(),
+            "worker_id": worker_id,
+        }
         self._db.execute(queries.RECORD_CLAIM, params)
 
-    async def claims(self, origin: str) -> list[tuple[str, str]]:
-        return [(row["external_id"], row["item"]) for row in self._db.execute(queries.CLAIMS, (origin,))]
+    async def claims(self, origin: str, worker_id: str) -> list[tuple[str, str]]:
+        self._db.execute(queries.CLAIMS_UNNAMED, {"origin": origin, "worker_id": worker_id})
+        rows = self._db.execute(queries.CLAIMS, {"origin": origin, "worker_id": worker_id})
+        return [(row["external_id"], row["item"]) for row in rows]
 
     async def forget_claim(self, origin: str, external_id: str) -> None:
         self._db.execute(queries.FORGET_CLAIM, (origin, external_id))
+
+    async def adopt_claims(self, from_worker: str, to_worker: str) -> int:
+        cursor = self._db.execute(queries.ADOPT_CLAIMS, {"from_worker": from_worker, "to_worker": to_worker})
+        return cursor.rowcount
 
     async def due_callbacks(self, now: datetime, limit: int) -> list[Job]:
         rows = self._db.execute(queries.DUE_CALLBACKS, {"now": to_epoch(now), "limit": limit}).fetchall()
