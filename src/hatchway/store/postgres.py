@@ -64,7 +64,7 @@ SELECT seq, priority, spec FROM jobs WHERE state = 'queued' {_PLACED_HERE} {{aft
 ORDER BY priority DESC, seq LIMIT %(window)s
 """
 _AFTER = "AND (priority < %(priority)s OR (priority = %(priority)s AND seq > %(seq)s))"
-_CANDIDATE_WINDOW = 16
+_CANDIDATE_WINDOWS = (2, 512)  # the first and the largest; each is twice the last: the best job fits, mostly
 # One candidate taken, if it is still queued and no other claim holds it (that one takes it).
 _CLAIM_SEQ = """
 UPDATE jobs SET state = 'building', worker_id = %(worker_id)s, message = NULL
@@ -265,7 +265,8 @@ class PostgresStore:
         the next that fits is)."""
         runs = fit.runs
         assert runs is not None
-        params: dict[str, Any] = {"worker_id": worker_id, "labels": labels, "window": _CANDIDATE_WINDOW}
+        window, largest = _CANDIDATE_WINDOWS
+        params: dict[str, Any] = {"worker_id": worker_id, "labels": labels, "window": window}
         after = ""
         while True:
             rows = await self._all(_CANDIDATES.format(after=after), params)
@@ -274,10 +275,10 @@ class PostgresStore:
                     claimed = await self._one(_CLAIM_SEQ, {"worker_id": worker_id, "seq": row["seq"]})
                     if claimed is not None:
                         return _pg_job(claimed)
-            if len(rows) < _CANDIDATE_WINDOW:
+            if len(rows) < params["window"]:
                 return None
             after = _AFTER
-            params.update(priority=rows[-1]["priority"], seq=rows[-1]["seq"])
+            params.update(priority=rows[-1]["priority"], seq=rows[-1]["seq"], window=min(params["window"] * 2, largest))
 
     async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:
         sql = """UPDATE jobs SET state = 'running', started_at = %s, run = %s
