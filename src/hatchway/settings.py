@@ -327,6 +327,10 @@ class Settings(BaseSettings):
         default=None, description="The address the controller is told to reach this worker at (http://host:port)."
     )
     worker_labels: dict[str, str] = Field(default_factory=dict, description="Labels the controller is told.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="This worker's labels: jobs' placement constraints match them; shown in GET /workers",
+    )
     port_range: tuple[int, int] = Field(default=(20000, 29999), description="Host ports jobs' `ports` come from.")
 
     bundle_allowed_urls: Annotated[list[str], NoDecode] = Field(

@@ -471,6 +471,8 @@ async def test_a_version_4_database_gains_callbacks_and_keeps_its_jobs(tmp_path:
         db.execute("ALTER TABLE jobs DROP COLUMN output_times")  # and before output line times
         db.execute("ALTER TABLE jobs DROP COLUMN cancel_requested_at")  # and before cancel requests
         db.execute("ALTER TABLE jobs DROP COLUMN cancel_grace_s")
+        db.execute("ALTER TABLE jobs DROP COLUMN placement")  # and before placement
+        db.execute("DROP TABLE claims")  # and before the claims journal
         db.execute("PRAGMA user_version = 4")
     db.close()
 
@@ -487,15 +489,15 @@ async def test_a_version_4_database_gains_callbacks_and_keeps_its_jobs(tmp_path:
 
 
 async def test_a_source_s_claims_are_kept_until_forgotten_one_per_item(store: JobStore) -> None:
-    await store.record_claim("queue", "a", '{"eval_id": "a"}')
-    await store.record_claim("queue", "b", '{"eval_id": "b"}')
-    await store.record_claim("queue", "a", '{"eval_id": "a", "again": true}')  # the first record stands
-    await store.record_claim("judge", "a", "{}")
-    assert await store.claims("queue") == [("a", '{"eval_id": "a"}'), ("b", '{"eval_id": "b"}')]
+    await store.record_claim("queue", "a", '{"eval_id": "a"}', "w1")
+    await store.record_claim("queue", "b", '{"eval_id": "b"}', "w1")
+    await store.record_claim("queue", "a", '{"eval_id": "a", "again": true}', "w1")  # the first record stands
+    await store.record_claim("judge", "a", "{}", "w1")
+    assert await store.claims("queue", "w1") == [("a", '{"eval_id": "a"}'), ("b", '{"eval_id": "b"}')]
     await store.forget_claim("queue", "a")
     await store.forget_claim("queue", "never-claimed")
-    assert await store.claims("queue") == [("b", '{"eval_id": "b"}')]
-    assert await store.claims("judge") == [("a", "{}")]
+    assert await store.claims("queue", "w1") == [("b", '{"eval_id": "b"}')]
+    assert await store.claims("judge", "w1") == [("a", "{}")]
 
 
 async def test_a_stop_asked_of_an_active_job_is_kept_for_its_worker(store: JobStore, make_job: MakeJob) -> None:
