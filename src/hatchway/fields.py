@@ -59,6 +59,8 @@ CleanStr = Annotated[str, AfterValidator(_no_nul)]
 LabelKey = Annotated[str, Field(pattern=LABEL_KEY_PATTERN)]
 LabelValue = Annotated[str, Field(max_length=256)]
 JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
+Placement = Annotated[dict[LabelKey, LabelValue], Field(max_length=32)]
+"""Labels a worker must have (all of them, with these values) to run a job: keys and values as labels'."""
 Runtime = Literal["docker", "gvisor", "auto"]
 PortName = Annotated[str, Field(pattern=PORT_NAME_PATTERN)]
 CallbackUrl = Annotated[str, Field(pattern=r"^https?://", max_length=4096)]

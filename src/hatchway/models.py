@@ -13,7 +13,18 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
-from hatchway.fields import CallbackUrl, CleanStr, EnvName, JobId, LabelKey, LabelValue, PortName, RelativePath, Runtime
+from hatchway.fields import (
+    CallbackUrl,
+    CleanStr,
+    EnvName,
+    JobId,
+    LabelKey,
+    LabelValue,
+    Placement,
+    PortName,
+    RelativePath,
+    Runtime,
+)
 from hatchway.judge.report import GradeReport
 from hatchway.judge.request import GradeSpec
 
@@ -173,6 +184,10 @@ class JobRequest(BaseModel):
     )
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="Higher runs first.")
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    placement: Placement = Field(
+        default_factory=dict,
+        description="Run only on a worker whose labels include all these (see docs/jobs.md, Placement).",
+    )
     callback_url: CallbackUrl | None = Field(
         default=None,
         description="POSTed the job's JSON once it has ended (http or https; see docs/jobs.md, Callbacks).",
@@ -242,6 +257,9 @@ class JobSpec(BaseModel):
     ports: list[str] = Field(default_factory=list)
     priority: int
     labels: dict[str, str]
+    placement: dict[str, str] = Field(
+        default_factory=dict, description="Only a worker whose labels include all these runs it."
+    )
     grade: GradeSpec | None = Field(default=None, description="For a grade: what to compile and judge, and how.")
     callback_url: str | None = Field(default=None, description="Where the job's final state is POSTed.")
 

@@ -331,8 +331,8 @@ class Settings(BaseSettings):
     )
     labels: dict[str, str] = Field(
         default_factory=dict,
-        description="This worker's labels: in the fleet's registry (GET /workers), for placing jobs, and told to "
-        "the controller.",
+        description="This worker's labels: jobs' placement constraints match them; in the fleet's registry "
+        "(GET /workers), and told to the controller.",
     )
     worker_labels: dict[str, str] = Field(
         default_factory=dict, description="The older name of `labels`, merged into it (`labels` wins a key)."
@@ -342,7 +342,7 @@ class Settings(BaseSettings):
         ge=1.0,
         le=3600.0,
         description="A worker's lease in the fleet, renewed every third of it: a worker that has not renewed it "
-        "for this long is taken for lost, and another takes its jobs over (docs/operations.md).",
+        "for this long is taken for lost, and another takes its jobs over (docs/fleet.md).",
     )
     port_range: tuple[int, int] = Field(default=(20000, 29999), description="Host ports jobs' `ports` come from.")
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import containers_of, mounts_under
+from tests.postgres_db import fresh_schema_sync
 
 
 def free_port() -> int:
@@ -127,6 +128,24 @@ def start_server(tmp_path: Path, worker_id: str, docker_client: docker.DockerCli
         server.client.close()
         assert containers_of(docker_client, server.worker_id) == [], "containers left behind"
         assert mounts_under(server.log_path.parent) == [], "a job's disk left mounted"
+
+
+@pytest.fixture
+def start_fleet(start_server: ServerFactory) -> Iterator[ServerFactory]:
+    """Start workers of one fleet: each on the same fresh PostgreSQL store (`store_url`), which goes once they have
+    all stopped."""
+    with fresh_schema_sync() as url:
+        started: list[Server] = []
+
+        def _start(**settings: Any) -> Server:
+            server = start_server(store_url=url, **settings)
+            started.append(server)
+            return server
+
+        yield _start
+        for server in started:
+            if server.process is not None and server.process.poll() is None:
+                server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class FakeMaster:
     that a report's retries cannot fall in step with the polls and fail again and again."""
     refuse_reports: bool = False
     """Answer 503 to every report (to leave them pending)."""
+    report_delay_s: float = 0.0
+    """Take this long to answer each report (a slow master: reports from several workers then overlap)."""
     report_attempts: int = 0
     requests: int = 0
     unkeyed: list[str] = field(default_factory=list)
@@ -70,6 +73,8 @@ class FakeMaster:
             if check_key:
                 handler.answer(401, {"error": "bad key"})
                 return True
+        if report and self.report_delay_s:
+            time.sleep(self.report_delay_s)  # this request's own thread: the master answers others meanwhile
         with self.lock:
             self.report_attempts += int(report)
             self.requests += 1

@@ -153,3 +153,22 @@ async def test_an_item_claimed_before_a_crash_and_never_stored_is_taken_up_and_r
     await again.drain()  # after which it sends nothing more
     assert len(master.reports) == 1 and master.claimed == 0, "one report, and nothing claimed from the master"
     assert await again.jobs.claims("queue") == []
+
+
+async def test_claims_handed_over_from_a_dead_worker_are_taken_up_while_running_and_reported_once(
+    master: TasksMaster, start: Any
+) -> None:
+    """A worker of a fleet died between taking an item and storing it; the survivor that is handed its claims
+    (`adopt_claims`, by whoever reclaims the dead worker's work) takes the item up without a restart."""
+    worker = await start(source={"poll_interval_s": 0.2})
+    await until(lambda: worker.sources[0].status().last_poll_at is not None, "the worker never polled")
+    master.handed_out("orphan", "print(8)")  # the dead worker had it: the master holds it as running
+    item = '{"eval_id": "orphan", "code": "print(8)", "engine": "docker"}'
+    await worker.parts.store.record_claim("queue", "orphan", item, "dead-worker")
+    assert await worker.jobs.claims("queue") == [], "not this worker's"
+    assert await worker.parts.store.adopt_claims("dead-worker", worker.parts.settings.worker_id) == 1
+    got = await reports(master, 1)
+    assert got["orphan"][0] == "complete" and got["orphan"][1]["output"]["output"] == "8\n", got
+    await worker.drain()
+    assert len(master.reports) == 1 and master.claimed == 0, "one report, and nothing claimed from the master"
+    assert await worker.jobs.claims("queue") == []

@@ -28,6 +28,7 @@ from hatchway.jobs.notify import JobSignals
 from hatchway.models import Job, JobRequest, JobState, Reason, RunInfo
 from hatchway.output.events import EventType, JobEvent
 from hatchway.store import MemoryStore
+from hatchway.store.base import Fit
 from hatchway.store.postgres import PostgresStore
 from hatchway.store.wakeups import Wake, Wakeup
 from hatchway.worker.worker import Worker
@@ -48,9 +49,9 @@ class WatchedStore(PostgresStore):
         self.listening = asyncio.Event()
         self.idle = asyncio.Event()
 
-    async def claim_next(self, worker_id: str) -> Job | None:
+    async def claim_next(self, worker_id: str, fit: Fit | None = None) -> Job | None:
         looked_after_listening = self.listening.is_set()
-        job = await super().claim_next(worker_id)
+        job = await super().claim_next(worker_id, fit)
         if job is None and looked_after_listening:
             self.idle.set()
         return job

@@ -475,6 +475,8 @@ async def test_a_version_4_database_gains_callbacks_and_keeps_its_jobs(tmp_path:
         db.execute("ALTER TABLE jobs DROP COLUMN output_times")  # and before output line times
         db.execute("ALTER TABLE jobs DROP COLUMN cancel_requested_at")  # and before cancel requests
         db.execute("ALTER TABLE jobs DROP COLUMN cancel_grace_s")
+        db.execute("ALTER TABLE jobs DROP COLUMN placement")  # and before placement
+        db.execute("DROP TABLE claims")  # and before the claims journal
         db.execute("PRAGMA user_version = 4")
     db.close()
 
@@ -491,15 +493,15 @@ async def test_a_version_4_database_gains_callbacks_and_keeps_its_jobs(tmp_path:
 
 
 async def test_a_source_s_claims_are_kept_until_forgotten_one_per_item(store: JobStore) -> None:
-    await store.record_claim("queue", "a", '{"eval_id": "a"}')
-    await store.record_claim("queue", "b", '{"eval_id": "b"}')
-    await store.record_claim("queue", "a", '{"eval_id": "a", "again": true}')  # the first record stands
-    await store.record_claim("judge", "a", "{}")
-    assert await store.claims("queue") == [("a", '{"eval_id": "a"}'), ("b", '{"eval_id": "b"}')]
+    await store.record_claim("queue", "a", '{"eval_id": "a"}', "w1")
+    await store.record_claim("queue", "b", '{"eval_id": "b"}', "w1")
+    await store.record_claim("queue", "a", '{"eval_id": "a", "again": true}', "w1")  # the first record stands
+    await store.record_claim("judge", "a", "{}", "w1")
+    assert await store.claims("queue", "w1") == [("a", '{"eval_id": "a"}'), ("b", '{"eval_id": "b"}')]
     await store.forget_claim("queue", "a")
     await store.forget_claim("queue", "never-claimed")
-    assert await store.claims("queue") == [("b", '{"eval_id": "b"}')]
-    assert await store.claims("judge") == [("a", "{}")]
+    assert await store.claims("queue", "w1") == [("b", '{"eval_id": "b"}')]
+    assert await store.claims("judge", "w1") == [("a", "{}")]
 
 
 async def test_a_held_callback_is_due_for_no_one_else_until_its_hold_ends(store: JobStore, make_job: MakeJob) -> None:
@@ -593,11 +595,13 @@ async def test_a_lost_worker_s_jobs_are_taken_over_once_by_recovery_s_rules(stor
         await store.mark_running(job_id, T0, RunInfo())
     await store.finish("done", Outcome(state=JobState.SUCCEEDED, exit_code=0), T1)
     await store.enqueue(make_job(id="later"))
+    await store.record_claim("queue", "item-1", '{"id": 1}', "lost")  # taken from its master, not yet stored
     await store.register(registration("survivor"), 30)
     assert (await expired(store, "lost")).running == 2
 
     (taken,) = await store.reclaim_expired("survivor")
-    assert (taken.worker_id, taken.generation) == ("lost", 1)
+    assert (taken.worker_id, taken.generation, taken.claims) == ("lost", 1, 1)
+    assert await store.claims("queue", "survivor") == [("item-1", '{"id": 1}')], "its sources' items too"
     settled = {job.id: job for job in taken.jobs}
     assert sorted(settled) == ["claimed", "grading", "ran"], "its active jobs, not the one that ended"
     claimed, grading, ran = settled["claimed"], settled["grading"], settled["ran"]

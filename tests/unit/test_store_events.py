@@ -147,6 +147,7 @@ async def test_a_version_4_database_gains_the_event_log(tmp_path: Path, make_job
         ",\n    output_times     TEXT",
         ",\n    cancel_requested_at REAL",
         ",\n    cancel_grace_s   REAL",
+        ",\n    placement        TEXT NOT NULL DEFAULT '{}'",
     )
     for added in added_since:
         assert added in jobs_table

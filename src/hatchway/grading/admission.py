@@ -45,6 +45,7 @@ class GradeAdmission:
         if isinstance(request.checker, CustomChecker):
             checker_profile = profile_for(request.checker.language, None, self.profiles)
             self._policy.require_image(checker_profile.image)
+        self._policy.require_placement(request.placement)
         if request.problem_url is not None:
             self._policy.require_url(request.problem_url, "problem_url", source=source)
         if request.callback_url is not None:
@@ -80,6 +81,7 @@ class GradeAdmission:
             runtime=runtime,
             priority=request.priority,
             labels=request.labels,
+            placement=request.placement,
             callback_url=request.callback_url,
             grade=GradeSpec(
                 profile=profile,

@@ -18,7 +18,8 @@ from hatchway.errors import (
     NotAllowed,
     RuntimeUnavailable,
 )
-from hatchway.models import JobRequest, JobSpec, ResolvedLimits
+from hatchway.models import BuildSpec, JobRequest, JobSpec, ResolvedLimits
+from hatchway.store.base import placement_met
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,11 @@ class Admitted:
 
 
 class Policy:
-    """What jobs may ask for on this worker: images, runtimes, host networking, limits, input size."""
+    """What jobs may ask for on this worker: images, runtimes, host networking, limits, input size, placement.
+
+    `labels` are the worker's own, which a job's placement must be among. A worker alone with its queue (not
+    `fleet`) refuses a job it does not meet the placement of, as nobody else could run it; one of a fleet takes it
+    in for a worker that meets it."""
 
     def __init__(
         self,
@@ -47,6 +52,8 @@ class Policy:
         callback_allowed_urls: Collection[str] = ("https://*", "http://*"),
         available_runtimes: Callable[[], Collection[str]] = lambda: ("docker", "gvisor"),
         grants: Mapping[str, SourceGrant] | None = None,
+        labels: Mapping[str, str] | None = None,
+        fleet: bool = False,
     ) -> None:
         self.allowed_images = allowed_images
         self.allow_host_network = allow_host_network
@@ -60,6 +67,8 @@ class Policy:
         self.callback_allowed_urls = callback_allowed_urls
         self._available = available_runtimes
         self._grants = dict(grants or {})
+        self.labels = dict(labels or {})
+        self.fleet = fleet
 
     def image_allowed(self, image: str) -> bool:
         return image_matches(self.allowed_images, image)
@@ -71,6 +80,21 @@ class Policy:
                 f"image {image!r} is not allowed on this worker; "
                 f"allowed patterns: {', '.join(self.allowed_images) or '(none)'}"
             )
+
+    def require_placement(self, placement: Mapping[str, str]) -> None:
+        """Raises NotAllowed if this worker, alone with its queue, does not meet `placement`."""
+        if not self.fleet and not placement_met(placement, self.labels):
+            raise NotAllowed(
+                f"placement {_shown(placement)} is not met by this worker's labels ({_shown(self.labels)}), and no "
+                "other worker shares its queue: set labels, or leave the placement out"
+            )
+
+    def placement_wait(self, placement: Mapping[str, str]) -> str | None:
+        """What a job with `placement` that this worker took in waits for, if this worker does not meet it (its
+        message while it is queued; None if this worker may run it)."""
+        if placement_met(placement, self.labels):
+            return None
+        return f"waits for a worker whose labels include {_shown(placement)}"
 
     def require_url(self, url: str, field: str, *, source: str | None = None) -> None:
         """Raises NotAllowed unless `url` (a bundle or problem archive) matches the allowed patterns, or is on the
@@ -102,14 +126,13 @@ class Policy:
     def admit(self, request: JobRequest, *, source: str | None = None) -> Admitted:
         """The normalised spec for `request` (an item of job source `source`, or a client's). Raises NotAllowed,
         LimitTooHigh, InputTooLarge, RuntimeUnavailable."""
-        images = [request.image] if request.image is not None else []
-        if request.build is not None:
-            try:
-                images += dockerfile_bases(request.build.dockerfile)
-            except BuildFailed as exc:
-                raise InvalidRequest(f"build.dockerfile: {exc}") from exc
+        try:
+            images = images_needed(request.image, request.build)
+        except BuildFailed as exc:
+            raise InvalidRequest(f"build.dockerfile: {exc}") from exc
         for image in images:
             self.require_image(image)
+        self.require_placement(request.placement)
         if request.bundle_url is not None:
             self.require_url(request.bundle_url, "bundle_url", source=source)
         if request.callback_url is not None:
@@ -151,6 +174,7 @@ class Policy:
             ports=request.ports,
             priority=request.priority,
             labels=request.labels,
+            placement=request.placement,
             callback_url=request.callback_url,
         )
         return Admitted(spec=spec, warnings=warnings)
@@ -171,6 +195,15 @@ class Policy:
         if runtime == "gvisor" and self.gvisor_fallback and "docker" in self._available():
             return "docker", ["gvisor is unavailable on this worker; the job runs on docker (runc) instead"]
         raise RuntimeUnavailable(f"runtime {runtime!r} is not available on this worker right now")
+
+
+def images_needed(image: str | None, build: BuildSpec | None) -> list[str]:
+    """The images a job runs in or builds on; raises BuildFailed for a Dockerfile that cannot be read."""
+    return ([image] if image is not None else []) + (dockerfile_bases(build.dockerfile) if build is not None else [])
+
+
+def _shown(labels: Mapping[str, str]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in sorted(labels.items())) or "none"
 
 
 def image_matches(patterns: Collection[str], image: str) -> bool:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from hatchway.models import Job
-from hatchway.store.base import JobStore
+from hatchway.store.base import Fit, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ class Scheduler:
     The store's claim is atomic, so a job is launched at most once however many submits and kills race.
     The loop sleeps until new work, a freed slot, the poll interval or stop, whichever comes first. While `ready`
     is clear (the engine does not answer) nothing is claimed: queued jobs wait there, and the loop wakes when
-    it is set again.
+    it is set again. Only jobs `fit` admits are claimed (None: any); the others are left for other workers.
     """
 
     def __init__(
@@ -30,8 +30,10 @@ class Scheduler:
         poll_interval_s: float,
         launch: Callable[[Job], Awaitable[None]],
         ready: asyncio.Event | None = None,
+        fit: Fit | None = None,
     ) -> None:
         self._store = store
+        self._fit = fit
         self._worker_id = worker_id
         self._max = max_concurrent_jobs
         self._poll_interval_s = poll_interval_s
@@ -70,7 +72,7 @@ class Scheduler:
         while not stop.is_set():
             self._wake.clear()
             while not self.paused and self._is_ready() and len(self._tasks) < self._max:
-                job = await self._store.claim_next(self._worker_id)
+                job = await self._store.claim_next(self._worker_id, self._fit)
                 if job is None:
                     break
                 self._track(job.id, self._launch(job))

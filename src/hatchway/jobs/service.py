@@ -8,6 +8,7 @@ import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 
 from hatchway.errors import InvalidRequest, JobAlreadyFinished, JobConflict, JobNotFound, ShuttingDown
 from hatchway.jobs.control import RunControl
@@ -27,7 +28,7 @@ from hatchway.models import (
 )
 from hatchway.output.capture import OutputCapture
 from hatchway.output.line_times import LineTimes
-from hatchway.store.base import JobPage, JobQuery, JobStore
+from hatchway.store.base import JobPage, JobQuery, JobStore, ReportHold
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class JobService:
             priority=spec.priority,
             run=RunInfo(warnings=warnings),
             spec=spec,
+            message=self.policy.placement_wait(spec.placement),
             origin=origin,
             external_id=external_id,
             callback=_new_callback(spec),
@@ -230,12 +232,14 @@ class JobService:
 
     async def record_claim(self, origin: str, external_id: str, item: str) -> None:
         """Keep an item just taken from source `origin`'s master until it is stored as a job or refused: if the
-        worker dies in between, `claims` hands it back on the next start (the master will not hand it out again)."""
-        await self.store.record_claim(origin, external_id, item)
+        worker dies in between, `claims` hands it back on the next start (the master will not hand it out again),
+        or to the survivor given this worker's claims."""
+        await self.store.record_claim(origin, external_id, item, self._worker_id)
 
     async def claims(self, origin: str) -> list[tuple[str, str]]:
-        """Items of source `origin` taken and never stored as jobs, as (external id, item), oldest first."""
-        return await self.store.claims(origin)
+        """This worker's items of source `origin` taken and never stored as jobs (its own, and those handed to it
+        from a worker that died), as (external id, item), oldest first."""
+        return await self.store.claims(origin, self._worker_id)
 
     async def forget_claim(self, origin: str, external_id: str) -> None:
         """The item is stored as a job (or refused as one)."""
@@ -245,9 +249,10 @@ class JobService:
         """Jobs of source `origin` that have ended and whose result it has not been told yet, oldest first."""
         return await self.store.unreported(origin)
 
-    async def mark_reported(self, job_id: str) -> None:
-        """The job's source has its result."""
-        await self.store.mark_reported(job_id, utcnow())
+    def hold_report(self, origin: str) -> AbstractAsyncContextManager[ReportHold | None]:
+        """The oldest ended job of source `origin` whose report no one else holds, held while the block runs
+        (None: none is left): however many workers report for that source, only the holder sends it."""
+        return self.store.hold_report(origin)
 
     async def free_slots(self) -> int:
         """How many more jobs could start at once now: slots neither running nor promised to queued jobs."""

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from hatchway.fields import CallbackUrl, CleanStr, JobId, LabelKey, LabelValue, Runtime, SourcePath
+from hatchway.fields import CallbackUrl, CleanStr, JobId, LabelKey, LabelValue, Placement, Runtime, SourcePath
 from hatchway.judge.limits import GradeLimits, RequestedGradeLimits
 from hatchway.judge.profiles import Profile
 from hatchway.judge.verdicts import check_groups
@@ -209,6 +209,10 @@ class GradeRequest(BaseModel):
     stop_on_first_failure: bool = False
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="Higher runs first.")
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    placement: Placement = Field(
+        default_factory=dict,
+        description="Run only on a worker whose labels include all these (see docs/jobs.md, Placement).",
+    )
     runtime: Runtime = Field(default="auto", description="docker (runc), gvisor (runsc), or auto.")
     callback_url: CallbackUrl | None = Field(
         default=None, description="POSTed the grading's JSON once it has ended (see docs/jobs.md, Callbacks)."

@@ -7,7 +7,11 @@ and what the master is told of a job that has ended. Everything else is here, on
 - claiming: one item per free slot, held while the item is asked for and queued; at once again while items come
   and slots are free, `poll_interval_s` when there is none, a backoff when the master cannot be reached;
 - reporting: a job's stored final state is its report, sent until the master answers 2xx, then marked reported,
-  so a report survives any restart and is sent exactly once;
+  so a report survives any restart and is sent exactly once; the reporter holds the job while it sends it
+  (`JobService.hold_report`), so of the workers of a fleet that pull from one master, one sends each report, and
+  a survivor sends those of a worker that died;
+- taking up: an item taken from the master is recorded (the claim journal) until it is stored as a job; a worker
+  takes up the items recorded for it and never stored (after a crash, or handed over from a worker that died);
 - an item that cannot run is kept as a refused job, so its report is stored and sent like any other; one whose
   files could not be downloaded for a reason that may pass (unreachable, 5xx) is tried again a few times first.
 """
@@ -107,8 +111,9 @@ class PulledSource(abc.ABC):
         return None
 
     def _job_ended(self, job: Job) -> None:
-        """Called once per run of the worker for each ended job of this source whose report is not sent yet (also
-        those found so after a restart), before its report goes; it must not wait. Nothing by default."""
+        """Called once per run of the worker for each ended job of this source whose report it is about to send
+        (also those found so after a restart, and those of a worker that died), before it goes, by the worker that
+        holds the report: in a fleet, one worker. It must not wait. Nothing by default."""
         return None
 
     # What every source does
@@ -131,16 +136,7 @@ class PulledSource(abc.ABC):
         )
 
     async def run(self, jobs: JobService, stop: asyncio.Event) -> None:
-        # Items an earlier run took from the master and died before storing: the master will not hand them out
-        # again, so they are taken up from their record (storing is idempotent: one stored already is found).
-        for external_id, recorded in await jobs.claims(self.name):
-            log.info(
-                "%s %s was claimed before a restart and not yet stored: taking it up",
-                self.item_name,
-                external_id,
-                extra={"event": "source_claim_resumed", "source": self.name},
-            )
-            await self._take_up(jobs, external_id, json.loads(recorded), stop)
+        await self._resume(jobs, stop)
         async with httpx.AsyncClient(base_url=self._config.url, timeout=self._config.request_timeout_s) as http:
             reporter = asyncio.create_task(self._report_loop(jobs, http), name=f"source-{self.name}-reports")
             claimer = asyncio.create_task(self._claim_loop(jobs, http, stop), name=f"source-{self.name}-claims")
@@ -167,8 +163,25 @@ class PulledSource(abc.ABC):
 
     # Claiming
 
+    async def _resume(self, jobs: JobService, stop: asyncio.Event) -> None:
+        """Take up the items recorded for this worker and never stored: taken by an earlier run that died before
+        storing them, or by a worker that died, whose claims were handed to this one. The master will not hand
+        them out again (storing is idempotent: one stored already is found)."""
+        for external_id, recorded in await jobs.claims(self.name):
+            if stop.is_set():
+                return
+            log.info(
+                "%s %s was claimed and never stored: taking it up",
+                self.item_name,
+                external_id,
+                extra={"event": "source_claim_resumed", "source": self.name},
+            )
+            await self._take_up(jobs, external_id, json.loads(recorded), stop)
+
     async def _claim_loop(self, jobs: JobService, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            # Between two items none of this loop's is half taken: any recorded for this worker were handed to it.
+            await self._resume(jobs, stop)
             got_work = False
             async with jobs.slot(stop) as free:
                 if not free:
@@ -314,26 +327,31 @@ class PulledSource(abc.ABC):
     async def _report_loop(self, jobs: JobService, http: httpx.AsyncClient) -> None:
         while True:
             self._ended.clear()
-            pending = await jobs.unreported(self.name)
-            self._pending = len(pending)
-            for job in pending:
-                if job.id not in self._seen_ended:
-                    self._seen_ended.add(job.id)
-                    self._job_ended(job)
-            failed = False
-            for job in pending:
-                if not await self._send(http, self._report(job)):
-                    self._report_failures += 1
-                    failed = True
-                    break
-                await jobs.mark_reported(job.id)
-                self._seen_ended.discard(job.id)
-                self._sent += 1
-                self._pending -= 1
+            self._pending = len(await jobs.unreported(self.name))
+            failed = not await self._report_all(jobs, http)
             if self._done_claiming.is_set() and not self._pending and not self._watchers:
                 return
+            # Reports another worker holds are looked at again after a while, once it has sent them or died.
             wait_s = self._report_backoff.delay_s if failed else _RESCAN_S
             await pause(None, wait_s, wake=None if failed else self._ended)
+
+    async def _report_all(self, jobs: JobService, http: httpx.AsyncClient) -> bool:
+        """Send the outbox's reports, oldest first, each held while it goes; False once the master refuses one."""
+        while True:
+            async with jobs.hold_report(self.name) as held:
+                if held is None:
+                    return True
+                job = held.job
+                if job.id not in self._seen_ended:  # the reporter publishes its end: one worker, once per run
+                    self._seen_ended.add(job.id)
+                    self._job_ended(job)
+                if not await self._send(http, self._report(job)):
+                    self._report_failures += 1
+                    return False
+                await held.reported(utcnow())
+            self._seen_ended.discard(job.id)
+            self._sent += 1
+            self._pending = max(self._pending - 1, 0)
 
     async def _send(self, http: httpx.AsyncClient, report: Report) -> bool:
         """Send one report; True once the master has it."""

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from hatchway.models import CallbackStatus, Job, JobKind, JobState, JobSummary, Outcome, Resources, RunInfo, Stream
+from hatchway.models import (
+    CallbackStatus,
+    Job,
+    JobKind,
+    JobSpec,
+    JobState,
+    JobSummary,
+    Outcome,
+    Resources,
+    RunInfo,
+    Stream,
+)
 from hatchway.output.events import EventBatch
 from hatchway.output.line_times import LineTimes
 from hatchway.store.fleet import LeaseLost, Reclaim, WorkerInfo, WorkerStatus
@@ -31,6 +43,40 @@ class JobPage:
 
     jobs: list[JobSummary]
     next_cursor: str | None
+
+
+def placement_met(placement: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """Whether a worker with `labels` meets a job's `placement`: it has every one of those labels, with that value."""
+    return all(labels.get(key) == value for key, value in placement.items())
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Which queued jobs a worker can run, for `claim_next`: those whose placement its `labels` meet and, if
+    `runs` is given, whose spec `runs` accepts (its images allowed, its runtime working, its profiles present).
+
+    The store filters on placement itself (cheaply, in the database) and asks `runs` of the candidates left, in
+    queue order; a job that does not fit stays queued, in its place, for a worker it fits."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    runs: Callable[[JobSpec], bool] | None = None
+
+    def admits(self, spec: JobSpec) -> bool:
+        return placement_met(spec.placement, self.labels) and (self.runs is None or self.runs(spec))
+
+
+class ReportHold(Protocol):
+    """An ended job of a source whose report one reporter holds: no other `hold_report`, in this worker or another,
+    hands it out until the hold ends."""
+
+    @property
+    def job(self) -> Job:
+        """The job, as it was when the hold was taken."""
+        ...
+
+    async def reported(self, reported_at: datetime) -> Job | None:
+        """Its source has the job's result (as `mark_reported`); None if it was reported already."""
+        ...
 
 
 class JobStore(Protocol):
@@ -63,17 +109,30 @@ class JobStore(Protocol):
         """Its source has the job's result; None if the job has not ended or was reported already."""
         ...
 
-    async def record_claim(self, origin: str, external_id: str, item: str) -> None:
-        """Keep an item source `origin` has just taken from its master (`item`, as the master sent it) until it is
-        stored as a job: a worker that dies in between takes it up again from here on its next start."""
+    def hold_report(self, origin: str) -> AbstractAsyncContextManager[ReportHold | None]:
+        """The oldest job of source `origin`'s outbox that no one else holds, held while the block runs (None: there
+        is none): of several reporters of one source, on one worker or many, only the holder sends its report, so
+        it is sent once. A holder that dies lets go of it (another then sends it); one that is paused keeps it."""
         ...
 
-    async def claims(self, origin: str) -> list[tuple[str, str]]:
-        """The items of source `origin` recorded and not yet forgotten, as (external id, item), oldest first."""
+    async def record_claim(self, origin: str, external_id: str, item: str, worker_id: str) -> None:
+        """Keep an item source `origin` has just taken from its master (`item`, as the master sent it) for worker
+        `worker_id` until it is stored as a job: a worker that dies in between takes it up again from here on its
+        next start (or a survivor does, given it by `adopt_claims`)."""
+        ...
+
+    async def claims(self, origin: str, worker_id: str) -> list[tuple[str, str]]:
+        """The items of source `origin` recorded for `worker_id` and not yet forgotten, as (external id, item),
+        oldest first. Items of `origin` recorded before claims named their worker become this worker's."""
         ...
 
     async def forget_claim(self, origin: str, external_id: str) -> None:
         """The item is stored as a job (or refused as one): its claim is no longer needed."""
+        ...
+
+    async def adopt_claims(self, from_worker: str, to_worker: str) -> int:
+        """Hand every claim of `from_worker` (one that died) to `to_worker`, whose sources then take the items up;
+        how many there were."""
         ...
 
     async def due_callbacks(self, now: datetime, limit: int, *, hold_until: datetime | None = None) -> list[Job]:
@@ -99,9 +158,10 @@ class JobStore(Protocol):
         its length, not by what the jobs printed. Raises ValueError for a malformed cursor."""
         ...
 
-    async def claim_next(self, worker_id: str) -> Job | None:
-        """Move the best queued job (highest priority, then oldest) to `building` for this worker; the
-        `message` a requeue left on it is cleared."""
+    async def claim_next(self, worker_id: str, fit: Fit | None = None) -> Job | None:
+        """Move the best queued job (highest priority, then oldest) that `fit` admits (None: any) to `building` for
+        this worker; the `message` a requeue left on it is cleared. Jobs that do not fit are left queued, in their
+        place, and never keep another worker from claiming them."""
         ...
 
     async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:
@@ -202,7 +262,8 @@ class JobStore(Protocol):
         """Take over, as worker `survivor`, every other worker whose lease ran out and that no one took over yet
         (a worker that stopped cleanly only if it left jobs active), each by one survivor only, however many ask
         at once: its claimed jobs that never started go back to the queue in their old places, its gradings are
-        graded again, and its other running jobs fail `worker_lost` (store/fleet.py `Fate`)."""
+        graded again, its other running jobs fail `worker_lost` (store/fleet.py `Fate`), and the items its sources
+        had claimed and not yet stored become the survivor's (`adopt_claims`), all in one transaction."""
         ...
 
     async def close(self) -> None:

@@ -78,11 +78,13 @@ class LeaseLost(StrEnum):
 
 @dataclass(frozen=True)
 class Reclaim:
-    """What a survivor took over from a worker whose lease ran out: its jobs, as each stands afterwards."""
+    """What a survivor took over from a worker whose lease ran out: its jobs, as each stands afterwards, and how
+    many items its pulled sources had claimed and not yet stored (now the survivor's, `JobStore.claims`)."""
 
     worker_id: str
     generation: int
     jobs: list[Job]
+    claims: int = 0
 
 
 class Fate(StrEnum):

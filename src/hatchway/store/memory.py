@@ -6,6 +6,7 @@ import bisect
 import heapq
 import time
 from collections.abc import AsyncGenerator
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +27,7 @@ from hatchway.models import (
 )
 from hatchway.output.events import EventBatch, JobEvent, event_type
 from hatchway.output.line_times import LineTimes
-from hatchway.store.base import JobPage, JobQuery
+from hatchway.store.base import Fit, JobPage, JobQuery, ReportHold
 from hatchway.store.fleet import (
     Fate,
     LeaseLost,
@@ -39,6 +40,7 @@ from hatchway.store.fleet import (
     worker_row,
     worker_status,
 )
+from hatchway.store.holds import LocalHolds
 from hatchway.store.wakeups import LocalWakeups, Wakeup
 
 _LONG_AGO = datetime.fromtimestamp(0, UTC)  # a callback not tried yet is due as soon as its job ends
@@ -49,7 +51,8 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
-        self._claims: dict[tuple[str, str], str] = {}
+        self._claims: dict[tuple[str, str], tuple[str, str | None]] = {}  # (origin, external id) -> item, worker
+        self._holds = LocalHolds()
         self._seq: dict[str, int] = {}
         self._queue: list[tuple[int, int, str]] = []
         self._output_times: dict[str, dict[Stream, list[int]]] = {}
@@ -93,14 +96,36 @@ class MemoryStore:
             return None
         return self._update(job, reported_at=reported_at)
 
-    async def record_claim(self, origin: str, external_id: str, item: str) -> None:
-        self._claims.setdefault((origin, external_id), item)
+    def hold_report(self, origin: str) -> AbstractAsyncContextManager[ReportHold | None]:
+        async def oldest(count: int) -> list[Job]:
+            return (await self.unreported(origin))[:count]
 
-    async def claims(self, origin: str) -> list[tuple[str, str]]:
-        return [(external_id, item) for (source, external_id), item in self._claims.items() if source == origin]
+        return self._holds.hold(oldest, self.mark_reported)
+
+    async def record_claim(self, origin: str, external_id: str, item: str, worker_id: str) -> None:
+        self._claims.setdefault((origin, external_id), (item, worker_id))
+
+    async def claims(self, origin: str, worker_id: str) -> list[tuple[str, str]]:
+        for key, (item, owner) in self._claims.items():
+            if key[0] == origin and owner is None:
+                self._claims[key] = (item, worker_id)
+        return [
+            (external_id, item)
+            for (source, external_id), (item, owner) in self._claims.items()
+            if source == origin and owner == worker_id
+        ]
 
     async def forget_claim(self, origin: str, external_id: str) -> None:
         self._claims.pop((origin, external_id), None)
+
+    async def adopt_claims(self, from_worker: str, to_worker: str) -> int:
+        return self._adopt(from_worker, to_worker)
+
+    def _adopt(self, from_worker: str, to_worker: str) -> int:
+        adopted = [key for key, (_, owner) in self._claims.items() if owner == from_worker]
+        for key in adopted:
+            self._claims[key] = (self._claims[key][0], to_worker)
+        return len(adopted)
 
     async def due_callbacks(self, now: datetime, limit: int, *, hold_until: datetime | None = None) -> list[Job]:
         due = [(at, self._seq[job.id], job) for job in self._ended_with_callbacks() if (at := self._due(job)) <= now]
@@ -152,13 +177,22 @@ class MemoryStore:
                 return JobPage(jobs=found, next_cursor=str(self._seq[job_id]))
         return JobPage(jobs=found, next_cursor=None)
 
-    async def claim_next(self, worker_id: str) -> Job | None:
-        while self._queue:
-            _, _, job_id = heapq.heappop(self._queue)
-            job = self._jobs[job_id]
-            if job.state == JobState.QUEUED:
+    async def claim_next(self, worker_id: str, fit: Fit | None = None) -> Job | None:
+        skipped: list[tuple[int, int, str]] = []
+        try:
+            while self._queue:
+                entry = heapq.heappop(self._queue)
+                job = self._jobs[entry[2]]
+                if job.state != JobState.QUEUED:
+                    continue  # a stale entry: the job was cancelled, or is queued again under a fresh entry
+                if fit is not None and not fit.admits(job.spec):
+                    skipped.append(entry)
+                    continue
                 return self._update(job, state=JobState.BUILDING, worker_id=worker_id, message=None)
-        return None
+            return None
+        finally:
+            for entry in skipped:
+                heapq.heappush(self._queue, entry)
 
     async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:
         job = self._jobs.get(job_id)
@@ -286,8 +320,9 @@ class MemoryStore:
             if row["stopped_at"] is not None and not held:
                 continue
             settled = [self._settle(job, worker_id) for job in held]
+            claims = self._adopt(worker_id, survivor)
             row.update(reclaimed_at=now, reclaimed_by=survivor)
-            reclaimed.append(Reclaim(worker_id=worker_id, generation=row["generation"], jobs=settled))
+            reclaimed.append(Reclaim(worker_id, row["generation"], settled, claims))
         return reclaimed
 
     def _settle(self, job: Job, worker_id: str) -> Job:

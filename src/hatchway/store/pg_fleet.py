@@ -85,6 +85,9 @@ _SETTLE = {
         WHERE id = %(id)s AND state = 'running' RETURNING *""",
 }
 
+# Its sources' claimed items not yet stored: the survivor's sources take them up (JobStore.adopt_claims).
+_ADOPT_CLAIMS = "UPDATE claims SET worker_id = %(survivor)s WHERE worker_id = %(id)s"
+
 _MARK_RECLAIMED = f"UPDATE workers SET reclaimed_at = {NOW}, reclaimed_by = %(survivor)s WHERE id = %(id)s"
 
 
@@ -114,5 +117,6 @@ async def reclaim_one(db: AsyncConnection[Row], survivor: str, job_of: Callable[
             params = {"id": job.id, "message": fate_message(fate, lost["id"])}
             changed = await (await db.execute(_SETTLE[fate], params)).fetchone()
             settled.append(job if changed is None else job_of(changed))
+        claims = (await db.execute(_ADOPT_CLAIMS, {"id": lost["id"], "survivor": survivor})).rowcount
         await db.execute(_MARK_RECLAIMED, {"id": lost["id"], "survivor": survivor})
-    return Reclaim(worker_id=lost["id"], generation=lost["generation"], jobs=settled)
+    return Reclaim(lost["id"], lost["generation"], settled, claims)

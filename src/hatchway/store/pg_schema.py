@@ -180,7 +180,10 @@ MIGRATIONS[3] = [
     "ALTER TABLE workers ADD COLUMN reclaimed_by text",
     "CREATE INDEX jobs_held ON jobs (worker_id, seq) WHERE state IN ('building', 'running')",
 ]
-MIGRATIONS[4] = []  # taken by another change of issue 18 (the fleet); empty until it lands
+
+# Version 4: a job's placement, the labels a worker must have to claim it, beside its spec where `claim_next`
+# filters on it (`placement <@ the worker's labels`) without reading the spec.
+MIGRATIONS[4] = ["ALTER TABLE jobs ADD COLUMN placement jsonb NOT NULL DEFAULT '{}'"]
 
 # Version 5: the grace a DELETE gave the stop it asked of a job another worker runs (cancel_requested_at).
 MIGRATIONS[5] = ["ALTER TABLE jobs ADD COLUMN cancel_grace_s double precision"]

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +29,7 @@ from hatchway.models import (
     CallbackStatus,
     Job,
     JobKind,
+    JobSpec,
     JobState,
     JobSummary,
     Outcome,
@@ -40,7 +42,7 @@ from hatchway.models import (
 from hatchway.output.events import EventBatch
 from hatchway.output.line_times import LineTimes
 from hatchway.store import pg_fleet, pg_schema
-from hatchway.store.base import JobPage, JobQuery
+from hatchway.store.base import Fit, JobPage, JobQuery, ReportHold
 from hatchway.store.fleet import LeaseLost, Reclaim, WorkerInfo, WorkerStatus, lease_lost, worker_status
 from hatchway.store.postgres_listen import listen
 from hatchway.store.rows import due_at, event_from, job_from, parse_cursor, summary_fields
@@ -53,14 +55,37 @@ _ACTIVE = "('building', 'running')"
 
 # A claim of a registered worker carries its generation, and holds only while that generation's lease has not been
 # taken over: its row is taken FOR SHARE, so a takeover (FOR UPDATE) and a claim never interleave.
-_CLAIM_NEXT = """
-UPDATE jobs SET state = 'building', worker_id = %(worker_id)s, message = NULL, lease_generation = %(generation)s
-WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED)
-    AND (%(generation)s::bigint IS NULL
+_LEASED = """(%(generation)s::bigint IS NULL
          OR EXISTS (SELECT 1 FROM workers WHERE id = %(worker_id)s AND generation = %(generation)s
-                    AND reclaimed_at IS NULL AND stopped_at IS NULL FOR SHARE))
+                    AND reclaimed_at IS NULL AND stopped_at IS NULL FOR SHARE))"""
+_CLAIM_NEXT = f"""
+UPDATE jobs SET state = 'building', worker_id = %(worker_id)s, message = NULL, lease_generation = %(generation)s
+WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' {{placed}}
+             ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+    AND {_LEASED}
 RETURNING *
 """
+_PLACED_HERE = "AND placement <@ %(labels)s::jsonb"
+
+# The next window of queued jobs a worker's labels meet, best first, after the last one it looked at (if any). They
+# are read, not locked: a job this worker cannot run is never held from one that can.
+_CANDIDATES = f"""
+SELECT seq, priority, spec FROM jobs WHERE state = 'queued' {_PLACED_HERE} {{after}}
+ORDER BY priority DESC, seq LIMIT %(window)s
+"""
+_AFTER = "AND (priority < %(priority)s OR (priority = %(priority)s AND seq > %(seq)s))"
+_CANDIDATE_WINDOWS = (2, 512)  # the first and the largest; each is twice the last: the best job fits, mostly
+# One candidate taken, if it is still queued and no other claim holds it (that one takes it).
+_CLAIM_SEQ = f"""
+UPDATE jobs SET state = 'building', worker_id = %(worker_id)s, message = NULL, lease_generation = %(generation)s
+WHERE seq = (SELECT seq FROM jobs WHERE seq = %(seq)s AND state = 'queued' FOR UPDATE SKIP LOCKED)
+    AND {_LEASED}
+RETURNING *
+"""
+_HOLD_REPORT = f"""SELECT * FROM jobs WHERE origin = %s AND reported_at IS NULL AND state IN {_FINAL}
+    ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"""
+_MARK_REPORTED = f"""UPDATE jobs SET reported_at = %(at)s
+    WHERE id = %(id)s AND reported_at IS NULL AND state IN {_FINAL} RETURNING *"""
 
 # Fencing: a registered worker changes a job it claimed only while the job is still its, as the generation it is.
 _HELD = (
@@ -133,9 +158,10 @@ class PostgresStore:
         row = await self._one(
             """
             INSERT INTO jobs (id, state, priority, created_at, labels, spec, run, origin, external_id, reason,
-                message, finished_at, callback, callback_due_at)
+                message, finished_at, callback, callback_due_at, placement)
             VALUES (%(id)s, %(state)s, %(priority)s, %(created_at)s, %(labels)s, %(spec)s, %(run)s, %(origin)s,
-                %(external_id)s, %(reason)s, %(message)s, %(finished_at)s, %(callback)s, %(callback_due_at)s)
+                %(external_id)s, %(reason)s, %(message)s, %(finished_at)s, %(callback)s, %(callback_due_at)s,
+                %(placement)s)
             ON CONFLICT (id) DO NOTHING
             RETURNING *
             """,
@@ -154,6 +180,7 @@ class PostgresStore:
                 "finished_at": None if job.finished_at is None else to_epoch(job.finished_at),
                 "callback": None if job.callback is None else job.callback.model_dump_json(),
                 "callback_due_at": due_at(job.callback),
+                "placement": json.dumps(job.spec.placement),
             },
         )
         if row is not None:
@@ -174,22 +201,36 @@ class PostgresStore:
         return [_pg_job(row) for row in await self._all(sql, (origin,))]
 
     async def mark_reported(self, job_id: str, reported_at: datetime) -> Job | None:
-        sql = f"""UPDATE jobs SET reported_at = %(at)s
-            WHERE id = %(id)s AND reported_at IS NULL AND state IN {_FINAL} RETURNING *"""
-        return _maybe(await self._one(sql, {"id": job_id, "at": to_epoch(reported_at)}))
+        return _maybe(await self._one(_MARK_REPORTED, {"id": job_id, "at": to_epoch(reported_at)}))
 
-    async def record_claim(self, origin: str, external_id: str, item: str) -> None:
-        sql = """INSERT INTO claims (origin, external_id, item, claimed_at) VALUES (%s, %s, %s, %s)
+    @contextlib.asynccontextmanager
+    async def hold_report(self, origin: str) -> AsyncIterator[ReportHold | None]:
+        # The hold is the row's lock, for as long as the transaction: a worker that dies loses its connection, and
+        # with it the lock; one that is paused keeps both, so no one reports behind its back.
+        await self.open()
+        async with self._pool.connection() as db, db.transaction():
+            row = await (await db.execute(_HOLD_REPORT, (origin,))).fetchone()
+            yield None if row is None else _PgHold(_pg_job(row), db)
+
+    async def record_claim(self, origin: str, external_id: str, item: str, worker_id: str) -> None:
+        sql = """INSERT INTO claims (origin, external_id, item, claimed_at, worker_id) VALUES (%s, %s, %s, %s, %s)
             ON CONFLICT (origin, external_id) DO NOTHING"""
-        await self._run(sql, (origin, external_id, item, time.time()))
+        await self._run(sql, (origin, external_id, item, time.time(), worker_id))
 
-    async def claims(self, origin: str) -> list[tuple[str, str]]:
-        sql = "SELECT external_id, item FROM claims WHERE origin = %s ORDER BY claimed_at, seq"
-        rows = await self._all(sql, (origin,))
+    async def claims(self, origin: str, worker_id: str) -> list[tuple[str, str]]:
+        await self._run("UPDATE claims SET worker_id = %s WHERE origin = %s AND worker_id IS NULL", (worker_id, origin))
+        sql = "SELECT external_id, item FROM claims WHERE origin = %s AND worker_id = %s ORDER BY claimed_at, seq"
+        rows = await self._all(sql, (origin, worker_id))
         return [(row["external_id"], row["item"]) for row in rows]
 
     async def forget_claim(self, origin: str, external_id: str) -> None:
         await self._run("DELETE FROM claims WHERE origin = %s AND external_id = %s", (origin, external_id))
+
+    async def adopt_claims(self, from_worker: str, to_worker: str) -> int:
+        await self.open()
+        async with self._pool.connection() as db:
+            sql = "UPDATE claims SET worker_id = %s WHERE worker_id = %s"
+            return (await db.execute(sql, (to_worker, from_worker))).rowcount
 
     async def due_callbacks(self, now: datetime, limit: int, *, hold_until: datetime | None = None) -> list[Job]:
         due = f"""SELECT * FROM jobs WHERE callback_due_at <= %(now)s AND state IN {_FINAL}
@@ -244,13 +285,41 @@ class PostgresStore:
         cursor = str(rows[-1]["seq"]) if len(rows) == query.limit else None
         return JobPage(jobs=[JobSummary(**summary_fields(_text_labels(row))) for row in rows], next_cursor=cursor)
 
-    async def claim_next(self, worker_id: str) -> Job | None:
+    async def claim_next(self, worker_id: str, fit: Fit | None = None) -> Job | None:
         generation = None
         if self._fence is not None and self._fence[0] == worker_id:
             generation = self._fence[1]
             if generation == _FENCED_OUT:
                 return None
-        return _maybe(await self._one(_CLAIM_NEXT, {"worker_id": worker_id, "generation": generation}))
+        params: dict[str, Any] = {"worker_id": worker_id, "generation": generation}
+        if fit is None:
+            return _maybe(await self._one(_CLAIM_NEXT.format(placed=""), params))
+        labels = json.dumps(dict(fit.labels))
+        if fit.runs is None:
+            sql = _CLAIM_NEXT.format(placed=_PLACED_HERE)
+            return _maybe(await self._one(sql, {**params, "labels": labels}))
+        return await self._claim_first(params, labels, fit)
+
+    async def _claim_first(self, claimer: dict[str, Any], labels: str, fit: Fit) -> Job | None:
+        """The first queued job, best first, whose placement `labels` meet and which `fit.runs` accepts: windows of
+        candidates are read in turn, and the first that fits is taken, unless another worker takes it first (then
+        the next that fits is)."""
+        runs = fit.runs
+        assert runs is not None
+        window, largest = _CANDIDATE_WINDOWS
+        params: dict[str, Any] = {"worker_id": claimer["worker_id"], "labels": labels, "window": window}
+        after = ""
+        while True:
+            rows = await self._all(_CANDIDATES.format(after=after), params)
+            for row in rows:
+                if runs(JobSpec.model_validate_json(row["spec"])):
+                    claimed = await self._one(_CLAIM_SEQ, {**claimer, "seq": row["seq"]})
+                    if claimed is not None:
+                        return _pg_job(claimed)
+            if len(rows) < params["window"]:
+                return None
+            after = _AFTER
+            params.update(priority=rows[-1]["priority"], seq=rows[-1]["seq"], window=min(params["window"] * 2, largest))
 
     async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:
         sql = f"""UPDATE jobs SET state = 'running', started_at = %(started_at)s, run = %(run)s
@@ -418,6 +487,18 @@ class PostgresStore:
         async with self._pool.connection() as db:
             cursor = await db.execute(sql, params)
             return await cursor.fetchall()
+
+
+@dataclass(frozen=True)
+class _PgHold:
+    """A held report: the job's row is locked by the transaction on `db` until the hold ends."""
+
+    job: Job
+    db: AsyncConnection[dict[str, Any]]
+
+    async def reported(self, reported_at: datetime) -> Job | None:
+        cursor = await self.db.execute(_MARK_REPORTED, {"id": self.job.id, "at": to_epoch(reported_at)})
+        return _maybe(await cursor.fetchone())
 
 
 def _text_labels(row: dict[str, Any]) -> dict[str, Any]:

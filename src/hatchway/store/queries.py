@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     callback_due_at  REAL,
     output_times     TEXT,
     cancel_requested_at REAL,
-    cancel_grace_s   REAL
+    cancel_grace_s   REAL,
+    placement        TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (priority DESC, seq) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
@@ -43,6 +44,7 @@ CREATE TABLE IF NOT EXISTS claims (
     external_id TEXT NOT NULL,
     item        TEXT NOT NULL,
     claimed_at  REAL NOT NULL,
+    worker_id   TEXT,
     PRIMARY KEY (origin, external_id)
 );
 CREATE INDEX IF NOT EXISTS jobs_callbacks ON jobs (callback_due_at) WHERE callback_due_at IS NOT NULL;
@@ -115,7 +117,15 @@ MIGRATIONS = {
     # (run after every migration, IF NOT EXISTS).
     6: ["ALTER TABLE jobs ADD COLUMN output_times TEXT"],
     7: [],  # the fleet's registry of workers, a table of its own in SCHEMA
-    8: [],  # taken by another change of issue 18 (the fleet); empty until it lands
+    # A job's placement (the labels a worker needs to run it), and the worker each claim is kept for. A file of
+    # before the claims journal gets it here, in its first shape, to be altered like the others.
+    8: [
+        "ALTER TABLE jobs ADD COLUMN placement TEXT NOT NULL DEFAULT '{}'",
+        """CREATE TABLE IF NOT EXISTS claims (
+            origin TEXT NOT NULL, external_id TEXT NOT NULL, item TEXT NOT NULL, claimed_at REAL NOT NULL,
+            PRIMARY KEY (origin, external_id))""",
+        "ALTER TABLE claims ADD COLUMN worker_id TEXT",
+    ],
     # A stop asked of an active job (JobStore.request_cancel), with the grace the asker gave.
     9: [
         "ALTER TABLE jobs ADD COLUMN cancel_requested_at REAL",
@@ -125,9 +135,9 @@ MIGRATIONS = {
 
 INSERT = """
 INSERT INTO jobs (id, state, priority, created_at, labels, spec, run, origin, external_id, reason, message,
-    finished_at, callback, callback_due_at)
+    finished_at, callback, callback_due_at, placement)
 VALUES (:id, :state, :priority, :created_at, :labels, :spec, :run, :origin, :external_id, :reason, :message,
-    :finished_at, :callback, :callback_due_at)
+    :finished_at, :callback, :callback_due_at, :placement)
 ON CONFLICT (id) DO NOTHING
 RETURNING *
 """
@@ -135,9 +145,31 @@ RETURNING *
 GET = "SELECT * FROM jobs WHERE id = ?"
 GET_STATE = "SELECT state FROM jobs WHERE id = ?"
 
+# A queued job whose placement the worker's labels (:labels, a JSON object) meet: none of its placement's labels is
+# missing from them, or different.
+_PLACED_HERE = """NOT EXISTS (
+    SELECT 1 FROM json_each(jobs.placement) AS wanted
+    WHERE NOT EXISTS (SELECT 1 FROM json_each(:labels) AS had
+                      WHERE had.key = wanted.key AND had.value = wanted.value))"""
+
 CLAIM_NEXT = """
 UPDATE jobs SET state = 'building', worker_id = :worker_id, message = NULL
 WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1)
+RETURNING *
+"""
+
+CLAIM_NEXT_PLACED = f"""
+UPDATE jobs SET state = 'building', worker_id = :worker_id, message = NULL
+WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' AND {_PLACED_HERE} ORDER BY priority DESC, seq LIMIT 1)
+RETURNING *
+"""
+
+# The queued jobs whose placement the worker meets, best first, for it to ask which it can run; then the one taken.
+CLAIM_CANDIDATES = f"SELECT seq FROM jobs WHERE state = 'queued' AND {_PLACED_HERE} ORDER BY priority DESC, seq"
+CLAIM_CANDIDATE_SPEC = "SELECT spec FROM jobs WHERE seq = ? AND state = 'queued'"
+CLAIM_SEQ = """
+UPDATE jobs SET state = 'building', worker_id = :worker_id, message = NULL
+WHERE seq = :seq AND state = 'queued'
 RETURNING *
 """
 
@@ -191,11 +223,16 @@ RETURNING *
 """
 
 RECORD_CLAIM = """
-INSERT INTO claims (origin, external_id, item, claimed_at) VALUES (:origin, :external_id, :item, :claimed_at)
+INSERT INTO claims (origin, external_id, item, claimed_at, worker_id)
+VALUES (:origin, :external_id, :item, :claimed_at, :worker_id)
 ON CONFLICT (origin, external_id) DO NOTHING
 """
 
-CLAIMS = "SELECT external_id, item FROM claims WHERE origin = ? ORDER BY claimed_at, rowid"
+CLAIMS_UNNAMED = "UPDATE claims SET worker_id = :worker_id WHERE origin = :origin AND worker_id IS NULL"
+CLAIMS = """
+SELECT external_id, item FROM claims WHERE origin = :origin AND worker_id = :worker_id ORDER BY claimed_at, rowid
+"""
+ADOPT_CLAIMS = "UPDATE claims SET worker_id = :to_worker WHERE worker_id = :from_worker"
 
 FORGET_CLAIM = "DELETE FROM claims WHERE origin = ? AND external_id = ?"
 
@@ -203,6 +240,8 @@ UNREPORTED = """
 SELECT * FROM jobs WHERE origin = ? AND reported_at IS NULL AND state IN ('succeeded', 'failed', 'killed')
 ORDER BY seq
 """
+
+UNREPORTED_OLDEST = UNREPORTED + "LIMIT ?"
 
 MARK_REPORTED = """
 UPDATE jobs SET reported_at = :reported_at

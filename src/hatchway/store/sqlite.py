@@ -9,10 +9,12 @@ lifecycle event of a change is written by a trigger (queries.SCHEMA), so it comm
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, Iterator
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from hatchway.models import (
     CallbackStatus,
     Job,
     JobKind,
+    JobSpec,
     JobState,
     JobSummary,
     Outcome,
@@ -36,7 +39,7 @@ from hatchway.models import (
 from hatchway.output.events import EventBatch
 from hatchway.output.line_times import LineTimes
 from hatchway.store import queries
-from hatchway.store.base import JobPage, JobQuery
+from hatchway.store.base import Fit, JobPage, JobQuery, ReportHold
 from hatchway.store.fleet import (
     Fate,
     LeaseLost,
@@ -49,6 +52,7 @@ from hatchway.store.fleet import (
     worker_row,
     worker_status,
 )
+from hatchway.store.holds import LocalHolds
 from hatchway.store.rows import due_at, event_from, job_from, parse_cursor, summary_fields
 from hatchway.store.wakeups import LocalWakeups, Wakeup
 
@@ -67,6 +71,7 @@ class SqliteStore:
         self._migrate()
         # This process's changes only: another process on the same file is seen by the pollers' safety nets.
         self._wakeups = LocalWakeups()
+        self._holds = LocalHolds()
 
     def _migrate(self) -> None:
         """Bring the file's schema up to this code's, in one transaction: two workers starting on one file migrate
@@ -111,6 +116,7 @@ class SqliteStore:
                 "finished_at": None if job.finished_at is None else to_epoch(job.finished_at),
                 "callback": None if job.callback is None else job.callback.model_dump_json(),
                 "callback_due_at": due_at(job.callback),
+                "placement": json.dumps(job.spec.placement),
             },
         )
         if row is not None:
@@ -127,15 +133,33 @@ class SqliteStore:
         row = self._one(queries.MARK_REPORTED, {"id": job_id, "reported_at": to_epoch(reported_at)})
         return None if row is None else job_from(row)
 
-    async def record_claim(self, origin: str, external_id: str, item: str) -> None:
-        params = {"origin": origin, "external_id": external_id, "item": item, "claimed_at": time.time()}
+    def hold_report(self, origin: str) -> AbstractAsyncContextManager[ReportHold | None]:
+        return self._holds.hold(functools.partial(self._oldest_unreported, origin), self.mark_reported)
+
+    async def _oldest_unreported(self, origin: str, count: int) -> list[Job]:
+        return [job_from(row) for row in self._db.execute(queries.UNREPORTED_OLDEST, (origin, count)).fetchall()]
+
+    async def record_claim(self, origin: str, external_id: str, item: str, worker_id: str) -> None:
+        params = {
+            "origin": origin,
+            "external_id": external_id,
+            "item": item,
+            "claimed_at": time.time(),
+            "worker_id": worker_id,
+        }
         self._db.execute(queries.RECORD_CLAIM, params)
 
-    async def claims(self, origin: str) -> list[tuple[str, str]]:
-        return [(row["external_id"], row["item"]) for row in self._db.execute(queries.CLAIMS, (origin,))]
+    async def claims(self, origin: str, worker_id: str) -> list[tuple[str, str]]:
+        self._db.execute(queries.CLAIMS_UNNAMED, {"origin": origin, "worker_id": worker_id})
+        rows = self._db.execute(queries.CLAIMS, {"origin": origin, "worker_id": worker_id})
+        return [(row["external_id"], row["item"]) for row in rows]
 
     async def forget_claim(self, origin: str, external_id: str) -> None:
         self._db.execute(queries.FORGET_CLAIM, (origin, external_id))
+
+    async def adopt_claims(self, from_worker: str, to_worker: str) -> int:
+        cursor = self._db.execute(queries.ADOPT_CLAIMS, {"from_worker": from_worker, "to_worker": to_worker})
+        return cursor.rowcount
 
     async def due_callbacks(self, now: datetime, limit: int, *, hold_until: datetime | None = None) -> list[Job]:
         with self._transaction():
@@ -187,9 +211,30 @@ class SqliteStore:
         cursor = str(rows[-1]["seq"]) if len(rows) == query.limit else None
         return JobPage(jobs=[JobSummary(**summary_fields(row)) for row in rows], next_cursor=cursor)
 
-    async def claim_next(self, worker_id: str) -> Job | None:
-        row = self._one(queries.CLAIM_NEXT, {"worker_id": worker_id})
+    async def claim_next(self, worker_id: str, fit: Fit | None = None) -> Job | None:
+        if fit is None:
+            row = self._one(queries.CLAIM_NEXT, {"worker_id": worker_id})
+        elif fit.runs is None:
+            row = self._one(queries.CLAIM_NEXT_PLACED, {"worker_id": worker_id, "labels": json.dumps(dict(fit.labels))})
+        else:
+            row = self._claim_first(worker_id, fit)
         return self._changed(row)
+
+    def _claim_first(self, worker_id: str, fit: Fit) -> sqlite3.Row | None:
+        """The first queued job, best first, whose placement `fit`'s labels meet and which `fit.runs` accepts, taken
+        (another process on the file may take one first: the next is tried)."""
+        runs = fit.runs
+        assert runs is not None
+        # Their numbers first, then each one's spec as it is asked about: the specs of a long queue (they hold the
+        # jobs' files) are not all read for the first one to fit.
+        candidates = self._db.execute(queries.CLAIM_CANDIDATES, {"labels": json.dumps(dict(fit.labels))}).fetchall()
+        for (seq,) in candidates:
+            spec = self._one(queries.CLAIM_CANDIDATE_SPEC, (seq,))
+            if spec is not None and runs(JobSpec.model_validate_json(spec["spec"])):
+                row = self._one(queries.CLAIM_SEQ, {"worker_id": worker_id, "seq": seq})
+                if row is not None:
+                    return row
+        return None
 
     async def mark_running(self, job_id: str, started_at: datetime, run: RunInfo) -> Job | None:
         row = self._one(
@@ -285,8 +330,10 @@ class SqliteStore:
                     fate = fate_of(job)
                     row = self._one(_RECLAIM[fate], {"id": job.id, "message": fate_message(fate, worker["id"])})
                     settled.append(job if row is None else job_from(row))
+                adopt = {"from_worker": worker["id"], "to_worker": survivor}
+                claims = self._db.execute(queries.ADOPT_CLAIMS, adopt).rowcount
                 self._db.execute(queries.MARK_RECLAIMED, {"id": worker["id"], "survivor": survivor})
-                reclaimed.append(Reclaim(worker_id=worker["id"], generation=worker["generation"], jobs=settled))
+                reclaimed.append(Reclaim(worker["id"], worker["generation"], settled, claims))
         for taken in reclaimed:  # committed: now they may be followed
             for job in taken.jobs:
                 self._announce(job)

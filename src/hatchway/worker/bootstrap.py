@@ -35,6 +35,7 @@ from hatchway.jobs.event_feed import EventFeed
 from hatchway.jobs.lifecycle import JobLifecycle
 from hatchway.jobs.listener import StoreListener
 from hatchway.jobs.notify import JobSignals
+from hatchway.jobs.placement import worker_fit
 from hatchway.jobs.policy import Policy, image_matches, url_matches
 from hatchway.jobs.ports import PortAllocator
 from hatchway.jobs.prepare import BundleLimits, Preparer
@@ -166,6 +167,8 @@ def policy_from_settings(
         callback_allowed_urls=settings.callback_allowed_urls,
         available_runtimes=available_runtimes,
         grants=source_grants(settings),
+        labels=settings.labels,
+        fleet=settings.store_url is not None,
     )
 
 
@@ -271,6 +274,7 @@ def parts(
         poll_interval_s=settings.poll_interval_s,
         launch=dispatcher.launch,
         ready=health.answering,
+        fit=worker_fit(policy, profiles=profiles),
     )
     jobs = JobService(
         store=store,

@@ -116,10 +116,11 @@ class Lease:
         for taken in await self._store.reclaim_expired(self._worker_id):
             counts = {state: sum(job.state == state for job in taken.jobs) for state in JobState}
             log.warning(
-                "took over lost worker %s: %d jobs queued again, %d lost",
+                "took over lost worker %s: %d jobs queued again, %d lost, %d claimed items to take up",
                 taken.worker_id,
                 counts[JobState.QUEUED],
                 counts[JobState.FAILED],
+                taken.claims,
                 extra={"event": "worker_taken_over", "worker_id": self._worker_id, "lost_worker": taken.worker_id},
             )
             for job in taken.jobs:
