@@ -1,15 +1,15 @@
 """The fleet's job store: one PostgreSQL database shared by many workers (docs/fleet-plan.md, issue 18).
 
-Work in progress: the whole `JobStore` contract, on psycopg 3's async pool. Every method is one statement in its
-own transaction, and every state change is conditional on the old state, so whichever worker asks, a job is
+The whole `JobStore` contract, on psycopg 3's async pool (store/pg_connection.py). Every method is one statement in
+its own transaction, and every state change is conditional on the old state, so whichever worker asks, a job is
 claimed, started, finished or cancelled at most once. `claim_next` skips rows another worker has locked
 (`FOR UPDATE SKIP LOCKED`) instead of waiting for them. Wake-ups are LISTENed for on a connection of their own
-(store/postgres_listen.py). Worker leases and reclaiming come next.
+(store/postgres_listen.py). A registered worker is fenced by its lease's generation (store/pg_fleet.py): once a
+survivor has taken it over, it changes nothing it held.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -18,12 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
-from psycopg import AsyncConnection, conninfo
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg import AsyncConnection
 
-from hatchway.errors import ConfigError, StoreUnavailable
 from hatchway.judge.request import WITH_HIDDEN_TESTS
 from hatchway.models import (
     CallbackStatus,
@@ -41,14 +37,13 @@ from hatchway.models import (
 )
 from hatchway.output.events import EventBatch
 from hatchway.output.line_times import LineTimes
-from hatchway.store import pg_fleet, pg_schema
+from hatchway.store import pg_fleet
 from hatchway.store.base import Fit, JobPage, JobQuery, ReportHold
 from hatchway.store.fleet import LeaseLost, Reclaim, WorkerInfo, WorkerStatus, lease_lost, worker_status
+from hatchway.store.pg_connection import PgConnection
 from hatchway.store.postgres_listen import listen
 from hatchway.store.rows import due_at, event_from, job_from, parse_cursor, summary_fields
 from hatchway.store.wakeups import Wakeup
-
-_CONNECT_TIMEOUT_S = 10
 
 _FINAL = "('succeeded', 'failed', 'killed')"
 _ACTIVE = "('building', 'running')"
@@ -95,64 +90,15 @@ _FENCED_OUT = 0
 """The generation a store acts as once its worker's lease is lost: no job carries it (generations start at 1)."""
 
 
-class PostgresStore:
+class PostgresStore(PgConnection):
     """A `JobStore` backed by PostgreSQL."""
 
     def __init__(self, url: str, *, max_size: int = 10) -> None:
         """A store on the database at `url` (`postgresql://…`); it connects, and brings the schema up to date, on
         first use (or `await store.open()`)."""
-        self._pool: AsyncConnectionPool[AsyncConnection[dict[str, Any]]] = AsyncConnectionPool(
-            url,
-            min_size=1,
-            max_size=max_size,
-            kwargs={"row_factory": dict_row, "autocommit": True},
-            connection_class=AsyncConnection[dict[str, Any]],
-            # A round trip before each use: a connection the server dropped (a restart, a failover) is replaced
-            # before a statement is sent on it, never found broken halfway through a state change.
-            check=AsyncConnectionPool.check_connection,
-            open=False,
-        )
-        self._url = url
-        self._opened: asyncio.Task[None] | None = None
+        super().__init__(url, max_size=max_size)
         self._fence: tuple[str, int] | None = None
         """(worker id, generation) this store acts as, once `register` was called."""
-
-    async def open(self) -> None:
-        """Connect and migrate, once: every method waits for this first."""
-        if self._opened is None:
-            self._opened = asyncio.ensure_future(self._open())
-        await asyncio.shield(self._opened)
-
-    async def _open(self) -> None:
-        # One connection first: what is wrong (refused, no such database, authentication) is said at once, in
-        # the driver's words, where the pool would only retry until its timeout.
-        try:
-            probe = await AsyncConnection.connect(self._url, connect_timeout=_CONNECT_TIMEOUT_S)
-        except psycopg.OperationalError as exc:
-            reason = " ".join(str(exc).split())
-            raise StoreUnavailable(f"the job store at {_without_password(self._url)} did not answer: {reason}") from exc
-        await probe.close()
-        try:
-            await self._pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
-        except PoolTimeout as exc:
-            raise StoreUnavailable(f"the job store at {_without_password(self._url)} did not answer: {exc}") from exc
-        await self._migrate()
-
-    async def _migrate(self) -> None:
-        async with self._pool.connection() as db, db.transaction():
-            await db.execute("SELECT pg_advisory_xact_lock(%s)", (pg_schema.MIGRATION_LOCK,))
-            await db.execute(pg_schema.CREATE_VERSIONS)
-            row = await (await db.execute("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")).fetchone()
-            version = 0 if row is None else int(row["v"])
-            if version > pg_schema.SCHEMA_VERSION:
-                raise ConfigError(
-                    f"the job store's schema is version {version}, newer than this worker's "
-                    f"{pg_schema.SCHEMA_VERSION}: a newer hatchway wrote it; upgrade this one"
-                )
-            for target in range(version + 1, pg_schema.SCHEMA_VERSION + 1):
-                for statement in pg_schema.MIGRATIONS[target]:
-                    await db.execute(statement)
-                await db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (target,))
 
     async def enqueue(self, job: Job) -> tuple[Job, bool]:
         row = await self._one(
@@ -462,31 +408,10 @@ class PostgresStore:
     def wakeups(self) -> AsyncGenerator[Wakeup, None]:
         return listen(self._url)
 
-    async def close(self) -> None:
-        if self._opened is not None:
-            with contextlib.suppress(Exception):  # what failed to open was said to whoever waited for it
-                await self._opened
-        await self._pool.close()
-
     def _fenced(self, params: dict[str, Any]) -> dict[str, Any]:
         """`params` with the worker and generation this store acts as, for `_HELD` (none before `register`)."""
         worker_id, generation = self._fence or (None, None)
         return {**params, "fence_id": worker_id, "fence_generation": generation}
-
-    async def _run(self, sql: str, params: Any) -> None:
-        await self.open()
-        async with self._pool.connection() as db:
-            await db.execute(sql, params)
-
-    async def _one(self, sql: str, params: Any) -> dict[str, Any] | None:
-        rows = await self._all(sql, params)
-        return rows[0] if rows else None
-
-    async def _all(self, sql: str, params: Any) -> list[dict[str, Any]]:
-        await self.open()
-        async with self._pool.connection() as db:
-            cursor = await db.execute(sql, params)
-            return await cursor.fetchall()
 
 
 @dataclass(frozen=True)
@@ -518,10 +443,3 @@ def _from_epoch(value: float) -> datetime:
     found = from_epoch(value)
     assert found is not None
     return found
-
-
-def _without_password(url: str) -> str:
-    """The connection string with its password left out, for messages."""
-    parts = conninfo.conninfo_to_dict(url)
-    parts.pop("password", None)
-    return conninfo.make_conninfo(**{key: str(value) for key, value in parts.items() if value is not None})
