@@ -383,6 +383,11 @@ class Job(JobSummary):
     stdout: str = ""
     stderr: str = ""
     build_output: str = Field(default="", description="What building the job's image printed (logs stream `build`).")
+    launched_at: datetime | None = Field(
+        default=None,
+        description="When its worker began to start its process (recorded before it could run): a job claimed "
+        "but not yet running that has this may have run, so a fleet never runs it again in another worker's place.",
+    )
 
     def summary(self) -> JobSummary:
         """The job without its output."""

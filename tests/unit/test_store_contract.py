@@ -476,6 +476,7 @@ async def test_a_version_4_database_gains_callbacks_and_keeps_its_jobs(tmp_path:
         db.execute("ALTER TABLE jobs DROP COLUMN cancel_requested_at")  # and before cancel requests
         db.execute("ALTER TABLE jobs DROP COLUMN cancel_grace_s")
         db.execute("ALTER TABLE jobs DROP COLUMN placement")  # and before placement
+        db.execute("ALTER TABLE jobs DROP COLUMN launched_at")  # and before launch marks
         db.execute("DROP TABLE claims")  # and before the claims journal
         db.execute("PRAGMA user_version = 4")
     db.close()
@@ -623,6 +624,43 @@ async def test_a_lost_worker_s_jobs_are_taken_over_once_by_recovery_s_rules(stor
     assert await claim_all(store, "survivor") == ["claimed", "grading", "later"], "back in their old places"
     assert await store.register(registration("lost"), 30) == 2, "the lost worker may come back as a new generation"
     assert (await store.workers())[0].reclaimed_at is None
+
+
+async def test_a_claimed_job_that_began_to_start_is_never_run_again_elsewhere(
+    store: JobStore, make_job: MakeJob
+) -> None:
+    """Between the start of a job's process and `mark_running` a worker may be lost: the job may have run. Marked
+    `launched_at` before its start, it is then failed `worker_lost`, not queued again (a grading is graded again)."""
+    grade = make_job(id="grading")
+    grade = grade.model_copy(update={"spec": JobSpec.model_validate({**grade.spec.model_dump(), "kind": "grade"})})
+    await enqueue_all(store, make_job(id="launched"), grade, make_job(id="not-yet"))
+    await store.register(registration("lost"), 0.05)
+    assert await claim_all(store, "lost") == ["launched", "grading", "not-yet"]
+    marked = await store.mark_launching("launched", T0)
+    assert marked is not None and (marked.state, marked.launched_at) == (JobState.BUILDING, T0)
+    assert await store.mark_launching("grading", T0) is not None
+    await store.register(registration("survivor"), 30)
+    await expired(store, "lost")
+
+    (taken,) = await store.reclaim_expired("survivor")
+    settled = {job.id: job for job in taken.jobs}
+    launched, grading, not_yet = settled["launched"], settled["grading"], settled["not-yet"]
+    assert (launched.state, launched.reason) == (JobState.FAILED, Reason.WORKER_LOST), "it may have run: lost"
+    assert (grading.state, grading.launched_at) == (JobState.QUEUED, None), "a grading is graded again"
+    assert (not_yet.state, not_yet.launched_at) == (JobState.QUEUED, None), "it cannot have run: run elsewhere"
+    assert await claim_all(store, "survivor") == ["grading", "not-yet"]
+
+
+async def test_only_a_building_job_is_marked_launching(store: JobStore, make_job: MakeJob) -> None:
+    await enqueue_all(store, make_job(id="a"), make_job(id="queued"))
+    assert await store.mark_launching("queued", T0) is None
+    await store.claim_next("w1")
+    assert await store.mark_launching("a", T0) is not None
+    await store.mark_running("a", T0, RunInfo())
+    assert await store.mark_launching("a", T1) is None, "running already"
+    assert await store.mark_launching("unknown", T0) is None
+    requeued = await store.requeue_lost("a")
+    assert requeued is not None and requeued.launched_at is None, "queued again, it starts from scratch"
 
 
 async def test_a_lease_that_ran_out_is_renewed_while_no_one_took_it_over(store: JobStore, make_job: MakeJob) -> None:

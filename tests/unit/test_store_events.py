@@ -148,6 +148,7 @@ async def test_a_version_4_database_gains_the_event_log(tmp_path: Path, make_job
         ",\n    cancel_requested_at REAL",
         ",\n    cancel_grace_s   REAL",
         ",\n    placement        TEXT NOT NULL DEFAULT '{}'",
+        ",\n    launched_at      REAL",
     )
     for added in added_since:
         assert added in jobs_table

@@ -94,7 +94,7 @@ class Recovery:
             self._resume(job, main)
 
     async def _settle_lost(self, job: Job) -> None:
-        if job.state == JobState.BUILDING or job.spec.kind == "grade":
+        if (job.state == JobState.BUILDING and job.launched_at is None) or job.spec.kind == "grade":
             # It never started, or it can safely run again from scratch: do what the client wanted.
             await self._store.requeue_lost(job.id)
             self._signals.notify(job.id)

@@ -113,6 +113,10 @@ class JobRunner:
             )
             if control.kill_requested.is_set():
                 return await self._lifecycle.stop_before_start(job, control)
+            if await self._store.mark_launching(job.id, utcnow()) is None:
+                # Taken over meanwhile (this worker could not renew its lease): another worker runs it now.
+                self._lifecycle.log("job_claim_lost", job.id)
+                return job
             if control.slot is not None:
                 return await self._run_pooled(job, control, control.slot, prepared, capture, began=began)
             started = await engine.start(prepared.sandbox, prepared.process, capture)

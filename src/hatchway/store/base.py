@@ -168,6 +168,13 @@ class JobStore(Protocol):
         """Move a building job to `running`, recording how it was prepared; None if it is no longer building."""
         ...
 
+    async def mark_launching(self, job_id: str, launched_at: datetime) -> Job | None:
+        """Record that this building job's process is about to start, before it can run: a worker that is lost
+        from now on may have run it, so the job is not given to another worker to run again (store/fleet.py
+        `fate_of`). None if it is no longer building, or no longer this worker's (in a fleet): then it must not
+        start."""
+        ...
+
     async def update_resources(self, job_id: str, resources: Resources) -> None:
         """Record the latest resource figures of an active job."""
         ...

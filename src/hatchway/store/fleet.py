@@ -99,7 +99,7 @@ class Fate(StrEnum):
 
 
 def fate_of(job: Job) -> Fate:
-    if job.state == JobState.BUILDING:
+    if job.state == JobState.BUILDING and job.launched_at is None:  # it cannot have run: run it elsewhere
         return Fate.REQUEUE
     return Fate.REGRADE if job.spec.kind == "grade" else Fate.LOST
 

@@ -200,6 +200,12 @@ class MemoryStore:
             return None
         return self._update(job, state=JobState.RUNNING, started_at=started_at, run=run)
 
+    async def mark_launching(self, job_id: str, launched_at: datetime) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.state != JobState.BUILDING:
+            return None
+        return self._update(job, launched_at=launched_at)
+
     async def update_resources(self, job_id: str, resources: Resources) -> None:
         job = self._jobs.get(job_id)
         if job is not None and job.state in ACTIVE_STATES:
@@ -230,14 +236,14 @@ class MemoryStore:
         if job is None or job.state not in ACTIVE_STATES:
             return None
         heapq.heappush(self._queue, (-job.priority, self._seq[job_id], job_id))
-        return self._update(job, state=JobState.QUEUED, worker_id=None, started_at=None)
+        return self._update(job, state=JobState.QUEUED, worker_id=None, started_at=None, launched_at=None)
 
     async def requeue_unstarted(self, job_id: str, message: str) -> Job | None:
         job = self._jobs.get(job_id)
         if job is None or job.state != JobState.BUILDING:
             return None
         heapq.heappush(self._queue, (-job.priority, self._seq[job_id], job_id))
-        return self._update(job, state=JobState.QUEUED, worker_id=None, message=message)
+        return self._update(job, state=JobState.QUEUED, worker_id=None, message=message, launched_at=None)
 
     async def active(self, worker_id: str) -> list[Job]:
         return [job for job in self._jobs.values() if job.state in ACTIVE_STATES and job.worker_id == worker_id]
@@ -334,7 +340,9 @@ class MemoryStore:
             )
         heapq.heappush(self._queue, (-job.priority, self._seq[job.id], job.id))
         started_at = job.started_at if fate == Fate.REQUEUE else None
-        return self._update(job, state=JobState.QUEUED, worker_id=None, message=message, started_at=started_at)
+        return self._update(
+            job, state=JobState.QUEUED, worker_id=None, message=message, started_at=started_at, launched_at=None
+        )
 
     async def worker_address(self, worker_id: str) -> str | None:
         return None  # one worker in one process: it has no peers

@@ -76,13 +76,13 @@ _HELD = f"SELECT * FROM jobs WHERE worker_id = %s AND state IN {_ACTIVE} ORDER B
 _SETTLE = {
     Fate.REQUEUE: """UPDATE jobs SET state = 'queued', worker_id = NULL, lease_generation = NULL,
             message = %(message)s
-        WHERE id = %(id)s AND state = 'building' RETURNING *""",
-    Fate.REGRADE: """UPDATE jobs SET state = 'queued', worker_id = NULL, lease_generation = NULL, started_at = NULL,
-            message = %(message)s
-        WHERE id = %(id)s AND state = 'running' RETURNING *""",
+        WHERE id = %(id)s AND state = 'building' AND launched_at IS NULL RETURNING *""",
+    Fate.REGRADE: f"""UPDATE jobs SET state = 'queued', worker_id = NULL, lease_generation = NULL, started_at = NULL,
+            launched_at = NULL, message = %(message)s
+        WHERE id = %(id)s AND state IN {_ACTIVE} RETURNING *""",
     Fate.LOST: f"""UPDATE jobs SET state = 'failed', reason = 'worker_lost', message = %(message)s,
             finished_at = {NOW}
-        WHERE id = %(id)s AND state = 'running' RETURNING *""",
+        WHERE id = %(id)s AND state IN {_ACTIVE} RETURNING *""",
 }
 
 # Its sources' claimed items not yet stored: the survivor's sources take them up (JobStore.adopt_claims).

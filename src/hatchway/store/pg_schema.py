@@ -188,6 +188,9 @@ MIGRATIONS[4] = ["ALTER TABLE jobs ADD COLUMN placement jsonb NOT NULL DEFAULT '
 # Version 5: the grace a DELETE gave the stop it asked of a job another worker runs (cancel_requested_at).
 MIGRATIONS[5] = ["ALTER TABLE jobs ADD COLUMN cancel_grace_s double precision"]
 
+# Version 6: when a job's process began to start (JobStore.mark_launching): a claimed job with it may have run.
+MIGRATIONS[6] = ["ALTER TABLE jobs ADD COLUMN launched_at double precision"]
+
 SCHEMA_VERSION = max(MIGRATIONS)
 
 CREATE_VERSIONS = """

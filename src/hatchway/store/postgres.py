@@ -273,6 +273,11 @@ class PostgresStore(PgConnection):
         params = {"id": job_id, "started_at": to_epoch(started_at), "run": run.model_dump_json()}
         return _maybe(await self._one(sql, self._fenced(params)))
 
+    async def mark_launching(self, job_id: str, launched_at: datetime) -> Job | None:
+        sql = f"""UPDATE jobs SET launched_at = %(launched_at)s
+            WHERE id = %(id)s AND state = 'building' AND {_HELD} RETURNING *"""
+        return _maybe(await self._one(sql, self._fenced({"id": job_id, "launched_at": to_epoch(launched_at)})))
+
     async def update_resources(self, job_id: str, resources: Resources) -> None:
         sql = f"UPDATE jobs SET resources = %(resources)s WHERE id = %(id)s AND state IN {_ACTIVE} AND {_HELD}"
         await self._run(sql, self._fenced({"id": job_id, "resources": resources.model_dump_json()}))
@@ -302,12 +307,14 @@ class PostgresStore(PgConnection):
         return _maybe(await self._one(sql, (to_epoch(finished_at), job_id)))
 
     async def requeue_lost(self, job_id: str) -> Job | None:
-        sql = f"""UPDATE jobs SET state = 'queued', worker_id = NULL, started_at = NULL, lease_generation = NULL
+        sql = f"""UPDATE jobs SET state = 'queued', worker_id = NULL, started_at = NULL, lease_generation = NULL,
+                launched_at = NULL
             WHERE id = %(id)s AND state IN {_ACTIVE} AND {_HELD} RETURNING *"""
         return _maybe(await self._one(sql, self._fenced({"id": job_id})))
 
     async def requeue_unstarted(self, job_id: str, message: str) -> Job | None:
-        sql = f"""UPDATE jobs SET state = 'queued', worker_id = NULL, message = %(message)s, lease_generation = NULL
+        sql = f"""UPDATE jobs SET state = 'queued', worker_id = NULL, message = %(message)s, lease_generation = NULL,
+                launched_at = NULL
             WHERE id = %(id)s AND state = 'building' AND {_HELD} RETURNING *"""
         return _maybe(await self._one(sql, self._fenced({"id": job_id, "message": message})))
 

@@ -1,6 +1,6 @@
 """Every SQL statement of the SQLite store, by name."""
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     output_times     TEXT,
     cancel_requested_at REAL,
     cancel_grace_s   REAL,
-    placement        TEXT NOT NULL DEFAULT '{}'
+    placement        TEXT NOT NULL DEFAULT '{}',
+    launched_at      REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (priority DESC, seq) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
@@ -131,6 +132,8 @@ MIGRATIONS = {
         "ALTER TABLE jobs ADD COLUMN cancel_requested_at REAL",
         "ALTER TABLE jobs ADD COLUMN cancel_grace_s REAL",
     ],
+    # When a job's process began to start (JobStore.mark_launching): a claimed job with it may have run.
+    10: ["ALTER TABLE jobs ADD COLUMN launched_at REAL"],
 }
 
 INSERT = """
@@ -211,13 +214,13 @@ WHERE state IN ('building', 'running') AND worker_id = ? AND cancel_requested_at
 """
 
 REQUEUE_LOST = """
-UPDATE jobs SET state = 'queued', worker_id = NULL, started_at = NULL
+UPDATE jobs SET state = 'queued', worker_id = NULL, started_at = NULL, launched_at = NULL
 WHERE id = :id AND state IN ('building', 'running')
 RETURNING *
 """
 
 REQUEUE_UNSTARTED = """
-UPDATE jobs SET state = 'queued', worker_id = NULL, message = :message
+UPDATE jobs SET state = 'queued', worker_id = NULL, message = :message, launched_at = NULL
 WHERE id = :id AND state = 'building'
 RETURNING *
 """
@@ -313,17 +316,23 @@ MARK_RECLAIMED = f"UPDATE workers SET reclaimed_at = {NOW}, reclaimed_by = :surv
 # A lost worker's jobs (store/fleet.py `Fate`): each conditional on the state it was found in.
 RECLAIM_REQUEUE = """
 UPDATE jobs SET state = 'queued', worker_id = NULL, message = :message
-WHERE id = :id AND state = 'building'
+WHERE id = :id AND state = 'building' AND launched_at IS NULL
 RETURNING *
 """
 RECLAIM_REGRADE = """
-UPDATE jobs SET state = 'queued', worker_id = NULL, started_at = NULL, message = :message
-WHERE id = :id AND state = 'running'
+UPDATE jobs SET state = 'queued', worker_id = NULL, started_at = NULL, launched_at = NULL, message = :message
+WHERE id = :id AND state IN ('building', 'running')
 RETURNING *
 """
 RECLAIM_LOST = f"""
 UPDATE jobs SET state = 'failed', reason = 'worker_lost', message = :message, finished_at = {NOW}
-WHERE id = :id AND state = 'running'
+WHERE id = :id AND state IN ('building', 'running')
+RETURNING *
+"""
+
+MARK_LAUNCHING = """
+UPDATE jobs SET launched_at = :launched_at
+WHERE id = :id AND state = 'building'
 RETURNING *
 """
 

@@ -57,7 +57,13 @@ def event_from(row: Row) -> JobEvent:
 
 
 def job_from(row: Row) -> Job:
-    return Job(**summary_fields(row), stdout=row["stdout"], stderr=row["stderr"], build_output=row["build_output"])
+    return Job(
+        **summary_fields(row),
+        stdout=row["stdout"],
+        stderr=row["stderr"],
+        build_output=row["build_output"],
+        launched_at=from_epoch(row["launched_at"]),
+    )
 
 
 def summary_fields(row: Row) -> dict[str, Any]:

@@ -242,6 +242,10 @@ class SqliteStore:
         )
         return self._changed(row)
 
+    async def mark_launching(self, job_id: str, launched_at: datetime) -> Job | None:
+        row = self._one(queries.MARK_LAUNCHING, {"id": job_id, "launched_at": to_epoch(launched_at)})
+        return None if row is None else job_from(row)
+
     async def update_resources(self, job_id: str, resources: Resources) -> None:
         self._db.execute(queries.UPDATE_RESOURCES, {"id": job_id, "resources": resources.model_dump_json()})
 
