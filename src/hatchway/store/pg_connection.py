@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 from typing import Any
 
 import psycopg
@@ -30,9 +31,7 @@ class PgConnection:
             max_size=max_size,
             kwargs={"row_factory": dict_row, "autocommit": True},
             connection_class=AsyncConnection[dict[str, Any]],
-            # A round trip before each use: a connection the server dropped (a restart, a failover) is replaced
-            # before a statement is sent on it, never found broken halfway through a state change.
-            check=AsyncConnectionPool.check_connection,
+            check=_still_open,
             open=False,
         )
         self._url = url
@@ -102,3 +101,16 @@ def _without_password(url: str) -> str:
     parts = conninfo.conninfo_to_dict(url)
     parts.pop("password", None)
     return conninfo.make_conninfo(**{key: str(value) for key, value in parts.items() if value is not None})
+
+
+async def _still_open(connection: AsyncConnection[dict[str, Any]]) -> None:
+    """Refuse a pooled connection the server has dropped (a restart, a failover, an administrator), before a
+    statement is sent on it: it is replaced, rather than found broken halfway through a state change. Without a
+    round trip: the server closes a connection it drops, or says why, and an idle connection has nothing to read
+    otherwise, so any byte waiting on its socket (or its end) means it is no longer usable."""
+    if connection.closed or connection.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([connection.pgconn.socket], [], [], 0)
+    if readable:
+        await connection.close()  # so the pool discards it (and makes another) rather than take it back
+        raise psycopg.OperationalError("the server dropped the connection while it was idle")
