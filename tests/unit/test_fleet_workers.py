@@ -238,3 +238,23 @@ async def test_any_worker_shows_the_fleet_and_its_load(fleet: Callable[..., Awai
         assert (alone["scope"], alone["max_workers"], alone["busy"], slots) == ("worker", 2, 0, ["a/1", "a/2"])
         assert (await client.get("/health", params={"scope": "everything"})).status_code == 422
     engine_b.exit(job.id)
+
+
+async def test_a_source_s_free_slots_are_the_fleet_s(fleet: Callable[..., Awaitable[Worker]]) -> None:
+    """The queue is the fleet's, so are the slots a pulled source claims for: every live worker's, less every job
+    queued, building or running anywhere (counting only its own, a source in a fleet claimed too little)."""
+    engine_a, engine_b = FakeEngine(worker_id="a"), FakeEngine(worker_id="b")
+    for engine in (engine_a, engine_b):
+        engine.programs["forever"] = FakeProgram(runs_until_stopped=True)
+    a = await fleet("a", engine_a, max_concurrent_jobs=2)
+    b = await fleet("b", engine_b, max_concurrent_jobs=3)
+    assert await a.jobs.free_slots() == 5 and await b.jobs.free_slots() == 5
+    running, _ = await b.jobs.submit(JobRequest(image="img", command=["forever"]))
+    await until("a worker runs it", lambda: _running(a, running.id))
+    assert await a.jobs.free_slots() == 4
+    await b.shutdown()  # stopped cleanly: its slots are no longer the fleet's
+    assert await a.jobs.free_slots() == 2
+
+
+async def _running(worker: Worker, job_id: str) -> bool:
+    return (await state(worker, job_id)).state == JobState.RUNNING

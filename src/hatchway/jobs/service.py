@@ -29,6 +29,7 @@ from hatchway.models import (
 from hatchway.output.capture import OutputCapture
 from hatchway.output.line_times import LineTimes
 from hatchway.store.base import JobPage, JobQuery, JobStore, ReportHold
+from hatchway.store.fleet import WorkerHealth
 
 log = logging.getLogger(__name__)
 
@@ -255,10 +256,16 @@ class JobService:
         return self.store.hold_report(origin)
 
     async def free_slots(self) -> int:
-        """How many more jobs could start at once now: slots neither running nor promised to queued jobs."""
+        """How many more jobs could start at once now: slots neither running nor promised to queued jobs. In a
+        fleet the queue is the fleet's, and so are the slots: this worker's and every other live worker's."""
         counts = await self.store.counts()
-        busy = sum(counts.values())  # queued, building and running
-        return max(self._max_jobs() - busy - self._reserved, 0)
+        busy = sum(counts.values())  # queued, building and running, on any worker
+        others = sum(
+            worker.slots
+            for worker in await self.store.workers()
+            if worker.health == WorkerHealth.ALIVE and worker.id != self._worker_id
+        )
+        return max(self._max_jobs() + others - busy - self._reserved, 0)
 
     @contextlib.asynccontextmanager
     async def slot(self, stop: asyncio.Event) -> AsyncIterator[bool]:
