@@ -1,0 +1,45 @@
+"""The worker's settings: `Settings` (settings/worker.py), read once at start-up from an optional YAML file and
+HATCHWAY_* variables, and the values it is made of (settings/values.py)."""
+
+from hatchway.settings.values import (
+    AGENT_SOURCE,
+    API_SOURCE,
+    CAPABILITIES,
+    ENV_PREFIX,
+    RUNTIMES,
+    TOKEN_MIN_LENGTH,
+    ApiToken,
+    DefaultLimits,
+    GradeMaxLimits,
+    MaxLimits,
+    PoolConfig,
+    RedisUrl,
+    Role,
+    RuntimeName,
+    SourceConfig,
+    StoreUrl,
+)
+from hatchway.settings.worker import Settings, check_exposure, is_loopback, load_settings
+
+__all__ = [
+    "AGENT_SOURCE",
+    "API_SOURCE",
+    "CAPABILITIES",
+    "ENV_PREFIX",
+    "RUNTIMES",
+    "TOKEN_MIN_LENGTH",
+    "ApiToken",
+    "DefaultLimits",
+    "GradeMaxLimits",
+    "MaxLimits",
+    "PoolConfig",
+    "RedisUrl",
+    "Role",
+    "RuntimeName",
+    "Settings",
+    "SourceConfig",
+    "StoreUrl",
+    "check_exposure",
+    "is_loopback",
+    "load_settings",
+]
