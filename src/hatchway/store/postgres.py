@@ -20,7 +20,6 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from hatchway.judge.request import WITH_HIDDEN_TESTS
 from hatchway.models import (
     CallbackStatus,
     Job,
@@ -42,7 +41,7 @@ from hatchway.store.base import Fit, JobPage, JobQuery, ReportHold
 from hatchway.store.fleet import LeaseLost, Reclaim, WorkerInfo, WorkerStatus, lease_lost, worker_status
 from hatchway.store.pg_connection import PgConnection
 from hatchway.store.postgres_listen import listen
-from hatchway.store.rows import due_at, event_from, job_from, parse_cursor, summary_fields
+from hatchway.store.rows import due_at, event_from, inserted, job_from, parse_cursor, summary_fields
 from hatchway.store.wakeups import Wakeup
 
 _FINAL = "('succeeded', 'failed', 'killed')"
@@ -111,23 +110,7 @@ class PostgresStore(PgConnection):
             ON CONFLICT (id) DO NOTHING
             RETURNING *
             """,
-            {
-                "id": job.id,
-                "state": job.state.value,
-                "priority": job.priority,
-                "created_at": to_epoch(job.created_at),
-                "labels": json.dumps(job.labels),
-                "spec": job.spec.model_dump_json(context={WITH_HIDDEN_TESTS: True}),
-                "run": job.run.model_dump_json(),
-                "origin": job.origin,
-                "external_id": job.external_id,
-                "reason": None if job.reason is None else job.reason.value,
-                "message": job.message,
-                "finished_at": None if job.finished_at is None else to_epoch(job.finished_at),
-                "callback": None if job.callback is None else job.callback.model_dump_json(),
-                "callback_due_at": due_at(job.callback),
-                "placement": json.dumps(job.spec.placement),
-            },
+            inserted(job),
         )
         if row is not None:
             return _pg_job(row), True

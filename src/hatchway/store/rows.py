@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from hatchway.judge.request import WITH_HIDDEN_TESTS
 from hatchway.models import (
     CallbackState,
     CallbackStatus,
@@ -92,4 +93,25 @@ def summary_fields(row: Row) -> dict[str, Any]:
         "reported_at": from_epoch(row["reported_at"]),
         "callback": None if row["callback"] is None else CallbackStatus.model_validate_json(row["callback"]),
         "spec": spec,
+    }
+
+
+def inserted(job: Job) -> dict[str, Any]:
+    """The columns of a new row of the jobs table for `job`, as both stores' INSERT names them."""
+    return {
+        "id": job.id,
+        "state": job.state.value,
+        "priority": job.priority,
+        "created_at": to_epoch(job.created_at),
+        "labels": json.dumps(job.labels),
+        "spec": job.spec.model_dump_json(context={WITH_HIDDEN_TESTS: True}),
+        "run": job.run.model_dump_json(),
+        "origin": job.origin,
+        "external_id": job.external_id,
+        "reason": None if job.reason is None else job.reason.value,
+        "message": job.message,
+        "finished_at": None if job.finished_at is None else to_epoch(job.finished_at),
+        "callback": None if job.callback is None else job.callback.model_dump_json(),
+        "callback_due_at": due_at(job.callback),
+        "placement": json.dumps(job.spec.placement),
     }

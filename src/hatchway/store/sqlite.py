@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from hatchway.errors import ConfigError
-from hatchway.judge.request import WITH_HIDDEN_TESTS
 from hatchway.models import (
     ACTIVE_STATES,
     CallbackStatus,
@@ -53,7 +52,7 @@ from hatchway.store.fleet import (
     worker_status,
 )
 from hatchway.store.holds import LocalHolds
-from hatchway.store.rows import due_at, event_from, job_from, parse_cursor, summary_fields
+from hatchway.store.rows import due_at, event_from, inserted, job_from, parse_cursor, summary_fields
 from hatchway.store.wakeups import LocalWakeups, Wakeup
 
 
@@ -101,23 +100,7 @@ class SqliteStore:
     async def enqueue(self, job: Job) -> tuple[Job, bool]:
         row = self._one(
             queries.INSERT,
-            {
-                "id": job.id,
-                "state": job.state.value,
-                "priority": job.priority,
-                "created_at": to_epoch(job.created_at),
-                "labels": json.dumps(job.labels),
-                "spec": job.spec.model_dump_json(context={WITH_HIDDEN_TESTS: True}),
-                "run": job.run.model_dump_json(),
-                "origin": job.origin,
-                "external_id": job.external_id,
-                "reason": None if job.reason is None else job.reason.value,
-                "message": job.message,
-                "finished_at": None if job.finished_at is None else to_epoch(job.finished_at),
-                "callback": None if job.callback is None else job.callback.model_dump_json(),
-                "callback_due_at": due_at(job.callback),
-                "placement": json.dumps(job.spec.placement),
-            },
+            inserted(job),
         )
         if row is not None:
             return self._announce(job_from(row)), True
