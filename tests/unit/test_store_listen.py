@@ -90,8 +90,7 @@ async def test_the_store_outlives_connections_the_server_dropped(make_job: MakeJ
             async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
                 cursor = await admin.execute(
                     # Waiting for the backend to be gone, as after a restart: its connection's end has reached us.
-                    "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity"
-                    " WHERE application_name = %s",
+                    "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity WHERE application_name = %s",
                     (f"dropped-{id(make_job)}",),
                 )
                 assert await cursor.fetchone() == (1,), "the pool's one connection"
