@@ -247,12 +247,14 @@ async def test_a_source_s_free_slots_are_the_fleet_s(fleet: Callable[..., Awaita
     for engine in (engine_a, engine_b):
         engine.programs["forever"] = FakeProgram(runs_until_stopped=True)
     a = await fleet("a", engine_a, max_concurrent_jobs=2)
-    b = await fleet("b", engine_b, max_concurrent_jobs=3)
+    b = await fleet("b", engine_b, max_concurrent_jobs=3, labels={"side": "b"})
     assert await a.jobs.free_slots() == 5 and await b.jobs.free_slots() == 5
-    running, _ = await b.jobs.submit(JobRequest(image="img", command=["forever"]))
-    await until("a worker runs it", lambda: _running(a, running.id))
+    on_b = JobRequest(image="img", command=["forever"], placement={"side": "b"})
+    running, _ = await b.jobs.submit(on_b)
+    await until("b runs it", lambda: _running(a, running.id))
+    assert (await state(a, running.id)).worker_id == "b", "placed there"
     assert await a.jobs.free_slots() == 4
-    await b.shutdown()  # stopped cleanly: its slots are no longer the fleet's
+    await b.shutdown()  # stopped cleanly (its job stopped with it): its slots are no longer the fleet's
     assert await a.jobs.free_slots() == 2
 
 
