@@ -9,23 +9,18 @@ disagree about who holds a job (one lease just expired, say) answer from what th
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import httpx
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from hatchway.errors import WorkerUnreachable
+from hatchway.jobs.peer_logs import FORWARDED_BY, AddressOf
 from hatchway.models import Job
 
-FORWARDED_BY = "X-Hatchway-Forwarded-By"
 _PASSED_ON = ("authorization", "accept", "last-event-id")
 _PASSED_BACK = ("content-type", "content-disposition")
 _CONNECT_TIMEOUT_S = 5.0
-
-AddressOf = Callable[[str], Awaitable[str | None]]
-"""The address (`http://host:port`) a worker of the fleet registered, by its id; None if it is not known."""
 
 
 class Peers:
