@@ -271,6 +271,12 @@ class Settings(BaseSettings):
         host = socket.gethostname() if self.host in ("", "0.0.0.0", "::") else self.host
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
+    @property
+    def peer_token(self) -> str | None:
+        """The token this worker shows the other workers of its fleet when it reads from them (a job's live
+        output): its first API token, as the workers of a fleet share theirs; None with an open API."""
+        return self.api_tokens[0].token.get_secret_value() if self.api_tokens else None
+
     @field_validator(
         "allowed_images",
         "allowed_runtimes",

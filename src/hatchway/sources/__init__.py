@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from hatchway.errors import ConfigError
 from hatchway.grading.service import GradeService
+from hatchway.jobs.peer_logs import AddressOf, PeerLogs
 from hatchway.settings import SourceConfig
 from hatchway.sources.base import JobSource, SourceStatus
 from hatchway.sources.languages import language_map
@@ -17,10 +18,17 @@ __all__ = ["JobSource", "SourceStatus", "SubmissionsSource", "TasksSource", "bui
 
 
 def build_sources(
-    configs: list[SourceConfig], *, worker_id: str, grades: GradeService, redis_url: str | None = None
+    configs: list[SourceConfig],
+    *,
+    worker_id: str,
+    grades: GradeService,
+    redis_url: str | None = None,
+    fleet: tuple[AddressOf, str | None] | None = None,
 ) -> list[JobSource]:
     """The configured sources, masters to pull from; raises ConfigError for a profile that does not exist or a
-    name used twice. A tasks source publishes its tasks' events on its `redis_url`, else on the worker's.
+    name used twice. A tasks source publishes its tasks' events on its `redis_url`, else on the worker's; in a
+    `fleet` (where the other workers registered, and a token they accept), with the output of the jobs other
+    workers run.
 
     Sources get the job service when they run; one that grades (`submissions`) holds the grading facade too."""
     names = [config.name for config in configs]
@@ -43,6 +51,9 @@ def build_sources(
         if config.profile not in profiles:
             raise ConfigError(f"sources.{config.name}.profile: no profile {config.profile!r}; see GET /profiles")
         bus_url = config.redis_url or redis_url
-        events = None if bus_url is None else TaskEvents(EventBus(bus_url, source=config.name), executor_id=worker_id)
+        events = None
+        if bus_url is not None:
+            peer_logs = None if fleet is None else PeerLogs(worker_id, *fleet)
+            events = TaskEvents(EventBus(bus_url, source=config.name), executor_id=worker_id, peer_logs=peer_logs)
         built.append(TasksSource(config, worker_id=worker_id, profiles=profiles, languages=languages, events=events))
     return built

@@ -16,6 +16,9 @@ hatchway publishes what the platform's queue worker and executor did, field for 
 `executor_id` is the worker's id. `evaluation:queued` is not published: the platform's API does that when the task
 is submitted, before any worker sees it (its storage worker would create the evaluation again).
 
+In a fleet, another worker may run the task's job: its output is then read, live, from that worker
+(jobs/peer_logs.py); one that cannot be reached costs the lines as they come, never the final ones.
+
 A task the worker took up again after a restart (its container still running) gets only its final events: its
 start and the lines before the restart were published by the run before.
 
@@ -41,7 +44,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from hatchway.errors import WorkerUnreachable
 from hatchway.jobs.logs import job_logs
+from hatchway.jobs.peer_logs import PeerLogs
 from hatchway.jobs.service import JobService
 from hatchway.models import Job, JobState, Stream, utcnow
 from hatchway.sources.base import EventsStatus
@@ -161,9 +166,11 @@ class EventBus:
 class TaskEvents:
     """Publishes each task's lifecycle on an `EventBus`, as the platform's own services do (see the module)."""
 
-    def __init__(self, bus: EventBus, *, executor_id: str) -> None:
+    def __init__(self, bus: EventBus, *, executor_id: str, peer_logs: PeerLogs | None = None) -> None:
+        """`peer_logs` reads the output of a job another worker of the fleet runs; None: one worker alone."""
         self.bus = bus
         self._executor_id = executor_id
+        self._peer_logs = peer_logs
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._sequences: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -178,6 +185,8 @@ class TaskEvents:
             finally:
                 for task in list(self._tasks):
                     task.cancel()
+                if self._peer_logs is not None:
+                    await self._peer_logs.close()
 
     def taken(self, jobs: JobService, job_id: str, eval_id: str, timeout_s: float) -> None:
         """A task just became job `job_id`: publish its start (with its `timeout_s` as the task gave it) and its
@@ -210,12 +219,26 @@ class TaskEvents:
             },
         )
         partial = ""
-        async for text in job_logs(jobs, job_id, [Stream.STDOUT, Stream.STDERR], tail=None, follow=True):
-            lines, _, partial = (partial + text).rpartition("\n")
-            if lines:
-                self._log_line(eval_id, job_id, lines)
+        try:
+            async for text in self._output(jobs, started):
+                lines, _, partial = (partial + text).rpartition("\n")
+                if lines:
+                    self._log_line(eval_id, job_id, lines)
+        except WorkerUnreachable as exc:
+            log.warning(
+                "task %s's output cannot be followed; its final output is published when it ends: %s",
+                eval_id,
+                exc,
+                extra={"event": "task_events_output_unreachable", "job_id": job_id},
+            )
         if partial:
             self._log_line(eval_id, job_id, partial)
+
+    def _output(self, jobs: JobService, job: Job) -> AsyncIterator[str]:
+        """The running job's stdout and stderr as they come, from this worker or the one of the fleet running it."""
+        if self._peer_logs is not None and self._peer_logs.elsewhere(job):
+            return self._peer_logs.follow(job)
+        return job_logs(jobs, job.id, [Stream.STDOUT, Stream.STDERR], tail=None, follow=True)
 
     def _log_line(self, eval_id: str, job_id: str, content: str, **final: bool) -> None:
         sequence = self._sequences.get(job_id, 0) + 1
