@@ -17,11 +17,11 @@ from psycopg import AsyncConnection
 
 from hatchway.models import Job
 from hatchway.store.fleet import Fate, Reclaim, WorkerInfo, fate_message, fate_of, worker_row
+from hatchway.store.pg_schema import ACTIVE_STATES
 
 Row = dict[str, Any]
 
 NOW = "extract(epoch FROM now())::double precision"
-_ACTIVE = "('building', 'running')"
 # A transaction left open by a worker paused in it (SIGSTOP) would hold its locks for as long: not past this.
 _IDLE_TIMEOUT = "SET LOCAL idle_in_transaction_session_timeout = '10s'"
 
@@ -37,7 +37,7 @@ ON CONFLICT (id) DO UPDATE SET address = excluded.address, version = excluded.ve
 RETURNING generation
 """
 
-_ADOPT = f"UPDATE jobs SET lease_generation = %(generation)s WHERE worker_id = %(id)s AND state IN {_ACTIVE}"
+_ADOPT = f"UPDATE jobs SET lease_generation = %(generation)s WHERE worker_id = %(id)s AND state IN {ACTIVE_STATES}"
 
 RENEW_LEASE = f"""
 UPDATE workers SET heartbeat_at = {NOW}, lease_until = {NOW} + %(lease_s)s
@@ -57,7 +57,7 @@ SELECT workers.*, {NOW} AS now, held.building, held.running
 FROM workers LEFT JOIN (
     SELECT worker_id, count(*) FILTER (WHERE state = 'building') AS building,
         count(*) FILTER (WHERE state = 'running') AS running
-    FROM jobs WHERE state IN {_ACTIVE} GROUP BY worker_id
+    FROM jobs WHERE state IN {ACTIVE_STATES} GROUP BY worker_id
 ) AS held ON held.worker_id = workers.id
 ORDER BY workers.id
 """
@@ -66,12 +66,12 @@ _EXPIRED = f"""
 SELECT id, generation FROM workers
 WHERE lease_until < {NOW} AND reclaimed_at IS NULL AND id <> %(survivor)s
     AND (stopped_at IS NULL
-         OR EXISTS (SELECT 1 FROM jobs WHERE jobs.worker_id = workers.id AND jobs.state IN {_ACTIVE}))
+         OR EXISTS (SELECT 1 FROM jobs WHERE jobs.worker_id = workers.id AND jobs.state IN {ACTIVE_STATES}))
 ORDER BY lease_until LIMIT 1
 FOR UPDATE SKIP LOCKED
 """
 
-_HELD = f"SELECT * FROM jobs WHERE worker_id = %s AND state IN {_ACTIVE} ORDER BY seq FOR UPDATE"
+_HELD = f"SELECT * FROM jobs WHERE worker_id = %s AND state IN {ACTIVE_STATES} ORDER BY seq FOR UPDATE"
 
 _SETTLE = {
     Fate.REQUEUE: """UPDATE jobs SET state = 'queued', worker_id = NULL, lease_generation = NULL,
@@ -79,10 +79,10 @@ _SETTLE = {
         WHERE id = %(id)s AND state = 'building' AND launched_at IS NULL RETURNING *""",
     Fate.REGRADE: f"""UPDATE jobs SET state = 'queued', worker_id = NULL, lease_generation = NULL, started_at = NULL,
             launched_at = NULL, message = %(message)s
-        WHERE id = %(id)s AND state IN {_ACTIVE} RETURNING *""",
+        WHERE id = %(id)s AND state IN {ACTIVE_STATES} RETURNING *""",
     Fate.LOST: f"""UPDATE jobs SET state = 'failed', reason = 'worker_lost', message = %(message)s,
             finished_at = {NOW}
-        WHERE id = %(id)s AND state IN {_ACTIVE} RETURNING *""",
+        WHERE id = %(id)s AND state IN {ACTIVE_STATES} RETURNING *""",
 }
 
 # Its sources' claimed items not yet stored: the survivor's sources take them up (JobStore.adopt_claims).

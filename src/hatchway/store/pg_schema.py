@@ -15,6 +15,11 @@ EVENTS_CHANNEL = "hatchway_events"
 CANCEL_CHANNEL = "hatchway_cancel"
 
 # Version -> the statements that bring the previous version up to it. Never edit an applied entry: add one.
+FINAL_STATES = "('succeeded', 'failed', 'killed')"
+"""The states of an ended job, as SQL (`state IN …`)."""
+ACTIVE_STATES = "('building', 'running')"
+"""The states of a job a worker holds, as SQL."""
+
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         """

@@ -5,23 +5,18 @@ its own transaction, and every state change is conditional on the old state, so 
 claimed, started, finished or cancelled at most once. `claim_next` skips rows another worker has locked
 (`FOR UPDATE SKIP LOCKED`) instead of waiting for them. Wake-ups are LISTENed for on a connection of their own
 (store/postgres_listen.py). A registered worker is fenced by its lease's generation (store/pg_fleet.py): once a
-survivor has taken it over, it changes nothing it held.
+survivor has taken it over, it changes nothing it held. The sources' outbox, claim journal and callbacks are kept
+by store/pg_outbox.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
-
 from hatchway.models import (
-    CallbackStatus,
     Job,
     JobKind,
     JobSpec,
@@ -31,21 +26,18 @@ from hatchway.models import (
     Resources,
     RunInfo,
     Stream,
-    from_epoch,
     to_epoch,
 )
 from hatchway.output.events import EventBatch
 from hatchway.output.line_times import LineTimes
 from hatchway.store import pg_fleet
-from hatchway.store.base import Fit, JobPage, JobQuery, ReportHold
+from hatchway.store.base import Fit, JobPage, JobQuery
 from hatchway.store.fleet import LeaseLost, Reclaim, WorkerInfo, WorkerStatus, lease_lost, worker_status
-from hatchway.store.pg_connection import PgConnection
+from hatchway.store.pg_outbox import PgOutbox
+from hatchway.store.pg_schema import ACTIVE_STATES
 from hatchway.store.postgres_listen import listen
-from hatchway.store.rows import due_at, event_from, inserted, job_from, parse_cursor, summary_fields
+from hatchway.store.rows import event_from, inserted, job_from, maybe_job, parse_cursor, summary_fields
 from hatchway.store.wakeups import Wakeup
-
-_FINAL = "('succeeded', 'failed', 'killed')"
-_ACTIVE = "('building', 'running')"
 
 # A claim of a registered worker carries its generation, and holds only while that generation's lease has not been
 # taken over: its row is taken FOR SHARE, so a takeover (FOR UPDATE) and a claim never interleave.
@@ -76,11 +68,6 @@ WHERE seq = (SELECT seq FROM jobs WHERE seq = %(seq)s AND state = 'queued' FOR U
     AND {_LEASED}
 RETURNING *
 """
-_HOLD_REPORT = f"""SELECT * FROM jobs WHERE origin = %s AND reported_at IS NULL AND state IN {_FINAL}
-    ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"""
-_MARK_REPORTED = f"""UPDATE jobs SET reported_at = %(at)s
-    WHERE id = %(id)s AND reported_at IS NULL AND state IN {_FINAL} RETURNING *"""
-
 # Fencing: a registered worker changes a job it claimed only while the job is still its, as the generation it is.
 _HELD = (
     "(%(fence_generation)s::bigint IS NULL OR (worker_id = %(fence_id)s AND lease_generation = %(fence_generation)s))"
@@ -89,7 +76,7 @@ _FENCED_OUT = 0
 """The generation a store acts as once its worker's lease is lost: no job carries it (generations start at 1)."""
 
 
-class PostgresStore(PgConnection):
+class PostgresStore(PgOutbox):
     """A `JobStore` backed by PostgreSQL."""
 
     def __init__(self, url: str, *, max_size: int = 10) -> None:
@@ -113,80 +100,17 @@ class PostgresStore(PgConnection):
             inserted(job),
         )
         if row is not None:
-            return _pg_job(row), True
+            return job_from(row), True
         existing = await self.get(job.id)
         assert existing is not None, "a conflicting insert implies the job exists"
         return existing, False
 
     async def get(self, job_id: str) -> Job | None:
-        return _maybe(await self._one("SELECT * FROM jobs WHERE id = %s", (job_id,)))
+        return maybe_job(await self._one("SELECT * FROM jobs WHERE id = %s", (job_id,)))
 
     async def state_of(self, job_id: str) -> JobState | None:
         row = await self._one("SELECT state FROM jobs WHERE id = %s", (job_id,))
         return None if row is None else JobState(row["state"])
-
-    async def unreported(self, origin: str) -> list[Job]:
-        sql = f"SELECT * FROM jobs WHERE origin = %s AND reported_at IS NULL AND state IN {_FINAL} ORDER BY seq"
-        return [_pg_job(row) for row in await self._all(sql, (origin,))]
-
-    async def mark_reported(self, job_id: str, reported_at: datetime) -> Job | None:
-        return _maybe(await self._one(_MARK_REPORTED, {"id": job_id, "at": to_epoch(reported_at)}))
-
-    @contextlib.asynccontextmanager
-    async def hold_report(self, origin: str) -> AsyncIterator[ReportHold | None]:
-        # The hold is the row's lock, for as long as the transaction: a worker that dies loses its connection, and
-        # with it the lock; one that is paused keeps both, so no one reports behind its back.
-        await self.open()
-        async with self._pool.connection() as db, db.transaction():
-            row = await (await db.execute(_HOLD_REPORT, (origin,))).fetchone()
-            yield None if row is None else _PgHold(_pg_job(row), db)
-
-    async def record_claim(self, origin: str, external_id: str, item: str, worker_id: str) -> None:
-        sql = """INSERT INTO claims (origin, external_id, item, claimed_at, worker_id) VALUES (%s, %s, %s, %s, %s)
-            ON CONFLICT (origin, external_id) DO NOTHING"""
-        await self._run(sql, (origin, external_id, item, time.time(), worker_id))
-
-    async def claims(self, origin: str, worker_id: str) -> list[tuple[str, str]]:
-        await self._run("UPDATE claims SET worker_id = %s WHERE origin = %s AND worker_id IS NULL", (worker_id, origin))
-        sql = "SELECT external_id, item FROM claims WHERE origin = %s AND worker_id = %s ORDER BY claimed_at, seq"
-        rows = await self._all(sql, (origin, worker_id))
-        return [(row["external_id"], row["item"]) for row in rows]
-
-    async def forget_claim(self, origin: str, external_id: str) -> None:
-        await self._run("DELETE FROM claims WHERE origin = %s AND external_id = %s", (origin, external_id))
-
-    async def adopt_claims(self, from_worker: str, to_worker: str) -> int:
-        await self.open()
-        async with self._pool.connection() as db:
-            sql = "UPDATE claims SET worker_id = %s WHERE worker_id = %s"
-            return (await db.execute(sql, (to_worker, from_worker))).rowcount
-
-    async def due_callbacks(self, now: datetime, limit: int, *, hold_until: datetime | None = None) -> list[Job]:
-        due = f"""SELECT * FROM jobs WHERE callback_due_at <= %(now)s AND state IN {_FINAL}
-            ORDER BY callback_due_at, seq LIMIT %(limit)s"""
-        params = {"now": to_epoch(now), "limit": limit}
-        if hold_until is None:
-            return [_pg_job(row) for row in await self._all(due, params)]
-        # Held in the statement that picks them; rows another sender is picking right now are skipped.
-        sql = f"""WITH picked AS ({due} FOR UPDATE SKIP LOCKED)
-            UPDATE jobs SET callback_due_at = greatest(jobs.callback_due_at, %(hold_until)s)
-            FROM picked WHERE jobs.seq = picked.seq
-            RETURNING jobs.*, picked.callback_due_at AS picked_due"""
-        rows = await self._all(sql, {**params, "hold_until": to_epoch(hold_until)})
-        return [_pg_job(row) for row in sorted(rows, key=lambda row: (row["picked_due"], row["seq"]))]
-
-    async def next_callback_at(self, after: datetime) -> datetime | None:
-        sql = f"SELECT min(callback_due_at) AS at FROM jobs WHERE callback_due_at > %s AND state IN {_FINAL}"
-        row = await self._one(sql, (to_epoch(after),))
-        return None if row is None or row["at"] is None else _from_epoch(row["at"])
-
-    async def record_callback(self, job_id: str, callback: CallbackStatus) -> Job | None:
-        sql = """UPDATE jobs SET callback = %(callback)s, callback_due_at = %(due)s
-            WHERE id = %(id)s AND callback_due_at IS NOT NULL
-                AND (callback::jsonb ->> 'attempts')::int = %(attempts)s - 1
-            RETURNING *"""
-        params = {"id": job_id, "callback": callback.model_dump_json(), "due": due_at(callback)}
-        return _maybe(await self._one(sql, {**params, "attempts": callback.attempts}))
 
     async def find(self, query: JobQuery) -> JobPage:
         where: list[str] = []
@@ -212,7 +136,7 @@ class PostgresStore(PgConnection):
         )
         rows = await self._all(sql, [*params, query.limit])
         cursor = str(rows[-1]["seq"]) if len(rows) == query.limit else None
-        return JobPage(jobs=[JobSummary(**summary_fields(_text_labels(row))) for row in rows], next_cursor=cursor)
+        return JobPage(jobs=[JobSummary(**summary_fields(row)) for row in rows], next_cursor=cursor)
 
     async def claim_next(self, worker_id: str, fit: Fit | None = None) -> Job | None:
         generation = None
@@ -222,11 +146,11 @@ class PostgresStore(PgConnection):
                 return None
         params: dict[str, Any] = {"worker_id": worker_id, "generation": generation}
         if fit is None:
-            return _maybe(await self._one(_CLAIM_NEXT.format(placed=""), params))
+            return maybe_job(await self._one(_CLAIM_NEXT.format(placed=""), params))
         labels = json.dumps(dict(fit.labels))
         if fit.runs is None:
             sql = _CLAIM_NEXT.format(placed=_PLACED_HERE)
-            return _maybe(await self._one(sql, {**params, "labels": labels}))
+            return maybe_job(await self._one(sql, {**params, "labels": labels}))
         return await self._claim_first(params, labels, fit)
 
     async def _claim_first(self, claimer: dict[str, Any], labels: str, fit: Fit) -> Job | None:
@@ -244,7 +168,7 @@ class PostgresStore(PgConnection):
                 if runs(JobSpec.model_validate_json(row["spec"])):
                     claimed = await self._one(_CLAIM_SEQ, {**claimer, "seq": row["seq"]})
                     if claimed is not None:
-                        return _pg_job(claimed)
+                        return job_from(claimed)
             if len(rows) < params["window"]:
                 return None
             after = _AFTER
@@ -254,15 +178,15 @@ class PostgresStore(PgConnection):
         sql = f"""UPDATE jobs SET state = 'running', started_at = %(started_at)s, run = %(run)s
             WHERE id = %(id)s AND state = 'building' AND {_HELD} RETURNING *"""
         params = {"id": job_id, "started_at": to_epoch(started_at), "run": run.model_dump_json()}
-        return _maybe(await self._one(sql, self._fenced(params)))
+        return maybe_job(await self._one(sql, self._fenced(params)))
 
     async def mark_launching(self, job_id: str, launched_at: datetime) -> Job | None:
         sql = f"""UPDATE jobs SET launched_at = %(launched_at)s
             WHERE id = %(id)s AND state = 'building' AND {_HELD} RETURNING *"""
-        return _maybe(await self._one(sql, self._fenced({"id": job_id, "launched_at": to_epoch(launched_at)})))
+        return maybe_job(await self._one(sql, self._fenced({"id": job_id, "launched_at": to_epoch(launched_at)})))
 
     async def update_resources(self, job_id: str, resources: Resources) -> None:
-        sql = f"UPDATE jobs SET resources = %(resources)s WHERE id = %(id)s AND state IN {_ACTIVE} AND {_HELD}"
+        sql = f"UPDATE jobs SET resources = %(resources)s WHERE id = %(id)s AND state IN {ACTIVE_STATES} AND {_HELD}"
         await self._run(sql, self._fenced({"id": job_id, "resources": resources.model_dump_json()}))
 
     async def finish(self, job_id: str, outcome: Outcome, finished_at: datetime) -> Job | None:
@@ -279,31 +203,31 @@ class PostgresStore(PgConnection):
                 stdout = %(stdout)s, stderr = %(stderr)s, stdout_truncated = %(stdout_truncated)s,
                 stderr_truncated = %(stderr_truncated)s, resources = %(resources)s, finished_at = %(finished_at)s,
                 build_output = %(build_output)s, grade = %(grade)s, output_times = %(output_times)s
-            WHERE id = %(id)s AND state IN {_ACTIVE} AND {_HELD}
+            WHERE id = %(id)s AND state IN {ACTIVE_STATES} AND {_HELD}
             RETURNING *"""
-        return _maybe(await self._one(sql, self._fenced(params)))
+        return maybe_job(await self._one(sql, self._fenced(params)))
 
     async def cancel(self, job_id: str, finished_at: datetime) -> Job | None:
         sql = """UPDATE jobs SET state = 'killed', reason = 'cancelled', finished_at = %s,
                 message = 'killed before it started'
             WHERE id = %s AND state = 'queued' RETURNING *"""
-        return _maybe(await self._one(sql, (to_epoch(finished_at), job_id)))
+        return maybe_job(await self._one(sql, (to_epoch(finished_at), job_id)))
 
     async def requeue_lost(self, job_id: str) -> Job | None:
         sql = f"""UPDATE jobs SET state = 'queued', worker_id = NULL, started_at = NULL, lease_generation = NULL,
                 launched_at = NULL
-            WHERE id = %(id)s AND state IN {_ACTIVE} AND {_HELD} RETURNING *"""
-        return _maybe(await self._one(sql, self._fenced({"id": job_id})))
+            WHERE id = %(id)s AND state IN {ACTIVE_STATES} AND {_HELD} RETURNING *"""
+        return maybe_job(await self._one(sql, self._fenced({"id": job_id})))
 
     async def requeue_unstarted(self, job_id: str, message: str) -> Job | None:
         sql = f"""UPDATE jobs SET state = 'queued', worker_id = NULL, message = %(message)s, lease_generation = NULL,
                 launched_at = NULL
             WHERE id = %(id)s AND state = 'building' AND {_HELD} RETURNING *"""
-        return _maybe(await self._one(sql, self._fenced({"id": job_id, "message": message})))
+        return maybe_job(await self._one(sql, self._fenced({"id": job_id, "message": message})))
 
     async def active(self, worker_id: str) -> list[Job]:
-        sql = f"SELECT * FROM jobs WHERE state IN {_ACTIVE} AND worker_id = %s ORDER BY seq"
-        return [_pg_job(row) for row in await self._all(sql, (worker_id,))]
+        sql = f"SELECT * FROM jobs WHERE state IN {ACTIVE_STATES} AND worker_id = %s ORDER BY seq"
+        return [job_from(row) for row in await self._all(sql, (worker_id,))]
 
     async def counts(self) -> dict[JobState, int]:
         sql = "SELECT state, count(*) AS n FROM jobs WHERE state IN ('queued', 'building', 'running') GROUP BY state"
@@ -375,7 +299,7 @@ class PostgresStore(PgConnection):
         await self.open()
         reclaimed: list[Reclaim] = []
         async with self._pool.connection() as db:
-            while (taken := await pg_fleet.reclaim_one(db, survivor, _pg_job)) is not None:
+            while (taken := await pg_fleet.reclaim_one(db, survivor, job_from)) is not None:
                 reclaimed.append(taken)
         return reclaimed
 
@@ -387,12 +311,12 @@ class PostgresStore(PgConnection):
         # The first request stands; the schema's trigger NOTIFYs it (hatchway_cancel) to the worker running the job.
         sql = f"""UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, %s),
                 cancel_grace_s = coalesce(cancel_grace_s, %s)
-            WHERE id = %s AND state IN {_ACTIVE} RETURNING *"""
-        return _maybe(await self._one(sql, (to_epoch(requested_at), grace_s, job_id)))
+            WHERE id = %s AND state IN {ACTIVE_STATES} RETURNING *"""
+        return maybe_job(await self._one(sql, (to_epoch(requested_at), grace_s, job_id)))
 
     async def cancel_requests(self, worker_id: str) -> dict[str, float]:
         sql = f"""SELECT id, cancel_grace_s FROM jobs
-            WHERE state IN {_ACTIVE} AND worker_id = %s AND cancel_requested_at IS NOT NULL"""
+            WHERE state IN {ACTIVE_STATES} AND worker_id = %s AND cancel_requested_at IS NOT NULL"""
         return {row["id"]: row["cancel_grace_s"] for row in await self._all(sql, (worker_id,))}
 
     def wakeups(self) -> AsyncGenerator[Wakeup, None]:
@@ -402,34 +326,3 @@ class PostgresStore(PgConnection):
         """`params` with the worker and generation this store acts as, for `_HELD` (none before `register`)."""
         worker_id, generation = self._fence or (None, None)
         return {**params, "fence_id": worker_id, "fence_generation": generation}
-
-
-@dataclass(frozen=True)
-class _PgHold:
-    """A held report: the job's row is locked by the transaction on `db` until the hold ends."""
-
-    job: Job
-    db: AsyncConnection[dict[str, Any]]
-
-    async def reported(self, reported_at: datetime) -> Job | None:
-        cursor = await self.db.execute(_MARK_REPORTED, {"id": self.job.id, "at": to_epoch(reported_at)})
-        return _maybe(await cursor.fetchone())
-
-
-def _text_labels(row: dict[str, Any]) -> dict[str, Any]:
-    """The row with its labels as JSON text, as the shared row readers (store/sqlite.py) expect them."""
-    return {**row, "labels": json.dumps(row["labels"])}
-
-
-def _pg_job(row: dict[str, Any]) -> Job:
-    return job_from(_text_labels(row))
-
-
-def _maybe(row: dict[str, Any] | None) -> Job | None:
-    return None if row is None else _pg_job(row)
-
-
-def _from_epoch(value: float) -> datetime:
-    found = from_epoch(value)
-    assert found is not None
-    return found

@@ -67,6 +67,10 @@ def job_from(row: Row) -> Job:
     )
 
 
+def maybe_job(row: Row | None) -> Job | None:
+    return None if row is None else job_from(row)
+
+
 def summary_fields(row: Row) -> dict[str, Any]:
     """A job's fields but its output, from a row of `queries.LIST_SELECT`'s columns (or more)."""
     spec = JobSpec.model_validate_json(row["spec"])
@@ -84,7 +88,7 @@ def summary_fields(row: Row) -> dict[str, Any]:
         "worker_id": row["worker_id"],
         "image": spec.image,
         "run": RunInfo.model_validate_json(row["run"]),
-        "labels": json.loads(row["labels"]),
+        "labels": _json(row["labels"]),
         "priority": row["priority"],
         "resources": Resources.model_validate_json(row["resources"]),
         "grade": None if row["grade"] is None else json.loads(row["grade"]),  # the job model reads its report
@@ -94,6 +98,11 @@ def summary_fields(row: Row) -> dict[str, Any]:
         "callback": None if row["callback"] is None else CallbackStatus.model_validate_json(row["callback"]),
         "spec": spec,
     }
+
+
+def _json(value: str | dict[str, Any]) -> Any:
+    """A JSON column's value: SQLite's text, or what PostgreSQL's driver already read from a `jsonb` column."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def inserted(job: Job) -> dict[str, Any]:
