@@ -195,6 +195,21 @@ def settle(clients: list[httpx.Client]) -> None:
             time.sleep(0.01)
 
 
+QUIET_BUSY = 0.15
+"""The share of the machine's CPU time busy, at most, for it to count as quiet (`quiet`)."""
+
+
+def quiet(timeout_s: float = 30) -> float:
+    """Wait until the machine is quiet (less than `QUIET_BUSY` of its CPU time busy over half a second), so that a
+    measurement is not paying for what the one before left running (containers being removed, a server's
+    processes exiting); at most `timeout_s`. Returns the share busy at the last look, to be reported if high."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        busy = psutil.cpu_percent(interval=0.5) / 100
+        if busy < QUIET_BUSY or time.monotonic() >= deadline:
+            return busy
+
+
 async def post_raw(url: str, count: int, concurrency: int, body: Mapping[str, object] = ECHO_JOB) -> int:
     """POST `count` jobs (no wait) over `concurrency` keep-alive HTTP/1.1 connections; how many got a 201.
 

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import psutil
 import psycopg
-from _common import pool_server, post_raw, report_leftovers, settle
+from _common import QUIET_BUSY, pool_server, post_raw, quiet, report_leftovers, settle
 from _store_alone import (
     ClaimRun,
     NotifyRun,
@@ -211,6 +211,12 @@ def report(fleet: list[FleetRun], claims: list[ClaimRun], notify: NotifyRun, arg
         print(f"{label:<44}{run.jobs_per_s / fleet[0].jobs_per_s:>9.3g}")
 
 
+def _after_quiet() -> str:
+    """Wait for the machine to be quiet before a measurement; a note if it never was."""
+    busy = quiet()
+    return "" if busy < QUIET_BUSY else f" (the machine stayed {busy:.0%} busy: this figure is noisy)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run")
@@ -231,13 +237,13 @@ def main() -> int:
     try:
         fleet = []
         for workers in FLEETS:
-            print(f"fleet of {workers}: {args.jobs} jobs ...", flush=True)
+            print(f"fleet of {workers}: {args.jobs} jobs ...{_after_quiet()}", flush=True)
             fleet.append(measure_fleet(args.database, workers, args.jobs, args.rounds, leftovers))
         claims = []
         for claimers in sorted({int(k) for k in args.claimers.split(",")}):
-            print(f"store: {args.claims} claims by {claimers} claimer(s) ...", flush=True)
+            print(f"store: {args.claims} claims by {claimers} claimer(s) ...{_after_quiet()}", flush=True)
             claims.append(measure_claims(args.database, args.claims, claimers))
-        print(f"NOTIFY: {args.notifies} samples ...", flush=True)
+        print(f"NOTIFY: {args.notifies} samples ...{_after_quiet()}", flush=True)
         notify = measure_notify(args.database, args.notifies)
     finally:
         report_leftovers(leftovers)
