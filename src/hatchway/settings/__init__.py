@@ -1,6 +1,7 @@
 """The worker's settings: `Settings` (settings/worker.py), read once at start-up from an optional YAML file and
-HATCHWAY_* variables, and the values it is made of (settings/values.py)."""
+HATCHWAY_* variables (settings/loading.py), and the values it is made of (settings/values.py)."""
 
+from hatchway.settings.loading import check_exposure, is_loopback, load_settings
 from hatchway.settings.values import (
     AGENT_SOURCE,
     API_SOURCE,
@@ -19,7 +20,7 @@ from hatchway.settings.values import (
     SourceConfig,
     StoreUrl,
 )
-from hatchway.settings.worker import Settings, check_exposure, is_loopback, load_settings
+from hatchway.settings.worker import Settings
 
 __all__ = [
     "AGENT_SOURCE",

@@ -7,24 +7,19 @@ Environment variables win over the file. Nested keys use a double underscore:
 from __future__ import annotations
 
 import ipaddress
-import itertools
-import os
 import re
 import socket
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    SettingsError,
 )
 
-from hatchway.errors import ConfigError
 from hatchway.judge.limits import GradeLimits
 from hatchway.judge.profiles import ProfileOverrides
 from hatchway.settings.values import (
@@ -397,70 +392,3 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment first, so a variable overrides the same key in the YAML file (passed as init values).
         return (env_settings, init_settings)
-
-
-def load_settings(config_file: Path | None = None) -> Settings:
-    """Read the settings: `config_file` (or $HATCHWAY_CONFIG), overridden by HATCHWAY_* variables.
-
-    Raises ConfigError naming every offending key.
-    """
-    path = config_file or (Path(os.environ["HATCHWAY_CONFIG"]) if os.environ.get("HATCHWAY_CONFIG") else None)
-    file_values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of settings")
-        file_values = {str(key): value for key, value in loaded.items()}
-    try:
-        return Settings(**file_values)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from exc
-    except SettingsError as exc:  # a variable holding a list or mapping is not valid JSON
-        found = re.search(r'field "(\w+)"', str(exc))
-        key = found.group(1) if found else "(settings)"
-        raise ConfigError(f"invalid configuration:\n  {key} ({ENV_PREFIX}{key.upper()}): not valid JSON") from None
-
-
-def is_loopback(host: str) -> bool:
-    """Whether listening on `host` is reachable from this machine only: localhost, 127.0.0.0/8 or ::1."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # another host name: it may resolve to any address
-
-
-def check_exposure(settings: Settings) -> None:
-    """Refuse to serve an open API beyond this machine: without `api_tokens`, `host` must be a loopback
-    address unless `allow_unauthenticated` says that is meant.
-
-    Raises ConfigError naming both keys.
-    """
-    if settings.api_tokens or settings.allow_unauthenticated or is_loopback(settings.host):
-        return
-    raise ConfigError(
-        f"refusing to listen on {settings.host} without authentication: anyone who can reach it could run jobs. "
-        f"Configure api_tokens ({ENV_PREFIX}API_TOKENS), listen on a loopback address such as 127.0.0.1, "
-        f"or set allow_unauthenticated: true ({ENV_PREFIX}ALLOW_UNAUTHENTICATED=true) to serve an open API on purpose"
-    )
-
-
-def _describe(exc: ValidationError) -> str:
-    lines = ["invalid configuration:"]
-    for error in exc.errors():
-        loc = [str(part) for part in error["loc"]]
-        key = ".".join(loc) or "(settings)"
-        # A list's entries have no variable of their own: the whole list is one JSON variable.
-        named = list(itertools.takewhile(lambda part: not isinstance(part, int), error["loc"]))
-        env = ENV_PREFIX + "__".join(map(str, named)).upper() if named else ""
-        where = f"{key} ({env})" if env else key
-        lines.append(f"  {where}: {error['msg']}")
-    return "\n".join(lines)
