@@ -26,7 +26,7 @@ from hatchway.models import Job, JobRequest, JobState, utcnow
 from hatchway.settings import Settings
 from hatchway.store.pg_schema import QUEUE_CHANNEL
 from hatchway.store.postgres import PostgresStore
-from hatchway.worker.bootstrap import policy_from_settings
+from hatchway.worker.wiring import policy_from_settings
 
 # NOTIFY channels belong to the database, not to a schema: whatever else runs on it (other schemas' tests) is heard
 # too. The samples' priorities, from here up, tell their notifications (payload: the priority) from the rest.

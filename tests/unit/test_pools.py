@@ -18,7 +18,7 @@ from hatchway.models import Job, JobRequest, JobState, ResolvedLimits, utcnow
 from hatchway.pools import Pools
 from hatchway.sandbox.protocol import RunResult, RunStatus
 from hatchway.settings import PoolConfig, Settings
-from hatchway.worker.bootstrap import policy_from_settings
+from hatchway.worker.wiring import policy_from_settings
 from tests.conftest import until
 
 LIMITS = ResolvedLimits(timeout_s=10, memory_mb=64, cpus=1, pids=16, output_bytes=1024, disk_mb=64)

@@ -19,7 +19,7 @@ from hatchway.sandbox.binary import supervisor_path
 from hatchway.settings import Settings
 from hatchway.store.base import JobStore
 from hatchway.store.memory import MemoryStore
-from hatchway.worker.bootstrap import parts
+from hatchway.worker.wiring import parts
 from hatchway.worker.worker import Worker
 from tests.conftest import job_when
 
