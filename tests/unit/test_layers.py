@@ -11,7 +11,7 @@ from pathlib import Path
 import hatchway
 
 LAYERS = [
-    ["errors", "files", "fields", "egress"],  # no hatchway imports but each other
+    ["errors", "files", "fields", "egress", "fluster"],  # no hatchway imports but each other
     ["judge"],  # pure grading logic: requests, limits, reports, checkers, verdicts, problems, profiles
     ["models"],  # the job's values
     ["output"],  # what jobs print and leave
