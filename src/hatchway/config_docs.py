@@ -65,11 +65,21 @@ def _fields(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, FieldInf
     model's fields are spelled out under its key."""
     for name, declared in model.model_fields.items():
         key = f"{prefix}{name}"
-        annotation = declared.annotation
+        annotation = _unless_none(declared.annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel) and not _is_mapping(annotation):
             yield from _fields(annotation, f"{key}.")
             continue
         yield key, _described(model, name, declared), _item_model(annotation)
+
+
+def _unless_none(annotation: Any) -> Any:
+    """`Model` for an optional block `Model | None` (its fields are spelled out, as a block's always are)."""
+    args = get_args(annotation)
+    if len(args) == 2 and type(None) in args:
+        (model,) = (arg for arg in args if arg is not type(None))
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return model
+    return annotation
 
 
 def _is_mapping(model: type[BaseModel]) -> bool:

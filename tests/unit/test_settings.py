@@ -442,3 +442,33 @@ def test_a_worker_lease_out_of_bounds_is_named(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("HATCHWAY_WORKER_LEASE_S", value)
     with pytest.raises(ConfigError, match="HATCHWAY_WORKER_LEASE_S"):
         load_settings()
+
+
+def test_the_fluster_block_is_off_until_it_names_a_controller(
+    monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig
+) -> None:
+    assert load_settings(write_config("")).fluster is None
+    monkeypatch.setenv("HATCHWAY_FLUSTER__CONTROLLER_URL", "http://127.0.0.1:10000")
+    monkeypatch.setenv("HATCHWAY_FLUSTER__PORT_RANGE", "[31000, 31010]")
+    fluster = load_settings(write_config("")).fluster
+    assert fluster is not None
+    assert (fluster.controller_url, fluster.port_range, fluster.build_network) == (
+        "http://127.0.0.1:10000",
+        (31000, 31010),
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("block", "said"),
+    [
+        ({}, "fluster.controller_url (HATCHWAY_FLUSTER__CONTROLLER_URL): Field required"),
+        ({"controller_url": "ftp://x"}, "fluster.controller_url"),
+        ({"controller_url": "http://c", "port_range": [40000, 30000]}, "expected 1024 <= first < second"),
+        ({"controller_url": "http://c", "gs_command": ["gsutil", "cp", "{url}"]}, "`{path}` in one of its words"),
+        ({"controller_url": "http://c", "advertise_address": "no port"}, "fluster.advertise_address"),
+    ],
+)
+def test_a_bad_fluster_block_is_named(write_config: WriteConfig, block: dict[str, Any], said: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        load_settings(write_config(json.dumps({"fluster": block})))

@@ -1,6 +1,7 @@
 """The worker's settings: `Settings` (settings/worker.py), read once at start-up from an optional YAML file and
 HATCHWAY_* variables (settings/loading.py), and the values it is made of (settings/values.py)."""
 
+from hatchway.settings.fluster import FlusterConfig
 from hatchway.settings.loading import check_exposure, is_loopback, load_settings
 from hatchway.settings.values import (
     AGENT_SOURCE,
@@ -31,6 +32,7 @@ __all__ = [
     "TOKEN_MIN_LENGTH",
     "ApiToken",
     "DefaultLimits",
+    "FlusterConfig",
     "GradeMaxLimits",
     "MaxLimits",
     "PoolConfig",

@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 from hatchway.judge.limits import GradeLimits
 from hatchway.judge.profiles import ProfileOverrides
+from hatchway.settings.fluster import FlusterConfig
 from hatchway.settings.values import (
     CAPABILITIES,
     ENV_PREFIX,
@@ -238,6 +239,11 @@ class Settings(BaseSettings):
     )
     sources: list[SourceConfig] = Field(
         default_factory=list, description="Masters to pull work from (see docs/sources.md)."
+    )
+    fluster: FlusterConfig | None = Field(
+        default=None,
+        description="Be a worker of Fluster's cluster controller: its WorkerService over Connect RPC, registration "
+        "and state reports (see docs/fluster-plan.md).",
     )
     pool_warm_total: int = Field(
         default=4, ge=0, description="Started containers kept in total for images that ran recently (0: none)."
