@@ -1,0 +1,39 @@
+"""What a Fluster job is in hatchway (issue 19; docs/fluster-plan.md): the contract between the WorkerService that
+makes jobs from the controller's RunJob and the reporter that tells the controller of their states.
+
+A Fluster job is a hatchway job whose `origin` is `ORIGIN` and whose `external_id` names the controller's job and
+attempt: a retried attempt is a new hatchway job, and the same attempt sent twice is the same job. Its states map
+onto the schema's `JobState` one to one; `WORKER_FAILED` and `UNSCHEDULABLE` are the controller's own.
+"""
+
+from __future__ import annotations
+
+from hatchway.fluster.proto import cluster_pb2 as pb
+from hatchway.models import JobState
+
+ORIGIN = "fluster"
+
+_STATES = {
+    JobState.QUEUED: pb.JOB_STATE_PENDING,
+    JobState.BUILDING: pb.JOB_STATE_BUILDING,
+    JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: pb.JOB_STATE_FAILED,
+    JobState.KILLED: pb.JOB_STATE_KILLED,
+}
+
+
+def external_id(job_id: str, attempt_id: int) -> str:
+    """The `external_id` of attempt `attempt_id` of the controller's job `job_id`."""
+    return f"{job_id}#{attempt_id}"
+
+
+def fluster_ids(external: str) -> tuple[str, int]:
+    """The controller's job id and attempt of an `external_id` made by `external_id`."""
+    job_id, _, attempt = external.rpartition("#")
+    return job_id, int(attempt)
+
+
+def fluster_state(state: JobState) -> pb.JobState.ValueType:
+    """A hatchway job's state as the controller's schema says it."""
+    return _STATES[state]
