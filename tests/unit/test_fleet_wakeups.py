@@ -286,3 +286,22 @@ async def test_whoever_waits_on_a_job_is_woken_by_its_events_whoever_made_them(m
         following.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await following
+
+
+async def test_a_stop_asked_between_a_claim_and_its_launch_is_applied_at_the_launch(make_job: Any) -> None:
+    """The wake-up of a stop can come while the job is claimed here and not yet launched (no control to kill):
+    the stop is kept, and the launch applies it, instead of the next safety-net check."""
+    store = MemoryStore()
+    await store.enqueue(make_job(id="j"))
+    await store.claim_next("w")
+    controls: dict[str, RunControl] = {}
+    cancels = CancelRequests(store=store, controls=controls, worker_id="w", check_interval_s=3600)
+    await store.request_cancel("j", make_job().created_at, 2.5)
+    await cancels.check()  # the safety net's check: nothing runs here, the store is not asked
+    await cancels.check(woken=True)  # the wake-up's: the stop is found, its job not launched yet
+    control = controls["j"] = RunControl("j")
+    assert not control.kill_requested.is_set()
+    cancels.launched(control)
+    assert control.kill_requested.is_set() and (control.kill_grace_s, control.kill_reason) == (2.5, Reason.KILLED)
+    cancels.launched(other := RunControl("other"))
+    assert not other.kill_requested.is_set(), "only the job the stop was asked of"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from hatchway.engines.base import Found
@@ -37,10 +37,14 @@ class Dispatcher:
         self._signals = signals
         self._ports = ports
         self.controls = controls
+        self.launch_listeners: list[Callable[[RunControl], None]] = []
+        """Told of each claimed job's control as it is made (a stop asked of it before is applied then)."""
 
     def launch(self, job: Job) -> Awaitable[None]:
         """Run a claimed job: its control exists from now on."""
         control = self.controls[job.id] = RunControl(job.id)
+        for listener in self.launch_listeners:
+            listener(control)
         self._signals.notify(job.id)  # claimed: it is building now
         runner = self._runners.get(job.spec.kind, self._runner)
         return self._controlled(job.id, runner.run(job, control))

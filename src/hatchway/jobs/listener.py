@@ -57,7 +57,7 @@ class StoreListener:
         if wakeup.wake in (Wake.EVENTS, Wake.ANY):
             await self._events()
         if wakeup.wake in (Wake.CANCEL, Wake.ANY):
-            await self._cancels.check()
+            await self._cancels.check(woken=True)
 
     async def _events(self) -> None:
         """Events were recorded: readers read on, and whoever waits on one of their jobs looks again.

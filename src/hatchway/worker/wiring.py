@@ -277,6 +277,7 @@ def parts(
     cancels = CancelRequests(
         store=store, controls=controls, worker_id=worker_id, check_interval_s=settings.poll_interval_s
     )
+    dispatcher.launch_listeners.append(cancels.launched)
     return Parts(
         settings=settings,
         store=store,
