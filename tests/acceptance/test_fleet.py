@@ -112,7 +112,7 @@ def test_three_workers_lose_two_and_every_job_ends_exactly_once(
                 store_url=url,
                 worker_lease_s=LEASE_S,
                 max_concurrent_jobs=3,
-                shutdown_grace_s=5,
+                shutdown_grace_s=60,  # the drain waits for its jobs (each under a second): none is cut off
                 allowed_images="hatchway-test/*,hatchway-profile/*",
                 pool_warm_total=0,  # every plain job in a container of its own: its start is the engine's to count
             )
