@@ -11,15 +11,19 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from hatchway.engines.fake import FakeEngine, FakeProgram
 from hatchway.fluster import methods
 from hatchway.fluster.proto import cluster_pb2 as pb
-from hatchway.models import Job, JobRequest
+from hatchway.models import Job, JobRequest, JobState, Outcome, RunInfo, utcnow
+from hatchway.settings.fluster import FlusterConfig
 from hatchway.sources.fluster_jobs import ORIGIN, WORKER_LABEL, external_id
+from hatchway.store.memory import MemoryStore
 from hatchway.store.sqlite import SqliteStore
-from hatchway.worker.fluster_reports import cursor_name
+from hatchway.worker.fluster_registration import ControllerClient
+from hatchway.worker.fluster_reports import FlusterReporter, cursor_name
 from hatchway.worker.worker import Worker
 from tests.fakes.fluster_controller import FlusterController, fluster_controller, now_ms
 from tests.unit.test_runner import fake_worker
@@ -225,3 +229,32 @@ async def test_a_refused_report_is_sent_again_and_the_next_waits_for_it(
     assert states(controller, "j") == ["JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"]
     refused = [call for call in controller.calls if call.status != 200]
     assert len(refused) == 2 and all(call.request.state == RUNNING for call in refused)  # type: ignore[union-attr]
+
+
+async def test_in_a_shared_store_each_worker_reports_only_the_jobs_labelled_as_its_own(
+    controller: FlusterController, make_job: Any
+) -> None:
+    store = MemoryStore()
+    for name, labels in (("a", {WORKER_LABEL: "fw-a"}), ("b", {WORKER_LABEL: "fw-b"}), ("none", {})):
+        job = make_job(id=f"fluster.{name}", labels=labels, origin=ORIGIN, external_id=external_id(name, 1))
+        await store.enqueue(job)
+        await store.claim_next("hatchway-worker")
+        await store.mark_running(job.id, utcnow(), RunInfo())
+        await store.finish(job.id, Outcome(state=JobState.SUCCEEDED, exit_code=0), utcnow())
+    config = FlusterConfig(controller_url=controller.url)
+    reporters = [
+        FlusterReporter(
+            store=store, client=ControllerClient(config), worker_id=worker_id, owns_unlabeled=False, retry_s=1, poll_s=1
+        )
+        for worker_id in ("fw-a", "fw-b")
+    ]
+    async with httpx.AsyncClient() as http:
+        assert all([await reporter.report_pending(http) for reporter in reporters])
+    assert [(r.worker_id, r.job_id, r.attempt_id) for r in controller.reports()] == [
+        ("fw-a", "a", 1),
+        ("fw-a", "a", 1),
+        ("fw-b", "b", 1),
+        ("fw-b", "b", 1),
+    ]
+    assert [reporter.sent for reporter in reporters] == [2, 2]
+    assert await store.cursor(cursor_name("fw-a")) == await store.cursor(cursor_name("fw-b")) == 12

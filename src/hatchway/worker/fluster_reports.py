@@ -83,12 +83,14 @@ class FlusterReporter:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`: report what is pending, then wait for a change (or the poll, the safety net of changes made
-        by another worker of a fleet); after a failure, try again every `retry_s`."""
+        by another worker of a fleet); after a failure, try again every `retry_s`. At `stop`, a last try for the
+        changes made meanwhile (the drain's); what it cannot send waits in the store for the next start."""
         async with self._client.http() as http:
             while not stop.is_set():
                 self._wake.clear()
                 caught_up = await self.report_pending(http)
-                await pause(stop, self._poll_s if caught_up else self._retry_s, None if not caught_up else self._wake)
+                await pause(stop, self._poll_s if caught_up else self._retry_s, self._wake if caught_up else None)
+            await self.report_pending(http)
 
     async def report_pending(self, http: httpx.AsyncClient) -> bool:
         """Report every change after the cursor, in order; False if the controller failed one (it is next). The
