@@ -20,7 +20,7 @@ from hatchway.fluster.proto import cluster_pb2 as pb
 from hatchway.models import Job, JobRequest, JobState, Outcome, RunInfo, utcnow
 from hatchway.settings.fluster import FlusterConfig
 from hatchway.sources.fluster_jobs import ORIGIN, WORKER_LABEL, external_id
-from hatchway.store.memory import MemoryStore
+from hatchway.store.base import JobStore
 from hatchway.store.sqlite import SqliteStore
 from hatchway.worker.fluster_registration import ControllerClient
 from hatchway.worker.fluster_reports import FlusterReporter, cursor_name
@@ -151,6 +151,7 @@ async def test_each_change_the_controller_wants_is_reported_once_in_order(
     assert not running.HasField("finished_at_ms") and not running.HasField("exit_code")
     assert controller.ignored_reports == []
     assert (controller.jobs["ok-job"].state, controller.jobs["bad-job"].state) == (SUCCEEDED, FAILED)
+    assert (await worker.jobs.get(ok.id)).reported_at is not None, "its result reached its source"
     # Nothing more once caught up, though heartbeats go on.
     beats = len(controller.registrations())
     await wait_for(controller, lambda: len(controller.registrations()) >= beats + 2)
@@ -232,9 +233,8 @@ async def test_a_refused_report_is_sent_again_and_the_next_waits_for_it(
 
 
 async def test_in_a_shared_store_each_worker_reports_only_the_jobs_labelled_as_its_own(
-    controller: FlusterController, make_job: Any
+    controller: FlusterController, make_job: Any, store: JobStore
 ) -> None:
-    store = MemoryStore()
     for name, labels in (("a", {WORKER_LABEL: "fw-a"}), ("b", {WORKER_LABEL: "fw-b"}), ("none", {})):
         job = make_job(id=f"fluster.{name}", labels=labels, origin=ORIGIN, external_id=external_id(name, 1))
         await store.enqueue(job)

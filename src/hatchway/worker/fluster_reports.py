@@ -23,7 +23,7 @@ import httpx
 from hatchway.fluster import methods
 from hatchway.fluster.proto import cluster_pb2 as pb
 from hatchway.jobs.service import source_id_prefix
-from hatchway.models import Job, JobState, Reason
+from hatchway.models import Job, JobState, Reason, utcnow
 from hatchway.output.events import JobEvent
 from hatchway.settings import Settings
 from hatchway.settings.fluster import FlusterConfig
@@ -110,6 +110,8 @@ class FlusterReporter:
                     await self._advance(position, seen)
                     return False
                 self.sent += 1
+                if event.state.is_final:  # its result reached its source, as GET /jobs says of other sources' jobs
+                    await self._store.mark_reported(event.job_id, utcnow())
                 log.info(
                     "reported %s of fluster job %s attempt %d",
                     pb.JobState.Name(request.state),
