@@ -353,6 +353,11 @@ def _handler(controller: FlusterController) -> type[BaseHTTPRequestHandler]:
 
         def _serve(self, http_method: str) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if controller._server is not self.server:
+                # Down (or up again on a new listener): a connection kept alive from before is cut, unanswered, as
+                # a controller that went away cuts it.
+                self.close_connection = True
+                return
             method = methods.CONTROLLER_METHODS.get(self.path.partition("?")[0])
             encoding = request = None
             try:

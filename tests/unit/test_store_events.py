@@ -112,6 +112,28 @@ async def test_pruning_keeps_the_newest_and_never_reuses_an_id(store: JobStore, 
     assert [e.id for e in (await store.events_after(0, limit=10)).events] == [6]
 
 
+async def test_a_cursor_starts_at_0_and_moves_only_from_where_it_stands(store: JobStore) -> None:
+    assert await store.cursor("reporter") == 0
+    assert not await store.advance_cursor("reporter", 3, 5)  # it stands at 0, not 3
+    assert await store.advance_cursor("reporter", 0, 2)
+    assert not await store.advance_cursor("reporter", 0, 4)  # a second reader that also saw 0 is refused
+    assert await store.cursor("reporter") == 2
+    assert await store.advance_cursor("reporter", 2, 7)
+    assert (await store.cursor("reporter"), await store.cursor("other")) == (7, 0)
+
+
+async def test_pruning_keeps_every_event_after_the_lowest_cursor(store: JobStore, make_job: MakeJob) -> None:
+    for number in range(6):
+        await store.enqueue(make_job(id=f"j{number}"))
+    assert await store.advance_cursor("slow", 0, 2)
+    assert await store.advance_cursor("fast", 0, 5)
+    assert await store.prune_events(1) == 2  # 3, 4 and 5 stay for "slow", though only one is to be kept
+    assert [e.id for e in (await store.events_after(0, limit=10)).events] == [3, 4, 5, 6]
+    assert await store.advance_cursor("slow", 2, 6)
+    assert await store.prune_events(1) == 3  # the lowest, "fast", stands at 5
+    assert [e.id for e in (await store.events_after(0, limit=10)).events] == [6]
+
+
 async def test_output_times_are_kept_with_the_ended_job(store: JobStore, make_job: MakeJob) -> None:
     await store.enqueue(make_job(id="a"))
     assert await store.output_times("a") == {}
@@ -166,6 +188,7 @@ async def test_a_version_4_database_gains_the_event_log(tmp_path: Path, make_job
         ("job_finished", "a", "succeeded", None),
     ]
     assert list((await store.output_times("a"))[Stream.STDOUT]) == [(0, 1)]
+    assert await store.advance_cursor("reader", 0, 3) and await store.cursor("reader") == 3  # and the cursors
     await store.close()
 
 

@@ -25,6 +25,7 @@ from hatchway.settings import Settings
 from hatchway.sources import JobSource
 from hatchway.store.fleet import WorkerStatus
 from hatchway.worker.callbacks import CallbackSender
+from hatchway.worker.fluster_reports import FlusterLink
 from hatchway.worker.parts import Parts
 from hatchway.worker.registration import ControllerLink
 
@@ -47,6 +48,7 @@ class WorkerView:
     pools: Pools
     sources: Sequence[JobSource]
     controller: ControllerLink | None
+    fluster: FlusterLink | None
     callbacks: CallbackSender
     metrics: Metrics
     stats: JobStats
@@ -89,6 +91,7 @@ class ApiServices:
                 pools=parts.pools,
                 sources=parts.sources,
                 controller=parts.controller,
+                fluster=parts.fluster,
                 callbacks=parts.callbacks,
                 metrics=parts.metrics,
                 stats=parts.stats,

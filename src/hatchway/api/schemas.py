@@ -11,6 +11,7 @@ from hatchway.observability.host import HostFacts, HostMetrics
 from hatchway.pools.pool import PoolStatus
 from hatchway.sources.base import SourceStatus
 from hatchway.store.fleet import WorkerStatus
+from hatchway.worker.fluster_registration import FlusterStatus
 from hatchway.worker.registration import ControllerStatus
 
 Scope = Literal["worker", "fleet"]
@@ -72,6 +73,9 @@ class Health(BaseModel):
         "worker's own /health says it; null without one.",
     )
     controller: ControllerStatus | None
+    fluster: FlusterStatus | None = Field(
+        default=None, description="The link to Fluster's controller (registration, state reports), when configured."
+    )
     host: HostMetrics
     problems: list[str] = Field(
         default_factory=list,

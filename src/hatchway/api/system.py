@@ -85,6 +85,7 @@ async def health(worker: SystemDep, settings: SettingsDep, response: Response, s
         sources=sources,
         queue_url=next((source.url for source in sources if source.kind == "tasks"), None),
         controller=None if worker.controller is None else worker.controller.status(),
+        fluster=None if worker.fluster is None else worker.fluster.status(),
         host=host,
         problems=list(worker.problems),
         uptime_seconds=uptime_s(),

@@ -12,6 +12,10 @@ from hatchway.fluster.proto import cluster_pb2 as pb
 from hatchway.models import JobState
 
 ORIGIN = "fluster"
+WORKER_LABEL = "fluster.worker_id"
+"""The label of a Fluster job naming the worker id (as the controller knows it) whose WorkerService took its RunJob:
+its states are reported as that worker's, by that worker's reporter alone, whichever worker of a fleet runs it. A
+job without it is reported by the worker whose store is its own (not shared)."""
 
 _STATES = {
     JobState.QUEUED: pb.JOB_STATE_PENDING,

@@ -218,7 +218,18 @@ class JobStore(Protocol):
         ...
 
     async def prune_events(self, keep: int) -> int:
-        """Forget all but the newest `keep` events; how many were forgotten."""
+        """Forget all but the newest `keep` events, and never one after a reader's cursor (`cursor`): a reader that
+        must see every event (a state reporter) finds them all however far behind it falls; how many were
+        forgotten."""
+        ...
+
+    async def cursor(self, name: str) -> int:
+        """Where reader `name` of the event log stands: the id of the last event it has dealt with (0: none yet)."""
+        ...
+
+    async def advance_cursor(self, name: str, before: int, after: int) -> bool:
+        """Move reader `name`'s cursor from `before` to `after`; False, changing nothing, if it no longer stands at
+        `before` (another holder of the name moved it), so of two that read the same events only one moves on."""
         ...
 
     async def request_cancel(self, job_id: str, requested_at: datetime, grace_s: float) -> Job | None:

@@ -58,6 +58,7 @@ class MemoryStore:
         self._output_times: dict[str, dict[Stream, list[int]]] = {}
         self._events: list[JobEvent] = []
         self._newest_event = 0
+        self._cursors: dict[str, int] = {}
         self._held: dict[str, datetime] = {}
         """Callbacks held for a sender (`due_callbacks`), until when."""
         self._workers: dict[str, dict[str, Any]] = {}
@@ -274,8 +275,20 @@ class MemoryStore:
 
     async def prune_events(self, keep: int) -> int:
         forgotten = max(len(self._events) - keep, 0)
+        if self._cursors:
+            lowest = min(self._cursors.values())
+            forgotten = min(forgotten, bisect.bisect_right(self._events, lowest, key=lambda event: event.id))
         del self._events[:forgotten]
         return forgotten
+
+    async def cursor(self, name: str) -> int:
+        return self._cursors.get(name, 0)
+
+    async def advance_cursor(self, name: str, before: int, after: int) -> bool:
+        if self._cursors.get(name, 0) != before:
+            return False
+        self._cursors[name] = after
+        return True
 
     async def register(self, worker: WorkerInfo, lease_s: float) -> int:
         now = time.time()

@@ -196,6 +196,10 @@ MIGRATIONS[5] = ["ALTER TABLE jobs ADD COLUMN cancel_grace_s double precision"]
 # Version 6: when a job's process began to start (JobStore.mark_launching): a claimed job with it may have run.
 MIGRATIONS[6] = ["ALTER TABLE jobs ADD COLUMN launched_at double precision"]
 
+# Version 7: readers of the event log that must see every event (JobStore.cursor), each at the last it dealt with;
+# pruning keeps every event after the lowest.
+MIGRATIONS[7] = ["CREATE TABLE cursors (name text PRIMARY KEY, position bigint NOT NULL)"]
+
 SCHEMA_VERSION = max(MIGRATIONS)
 
 CREATE_VERSIONS = """

@@ -270,8 +270,28 @@ class PostgresStore(PgOutbox):
     async def prune_events(self, keep: int) -> int:
         await self.open()
         async with self._pool.connection() as db:
-            cursor = await db.execute("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - %s", (keep,))
+            # least() passes over the NULL of no cursor.
+            cursor = await db.execute(
+                "DELETE FROM events WHERE id <= least((SELECT max(id) FROM events) - %s,"
+                " (SELECT min(position) FROM cursors))",
+                (keep,),
+            )
             return cursor.rowcount
+
+    async def cursor(self, name: str) -> int:
+        row = await self._one("SELECT position FROM cursors WHERE name = %s", (name,))
+        return 0 if row is None else int(row["position"])
+
+    async def advance_cursor(self, name: str, before: int, after: int) -> bool:
+        # A cursor moves only for who saw it where it stands; one that stands at 0 may not exist yet.
+        sql = (
+            "INSERT INTO cursors (name, position) VALUES (%(name)s, %(after)s) ON CONFLICT (name)"
+            " DO UPDATE SET position = excluded.position WHERE cursors.position = 0 RETURNING position"
+            if before == 0
+            else "UPDATE cursors SET position = %(after)s WHERE name = %(name)s AND position = %(before)s"
+            " RETURNING position"
+        )
+        return await self._one(sql, {"name": name, "before": before, "after": after}) is not None
 
     async def register(self, worker: WorkerInfo, lease_s: float) -> int:
         await self.open()

@@ -1,6 +1,6 @@
 """Every SQL statement of the SQLite store, by name."""
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -82,6 +82,12 @@ CREATE TABLE IF NOT EXISTS events (
     time      REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, id);
+-- Readers of the event log that must see every event (JobStore.cursor): the last event each has dealt with. Pruning
+-- keeps every event after the lowest.
+CREATE TABLE IF NOT EXISTS cursors (
+    name     TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS jobs_event_insert AFTER INSERT ON jobs
 BEGIN
     INSERT INTO events (type, job_id, state, reason, worker_id, time)
@@ -134,6 +140,7 @@ MIGRATIONS = {
     ],
     # When a job's process began to start (JobStore.mark_launching): a claimed job with it may have run.
     10: ["ALTER TABLE jobs ADD COLUMN launched_at REAL"],
+    11: [],  # the event log's cursors, a table of its own in SCHEMA
 }
 
 INSERT = """
@@ -367,4 +374,16 @@ EVENTS_ORDER = " ORDER BY events.id LIMIT ?"
 
 EVENTS_OLDEST = "SELECT min(id) FROM events"
 EVENTS_NEWEST = "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
-PRUNE_EVENTS = "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?"
+PRUNE_EVENTS = """
+DELETE FROM events WHERE id <= min((SELECT max(id) FROM events) - ?,
+                                   coalesce((SELECT min(position) FROM cursors), (SELECT max(id) FROM events)))
+"""
+
+CURSOR = "SELECT position FROM cursors WHERE name = ?"
+# A cursor moves only for who saw it where it stands; one that stands at 0 may not exist yet.
+ADVANCE_CURSOR = "UPDATE cursors SET position = :after WHERE name = :name AND position = :before RETURNING position"
+START_CURSOR = """
+INSERT INTO cursors (name, position) VALUES (:name, :after)
+ON CONFLICT (name) DO UPDATE SET position = excluded.position WHERE cursors.position = 0
+RETURNING position
+"""

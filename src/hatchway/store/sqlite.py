@@ -291,6 +291,14 @@ class SqliteStore:
     async def prune_events(self, keep: int) -> int:
         return self._db.execute(queries.PRUNE_EVENTS, (keep,)).rowcount
 
+    async def cursor(self, name: str) -> int:
+        row = self._one(queries.CURSOR, (name,))
+        return 0 if row is None else int(row["position"])
+
+    async def advance_cursor(self, name: str, before: int, after: int) -> bool:
+        sql = queries.START_CURSOR if before == 0 else queries.ADVANCE_CURSOR
+        return self._one(sql, {"name": name, "before": before, "after": after}) is not None
+
     async def register(self, worker: WorkerInfo, lease_s: float) -> int:
         row = self._one(queries.REGISTER, {**worker_row(worker), "lease_s": lease_s})
         assert row is not None, "an upsert returns its row"

@@ -31,6 +31,7 @@ from hatchway.settings import Settings
 from hatchway.sources import JobSource
 from hatchway.store.base import JobStore
 from hatchway.worker.callbacks import CallbackSender
+from hatchway.worker.fluster_reports import FlusterLink
 from hatchway.worker.lease import Lease
 from hatchway.worker.loops import Services
 from hatchway.worker.maintenance import Maintenance
@@ -63,6 +64,8 @@ class Parts:
     sources: list[JobSource]
     """Every job source; the HTTP API is added to it by whoever serves it (`Worker.add_source`)."""
     controller: ControllerLink | None
+    fluster: FlusterLink | None
+    """Registration with Fluster's controller and its state reports, when the settings name one."""
     callbacks: CallbackSender
     lease: Lease
     """Its registration and lease in the store, and the takeover of lost workers."""

@@ -45,6 +45,7 @@ from hatchway.sources import build_sources
 from hatchway.store.base import JobStore
 from hatchway.store.fleet import WorkerInfo
 from hatchway.worker.callbacks import CallbackSender
+from hatchway.worker.fluster_reports import fluster_link
 from hatchway.worker.lease import Lease
 from hatchway.worker.loops import Services
 from hatchway.worker.maintenance import Maintenance
@@ -243,6 +244,9 @@ def parts(
             interval_s=settings.heartbeat_interval_s,
         )
         signals.listeners.append(controller.changed)
+    fluster = None if settings.fluster is None else fluster_link(settings, settings.fluster, store)
+    if fluster is not None:
+        signals.listeners.append(fluster.reporter.changed)
     callbacks = CallbackSender(
         store=store,
         secret=settings.callback_secret,
@@ -306,6 +310,7 @@ def parts(
             fleet=(store.worker_address, settings.peer_token) if settings.store_url else None,
         ),
         controller=controller,
+        fluster=fluster,
         callbacks=callbacks,
         lease=lease,
         maintenance=Maintenance(

@@ -95,6 +95,9 @@ class Worker:
         self._schedule_task = self.services.start("scheduler", self._schedule())
         if self.parts.controller is not None:
             self.services.start("controller", self.parts.controller.run(self._stop))
+        if self.parts.fluster is not None:  # until the drain is over: the states of the jobs it stops are reported
+            self.services.start("fluster-registration", self.parts.fluster.registration.run(self._pushed_stop))
+            self.services.start("fluster-reports", self.parts.fluster.reporter.run(self._pushed_stop))
         self.services.start("maintenance", self.parts.maintenance.run(self._stop))
         # Renewed until the drain is over: a draining worker still holds its jobs.
         self._lease_task = self.services.start("lease", self.parts.lease.run(self._pushed_stop))
