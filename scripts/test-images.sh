@@ -5,6 +5,8 @@
 #   hatchway-test/python:latest   a minimal Debian bookworm with python3, made by mmdebstrap
 #   hatchway-test/own-command:latest  busybox with a command of its own (CMD, WORKDIR /app): prints its working
 #                                 directory, then its stdin (for jobs that run an image's own command)
+#   hatchway-test/fluster-python:latest  hatchway-test/python with cloudpickle (copied from the venv's
+#                                 site-packages, no network): the base of Fluster jobs in the tests
 set -euo pipefail
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
@@ -48,7 +50,22 @@ build_own_command() {
   echo "built $tag"
 }
 
-# With names (busybox, python, own_command), only those.
-for name in "${@:-busybox python own_command}"; do
+build_fluster_python() {
+  local tag=hatchway-test/fluster-python:latest context source
+  have_image "$tag" && return 0
+  build_python
+  source=$(cd "$(dirname "$0")/.." && .venv/bin/python -c 'import cloudpickle, os; print(os.path.dirname(cloudpickle.__file__))')
+  context=$(mktemp -d)
+  cp -r "$source" "$context/cloudpickle"
+  find "$context/cloudpickle" -name __pycache__ -prune -exec rm -rf {} +
+  printf 'FROM hatchway-test/python:latest\nCOPY cloudpickle /usr/local/lib/python3.11/dist-packages/cloudpickle\n' \
+    > "$context/Dockerfile"
+  docker build --quiet --network none --tag "$tag" "$context" >/dev/null
+  rm -rf "$context"
+  echo "built $tag"
+}
+
+# With names (busybox, python, own_command, fluster_python), only those.
+for name in "${@:-busybox python own_command fluster_python}"; do
   for one in $name; do "build_$one"; done
 done

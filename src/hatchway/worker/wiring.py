@@ -42,6 +42,7 @@ from hatchway.pools import Pools
 from hatchway.sandbox.binary import supervisor_path
 from hatchway.settings import AGENT_SOURCE, Settings
 from hatchway.sources import build_sources
+from hatchway.sources.fluster_jobs import ORIGIN as FLUSTER_ORIGIN
 from hatchway.store.base import JobStore
 from hatchway.store.fleet import WorkerInfo
 from hatchway.worker.callbacks import CallbackSender
@@ -121,7 +122,10 @@ def parts(
         max_files=settings.artifacts_max_files,
         retention_s=settings.artifacts_retention_s,
     )
-    ports = PortAllocator(*settings.port_range)
+    fluster = settings.fluster
+    # Fluster's jobs take ports from its range, exclusive of the second number as the real worker's is.
+    own_ranges = {FLUSTER_ORIGIN: (fluster.port_range[0], fluster.port_range[1] - 1)} if fluster else {}
+    ports = PortAllocator(*settings.port_range, ranges=own_ranges)
     profiles = resolve_profiles(settings.profiles)
     volumes = volumes or LoopVolumes(settings.data_dir / "volumes", owner=numeric_owner(settings.run_as_user))
     spares = min(settings.max_concurrent_jobs + sum(pool.size for pool in settings.pools), _MAX_SPARE_VOLUMES)
