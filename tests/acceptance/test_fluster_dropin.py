@@ -7,6 +7,9 @@ from __future__ import annotations
 import socket
 import sys
 import time
+import zipfile
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -17,6 +20,7 @@ from hatchway.fluster.connect import Code, ConnectError, Encoding
 from hatchway.fluster.proto import cluster_pb2 as pb
 from tests.acceptance.conftest import ServerFactory
 from tests.acceptance.fluster_worker import PORT_RANGE, final, fluster_settings, poll_status, register
+from tests.fakes import serving
 from tests.fakes.fluster_controller import FlusterController, fluster_controller
 from tests.fakes.fluster_jobs import serialized_entrypoint
 
@@ -244,3 +248,51 @@ def test_what_cannot_run_here_fails_its_job_saying_why(
         f"127.0.0.1:{server.port}", methods.GET_JOB_STATUS, pb.Worker.GetJobStatusRequest(job_id="needs-numpy")
     )
     assert "numpy==2.0" in status.error
+
+
+def use_bundle() -> tuple[str, str, str]:
+    import os
+
+    import helper  # the bundle's, on PYTHONPATH
+
+    with open("data.txt") as handle:
+        return helper.VALUE, handle.read(), os.getcwd()
+
+
+def _bundle(path: Path) -> bytes:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("helper.py", 'VALUE = "from the bundle"\n')
+        archive.writestr("data.txt", "read relative to the working directory")
+        archive.writestr("pyproject.toml", '[project]\nname = "job"\nversion = "0"\n')
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("scheme", ["file", "http"])
+def test_the_bundle_is_the_jobs_working_directory(
+    start_server: ServerFactory, controller: FlusterController, tmp_path: Path, scheme: str
+) -> None:
+    archive = _bundle(tmp_path / "bundle.zip")
+
+    class Bundles(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(archive)))
+            self.end_headers()
+            self.wfile.write(archive)
+
+    with serving(Bundles) as base:
+        url = f"file://{tmp_path}/bundle.zip" if scheme == "file" else f"{base}/bundles/abc.zip"
+        server = start_server(**fluster_settings(controller), bundle_allowed_urls=f"file://{tmp_path}/*,http://*")
+        register(controller, server)
+        controller.launch("bundled", serialized_entrypoint(use_bundle), bundle_gcs_path=url)
+        controller.dispatch("bundled")
+        done = final(controller, "bundled", include_result=True)
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done
+    assert cloudpickle.loads(done.serialized_result) == (
+        "from the bundle",
+        "read relative to the working directory",
+        "/workdir",
+    )
