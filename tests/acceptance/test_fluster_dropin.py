@@ -4,6 +4,7 @@ containers of hatchway-test/fluster-python."""
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import time
@@ -296,3 +297,28 @@ def test_the_bundle_is_the_jobs_working_directory(
         "read relative to the working directory",
         "/workdir",
     )
+
+
+def test_a_gs_bundle_is_copied_by_the_operators_command(
+    start_server: ServerFactory, controller: FlusterController, tmp_path: Path
+) -> None:
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    _bundle(bucket / "bundle.zip")
+    copy = f"import shutil, sys; shutil.copy(sys.argv[1].replace('gs://bucket', {str(bucket)!r}), sys.argv[2])"
+    server = start_server(
+        **fluster_settings(controller), fluster__gs_command=json.dumps([sys.executable, "-c", copy, "{url}", "{path}"])
+    )
+    register(controller, server)
+    entry = serialized_entrypoint(use_bundle)
+    controller.launch("from-gcs", entry, bundle_gcs_path="gs://bucket/bundle.zip")
+    controller.launch("missing", entry, bundle_gcs_path="gs://bucket/missing.zip")
+    controller.dispatch("from-gcs")
+    done = final(controller, "from-gcs", include_result=True)
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done
+    assert cloudpickle.loads(done.serialized_result)[0] == "from the bundle"
+
+    answer = controller.dispatch("missing")
+    assert isinstance(answer, pb.Worker.RunJobResponse) and answer.state == pb.JOB_STATE_FAILED
+    error = controller.get_job_status("missing").error
+    assert "fluster.gs_command exited 1" in error and "FileNotFoundError" in error, error

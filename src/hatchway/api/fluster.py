@@ -18,6 +18,7 @@ from hatchway.fluster import connect
 from hatchway.fluster.connect import ConnectError, NotConnect, Reply
 from hatchway.fluster.methods import WORKER_METHODS, WORKER_SERVICE
 from hatchway.sources.fluster import FlusterWorker
+from hatchway.sources.fluster_bundles import GsFetcher, gs_directory
 
 _CONNECT_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -27,12 +28,19 @@ def install_fluster(app: FastAPI, services: ApiServices) -> None:
     config = services.settings.fluster
     if config is None:
         return
+    settings = services.settings
+    gs = (
+        None
+        if config.gs_command is None
+        else GsFetcher(config.gs_command, gs_directory(settings.data_dir), settings.bundle_timeout_s)
+    )
     worker = FlusterWorker(
         jobs=services.jobs,
         artifacts=services.artifacts,
         config=config,
         worker_id=services.system.worker_id,
-        host_network=services.settings.allow_host_network,
+        host_network=settings.allow_host_network,
+        gs=gs,
     )
     app.state.fluster = worker
     router = APIRouter(include_in_schema=False)

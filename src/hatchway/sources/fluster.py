@@ -42,6 +42,7 @@ from hatchway.jobs.service import JobService, source_job_id
 from hatchway.models import JobState, JobSummary, Reason, Stream
 from hatchway.output.artifacts import ArtifactStore
 from hatchway.settings.fluster import FlusterConfig
+from hatchway.sources.fluster_bundles import GsFetcher
 from hatchway.sources.fluster_jobs import ORIGIN, external_id, fluster_state
 from hatchway.sources.fluster_logs import entries, filtered, log_entries
 from hatchway.sources.fluster_request import ATTEMPT_LABEL, JOB_LABEL, Refusal, job_request
@@ -72,8 +73,10 @@ class FlusterWorker:
         config: FlusterConfig,
         worker_id: str,
         host_network: bool,
+        gs: GsFetcher | None = None,
     ) -> None:
         self._jobs = jobs
+        self._gs = gs
         self._artifacts = artifacts
         self._config = config
         self.worker_id = config.worker_id or worker_id
@@ -116,7 +119,7 @@ class FlusterWorker:
                 config=self._config,
                 worker_id=self.worker_id,
                 host_network=self._host_network,
-                bundle_url=self._bundle_url(request.bundle_gcs_path),
+                bundle_url=await self._bundle_url(request.bundle_gcs_path),
             )
             job_req = job_req.model_copy(update={"labels": {**job_req.labels, **labels}})
             job, _ = await self._jobs.submit(job_req, origin=ORIGIN, external_id=external)
@@ -124,18 +127,20 @@ class FlusterWorker:
             job = await self._jobs.refuse(ORIGIN, external, str(exc), labels=labels, image=self._config.base_image)
         return pb.Worker.RunJobResponse(job_id=request.job_id, state=fluster_state(job.state))
 
-    def _bundle_url(self, path: str) -> str | None:
+    async def _bundle_url(self, path: str) -> str | None:
+        """The URL hatchway fetches the bundle `path` from: itself, or for a gs:// path the local copy the
+        operator's command made (the RunJob answer waits for that copy)."""
         if not path:
             return None
         if path.startswith(("file://", "http://", "https://")):
             return path
         if path.startswith("gs://"):
-            if self._config.gs_command is None:
+            if self._gs is None:
                 raise Refusal(
                     f"bundle {path} is on Google Cloud Storage, and this worker has no fetcher for gs:// paths: "
                     "set fluster.gs_command, or send a file:// or http(s):// bundle"
                 )
-            raise Refusal(f"bundle {path}: fetching gs:// bundles with fluster.gs_command is not implemented yet")
+            return (await self._gs.fetch(path)).as_uri()
         raise Refusal(f"bundle {path!r} is neither file://, http(s):// nor gs://")
 
     # --- reading jobs ---

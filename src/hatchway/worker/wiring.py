@@ -42,6 +42,7 @@ from hatchway.pools import Pools
 from hatchway.sandbox.binary import supervisor_path
 from hatchway.settings import AGENT_SOURCE, Settings
 from hatchway.sources import build_sources
+from hatchway.sources.fluster_bundles import gs_directory
 from hatchway.sources.fluster_jobs import ORIGIN as FLUSTER_ORIGIN
 from hatchway.store.base import JobStore
 from hatchway.store.fleet import WorkerInfo
@@ -72,6 +73,15 @@ def source_grants(settings: Settings) -> dict[str, SourceGrant]:
     }
 
 
+def bundle_patterns(settings: Settings) -> list[str]:
+    """The URLs bundles may be fetched from: `bundle_allowed_urls`, and where `fluster.gs_command` copies gs://
+    bundles to (only Fluster's RunJob names files there; docs/compatibility.md, "Fluster", says who else could)."""
+    fluster = settings.fluster
+    if fluster is None or fluster.gs_command is None:
+        return list(settings.bundle_allowed_urls)
+    return [*settings.bundle_allowed_urls, gs_directory(settings.data_dir).as_uri() + "/*"]
+
+
 def policy_from_settings(
     settings: Settings, *, allowed_runtimes: Collection[str], available_runtimes: Callable[[], Collection[str]]
 ) -> Policy:
@@ -85,7 +95,7 @@ def policy_from_settings(
         default_runtime=settings.default_runtime,
         allowed_runtimes=allowed_runtimes,
         gvisor_fallback=settings.gvisor_fallback,
-        bundle_allowed_urls=settings.bundle_allowed_urls,
+        bundle_allowed_urls=bundle_patterns(settings),
         callback_allowed_urls=settings.callback_allowed_urls,
         available_runtimes=available_runtimes,
         grants=source_grants(settings),
