@@ -64,9 +64,14 @@ def job_request(
     packages = [*environment.pip_packages, *(f"extra {extra}" for extra in environment.extras)]
     if packages:
         # hatchway builds images without a network (engines/build_steps.py): installing needs an index.
+        why = (
+            "fluster.build_network is set, but hatchway's image builds cannot use a network yet"
+            if config.build_network
+            else "its image builds have no network (fluster.build_network)"
+        )
         raise Refusal(
-            f"the environment asks for packages ({', '.join(packages)}), which this worker cannot install: its "
-            "image builds have no network. Put them in fluster.base_image"
+            f"the environment asks for packages ({', '.join(packages)}), which this worker cannot install: {why}. "
+            "Put them in fluster.base_image"
         )
     ports = list(run.ports)
     if ports and not host_network:
