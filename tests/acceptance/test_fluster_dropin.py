@@ -322,3 +322,20 @@ def test_a_gs_bundle_is_copied_by_the_operators_command(
     assert isinstance(answer, pb.Worker.RunJobResponse) and answer.state == pb.JOB_STATE_FAILED
     error = controller.get_job_status("missing").error
     assert "fluster.gs_command exited 1" in error and "FileNotFoundError" in error, error
+
+
+def test_timeout_seconds_fails_the_job_as_the_real_worker_does(
+    start_server: ServerFactory, controller: FlusterController
+) -> None:
+    server = start_server(**fluster_settings(controller))
+    register(controller, server)
+    # The real controller never forwards timeout_seconds; another client may send it.
+    request = pb.Worker.RunJobRequest(
+        job_id="slow", serialized_entrypoint=serialized_entrypoint(wait_for_sigterm), timeout_seconds=2
+    )
+    address = f"127.0.0.1:{server.port}"
+    assert controller.call_worker(address, methods.RUN_JOB, request).state == pb.JOB_STATE_PENDING
+    controller.jobs["slow"] = controller.launch("slow", b"")
+    controller.jobs["slow"].worker_id = server.worker_id
+    done = final(controller, "slow")
+    assert (done.state, done.exit_code, done.error) == (pb.JOB_STATE_FAILED, -1, "Timeout exceeded")
