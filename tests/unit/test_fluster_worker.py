@@ -21,7 +21,14 @@ from hatchway.output.line_times import LineTimes
 from hatchway.settings.fluster import FlusterConfig
 from hatchway.sources.fluster import job_status
 from hatchway.sources.fluster_logs import Entry, entries, filtered
-from hatchway.sources.fluster_request import RUNNER_FILE, Refusal, job_request, memory_mb, runner_source
+from hatchway.sources.fluster_request import (
+    RUNNER_FILE,
+    Refusal,
+    job_request,
+    memory_mb,
+    needs_build_network,
+    runner_source,
+)
 from tests.fakes.fluster_jobs import serialized_entrypoint
 
 CONFIG = FlusterConfig(controller_url="http://10.0.0.5:10000", base_image="hatchway-test/fluster-python:latest")
@@ -80,6 +87,20 @@ def test_a_run_job_becomes_the_runner_with_the_entrypoint_as_a_file() -> None:
     }
 
 
+def test_pip_packages_are_an_image_built_on_the_base_with_the_build_network() -> None:
+    config = CONFIG.model_copy(update={"build_network": True})
+    run = _run(environment=pb.EnvironmentConfig(pip_packages=["numpy==2.0", "x; rm -rf /"]))
+    request = job_request(run, config=config, worker_id="w", host_network=True, bundle_url=None)
+    assert request.image is None and request.build is not None and needs_build_network(request)
+    assert request.build.dockerfile == (
+        f"FROM {CONFIG.base_image}\n"
+        "RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-input "
+        "--disable-pip-version-check numpy==2.0 'x; rm -rf /'\n"
+    )
+    plain = job_request(_run(), config=config, worker_id="w", host_network=True, bundle_url=None)
+    assert plain.image == CONFIG.base_image and not needs_build_network(plain)
+
+
 def test_unset_resources_leave_the_worker_defaults() -> None:
     request = job_request(_run(), config=CONFIG, worker_id="w", host_network=False, bundle_url=None)
     assert request.limits.model_dump(exclude_none=True) == {}
@@ -91,7 +112,7 @@ def test_unset_resources_leave_the_worker_defaults() -> None:
     ("fields", "host_network", "words"),
     [
         ({"environment": pb.EnvironmentConfig(pip_packages=["numpy", "torch"])}, True, "numpy, torch"),
-        ({"environment": pb.EnvironmentConfig(extras=["tpu"])}, True, "extra tpu"),
+        ({"environment": pb.EnvironmentConfig(extras=["tpu"])}, True, "extras \\(tpu\\)"),
         ({"ports": ["actor"]}, False, "ports actor need the host network"),
         ({"environment": pb.EnvironmentConfig(env_vars={"HATCHWAY_JOB_ID": "x"})}, True, "HATCHWAY_JOB_ID"),
     ],

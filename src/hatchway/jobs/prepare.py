@@ -203,6 +203,7 @@ def _build_sandbox(job: Job, engine: str) -> BuildSandbox:
         pids=limits.pids,
         disk_mb=limits.disk_mb,
         timeout_s=limits.timeout_s,
+        network=job.spec.build_network,
     )
 
 

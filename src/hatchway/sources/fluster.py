@@ -45,7 +45,7 @@ from hatchway.settings.fluster import FlusterConfig
 from hatchway.sources.fluster_bundles import GsFetcher
 from hatchway.sources.fluster_jobs import ORIGIN, external_id, fluster_state
 from hatchway.sources.fluster_logs import entries, filtered, log_entries
-from hatchway.sources.fluster_request import ATTEMPT_LABEL, JOB_LABEL, Refusal, job_request
+from hatchway.sources.fluster_request import ATTEMPT_LABEL, JOB_LABEL, Refusal, job_request, needs_build_network
 from hatchway.store.base import JobQuery
 
 WORKER_LABEL = "fluster.worker_id"
@@ -122,7 +122,13 @@ class FlusterWorker:
                 bundle_url=await self._bundle_url(request.bundle_gcs_path),
             )
             job_req = job_req.model_copy(update={"labels": {**job_req.labels, **labels}})
-            job, _ = await self._jobs.submit(job_req, origin=ORIGIN, external_id=external)
+            admitted = self._jobs.policy.admit(job_req, source=ORIGIN)
+            spec = admitted.spec
+            if needs_build_network(job_req):  # job_request built it only with fluster.build_network on
+                spec = spec.model_copy(update={"build_network": "host"})
+            job, _ = await self._jobs.enqueue(
+                source_job_id(ORIGIN, external), spec, admitted.warnings, origin=ORIGIN, external_id=external
+            )
         except (Refusal, *_REFUSALS) as exc:
             job = await self._jobs.refuse(ORIGIN, external, str(exc), labels=labels, image=self._config.base_image)
         return pb.Worker.RunJobResponse(job_id=request.job_id, state=fluster_state(job.state))

@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import math
 import re
+import shlex
 from importlib import resources
 
 from pydantic import ValidationError
 
 from hatchway.fluster import runner
 from hatchway.fluster.proto import cluster_pb2 as pb
-from hatchway.models import JobRequest, Limits
+from hatchway.models import BuildSpec, JobRequest, Limits
 from hatchway.settings.fluster import FlusterConfig
 
 WORKDIR = "/workdir"
@@ -50,6 +51,24 @@ def runner_source() -> str:
     return resources.files(runner.__package__ or "hatchway.fluster").joinpath("runner.py").read_text()
 
 
+def environment_build(base_image: str, packages: list[str]) -> BuildSpec:
+    """The image of an environment with `packages`: the base image, and pip installing them (its build has the
+    host's network: `needs_build_network`). Built once per distinct base and packages (and bundle: a build's
+    context holds it), as hatchway caches every build by a hash of its inputs. pip is told the system's Python is
+    its to install into (PEP 668's marker, which Debian's Python has); an older pip ignores the variable."""
+    words = " ".join(shlex.quote(package) for package in packages)
+    return BuildSpec(
+        dockerfile=f"FROM {base_image}\n"
+        "RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-input "
+        f"--disable-pip-version-check {words}\n"
+    )
+
+
+def needs_build_network(request: JobRequest) -> bool:
+    """Whether the job's image build installs packages (and so needs the network `fluster.build_network` gives)."""
+    return request.build is not None
+
+
 def job_request(
     run: pb.Worker.RunJobRequest,
     *,
@@ -61,17 +80,18 @@ def job_request(
     """The hatchway job for `run` (`bundle_url`: its bundle as hatchway fetches it, a gs:// path already made
     local). Raises Refusal for a request hatchway cannot run here."""
     environment = run.environment
-    packages = [*environment.pip_packages, *(f"extra {extra}" for extra in environment.extras)]
-    if packages:
-        # hatchway builds images without a network (engines/build_steps.py): installing needs an index.
-        why = (
-            "fluster.build_network is set, but hatchway's image builds cannot use a network yet"
-            if config.build_network
-            else "its image builds have no network (fluster.build_network)"
-        )
+    if environment.extras:
+        # They name optional dependencies of the bundle's pyproject.toml, which the real worker installs with
+        # `uv sync`: hatchway does not sync the bundle's project.
         raise Refusal(
-            f"the environment asks for packages ({', '.join(packages)}), which this worker cannot install: {why}. "
-            "Put them in fluster.base_image"
+            f"the environment asks for extras ({', '.join(environment.extras)}), which this worker does not "
+            "install: it does not sync the bundle's project. Put them in fluster.base_image"
+        )
+    packages = list(environment.pip_packages)
+    if packages and not config.build_network:
+        raise Refusal(
+            f"the environment asks for packages ({', '.join(packages)}), which this worker cannot install: its "
+            "image builds have no network (fluster.build_network). Put them in fluster.base_image"
         )
     ports = list(run.ports)
     if ports and not host_network:
@@ -99,7 +119,8 @@ def job_request(
     )
     try:
         return JobRequest(
-            image=config.base_image,
+            image=None if packages else config.base_image,
+            build=environment_build(config.base_image, packages) if packages else None,
             command=["python3", f"{WORKDIR}/{RUNNER_FILE}"],
             env=env,
             files={
