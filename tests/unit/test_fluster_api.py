@@ -83,6 +83,15 @@ async def test_what_is_not_a_connect_call_gets_a_bare_answer(tmp_path: Path, eng
     assert bad_body.status_code == 400 and bad_body.json()["code"] == "invalid_argument"
 
 
+async def test_a_body_past_the_limit_is_resource_exhausted(tmp_path: Path, engine: FakeEngine) -> None:
+    run = pb.Worker.RunJobRequest(job_id="big", serialized_entrypoint=b"x" * (1024 * 1024 + 1))
+    async with serving(tmp_path, engine, fluster=FLUSTER, max_input_bytes=1000) as (worker, client):
+        with pytest.raises(ConnectError) as refused:
+            await call(client, methods.RUN_JOB, run)
+        assert refused.value.code == Code.RESOURCE_EXHAUSTED
+        assert (await worker.parts.jobs.find(JobQuery())).jobs == []
+
+
 async def test_with_tokens_the_service_needs_an_admin_token(tmp_path: Path, engine: FakeEngine) -> None:
     tokens = [{"token": ADMIN, "role": "admin"}]
     async with serving(tmp_path, engine, fluster=FLUSTER, api_tokens=tokens) as (_, client):

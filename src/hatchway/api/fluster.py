@@ -15,12 +15,13 @@ from fastapi import APIRouter, FastAPI, Request, Response
 
 from hatchway.api.deps import ApiServices
 from hatchway.fluster import connect
-from hatchway.fluster.connect import ConnectError, NotConnect, Reply
+from hatchway.fluster.connect import Code, ConnectError, NotConnect, Reply
 from hatchway.fluster.methods import WORKER_METHODS, WORKER_SERVICE
 from hatchway.sources.fluster import FlusterWorker
 from hatchway.sources.fluster_bundles import GsFetcher, gs_directory
 
 _CONNECT_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+_MIN_BODY_BYTES = 1024 * 1024
 
 
 def install_fluster(app: FastAPI, services: ApiServices) -> None:
@@ -43,6 +44,8 @@ def install_fluster(app: FastAPI, services: ApiServices) -> None:
         gs=gs,
     )
     app.state.fluster = worker
+    # A RunJob's entrypoint becomes a file of its job (base64: a third more), which max_input_bytes caps anyway.
+    max_bytes = max(settings.max_input_bytes * 2, _MIN_BODY_BYTES)
     router = APIRouter(include_in_schema=False)
 
     @router.api_route(f"/{WORKER_SERVICE}/{{name}}", methods=_CONNECT_METHODS)
@@ -55,9 +58,10 @@ def install_fluster(app: FastAPI, services: ApiServices) -> None:
                 method,
                 http_method=request.method,
                 content_type=request.headers.get("content-type"),
-                body=await request.body(),
+                body=await _body(request, max_bytes) if request.method == "POST" else b"",
                 content_encoding=request.headers.get("content-encoding"),
                 protocol_version=request.headers.get("connect-protocol-version"),
+                max_bytes=max_bytes,
             )
             answer = await worker.handle(method, message)
         except NotConnect as refusal:
@@ -67,6 +71,18 @@ def install_fluster(app: FastAPI, services: ApiServices) -> None:
         return _send(connect.message_reply(answer, encoding))
 
     app.include_router(router)
+
+
+async def _body(request: Request, max_bytes: int) -> bytes:
+    """The request's body, read no further than `max_bytes` (`resource_exhausted` past it)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ConnectError(Code.RESOURCE_EXHAUSTED, f"the request is larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _send(reply: Reply) -> Response:
