@@ -13,10 +13,21 @@ from typing import Any
 
 import cloudpickle
 import pytest
+from pydantic import ValidationError
 
 from hatchway.fluster import runner
 from hatchway.fluster.proto import cluster_pb2 as pb
-from hatchway.models import JobSpec, JobState, JobSummary, Reason, ResolvedLimits, Resources, RunInfo, Stream
+from hatchway.models import (
+    JobRequest,
+    JobSpec,
+    JobState,
+    JobSummary,
+    Reason,
+    ResolvedLimits,
+    Resources,
+    RunInfo,
+    Stream,
+)
 from hatchway.output.line_times import LineTimes
 from hatchway.settings.fluster import FlusterConfig
 from hatchway.sources.fluster import job_status
@@ -245,3 +256,8 @@ def test_the_runner_fails_with_the_traceback_on_stderr(tmp_path: Path) -> None:
     assert done.stderr.startswith("Traceback (most recent call last):")
     assert done.stderr.rstrip().endswith("ValueError: invalid literal for int() with base 10: 'not a number'")
     assert not (tmp_path / "_result.pkl").exists()
+
+
+def test_no_client_can_ask_for_a_build_network() -> None:
+    with pytest.raises(ValidationError, match="build_network"):
+        JobRequest.model_validate({"build": {"dockerfile": "FROM x\n"}, "command": ["true"], "build_network": "host"})
