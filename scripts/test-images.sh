@@ -5,6 +5,10 @@
 #   hatchway-test/python:latest   a minimal Debian bookworm with python3, made by mmdebstrap
 #   hatchway-test/own-command:latest  busybox with a command of its own (CMD, WORKDIR /app): prints its working
 #                                 directory, then its stdin (for jobs that run an image's own command)
+#   hatchway-test/fluster-python:latest  hatchway-test/python with cloudpickle (copied from the venv's
+#                                 site-packages, no network): the base of Fluster jobs in the tests
+#   hatchway-test/fluster-pip:latest  hatchway-test/fluster-python with pip (the venv's too), for Fluster jobs that
+#                                 install pip_packages (from a test's own server, on the host network)
 set -euo pipefail
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
@@ -48,7 +52,37 @@ build_own_command() {
   echo "built $tag"
 }
 
-# With names (busybox, python, own_command), only those.
-for name in "${@:-busybox python own_command}"; do
+build_fluster_python() {
+  local tag=hatchway-test/fluster-python:latest context source
+  have_image "$tag" && return 0
+  build_python
+  source=$(cd "$(dirname "$0")/.." && .venv/bin/python -c 'import cloudpickle, os; print(os.path.dirname(cloudpickle.__file__))')
+  context=$(mktemp -d)
+  cp -r "$source" "$context/cloudpickle"
+  find "$context/cloudpickle" -name __pycache__ -prune -exec rm -rf {} +
+  printf 'FROM hatchway-test/python:latest\nCOPY cloudpickle /usr/local/lib/python3.11/dist-packages/cloudpickle\n' \
+    > "$context/Dockerfile"
+  docker build --quiet --network none --tag "$tag" "$context" >/dev/null
+  rm -rf "$context"
+  echo "built $tag"
+}
+
+build_fluster_pip() {
+  local tag=hatchway-test/fluster-pip:latest context source
+  have_image "$tag" && return 0
+  build_fluster_python
+  source=$(cd "$(dirname "$0")/.." && .venv/bin/python -c 'import pip, os; print(os.path.dirname(pip.__file__))')
+  context=$(mktemp -d)
+  cp -r "$source" "$context/pip"
+  find "$context/pip" -name __pycache__ -prune -exec rm -rf {} +
+  printf 'FROM hatchway-test/fluster-python:latest\nCOPY pip /usr/local/lib/python3.11/dist-packages/pip\n' \
+    > "$context/Dockerfile"
+  docker build --quiet --network none --tag "$tag" "$context" >/dev/null
+  rm -rf "$context"
+  echo "built $tag"
+}
+
+# With names (busybox, python, own_command, fluster_python, fluster_pip), only those.
+for name in "${@:-busybox python own_command fluster_python fluster_pip}"; do
   for one in $name; do "build_$one"; done
 done

@@ -254,6 +254,11 @@ class JobSpec(BaseModel):
     limits: ResolvedLimits
     network: Literal["none", "host"]
     runtime: Literal["docker", "gvisor"] = "docker"
+    build_network: Literal["none", "host"] = Field(
+        default="none",
+        description="The network its image build's steps have: none, unless a job source the operator allows it "
+        "gives its builds the host's (Fluster's fluster.build_network). No client can ask for it.",
+    )
     ports: list[str] = Field(default_factory=list)
     priority: int
     labels: dict[str, str]

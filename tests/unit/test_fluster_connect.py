@@ -162,6 +162,30 @@ def test_a_body_that_does_not_gunzip_is_invalid_argument_and_an_unknown_compress
     assert raised.value.code is Code.UNIMPLEMENTED
 
 
+def test_a_gzipped_body_is_unzipped_no_further_than_max_bytes() -> None:
+    sent = pb.Worker.KillJobRequest(job_id="j", term_timeout_ms=5)
+
+    def read(body: bytes, max_bytes: int) -> pb.Worker.KillJobRequest:
+        got, _ = connect.read_request(
+            methods.KILL_JOB,
+            http_method="POST",
+            content_type="application/proto",
+            body=body,
+            content_encoding="gzip",
+            max_bytes=max_bytes,
+        )
+        return got
+
+    assert read(gzip.compress(sent.SerializeToString()), 64) == sent
+    bomb = gzip.compress(b"\0" * 50_000_000)  # 50 MB of zeros in about 50 KB
+    with pytest.raises(ConnectError) as raised:
+        read(bomb, 1024 * 1024)
+    assert raised.value.code is Code.RESOURCE_EXHAUSTED
+    with pytest.raises(ConnectError) as cut:
+        read(gzip.compress(sent.SerializeToString())[:-9], 64)
+    assert cut.value.code is Code.INVALID_ARGUMENT
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "application/grpc", None, ""])
 def test_an_unknown_content_type_is_refused_with_415_naming_both_encodings(content_type: str | None) -> None:
     with pytest.raises(NotConnect) as raised:

@@ -361,6 +361,15 @@ def test_an_open_api_beyond_loopback_is_refused(monkeypatch: pytest.MonkeyPatch)
     assert "api_tokens" in str(caught.value) and "allow_unauthenticated" in str(caught.value)
 
 
+def test_the_refusal_says_what_an_open_fluster_worker_service_exposes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HATCHWAY_HOST", "0.0.0.0")
+    monkeypatch.setenv("HATCHWAY_FLUSTER__CONTROLLER_URL", "http://10.0.0.2:10000")
+    with pytest.raises(ConfigError, match="run any code they post to its WorkerService's RunJob"):
+        check_exposure(load_settings())
+    monkeypatch.setenv("HATCHWAY_ALLOW_UNAUTHENTICATED", "true")
+    check_exposure(load_settings())
+
+
 @pytest.mark.parametrize(
     "variables",
     [

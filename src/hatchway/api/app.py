@@ -13,6 +13,7 @@ from hatchway.api.auth import install_authentication
 from hatchway.api.cors import install_cors
 from hatchway.api.deps import ApiServices
 from hatchway.api.errors import document_errors, install_error_handlers
+from hatchway.api.fluster import install_fluster
 from hatchway.api.grader_pool import install_grader_pool
 from hatchway.api.hosts import install_host_check
 from hatchway.observability.metrics import MetricsMiddleware
@@ -37,6 +38,7 @@ def create_app(services: ApiServices, *, on_submit: Callable[[], None] = lambda:
     app.include_router(grades.router)
     app.include_router(dashboard.router)
     app.include_router(events.router)
+    install_fluster(app, services)  # only with the fluster settings block
     install_grader_pool(app)  # before the token check, which must see the path asked for
     install_agent_protocol(app, services, on_submit)  # inside the token check: it reads bodies
     install_authentication(app, services.settings.api_tokens)

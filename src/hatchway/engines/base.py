@@ -121,6 +121,9 @@ class BuildSandbox:
     pids: int
     disk_mb: int
     timeout_s: float
+    network: Literal["none", "host"] = "none"
+    """Its steps' network: none, unless the job's source has the operator's leave to install packages from an
+    index (Fluster's `fluster.build_network`)."""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """The engine's side of one image build (`builder`): each step's container, made as a job's would be (the job's
 runtime, memory without swap, CPU, pids; no capabilities but those the operator grants builds, no new privileges,
-no network) but with a writable root on the build's disk (`build_disk`); run with its output streamed and a
-deadline; committed; and removed on every path. Files go into a container and come out of one as tar archives;
-the final image is written with exactly the configuration the Dockerfile gave it.
+no network unless the build's sandbox has the host's) but with a writable root on the build's disk
+(`build_disk`); run with its output streamed and a deadline; committed; and removed on every path. Files go into a
+container and come out of one as tar archives; the final image is written with exactly the configuration the
+Dockerfile gave it.
 
 Every container carries the job's, the worker's and the role `build` labels, and so does every image committed
 from one, so that what a worker that died mid-build left is found and removed (`Recovery`, `ImageManager.evict`).
@@ -100,7 +101,7 @@ class BuildSteps:
             cpus=self.sandbox.cpus,
             pids=self.sandbox.pids,
             log_bytes=MIB,
-            network="none",
+            network=self.sandbox.network,
             workdir=workdir or "/",
         )
         config = container_config(

@@ -188,16 +188,28 @@ def decode(message_type: type[Req], body: bytes, encoding: Encoding) -> Req:
     return message
 
 
-def _decompress(body: bytes, content_encoding: str | None) -> bytes:
+def _decompress(body: bytes, content_encoding: str | None, max_bytes: int | None = None) -> bytes:
+    """The body as sent; gunzipped to at most `max_bytes` (a few KiB of gzip can stand for gigabytes)."""
     name = (content_encoding or "identity").strip().lower()
     if name == "identity":
         return body
     if name != "gzip":
         raise ConnectError(Code.UNIMPLEMENTED, f"unknown compression {name!r}: this server takes gzip or identity")
+    if max_bytes is None:
+        try:
+            return gzip.decompress(body)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ConnectError(Code.INVALID_ARGUMENT, f"cannot gunzip the request body: {exc}") from exc
+    unzip = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # one gzip member, as connect clients send
     try:
-        return gzip.decompress(body)
-    except (OSError, EOFError, zlib.error) as exc:
+        data = unzip.decompress(body, max_bytes + 1)
+    except zlib.error as exc:
         raise ConnectError(Code.INVALID_ARGUMENT, f"cannot gunzip the request body: {exc}") from exc
+    if len(data) > max_bytes:
+        raise ConnectError(Code.RESOURCE_EXHAUSTED, f"the request is larger than {max_bytes} bytes unzipped")
+    if not unzip.eof:
+        raise ConnectError(Code.INVALID_ARGUMENT, "cannot gunzip the request body: it ends early")
+    return data
 
 
 # --- the server's side ---
@@ -211,8 +223,10 @@ def read_request(
     body: bytes,
     content_encoding: str | None = None,
     protocol_version: str | None = None,
+    max_bytes: int | None = None,
 ) -> tuple[Req, Encoding]:
-    """A unary call's request message, and the encoding its answer must use.
+    """A unary call's request message, and the encoding its answer must use (`max_bytes`: the most its body may
+    hold once unzipped; past it, `resource_exhausted`).
 
     Raises `NotConnect` for a request that is not a Connect unary call (not a POST, or a content type that is
     neither encoding), `ConnectError` for one that is but cannot be read (a wrong protocol version, an unknown
@@ -224,7 +238,7 @@ def read_request(
         raise NotConnect(415, f"unsupported content type {content_type!r}", {"Accept-Post": ACCEPT_POST})
     if protocol_version is not None and protocol_version.strip() != PROTOCOL_VERSION:
         raise ConnectError(Code.INVALID_ARGUMENT, f"connect-protocol-version must be 1, not {protocol_version!r}")
-    return decode(method.request, _decompress(body, content_encoding), encoding), encoding
+    return decode(method.request, _decompress(body, content_encoding, max_bytes), encoding), encoding
 
 
 def message_reply(message: Message, encoding: Encoding) -> Reply:

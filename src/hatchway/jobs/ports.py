@@ -1,28 +1,33 @@
-"""Host ports for jobs that serve: each name gets a free port from the configured range, never two jobs
-on one port, released when the job ends."""
+"""Host ports for jobs that serve: each name gets a free port from the configured range (or its source's own,
+where a source has one: Fluster's jobs take theirs from `fluster.port_range`), never two jobs on one port,
+released when the job ends."""
 
 from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Mapping
 
 from hatchway.errors import PortsExhausted
 
 
 class PortAllocator:
-    """Hands out host ports from [low, high] to jobs and takes them back."""
+    """Hands out host ports from [low, high] to jobs and takes them back; `ranges` are job sources' own ranges
+    (inclusive too), by origin."""
 
-    def __init__(self, low: int, high: int) -> None:
+    def __init__(self, low: int, high: int, *, ranges: Mapping[str, tuple[int, int]] | None = None) -> None:
         self._low = low
         self._high = high
+        self._ranges = dict(ranges or {})
         self._owner: dict[int, str] = {}
 
-    def allocate(self, job_id: str, names: list[str]) -> dict[str, int]:
-        """A free port for each name; all or nothing."""
+    def allocate(self, job_id: str, names: list[str], *, origin: str | None = None) -> dict[str, int]:
+        """A free port for each name, from the range of job source `origin` if it has one; all or nothing."""
+        low, high = self._ranges.get(origin or "", (self._low, self._high))
         taken: dict[str, int] = {}
         try:
             for name in names:
-                port = self._free_port()
+                port = self._free_port(low, high)
                 self._owner[port] = job_id
                 taken[name] = port
         except PortsExhausted:
@@ -42,15 +47,15 @@ class PortAllocator:
     def in_use(self) -> dict[int, str]:
         return dict(self._owner)
 
-    def _free_port(self) -> int:
+    def _free_port(self, low: int, high: int) -> int:
         # Start at a random place so a port a job just gave up (perhaps still in TIME_WAIT) is not next.
-        size = self._high - self._low + 1
+        size = high - low + 1
         start = random.randrange(size)
         for offset in range(size):
-            port = self._low + (start + offset) % size
+            port = low + (start + offset) % size
             if port not in self._owner and _bindable(port):
                 return port
-        raise PortsExhausted(f"no free port left in {self._low}-{self._high}")
+        raise PortsExhausted(f"no free port left in {low}-{high}")
 
 
 def _bindable(port: int) -> bool:

@@ -112,7 +112,7 @@ class Preparer:
             image_cached = True if image_present else await self._images.ensure(image)
         if spec.files or spec.bundle_url is not None:  # an empty workspace is the job user's already
             await asyncio.to_thread(self._fill, workspace, spec.files)
-        ports = self._ports.allocate(job.id, spec.ports)
+        ports = self._ports.allocate(job.id, spec.ports, origin=job.origin)
         limits = spec.limits
         return Prepared(
             sandbox=SandboxSpec(
@@ -203,6 +203,7 @@ def _build_sandbox(job: Job, engine: str) -> BuildSandbox:
         pids=limits.pids,
         disk_mb=limits.disk_mb,
         timeout_s=limits.timeout_s,
+        network=job.spec.build_network,
     )
 
 

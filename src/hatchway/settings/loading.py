@@ -60,14 +60,22 @@ def is_loopback(host: str) -> bool:
 
 def check_exposure(settings: Settings) -> None:
     """Refuse to serve an open API beyond this machine: without `api_tokens`, `host` must be a loopback
-    address unless `allow_unauthenticated` says that is meant.
+    address unless `allow_unauthenticated` says that is meant. Fluster's WorkerService is part of that API (its
+    controller sends no token, so a worker serving it has none configured): the refusal says what it would expose.
 
     Raises ConfigError naming both keys.
     """
     if settings.api_tokens or settings.allow_unauthenticated or is_loopback(settings.host):
         return
+    fluster = (
+        " (and, with the fluster block set, run any code they post to its WorkerService's RunJob, which Fluster's "
+        "controller calls without a token)"
+        if settings.fluster is not None
+        else ""
+    )
     raise ConfigError(
-        f"refusing to listen on {settings.host} without authentication: anyone who can reach it could run jobs. "
+        f"refusing to listen on {settings.host} without authentication: anyone who can reach it could run jobs"
+        f"{fluster}. "
         f"Configure api_tokens ({ENV_PREFIX}API_TOKENS), listen on a loopback address such as 127.0.0.1, "
         f"or set allow_unauthenticated: true ({ENV_PREFIX}ALLOW_UNAUTHENTICATED=true) to serve an open API on purpose"
     )

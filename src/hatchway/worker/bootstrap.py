@@ -22,7 +22,7 @@ from hatchway.sandbox.binary import installed_supervisor
 from hatchway.settings import Settings
 from hatchway.store.base import JobStore
 from hatchway.store.sqlite import SqliteStore
-from hatchway.worker.wiring import address_policy, parts, source_grants
+from hatchway.worker.wiring import address_policy, bundle_patterns, parts, source_grants
 from hatchway.worker.worker import Worker
 
 
@@ -70,7 +70,7 @@ def build_worker(settings: Settings, store: JobStore | None = None) -> Worker:
         max_download_bytes=settings.bundle_max_bytes,
         download_timeout_s=settings.bundle_timeout_s,
         budget_bytes=settings.bundle_cache_bytes,
-        url_allowed=functools.partial(url_matches, settings.bundle_allowed_urls),
+        url_allowed=functools.partial(url_matches, bundle_patterns(settings)),
         addresses=address_policy(settings),
         grants=source_grants(settings),
     )

@@ -42,6 +42,8 @@ from hatchway.pools import Pools
 from hatchway.sandbox.binary import supervisor_path
 from hatchway.settings import AGENT_SOURCE, Settings
 from hatchway.sources import build_sources
+from hatchway.sources.fluster_bundles import gs_directory
+from hatchway.sources.fluster_jobs import ORIGIN as FLUSTER_ORIGIN
 from hatchway.store.base import JobStore
 from hatchway.store.fleet import WorkerInfo
 from hatchway.worker.callbacks import CallbackSender
@@ -72,6 +74,15 @@ def source_grants(settings: Settings) -> dict[str, SourceGrant]:
     }
 
 
+def bundle_patterns(settings: Settings) -> list[str]:
+    """The URLs bundles may be fetched from: `bundle_allowed_urls`, and where `fluster.gs_command` copies gs://
+    bundles to (only Fluster's RunJob names files there; docs/compatibility.md, "Fluster", says who else could)."""
+    fluster = settings.fluster
+    if fluster is None or fluster.gs_command is None:
+        return list(settings.bundle_allowed_urls)
+    return [*settings.bundle_allowed_urls, gs_directory(settings.data_dir).as_uri() + "/*"]
+
+
 def policy_from_settings(
     settings: Settings, *, allowed_runtimes: Collection[str], available_runtimes: Callable[[], Collection[str]]
 ) -> Policy:
@@ -85,7 +96,7 @@ def policy_from_settings(
         default_runtime=settings.default_runtime,
         allowed_runtimes=allowed_runtimes,
         gvisor_fallback=settings.gvisor_fallback,
-        bundle_allowed_urls=settings.bundle_allowed_urls,
+        bundle_allowed_urls=bundle_patterns(settings),
         callback_allowed_urls=settings.callback_allowed_urls,
         available_runtimes=available_runtimes,
         grants=source_grants(settings),
@@ -122,7 +133,10 @@ def parts(
         max_files=settings.artifacts_max_files,
         retention_s=settings.artifacts_retention_s,
     )
-    ports = PortAllocator(*settings.port_range)
+    fluster = settings.fluster
+    # Fluster's jobs take ports from its range, exclusive of the second number as the real worker's is.
+    own_ranges = {FLUSTER_ORIGIN: (fluster.port_range[0], fluster.port_range[1] - 1)} if fluster else {}
+    ports = PortAllocator(*settings.port_range, ranges=own_ranges)
     profiles = resolve_profiles(settings.profiles)
     volumes = volumes or LoopVolumes(settings.data_dir / "volumes", owner=numeric_owner(settings.run_as_user))
     spares = min(settings.max_concurrent_jobs + sum(pool.size for pool in settings.pools), _MAX_SPARE_VOLUMES)
