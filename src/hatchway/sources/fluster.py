@@ -43,12 +43,11 @@ from hatchway.models import JobState, JobSummary, Reason, Stream
 from hatchway.output.artifacts import ArtifactStore
 from hatchway.settings.fluster import FlusterConfig
 from hatchway.sources.fluster_bundles import GsFetcher
-from hatchway.sources.fluster_jobs import ORIGIN, external_id, fluster_state
+from hatchway.sources.fluster_jobs import ATTEMPT_LABEL, JOB_LABEL, ORIGIN, WORKER_LABEL, external_id, fluster_state
 from hatchway.sources.fluster_logs import entries, filtered, log_entries
-from hatchway.sources.fluster_request import ATTEMPT_LABEL, JOB_LABEL, Refusal, job_request, needs_build_network
+from hatchway.sources.fluster_request import Refusal, job_request, needs_build_network
 from hatchway.store.base import JobQuery
 
-WORKER_LABEL = "fluster.worker_id"
 """Every Fluster job of this worker has it (ListJobs and HealthCheck find them by it)."""
 DEFAULT_TERM_TIMEOUT_MS = 5000
 """KillJob's `term_timeout_ms` of 0, as the real worker reads it."""

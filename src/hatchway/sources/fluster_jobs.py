@@ -12,6 +12,10 @@ from hatchway.fluster.proto import cluster_pb2 as pb
 from hatchway.models import JobState
 
 ORIGIN = "fluster"
+JOB_LABEL = "fluster.job_id"
+"""The label of a Fluster job's hatchway jobs that names the controller's job."""
+ATTEMPT_LABEL = "fluster.attempt_id"
+"""The label that names its attempt."""
 WORKER_LABEL = "fluster.worker_id"
 """The label of a Fluster job naming the worker id (as the controller knows it) whose WorkerService took its RunJob:
 its states are reported as that worker's, by that worker's reporter alone, whichever worker of a fleet runs it. A

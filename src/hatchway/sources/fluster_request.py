@@ -21,12 +21,11 @@ from hatchway.fluster import runner
 from hatchway.fluster.proto import cluster_pb2 as pb
 from hatchway.models import BuildSpec, JobRequest, Limits
 from hatchway.settings.fluster import FlusterConfig
+from hatchway.sources.fluster_jobs import ATTEMPT_LABEL, JOB_LABEL
 
 WORKDIR = "/workdir"
 """Where the job's directory is mounted, its working directory: the bundle unpacked, the entrypoint, the result."""
 RUNNER_FILE = ".fluster/runner.py"
-JOB_LABEL = "fluster.job_id"
-ATTEMPT_LABEL = "fluster.attempt_id"
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 _MIB_PER_UNIT = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
 

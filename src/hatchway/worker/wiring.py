@@ -258,9 +258,9 @@ def parts(
             interval_s=settings.heartbeat_interval_s,
         )
         signals.listeners.append(controller.changed)
-    fluster = None if settings.fluster is None else fluster_link(settings, settings.fluster, store)
-    if fluster is not None:
-        signals.listeners.append(fluster.reporter.changed)
+    fluster_controller = None if settings.fluster is None else fluster_link(settings, settings.fluster, store)
+    if fluster_controller is not None:
+        signals.listeners.append(fluster_controller.reporter.changed)
     callbacks = CallbackSender(
         store=store,
         secret=settings.callback_secret,
@@ -324,7 +324,7 @@ def parts(
             fleet=(store.worker_address, settings.peer_token) if settings.store_url else None,
         ),
         controller=controller,
-        fluster=fluster,
+        fluster=fluster_controller,
         callbacks=callbacks,
         lease=lease,
         maintenance=Maintenance(
