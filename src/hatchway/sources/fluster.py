@@ -39,11 +39,20 @@ from hatchway.fluster.connect import Code, ConnectError, Method
 from hatchway.fluster.proto import cluster_pb2 as pb
 from hatchway.fluster.runner import RESULT_FILE
 from hatchway.jobs.service import JobService, source_job_id
-from hatchway.models import JobState, JobSummary, Reason, Stream
+from hatchway.models import JobState, JobSummary, Stream
 from hatchway.output.artifacts import ArtifactStore
 from hatchway.settings.fluster import FlusterConfig
 from hatchway.sources.fluster_bundles import GsFetcher
-from hatchway.sources.fluster_jobs import ATTEMPT_LABEL, JOB_LABEL, ORIGIN, WORKER_LABEL, external_id, fluster_state
+from hatchway.sources.fluster_jobs import (
+    ATTEMPT_LABEL,
+    JOB_LABEL,
+    ORIGIN,
+    WORKER_LABEL,
+    external_id,
+    fluster_error,
+    fluster_exit_code,
+    fluster_state,
+)
 from hatchway.sources.fluster_logs import entries, filtered, log_entries
 from hatchway.sources.fluster_request import Refusal, job_request, needs_build_network
 from hatchway.store.base import JobQuery
@@ -235,15 +244,6 @@ def _already_completed(job_id: str, state: JobState) -> ConnectError:
     return ConnectError(Code.FAILED_PRECONDITION, f"Job {job_id} already completed with state {name}")
 
 
-def _error(job: JobSummary) -> str:
-    """The `error` of an ended job, in the real worker's words where it has them."""
-    if job.reason == Reason.TIMEOUT:
-        return "Timeout exceeded"
-    if job.reason == Reason.EXIT_CODE and job.exit_code is not None:
-        return f"Exit code: {job.exit_code}"
-    return job.message or (job.reason.value if job.reason is not None else "")
-
-
 def job_status(job: JobSummary) -> pb.JobStatus:
     """What GetJobStatus and ListJobs say of a job (the controller's own fields left unset)."""
     status = pb.JobStatus(
@@ -256,11 +256,11 @@ def job_status(job: JobSummary) -> pb.JobStatus:
         status.started_at_ms = _ms(job.started_at)
     if job.finished_at is not None:
         status.finished_at_ms = _ms(job.finished_at)
-    exit_code = -1 if job.reason == Reason.TIMEOUT else job.exit_code
+    exit_code = fluster_exit_code(job)
     if exit_code is not None:
         status.exit_code = exit_code
     if job.state in (JobState.FAILED, JobState.KILLED):
-        status.error = _error(job)
+        status.error = fluster_error(job)
     for name, port in job.run.ports.items():
         status.ports[name] = port
     usage = job.resources

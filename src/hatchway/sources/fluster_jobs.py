@@ -9,7 +9,7 @@ onto the schema's `JobState` one to one; `WORKER_FAILED` and `UNSCHEDULABLE` are
 from __future__ import annotations
 
 from hatchway.fluster.proto import cluster_pb2 as pb
-from hatchway.models import JobState
+from hatchway.models import JobState, JobSummary, Reason
 
 ORIGIN = "fluster"
 JOB_LABEL = "fluster.job_id"
@@ -45,3 +45,17 @@ def fluster_ids(external: str) -> tuple[str, int]:
 def fluster_state(state: JobState) -> pb.JobState.ValueType:
     """A hatchway job's state as the controller's schema says it."""
     return _STATES[state]
+
+
+def fluster_error(job: JobSummary) -> str:
+    """Why an ended job did not succeed, in the real worker's words where it has them (a timeout, an exit code)."""
+    if job.reason == Reason.TIMEOUT:
+        return "Timeout exceeded"
+    if job.reason == Reason.EXIT_CODE and job.exit_code is not None:
+        return f"Exit code: {job.exit_code}"
+    return job.message or (job.reason.value if job.reason is not None else job.state.value)
+
+
+def fluster_exit_code(job: JobSummary) -> int | None:
+    """A job's exit code as the real worker gives it: -1 for one it stopped at its timeout."""
+    return -1 if job.reason == Reason.TIMEOUT else job.exit_code

@@ -23,12 +23,19 @@ import httpx
 from hatchway.fluster import methods
 from hatchway.fluster.proto import cluster_pb2 as pb
 from hatchway.jobs.service import source_id_prefix
-from hatchway.models import Job, JobState, Reason, utcnow
+from hatchway.models import Job, JobState, utcnow
 from hatchway.output.events import JobEvent
 from hatchway.settings import Settings
 from hatchway.settings.fluster import FlusterConfig
 from hatchway.sources.base import pause
-from hatchway.sources.fluster_jobs import ORIGIN, WORKER_LABEL, fluster_ids, fluster_state
+from hatchway.sources.fluster_jobs import (
+    ORIGIN,
+    WORKER_LABEL,
+    fluster_error,
+    fluster_exit_code,
+    fluster_ids,
+    fluster_state,
+)
 from hatchway.store.base import JobStore
 from hatchway.worker.fluster_registration import (
     ControllerClient,
@@ -160,22 +167,14 @@ def report(job: Job, state: JobState, worker_id: str) -> pb.Controller.ReportJob
         worker_id=worker_id, job_id=job_id, attempt_id=attempt_id, state=fluster_state(state)
     )
     if state.is_final:
-        if job.exit_code is not None:
-            request.exit_code = job.exit_code
+        exit_code = fluster_exit_code(job)
+        if exit_code is not None:
+            request.exit_code = exit_code
         if state != JobState.SUCCEEDED:
-            request.error = error_of(job)
+            request.error = fluster_error(job)
         if job.finished_at is not None:
             request.finished_at_ms = int(job.finished_at.timestamp() * 1000)
     return request
-
-
-def error_of(job: Job) -> str:
-    """Why a job did not succeed, for the controller: its message, else as the real worker says an exit code."""
-    if job.message:
-        return job.message
-    if job.reason == Reason.EXIT_CODE and job.exit_code is not None:
-        return f"Exit code: {job.exit_code}"
-    return job.reason.value if job.reason is not None else job.state.value
 
 
 @dataclass(frozen=True)
