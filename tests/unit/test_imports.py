@@ -12,36 +12,44 @@ import sys
 import hatchway
 
 # Runs in a clean interpreter: the third-party libraries are imported once, then each hatchway module is imported
-# in a child forked from that state, which has imported nothing of hatchway.
+# in a child forked from that state, which has imported nothing of hatchway; as many children at once as there are
+# CPUs, each writing what went wrong (if anything) to a file of its own.
 _CHECK = r"""
-import json, os, sys, importlib, traceback
+import json, os, sys, importlib, tempfile, traceback
 import pydantic, fastapi, docker, httpx, uvicorn, yaml, psutil, prometheus_client  # only third-party libraries
 assert not [name for name in sys.modules if name == "hatchway" or name.startswith("hatchway.")]
 failures = {}
-for name in json.loads(sys.argv[1]):
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read)
-        error = ""
-        try:
-            module = importlib.import_module(name)
-            for value in list(vars(module).values()):
-                if (isinstance(value, type) and issubclass(value, pydantic.BaseModel)
-                        and value.__module__ == name and not value.__pydantic_generic_metadata__["parameters"]):
-                    value.model_json_schema()
-        except BaseException:
-            error = traceback.format_exc()
-        os.write(write, error.encode())
-        os._exit(0)
-    os.close(write)
-    chunks = []
-    while chunk := os.read(read, 65536):
-        chunks.append(chunk)
-    os.close(read)
-    os.waitpid(pid, 0)
-    if chunks:
-        failures[name] = b"".join(chunks).decode()
+running = {}  # pid -> (module, the file its error goes to)
+with tempfile.TemporaryDirectory() as errors:
+    def reap():
+        pid, _ = os.wait()
+        name, path = running.pop(pid)
+        with open(path) as written:
+            if error := written.read():
+                failures[name] = error
+
+    for name in json.loads(sys.argv[1]):
+        while len(running) >= (os.cpu_count() or 1):
+            reap()
+        path = os.path.join(errors, name)
+        open(path, "w").close()
+        pid = os.fork()
+        if pid == 0:
+            error = ""
+            try:
+                module = importlib.import_module(name)
+                for value in list(vars(module).values()):
+                    if (isinstance(value, type) and issubclass(value, pydantic.BaseModel)
+                            and value.__module__ == name and not value.__pydantic_generic_metadata__["parameters"]):
+                        value.model_json_schema()
+            except BaseException:
+                error = traceback.format_exc()
+            with open(path, "w") as out:
+                out.write(error)
+            os._exit(0)
+        running[pid] = (name, path)
+    while running:
+        reap()
 print(json.dumps(failures))
 """
 
