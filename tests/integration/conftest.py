@@ -12,6 +12,7 @@ import pytest
 from hatchway.errors import JobNotFound
 from hatchway.models import Job, JobRequest, JobState, Stream
 from hatchway.settings import Settings
+from hatchway.sources import base as sources_base
 from hatchway.worker.bootstrap import build_worker
 from hatchway.worker.worker import Worker
 from tests.conftest import BUSYBOX, containers_of, mounts_under
@@ -62,6 +63,14 @@ def source_starter(
         return worker
 
     return start, started
+
+
+@pytest.fixture
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Sources back off 1, 2, 3 ... s between failed attempts instead of 5, 10, 15 ...: the same steps, sooner (a
+    test of what the steps do need not wait the real ones out). The step."""
+    monkeypatch.setattr(sources_base, "BACKOFF_STEP_S", 1.0)
+    return 1.0
 
 
 @pytest.fixture

@@ -42,7 +42,9 @@ async def reports(master: TasksMaster, count: int) -> dict[str, tuple[str, dict[
     return master.by_id()
 
 
-async def test_a_master_failing_every_third_request_still_gets_one_report_each(master: TasksMaster, start: Any) -> None:
+async def test_a_master_failing_every_third_request_still_gets_one_report_each(
+    master: TasksMaster, start: Any, quick_backoff: float
+) -> None:
     master.fail_every = 3
     for i in range(6):
         master.add(f"t{i}", f"print({i})")
@@ -112,20 +114,22 @@ async def test_garbage_from_the_master_is_skipped_and_work_goes_on(master: Tasks
     assert status.errors >= 2 and status.last_error is not None and "not a JSON object" in status.last_error
 
 
-async def test_the_master_down_for_a_while_then_back_loses_nothing(tmp_path: Path, worker_id: str) -> None:
+async def test_the_master_down_for_a_while_then_back_loses_nothing(
+    tmp_path: Path, worker_id: str, quick_backoff: float
+) -> None:
     with tasks_master() as master:
         port = int(master.url.rsplit(":", 1)[1])
-    # The master is down now: the worker backs off 5, 10 ... s between attempts.
+    # The master is down now: the worker backs off a step, two steps ... between attempts.
     source = {"name": "queue", "kind": "tasks", "url": master.url, "api_key": master.api_key, "poll_interval_s": 0.1}
     worker = build_worker(make_settings(tmp_path, worker_id, sources=[source]))
     await worker.start()
     try:
-        for _ in range(200):  # a first attempt at once, a second ~5 s later
+        for _ in range(200):  # a first attempt at once, a second a step later
             if worker.sources[0].status().errors >= 2:
                 break
             await asyncio.sleep(0.1)
         status = worker.sources[0].status()
-        assert status.errors == 2 and status.backoff_s == 10, status
+        assert status.errors == 2 and status.backoff_s == 2 * quick_backoff, status
         master.add("t", "print('late')")
         with tasks_master(port=port, master=master):
             got = await reports(master, 1)

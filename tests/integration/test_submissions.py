@@ -146,7 +146,9 @@ async def test_hatchway_s_layout_a_null_mainfile_and_items_that_cannot_be_graded
     assert {job.external_id for job in jobs if job.spec.kind == "grade"} == {"folders", "no-main"}
 
 
-async def test_a_master_failing_every_fourth_request_still_gets_one_result_each(tmp_path: Path, worker_id: str) -> None:
+async def test_a_master_failing_every_fourth_request_still_gets_one_result_each(
+    tmp_path: Path, worker_id: str, quick_backoff: float
+) -> None:
     # Archives over http from the failing master too: a grading must not fetch again what its claim checked.
     with judge_master(fail_every=4, fail_downloads_every=4) as master:
         source = {"name": "judge", "kind": "submissions", "url": master.url, "api_key": master.api_key}
