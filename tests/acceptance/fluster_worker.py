@@ -3,13 +3,11 @@ test_fluster_dropin.py and the hostile Fluster tests share."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
-from hatchway.fluster import connect, methods
 from hatchway.fluster.proto import cluster_pb2 as pb
 from tests.acceptance.conftest import Server
 from tests.fakes.fluster_controller import FlusterController
@@ -31,12 +29,8 @@ def fluster_settings(controller: FlusterController, **more: Any) -> dict[str, An
 
 
 def register(controller: FlusterController, server: Server) -> str:
-    """Tell the controller of the worker, as its registration does (the registration loop is another part of
-    issue 19; here the test registers for it); the worker's id."""
-    request = pb.Controller.RegisterWorkerRequest(worker_id=server.worker_id, address=f"127.0.0.1:{server.port}")
-    with httpx.Client() as client:
-        answer = connect.call(client, controller.url, methods.REGISTER_WORKER, request)
-    assert answer.accepted
+    """Wait for the worker to register itself with the controller (as it does at start); its id."""
+    controller.wait_for(lambda: server.worker_id in controller.workers, message=f"{server.worker_id} never registered")
     return server.worker_id
 
 
@@ -60,3 +54,15 @@ def poll_status(
 def final(controller: FlusterController, job_id: str, **how: Any) -> pb.JobStatus:
     finished = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_KILLED)
     return poll_status(controller, job_id, lambda status: status.state in finished, **how)
+
+
+def read_port(port: int, timeout_s: float = 60) -> bytes:
+    """Connect to the job's port from the host (retrying until it listens) and read what it sends."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+                return connection.recv(1024)
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing listens on port {port}"
+            time.sleep(0.1)  # another process's listener: there is no event to wait on

@@ -21,7 +21,7 @@ from hatchway.fluster import methods
 from hatchway.fluster.connect import Code, ConnectError, Encoding
 from hatchway.fluster.proto import cluster_pb2 as pb
 from tests.acceptance.conftest import ServerFactory
-from tests.acceptance.fluster_worker import PORT_RANGE, final, fluster_settings, poll_status, register
+from tests.acceptance.fluster_worker import PORT_RANGE, final, fluster_settings, poll_status, read_port, register
 from tests.fakes import serving
 from tests.fakes.fluster_controller import FlusterController, fluster_controller
 from tests.fakes.fluster_jobs import serialized_entrypoint
@@ -33,7 +33,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 def serve_actor(greeting: str) -> dict[str, Any]:
     """Serve one connection on FLUSTER_PORT_ACTOR, then return what the job saw."""
     import os
-    import socket
 
     port = int(os.environ["FLUSTER_PORT_ACTOR"])
     with socket.socket() as listener:
@@ -54,7 +53,6 @@ def fail(message: str) -> None:
 def wait_for_sigterm() -> None:
     import signal
     import sys
-    import time
 
     def on_term(signum: int, frame: Any) -> None:
         print("got SIGTERM, ignoring it", flush=True)
@@ -68,7 +66,6 @@ def wait_for_sigterm() -> None:
 
 def print_lines() -> int:
     import sys
-    import time
 
     for number in range(10):
         print(f"line {number}", flush=True)
@@ -82,18 +79,6 @@ def print_lines() -> int:
 def controller() -> Any:
     with fluster_controller() as running:
         yield running
-
-
-def _connect(port: int, timeout_s: float = 60) -> bytes:
-    """Connect to the job's port from the host (retrying until it listens) and read what it sends."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
-                return connection.recv(1024)
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing listens on port {port}"
-            time.sleep(0.1)  # another process's listener: there is no event to wait on
 
 
 @pytest.mark.parametrize("encoding", [Encoding.PROTO, Encoding.JSON])
@@ -112,7 +97,7 @@ def test_an_actor_serves_on_its_port_and_returns_a_value(
     port = running.ports["actor"]
     assert PORT_RANGE[0] <= port < PORT_RANGE[1]
     assert running.started_at_ms > 0
-    assert _connect(port) == b"hello from the actor"
+    assert read_port(port) == b"hello from the actor"
 
     done = final(controller, "actor", include_result=True, encoding=encoding)
     assert done.state == pb.JOB_STATE_SUCCEEDED, done
