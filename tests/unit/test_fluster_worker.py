@@ -106,7 +106,7 @@ def test_pip_packages_are_an_image_built_on_the_base_with_the_build_network() ->
     assert request.build.dockerfile == (
         f"FROM {CONFIG.base_image}\n"
         "RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-input "
-        "--disable-pip-version-check numpy==2.0 'x; rm -rf /'\n"
+        "--disable-pip-version-check -- numpy==2.0 'x; rm -rf /'\n"
     )
     plain = job_request(_run(), config=config, worker_id="w", host_network=True, bundle_url=None)
     assert plain.image == CONFIG.base_image and not needs_build_network(plain)
