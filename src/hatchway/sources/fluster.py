@@ -3,10 +3,12 @@ dialect of the cluster controller's dispatch and of its clients' calls.
 
 RunJob makes a hatchway job of origin `fluster` whose external id names the controller's job and attempt
 (`fluster_jobs.external_id`): a retried attempt is a new job, the same attempt sent twice is one job, answered
-with its state. It answers at once, as the real worker does; the job then runs as any hatchway job (queued,
-prepared, run, its output kept), in the image `fluster.base_image` with the runner (`hatchway.fluster.runner`).
-A request hatchway cannot run (packages to install, a gs:// bundle without a fetcher, limits past this worker's)
-becomes a job that failed saying why, so the controller hears FAILED instead of redispatching forever.
+with its state. It answers with the job queued, once its bundle is fetched and its pyproject.toml read (the real
+worker answers before the fetch); the job then runs as any hatchway job (queued, prepared, run, its output kept),
+with the runner (`hatchway.fluster.runner`), in `fluster.base_image` or in an image built on it with what the
+bundle's pyproject.toml declares and pip_packages (`fluster_environment`). A request hatchway cannot run (packages
+without the build network, a bundle that cannot be had, limits past this worker's) becomes a job that failed
+saying why, so the controller hears FAILED instead of redispatching forever.
 
 The other methods read those jobs: the latest attempt of a Fluster job id is the one they mean (the controller's
 KillJob and GetJobStatus name no attempt). Errors are the real worker's: `not_found` for an unknown job,
