@@ -258,6 +258,7 @@ def test_the_runner_fails_with_the_traceback_on_stderr(tmp_path: Path) -> None:
     assert not (tmp_path / "_result.pkl").exists()
 
 
-def test_no_client_can_ask_for_a_build_network() -> None:
-    with pytest.raises(ValidationError, match="build_network"):
-        JobRequest.model_validate({"build": {"dockerfile": "FROM x\n"}, "command": ["true"], "build_network": "host"})
+@pytest.mark.parametrize(("field", "value"), [("build_network", "host"), ("build_context", "files")])
+def test_no_client_can_ask_for_a_build_network_or_context(field: str, value: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        JobRequest.model_validate({"build": {"dockerfile": "FROM x\n"}, "command": ["true"], field: value})
