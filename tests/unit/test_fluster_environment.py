@@ -63,6 +63,7 @@ def test_the_project_its_asked_extras_and_pip_packages_each_once_in_order() -> N
         b"[tool.uv]\nmanaged = true\n",
         b'[project]\nname = "x"\nversion = "0"\n',
         b"[project]\ndependencies = []\n",
+        b'[project]\ndynamic = ["version", "optional-dependencies"]\n',  # no extra asked: nothing to compute
     ],
 )
 def test_a_bundle_that_declares_nothing_needs_nothing(pyproject: bytes | None) -> None:
@@ -81,7 +82,9 @@ def test_a_bundle_that_declares_nothing_needs_nothing(pyproject: bytes | None) -
         (b'project = "x"', [], [], r"\[project\] that is not a table"),
         (b"[project]\ndependencies = 'requests'", [], [], "project.dependencies that is not a list of strings"),
         (b"[project]\ndependencies = [1]", [], [], "project.dependencies that is not a list of strings"),
-        (b'[project]\ndynamic = ["dependencies"]', [], [], "dynamic"),
+        (b'[project]\ndynamic = ["version", "dependencies"]', [], [], "its dependencies dynamic"),
+        (b'[project]\ndynamic = ["optional-dependencies"]', ["gpu"], [], "its optional-dependencies dynamic"),
+        (b"[project]\ndynamic = 'dependencies'", [], [], "project.dynamic that is not a list of strings"),
         (b'[project]\ndependencies = ["--index-url=http://evil/"]', [], [], "'--index-url=http://evil/', which is not"),
         (b'[project]\ndependencies = ["ok\\nRUN rm -rf /"]', [], [], "not a requirement"),
         (b'[project]\ndependencies = ["' + b"a" * 3000 + b'"]', [], [], "longer than 2048"),

@@ -63,11 +63,13 @@ def environment(pyproject: bytes | None, extras: Iterable[str], pip_packages: It
     does not declare, a requirement that is not one)."""
     asked = list(dict.fromkeys(extras))
     project = _project(pyproject) if pyproject is not None else {}
-    if project.get("dynamic") and "dependencies" in _strings(project, "dynamic", "project.dynamic"):
-        raise Refusal(
-            "the bundle's pyproject.toml declares its dependencies dynamic, which only its build backend can "
-            "compute: this worker never runs a bundle's code to build its environment. List them in [project]"
-        )
+    dynamic = set(_strings(project, "dynamic", "project.dynamic"))
+    for key in ("dependencies", "optional-dependencies") if asked else ("dependencies",):
+        if key in dynamic:
+            raise Refusal(
+                f"the bundle's pyproject.toml declares its {key} dynamic, which only its build backend can "
+                "compute: this worker never runs a bundle's code to build its environment. List them in [project]"
+            )
     declared = _requirements(_strings(project, "dependencies", "project.dependencies"), "project.dependencies")
     optional = project.get("optional-dependencies", {})
     if not isinstance(optional, dict):
