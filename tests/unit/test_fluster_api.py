@@ -200,3 +200,15 @@ async def test_a_bundle_whose_environment_cannot_be_had_fails_its_job_at_once(
         status = await call(client, methods.GET_JOB_STATUS, pb.Worker.GetJobStatusRequest(job_id="env"))
     assert words in status.error
     assert engine.events == [], "nothing was built or run"
+
+
+async def test_a_bundle_the_policy_refuses_is_not_fetched_and_the_job_says_why(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    bundle = _bundle(tmp_path / "b.zip", DECLARING, "")
+    run = pb.Worker.RunJobRequest(job_id="far", serialized_entrypoint=b"pickle", bundle_gcs_path=bundle)
+    async with serving(tmp_path, engine, fluster=FLUSTER) as (_, client):
+        assert (await call(client, methods.RUN_JOB, run)).state == pb.JOB_STATE_FAILED
+        status = await call(client, methods.GET_JOB_STATUS, pb.Worker.GetJobStatusRequest(job_id="far"))
+    assert status.error.startswith("bundle_url is not allowed on this worker"), status.error
+    assert not (tmp_path / "bundles" / "sources").exists(), "nothing fetched"

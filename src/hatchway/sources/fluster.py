@@ -178,6 +178,7 @@ class FlusterWorker:
         sha256, so the job runs the bundle that was read); a bundle that cannot be had fails the job now."""
         if bundle_url is None:
             return None, None
+        self._jobs.policy.require_url(bundle_url, "bundle_url", source=ORIGIN)  # saying why, as admitting would
         fetched = await self._bundles.fetch(bundle_url, None, source=ORIGIN)
         limits = self._bundle_limits
         pyproject = await asyncio.to_thread(
