@@ -259,6 +259,12 @@ class JobSpec(BaseModel):
         description="The network its image build's steps have: none, unless a job source the operator allows it "
         "gives its builds the host's (Fluster's fluster.build_network). No client can ask for it.",
     )
+    build_context: Literal["bundle", "files"] = Field(
+        default="bundle",
+        description="What its image build's context holds: the job's bundle and the build's files, or the build's "
+        "files alone (Fluster's environment images, which depend on what a bundle declares, not on its code, so "
+        "that one image serves every bundle declaring the same). No client can ask for it.",
+    )
     ports: list[str] = Field(default_factory=list)
     priority: int
     labels: dict[str, str]

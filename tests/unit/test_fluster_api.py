@@ -5,6 +5,8 @@ tests/acceptance/test_fluster_dropin.py."""
 
 from __future__ import annotations
 
+import hashlib
+import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +21,7 @@ from hatchway.engines.fake import FakeEngine, FakeProgram
 from hatchway.fluster import connect, methods
 from hatchway.fluster.connect import Code, ConnectError, Encoding, Method
 from hatchway.fluster.proto import cluster_pb2 as pb
+from hatchway.models import JobState
 from hatchway.sources.fluster_jobs import ORIGIN
 from hatchway.store.base import JobQuery
 from hatchway.worker.worker import Worker
@@ -142,3 +145,70 @@ async def test_run_status_list_kill(tmp_path: Path, engine: FakeEngine, encoding
         with pytest.raises(ConnectError) as nameless:
             await call(client, methods.RUN_JOB, pb.Worker.RunJobRequest(), encoding)
         assert nameless.value.code == Code.INVALID_ARGUMENT
+
+
+def _bundle(path: Path, pyproject: str, code: str) -> str:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("pyproject.toml", pyproject)
+        archive.writestr("job.py", code)
+    return path.as_uri()
+
+
+DECLARING = '[project]\nname = "job"\nversion = "0"\ndependencies = ["attrs>=23"]\n'
+
+
+async def test_a_bundles_declared_dependencies_are_one_image_per_environment(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    engine.programs["python3"] = FakeProgram()
+    first = _bundle(tmp_path / "first.zip", DECLARING, "x = 1\n")
+    second = _bundle(tmp_path / "second.zip", DECLARING, "x = 2\n")  # other code, the same declarations
+    fluster = {**FLUSTER, "build_network": True}
+    allowed = [f"file://{tmp_path}/*"]
+    async with serving(tmp_path, engine, fluster=fluster, bundle_allowed_urls=allowed) as (worker, client):
+        ran = []
+        for job_id, bundle in (("one", first), ("two", second)):
+            run = pb.Worker.RunJobRequest(job_id=job_id, serialized_entrypoint=b"pickle", bundle_gcs_path=bundle)
+            answer = await call(client, methods.RUN_JOB, run)
+            status = await call(client, methods.GET_JOB_STATUS, pb.Worker.GetJobStatusRequest(job_id=job_id))
+            assert answer.state == pb.JOB_STATE_PENDING, status.error
+            (summary,) = (await worker.parts.jobs.find(JobQuery(labels={"fluster.job_id": job_id}))).jobs
+            ran.append(await worker.parts.jobs.wait_final(summary.id, 10))
+    one, two = ran
+    assert (one.state, two.state) == (JobState.SUCCEEDED, JobState.SUCCEEDED), (one.message, two.message)
+    assert one.spec.build is not None and "-- 'attrs>=23'" in one.spec.build.dockerfile
+    assert (one.spec.build_context, one.spec.build_network) == ("files", "host")
+    assert one.spec.bundle_sha256 == hashlib.sha256((tmp_path / "first.zip").read_bytes()).hexdigest()
+    assert one.run.image == two.run.image and one.run.image is not None
+    assert (one.run.image_cached, two.run.image_cached) == (False, True)
+
+
+@pytest.mark.parametrize(
+    ("fluster", "pyproject", "words"),
+    [
+        (FLUSTER, DECLARING, "project dependencies: attrs>=23), which this worker cannot install"),
+        ({**FLUSTER, "build_network": True}, "[project\n", "pyproject.toml is not valid TOML"),
+    ],
+)
+async def test_a_bundle_whose_environment_cannot_be_had_fails_its_job_at_once(
+    tmp_path: Path, engine: FakeEngine, fluster: dict[str, Any], pyproject: str, words: str
+) -> None:
+    bundle = _bundle(tmp_path / "b.zip", pyproject, "")
+    run = pb.Worker.RunJobRequest(job_id="env", serialized_entrypoint=b"pickle", bundle_gcs_path=bundle)
+    allowed = [f"file://{tmp_path}/*"]
+    async with serving(tmp_path, engine, fluster=fluster, bundle_allowed_urls=allowed) as (_, client):
+        assert (await call(client, methods.RUN_JOB, run)).state == pb.JOB_STATE_FAILED
+        status = await call(client, methods.GET_JOB_STATUS, pb.Worker.GetJobStatusRequest(job_id="env"))
+    assert words in status.error
+    assert engine.events == [], "nothing was built or run"
+
+
+async def test_a_bundle_the_policy_refuses_is_not_fetched_and_the_job_says_why(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    bundle = _bundle(tmp_path / "b.zip", DECLARING, "")
+    run = pb.Worker.RunJobRequest(job_id="far", serialized_entrypoint=b"pickle", bundle_gcs_path=bundle)
+    async with serving(tmp_path, engine, fluster=FLUSTER) as (_, client):
+        assert (await call(client, methods.RUN_JOB, run)).state == pb.JOB_STATE_FAILED
+        status = await call(client, methods.GET_JOB_STATUS, pb.Worker.GetJobStatusRequest(job_id="far"))
+    assert status.error.startswith("bundle_url is not allowed on this worker"), status.error
+    assert not (tmp_path / "bundles" / "sources").exists(), "nothing fetched"

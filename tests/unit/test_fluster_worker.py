@@ -106,7 +106,7 @@ def test_pip_packages_are_an_image_built_on_the_base_with_the_build_network() ->
     assert request.build.dockerfile == (
         f"FROM {CONFIG.base_image}\n"
         "RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-input "
-        "--disable-pip-version-check numpy==2.0 'x; rm -rf /'\n"
+        "--disable-pip-version-check -- numpy==2.0 'x; rm -rf /'\n"
     )
     plain = job_request(_run(), config=config, worker_id="w", host_network=True, bundle_url=None)
     assert plain.image == CONFIG.base_image and not needs_build_network(plain)
@@ -258,6 +258,7 @@ def test_the_runner_fails_with_the_traceback_on_stderr(tmp_path: Path) -> None:
     assert not (tmp_path / "_result.pkl").exists()
 
 
-def test_no_client_can_ask_for_a_build_network() -> None:
-    with pytest.raises(ValidationError, match="build_network"):
-        JobRequest.model_validate({"build": {"dockerfile": "FROM x\n"}, "command": ["true"], "build_network": "host"})
+@pytest.mark.parametrize(("field", "value"), [("build_network", "host"), ("build_context", "files")])
+def test_no_client_can_ask_for_a_build_network_or_context(field: str, value: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        JobRequest.model_validate({"build": {"dockerfile": "FROM x\n"}, "command": ["true"], field: value})

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 
 from hatchway import __version__
 from hatchway.api.forwarding import Peers
+from hatchway.bundles import BundleCache
 from hatchway.engines.base import Engine, ImageService
 from hatchway.engines.health import EngineHealth
 from hatchway.grading.service import GradeService
@@ -65,6 +66,7 @@ class ApiServices:
     grades: GradeService
     artifacts: ArtifactStore
     images: ImageService
+    bundles: BundleCache
     events: EventFeed
     system: WorkerView
     peers: Peers
@@ -78,6 +80,7 @@ class ApiServices:
             grades=parts.grades,
             artifacts=parts.artifacts,
             images=parts.images,
+            bundles=parts.bundles,
             events=parts.event_feed,
             peers=Peers(parts.worker_id, parts.store.worker_address if parts.settings.store_url else None),
             system=WorkerView(

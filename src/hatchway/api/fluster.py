@@ -17,6 +17,7 @@ from hatchway.api.deps import ApiServices
 from hatchway.fluster import connect
 from hatchway.fluster.connect import Code, ConnectError, NotConnect, Reply
 from hatchway.fluster.methods import WORKER_METHODS, WORKER_SERVICE
+from hatchway.jobs.prepare import BundleLimits
 from hatchway.sources.fluster import FlusterWorker
 from hatchway.sources.fluster_bundles import GsFetcher, gs_directory
 
@@ -41,6 +42,10 @@ def install_fluster(app: FastAPI, services: ApiServices) -> None:
         config=config,
         worker_id=services.system.worker_id,
         host_network=settings.allow_host_network,
+        bundles=services.bundles,
+        bundle_limits=BundleLimits(
+            max_unpacked_bytes=settings.bundle_max_unpacked_bytes, max_files=settings.bundle_max_files
+        ),
         gs=gs,
     )
     app.state.fluster = worker

@@ -93,6 +93,35 @@ def unpack(
     return UnpackedBundle(files=entries, total_bytes=total_bytes)
 
 
+def read_member(archive: Path, name: str, *, max_bytes: int, max_total_bytes: int, max_files: int) -> bytes | None:
+    """The content of the regular file `name` (a path inside the bundle) of `archive`, or None if it has none,
+    read without unpacking anything, as far as that member only. Blocking: run it in a thread.
+
+    The archive is read under the same limits as `unpack` (`max_total_bytes`, `max_files`); the member may hold at
+    most `max_bytes`. Raises `BadBundle` for a broken archive, a member past `max_bytes`, or `name` as something
+    other than a regular file (a symlink could point anywhere the bundle's own checks have not yet seen)."""
+    wanted = _normalised(name)
+    try:
+        with _members(archive, max_total_bytes=max_total_bytes, max_files=max_files) as members:
+            for count, member in enumerate(members, start=1):
+                if count > max_files:
+                    raise BadBundle(f"bundle has more than {max_files} members")
+                if _normalised(member.name) != wanted:
+                    continue
+                if member.kind is not _Kind.FILE or member.data is None:
+                    raise _refused(member.name, f"is a {member.kind.value}, not a file")
+                if member.size > max_bytes:
+                    raise _refused(member.name, f"holds {member.size} bytes, more than the {max_bytes} allowed")
+                with member.data() as data:
+                    content = data.read(max_bytes + 1)  # a zip's size is only a claim
+                if len(content) > max_bytes:
+                    raise _refused(member.name, f"holds more than the {max_bytes} bytes allowed")
+                return content
+    except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as exc:
+        raise BadBundle(f"bundle archive is broken: {exc}") from exc
+    return None
+
+
 @contextlib.contextmanager
 def _members(archive: Path, *, max_total_bytes: int, max_files: int) -> Iterator[Iterator[_Member]]:
     """The archive's members, read lazily, whatever its name says: the format is told by its content."""

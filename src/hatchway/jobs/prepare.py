@@ -87,7 +87,8 @@ class Preparer:
             # A source's item may use its master's origin and credentials, and its archives are its own.
             fetched = await self._bundles.fetch(spec.bundle_url, spec.bundle_sha256, source=job.origin)
             bundle_cached, bundle_sha256 = fetched.cached, fetched.sha256
-            limit_bytes, limit_name = self._unpack_limit(spec.limits.disk_mb, building=spec.build is not None)
+            building_on_it = spec.build is not None and spec.build_context == "bundle"
+            limit_bytes, limit_name = self._unpack_limit(spec.limits.disk_mb, building=building_on_it)
             await asyncio.to_thread(
                 unpack,
                 fetched.path,
@@ -99,11 +100,13 @@ class Preparer:
         # Each image is held before it is pulled or built, so eviction can never take it from under the job.
         if spec.build is not None:
             limit = self._bundle_limits.max_build_context_bytes
-            context = await asyncio.to_thread(_read_tree, workspace, limit) if spec.bundle_url else {}
+            with_bundle = spec.bundle_url is not None and spec.build_context == "bundle"
+            context = await asyncio.to_thread(_read_tree, workspace, limit) if with_bundle else {}
             context.update({path: text.encode() for path, text in spec.build.files.items()})
-            self._hold(job.id, self._images.build_name(spec.build.dockerfile, context, bundle_sha256, engine))
+            inputs = bundle_sha256 if with_bundle else ""  # the cache key: what the build is made of, no more
+            self._hold(job.id, self._images.build_name(spec.build.dockerfile, context, inputs, engine))
             building = self._images.build(
-                spec.build.dockerfile, context, on_build_output, bundle_sha256, _build_sandbox(job, engine)
+                spec.build.dockerfile, context, on_build_output, inputs, _build_sandbox(job, engine)
             )
             image, image_cached = await _unless_stopped(building, stop)
         else:

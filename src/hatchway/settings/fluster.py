@@ -41,8 +41,9 @@ class FlusterConfig(BaseModel):
     )
     build_network: bool = Field(
         default=False,
-        description="Give a job's environment build the host's network, to install its pip_packages from an index; "
-        "off, a job that needs packages fails, naming them.",
+        description="Give a job's environment build the host's network, to install from an index what its bundle's "
+        "pyproject.toml declares (dependencies, asked extras) and its pip_packages; off, a job that needs packages "
+        "fails, naming them.",
     )
     gs_command: list[str] | None = Field(
         default=None,

@@ -3,10 +3,12 @@ dialect of the cluster controller's dispatch and of its clients' calls.
 
 RunJob makes a hatchway job of origin `fluster` whose external id names the controller's job and attempt
 (`fluster_jobs.external_id`): a retried attempt is a new job, the same attempt sent twice is one job, answered
-with its state. It answers at once, as the real worker does; the job then runs as any hatchway job (queued,
-prepared, run, its output kept), in the image `fluster.base_image` with the runner (`hatchway.fluster.runner`).
-A request hatchway cannot run (packages to install, a gs:// bundle without a fetcher, limits past this worker's)
-becomes a job that failed saying why, so the controller hears FAILED instead of redispatching forever.
+with its state. It answers with the job queued, once its bundle is fetched and its pyproject.toml read (the real
+worker answers before the fetch); the job then runs as any hatchway job (queued, prepared, run, its output kept),
+with the runner (`hatchway.fluster.runner`), in `fluster.base_image` or in an image built on it with what the
+bundle's pyproject.toml declares and pip_packages (`fluster_environment`). A request hatchway cannot run (packages
+without the build network, a bundle that cannot be had, limits past this worker's) becomes a job that failed
+saying why, so the controller hears FAILED instead of redispatching forever.
 
 The other methods read those jobs: the latest attempt of a Fluster job id is the one they mean (the controller's
 KillJob and GetJobStatus name no attempt). Errors are the real worker's: `not_found` for an unknown job,
@@ -15,6 +17,7 @@ KillJob and GetJobStatus name no attempt). Errors are the real worker's: `not_fo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +25,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from hatchway.bundles import BundleCache, read_member
 from hatchway.errors import (
     ArtifactNotFound,
     BadBundle,
@@ -38,11 +42,13 @@ from hatchway.fluster import methods
 from hatchway.fluster.connect import Code, ConnectError, Method
 from hatchway.fluster.proto import cluster_pb2 as pb
 from hatchway.fluster.runner import RESULT_FILE
+from hatchway.jobs.prepare import BundleLimits
 from hatchway.jobs.service import JobService, source_job_id
 from hatchway.models import JobState, JobSummary, Stream
 from hatchway.output.artifacts import ArtifactStore
 from hatchway.settings.fluster import FlusterConfig
 from hatchway.sources.fluster_bundles import GsFetcher
+from hatchway.sources.fluster_environment import MAX_PYPROJECT_BYTES, PYPROJECT
 from hatchway.sources.fluster_jobs import (
     ATTEMPT_LABEL,
     JOB_LABEL,
@@ -81,10 +87,14 @@ class FlusterWorker:
         config: FlusterConfig,
         worker_id: str,
         host_network: bool,
+        bundles: BundleCache,
+        bundle_limits: BundleLimits,
         gs: GsFetcher | None = None,
     ) -> None:
         self._jobs = jobs
         self._gs = gs
+        self._bundles = bundles
+        self._bundle_limits = bundle_limits
         self._artifacts = artifacts
         self._config = config
         self.worker_id = config.worker_id or worker_id
@@ -122,18 +132,23 @@ class FlusterWorker:
             return pb.Worker.RunJobResponse(job_id=request.job_id, state=fluster_state(known))
         labels = {JOB_LABEL: request.job_id[:256], ATTEMPT_LABEL: str(request.attempt_id), WORKER_LABEL: self.worker_id}
         try:
+            bundle_url = await self._bundle_url(request.bundle_gcs_path)
+            bundle_sha256, pyproject = await self._declarations(bundle_url)
             job_req = job_request(
                 request,
                 config=self._config,
                 worker_id=self.worker_id,
                 host_network=self._host_network,
-                bundle_url=await self._bundle_url(request.bundle_gcs_path),
+                bundle_url=bundle_url,
+                bundle_sha256=bundle_sha256,
+                pyproject=pyproject,
             )
             job_req = job_req.model_copy(update={"labels": {**job_req.labels, **labels}})
             admitted = self._jobs.policy.admit(job_req, source=ORIGIN)
             spec = admitted.spec
             if needs_build_network(job_req):  # job_request built it only with fluster.build_network on
-                spec = spec.model_copy(update={"build_network": "host"})
+                # The environment's image is built from its Dockerfile alone (fluster_environment), not the bundle.
+                spec = spec.model_copy(update={"build_network": "host", "build_context": "files"})
             job, _ = await self._jobs.enqueue(
                 source_job_id(ORIGIN, external), spec, admitted.warnings, origin=ORIGIN, external_id=external
             )
@@ -156,6 +171,25 @@ class FlusterWorker:
                 )
             return (await self._gs.fetch(path)).as_uri()
         raise Refusal(f"bundle {path!r} is neither file://, http(s):// nor gs://")
+
+    async def _declarations(self, bundle_url: str | None) -> tuple[str | None, bytes | None]:
+        """The bundle's sha256 and its pyproject.toml (None without one), which say what its environment needs.
+        The bundle is fetched now, as the job's preparation would (which then finds it in the cache by that
+        sha256, so the job runs the bundle that was read); a bundle that cannot be had fails the job now."""
+        if bundle_url is None:
+            return None, None
+        self._jobs.policy.require_url(bundle_url, "bundle_url", source=ORIGIN)  # saying why, as admitting would
+        fetched = await self._bundles.fetch(bundle_url, None, source=ORIGIN)
+        limits = self._bundle_limits
+        pyproject = await asyncio.to_thread(
+            read_member,
+            fetched.path,
+            PYPROJECT,
+            max_bytes=MAX_PYPROJECT_BYTES,
+            max_total_bytes=limits.max_unpacked_bytes,
+            max_files=limits.max_files,
+        )
+        return fetched.sha256, pyproject
 
     # --- reading jobs ---
 

@@ -21,6 +21,13 @@ WORKER_LABEL = "fluster.worker_id"
 its states are reported as that worker's, by that worker's reporter alone, whichever worker of a fleet runs it. A
 job without it is reported by the worker whose store is its own (not shared)."""
 
+
+class Refusal(ValueError):
+    """A RunJob hatchway cannot run, and why, in words for the controller's user: the job fails with them (the
+    controller is told FAILED, as for any job that cannot start) rather than the RPC (which would make the
+    controller dispatch it again and again)."""
+
+
 _STATES = {
     JobState.QUEUED: pb.JOB_STATE_PENDING,
     JobState.BUILDING: pb.JOB_STATE_BUILDING,

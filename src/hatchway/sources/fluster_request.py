@@ -12,26 +12,24 @@ from __future__ import annotations
 import base64
 import math
 import re
-import shlex
 from importlib import resources
 
 from pydantic import ValidationError
 
 from hatchway.fluster import runner
 from hatchway.fluster.proto import cluster_pb2 as pb
-from hatchway.models import BuildSpec, JobRequest, Limits
+from hatchway.models import JobRequest, Limits
 from hatchway.settings.fluster import FlusterConfig
-from hatchway.sources.fluster_jobs import ATTEMPT_LABEL, JOB_LABEL
+from hatchway.sources.fluster_environment import environment, environment_build
+from hatchway.sources.fluster_jobs import ATTEMPT_LABEL, JOB_LABEL, Refusal
+
+__all__ = ["Refusal", "job_request", "memory_mb", "needs_build_network", "runner_source"]
 
 WORKDIR = "/workdir"
 """Where the job's directory is mounted, its working directory: the bundle unpacked, the entrypoint, the result."""
 RUNNER_FILE = ".fluster/runner.py"
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 _MIB_PER_UNIT = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
-
-
-class Refusal(ValueError):
-    """A RunJob hatchway cannot run, and why, in words for the controller's user."""
 
 
 def memory_mb(text: str) -> int | None:
@@ -50,19 +48,6 @@ def runner_source() -> str:
     return resources.files(runner.__package__ or "hatchway.fluster").joinpath("runner.py").read_text()
 
 
-def environment_build(base_image: str, packages: list[str]) -> BuildSpec:
-    """The image of an environment with `packages`: the base image, and pip installing them (its build has the
-    host's network: `needs_build_network`). Built once per distinct base and packages (and bundle: a build's
-    context holds it), as hatchway caches every build by a hash of its inputs. pip is told the system's Python is
-    its to install into (PEP 668's marker, which Debian's Python has); an older pip ignores the variable."""
-    words = " ".join(shlex.quote(package) for package in packages)
-    return BuildSpec(
-        dockerfile=f"FROM {base_image}\n"
-        "RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-input "
-        f"--disable-pip-version-check {words}\n"
-    )
-
-
 def needs_build_network(request: JobRequest) -> bool:
     """Whether the job's image build installs packages (and so needs the network `fluster.build_network` gives)."""
     return request.build is not None
@@ -75,27 +60,23 @@ def job_request(
     worker_id: str,
     host_network: bool,
     bundle_url: str | None,
+    bundle_sha256: str | None = None,
+    pyproject: bytes | None = None,
 ) -> JobRequest:
     """The hatchway job for `run` (`bundle_url`: its bundle as hatchway fetches it, a gs:// path already made
-    local). Raises Refusal for a request hatchway cannot run here."""
-    environment = run.environment
-    if environment.extras:
-        # They name optional dependencies of the bundle's pyproject.toml, which the real worker installs with
-        # `uv sync`: hatchway does not sync the bundle's project.
-        raise Refusal(
-            f"the environment asks for extras ({', '.join(environment.extras)}), which this worker does not "
-            "install: it does not sync the bundle's project. Put them in fluster.base_image"
-        )
-    packages = list(environment.pip_packages)
+    local; `bundle_sha256`: the bundle whose `pyproject` (the bytes of its pyproject.toml, None without one) was
+    read, so that the job runs that one). Raises Refusal for a request hatchway cannot run here."""
+    asked = environment(pyproject, run.environment.extras, run.environment.pip_packages)
+    packages = asked.requirements
     if packages and not config.build_network:
         raise Refusal(
-            f"the environment asks for packages ({', '.join(packages)}), which this worker cannot install: its "
-            "image builds have no network (fluster.build_network). Put them in fluster.base_image"
+            f"the environment needs packages ({asked.described()}), which this worker cannot install: its image "
+            "builds have no network (fluster.build_network). Put them in fluster.base_image"
         )
     ports = list(run.ports)
     if ports and not host_network:
         raise Refusal(f"ports {', '.join(ports)} need the host network, which this worker does not allow")
-    env = dict(environment.env_vars)
+    env = dict(run.environment.env_vars)
     env.update(
         {
             "FLUSTER_JOB_ID": run.job_id,
@@ -127,6 +108,7 @@ def job_request(
                 runner.ENTRYPOINT_FILE: base64.b64encode(run.serialized_entrypoint).decode(),
             },
             bundle_url=bundle_url,
+            bundle_sha256=bundle_sha256 if bundle_url is not None else None,
             workdir=WORKDIR,
             limits=limits,
             network="host" if host_network else "none",
