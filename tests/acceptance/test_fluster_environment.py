@@ -55,34 +55,20 @@ def _wheel() -> bytes:
 
 
 def test_pip_packages_are_installed_with_the_build_network(
-    start_server: ServerFactory, controller: FlusterController
+    start_server: ServerFactory, controller: FlusterController, index: str
 ) -> None:
-    wheel = _wheel()
-
-    class Index(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(wheel)))
-            self.end_headers()
-            self.wfile.write(wheel)
-
-    with serving(Index) as base:
-        package = f"fluster-extra @ {base}/fluster_extra-1.0-py3-none-any.whl"
-        settings = fluster_settings(controller, fluster__base_image="hatchway-test/fluster-pip:latest")
-        server = start_server(**settings, fluster__build_network="true")
-        register(controller, server)
-        request = pb.Worker.RunJobRequest(
-            job_id="with-packages",
-            serialized_entrypoint=serialized_entrypoint(use_installed),
-            environment=pb.EnvironmentConfig(pip_packages=[package]),
-        )
-        address = f"127.0.0.1:{server.port}"
-        assert controller.call_worker(address, methods.RUN_JOB, request).state == pb.JOB_STATE_PENDING
-        controller.launch("with-packages", b"").worker_id = server.worker_id
-        done = final(controller, "with-packages", include_result=True)
+    settings = fluster_settings(controller, fluster__base_image="hatchway-test/fluster-pip:latest")
+    server = start_server(**settings, fluster__build_network="true")
+    register(controller, server)
+    request = pb.Worker.RunJobRequest(
+        job_id="with-packages",
+        serialized_entrypoint=serialized_entrypoint(use_installed),
+        environment=pb.EnvironmentConfig(pip_packages=[index]),
+    )
+    address = f"127.0.0.1:{server.port}"
+    assert controller.call_worker(address, methods.RUN_JOB, request).state == pb.JOB_STATE_PENDING
+    controller.launch("with-packages", b"").worker_id = server.worker_id
+    done = final(controller, "with-packages", include_result=True)
     assert done.state == pb.JOB_STATE_SUCCEEDED, (done, controller.fetch_logs("with-packages"))
     assert cloudpickle.loads(done.serialized_result) == "installed by pip"
     built = [entry.data for entry in controller.fetch_logs("with-packages", regex="Successfully installed")]
